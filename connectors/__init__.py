@@ -1,0 +1,1 @@
+"""Edges of accessguard: sources (HR webhook, ...) and sinks (providers, pagers, secret store)."""

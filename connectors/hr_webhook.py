@@ -1,0 +1,214 @@
+"""HR source: ``POST /v1/hr/events``, signed like Stripe webhooks.
+
+Header ``X-AccessGuard-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<raw body>")>``.
+Several ``v1=`` values are accepted (secret rotation on the sender's side). The comparison is
+constant-time, the timestamp must be within the tolerance (replay protection), and a repeated
+``event_id`` is acknowledged without being published again (webhook senders retry for days).
+
+A 202 is returned only after the event is in the journal (fsync) and acknowledged by the
+broker; when either is unavailable the answer is 503 with Retry-After, so the sender retries.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import time
+from collections import OrderedDict
+from typing import Any
+
+import orjson
+import structlog
+from aiohttp import web
+
+from streams import metrics
+from streams.errors import BrokerError, JournalError, ValidationError
+from streams.journal import Journal
+from streams.records import HrEvent, subject_hash
+from streams.secrets import Secret
+from streams.views import Publisher
+
+log = structlog.get_logger(__name__)
+
+SIGNATURE_HEADER = "X-AccessGuard-Signature"
+SOURCE = "hr_webhook"
+
+
+class SignatureError(Exception):
+    def __init__(self, reason: str, metric: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.metric = metric
+
+
+def sign(secret: str, body: bytes, timestamp: int | None = None) -> str:
+    """The header value a sender puts on ``body`` (used by `accessguard hr send` and tests)."""
+    ts = int(time.time()) if timestamp is None else timestamp
+    mac = hmac.new(secret.encode(), f"{ts}.".encode() + body, hashlib.sha256).hexdigest()
+    return f"t={ts},v1={mac}"
+
+
+def verify_signature(
+    secret: str, header: str | None, body: bytes, *, now: float, tolerance: int
+) -> int:
+    """Return the signed timestamp, or raise SignatureError. Constant-time comparison."""
+    if not header:
+        raise SignatureError(f"missing {SIGNATURE_HEADER} header", "missing_signature")
+    timestamp: int | None = None
+    candidates: list[str] = []
+    for part in header.split(","):
+        name, sep, value = part.strip().partition("=")
+        if not sep:
+            continue
+        if name == "t":
+            try:
+                timestamp = int(value)
+            except ValueError:
+                raise SignatureError(
+                    "signature timestamp is not an integer", "bad_signature"
+                ) from None
+        elif name == "v1":
+            candidates.append(value.strip().lower())
+    if timestamp is None or not candidates:
+        raise SignatureError("signature header needs t=<unix seconds>,v1=<hex>", "bad_signature")
+    if abs(now - timestamp) > tolerance:
+        raise SignatureError(
+            f"signature timestamp outside the {tolerance}s tolerance", "stale_signature"
+        )
+    expected = hmac.new(
+        secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256
+    ).hexdigest()
+    # compare_digest on every candidate, no early exit on the first match
+    matched = False
+    for candidate in candidates:
+        matched |= hmac.compare_digest(expected, candidate)
+    if not matched:
+        raise SignatureError("signature does not match", "bad_signature")
+    return timestamp
+
+
+class SeenEvents:
+    """Bounded memory of accepted event ids -> body digest, for ``hr.dedup_ttl_seconds``."""
+
+    def __init__(self, ttl: float, max_entries: int = 200_000) -> None:
+        self.ttl = ttl
+        self.max_entries = max_entries
+        self._seen: OrderedDict[str, tuple[str, float]] = OrderedDict()
+
+    def get(self, event_id: str, now: float) -> str | None:
+        entry = self._seen.get(event_id)
+        if entry is None:
+            return None
+        if now - entry[1] > self.ttl:
+            del self._seen[event_id]
+            return None
+        return entry[0]
+
+    def add(self, event_id: str, digest: str, now: float) -> None:
+        self._seen[event_id] = (digest, now)
+        self._seen.move_to_end(event_id)
+        while len(self._seen) > self.max_entries:
+            self._seen.popitem(last=False)
+
+
+def _json(http_status: int, **body: Any) -> web.Response:
+    headers = {"Retry-After": "5"} if http_status == 503 else None
+    return web.Response(
+        status=http_status, body=orjson.dumps(body), content_type="application/json",
+        headers=headers,
+    )
+
+
+class HrWebhook:
+    """The aiohttp handler. One instance per process."""
+
+    def __init__(
+        self,
+        *,
+        secret: Secret | None,
+        tolerance: int,
+        dedup_ttl: float,
+        max_body: int,
+        publisher: Publisher,
+        journal: Journal,
+        topic: str,
+    ) -> None:
+        self.secret = secret
+        self.tolerance = tolerance
+        self.max_body = max_body
+        self.publisher = publisher
+        self.journal = journal
+        self.topic = topic
+        self.seen = SeenEvents(dedup_ttl)
+        self._accepted = metrics.EVENTS_ACCEPTED.labels(SOURCE)
+        self._duplicate = metrics.EVENTS_DUPLICATE.labels(SOURCE)
+
+    def _reject(self, status: int, reason: str, metric: str) -> web.Response:
+        metrics.EVENTS_REJECTED.labels(SOURCE, metric).inc()
+        log.info("hr.rejected", status=status, reason=reason)
+        return _json(status, error=reason)
+
+    async def handle(self, request: web.Request) -> web.Response:
+        if request.content_length is not None and request.content_length > self.max_body:
+            return self._reject(413, f"body larger than {self.max_body} bytes", "too_large")
+        body = bytearray()
+        async for chunk in request.content.iter_chunked(65536):
+            body += chunk
+            if len(body) > self.max_body:
+                return self._reject(413, f"body larger than {self.max_body} bytes", "too_large")
+        raw = bytes(body)
+        if self.secret is None or not self.secret.reveal():
+            # Refuse rather than accept unsigned input: the operator must set the secret.
+            return self._reject(401, "webhook secret not configured on the server", "bad_signature")
+        now = time.time()
+        try:
+            verify_signature(
+                self.secret.reveal(),
+                request.headers.get(SIGNATURE_HEADER),
+                raw,
+                now=now,
+                tolerance=self.tolerance,
+            )
+        except SignatureError as exc:
+            return self._reject(401, exc.reason, exc.metric)
+        ctype = request.headers.get("Content-Type", "application/json").split(";")[0].strip()
+        if ctype not in ("application/json", ""):
+            return self._reject(415, "Content-Type must be application/json", "invalid_field")
+        try:
+            data = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            return self._reject(400, f"invalid JSON: {exc.msg}", "bad_json")
+        if isinstance(data, dict) and "accepted_at" in data:
+            return self._reject(400, "unknown field(s): accepted_at", "invalid_field")
+        try:
+            event = HrEvent.from_dict(data)
+        except ValidationError as exc:
+            return self._reject(400, exc.reason, "invalid_field")
+        digest = hashlib.sha256(raw).hexdigest()
+        previous = self.seen.get(event.event_id, now)
+        if previous is not None:
+            if previous != digest:
+                return self._reject(409, "event_id already used for a different event", "conflict")
+            self._duplicate.inc()
+            return _json(202, status="duplicate", event_id=event.event_id)
+        event = HrEvent.from_dict({**event.to_dict(), "accepted_at": now})
+        try:
+            self.journal.append(
+                "hr_event", durable=True, key=event.partition_key, value=event.to_dict()
+            )
+        except JournalError as exc:
+            return self._reject(503, str(exc), "journal_unavailable")
+        try:
+            await self.publisher.send(self.topic, event.partition_key, event.dumps())
+        except BrokerError:
+            return self._reject(503, "broker unavailable; retry later", "broker_unavailable")
+        self.seen.add(event.event_id, digest, now)
+        self._accepted.inc()
+        log.info(
+            "hr.accepted",
+            event_id=event.event_id,
+            type=event.type,
+            subject=subject_hash(event.email),
+            source=event.source,
+        )
+        return _json(202, status="accepted", event_id=event.event_id)

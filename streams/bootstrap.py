@@ -1,0 +1,130 @@
+"""Start-up steps that run before the worker: journal replay and registry import.
+
+Both use kafka-python (synchronous, no event loop yet) and wait for the broker's
+acknowledgement of every record before returning.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import orjson
+import structlog
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+from streams.config import Config
+from streams.journal import Journal, replay_records
+from streams.registry import Registry, diff_changes, load_registry
+from streams.topics import Topics
+
+log = structlog.get_logger(__name__)
+
+
+def _producer(bootstrap: str) -> KafkaProducer:
+    return KafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", linger_ms=5, client_id="accessguard-bootstrap"
+    )
+
+
+def topics_empty(bootstrap: str, topics: list[str]) -> bool:
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, client_id="accessguard-probe")
+    try:
+        parts = [
+            TopicPartition(t, p) for t in topics for p in (consumer.partitions_for_topic(t) or {0})
+        ]
+        return all(v == 0 for v in consumer.end_offsets(parts).values())
+    finally:
+        consumer.close()
+
+
+def replay_journal(config: Config, bootstrap: str) -> dict[str, int]:
+    """Republish the journal's durable records into empty topics (embedded broker restart).
+    Does nothing when any of those topics already holds data (a durable broker)."""
+    path = config.data_dir / "journal.jsonl"
+    if not path.exists():
+        return {}
+    by_suffix = replay_records(path)
+    names = {config.topic(suffix): records for suffix, records in by_suffix.items()}
+    if not topics_empty(bootstrap, list(names)):
+        log.info("journal.replay_skipped", reason="topics already hold data")
+        return {}
+    producer = _producer(bootstrap)
+    counts: dict[str, int] = {}
+    try:
+        for topic, records in names.items():
+            futures = [
+                producer.send(topic, key=key.encode(), value=value) for key, value in records
+            ]
+            for fut in futures:
+                fut.get(timeout=30)
+            counts[topic] = len(futures)
+        producer.flush()
+    finally:
+        producer.close()
+    log.info("journal.replayed", **{k.rsplit(".", 1)[-1]: v for k, v in counts.items()})
+    return counts
+
+
+def read_registry_topic(bootstrap: str, topic: str, timeout_ms: int = 10000) -> Registry:
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        client_id="accessguard-registry-reader",
+    )
+    try:
+        parts = [TopicPartition(topic, p) for p in (consumer.partitions_for_topic(topic) or {0})]
+        consumer.assign(parts)
+        consumer.seek_to_beginning(*parts)
+        end = consumer.end_offsets(parts)
+        registry = Registry.from_changes([])
+        remaining = {tp for tp, off in end.items() if off > 0}
+        while remaining:
+            batch = consumer.poll(timeout_ms=timeout_ms, max_records=10000)
+            if not batch:
+                raise TimeoutError(f"registry topic {topic} not readable to its end")
+            for tp, records in batch.items():
+                for rec in records:
+                    if rec.key:
+                        registry.apply_change(
+                            rec.key.decode(), None if rec.value is None else orjson.loads(rec.value)
+                        )
+                if consumer.position(tp) >= end[tp]:
+                    remaining.discard(tp)
+        return registry
+    finally:
+        consumer.close()
+
+
+def import_registry(config: Config, bootstrap: str, path: Path) -> dict[str, Any]:
+    """Publish the difference between the file and the registry topic (tombstones included).
+    Raises RegistryError listing every problem when the file is invalid."""
+    new = load_registry(path)
+    topics = Topics.from_config(config)
+    current = read_registry_topic(bootstrap, topics.registry)
+    changes = diff_changes(current, new)
+    journal = Journal(config.data_dir / "journal.jsonl", fsync=bool(config["journal.fsync"]))
+    producer = _producer(bootstrap)
+    try:
+        futures = []
+        for key, value in changes:
+            journal.append("registry", key=key, value=value)
+            payload = None if value is None else orjson.dumps(value)
+            futures.append(producer.send(topics.registry, key=key.encode(), value=payload))
+        for fut in futures:
+            fut.get(timeout=30)
+        producer.flush()
+    finally:
+        producer.close()
+        journal.close()
+    summary = {
+        "changes": len(changes),
+        "removed": sum(1 for _, v in changes if v is None),
+        "identities": len(new.identities),
+        "accounts": len(new.accounts),
+        "grants": sum(len(new.grants_of(i)) for i in new.identities),
+        "agencies": len(new.agencies),
+    }
+    log.info("registry.imported", path=str(path), **summary)
+    return summary

@@ -1,0 +1,337 @@
+"""The ``accessguard`` command line."""
+
+from __future__ import annotations
+
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import click
+import orjson
+
+from streams import __version__
+from streams.config import Config, load_config
+from streams.errors import AccessGuardError, ConfigError, RegistryError, ValidationError
+from streams.logs import configure_logging
+
+
+def _load(config_path: str | None, **overrides: Any) -> Config:
+    config = load_config(config_path)
+    clean = {k: v for k, v in overrides.items() if v is not None}
+    return config.with_overrides(**clean) if clean else config
+
+
+def _fail(exc: AccessGuardError) -> None:
+    click.echo(f"error: {exc}", err=True)
+    sys.exit(2)
+
+
+class Cli(click.Group):
+    """Turns our typed errors into a one-line message and exit code 2, not a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except AccessGuardError as exc:
+            _fail(exc)
+        return None
+
+
+config_option = click.option(
+    "--config",
+    "config_path",
+    envvar="ACCESSGUARD_CONFIG",
+    type=click.Path(dir_okay=False),
+    help="Configuration YAML (ACCESSGUARD_CONFIG).",
+)
+
+
+@click.group(cls=Cli)
+@click.version_option(__version__, prog_name="accessguard")
+def main() -> None:
+    """accessguard: cut access to brand social accounts everywhere, at once, with proof."""
+
+
+def _prepare(config: Config, registry: str | None) -> tuple[Any, str]:
+    """Start (or reach) the broker, create topics, replay the journal, import the registry."""
+    from streams.bootstrap import import_registry, replay_journal  # noqa: PLC0415
+    from streams.broker import (  # noqa: PLC0415
+        EmbeddedBroker,
+        bootstrap_from_url,
+        find_tansu,
+        wait_for_kafka,
+    )
+    from streams.topics import create_topics  # noqa: PLC0415
+
+    broker = None
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    if config.embedded:
+        binary = find_tansu(config["embedded.tansu_bin"] or None)
+        broker = EmbeddedBroker(
+            binary, port=int(config["embedded.port"]), log_path=config.data_dir / "tansu.log"
+        ).start()
+        bootstrap = broker.bootstrap
+    else:
+        bootstrap = bootstrap_from_url(config["broker"])
+        wait_for_kafka(bootstrap, timeout=60)
+    try:
+        create_topics(config, bootstrap)
+        if config["journal.replay_on_start"]:
+            replay_journal(config, bootstrap)
+        if registry:
+            import_registry(config, bootstrap, Path(registry))
+    except BaseException:
+        if broker is not None:
+            broker.stop()
+        raise
+    return broker, bootstrap
+
+
+@main.command()
+@config_option
+@click.option("--registry", help="Registry YAML to import at start (registry).")
+@click.option("--port", type=int, help="HTTP port (http.port).")
+def run(config_path: str | None, registry: str | None, port: int | None) -> None:
+    """Start everything: the embedded broker (unless `broker` is set), topics, the registry,
+    the Faust worker, the HTTP server and metrics. Ctrl-C stops it all cleanly."""
+    from streams.worker import build_worker, run_worker  # noqa: PLC0415
+
+    config = _load(config_path, registry=registry, http__port=port)
+    configure_logging(config["log.level"], config["log.format"])
+    broker, bootstrap = _prepare(config, config["registry"])
+    try:
+        def listening(url: str) -> None:
+            where = broker.url if broker else config["broker"]
+            click.echo(
+                f"accessguard {__version__} ready\n"
+                f"  broker   {where}{' (embedded Tansu, in memory)' if broker else ''}\n"
+                f"  http     {url}/v1/hr/events\n"
+                f"  metrics  {url}/metrics\n"
+                f"  health   {url}/healthz  {url}/readyz\n"
+                f"  journal  {config.data_dir / 'journal.jsonl'}",
+                err=False,
+            )
+            sys.stdout.flush()
+
+        app, services = build_worker(config, bootstrap, on_listening=listening)
+        code = run_worker(app, services, loglevel=config["log.level"])
+    finally:
+        if broker is not None:
+            broker.stop()
+    sys.exit(code)
+
+
+@main.command()
+@config_option
+@click.option("--port", type=int, help="HTTP port for /metrics and health (http.port).")
+def worker(config_path: str | None, port: int | None) -> None:
+    """Run a Faust worker against an external Kafka (ACCESSGUARD_BROKER=kafka://host:9092)."""
+    from streams.broker import bootstrap_from_url, wait_for_kafka  # noqa: PLC0415
+    from streams.topics import create_topics  # noqa: PLC0415
+    from streams.worker import WorkerServices, build_worker, run_worker  # noqa: PLC0415
+
+    config = _load(config_path, http__port=port)
+    if config.embedded:
+        raise ConfigError("broker", "`accessguard worker` needs ACCESSGUARD_BROKER=kafka://host:port")
+    configure_logging(config["log.level"], config["log.format"])
+    bootstrap = bootstrap_from_url(config["broker"])
+    wait_for_kafka(bootstrap, timeout=60)
+    create_topics(config, bootstrap)
+    app, services = build_worker(config, bootstrap)
+    services.serve_hr = False
+    assert isinstance(services, WorkerServices)  # noqa: S101 - narrows for mypy
+    sys.exit(run_worker(app, services, loglevel=config["log.level"]))
+
+
+@main.group()
+def connect() -> None:
+    """Run one connector on its own against an external Kafka."""
+
+
+@connect.command("hr-webhook")
+@config_option
+@click.option("--port", type=int, help="HTTP port (http.port).")
+def connect_hr_webhook(config_path: str | None, port: int | None) -> None:
+    """Serve POST /v1/hr/events (and /metrics, health) and publish to the hr.events topic."""
+    import asyncio  # noqa: PLC0415
+    import signal  # noqa: PLC0415
+
+    from connectors.hr_webhook import HrWebhook  # noqa: PLC0415
+    from streams.broker import bootstrap_from_url, wait_for_kafka  # noqa: PLC0415
+    from streams.journal import Journal  # noqa: PLC0415
+    from streams.topics import Topics, create_topics  # noqa: PLC0415
+    from streams.views import Publisher  # noqa: PLC0415
+    from streams.web import WebServer, build_web_app  # noqa: PLC0415
+
+    config = _load(config_path, http__port=port)
+    if config.embedded:
+        raise ConfigError("broker", "`connect hr-webhook` needs ACCESSGUARD_BROKER=kafka://host:port")
+    configure_logging(config["log.level"], config["log.format"])
+    bootstrap = bootstrap_from_url(config["broker"])
+    wait_for_kafka(bootstrap, timeout=60)
+    create_topics(config, bootstrap)
+
+    async def serve() -> None:
+        publisher = Publisher(bootstrap, client_id="accessguard-hr-webhook")
+        await publisher.start()
+        journal = Journal(config.data_dir / "journal.jsonl", fsync=bool(config["journal.fsync"]))
+        hr = HrWebhook(
+            secret=config["hr.webhook_secret"],
+            tolerance=int(config["hr.tolerance_seconds"]),
+            dedup_ttl=float(config["hr.dedup_ttl_seconds"]),
+            max_body=int(config["http.max_body_bytes"]),
+            publisher=publisher,
+            journal=journal,
+            topic=Topics.from_config(config).hr_events,
+        )
+        server = WebServer(
+            build_web_app(
+                hr=hr,
+                readiness=lambda: {"broker": publisher.started},
+                max_body=int(config["http.max_body_bytes"]),
+            ),
+            config["http.host"],
+            int(config["http.port"]),
+        )
+        await server.start()
+        click.echo(f"hr-webhook listening on {server.url}/v1/hr/events")
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        # Stop taking requests first; in-flight requests finish before the producer closes.
+        await server.stop()
+        await publisher.stop()
+        journal.close()
+
+    asyncio.run(serve())
+
+
+@main.group()
+def registry() -> None:
+    """Check, import and show the access registry."""
+
+
+@registry.command("check")
+@click.argument("file", type=click.Path(dir_okay=False))
+def registry_check(file: str) -> None:
+    """Report every problem of FILE as file:line: message (exit 1 when there are any)."""
+    from streams.registry import check_registry  # noqa: PLC0415
+
+    problems = check_registry(file)
+    for problem in problems:
+        click.echo(problem)
+    if problems:
+        click.echo(f"{len(problems)} problem(s) in {file}", err=True)
+        sys.exit(1)
+    click.echo(f"{file}: ok")
+
+
+@registry.command("import")
+@config_option
+@click.argument("file", type=click.Path(dir_okay=False))
+def registry_import(config_path: str | None, file: str) -> None:
+    """Publish FILE to the compacted registry topic (only what changed, removals included)."""
+    from streams.bootstrap import import_registry  # noqa: PLC0415
+    from streams.broker import bootstrap_from_url, wait_for_kafka  # noqa: PLC0415
+    from streams.topics import create_topics  # noqa: PLC0415
+
+    config = _load(config_path)
+    if config.embedded:
+        raise ConfigError(
+            "broker",
+            "set ACCESSGUARD_BROKER=kafka://host:port (with `accessguard run` the registry "
+            "file is imported at start: --registry FILE)",
+        )
+    bootstrap = bootstrap_from_url(config["broker"])
+    wait_for_kafka(bootstrap, timeout=30)
+    create_topics(config, bootstrap)
+    try:
+        summary = import_registry(config, bootstrap, Path(file))
+    except RegistryError as exc:
+        for problem in exc.problems:
+            click.echo(problem, err=True)
+        sys.exit(1)
+    click.echo(orjson.dumps(summary).decode())
+
+
+@registry.command("show")
+@click.argument("file", type=click.Path(dir_okay=False))
+def registry_show(file: str) -> None:
+    """Print who holds which role on which account, through which path, with which MFA."""
+    from streams.registry import load_registry  # noqa: PLC0415
+
+    reg = load_registry(file)
+    for ident in sorted(reg.identities.values(), key=lambda i: i.id):
+        click.echo(f"{ident.id} ({ident.kind}, {ident.status}) {ident.name}")
+        for grant in reg.grants_of(ident.id):
+            acct = reg.accounts[grant.account]
+            click.echo(
+                f"  {acct.platform}:{acct.handle:<20} {grant.role:<16} via {grant.via:<18} "
+                f"mfa {grant.mfa}"
+            )
+
+
+@main.command()
+@config_option
+@click.option("--registry", "registry_file", required=True, type=click.Path(dir_okay=False))
+@click.option("--input", "input_file", required=True, type=click.Path(dir_okay=False, allow_dash=True))
+@click.option("--at", "at_text", help="Clock for scheduled effects (ISO-8601; default now).")
+def replay(config_path: str | None, registry_file: str, input_file: str, at_text: str | None) -> None:
+    """Run the offboarding decisions offline (no broker): events in, decisions out as NDJSON."""
+    from streams.records import parse_time  # noqa: PLC0415
+    from streams.registry import load_registry  # noqa: PLC0415
+    from streams.replay import replay as run_replay  # noqa: PLC0415
+
+    config = _load(config_path)
+    try:
+        at = parse_time(at_text, "--at") if at_text else datetime.now(UTC)
+    except ValidationError as exc:
+        raise click.BadParameter(exc.reason, param_hint="--at") from None
+    reg = load_registry(registry_file)
+    stream = sys.stdin if input_file == "-" else open(input_file, encoding="utf-8")  # noqa: SIM115
+    out = sys.stdout.buffer
+    try:
+        for record in run_replay(reg, stream, at=at, providers=config.provider_types()):
+            out.write(orjson.dumps(record) + b"\n")
+    finally:
+        if stream is not sys.stdin:
+            stream.close()
+        out.flush()
+
+
+@main.group()
+def hr() -> None:
+    """Sign and send HR events (for trying accessguard out and for HR integrations)."""
+
+
+@hr.command("send")
+@config_option
+@click.argument("file", type=click.Path(dir_okay=False, allow_dash=True))
+@click.option("--url", help="Server base URL (default: http://http.host:http.port).")
+def hr_send(config_path: str | None, file: str, url: str | None) -> None:
+    """Sign FILE (one JSON HR event) with hr.webhook_secret and POST it to /v1/hr/events."""
+    import requests  # noqa: PLC0415
+
+    from connectors.hr_webhook import SIGNATURE_HEADER, sign  # noqa: PLC0415
+
+    config = _load(config_path)
+    secret = config["hr.webhook_secret"]
+    if not secret:
+        raise ConfigError("hr.webhook_secret", "set ACCESSGUARD_HR_WEBHOOK_SECRET to sign events")
+    body = sys.stdin.buffer.read() if file == "-" else Path(file).read_bytes()
+    base = url or f"http://{config['http.host']}:{config['http.port']}"
+    resp = requests.post(
+        f"{base}/v1/hr/events",
+        data=body,
+        headers={SIGNATURE_HEADER: sign(secret.reveal(), body), "Content-Type": "application/json"},
+        timeout=(3.05, 15),
+    )
+    click.echo(f"{resp.status_code} {resp.text}")
+    sys.exit(0 if resp.status_code == 202 else 1)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,399 @@
+"""The worker's core: HR events in, decisions persisted, plans executed, alerts and audit out.
+
+Everything here runs on the worker's event loop. State is read from the materialised views
+and every change is written whole (journal first, then the compacted topic, awaiting the
+broker's ack) before anything depends on it, so a crash at any point is repaired by
+redelivery: decisions are deduplicated by event id, actions by their idempotency key in the
+ledger, pages by their dedup key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+from kafka.partitioner.default import murmur2
+
+from streams import metrics
+from streams.config import Config
+from streams.decisions import HrDecision, decide_agency_expiry, decide_hr, due_scheduled
+from streams.errors import BrokerError, JournalError, ProviderError, ValidationError
+from streams.executor import Executor, Outcome, Sink
+from streams.journal import Journal
+from streams.records import Action, Alert, HrEvent, format_time, idempotency_key, subject_hash
+from streams.state import AccountState, IdentityState, StateValue
+from streams.topics import Topics
+from streams.views import Publisher, Views
+
+log = structlog.get_logger(__name__)
+
+#: Actions whose confirmation ends "time to revoke" (access is cut once these are done).
+REVOKING = frozenset({"revoke_sessions", "remove_grant", "downgrade_grant"})
+RUNBOOK_REVOCATION = "docs/runbooks.md#revocation-failing"
+RUNBOOK_UNKNOWN = "docs/runbooks.md#hr-event-for-unknown-person"
+
+
+def partition_for(key: str, partitions: int) -> int:
+    """The partition Kafka's default partitioner (murmur2) puts ``key`` in."""
+    return (murmur2(key.encode()) & 0x7FFFFFFF) % partitions
+
+
+class Engine:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        publisher: Publisher,
+        views: Views,
+        journal: Journal,
+        executor: Executor,
+        sinks: dict[str, Sink],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.topics = Topics.from_config(config)
+        self.publisher = publisher
+        self.views = views
+        self.journal = journal
+        self.executor = executor
+        self.sinks = sinks
+        self.clock = clock
+        self.provider_types = config.provider_types()
+        self.routes = config.routes()
+        self.partitions = int(config["topics.partitions"])
+        #: Partitions of hr.events this worker owns; None = all (single worker, replay, tests).
+        self.owned: set[int] | None = None
+        self._plans: dict[tuple[str, str], asyncio.Task[None]] = {}
+        self.plans_completed = 0
+
+    # ---------------------------------------------------------------- ownership
+    def owns(self, partition_key: str) -> bool:
+        return self.owned is None or partition_for(partition_key, self.partitions) in self.owned
+
+    def set_assignment(self, partitions: Iterable[int]) -> None:
+        self.owned = set(partitions)
+        log.info("engine.assigned", partitions=sorted(self.owned))
+        self.resume_plans()
+
+    # ---------------------------------------------------------------- writes
+    async def put_state(self, value: StateValue) -> None:
+        self.views.state.put(value)
+        data = value.to_dict()
+        self.journal.append("state", key=value.key, value=data)
+        await self.publisher.send_json(self.topics.lifecycle, value.key, data)
+
+    async def put_ledger(self, key: str, value: dict[str, Any]) -> None:
+        self.views.ledger[key] = value
+        self.journal.append("ledger", durable=True, key=key, value=value)
+        await self.publisher.send_json(self.topics.ledger, key, value)
+
+    async def audit(self, kind: str, key: str, **fields: Any) -> None:
+        entry = self.journal.append(kind, **fields)
+        await self.publisher.send_json(self.topics.audit, key, entry)
+
+    async def dead_letter(self, source_topic: str, raw: bytes | None, reason: str) -> None:
+        text = (raw or b"")[:65536]
+        try:
+            body: str = text.decode()
+            encoding = "utf-8"
+        except UnicodeDecodeError:
+            body, encoding = base64.b64encode(text).decode(), "base64"
+        record = {
+            "topic": source_topic,
+            "reason": reason,
+            "value": body,
+            "encoding": encoding,
+            "ts": self.clock(),
+        }
+        short = reason.split(":", 1)[0][:40]
+        metrics.DEAD_LETTERS.labels(source_topic, short).inc()
+        self.journal.append("dead_letter", topic=source_topic, reason=reason)
+        await self.publisher.send_json(self.topics.hr_dlq, "dlq", record)
+        log.warning("record.dead_lettered", topic=source_topic, reason=reason)
+
+    # ---------------------------------------------------------------- HR path
+    async def handle_hr_raw(self, raw: bytes | None) -> HrDecision | None:
+        try:
+            event = HrEvent.loads(raw or b"")
+        except ValidationError as exc:
+            await self.dead_letter(self.topics.hr_events, raw, f"invalid: {exc.reason}")
+            return None
+        return await self.handle_hr(event)
+
+    async def handle_hr(self, event: HrEvent, now: datetime | None = None) -> HrDecision:
+        now = now or datetime.fromtimestamp(self.clock(), UTC)
+        decision = decide_hr(self.views.registry, self.views.state, event, now, self.provider_types)
+        metrics.DECISIONS.labels(event.type, decision.outcome).inc()
+        bound = log.bind(
+            event_id=event.event_id,
+            type=event.type,
+            subject=subject_hash(event.email),
+            identity=decision.identity,
+            outcome=decision.outcome,
+        )
+        if decision.outcome == "duplicate":
+            bound.info("hr.duplicate")
+            return decision
+        plan_id = decision.plan_id
+        updates: list[StateValue] = []
+        for value in decision.state_updates:
+            if (
+                isinstance(value, IdentityState)
+                and plan_id is not None
+                and plan_id in value.plans
+            ):
+                plan = dict(value.plans[plan_id])
+                plan["alerts"] = [a.to_dict() for a in decision.alerts]
+                plan["partition_key"] = event.partition_key
+                value = replace(value, plans={**value.plans, plan_id: plan})
+            updates.append(value)
+        for value in updates:
+            await self.put_state(value)
+        self._update_scheduled_gauge()
+        await self.audit(
+            "decision",
+            event.event_id,
+            event_id=event.event_id,
+            type=event.type,
+            source=event.source,
+            identity=decision.identity,
+            outcome=decision.outcome,
+            reason=decision.reason,
+            actions=[a.replay_view() for a in decision.actions],
+        )
+        bound.info("hr.decided", actions=len(decision.actions), reason=decision.reason)
+        if decision.identity and plan_id and decision.actions:
+            self.start_plan(decision.identity, plan_id)
+        elif decision.alerts:
+            for alert in decision.alerts:
+                await self.send_alert(alert)
+        return decision
+
+    def _update_scheduled_gauge(self) -> None:
+        metrics.SCHEDULED.set(sum(len(s.scheduled) for s in self.views.state.identities()))
+
+    # ---------------------------------------------------------------- plans
+    def start_plan(self, identity: str, plan_id: str) -> None:
+        key = (identity, plan_id)
+        if key in self._plans and not self._plans[key].done():
+            return
+        task = asyncio.create_task(self._run_plan(identity, plan_id), name=f"plan-{plan_id}")
+        self._plans[key] = task
+        task.add_done_callback(lambda t, k=key: self._plan_finished(k, t))
+
+    def _plan_finished(self, key: tuple[str, str], task: asyncio.Task[None]) -> None:
+        if self._plans.get(key) is task:
+            del self._plans[key]
+        if not task.cancelled() and task.exception() is not None:
+            log.error("plan.crashed", plan=key[1], error=repr(task.exception()))
+
+    def resume_plans(self) -> int:
+        """Start every unfinished plan this worker owns (after a restart or a rebalance)."""
+        started = 0
+        for st in self.views.state.identities():
+            for plan_id, plan in st.plans.items():
+                if self.owns(str(plan.get("partition_key", st.identity))):
+                    self.start_plan(st.identity, plan_id)
+                    started += 1
+        if started:
+            log.info("plans.resumed", count=started)
+        return started
+
+    async def wait_plans(self, timeout: float | None = None) -> None:
+        tasks = list(self._plans.values())
+        if tasks:
+            await asyncio.wait(tasks, timeout=timeout)
+
+    async def cancel_plans(self) -> None:
+        tasks = list(self._plans.values())
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _run_plan(self, identity: str, plan_id: str) -> None:
+        plan = self.views.state.identity(identity).plans.get(plan_id)
+        if plan is None:
+            return
+        actions = [Action.from_dict(a) for a in plan.get("actions", ())]
+        metrics.PENDING_ACTIONS.inc(len(actions))
+        try:
+            outcomes = await asyncio.gather(*(self._run_action(a) for a in actions))
+        finally:
+            metrics.PENDING_ACTIONS.dec(len(actions))
+        revoked_at = [
+            o.finished_at
+            for a, o in zip(actions, outcomes, strict=True)
+            if a.action in REVOKING and o.status in ("done", "dry_run")
+        ]
+        accepted_at = plan.get("accepted_at")
+        took = None
+        if accepted_at and revoked_at:
+            took = max(revoked_at) - float(accepted_at)
+            metrics.TIME_TO_REVOKE.observe(max(took, 0.0))
+        failed = [(a, o) for a, o in zip(actions, outcomes, strict=True) if o.status == "failed"]
+        for alert_data in plan.get("alerts", ()):
+            alert = Alert.from_dict(alert_data)
+            if alert.rule == "offboarding.completed":
+                details = dict(alert.details)
+                details.update(
+                    seconds_to_revoke=None if took is None else round(took, 3),
+                    actions_done=sum(o.status in ("done", "dry_run") for o in outcomes),
+                    actions_failed=len(failed),
+                    dry_run=any(o.status == "dry_run" for o in outcomes),
+                )
+                title = alert.title
+                if took is not None:
+                    title = f"{title} in {took:.2f}s"
+                if failed:
+                    title = f"{title} — {len(failed)} action(s) FAILED"
+                alert = replace(alert, details=details, title=title)
+            await self.send_alert(alert)
+        # Forget the plan only once its alerts are out: a crash before this line re-runs the
+        # plan, and the ledger turns every action and alert of it into a no-op.
+        st = self.views.state.identity(identity)
+        plans = {k: v for k, v in st.plans.items() if k != plan_id}
+        await self.put_state(replace(st, plans=plans))
+        self.plans_completed += 1
+        log.info(
+            "plan.completed",
+            plan=plan_id,
+            identity=identity,
+            actions=len(actions),
+            failed=len(failed),
+            seconds=None if took is None else round(took, 3),
+        )
+
+    async def _run_action(self, action: Action) -> Outcome:
+        done = self.views.ledger.get(action.idempotency_key)
+        if done is not None:
+            metrics.ACTIONS.labels(action.provider, action.action, "skipped_done").inc()
+            return Outcome(
+                str(done.get("status", "done")),
+                int(done.get("attempts", 0)),
+                dict(done.get("result") or {}),
+                done.get("error"),
+                float(done.get("finished_at") or self.clock()),
+            )
+        outcome = await self.executor.execute(action, self._on_stuck)
+        record = {**outcome.to_dict(), "action": action.action, "provider": action.provider,
+                  "identity": action.identity, "account": action.account, "cause": action.cause}
+        await self.put_ledger(action.idempotency_key, record)
+        await self.audit(
+            "action", action.idempotency_key, **action.replay_view(), outcome=outcome.to_dict()
+        )
+        if action.action == "rotate_shared_credential" and outcome.status == "done":
+            await self._record_rotation(action, outcome)
+        if outcome.status == "failed":
+            await self.send_alert(self._failure_alert(action, outcome.error or "", outcome.attempts))
+        elif outcome.was_stuck:
+            await self.send_alert(
+                replace(self._failure_alert(action, "recovered", outcome.attempts),
+                        event_action="resolve", severity="critical")
+            )
+        return outcome
+
+    async def _record_rotation(self, action: Action, outcome: Outcome) -> None:
+        if action.account is None:
+            return
+        acct = self.views.state.account(action.account)
+        version = int(outcome.result.get("version", acct.secret_version + 1))
+        await self.put_state(
+            AccountState(
+                account=acct.account,
+                secret_version=version,
+                rotated_at=format_time(datetime.fromtimestamp(outcome.finished_at, UTC)),
+                rotated_cause=action.cause,
+                reenrolment_required=acct.reenrolment_required,
+            )
+        )
+
+    def _failure_alert(self, action: Action, error: str, attempts: int) -> Alert:
+        identity = self.views.registry.identities.get(action.identity)
+        name = identity.name if identity else action.identity
+        where = f" on {action.account}" if action.account else ""
+        return Alert(
+            severity="critical",
+            rule="offboarding.revocation_failed",
+            identity=action.identity,
+            dedup_key=f"revocation:{action.idempotency_key}",
+            title=f"{action.action} failing for {name}{where} at {action.provider}",
+            details={
+                "identity": action.identity,
+                "account": action.account,
+                "provider": action.provider,
+                "action": action.action,
+                "error": error[:500],
+                "attempts": attempts,
+                "cause": action.cause,
+            },
+            runbook=RUNBOOK_REVOCATION,
+        )
+
+    async def _on_stuck(self, action: Action, exc: ProviderError, attempts: int) -> None:
+        await self.send_alert(self._failure_alert(action, str(exc), attempts))
+
+    # ---------------------------------------------------------------- alerts
+    async def send_alert(self, alert: Alert) -> None:
+        """Route by severity to the configured sinks, once per dedup key and action."""
+        key = "alert:" + idempotency_key(alert.dedup_key, alert.event_action)
+        if key in self.views.ledger:
+            return
+        await self.publisher.send_json(self.topics.alerts, alert.dedup_key, alert.to_dict())
+        results: dict[str, str] = {}
+        for name in self.routes.get(alert.severity, []):
+            sink = self.sinks.get(name)
+            if sink is None:
+                metrics.ALERTS.labels(name, alert.severity, "unrouted").inc()
+                results[name] = "unconfigured"
+                continue
+            outcome = await self.executor.send_alert(name, sink, alert)
+            results[name] = outcome.status if outcome.error is None else f"failed: {outcome.error}"
+        await self.put_ledger(key, {"status": "sent", "sinks": results, "finished_at": self.clock()})
+        await self.audit("alert", alert.dedup_key, alert=alert.to_dict(), sinks=results)
+        log.info("alert.sent", rule=alert.rule, severity=alert.severity,
+                 action=alert.event_action, sinks=results)
+
+    # ---------------------------------------------------------------- timers
+    async def tick_schedule(self, now: datetime | None = None) -> int:
+        now = now or datetime.fromtimestamp(self.clock(), UTC)
+        fired = 0
+        for event in due_scheduled(self.views.state, now):
+            if self.owns(event.partition_key):
+                await self.handle_hr(event, now)
+                fired += 1
+        return fired
+
+    async def tick_agencies(self, now: datetime | None = None) -> int:
+        """Publish a contract_ended event for each member of an agency past its end date.
+        The event ids are deterministic, so every worker may run this: repeats are duplicates."""
+        now = now or datetime.fromtimestamp(self.clock(), UTC)
+        events = decide_agency_expiry(self.views.registry, self.views.state, now)
+        for event in events:
+            event = replace(event, accepted_at=self.clock())
+            self.journal.append("hr_event", key=event.partition_key, value=event.to_dict())
+            await self.publisher.send(self.topics.hr_events, event.partition_key, event.dumps())
+        return len(events)
+
+
+async def with_broker_retry(what: str, fn: Callable[[], Any], *, attempts: int = 0) -> Any:
+    """Retry an infrastructure write (broker or journal) until it works: the event must not
+    be acknowledged before its effects are recorded. ``attempts`` 0 means forever."""
+    delay = 0.2
+    tries = 0
+    while True:
+        tries += 1
+        try:
+            return await fn()
+        except (BrokerError, JournalError) as exc:
+            if attempts and tries >= attempts:
+                raise
+            log.warning("infrastructure.retry", what=what, error=str(exc), delay=delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)

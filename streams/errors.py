@@ -1,0 +1,83 @@
+"""One exception tree for accessguard.
+
+AccessGuardError
+├── ConfigError            a configuration key is missing or invalid (names the key)
+├── ValidationError        an input record is invalid (``reason`` is safe to return to the sender)
+├── RegistryError          the registry file is invalid (carries every problem with file:line)
+├── BrokerError            the Kafka broker cannot be started or reached
+├── JournalError           the durable journal cannot be written (disk full, permissions)
+└── ProviderError          a provider or alert sink call failed
+    ├── RetryableError     timeouts, 429, 5xx: try again after ``retry_after`` seconds
+    └── PermanentError     other 4xx, bad configuration: retrying will not help
+        └── AuthError      401/403: the credential for the provider is wrong or lacks a scope
+"""
+
+from __future__ import annotations
+
+
+class AccessGuardError(Exception):
+    """Base of every error accessguard raises on purpose."""
+
+
+class ConfigError(AccessGuardError):
+    """A configuration value is missing or invalid; the message names the key."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(f"config {key}: {message}")
+        self.key = key
+
+
+class ValidationError(AccessGuardError):
+    """An input record is invalid. ``reason`` is short and safe to send back to the sender."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class RegistryError(AccessGuardError):
+    """The registry file is invalid. ``problems`` holds every problem as ``file:line: message``."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("registry invalid:\n" + "\n".join(problems))
+        self.problems = problems
+
+
+class BrokerError(AccessGuardError):
+    """The broker could not be started or reached; check ACCESSGUARD_BROKER or the Tansu binary."""
+
+
+class JournalError(AccessGuardError):
+    """The durable journal could not be written; free disk space or fix permissions on data_dir."""
+
+
+class ProviderError(AccessGuardError):
+    """A call to a provider or alert sink failed."""
+
+    def __init__(self, provider: str, message: str, *, status: int | None = None) -> None:
+        super().__init__(f"{provider}: {message}")
+        self.provider = provider
+        self.status = status
+
+
+class RetryableError(ProviderError):
+    """Timeout, 429 or 5xx: the same call may succeed later. ``retry_after`` is in seconds."""
+
+    def __init__(
+        self,
+        provider: str,
+        message: str,
+        *,
+        status: int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(provider, message, status=status)
+        self.retry_after = retry_after
+
+
+class PermanentError(ProviderError):
+    """A 4xx other than 429, or a request we cannot build: retrying will not help."""
+
+
+class AuthError(PermanentError):
+    """401/403 from a provider: rotate or re-scope its credential."""

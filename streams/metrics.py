@@ -1,0 +1,93 @@
+"""Prometheus metrics. Labels are bounded enums and configured names — never a person, an
+e-mail or an IP. Hot-path children are pre-bound (``labels()`` per event costs ~4.5 µs)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+
+from streams import __version__
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+#: Reasons an input is rejected (a closed set: user input never becomes a label value).
+REJECT_REASONS = (
+    "bad_json",
+    "invalid_field",
+    "bad_signature",
+    "stale_signature",
+    "missing_signature",
+    "too_large",
+    "conflict",
+    "broker_unavailable",
+    "journal_unavailable",
+    "bad_record",
+)
+
+EVENTS_ACCEPTED = Counter(
+    "accessguard_events_accepted_total",
+    "Input events accepted (acknowledged by the broker), by source.",
+    ["source"],
+    registry=REGISTRY,
+)
+EVENTS_REJECTED = Counter(
+    "accessguard_events_rejected_total",
+    "Input events rejected, by source and reason.",
+    ["source", "reason"],
+    registry=REGISTRY,
+)
+EVENTS_DUPLICATE = Counter(
+    "accessguard_events_duplicate_total",
+    "Input events acknowledged as repeats of an event_id already seen, by source.",
+    ["source"],
+    registry=REGISTRY,
+)
+DECISIONS = Counter(
+    "accessguard_decisions_total",
+    "Offboarding decisions, by HR event type and outcome.",
+    ["type", "outcome"],
+    registry=REGISTRY,
+)
+ACTIONS = Counter(
+    "accessguard_actions_total",
+    "Provider actions, by provider, action and outcome "
+    "(success, dry_run, skipped_done, retry, failed).",
+    ["provider", "action", "outcome"],
+    registry=REGISTRY,
+)
+PROVIDER_LATENCY = Histogram(
+    "accessguard_provider_call_seconds",
+    "Latency of one provider call attempt.",
+    ["provider", "action"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+    registry=REGISTRY,
+)
+TIME_TO_REVOKE = Histogram(
+    "accessguard_time_to_revoke_seconds",
+    "From an offboarding accepted at the edge to its last revocation confirmed.",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1, 2, 5, 10, 30, 60, 300, 900),
+    registry=REGISTRY,
+)
+ALERTS = Counter(
+    "accessguard_alerts_total",
+    "Alerts sent, by sink, severity and outcome (sent, dry_run, failed, unrouted).",
+    ["sink", "severity", "outcome"],
+    registry=REGISTRY,
+)
+DEAD_LETTERS = Counter(
+    "accessguard_dead_letters_total",
+    "Records written to a dead-letter topic, by source topic and reason.",
+    ["topic", "reason"],
+    registry=REGISTRY,
+)
+PENDING_ACTIONS = Gauge(
+    "accessguard_pending_actions",
+    "Actions waiting for a provider (in backoff or in flight).",
+    registry=REGISTRY,
+)
+SCHEDULED = Gauge(
+    "accessguard_scheduled_offboardings",
+    "HR events waiting for their effective_at.",
+    registry=REGISTRY,
+)
+BUILD = Info("accessguard_build", "Build information.", registry=REGISTRY)
+BUILD.info({"version": __version__})

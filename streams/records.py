@@ -1,0 +1,318 @@
+"""Canonical records that flow between the edges, the agents and the executor.
+
+Records are plain frozen dataclasses serialised as JSON (orjson). Topics carry raw bytes and
+agents decode them here, so a bad record becomes a dead-letter entry with a reason instead of
+an exception inside Faust's deserialiser (which would drop it silently).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from streams.errors import ValidationError
+
+#: Roles ordered from least to most privilege (the management-platform model).
+ROLES: tuple[str, ...] = (
+    "no_access",
+    "read_only",
+    "needs_approval",
+    "can_reply",
+    "full_publishing",
+    "admin",
+)
+ROLE_RANK: dict[str, int] = {r: i for i, r in enumerate(ROLES)}
+ACCESS_PATHS: tuple[str, ...] = ("sso", "native", "shared_credential", "api_token")
+MFA_METHODS: tuple[str, ...] = ("none", "totp", "push", "webauthn")
+IDENTITY_KINDS: tuple[str, ...] = ("employee", "contractor", "agency")
+IDENTITY_STATUSES: tuple[str, ...] = ("active", "suspended", "offboarded")
+HR_TYPES: tuple[str, ...] = (
+    "terminated",
+    "suspended",
+    "reinstated",
+    "contract_ended",
+    "device_lost",
+    "role_changed",
+)
+ACTION_KINDS: tuple[str, ...] = (
+    "revoke_sessions",
+    "remove_grant",
+    "downgrade_grant",
+    "rotate_shared_credential",
+    "force_mfa_reenrolment",
+)
+SEVERITIES: tuple[str, ...] = ("info", "low", "medium", "high", "critical")
+
+_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@+\-]{0,199}$")
+_EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,255}$")
+
+
+def parse_time(value: Any, field_name: str) -> datetime:
+    """Parse an ISO-8601 timestamp (``Z`` or offset) into an aware UTC datetime.
+
+    Naive timestamps are rejected: an HR system that omits the zone would schedule
+    offboardings hours off.
+    """
+    if not isinstance(value, str) or not value:
+        raise ValidationError(f"{field_name}: expected an ISO-8601 timestamp string")
+    text = value.strip()
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValidationError(f"{field_name}: not an ISO-8601 timestamp: {value[:40]!r}") from None
+    if parsed.tzinfo is None:
+        raise ValidationError(f"{field_name}: timestamp needs a zone (Z or +hh:mm)")
+    return parsed.astimezone(UTC)
+
+
+def format_time(value: datetime) -> str:
+    """Format an aware datetime as RFC 3339 UTC with milliseconds."""
+    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def idempotency_key(*parts: str | None) -> str:
+    """A deterministic key for one effect: the same inputs always give the same key."""
+    digest = hashlib.sha256("\x1f".join(p or "" for p in parts).encode()).hexdigest()
+    return digest[:32]
+
+
+def subject_hash(value: str) -> str:
+    """A short stable hash of a personal identifier, for logs (never log the raw e-mail)."""
+    return hashlib.sha256(value.strip().lower().encode()).hexdigest()[:12]
+
+
+def _str_field(data: dict[str, Any], name: str, *, required: bool = True, max_len: int = 256) -> str:
+    value = data.get(name)
+    if value is None:
+        if required:
+            raise ValidationError(f"{name}: required")
+        return ""
+    if not isinstance(value, str):
+        raise ValidationError(f"{name}: expected a string")
+    value = value.strip()
+    if required and not value:
+        raise ValidationError(f"{name}: must not be empty")
+    if len(value) > max_len:
+        raise ValidationError(f"{name}: longer than {max_len} characters")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class HrEvent:
+    """An HR lifecycle event, validated at the edge (``POST /v1/hr/events``)."""
+
+    event_id: str
+    type: str
+    employee_id: str
+    email: str
+    effective_at: datetime
+    source: str
+    new_role: str | None = None
+    #: Unix seconds when the edge accepted the event (for time-to-revoke); not part of identity.
+    accepted_at: float | None = None
+
+    @classmethod
+    def from_dict(cls, data: Any) -> HrEvent:
+        """Validate a decoded JSON body; raises ValidationError with the first problem."""
+        if not isinstance(data, dict):
+            raise ValidationError("body must be a JSON object")
+        allowed = {
+            "event_id",
+            "type",
+            "employee_id",
+            "email",
+            "effective_at",
+            "source",
+            "new_role",
+            "accepted_at",
+            "kind",
+        }
+        unknown = sorted(set(data) - allowed)
+        if unknown:
+            raise ValidationError(f"unknown field(s): {', '.join(unknown[:5])}")
+        event_id = _str_field(data, "event_id", max_len=200)
+        if not _ID_RE.match(event_id):
+            raise ValidationError("event_id: use letters, digits and ._:@+- only")
+        etype = _str_field(data, "type", max_len=32)
+        if etype not in HR_TYPES:
+            raise ValidationError(f"type: must be one of {', '.join(HR_TYPES)}")
+        employee_id = _str_field(data, "employee_id", max_len=200)
+        email = _str_field(data, "email", max_len=320)
+        if not _EMAIL_RE.match(email):
+            raise ValidationError("email: not an e-mail address")
+        effective_at = parse_time(data.get("effective_at"), "effective_at")
+        source = _str_field(data, "source", max_len=100)
+        new_role: str | None = None
+        if etype == "role_changed":
+            new_role = _str_field(data, "new_role", max_len=32)
+            if new_role not in ROLE_RANK:
+                raise ValidationError(f"new_role: must be one of {', '.join(ROLES)}")
+        elif data.get("new_role") is not None:
+            raise ValidationError("new_role: only allowed with type role_changed")
+        accepted_at = data.get("accepted_at")
+        if accepted_at is not None and not isinstance(accepted_at, int | float):
+            raise ValidationError("accepted_at: expected unix seconds")
+        return cls(
+            event_id=event_id,
+            type=etype,
+            employee_id=employee_id,
+            email=email,
+            effective_at=effective_at,
+            source=source,
+            new_role=new_role,
+            accepted_at=float(accepted_at) if accepted_at is not None else None,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "event_id": self.event_id,
+            "type": self.type,
+            "employee_id": self.employee_id,
+            "email": self.email,
+            "effective_at": format_time(self.effective_at),
+            "source": self.source,
+        }
+        if self.new_role is not None:
+            out["new_role"] = self.new_role
+        if self.accepted_at is not None:
+            out["accepted_at"] = self.accepted_at
+        return out
+
+    def dumps(self) -> bytes:
+        return orjson.dumps(self.to_dict())
+
+    @classmethod
+    def loads(cls, raw: bytes) -> HrEvent:
+        try:
+            data = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise ValidationError(f"invalid JSON: {exc.msg}") from None
+        return cls.from_dict(data)
+
+    @property
+    def partition_key(self) -> str:
+        """Events of one person share a key, so one worker owns that person's state."""
+        return self.employee_id
+
+
+@dataclass(frozen=True, slots=True)
+class Action:
+    """One effect at one provider. Safe to run more than once: the executor's ledger
+    skips an ``idempotency_key`` already done, so a redelivered plan never calls twice."""
+
+    action: str
+    identity: str
+    account: str | None
+    provider: str
+    cause: str
+    idempotency_key: str
+    #: Everything the provider needs, resolved from the registry at decision time:
+    #: ``user_ref`` (the identity's id at that provider), ``account_handle``,
+    #: ``platform``, ``role`` (target role for downgrade_grant), ``credential_ref``.
+    params: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def make(
+        cls,
+        action: str,
+        *,
+        identity: str,
+        account: str | None,
+        provider: str,
+        cause: str,
+        params: dict[str, Any] | None = None,
+    ) -> Action:
+        key = idempotency_key(cause, action, identity, account, provider)
+        return cls(action, identity, account, provider, cause, key, dict(params or {}))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "action": self.action,
+            "identity": self.identity,
+            "account": self.account,
+            "provider": self.provider,
+            "cause": self.cause,
+            "idempotency_key": self.idempotency_key,
+            "params": self.params,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Action:
+        return cls(
+            action=data["action"],
+            identity=data["identity"],
+            account=data.get("account"),
+            provider=data["provider"],
+            cause=data["cause"],
+            idempotency_key=data["idempotency_key"],
+            params=dict(data.get("params") or {}),
+        )
+
+    def replay_view(self) -> dict[str, Any]:
+        """The documented NDJSON shape of ``accessguard replay``."""
+        return {
+            "type": "action",
+            "action": self.action,
+            "identity": self.identity,
+            "account": self.account,
+            "provider": self.provider,
+            "cause": self.cause,
+            "idempotency_key": self.idempotency_key,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    """Something a human should see. Never carries a secret: details hold references only."""
+
+    severity: str
+    rule: str
+    identity: str | None
+    dedup_key: str
+    title: str
+    details: dict[str, Any] = field(default_factory=dict)
+    runbook: str | None = None
+    #: "trigger" or "resolve" (PagerDuty semantics; chat sinks post both as messages).
+    event_action: str = "trigger"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "severity": self.severity,
+            "rule": self.rule,
+            "identity": self.identity,
+            "dedup_key": self.dedup_key,
+            "title": self.title,
+            "details": self.details,
+            "runbook": self.runbook,
+            "event_action": self.event_action,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Alert:
+        return cls(
+            severity=data["severity"],
+            rule=data["rule"],
+            identity=data.get("identity"),
+            dedup_key=data["dedup_key"],
+            title=data["title"],
+            details=dict(data.get("details") or {}),
+            runbook=data.get("runbook"),
+            event_action=data.get("event_action", "trigger"),
+        )
+
+    def replay_view(self) -> dict[str, Any]:
+        return {
+            "type": "alert",
+            "severity": self.severity,
+            "rule": self.rule,
+            "identity": self.identity,
+            "dedup_key": self.dedup_key,
+            "title": self.title,
+        }

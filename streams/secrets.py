@@ -1,0 +1,58 @@
+"""Secrets are typed, so they cannot leak through repr, logs, alerts or the audit trail."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+class Secret:
+    """A secret value. ``str()``/``repr()`` never show it; call :meth:`reveal` at the point of use.
+
+    A secret can be given inline (env override), or as ``file:/path`` / ``env:NAME`` so that
+    Kubernetes-mounted files and rotated tokens are re-read at use time.
+    """
+
+    __slots__ = ("_source", "_value")
+
+    def __init__(self, value: str | None = None, *, source: str | None = None) -> None:
+        self._value = value
+        self._source = source
+
+    @classmethod
+    def parse(cls, raw: str) -> Secret:
+        if raw.startswith("file:"):
+            return cls(source=raw)
+        if raw.startswith("env:"):
+            return cls(source=raw)
+        return cls(raw)
+
+    def reveal(self) -> str:
+        if self._source is None:
+            return self._value or ""
+        kind, _, where = self._source.partition(":")
+        if kind == "file":
+            return Path(where).read_text(encoding="utf-8").strip()
+        return os.environ.get(where, "")
+
+    def __bool__(self) -> bool:
+        return bool(self._source) or bool(self._value)
+
+    @property
+    def reference(self) -> str:
+        """A printable description of where the secret comes from (never the value)."""
+        return self._source or ("<inline>" if self._value else "<unset>")
+
+    def __repr__(self) -> str:
+        return f"Secret({self.reference})"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and (self._source, self._value) == (
+            other._source,
+            other._value,
+        )
+
+    def __hash__(self) -> int:
+        return hash((self._source, self._value))

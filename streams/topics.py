@@ -1,0 +1,55 @@
+"""Topic names and shapes. Created by accessguard (not by Faust) so partitions and compaction
+are right; ``accessguard run``/``worker`` call :func:`create_topics` before the worker starts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from streams.broker import TopicSpec, ensure_topics
+from streams.config import Config
+
+
+@dataclass(frozen=True)
+class Topics:
+    hr_events: str
+    hr_dlq: str
+    registry: str
+    lifecycle: str
+    ledger: str
+    audit: str
+    alerts: str
+
+    @classmethod
+    def from_config(cls, config: Config) -> Topics:
+        return cls(
+            hr_events=config.topic("hr.events"),
+            hr_dlq=config.topic("hr.events.dlq"),
+            registry=config.topic("registry.changes"),
+            lifecycle=config.topic("lifecycle"),
+            ledger=config.topic("ledger"),
+            audit=config.topic("audit"),
+            alerts=config.topic("alerts"),
+        )
+
+    def by_suffix(self, suffix: str, config: Config) -> str:
+        return config.topic(suffix)
+
+
+def topic_specs(config: Config) -> list[TopicSpec]:
+    parts = int(config["topics.partitions"])
+    t = Topics.from_config(config)
+    return [
+        TopicSpec(t.hr_events, parts),
+        TopicSpec(t.hr_dlq, 1),
+        # State topics are read whole by every worker (materialised views), so one partition
+        # keeps their order total; compaction bounds them on a real cluster.
+        TopicSpec(t.registry, 1, compacted=True),
+        TopicSpec(t.lifecycle, 1, compacted=True),
+        TopicSpec(t.ledger, 1, compacted=True),
+        TopicSpec(t.audit, parts),
+        TopicSpec(t.alerts, 1),
+    ]
+
+
+def create_topics(config: Config, bootstrap: str) -> list[str]:
+    return ensure_topics(bootstrap, topic_specs(config), int(config["topics.replication"]))

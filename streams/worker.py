@@ -1,0 +1,251 @@
+"""Assembles a worker process: Faust app + agents, views, engine, executor, HTTP server, timers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import mode
+import structlog
+
+from connectors.hr_webhook import HrWebhook
+from connectors.http import HttpClient, RetryPolicy
+from connectors.registry import build_provider, build_sink
+from streams.app import AccessGuardApp, create_app
+from streams.config import Config
+from streams.engine import Engine, with_broker_retry
+from streams.errors import ConfigError
+from streams.executor import Executor, Provider, Sink
+from streams.journal import Journal
+from streams.topics import Topics
+from streams.views import Publisher, Views
+from streams.web import WebServer, build_web_app
+
+log = structlog.get_logger(__name__)
+
+
+def retry_policy(config: Config) -> RetryPolicy:
+    return RetryPolicy(
+        max_attempts=int(config["retry.max_attempts"]),
+        base_delay=float(config["retry.base_delay"]),
+        max_delay=float(config["retry.max_delay"]),
+        connect_timeout=float(config["retry.connect_timeout"]),
+        read_timeout=float(config["retry.read_timeout"]),
+        slow_retry_interval=float(config["retry.slow_retry_interval"]),
+    )
+
+
+def build_outputs(config: Config, http: HttpClient) -> tuple[dict[str, Provider], dict[str, Sink]]:
+    providers: dict[str, Provider] = {}
+    for name, settings in config.providers.items():
+        try:
+            providers[name] = build_provider(name, settings, http)
+        except ConfigError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - turn any constructor failure into a named key
+            raise ConfigError(f"providers.{name}", str(exc)) from exc
+    sinks: dict[str, Sink] = {}
+    for name, settings in config.sinks.items():
+        try:
+            sinks[name] = build_sink(name, settings, http)
+        except ConfigError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            raise ConfigError(f"alerts.sinks.{name}", str(exc)) from exc
+    return providers, sinks
+
+
+class WorkerServices(mode.Service):  # type: ignore[misc]
+    """Everything of a worker that is not Faust itself. Started by the Faust worker."""
+
+    def __init__(
+        self,
+        config: Config,
+        bootstrap: str,
+        *,
+        serve_http: bool = True,
+        serve_hr: bool = True,
+        on_listening: Callable[[str], None] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.config = config
+        self.bootstrap = bootstrap
+        self.topics = Topics.from_config(config)
+        self.serve_http = serve_http
+        self.serve_hr = serve_hr
+        self.on_listening = on_listening
+        self.ready = asyncio.Event()
+        self.journal = Journal(config.data_dir / "journal.jsonl", fsync=bool(config["journal.fsync"]))
+        self.http = HttpClient(retry_policy(config))
+        providers, sinks = build_outputs(config, self.http)
+        self.executor = Executor(
+            providers,
+            retry_policy(config),
+            threads=int(config["executor.threads"]),
+            per_provider_concurrency=int(config["executor.per_provider_concurrency"]),
+            dry_run=bool(config["executor.dry_run"]),
+        )
+        self.publisher = Publisher(bootstrap, client_id=f"{config['worker.id']}-producer")
+        self.views = Views(
+            bootstrap,
+            registry_topic=self.topics.registry,
+            lifecycle_topic=self.topics.lifecycle,
+            ledger_topic=self.topics.ledger,
+            writer_id=self.publisher.writer_id,
+        )
+        self.engine = Engine(
+            config,
+            publisher=self.publisher,
+            views=self.views,
+            journal=self.journal,
+            executor=self.executor,
+            sinks=sinks,
+        )
+        self.web: WebServer | None = None
+        self.assigned = False
+        self.events_processed = 0
+
+    def readiness(self) -> dict[str, bool]:
+        return {
+            "broker": self.publisher.started,
+            "views_caught_up": self.views.ready.is_set(),
+            "registry_loaded": len(self.views.registry.identities) > 0,
+            "consumers_assigned": self.assigned,
+        }
+
+    async def on_start(self) -> None:
+        await self.publisher.start()
+        await self.views.start()
+        if self.serve_http:
+            hr = None
+            if self.serve_hr:
+                hr = HrWebhook(
+                    secret=self.config["hr.webhook_secret"],
+                    tolerance=int(self.config["hr.tolerance_seconds"]),
+                    dedup_ttl=float(self.config["hr.dedup_ttl_seconds"]),
+                    max_body=int(self.config["http.max_body_bytes"]),
+                    publisher=self.publisher,
+                    journal=self.journal,
+                    topic=self.topics.hr_events,
+                )
+            app = build_web_app(
+                hr=hr, readiness=self.readiness, max_body=int(self.config["http.max_body_bytes"])
+            )
+            self.web = WebServer(app, self.config["http.host"], int(self.config["http.port"]))
+            await self.web.start()
+            if self.on_listening:
+                self.on_listening(self.web.url)
+        self.ready.set()
+
+    async def on_stop(self) -> None:
+        if self.web is not None:
+            await self.web.stop()
+        # Unfinished plans stay in the lifecycle state and resume at the next start.
+        await self.engine.cancel_plans()
+        await self.views.stop()
+        await self.publisher.stop()
+        self.executor.shutdown()
+        self.journal.close()
+
+    def on_assigned(self, partitions: set[int]) -> None:
+        self.assigned = True
+        self.engine.set_assignment(partitions)
+
+    async def process_hr(self, value: bytes | None) -> None:
+        """One HR record from the topic. Infrastructure failures are retried in place (the
+        record must not be acked before its effects are recorded); anything else is a bug or
+        a bad record and goes to the dead-letter topic with the reason — never silence."""
+        try:
+            await with_broker_retry("hr-event", lambda: self.engine.handle_hr_raw(value))
+        except Exception as exc:  # noqa: BLE001 - see docstring
+            log.exception("hr.processing_failed")
+            await with_broker_retry(
+                "dead-letter",
+                lambda: self.engine.dead_letter(
+                    self.topics.hr_events, value, f"processing_error: {exc!r}"[:500]
+                ),
+            )
+        self.events_processed += 1
+
+    @mode.Service.task  # type: ignore[untyped-decorator]
+    async def _schedule_timer(self) -> None:
+        await self.ready.wait()
+        interval = float(self.config["worker.schedule_interval"])
+        while not self.should_stop:
+            await asyncio.sleep(interval)
+            if self.assigned:
+                try:
+                    await self.engine.tick_schedule()
+                except Exception:  # noqa: BLE001 - a timer must keep ticking; the error is logged
+                    log.exception("timer.schedule_failed")
+
+    @mode.Service.task  # type: ignore[untyped-decorator]
+    async def _agency_timer(self) -> None:
+        await self.ready.wait()
+        interval = float(self.config["worker.agency_interval"])
+        while not self.should_stop:
+            if self.assigned:
+                try:
+                    await self.engine.tick_agencies(datetime.now(UTC))
+                except Exception:  # noqa: BLE001
+                    log.exception("timer.agency_failed")
+            await asyncio.sleep(interval)
+
+
+def build_worker(
+    config: Config,
+    bootstrap: str,
+    *,
+    serve_http: bool = True,
+    on_listening: Callable[[str], None] | None = None,
+) -> tuple[AccessGuardApp, WorkerServices]:
+    """The Faust app with its agents, and the services that run beside it."""
+    app = create_app(config, bootstrap)
+    services = WorkerServices(config, bootstrap, serve_http=serve_http, on_listening=on_listening)
+    topic = app.topic(
+        services.topics.hr_events,
+        value_serializer="raw",
+        key_serializer="raw",
+        partitions=int(config["topics.partitions"]),
+    )
+
+    async def hr_events(stream: Any) -> None:
+        await services.ready.wait()
+        async for value in stream:
+            await services.process_hr(value)
+
+    app.agent(topic, name="accessguard.hr-events")(hr_events)
+
+    @app.on_partitions_assigned.connect  # type: ignore[untyped-decorator]
+    async def _assigned(_sender: Any, assigned: Any, **_kw: Any) -> None:
+        mine = {tp.partition for tp in app.consumer.assignment() if tp.topic == topic.get_topic_name()}
+        services.on_assigned(mine)
+
+    return app, services
+
+
+def run_worker(app: AccessGuardApp, services: WorkerServices, loglevel: str = "warning") -> int:
+    """Run the Faust worker until SIGINT/SIGTERM; returns the exit code."""
+    import faust  # noqa: PLC0415 - heavy import only when a worker really starts
+
+    worker = faust.Worker(
+        app,
+        services,
+        loglevel=loglevel,
+        override_logging=False,
+        redirect_stdouts=False,
+        console_port=0,
+        quiet=True,
+    )
+    try:
+        worker.execute_from_commandline()
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    finally:
+        with contextlib.suppress(Exception):
+            services.journal.close()
+    return 0

@@ -1,0 +1,593 @@
+"""Local HTTP servers that behave like the vendors accessguard calls.
+
+Not a mock that accepts anything: each endpoint checks the method, the auth header and the
+body the way the vendor does, and answers with the vendor's status codes and error shapes.
+Every successful call is recorded in ``.calls``; every non-2xx answer (injected faults,
+auth failures, validation errors) in ``.rejected``, so tests can count effective calls.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+Call = dict[str, Any]
+
+#: Credentials the fake expects by default (tests pass the same values as Secrets).
+OKTA_TOKEN = "okta-test-token"
+GRAPH_TOKEN = "graph-test-token"
+GOOGLE_TOKEN = "google-test-token"
+PLATFORM_TOKEN = "platform-test-token"
+
+GRAPH_COLLECTIONS: dict[str, str] = {
+    "microsoftAuthenticatorMethods": "#microsoft.graph.microsoftAuthenticatorAuthenticationMethod",
+    "softwareOathMethods": "#microsoft.graph.softwareOathAuthenticationMethod",
+    "phoneMethods": "#microsoft.graph.phoneAuthenticationMethod",
+    "fido2Methods": "#microsoft.graph.fido2AuthenticationMethod",
+    "emailMethods": "#microsoft.graph.emailAuthenticationMethod",
+    "windowsHelloForBusinessMethods": (
+        "#microsoft.graph.windowsHelloForBusinessAuthenticationMethod"
+    ),
+    "temporaryAccessPassMethods": "#microsoft.graph.temporaryAccessPassAuthenticationMethod",
+}
+
+
+def default_graph_methods() -> list[dict[str, Any]]:
+    """A typical Entra user: password, Authenticator app, phone."""
+    return [
+        {"@odata.type": "#microsoft.graph.passwordAuthenticationMethod", "id": "28c10230-6103"},
+        {
+            "@odata.type": "#microsoft.graph.microsoftAuthenticatorAuthenticationMethod",
+            "id": "auth-app-1",
+            "displayName": "Pixel 8",
+        },
+        {
+            "@odata.type": "#microsoft.graph.phoneAuthenticationMethod",
+            "id": "3179e48a-750b-4051-897c-87b9720928f7",
+            "phoneType": "mobile",
+        },
+    ]
+
+
+@dataclass
+class _Response:
+    status: int
+    body: bytes = b""
+    content_type: str = "application/json"
+    headers: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def json(cls, status: int, payload: Any, **headers: str) -> _Response:
+        return cls(status, json.dumps(payload).encode(), "application/json", dict(headers))
+
+    @classmethod
+    def text(cls, status: int, text: str, **headers: str) -> _Response:
+        return cls(status, text.encode(), "text/plain; charset=utf-8", dict(headers))
+
+
+@dataclass
+class _Request:
+    method: str
+    path: str
+    query: dict[str, list[str]]
+    headers: dict[str, str]
+    raw: bytes
+    json: Any
+    json_error: bool
+
+
+class _Fault:
+    def __init__(self, remaining: int, response: Callable[[_Request], _Response]) -> None:
+        self.remaining = remaining
+        self.response = response
+
+
+class FakeVendorServer:
+    """Okta, Graph, Google, a generic platform, PagerDuty and Slack on one loopback port.
+
+    Paths: ``/api/v1/...`` (Okta), ``/v1.0/...`` (Graph), ``/admin/directory/v1/...``
+    (Google), ``/platform/...`` (generic platform), ``/v2/enqueue`` (PagerDuty),
+    ``/slack/...`` (Slack incoming webhooks).
+    """
+
+    def __init__(
+        self,
+        *,
+        okta_token: str = OKTA_TOKEN,
+        graph_token: str = GRAPH_TOKEN,
+        google_token: str = GOOGLE_TOKEN,
+        platform_token: str = PLATFORM_TOKEN,
+        platform_auth_header: str = "Authorization",
+        platform_auth_scheme: str = "Bearer",
+        known_users: Iterable[str] | None = None,
+        graph_methods: dict[str, list[dict[str, Any]]] | None = None,
+    ) -> None:
+        self.okta_token = okta_token
+        self.graph_token = graph_token
+        self.google_token = google_token
+        self.platform_token = platform_token
+        self.platform_auth_header = platform_auth_header.lower()
+        self.platform_auth_scheme = platform_auth_scheme
+        self.known_users: set[str] | None = set(known_users) if known_users is not None else None
+        #: user id -> methods; users not listed get :func:`default_graph_methods` on first use.
+        self.graph_methods: dict[str, list[dict[str, Any]]] = {
+            k: [dict(m) for m in v] for k, v in (graph_methods or {}).items()
+        }
+        self.calls: list[Call] = []
+        self.rejected: list[Call] = []
+        self._cond = threading.Condition()
+        self._faults: list[_Fault] = []
+        self._forced: list[tuple[str, int, Any]] = []
+        self._down_until = 0.0
+        self._down_status = 503
+        self._delay = 0.0
+        self._server = _Server(("127.0.0.1", 0), self._handler_class())
+        host, port = self._server.server_address[:2]
+        self.url = f"http://{host!s}:{port}"
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+        self._thread.start()
+
+    # --- lifecycle ------------------------------------------------------------------
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+    def __enter__(self) -> FakeVendorServer:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # --- inspection -----------------------------------------------------------------
+
+    def calls_to(self, path_substring: str) -> list[Call]:
+        with self._cond:
+            return [c for c in self.calls if path_substring in c["path"]]
+
+    def reset(self) -> None:
+        """Forget calls and faults (configuration such as tokens and users stays)."""
+        with self._cond:
+            self.calls.clear()
+            self.rejected.clear()
+            self._faults.clear()
+            self._forced.clear()
+            self._down_until = 0.0
+            self._delay = 0.0
+
+    def wait_for_calls(
+        self, predicate_or_count: int | Callable[[list[Call]], bool], timeout: float = 5.0
+    ) -> list[Call]:
+        """Block until ``len(calls) >= n`` or ``predicate(calls)``; TimeoutError otherwise."""
+        if isinstance(predicate_or_count, int):
+            count = predicate_or_count
+
+            def predicate(calls: list[Call]) -> bool:
+                return len(calls) >= count
+
+        else:
+            predicate = predicate_or_count
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while not predicate(list(self.calls)):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(
+                        f"condition not met within {timeout}s; {len(self.calls)} calls, "
+                        f"{len(self.rejected)} rejected"
+                    )
+                self._cond.wait(left)
+            return list(self.calls)
+
+    # --- fault injection ------------------------------------------------------------
+
+    def fail_next(self, n: int, status: int = 429, retry_after: float | str | None = 1) -> None:
+        """Answer the next ``n`` requests (any path) with ``status``.
+
+        ``retry_after`` becomes a ``Retry-After`` header (seconds or an HTTP-date string);
+        None sends none (as Graph sometimes does).
+        """
+
+        def respond(_: _Request) -> _Response:
+            headers = {} if retry_after is None else {"Retry-After": _fmt_retry(retry_after)}
+            return _Response.json(
+                status, {"error": {"code": status, "message": "injected fault"}}, **headers
+            )
+
+        with self._cond:
+            self._faults.append(_Fault(n, respond))
+
+    def google_rate_limit_next(self, n: int, reason: str = "userRateLimitExceeded") -> None:
+        """Answer the next ``n`` requests the way Google signals rate limits: 403 + reason."""
+
+        def respond(_: _Request) -> _Response:
+            return _Response.json(
+                403,
+                {
+                    "error": {
+                        "code": 403,
+                        "message": "Rate Limit Exceeded",
+                        "errors": [
+                            {"domain": "usageLimits", "reason": reason, "message": "Rate Limit"}
+                        ],
+                    }
+                },
+            )
+
+        with self._cond:
+            self._faults.append(_Fault(n, respond))
+
+    def down_for(self, seconds: float, status: int = 503) -> None:
+        """Answer every request with ``status`` until ``seconds`` have passed."""
+        with self._cond:
+            self._down_until = time.monotonic() + seconds
+            self._down_status = status
+
+    def set_delay(self, seconds: float) -> None:
+        """Sleep this long before answering each request (to exercise read timeouts)."""
+        with self._cond:
+            self._delay = seconds
+
+    def force_status(self, path_substring: str, status: int, body: Any = None) -> None:
+        """Always answer requests whose path contains ``path_substring`` with ``status``.
+
+        ``body`` may be a dict (sent as JSON) or a string (plain text).
+        """
+        with self._cond:
+            self._forced.append((path_substring, status, body))
+
+    # --- dispatch -------------------------------------------------------------------
+
+    def _injected(self, req: _Request) -> _Response | None:
+        with self._cond:
+            for sub, status, body in self._forced:
+                if sub in req.path:
+                    if isinstance(body, str):
+                        return _Response.text(status, body)
+                    return _Response.json(status, body if body is not None else {})
+            if time.monotonic() < self._down_until:
+                return _Response.json(
+                    self._down_status, {"error": "service unavailable (injected outage)"}
+                )
+            while self._faults and self._faults[0].remaining <= 0:
+                self._faults.pop(0)
+            if self._faults:
+                fault = self._faults[0]
+                fault.remaining -= 1
+                return fault.response(req)
+        return None
+
+    def _handle(self, req: _Request) -> _Response:
+        with self._cond:
+            delay = self._delay
+        if delay:
+            time.sleep(delay)
+        injected = self._injected(req)
+        if injected is not None:
+            return injected
+        if req.json_error:
+            return _Response.json(400, {"error": "request body is not valid JSON"})
+        path = req.path
+        if path.startswith("/api/v1/"):
+            return self._okta(req)
+        if path.startswith("/v1.0/"):
+            return self._graph(req)
+        if path.startswith("/admin/directory/v1/"):
+            return self._google(req)
+        if path.startswith("/platform/"):
+            return self._platform(req)
+        if path == "/v2/enqueue":
+            return self._pagerduty(req)
+        if path.startswith("/slack/"):
+            return self._slack(req)
+        return _Response.json(404, {"error": "not found"})
+
+    def _record(self, req: _Request, resp: _Response) -> None:
+        call: Call = {
+            "method": req.method,
+            "path": req.path,
+            "query": {k: v[0] if len(v) == 1 else v for k, v in req.query.items()},
+            "headers": req.headers,
+            "json": req.json,
+            "time": time.time(),
+        }
+        with self._cond:
+            if 200 <= resp.status < 300:
+                self.calls.append(call)
+            else:
+                call["status"] = resp.status
+                self.rejected.append(call)
+            self._cond.notify_all()
+
+    def _user_unknown(self, user: str) -> bool:
+        return self.known_users is not None and user not in self.known_users
+
+    # --- Okta -----------------------------------------------------------------------
+
+    def _okta(self, req: _Request) -> _Response:
+        m = re.fullmatch(r"/api/v1/users/([^/]+)/(sessions|lifecycle/reset_factors)", req.path)
+        if m is None:
+            return _okta_error(
+                404, "E0000022", "The endpoint does not support the provided HTTP method"
+            )
+        expected = {"sessions": "DELETE", "lifecycle/reset_factors": "POST"}[m.group(2)]
+        if req.method != expected:
+            return _okta_error(
+                405, "E0000022", "The endpoint does not support the provided HTTP method"
+            )
+        if req.headers.get("authorization") != f"SSWS {self.okta_token}":
+            return _okta_error(401, "E0000011", "Invalid token provided")
+        user = unquote(m.group(1))
+        if self._user_unknown(user):
+            return _okta_error(404, "E0000007", f"Not found: Resource not found: {user} (User)")
+        if m.group(2) == "sessions":
+            return _Response(204)
+        return _Response.json(200, {})
+
+    # --- Microsoft Graph ------------------------------------------------------------
+
+    def _graph(self, req: _Request) -> _Response:
+        revoke = re.fullmatch(r"/v1\.0/users/([^/]+)/revokeSignInSessions", req.path)
+        listing = re.fullmatch(r"/v1\.0/users/([^/]+)/authentication/methods", req.path)
+        delete = re.fullmatch(
+            r"/v1\.0/users/([^/]+)/authentication/([A-Za-z0-9]+)/([^/]+)", req.path
+        )
+        match = revoke or listing or delete
+        if match is None:
+            return _graph_error(404, "Request_ResourceNotFound", "Resource not found")
+        expected = "POST" if revoke else ("GET" if listing else "DELETE")
+        if req.method != expected:
+            return _graph_error(405, "Request_BadRequest", "Method not allowed")
+        if req.headers.get("authorization") != f"Bearer {self.graph_token}":
+            return _graph_error(
+                401, "InvalidAuthenticationToken", "Access token validation failure."
+            )
+        user = unquote(match.group(1))
+        if self._user_unknown(user):
+            return _graph_error(
+                404, "Request_ResourceNotFound", f"Resource '{user}' does not exist"
+            )
+        if revoke:
+            return _Response.json(
+                200,
+                {
+                    "@odata.context": "https://graph.microsoft.com/v1.0/$metadata#Edm.Boolean",
+                    "value": True,
+                },
+            )
+        with self._cond:
+            methods = self.graph_methods.setdefault(user, default_graph_methods())
+            if listing:
+                return _Response.json(
+                    200,
+                    {
+                        "@odata.context": f"https://graph.microsoft.com/v1.0/$metadata#users('{user}')/authentication/methods",
+                        "value": [dict(m) for m in methods],
+                    },
+                )
+            assert delete is not None
+            collection, method_id = delete.group(2), unquote(delete.group(3))
+            odata_type = GRAPH_COLLECTIONS.get(collection)
+            for i, method in enumerate(methods):
+                if method["id"] == method_id and method["@odata.type"] == odata_type:
+                    del methods[i]
+                    return _Response(204)
+        return _graph_error(
+            404, "itemNotFound", "The requested authentication method was not found"
+        )
+
+    # --- Google Admin SDK -----------------------------------------------------------
+
+    def _google(self, req: _Request) -> _Response:
+        m = re.fullmatch(
+            r"/admin/directory/v1/users/([^/]+)/(signOut|twoStepVerification/turnOff)", req.path
+        )
+        if m is None:
+            return _google_error(404, "notFound", "Not Found")
+        if req.method != "POST":
+            return _google_error(405, "httpMethodNotAllowed", "Method not allowed")
+        if req.headers.get("authorization") != f"Bearer {self.google_token}":
+            return _google_error(
+                401, "authError", "Request had invalid authentication credentials."
+            )
+        if self._user_unknown(unquote(m.group(1))):
+            return _google_error(404, "notFound", "Resource Not Found: userKey")
+        return _Response(204)
+
+    # --- generic platform -----------------------------------------------------------
+
+    def _platform(self, req: _Request) -> _Response:
+        if req.method not in ("POST", "PUT", "PATCH", "DELETE"):
+            return _Response.json(405, {"error": "method_not_allowed"})
+        token = (
+            f"{self.platform_auth_scheme} {self.platform_token}"
+            if self.platform_auth_scheme
+            else self.platform_token
+        )
+        if req.headers.get(self.platform_auth_header) != token:
+            return _Response.json(401, {"error": "unauthorized"})
+        if not req.headers.get("idempotency-key"):
+            return _Response.json(400, {"error": "Idempotency-Key header is required"})
+        if req.method == "DELETE":
+            return _Response(204)
+        return _Response.json(200, {"ok": True})
+
+    # --- PagerDuty Events v2 --------------------------------------------------------
+
+    def _pagerduty(self, req: _Request) -> _Response:
+        if req.method != "POST":
+            return _Response.json(405, {"status": "invalid method"})
+        body = req.json
+        errors: list[str] = []
+        if not isinstance(body, dict):
+            return _pd_invalid(["Event object is invalid"])
+        if not body.get("routing_key"):
+            errors.append("'routing_key' is missing or blank")
+        action = body.get("event_action")
+        if action not in ("trigger", "resolve", "acknowledge"):
+            errors.append("'event_action' is invalid (must be trigger, acknowledge or resolve)")
+        dedup = body.get("dedup_key")
+        if dedup is not None and (not isinstance(dedup, str) or len(dedup) > 255):
+            errors.append("'dedup_key' must be a string of at most 255 characters")
+        if action in ("resolve", "acknowledge") and not dedup:
+            errors.append("'dedup_key' is required for resolve and acknowledge")
+        if action == "trigger":
+            payload = body.get("payload")
+            if not isinstance(payload, dict):
+                errors.append("'payload' is missing or not an object")
+            else:
+                for key in ("summary", "source", "severity"):
+                    if not payload.get(key):
+                        errors.append(f"'payload.{key}' is missing or blank")
+                summary = payload.get("summary")
+                if isinstance(summary, str) and len(summary) > 1024:
+                    errors.append("'payload.summary' is longer than 1024 characters")
+                if payload.get("severity") not in (None, "critical", "error", "warning", "info"):
+                    errors.append("'payload.severity' is invalid")
+        if errors:
+            return _pd_invalid(errors)
+        return _Response.json(
+            202,
+            {"status": "success", "message": "Event processed", "dedup_key": dedup or "generated"},
+        )
+
+    # --- Slack ----------------------------------------------------------------------
+
+    def _slack(self, req: _Request) -> _Response:
+        if req.method != "POST":
+            return _Response.text(405, "invalid_method")
+        body = req.json
+        if not isinstance(body, dict) or not (body.get("text") or body.get("blocks")):
+            return _Response.text(400, "no_text")
+        return _Response.text(200, "ok")
+
+    # --- HTTP plumbing --------------------------------------------------------------
+
+    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _serve(self) -> None:
+                parts = urlsplit(self.path)
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length) if length else b""
+                parsed: Any = None
+                json_error = False
+                if raw:
+                    try:
+                        parsed = json.loads(raw)
+                    except ValueError:
+                        json_error = True
+                req = _Request(
+                    method=self.command,
+                    path=parts.path,
+                    query=parse_qs(parts.query),
+                    headers={k.lower(): v for k, v in self.headers.items()},
+                    raw=raw,
+                    json=parsed,
+                    json_error=json_error,
+                )
+                resp = server._handle(req)
+                server._record(req, resp)
+                try:
+                    self.send_response(resp.status)
+                    if resp.body or resp.status != 204:
+                        self.send_header("Content-Type", resp.content_type)
+                    for name, value in resp.headers.items():
+                        self.send_header(name, value)
+                    self.send_header("Content-Length", str(len(resp.body)))
+                    self.end_headers()
+                    if resp.body:
+                        self.wfile.write(resp.body)
+                except (BrokenPipeError, ConnectionResetError):
+                    # The client gave up (read timeout tests); nothing to answer.
+                    self.close_connection = True
+
+            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _serve
+
+            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib name
+                pass
+
+        return Handler
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that timed out and closed is expected in timeout tests; anything else
+        # is a bug in the fake and should be loud.
+        exc = sys.exc_info()[1]
+        if isinstance(exc, ConnectionError):
+            return
+        super().handle_error(request, client_address)
+
+
+def _fmt_retry(value: float | str) -> str:
+    if isinstance(value, str):
+        return value
+    return str(int(value)) if float(value).is_integer() else str(value)
+
+
+def _okta_error(status: int, code: str, summary: str) -> _Response:
+    return _Response.json(
+        status,
+        {
+            "errorCode": code,
+            "errorSummary": summary,
+            "errorLink": code,
+            "errorId": "oaeFakeErrorId",
+            "errorCauses": [],
+        },
+    )
+
+
+def _graph_error(status: int, code: str, message: str) -> _Response:
+    return _Response.json(
+        status,
+        {
+            "error": {
+                "code": code,
+                "message": message,
+                "innerError": {"request-id": "fake-request-id", "date": "2026-01-01T00:00:00"},
+            }
+        },
+    )
+
+
+def _google_error(status: int, reason: str, message: str) -> _Response:
+    return _Response.json(
+        status,
+        {
+            "error": {
+                "code": status,
+                "message": message,
+                "errors": [{"domain": "global", "reason": reason, "message": message}],
+            }
+        },
+    )
+
+
+def _pd_invalid(errors: list[str]) -> _Response:
+    return _Response.json(
+        400, {"status": "invalid event", "message": "Event object is invalid", "errors": errors}
+    )

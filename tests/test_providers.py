@@ -1,0 +1,457 @@
+"""Revocation providers against vendor-shaped local servers: request shapes, auth, errors."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from connectors.generic import GenericRestProvider
+from connectors.google import GoogleProvider
+from connectors.graph import GraphProvider
+from connectors.http import HttpClient, RetryPolicy
+from connectors.okta import OktaProvider
+from connectors.registry import PROVIDER_TYPES, SINK_TYPES, build_provider, build_sink
+from streams.errors import AuthError, ConfigError, PermanentError, RetryableError
+from streams.records import Action
+from streams.secrets import Secret
+from tests.fakes import (
+    GOOGLE_TOKEN,
+    GRAPH_TOKEN,
+    OKTA_TOKEN,
+    PLATFORM_TOKEN,
+    FakeVendorServer,
+)
+
+
+@pytest.fixture
+def server() -> Iterator[FakeVendorServer]:
+    with FakeVendorServer(known_users={"00u1", "u-1", "a@example.com", "user/../x"}) as srv:
+        yield srv
+
+
+@pytest.fixture
+def http() -> Iterator[HttpClient]:
+    with HttpClient(RetryPolicy()) as client:
+        yield client
+
+
+def _action(kind: str, provider: str = "p", **params: Any) -> Action:
+    return Action.make(
+        kind,
+        identity="id-alice",
+        account="acct-brand-ig",
+        provider=provider,
+        cause="hr:evt-1",
+        params=params,
+    )
+
+
+def _okta(server: FakeVendorServer, http: HttpClient, **extra: Any) -> OktaProvider:
+    settings = {"base_url": server.url, "token": Secret(OKTA_TOKEN), **extra}
+    return OktaProvider("okta-main", settings, http)
+
+
+def _graph(server: FakeVendorServer, http: HttpClient, **extra: Any) -> GraphProvider:
+    settings = {"base_url": server.url, "token": Secret(GRAPH_TOKEN), **extra}
+    return GraphProvider("entra", settings, http)
+
+
+def _google(server: FakeVendorServer, http: HttpClient, **extra: Any) -> GoogleProvider:
+    settings = {"base_url": server.url, "token": Secret(GOOGLE_TOKEN), **extra}
+    return GoogleProvider("workspace", settings, http)
+
+
+GENERIC_ACTIONS: dict[str, Any] = {
+    "remove_grant": {
+        "method": "DELETE",
+        "path": "/platform/accounts/{account_handle}/members/{user_ref}",
+    },
+    "downgrade_grant": {
+        "method": "PATCH",
+        "path": "/platform/accounts/{account_handle}/members/{user_ref}",
+        "body": {"role": "{role}", "reason": "accessguard {identity}", "meta": {"n": 1}},
+    },
+}
+
+
+def _generic(server: FakeVendorServer, http: HttpClient, **extra: Any) -> GenericRestProvider:
+    settings = {
+        "base_url": server.url,
+        "token": Secret(PLATFORM_TOKEN),
+        "actions": GENERIC_ACTIONS,
+        **extra,
+    }
+    return GenericRestProvider("sprout", settings, http)
+
+
+# --- Okta ---------------------------------------------------------------------------
+
+
+def test_okta_revoke_sessions_also_revokes_oauth_tokens(
+    server: FakeVendorServer, http: HttpClient
+) -> None:
+    """DELETE /api/v1/users/{id}/sessions?oauthTokens=true with SSWS auth; 204 recorded."""
+    result = _okta(server, http).perform(_action("revoke_sessions", user_ref="00u1"))
+    assert result == {
+        "status": 204,
+        "request": "DELETE /api/v1/users/{user_ref}/sessions?oauthTokens=true",
+    }
+    (call,) = server.calls
+    assert call["method"] == "DELETE"
+    assert call["path"] == "/api/v1/users/00u1/sessions"
+    assert call["query"] == {"oauthTokens": "true"}
+    assert call["headers"]["authorization"] == f"SSWS {OKTA_TOKEN}"
+    assert call["headers"]["accept"] == "application/json"
+    assert OKTA_TOKEN not in repr(result)
+
+
+def test_okta_force_mfa_resets_factors(server: FakeVendorServer, http: HttpClient) -> None:
+    """POST /api/v1/users/{id}/lifecycle/reset_factors."""
+    result = _okta(server, http).perform(_action("force_mfa_reenrolment", user_ref="00u1"))
+    assert result["status"] == 200
+    assert [(c["method"], c["path"]) for c in server.calls] == [
+        ("POST", "/api/v1/users/00u1/lifecycle/reset_factors")
+    ]
+
+
+def test_okta_wrong_token_is_auth_error(server: FakeVendorServer, http: HttpClient) -> None:
+    """Okta's 401 E0000011 becomes AuthError (permanent, rotate the token)."""
+    provider = _okta(server, http, token=Secret("stale"))
+    with pytest.raises(AuthError, match="401.*E0000011"):
+        provider.perform(_action("revoke_sessions", user_ref="00u1"))
+    assert server.calls == []
+
+
+def test_okta_unknown_user_is_permanent(server: FakeVendorServer, http: HttpClient) -> None:
+    """Okta's 404 E0000007 is a permanent error, not retried."""
+    with pytest.raises(PermanentError, match="404.*E0000007"):
+        _okta(server, http).perform(_action("revoke_sessions", user_ref="00u-nobody"))
+
+
+def test_okta_429_is_retryable_with_retry_after(
+    server: FakeVendorServer, http: HttpClient
+) -> None:
+    """Okta's rate limit carries Retry-After; the executor gets it in retry_after."""
+    server.fail_next(1, status=429, retry_after=7)
+    with pytest.raises(RetryableError, match="429") as info:
+        _okta(server, http).perform(_action("revoke_sessions", user_ref="00u1"))
+    assert info.value.retry_after == 7.0
+    assert server.calls == []
+    assert len(server.rejected) == 1
+
+
+def test_okta_503_is_retryable(server: FakeVendorServer, http: HttpClient) -> None:
+    """An outage is retryable."""
+    server.down_for(30)
+    with pytest.raises(RetryableError, match="503"):
+        _okta(server, http).perform(_action("revoke_sessions", user_ref="00u1"))
+
+
+def test_okta_missing_user_ref_is_permanent(server: FakeVendorServer, http: HttpClient) -> None:
+    """No user_ref means the registry lacks the Okta id: permanent, naming the param."""
+    with pytest.raises(PermanentError, match=r"action\.params\.user_ref is missing"):
+        _okta(server, http).perform(_action("revoke_sessions"))
+    assert server.calls == server.rejected == []
+
+
+def test_okta_user_ref_is_url_encoded(server: FakeVendorServer, http: HttpClient) -> None:
+    """A user_ref with '/' or '..' stays inside one path segment."""
+    _okta(server, http).perform(_action("revoke_sessions", user_ref="user/../x"))
+    (call,) = server.calls
+    assert call["path"] == "/api/v1/users/user%2F..%2Fx/sessions"
+
+
+def test_okta_unsupported_action_is_permanent(server: FakeVendorServer, http: HttpClient) -> None:
+    """Okta cannot rotate a shared credential: PermanentError naming the action."""
+    with pytest.raises(PermanentError, match="rotate_shared_credential.*not supported"):
+        _okta(server, http).perform(_action("rotate_shared_credential", user_ref="00u1"))
+
+
+def test_okta_dry_run_makes_no_call(server: FakeVendorServer, http: HttpClient) -> None:
+    """dry_run returns the request it would make and calls nothing (no token needed)."""
+    provider = OktaProvider("okta", {"base_url": server.url, "dry_run": True}, http)
+    result = provider.perform(_action("revoke_sessions", user_ref="00u1"))
+    assert result == {
+        "dry_run": True,
+        "request": "DELETE /api/v1/users/{user_ref}/sessions?oauthTokens=true",
+    }
+    assert server.calls == server.rejected == []
+
+
+def test_provider_settings_are_validated(http: HttpClient) -> None:
+    """Missing token, plain http to a remote host and a non-bool dry_run are config errors."""
+    with pytest.raises(ConfigError, match=r"providers\.o\.token"):
+        OktaProvider("o", {"base_url": "https://x.okta.com"}, http)
+    with pytest.raises(ConfigError, match=r"providers\.o\.base_url.*https"):
+        OktaProvider("o", {"base_url": "http://x.okta.com", "token": Secret("t")}, http)
+    with pytest.raises(ConfigError, match=r"providers\.o\.dry_run"):
+        OktaProvider("o", {"base_url": "https://x.okta.com", "dry_run": "yes"}, http)
+
+
+def test_unreadable_token_is_auth_error(server: FakeVendorServer, http: HttpClient) -> None:
+    """A token from an env var that is unset fails as AuthError before any call."""
+    provider = _okta(server, http, token=Secret.parse("env:ACCESSGUARD_TEST_UNSET_TOKEN_VAR"))
+    with pytest.raises(AuthError, match="credential is empty"):
+        provider.perform(_action("revoke_sessions", user_ref="00u1"))
+    assert server.calls == server.rejected == []
+
+
+# --- Microsoft Graph ----------------------------------------------------------------
+
+
+def test_graph_revoke_sign_in_sessions(server: FakeVendorServer, http: HttpClient) -> None:
+    """POST /v1.0/users/{id}/revokeSignInSessions with Bearer auth; Graph's value is kept."""
+    result = _graph(server, http).perform(_action("revoke_sessions", user_ref="u-1"))
+    assert result == {
+        "status": 200,
+        "request": "POST /v1.0/users/{user_ref}/revokeSignInSessions",
+        "value": True,
+    }
+    (call,) = server.calls
+    assert (call["method"], call["path"]) == ("POST", "/v1.0/users/u-1/revokeSignInSessions")
+    assert call["headers"]["authorization"] == f"Bearer {GRAPH_TOKEN}"
+
+
+def test_graph_force_mfa_deletes_every_non_password_method(
+    server: FakeVendorServer, http: HttpClient
+) -> None:
+    """Methods are listed, then each deleted at its typed path; the password stays."""
+    server.graph_methods["u-1"] = [
+        {"@odata.type": "#microsoft.graph.passwordAuthenticationMethod", "id": "pw"},
+        {"@odata.type": "#microsoft.graph.microsoftAuthenticatorAuthenticationMethod", "id": "a1"},
+        {"@odata.type": "#microsoft.graph.softwareOathAuthenticationMethod", "id": "o1"},
+        {"@odata.type": "#microsoft.graph.phoneAuthenticationMethod", "id": "ph1"},
+        {"@odata.type": "#microsoft.graph.fido2AuthenticationMethod", "id": "f1"},
+        {"@odata.type": "#microsoft.graph.emailAuthenticationMethod", "id": "e1"},
+    ]
+    result = _graph(server, http).perform(_action("force_mfa_reenrolment", user_ref="u-1"))
+    assert result["deleted"] == {
+        "microsoftAuthenticatorMethods": 1,
+        "softwareOathMethods": 1,
+        "phoneMethods": 1,
+        "fido2Methods": 1,
+        "emailMethods": 1,
+    }
+    assert [(c["method"], c["path"]) for c in server.calls] == [
+        ("GET", "/v1.0/users/u-1/authentication/methods"),
+        ("DELETE", "/v1.0/users/u-1/authentication/microsoftAuthenticatorMethods/a1"),
+        ("DELETE", "/v1.0/users/u-1/authentication/softwareOathMethods/o1"),
+        ("DELETE", "/v1.0/users/u-1/authentication/phoneMethods/ph1"),
+        ("DELETE", "/v1.0/users/u-1/authentication/fido2Methods/f1"),
+        ("DELETE", "/v1.0/users/u-1/authentication/emailMethods/e1"),
+    ]
+    assert [m["id"] for m in server.graph_methods["u-1"]] == ["pw"]
+
+
+def test_graph_force_mfa_is_idempotent(server: FakeVendorServer, http: HttpClient) -> None:
+    """A second run finds only the password and deletes nothing."""
+    provider = _graph(server, http)
+    provider.perform(_action("force_mfa_reenrolment", user_ref="u-1"))
+    server.reset()
+    result = provider.perform(_action("force_mfa_reenrolment", user_ref="u-1"))
+    assert result["deleted"] == {}
+    assert [c["method"] for c in server.calls] == ["GET"]
+
+
+def test_graph_unknown_method_type_is_reported_not_guessed(
+    server: FakeVendorServer, http: HttpClient
+) -> None:
+    """A method type the provider does not know is skipped and named in the result."""
+    server.graph_methods["u-1"] = [{"@odata.type": "#microsoft.graph.newShinyMethod", "id": "n1"}]
+    result = _graph(server, http).perform(_action("force_mfa_reenrolment", user_ref="u-1"))
+    assert result["skipped_types"] == ["#microsoft.graph.newShinyMethod"]
+    assert [c["method"] for c in server.calls] == ["GET"]
+
+
+def test_graph_invalid_token_is_auth_error(server: FakeVendorServer, http: HttpClient) -> None:
+    """Graph's 401 InvalidAuthenticationToken becomes AuthError."""
+    with pytest.raises(AuthError, match="401.*InvalidAuthenticationToken"):
+        _graph(server, http, token=Secret("nope")).perform(
+            _action("revoke_sessions", user_ref="u-1")
+        )
+
+
+def test_graph_429_without_retry_after_is_retryable(
+    server: FakeVendorServer, http: HttpClient
+) -> None:
+    """Graph may omit Retry-After on 429: retryable, retry_after None (backoff decides)."""
+    server.fail_next(1, status=429, retry_after=None)
+    with pytest.raises(RetryableError, match="429") as info:
+        _graph(server, http).perform(_action("revoke_sessions", user_ref="u-1"))
+    assert info.value.retry_after is None
+
+
+# --- Google -------------------------------------------------------------------------
+
+
+def test_google_sign_out(server: FakeVendorServer, http: HttpClient) -> None:
+    """POST /admin/directory/v1/users/{userKey}/signOut with Bearer auth, 204."""
+    result = _google(server, http).perform(_action("revoke_sessions", user_ref="a@example.com"))
+    assert result == {"status": 204, "request": "POST /admin/directory/v1/users/{userKey}/signOut"}
+    (call,) = server.calls
+    assert call["path"] == "/admin/directory/v1/users/a%40example.com/signOut"
+    assert call["headers"]["authorization"] == f"Bearer {GOOGLE_TOKEN}"
+
+
+def test_google_turn_off_2sv(server: FakeVendorServer, http: HttpClient) -> None:
+    """force_mfa_reenrolment turns 2-Step Verification off."""
+    _google(server, http).perform(_action("force_mfa_reenrolment", user_ref="a@example.com"))
+    assert [c["path"] for c in server.calls] == [
+        "/admin/directory/v1/users/a%40example.com/twoStepVerification/turnOff"
+    ]
+
+
+@pytest.mark.parametrize("reason", ["userRateLimitExceeded", "rateLimitExceeded", "quotaExceeded"])
+def test_google_403_rate_limit_is_retryable(
+    server: FakeVendorServer, http: HttpClient, reason: str
+) -> None:
+    """Google's 403 with a rate-limit reason is retryable, not an auth failure."""
+    server.google_rate_limit_next(1, reason=reason)
+    with pytest.raises(RetryableError, match=f"403 rate limited \\({reason}\\)"):
+        _google(server, http).perform(_action("revoke_sessions", user_ref="a@example.com"))
+    # The next attempt goes through.
+    _google(server, http).perform(_action("revoke_sessions", user_ref="a@example.com"))
+    assert len(server.calls) == 1
+
+
+def test_google_other_403_is_auth_error(server: FakeVendorServer, http: HttpClient) -> None:
+    """A 403 without a rate-limit reason (missing scope) is AuthError."""
+    server.force_status(
+        "/signOut",
+        403,
+        {"error": {"code": 403, "errors": [{"reason": "forbidden"}], "message": "Not Authorized"}},
+    )
+    with pytest.raises(AuthError, match="403"):
+        _google(server, http).perform(_action("revoke_sessions", user_ref="a@example.com"))
+
+
+def test_google_bad_token_is_auth_error(server: FakeVendorServer, http: HttpClient) -> None:
+    """Google's 401 authError becomes AuthError."""
+    with pytest.raises(AuthError, match="401"):
+        _google(server, http, token=Secret("bad")).perform(
+            _action("revoke_sessions", user_ref="a@example.com")
+        )
+
+
+# --- generic platform ---------------------------------------------------------------
+
+
+def test_generic_renders_path_and_sends_idempotency_key(
+    server: FakeVendorServer, http: HttpClient
+) -> None:
+    """The configured method/path is used, values URL-encoded, Idempotency-Key sent."""
+    action = _action("remove_grant", user_ref="u 7", account_handle="@brand/ig")
+    result = _generic(server, http).perform(action)
+    assert result == {
+        "status": 204,
+        "request": "DELETE /platform/accounts/{account_handle}/members/{user_ref}",
+    }
+    (call,) = server.calls
+    assert call["method"] == "DELETE"
+    assert call["path"] == "/platform/accounts/%40brand%2Fig/members/u%207"
+    assert call["headers"]["idempotency-key"] == action.idempotency_key
+    assert call["headers"]["authorization"] == f"Bearer {PLATFORM_TOKEN}"
+
+
+def test_generic_renders_body_template(server: FakeVendorServer, http: HttpClient) -> None:
+    """String values in the body template are formatted; other values pass through."""
+    action = _action("downgrade_grant", user_ref="u7", account_handle="brand", role="read_only")
+    _generic(server, http).perform(action)
+    (call,) = server.calls
+    assert call["method"] == "PATCH"
+    assert call["json"] == {"role": "read_only", "reason": "accessguard id-alice", "meta": {"n": 1}}
+
+
+def test_generic_custom_auth_header_and_raw_token(http: HttpClient) -> None:
+    """auth_header/auth_scheme choose how the token is sent ("" sends it raw)."""
+    with FakeVendorServer(platform_auth_header="X-Api-Key", platform_auth_scheme="") as srv:
+        provider = _generic(srv, http, auth_header="X-Api-Key", auth_scheme="")
+        provider.perform(_action("remove_grant", user_ref="u7", account_handle="brand"))
+        (call,) = srv.calls
+        assert call["headers"]["x-api-key"] == PLATFORM_TOKEN
+        assert "authorization" not in call["headers"]
+
+
+def test_generic_unconfigured_action_names_the_config_key(
+    server: FakeVendorServer, http: HttpClient
+) -> None:
+    """An action kind without configuration is permanent and names the key to add."""
+    with pytest.raises(PermanentError, match=r"add providers\.sprout\.actions\.revoke_sessions"):
+        _generic(server, http).perform(_action("revoke_sessions", user_ref="u7"))
+
+
+def test_generic_missing_template_value_is_permanent(
+    server: FakeVendorServer, http: HttpClient
+) -> None:
+    """A template field without a value fails before any call, naming the field."""
+    with pytest.raises(PermanentError, match=r"\{account_handle\} has no value"):
+        _generic(server, http).perform(_action("remove_grant", user_ref="u7"))
+    assert server.calls == server.rejected == []
+
+
+def test_generic_rejects_unsafe_or_unknown_template_fields(http: HttpClient) -> None:
+    """Only the documented fields are allowed; attribute access is a config error."""
+    bad = {"remove_grant": {"method": "DELETE", "path": "/x/{user_ref.__class__}"}}
+    with pytest.raises(ConfigError, match=r"actions\.remove_grant\.path.*unknown template field"):
+        GenericRestProvider(
+            "p", {"base_url": "https://p.example", "token": "t", "actions": bad}, http
+        )
+    with pytest.raises(ConfigError, match=r"actions\.nuke_everything"):
+        GenericRestProvider(
+            "p",
+            {"base_url": "https://p.example", "token": "t", "actions": {"nuke_everything": {}}},
+            http,
+        )
+
+
+def test_generic_missing_idempotency_key_would_be_rejected_by_platform(
+    server: FakeVendorServer, http: HttpClient
+) -> None:
+    """The fake platform enforces Idempotency-Key (so the provider test above means something)."""
+    with pytest.raises(PermanentError, match="Idempotency-Key header is required"):
+        http.request(
+            "raw",
+            "DELETE",
+            server.url + "/platform/accounts/a/members/b",
+            headers={"Authorization": f"Bearer {PLATFORM_TOKEN}"},
+        )
+
+
+def test_generic_dry_run(server: FakeVendorServer, http: HttpClient) -> None:
+    """dry_run reports the configured request without calling."""
+    provider = _generic(server, http, dry_run=True)
+    result = provider.perform(_action("remove_grant", user_ref="u7", account_handle="b"))
+    assert result["dry_run"] is True
+    assert server.calls == server.rejected == []
+
+
+# --- registry -----------------------------------------------------------------------
+
+
+def test_registry_lists_every_connector_type() -> None:
+    """One line per connector type in the explicit registry."""
+    assert set(PROVIDER_TYPES) == {"okta", "graph", "google", "generic", "secret_store"}
+    assert set(SINK_TYPES) == {"pagerduty", "slack"}
+    assert all(cls.type == name for name, cls in {**PROVIDER_TYPES, **SINK_TYPES}.items())
+
+
+def test_build_provider_and_sink(server: FakeVendorServer, http: HttpClient) -> None:
+    """build_provider/build_sink pick the class by ``type``."""
+    provider = build_provider(
+        "okta", {"type": "okta", "base_url": server.url, "token": Secret(OKTA_TOKEN)}, http
+    )
+    assert isinstance(provider, OktaProvider)
+    sink = build_sink("pd", {"type": "pagerduty", "routing_key": Secret("rk")}, http)
+    assert sink.type == "pagerduty"
+
+
+def test_build_provider_config_errors(http: HttpClient) -> None:
+    """Unknown type and missing base_url are ConfigErrors naming the key."""
+    with pytest.raises(ConfigError, match=r"providers\.x\.type: must be one of"):
+        build_provider("x", {"type": "ldap"}, http)
+    with pytest.raises(ConfigError, match=r"providers\.x\.base_url: required"):
+        build_provider("x", {"type": "okta", "token": Secret("t")}, http)
+    with pytest.raises(ConfigError, match=r"sinks\.y\.type"):
+        build_sink("y", {"type": "carrier-pigeon"}, http)
