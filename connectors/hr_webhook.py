@@ -114,7 +114,9 @@ class SeenEvents:
 def _json(http_status: int, **body: Any) -> web.Response:
     headers = {"Retry-After": "5"} if http_status == 503 else None
     return web.Response(
-        status=http_status, body=orjson.dumps(body), content_type="application/json",
+        status=http_status,
+        body=orjson.dumps(body),
+        content_type="application/json",
         headers=headers,
     )
 

@@ -2,12 +2,38 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from connectors.http import HttpClient, path_part, reveal, setting_bool, setting_secret, setting_url
-from streams.errors import PermanentError
+import requests
+
+from connectors.http import (
+    HttpClient,
+    path_part,
+    reveal,
+    setting_bool,
+    setting_secret,
+    setting_url,
+)
+from streams.errors import PermanentError, ProviderError, RetryableError
 from streams.records import Action
+
+
+def classify_okta_error(provider: str, response: requests.Response) -> ProviderError | None:
+    """Okta's 429 carries ``X-Rate-Limit-Reset`` (epoch seconds) rather than Retry-After."""
+    if response.status_code != 429 or response.headers.get("Retry-After"):
+        return None
+    try:
+        reset = float(response.headers.get("X-Rate-Limit-Reset", ""))
+    except ValueError:
+        return None
+    return RetryableError(
+        provider,
+        "HTTP 429 rate limited (until X-Rate-Limit-Reset)",
+        status=429,
+        retry_after=max(0.0, reset - time.time()),
+    )
 
 
 class OktaProvider:
@@ -64,5 +90,6 @@ class OktaProvider:
                 "Content-Type": "application/json",
             },
             params=params,
+            classify=classify_okta_error,
         )
         return {"status": response.status_code, "request": request}

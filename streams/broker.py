@@ -20,6 +20,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import structlog
 
@@ -84,6 +85,8 @@ class EmbeddedBroker:
     host: str = "127.0.0.1"
     port: int = 0
     log_path: Path | None = None
+    #: Ports the broker must not take (the HTTP port configured for the same process).
+    avoid: tuple[int, ...] = ()
     _proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -95,7 +98,7 @@ class EmbeddedBroker:
         return f"{self.host}:{self.port}"
 
     def start(self, timeout: float = 20.0) -> EmbeddedBroker:
-        if not self.port:
+        while not self.port or self.port in self.avoid:
             self.port = free_port(self.host)
         listener = f"tcp://{self.host}:{self.port}"
         argv = [
@@ -108,19 +111,24 @@ class EmbeddedBroker:
             "--storage-engine",
             "memory://tansu/",
         ]
-        out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         env = {k: v for k, v in os.environ.items() if not k.startswith("ACCESSGUARD_")}
         env.setdefault("RUST_LOG", "warn")
-        try:
-            self._proc = subprocess.Popen(
-                argv, stdout=out, stderr=out, stdin=subprocess.DEVNULL,
-                preexec_fn=_die_with_parent, env=env,  # noqa: PLW1509 - only prctl+setpgid
-            )
-        except OSError as exc:
-            raise BrokerError(f"cannot start Tansu at {self.binary}: {exc}") from exc
-        finally:
-            if out is not subprocess.DEVNULL:
-                out.close()
+        with contextlib.ExitStack() as files:
+            out: Any = subprocess.DEVNULL
+            if self.log_path:
+                out = files.enter_context(open(self.log_path, "ab"))
+            try:
+                self._proc = subprocess.Popen(
+                    argv,
+                    stdout=out,
+                    stderr=out,
+                    stdin=subprocess.DEVNULL,
+                    # only prctl(PR_SET_PDEATHSIG) and setpgid run between fork and exec
+                    preexec_fn=_die_with_parent,  # noqa: PLW1509
+                    env=env,
+                )
+            except OSError as exc:
+                raise BrokerError(f"cannot start Tansu at {self.binary}: {exc}") from exc
         if not wait_for_port(self.host, self.port, timeout):
             self.stop()
             raise BrokerError(f"Tansu did not answer on {self.bootstrap} within {timeout:.0f}s")

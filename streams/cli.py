@@ -69,7 +69,10 @@ def _prepare(config: Config, registry: str | None) -> tuple[Any, str]:
     if config.embedded:
         binary = find_tansu(config["embedded.tansu_bin"] or None)
         broker = EmbeddedBroker(
-            binary, port=int(config["embedded.port"]), log_path=config.data_dir / "tansu.log"
+            binary,
+            port=int(config["embedded.port"]),
+            log_path=config.data_dir / "tansu.log",
+            avoid=(int(config["http.port"]),),
         ).start()
         bootstrap = broker.bootstrap
     else:
@@ -101,6 +104,7 @@ def run(config_path: str | None, registry: str | None, port: int | None) -> None
     configure_logging(config["log.level"], config["log.format"])
     broker, bootstrap = _prepare(config, config["registry"])
     try:
+
         def listening(url: str) -> None:
             where = broker.url if broker else config["broker"]
             click.echo(
@@ -133,14 +137,16 @@ def worker(config_path: str | None, port: int | None) -> None:
 
     config = _load(config_path, http__port=port)
     if config.embedded:
-        raise ConfigError("broker", "`accessguard worker` needs ACCESSGUARD_BROKER=kafka://host:port")
+        raise ConfigError(
+            "broker", "`accessguard worker` needs ACCESSGUARD_BROKER=kafka://host:port"
+        )
     configure_logging(config["log.level"], config["log.format"])
     bootstrap = bootstrap_from_url(config["broker"])
     wait_for_kafka(bootstrap, timeout=60)
     create_topics(config, bootstrap)
     app, services = build_worker(config, bootstrap)
     services.serve_hr = False
-    assert isinstance(services, WorkerServices)  # noqa: S101 - narrows for mypy
+    assert isinstance(services, WorkerServices)
     sys.exit(run_worker(app, services, loglevel=config["log.level"]))
 
 
@@ -166,7 +172,9 @@ def connect_hr_webhook(config_path: str | None, port: int | None) -> None:
 
     config = _load(config_path, http__port=port)
     if config.embedded:
-        raise ConfigError("broker", "`connect hr-webhook` needs ACCESSGUARD_BROKER=kafka://host:port")
+        raise ConfigError(
+            "broker", "`connect hr-webhook` needs ACCESSGUARD_BROKER=kafka://host:port"
+        )
     configure_logging(config["log.level"], config["log.format"])
     bootstrap = bootstrap_from_url(config["broker"])
     wait_for_kafka(bootstrap, timeout=60)
@@ -277,9 +285,13 @@ def registry_show(file: str) -> None:
 @main.command()
 @config_option
 @click.option("--registry", "registry_file", required=True, type=click.Path(dir_okay=False))
-@click.option("--input", "input_file", required=True, type=click.Path(dir_okay=False, allow_dash=True))
+@click.option(
+    "--input", "input_file", required=True, type=click.Path(dir_okay=False, allow_dash=True)
+)
 @click.option("--at", "at_text", help="Clock for scheduled effects (ISO-8601; default now).")
-def replay(config_path: str | None, registry_file: str, input_file: str, at_text: str | None) -> None:
+def replay(
+    config_path: str | None, registry_file: str, input_file: str, at_text: str | None
+) -> None:
     """Run the offboarding decisions offline (no broker): events in, decisions out as NDJSON."""
     from streams.records import parse_time  # noqa: PLC0415
     from streams.registry import load_registry  # noqa: PLC0415

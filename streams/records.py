@@ -88,7 +88,9 @@ def subject_hash(value: str) -> str:
     return hashlib.sha256(value.strip().lower().encode()).hexdigest()[:12]
 
 
-def _str_field(data: dict[str, Any], name: str, *, required: bool = True, max_len: int = 256) -> str:
+def _str_field(
+    data: dict[str, Any], name: str, *, required: bool = True, max_len: int = 256
+) -> str:
     value = data.get(name)
     if value is None:
         if required:

@@ -196,7 +196,7 @@ class Views:
                 log.error("views.bad_record", topic=topic, offset=rec.offset, error=repr(exc))
 
     async def _tail(self) -> None:
-        assert self._consumer is not None  # noqa: S101 - set in start()
+        assert self._consumer is not None
         while True:
             try:
                 batch = await self._consumer.getmany(timeout_ms=500, max_records=5000)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import orjson
 import structlog
@@ -75,7 +76,7 @@ class WebServer:
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
         await site.start()
-        server = site._server
+        server: Any = site._server
         if self.port == 0 and server is not None and server.sockets:
             self.port = int(server.sockets[0].getsockname()[1])
         log.info("http.listening", url=self.url)

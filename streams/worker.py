@@ -45,7 +45,7 @@ def build_outputs(config: Config, http: HttpClient) -> tuple[dict[str, Provider]
             providers[name] = build_provider(name, settings, http)
         except ConfigError:
             raise
-        except Exception as exc:  # noqa: BLE001 - turn any constructor failure into a named key
+        except Exception as exc:
             raise ConfigError(f"providers.{name}", str(exc)) from exc
     sinks: dict[str, Sink] = {}
     for name, settings in config.sinks.items():
@@ -53,7 +53,7 @@ def build_outputs(config: Config, http: HttpClient) -> tuple[dict[str, Provider]
             sinks[name] = build_sink(name, settings, http)
         except ConfigError:
             raise
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise ConfigError(f"alerts.sinks.{name}", str(exc)) from exc
     return providers, sinks
 
@@ -79,7 +79,10 @@ class WorkerServices(mode.Service):  # type: ignore[misc]
         self.serve_hr = serve_hr
         self.on_listening = on_listening
         self.ready = asyncio.Event()
-        self.journal = Journal(config.data_dir / "journal.jsonl", fsync=bool(config["journal.fsync"]))
+        self.assigned_event = asyncio.Event()
+        self.journal = Journal(
+            config.data_dir / "journal.jsonl", fsync=bool(config["journal.fsync"])
+        )
         self.http = HttpClient(retry_policy(config))
         providers, sinks = build_outputs(config, self.http)
         self.executor = Executor(
@@ -153,6 +156,7 @@ class WorkerServices(mode.Service):  # type: ignore[misc]
 
     def on_assigned(self, partitions: set[int]) -> None:
         self.assigned = True
+        self.assigned_event.set()
         self.engine.set_assignment(partitions)
 
     async def process_hr(self, value: bytes | None) -> None:
@@ -161,13 +165,12 @@ class WorkerServices(mode.Service):  # type: ignore[misc]
         a bad record and goes to the dead-letter topic with the reason — never silence."""
         try:
             await with_broker_retry("hr-event", lambda: self.engine.handle_hr_raw(value))
-        except Exception as exc:  # noqa: BLE001 - see docstring
+        except Exception as exc:
             log.exception("hr.processing_failed")
+            reason = f"processing_error: {exc!r}"[:500]
             await with_broker_retry(
                 "dead-letter",
-                lambda: self.engine.dead_letter(
-                    self.topics.hr_events, value, f"processing_error: {exc!r}"[:500]
-                ),
+                lambda: self.engine.dead_letter(self.topics.hr_events, value, reason),
             )
         self.events_processed += 1
 
@@ -180,19 +183,19 @@ class WorkerServices(mode.Service):  # type: ignore[misc]
             if self.assigned:
                 try:
                     await self.engine.tick_schedule()
-                except Exception:  # noqa: BLE001 - a timer must keep ticking; the error is logged
+                except Exception:
                     log.exception("timer.schedule_failed")
 
     @mode.Service.task  # type: ignore[untyped-decorator]
     async def _agency_timer(self) -> None:
         await self.ready.wait()
+        await self.assigned_event.wait()
         interval = float(self.config["worker.agency_interval"])
         while not self.should_stop:
-            if self.assigned:
-                try:
-                    await self.engine.tick_agencies(datetime.now(UTC))
-                except Exception:  # noqa: BLE001
-                    log.exception("timer.agency_failed")
+            try:
+                await self.engine.tick_agencies(datetime.now(UTC))
+            except Exception:
+                log.exception("timer.agency_failed")
             await asyncio.sleep(interval)
 
 
@@ -222,7 +225,9 @@ def build_worker(
 
     @app.on_partitions_assigned.connect  # type: ignore[untyped-decorator]
     async def _assigned(_sender: Any, assigned: Any, **_kw: Any) -> None:
-        mine = {tp.partition for tp in app.consumer.assignment() if tp.topic == topic.get_topic_name()}
+        mine = {
+            tp.partition for tp in app.consumer.assignment() if tp.topic == topic.get_topic_name()
+        }
         services.on_assigned(mine)
 
     return app, services

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import requests
 
 from connectors.generic import GenericRestProvider
 from connectors.google import GoogleProvider
 from connectors.graph import GraphProvider
 from connectors.http import HttpClient, RetryPolicy
-from connectors.okta import OktaProvider
+from connectors.okta import OktaProvider, classify_okta_error
 from connectors.registry import PROVIDER_TYPES, SINK_TYPES, build_provider, build_sink
 from streams.errors import AuthError, ConfigError, PermanentError, RetryableError
 from streams.records import Action
@@ -119,20 +121,18 @@ def test_okta_force_mfa_resets_factors(server: FakeVendorServer, http: HttpClien
 def test_okta_wrong_token_is_auth_error(server: FakeVendorServer, http: HttpClient) -> None:
     """Okta's 401 E0000011 becomes AuthError (permanent, rotate the token)."""
     provider = _okta(server, http, token=Secret("stale"))
-    with pytest.raises(AuthError, match="401.*E0000011"):
+    with pytest.raises(AuthError, match=r"401.*E0000011"):
         provider.perform(_action("revoke_sessions", user_ref="00u1"))
     assert server.calls == []
 
 
 def test_okta_unknown_user_is_permanent(server: FakeVendorServer, http: HttpClient) -> None:
     """Okta's 404 E0000007 is a permanent error, not retried."""
-    with pytest.raises(PermanentError, match="404.*E0000007"):
+    with pytest.raises(PermanentError, match=r"404.*E0000007"):
         _okta(server, http).perform(_action("revoke_sessions", user_ref="00u-nobody"))
 
 
-def test_okta_429_is_retryable_with_retry_after(
-    server: FakeVendorServer, http: HttpClient
-) -> None:
+def test_okta_429_is_retryable_with_retry_after(server: FakeVendorServer, http: HttpClient) -> None:
     """Okta's rate limit carries Retry-After; the executor gets it in retry_after."""
     server.fail_next(1, status=429, retry_after=7)
     with pytest.raises(RetryableError, match="429") as info:
@@ -165,7 +165,7 @@ def test_okta_user_ref_is_url_encoded(server: FakeVendorServer, http: HttpClient
 
 def test_okta_unsupported_action_is_permanent(server: FakeVendorServer, http: HttpClient) -> None:
     """Okta cannot rotate a shared credential: PermanentError naming the action."""
-    with pytest.raises(PermanentError, match="rotate_shared_credential.*not supported"):
+    with pytest.raises(PermanentError, match=r"rotate_shared_credential.*not supported"):
         _okta(server, http).perform(_action("rotate_shared_credential", user_ref="00u1"))
 
 
@@ -267,7 +267,7 @@ def test_graph_unknown_method_type_is_reported_not_guessed(
 
 def test_graph_invalid_token_is_auth_error(server: FakeVendorServer, http: HttpClient) -> None:
     """Graph's 401 InvalidAuthenticationToken becomes AuthError."""
-    with pytest.raises(AuthError, match="401.*InvalidAuthenticationToken"):
+    with pytest.raises(AuthError, match=r"401.*InvalidAuthenticationToken"):
         _graph(server, http, token=Secret("nope")).perform(
             _action("revoke_sessions", user_ref="u-1")
         )
@@ -455,3 +455,47 @@ def test_build_provider_config_errors(http: HttpClient) -> None:
         build_provider("x", {"type": "okta", "token": Secret("t")}, http)
     with pytest.raises(ConfigError, match=r"sinks\.y\.type"):
         build_sink("y", {"type": "carrier-pigeon"}, http)
+
+
+# --- the fake itself ----------------------------------------------------------------
+
+
+def test_fake_answers_405_for_wrong_methods_and_404_for_unknown_paths(
+    server: FakeVendorServer, http: HttpClient
+) -> None:
+    """The fake is strict like the vendors: GET on a DELETE endpoint is 405, typos 404."""
+    headers = {"Authorization": f"SSWS {OKTA_TOKEN}"}
+    with pytest.raises(PermanentError, match="HTTP 405"):
+        http.request("t", "GET", server.url + "/api/v1/users/00u1/sessions", headers=headers)
+    with pytest.raises(PermanentError, match="HTTP 404"):
+        http.request("t", "POST", server.url + "/api/v1/userz/00u1/sessions", headers=headers)
+    with pytest.raises(PermanentError, match="HTTP 404"):
+        http.request("t", "POST", server.url + "/nowhere")
+    assert server.calls == []
+    assert [c["status"] for c in server.rejected] == [405, 404, 404]
+
+
+def test_fake_wait_for_calls_and_down_for(server: FakeVendorServer, http: HttpClient) -> None:
+    """down_for answers the injected status until it expires; wait_for_calls sees the call."""
+    server.down_for(0.2)
+    with pytest.raises(RetryableError, match="503"):
+        _okta(server, http).perform(_action("revoke_sessions", user_ref="00u1"))
+    with pytest.raises(TimeoutError, match="0 calls, 1 rejected"):
+        server.wait_for_calls(1, timeout=0.05)
+    time.sleep(0.25)
+    _okta(server, http).perform(_action("revoke_sessions", user_ref="00u1"))
+    calls = server.wait_for_calls(lambda cs: any("sessions" in c["path"] for c in cs), 1.0)
+    assert len(calls) == 1
+
+
+def test_okta_rate_limit_reset_header_becomes_retry_after() -> None:
+    """Okta's 429 carries X-Rate-Limit-Reset (epoch seconds); it becomes retry_after."""
+    response = requests.Response()
+    response.status_code = 429
+    response.headers["X-Rate-Limit-Reset"] = str(int(time.time()) + 30)
+    error = classify_okta_error("okta:test", response)
+    assert isinstance(error, RetryableError)
+    assert error.retry_after is not None
+    assert 28 <= error.retry_after <= 30
+    response.headers["Retry-After"] = "5"
+    assert classify_okta_error("okta:test", response) is None

