@@ -84,8 +84,14 @@ KEYS: tuple[Key, ...] = (
     Key("retry.slow_retry_interval", 60.0, float, "Retry interval after paging, seconds", 0.05),
     Key("journal.fsync", True, bool, "fsync the journal after each accepted event"),
     Key("journal.replay_on_start", True, bool, "Replay the journal into empty topics at start"),
-    Key("log.level", "info", str, "debug | info | warning | error"),
-    Key("log.format", "auto", str, "auto (console on a TTY, else JSON) | json | console"),
+    Key("log.level", "info", str, "debug, info, warning or error"),
+    Key("log.format", "auto", str, "auto (console on a TTY, else JSON), json or console"),
+    Key(
+        "alerts.runbook_base_url",
+        "",
+        str,
+        "Prefix that turns runbook paths (docs/runbooks/...) into links, e.g. your repo URL",
+    ),
     Key("alerts.routes.critical", ["pagerduty", "slack"], list, "Sinks for critical alerts"),
     Key("alerts.routes.high", ["pagerduty", "slack"], list, "Sinks for high alerts"),
     Key("alerts.routes.medium", ["slack"], list, "Sinks for medium alerts"),
@@ -288,3 +294,32 @@ def load_config(
     if values["worker.session_timeout"] <= values["worker.heartbeat_interval"]:
         raise ConfigError("worker.session_timeout", "must be larger than worker.heartbeat_interval")
     return Config(values, maps["providers"], maps["alerts.sinks"], source)
+
+
+def reference_markdown() -> str:
+    """The configuration reference table of the README (tests keep the two in sync)."""
+    rows = [
+        "| key | environment override | default | meaning |",
+        "|---|---|---|---|",
+    ]
+    for key in KEYS:
+        default = key.default
+        if isinstance(default, list):
+            shown = ", ".join(default)
+        elif default is None:
+            shown = "(none)"
+        elif default == "":
+            shown = '""'
+        else:
+            shown = str(default).lower() if isinstance(default, bool) else str(default)
+        rows.append(f"| `{key.path}` | `{key.env}` | `{shown}` | {key.doc} |")
+    rows.append(
+        "| `providers.<name>.<key>` | `ACCESSGUARD_PROVIDERS__<NAME>__<KEY>` | — | "
+        "a provider: `type` (okta, graph, google, generic, secret_store), `base_url`, "
+        "`token`, `dry_run`, type-specific keys |"
+    )
+    rows.append(
+        "| `alerts.sinks.<name>.<key>` | `ACCESSGUARD_ALERTS_SINKS__<NAME>__<KEY>` | — | "
+        "an alert sink: `type` (pagerduty, slack), `routing_key` / `webhook_url`, `dry_run` |"
+    )
+    return "\n".join(rows)

@@ -238,6 +238,7 @@ def _rotate_shared(
                     "holders": remaining,
                     "cause": plan.cause,
                 },
+                runbook="docs/runbooks/shared-credential-reenrolment.md",
             )
         )
 
@@ -471,6 +472,8 @@ def decide_hr(
                 "accepted_at": event.accepted_at,
                 "event_type": event.type,
                 "decided_at": now.timestamp(),
+                # which worker owns the plan after a rebalance: the partition of this key
+                "partition_key": event.partition_key,
             },
         }
         new_state = replace(new_state, plans=plans)

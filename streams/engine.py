@@ -28,7 +28,7 @@ from streams.errors import BrokerError, JournalError, ProviderError, ValidationE
 from streams.executor import Executor, Outcome, Sink
 from streams.journal import Journal
 from streams.records import Action, Alert, HrEvent, format_time, idempotency_key, subject_hash
-from streams.state import AccountState, IdentityState, StateValue
+from streams.state import AccountState, StateValue
 from streams.topics import Topics
 from streams.views import Publisher, Views
 
@@ -36,8 +36,7 @@ log = structlog.get_logger(__name__)
 
 #: Actions whose confirmation ends "time to revoke" (access is cut once these are done).
 REVOKING = frozenset({"revoke_sessions", "remove_grant", "downgrade_grant"})
-RUNBOOK_REVOCATION = "docs/runbooks.md#revocation-failing"
-RUNBOOK_UNKNOWN = "docs/runbooks.md#hr-event-for-unknown-person"
+RUNBOOK_REVOCATION = "docs/runbooks/revocation-failing.md"
 
 
 def partition_for(key: str, partitions: int) -> int:
@@ -67,6 +66,7 @@ class Engine:
         self.clock = clock
         self.provider_types = config.provider_types()
         self.routes = config.routes()
+        self.runbook_base = str(config["alerts.runbook_base_url"]).rstrip("/")
         self.partitions = int(config["topics.partitions"])
         #: Partitions of hr.events this worker owns; None = all (single worker, replay, tests).
         self.owned: set[int] | None = None
@@ -142,35 +142,10 @@ class Engine:
             bound.info("hr.duplicate")
             return decision
         plan_id = decision.plan_id
-        updates: list[StateValue] = []
-        for update in decision.state_updates:
-            if (
-                isinstance(update, IdentityState)
-                and plan_id is not None
-                and plan_id in update.plans
-            ):
-                # The executor needs the alerts to send when the plan completes, and the
-                # partition key to know which worker owns the plan after a rebalance.
-                plan = dict(update.plans[plan_id])
-                plan["alerts"] = [a.to_dict() for a in decision.alerts]
-                plan["partition_key"] = event.partition_key
-                updates.append(replace(update, plans={**update.plans, plan_id: plan}))
-            else:
-                updates.append(update)
-        for value in updates:
+        for value in decision.state_updates:
             await self.put_state(value)
         self._update_scheduled_gauge()
-        await self.audit(
-            "decision",
-            event.event_id,
-            event_id=event.event_id,
-            type=event.type,
-            source=event.source,
-            identity=decision.identity,
-            outcome=decision.outcome,
-            reason=decision.reason,
-            actions=[a.replay_view() for a in decision.actions],
-        )
+        await self.audit("decision", event.event_id, source=event.source, **decision.to_dict())
         bound.info("hr.decided", actions=len(decision.actions), reason=decision.reason)
         if decision.identity and plan_id and decision.actions:
             self.start_plan(decision.identity, plan_id)
@@ -360,6 +335,8 @@ class Engine:
         key = "alert:" + idempotency_key(alert.dedup_key, alert.event_action)
         if key in self.views.ledger:
             return
+        if alert.runbook and self.runbook_base and "://" not in alert.runbook:
+            alert = replace(alert, runbook=f"{self.runbook_base}/{alert.runbook}")
         await self.publisher.send_json(self.topics.alerts, alert.dedup_key, alert.to_dict())
         results: dict[str, str] = {}
         for name in self.routes.get(alert.severity, []):
