@@ -78,10 +78,13 @@ def verify_signature(
     expected = hmac.new(
         secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256
     ).hexdigest()
-    # compare_digest on every candidate, no early exit on the first match
+    # compare_digest on every candidate, no early exit on the first match. Bytes, because
+    # compare_digest raises TypeError on a non-ASCII str (a header byte >= 0x80 became a 500).
     matched = False
     for candidate in candidates:
-        matched |= hmac.compare_digest(expected, candidate)
+        matched |= hmac.compare_digest(
+            expected.encode(), candidate.encode("utf-8", "surrogatepass")
+        )
     if not matched:
         raise SignatureError("signature does not match", "bad_signature")
     return timestamp

@@ -1,0 +1,297 @@
+"""Configuration: defaults, YAML, ``ACCESSGUARD_*`` overrides and validation naming the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from streams.config import KEYS, Config, load_config
+from streams.errors import ConfigError
+from streams.secrets import Secret
+
+
+def _yaml(tmp_path: Path, data: Any) -> Path:
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    return path
+
+
+def _error(path: Path | None = None, env: dict[str, str] | None = None) -> ConfigError:
+    with pytest.raises(ConfigError) as info:
+        load_config(path, env=env or {})
+    return info.value
+
+
+class TestDefaults:
+    def test_every_key_has_its_documented_default(self) -> None:
+        """With no file and no environment, every fixed key holds the default of KEYS."""
+        config = load_config(env={})
+        for key in KEYS:
+            assert config.get(key.path) == key.default, key.path
+        assert config.source is None
+        assert config.providers == {}
+        assert config.sinks == {}
+
+    def test_defaults_mean_embedded_broker_and_prefixed_topics(self) -> None:
+        """An empty broker means the embedded Tansu; topic names carry the prefix."""
+        config = load_config(env={})
+        assert config.embedded is True
+        assert config.data_dir == Path("data")
+        assert config.topic("hr.events") == "accessguard.hr.events"
+        assert config["worker.fetch_max_wait_ms"] == 20
+        assert config.routes()["critical"] == ["pagerduty", "slack"]
+
+    def test_env_var_names_follow_the_key_path(self) -> None:
+        """``http.port`` is ``ACCESSGUARD_HTTP_PORT``: dots become underscores, upper-cased."""
+        by_path = {k.path: k.env for k in KEYS}
+        assert by_path["http.port"] == "ACCESSGUARD_HTTP_PORT"
+        assert by_path["broker"] == "ACCESSGUARD_BROKER"
+        assert by_path["worker.fetch_max_wait_ms"] == "ACCESSGUARD_WORKER_FETCH_MAX_WAIT_MS"
+
+
+class TestPrecedence:
+    def test_yaml_overrides_default_and_env_overrides_yaml(self, tmp_path: Path) -> None:
+        """Default < YAML < environment, key by key; values are coerced to the key's type."""
+        path = _yaml(
+            tmp_path,
+            {"http": {"port": 9001, "host": "0.0.0.0"}, "worker": {"id": "from-yaml"}},
+        )
+        config = load_config(
+            path, env={"ACCESSGUARD_HTTP_PORT": "9002", "ACCESSGUARD_EXECUTOR_DRY_RUN": "yes"}
+        )
+        assert config["http.port"] == 9002  # env beats YAML, and is an int
+        assert config["http.host"] == "0.0.0.0"  # YAML beats default
+        assert config["worker.id"] == "from-yaml"
+        assert config["executor.dry_run"] is True  # env beats default
+        assert config["topics.partitions"] == 4  # untouched default
+        assert config.source == str(path)
+
+    def test_accessguard_config_env_names_the_file(self, tmp_path: Path) -> None:
+        """Without an explicit path, ACCESSGUARD_CONFIG points at the YAML file."""
+        path = _yaml(tmp_path, {"broker": "kafka://k1:9092"})
+        config = load_config(env={"ACCESSGUARD_CONFIG": str(path)})
+        assert config["broker"] == "kafka://k1:9092"
+        assert config.embedded is False
+
+    def test_list_from_env_is_comma_separated(self) -> None:
+        """A route list given in the environment is split on commas, blanks dropped."""
+        config = load_config(
+            env={
+                "ACCESSGUARD_ALERTS_ROUTES_CRITICAL": "pagerduty, slack ,",
+                "ACCESSGUARD_ALERTS_SINKS__PAGERDUTY__TYPE": "pagerduty",
+                "ACCESSGUARD_ALERTS_SINKS__SLACK__TYPE": "slack",
+            }
+        )
+        assert config.routes()["critical"] == ["pagerduty", "slack"]
+
+    def test_empty_yaml_file_gives_defaults(self, tmp_path: Path) -> None:
+        """An empty file is a valid (empty) configuration."""
+        path = tmp_path / "empty.yaml"
+        path.write_text("", encoding="utf-8")
+        assert load_config(path, env={})["http.port"] == 8080
+
+
+class TestBadValues:
+    @pytest.mark.parametrize(
+        ("env", "key", "message"),
+        [
+            ({"ACCESSGUARD_HTTP_PORT": "abc"}, "http.port", "invalid literal"),
+            ({"ACCESSGUARD_HTTP_PORT": "-1"}, "http.port", "must be >= 0"),
+            ({"ACCESSGUARD_TOPICS_PARTITIONS": "0"}, "topics.partitions", "must be >= 1"),
+            ({"ACCESSGUARD_HTTP_PORT": "80.5"}, "http.port", "invalid literal"),
+            ({"ACCESSGUARD_EXECUTOR_DRY_RUN": "maybe"}, "executor.dry_run", "true/false"),
+            ({"ACCESSGUARD_RETRY_BASE_DELAY": "soon"}, "retry.base_delay", "could not convert"),
+            ({"ACCESSGUARD_RETRY_BASE_DELAY": "nan"}, "retry.base_delay", "finite"),
+            ({"ACCESSGUARD_RETRY_READ_TIMEOUT": "inf"}, "retry.read_timeout", "finite"),
+            ({"ACCESSGUARD_LOG_FORMAT": "xml"}, "log.format", "auto, json or console"),
+            ({"ACCESSGUARD_LOG_LEVEL": "loud"}, "log.level", "debug, info"),
+            (
+                {"ACCESSGUARD_WORKER_SESSION_TIMEOUT": "1.0"},
+                "worker.session_timeout",
+                "larger than worker.heartbeat_interval",
+            ),
+        ],
+    )
+    def test_bad_env_value_names_the_key(self, env: dict[str, str], key: str, message: str) -> None:
+        """A bad environment value stops loading with a ConfigError whose key is the path."""
+        with pytest.raises(ConfigError, match=message) as info:
+            load_config(env=env)
+        assert info.value.key == key
+        assert str(info.value).startswith(f"config {key}: ")
+
+    @pytest.mark.parametrize(
+        ("data", "key", "message"),
+        [
+            ({"http": {"port": True}}, "http.port", "expected an integer"),
+            ({"http": {"port": 1.5}}, "http.port", "expected an integer"),
+            ({"broker": {"host": "x"}}, "broker", "expected a string"),
+            ({"alerts": {"routes": {"info": [1, 2]}}}, "alerts.routes.info", "list of names"),
+            ({"hr": {"webhook_secret": 123}}, "hr.webhook_secret", "expected a string"),
+            ({"log": {"format": "pretty"}}, "log.format", "auto, json or console"),
+            ({"providers": ["okta"]}, "providers", "mapping of name"),
+            ({"providers": {"okta": "yes"}}, "providers.okta", "mapping of settings"),
+            ({"providers": {"okta": {"token": "t"}}}, "providers.okta.type", "required"),
+            (
+                {"providers": {"okta": {"type": "okta", "dry_run": "perhaps"}}},
+                "providers.okta.dry_run",
+                "true/false",
+            ),
+        ],
+    )
+    def test_bad_yaml_value_names_the_key(
+        self, tmp_path: Path, data: dict[str, Any], key: str, message: str
+    ) -> None:
+        """A bad YAML value stops loading with a ConfigError naming the dotted key."""
+        with pytest.raises(ConfigError, match=message) as info:
+            load_config(_yaml(tmp_path, data), env={})
+        assert info.value.key == key
+
+    def test_unknown_yaml_key_is_named(self, tmp_path: Path) -> None:
+        """A misspelt key is refused (not silently ignored), and the error names it."""
+        err = _error(_yaml(tmp_path, {"http": {"prot": 9000}}))
+        assert err.key == "http.prot"
+        assert "unknown key" in str(err)
+
+    def test_unknown_top_level_scalar_is_named(self, tmp_path: Path) -> None:
+        """A section given as a scalar is an unknown key, not a crash."""
+        assert _error(_yaml(tmp_path, {"htttp": 5})).key == "htttp"
+
+    def test_missing_file_and_bad_yaml_name_the_config(self, tmp_path: Path) -> None:
+        """An unreadable or unparsable file is reported against ``config`` with the path."""
+        with pytest.raises(ConfigError, match="cannot read") as info:
+            load_config(tmp_path / "nope.yaml", env={})
+        assert info.value.key == "config"
+        bad = tmp_path / "bad.yaml"
+        bad.write_text("http: [unclosed", encoding="utf-8")
+        with pytest.raises(ConfigError, match="not valid YAML"):
+            load_config(bad, env={})
+        listed = tmp_path / "list.yaml"
+        listed.write_text("- a\n- b\n", encoding="utf-8")
+        with pytest.raises(ConfigError, match="mapping at top level"):
+            load_config(listed, env={})
+
+    def test_route_to_a_missing_sink_is_refused(self, tmp_path: Path) -> None:
+        """Once sinks are configured, every routed name must be one of them."""
+        data = {
+            "alerts": {
+                "sinks": {"slack": {"type": "slack", "webhook_url": "https://hooks.example/x"}},
+                "routes": {"critical": ["slack"], "high": ["slack", "opsgenie"]},
+            }
+        }
+        with pytest.raises(ConfigError, match="no sink named 'opsgenie'") as info:
+            load_config(_yaml(tmp_path, data), env={})
+        assert info.value.key == "alerts.routes.high"
+
+    def test_default_routes_to_unconfigured_pagerduty_are_refused(self, tmp_path: Path) -> None:
+        """Default routes name pagerduty; configuring only slack must say so, not drop pages."""
+        data = {"alerts": {"sinks": {"slack": {"type": "slack", "webhook_url": "https://h/x"}}}}
+        err = _error(_yaml(tmp_path, data))
+        assert err.key == "alerts.routes.critical"
+        assert "'pagerduty'" in str(err)
+
+    def test_malformed_map_env_var_is_named(self) -> None:
+        """``ACCESSGUARD_PROVIDERS__OKTA`` without a setting part is refused with the var."""
+        err = _error(env={"ACCESSGUARD_PROVIDERS__OKTA": "x"})
+        assert err.key == "ACCESSGUARD_PROVIDERS__OKTA"
+        assert "<NAME>__<KEY>" in str(err)
+
+
+class TestProvidersFromEnv:
+    def test_provider_token_from_env_is_a_secret_hidden_from_repr(self) -> None:
+        """``ACCESSGUARD_PROVIDERS__OKTA__TOKEN`` builds providers.okta.token as a Secret whose
+        repr and str never show the value; reveal() gives it at the point of use."""
+        config = load_config(
+            env={
+                "ACCESSGUARD_PROVIDERS__OKTA__TYPE": "okta",
+                "ACCESSGUARD_PROVIDERS__OKTA__TOKEN": "s3cr3t-okta-token",
+                "ACCESSGUARD_PROVIDERS__OKTA__BASE_URL": "https://lumen.okta.example",
+            }
+        )
+        okta = config.providers["okta"]
+        token = okta["token"]
+        assert isinstance(token, Secret)
+        assert token.reveal() == "s3cr3t-okta-token"
+        assert "s3cr3t" not in repr(token)
+        assert "s3cr3t" not in str(token)
+        assert "s3cr3t" not in repr(config.providers)
+        assert okta["base_url"] == "https://lumen.okta.example"  # not a secret key
+        assert config.provider_types() == {"okta": "okta"}
+
+    def test_env_overrides_a_yaml_provider_setting_by_normalised_name(self, tmp_path: Path) -> None:
+        """``META_BUSINESS`` in the env addresses the YAML provider named ``meta-business``."""
+        data = {
+            "providers": {
+                "meta-business": {
+                    "type": "generic",
+                    "base_url": "https://meta.example",
+                    "token": "yaml-token",
+                }
+            }
+        }
+        config = load_config(
+            _yaml(tmp_path, data),
+            env={"ACCESSGUARD_PROVIDERS__META_BUSINESS__TOKEN": "env-token"},
+        )
+        assert set(config.providers) == {"meta-business"}
+        assert config.providers["meta-business"]["token"].reveal() == "env-token"
+        assert config.providers["meta-business"]["base_url"] == "https://meta.example"
+
+    def test_secret_references_are_resolved_at_use(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """``env:NAME`` and ``file:/path`` secrets are read when revealed, so a rotated
+        mounted secret is picked up without a restart."""
+        secret_file = tmp_path / "hr-secret"
+        secret_file.write_text("first\n", encoding="utf-8")
+        config = load_config(
+            env={
+                "ACCESSGUARD_HR_WEBHOOK_SECRET": f"file:{secret_file}",
+                "ACCESSGUARD_ALERTS_SINKS__PD__TYPE": "pagerduty",
+                "ACCESSGUARD_ALERTS_SINKS__PD__ROUTING_KEY": "env:PD_KEY",
+                "ACCESSGUARD_ALERTS_ROUTES_CRITICAL": "pd",
+                "ACCESSGUARD_ALERTS_ROUTES_HIGH": "pd",
+                "ACCESSGUARD_ALERTS_ROUTES_MEDIUM": "pd",
+                "ACCESSGUARD_ALERTS_ROUTES_LOW": "pd",
+                "ACCESSGUARD_ALERTS_ROUTES_INFO": "pd",
+            }
+        )
+        hr_secret = config["hr.webhook_secret"]
+        assert hr_secret.reveal() == "first"
+        secret_file.write_text("rotated\n", encoding="utf-8")
+        assert hr_secret.reveal() == "rotated"
+        assert repr(hr_secret) == f"Secret(file:{secret_file})"
+        monkeypatch.setenv("PD_KEY", "routing-key-value")
+        assert config.sinks["pd"]["routing_key"].reveal() == "routing-key-value"
+
+
+class TestWithOverrides:
+    def test_override_replaces_and_coerces_without_touching_the_original(self) -> None:
+        """``with_overrides(http__port="9100")`` gives a copy with an int port; the original
+        keeps its value."""
+        base = load_config(env={})
+        copy = base.with_overrides(http__port="9100", data_dir="elsewhere")
+        assert copy["http.port"] == 9100
+        assert copy.data_dir == Path("elsewhere")
+        assert base["http.port"] == 8080
+        assert isinstance(copy, Config)
+
+    def test_override_of_unknown_key_is_refused(self) -> None:
+        """An unknown override names the dotted key."""
+        with pytest.raises(ConfigError, match="unknown key") as info:
+            load_config(env={}).with_overrides(http__prot=1)
+        assert info.value.key == "http.prot"
+
+    def test_override_with_a_bad_value_is_refused(self) -> None:
+        """Overrides are validated like the file: type and minimum."""
+        with pytest.raises(ConfigError, match="must be >= 0") as info:
+            load_config(env={}).with_overrides(http__port=-5)
+        assert info.value.key == "http.port"
+
+    def test_override_is_checked_against_the_other_rules(self) -> None:
+        """An override cannot slip past the checks load_config makes (allowed values)."""
+        with pytest.raises(ConfigError, match="auto, json or console") as info:
+            load_config(env={}).with_overrides(log__format="xml")
+        assert info.value.key == "log.format"

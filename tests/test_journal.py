@@ -1,0 +1,165 @@
+"""The append-only JSONL journal: round trip, torn lines, replay selection, write failures."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+from structlog.testing import capture_logs
+
+from streams.errors import JournalError
+from streams.journal import Journal, read_journal, replay_records
+
+
+@pytest.fixture
+def journal(tmp_path: Path) -> Iterator[Journal]:
+    j = Journal(tmp_path / "data" / "journal.jsonl", fsync=True)
+    yield j
+    j.close()
+
+
+def test_append_then_read_round_trip(journal: Journal) -> None:
+    """Entries come back in order with their kind, fields and a timestamp; append returns
+    what was written."""
+    first = journal.append("hr_event", durable=True, key="E1", value={"event_id": "a"})
+    journal.append("decision", event_id="a", outcome="offboard")
+    entries = list(read_journal(journal.path))
+    assert entries[0] == first
+    assert [e["kind"] for e in entries] == ["hr_event", "decision"]
+    assert entries[1]["outcome"] == "offboard"
+    assert all(isinstance(e["ts"], float) for e in entries)
+    assert oct(journal.path.stat().st_mode & 0o777) == oct(0o600)
+
+
+def test_journal_creates_its_directory_and_appends_across_reopen(tmp_path: Path) -> None:
+    """Opening again appends after the existing entries (never truncates)."""
+    path = tmp_path / "nested" / "dir" / "journal.jsonl"
+    one = Journal(path)
+    one.append("state", key="k", value=1)
+    one.close()
+    two = Journal(path)
+    two.append("state", key="k", value=2)
+    two.close()
+    assert [e["value"] for e in read_journal(path)] == [1, 2]
+
+
+def test_read_missing_journal_is_empty(tmp_path: Path) -> None:
+    """No journal yet (first start) reads as no entries, not an error."""
+    assert list(read_journal(tmp_path / "absent.jsonl")) == []
+    assert all(v == [] for v in replay_records(tmp_path / "absent.jsonl").values())
+
+
+def test_torn_last_line_is_skipped_with_a_warning(journal: Journal) -> None:
+    """A crash mid-write leaves half a line; reading skips it, warns with the line number,
+    and keeps every complete entry before it."""
+    journal.append("state", key="a", value=1)
+    journal.append("state", key="b", value=2)
+    with journal.path.open("ab") as fh:
+        fh.write(b'{"ts": 1.0, "kind": "state", "key": "c", "val')
+    with capture_logs() as logs:
+        entries = list(read_journal(journal.path))
+    assert [e["key"] for e in entries] == ["a", "b"]
+    torn = [e for e in logs if e["event"] == "journal.torn_line"]
+    assert len(torn) == 1
+    assert torn[0]["line"] == 3
+    assert torn[0]["log_level"] == "warning"
+
+
+def test_blank_and_non_object_lines_are_ignored(journal: Journal) -> None:
+    """Blank lines and JSON that is not an object are not entries."""
+    journal.append("state", key="a", value=1)
+    with journal.path.open("ab") as fh:
+        fh.write(b"\n   \n[1, 2]\n")
+    journal.append("state", key="b", value=2)
+    assert [e["key"] for e in read_journal(journal.path)] == ["a", "b"]
+
+
+def test_replay_keeps_last_value_per_key_for_compacted_kinds(journal: Journal) -> None:
+    """Registry, state and ledger behave like compacted topics: the last write of a key wins,
+    ordered by the time of that last write; tombstones (None) are kept as None."""
+    journal.append("registry", key="identity:alice", value={"v": 1})
+    journal.append("registry", key="account:x", value={"v": 1})
+    journal.append("registry", key="identity:alice", value={"v": 2})
+    journal.append("registry", key="grant:alice:x", value={"role": "admin"})
+    journal.append("registry", key="grant:alice:x", value=None)
+    journal.append("ledger", key="k1", value={"status": "done"})
+    journal.append("state", key="identity:bob", value={"status": "suspended"})
+    records = replay_records(journal.path)
+    assert records["registry.changes"] == [
+        ("account:x", orjson.dumps({"v": 1})),
+        ("identity:alice", orjson.dumps({"v": 2})),
+        ("grant:alice:x", None),
+    ]
+    assert records["ledger"] == [("k1", orjson.dumps({"status": "done"}))]
+    assert records["lifecycle"] == [("identity:bob", orjson.dumps({"status": "suspended"}))]
+
+
+def test_replay_keeps_every_hr_event_in_order_and_skips_audit_kinds(journal: Journal) -> None:
+    """HR events are a log, not a table: every one is replayed, in order, duplicates too.
+    Audit kinds (decision, action, alert, dead_letter) are never replayed."""
+    journal.append("hr_event", key="E1", value={"event_id": "1"})
+    journal.append("decision", event_id="1")
+    journal.append("hr_event", key="E2", value={"event_id": "2"})
+    journal.append("action", key="x")
+    journal.append("hr_event", key="E1", value={"event_id": "3"})
+    journal.append("dead_letter", topic="t", reason="r")
+    records = replay_records(journal.path)
+    assert [(k, orjson.loads(v or b"null")["event_id"]) for k, v in records["hr.events"]] == [
+        ("E1", "1"),
+        ("E2", "2"),
+        ("E1", "3"),
+    ]
+    assert set(records) == {"registry.changes", "lifecycle", "ledger", "rule.state", "hr.events"}
+    assert sum(len(v) for v in records.values()) == 3
+
+
+def test_concurrent_appends_never_interleave(journal: Journal) -> None:
+    """Many threads appending at once produce only whole, parseable lines."""
+
+    def writer(n: int) -> None:
+        for i in range(50):
+            journal.append("state", key=f"{n}-{i}", value="x" * 500)
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    lines = journal.path.read_bytes().splitlines()
+    assert len(lines) == 400
+    assert len({orjson.loads(line)["key"] for line in lines}) == 400
+
+
+def test_write_failure_raises_journal_error_saying_to_free_disk_space(
+    journal: Journal,
+) -> None:
+    """A full disk (a real ENOSPC from /dev/full) becomes a JournalError telling the operator
+    to free disk space, and is logged."""
+    os.close(journal._fd)
+    journal._fd = os.open("/dev/full", os.O_WRONLY)
+    with (
+        capture_logs() as logs,
+        pytest.raises(JournalError, match="free disk space under data_dir"),
+    ):
+        journal.append("hr_event", durable=True, key="E1", value={"event_id": "x"})
+    assert [e["event"] for e in logs] == ["journal.write_failed"]
+    assert "No space left" in logs[0]["error"]
+
+
+def test_write_on_closed_journal_raises_journal_error(journal: Journal) -> None:
+    """Writing after close is a JournalError (EBADF), not a bare OSError."""
+    journal.close()
+    with pytest.raises(JournalError, match="cannot write journal"):
+        journal.append("state", key="k", value=1)
+
+
+def test_unopenable_path_raises_journal_error(tmp_path: Path) -> None:
+    """A journal path that cannot be opened (it is a directory) names the path."""
+    target = tmp_path / "journal.jsonl"
+    target.mkdir()
+    with pytest.raises(JournalError, match=r"cannot open journal .*journal\.jsonl"):
+        Journal(target)
