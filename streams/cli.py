@@ -102,7 +102,13 @@ def run(config_path: str | None, registry: str | None, port: int | None) -> None
 
     config = _load(config_path, registry=registry, http__port=port)
     configure_logging(config["log.level"], config["log.format"])
-    broker, bootstrap = _prepare(config, config["registry"])
+    registry_file = config["registry"]
+    if registry_file and not Path(registry_file).is_file():
+        # Checked before the broker starts: fail in one line, with nothing to clean up.
+        raise ConfigError(
+            "registry", f"{registry_file} is not a file (--registry or ACCESSGUARD_REGISTRY)"
+        )
+    broker, bootstrap = _prepare(config, registry_file)
     try:
 
         def listening(url: str) -> None:
@@ -253,6 +259,8 @@ def registry_import(config_path: str | None, file: str) -> None:
             "set ACCESSGUARD_BROKER=kafka://host:port (with `accessguard run` the registry "
             "file is imported at start: --registry FILE)",
         )
+    # Logs to stderr: stdout carries only the JSON summary (structlog's default is stdout).
+    configure_logging(config["log.level"], config["log.format"])
     bootstrap = bootstrap_from_url(config["broker"])
     wait_for_kafka(bootstrap, timeout=30)
     create_topics(config, bootstrap)
@@ -289,13 +297,19 @@ def registry_show(file: str) -> None:
     "--input", "input_file", required=True, type=click.Path(dir_okay=False, allow_dash=True)
 )
 @click.option("--at", "at_text", help="Clock for scheduled effects (ISO-8601; default now).")
+@click.option("--rules", "rules_dir", help="Rule directory for login lines (default: rules.dir).")
 def replay(
-    config_path: str | None, registry_file: str, input_file: str, at_text: str | None
+    config_path: str | None,
+    registry_file: str,
+    input_file: str,
+    at_text: str | None,
+    rules_dir: str | None,
 ) -> None:
-    """Run the offboarding decisions offline (no broker): events in, decisions out as NDJSON."""
+    """Run the decisions offline (no broker): HR and login events in, decisions out as NDJSON."""
     from streams.records import parse_time  # noqa: PLC0415
     from streams.registry import load_registry  # noqa: PLC0415
     from streams.replay import replay as run_replay  # noqa: PLC0415
+    from streams.rules import load_rules  # noqa: PLC0415
 
     config = _load(config_path)
     try:
@@ -303,15 +317,34 @@ def replay(
     except ValidationError as exc:
         raise click.BadParameter(exc.reason, param_hint="--at") from None
     reg = load_registry(registry_file)
+    ruleset = load_rules(rules_dir or config["rules.dir"])
     stream = sys.stdin if input_file == "-" else open(input_file, encoding="utf-8")  # noqa: SIM115
     out = sys.stdout.buffer
     try:
-        for record in run_replay(reg, stream, at=at, providers=config.provider_types()):
+        for record in run_replay(
+            reg, stream, at=at, providers=config.provider_types(), rules=ruleset
+        ):
             out.write(orjson.dumps(record) + b"\n")
     finally:
         if stream is not sys.stdin:
             stream.close()
         out.flush()
+
+
+@main.group()
+def rules() -> None:
+    """Test the detection rules."""
+
+
+@rules.command("test")
+@click.argument("directory", required=False, type=click.Path(file_okay=False))
+@config_option
+def rules_test(directory: str | None, config_path: str | None) -> None:
+    """Run every rule's inline tests (DIRECTORY, default rules.dir) and print a summary."""
+    from streams.rules import rules_test_main  # noqa: PLC0415
+
+    target = Path(directory or _load(config_path)["rules.dir"])
+    sys.exit(rules_test_main(target, click.echo))
 
 
 @main.group()

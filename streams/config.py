@@ -9,6 +9,7 @@ Every fixed key has a default and an environment variable: ``http.port`` is
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -22,7 +23,16 @@ from streams.secrets import Secret
 
 #: Keys whose values are secrets wherever they appear (providers, sinks, hr).
 SECRET_KEYS = frozenset(
-    {"token", "routing_key", "webhook_url", "webhook_secret", "secret", "password", "api_key"}
+    {
+        "token",
+        "routing_key",
+        "webhook_url",
+        "webhook_secret",
+        "secret",
+        "password",
+        "api_key",
+        "ingest_token",
+    }
 )
 
 
@@ -53,6 +63,9 @@ KEYS: tuple[Key, ...] = (
     Key("http.host", "127.0.0.1", str, "Address the HTTP server binds"),
     Key("http.port", 8080, int, "HTTP port: /v1/hr/events, /metrics, /healthz, /readyz", 0),
     Key("http.max_body_bytes", 65536, int, "Largest accepted request body (413 above)", 256),
+    Key("http.max_batch_bytes", 10485760, int, "Largest login-event batch (413 above)", 1024),
+    Key("auth.ingest_token", None, Secret, "Bearer token of POST /v1/auth/events (required)"),
+    Key("rules.dir", "rules", str, "Directory of detection rules (*.yaml); invalid = no start"),
     Key("hr.webhook_secret", None, Secret, "HMAC secret of X-AccessGuard-Signature (required)"),
     Key("hr.tolerance_seconds", 300, int, "Largest accepted signature age", 1),
     Key(
@@ -70,6 +83,7 @@ KEYS: tuple[Key, ...] = (
         "How often scheduled offboardings are checked, s",
         0.05,
     ),
+    Key("worker.rule_interval", 1.0, float, "Rule state checkpoint/expiry/absence check, s", 0.05),
     Key(
         "worker.agency_interval", 60.0, float, "How often agency contract ends are checked, s", 0.05
     ),
@@ -126,6 +140,9 @@ def _coerce(path: str, kind: type, value: Any, minimum: float | None = None) -> 
             if isinstance(value, bool):
                 raise ValueError(f"expected a number, got {value!r}")
             result = float(value)
+            if not math.isfinite(result):
+                # nan slips past every `< minimum` check; inf makes timeouts and sleeps endless
+                raise ValueError(f"expected a finite number, got {value!r}")
         elif kind is list:
             if isinstance(value, str):
                 return [p.strip() for p in value.split(",") if p.strip()]
@@ -210,6 +227,7 @@ class Config:
             if key is None:
                 raise ConfigError(path, "unknown key")
             values[path] = _coerce(path, key.kind, value, key.minimum)
+        _check_rules(values)
         return Config(values, self.providers, self.sinks, self.source)
 
     @property
@@ -287,13 +305,18 @@ def load_config(
         for name in names:
             if name not in maps["alerts.sinks"] and maps["alerts.sinks"]:
                 raise ConfigError(f"alerts.routes.{sev}", f"no sink named {name!r} in alerts.sinks")
+    _check_rules(values)
+    return Config(values, maps["providers"], maps["alerts.sinks"], source)
+
+
+def _check_rules(values: Mapping[str, Any]) -> None:
+    """Checks across keys and allowed values; shared by load_config and with_overrides."""
     if values["log.format"] not in ("auto", "json", "console"):
         raise ConfigError("log.format", "must be auto, json or console")
     if values["log.level"] not in ("debug", "info", "warning", "error"):
         raise ConfigError("log.level", "must be debug, info, warning or error")
     if values["worker.session_timeout"] <= values["worker.heartbeat_interval"]:
         raise ConfigError("worker.session_timeout", "must be larger than worker.heartbeat_interval")
-    return Config(values, maps["providers"], maps["alerts.sinks"], source)
 
 
 def reference_markdown() -> str:

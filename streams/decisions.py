@@ -119,29 +119,32 @@ class _Plan:
         return sum(1 for a in self.actions if a.action == action)
 
 
-def _user_ref(identity: Identity, provider: str) -> str:
+def user_ref(identity: Identity, provider: str) -> str:
+    """The identity's id at ``provider``: its alias there, else its first e-mail, else its id."""
     alias = identity.aliases.get(provider)
     if alias:
         return alias
     return identity.emails[0] if identity.emails else identity.id
 
 
-def _account_params(identity: Identity, account: Account) -> dict[str, Any]:
+def account_params(identity: Identity, account: Account) -> dict[str, Any]:
+    """The params a provider needs to act on ``identity``'s access to ``account``."""
     return {
-        "user_ref": _user_ref(identity, account.provider),
+        "user_ref": user_ref(identity, account.provider),
         "account_handle": account.handle,
         "platform": account.platform,
     }
 
 
-def _is_offboarded(registry: Registry, state: StateStore, identity_id: str) -> bool:
+def is_offboarded(registry: Registry, state: StateStore, identity_id: str) -> bool:
+    """Offboarded in the lifecycle state or declared offboarded in the registry."""
     if state.identity(identity_id).status == "offboarded":
         return True
     ident = registry.identities.get(identity_id)
     return ident is not None and ident.status == "offboarded"
 
 
-def _session_providers(
+def session_providers(
     registry: Registry, identity: Identity, providers: Mapping[str, str]
 ) -> list[str]:
     """Every provider that may hold a session of ``identity``: identity providers and
@@ -160,18 +163,19 @@ def _session_providers(
     return sorted(names)
 
 
-def _secret_store(providers: Mapping[str, str]) -> str:
+def secret_store(providers: Mapping[str, str]) -> str:
+    """The configured secret store that rotations go to (a loud default when none is)."""
     stores = sorted(name for name, kind in providers.items() if kind == SECRET_STORE_TYPE)
     return stores[0] if stores else DEFAULT_SECRET_STORE
 
 
 def _revoke_sessions(plan: _Plan, registry: Registry, providers: Mapping[str, str]) -> None:
-    for provider in _session_providers(registry, plan.identity, providers):
+    for provider in session_providers(registry, plan.identity, providers):
         plan.add(
             "revoke_sessions",
             account=None,
             provider=provider,
-            params={"user_ref": _user_ref(plan.identity, provider)},
+            params={"user_ref": user_ref(plan.identity, provider)},
         )
 
 
@@ -187,7 +191,7 @@ def _rotate_shared(
     """Rotate the TOTP seed of every shared credential in ``grants`` and mark the holders
     that keep the credential as needing re-enrolment. ``holder_must_reenrol`` keeps the
     identity itself on that list (device lost: it keeps access but lost the seed)."""
-    store = _secret_store(providers)
+    store = secret_store(providers)
     for grant in grants:
         account = registry.accounts.get(grant.account)
         if grant.via != "shared_credential" or account is None:
@@ -210,7 +214,7 @@ def _rotate_shared(
             if holder.identity == plan.identity.id and not holder_must_reenrol:
                 continue
             if holder.identity != plan.identity.id and (
-                _is_offboarded(registry, state, holder.identity)
+                is_offboarded(registry, state, holder.identity)
                 or account.id in state.identity(holder.identity).removed_grants
             ):
                 continue
@@ -348,7 +352,7 @@ def decide_hr(
 
     cause = f"hr:{event.type}:{event.event_id}"
     plan = _Plan(identity=identity, cause=cause)
-    offboarded = _is_offboarded(registry, state, identity.id)
+    offboarded = is_offboarded(registry, state, identity.id)
     since = format_time(event.effective_at)
     outcome = "applied"
     reason = ""
@@ -369,7 +373,7 @@ def decide_hr(
                 "remove_grant",
                 account=account.id,
                 provider=account.provider,
-                params={**_account_params(identity, account), "role": grant.role, "via": grant.via},
+                params={**account_params(identity, account), "role": grant.role, "via": grant.via},
             )
             removed.append(account.id)
         _rotate_shared(plan, registry, state, pending, providers, holder_must_reenrol=False)
@@ -414,7 +418,7 @@ def decide_hr(
                     "force_mfa_reenrolment",
                     account=None,
                     provider=provider,
-                    params={"user_ref": _user_ref(identity, provider)},
+                    params={"user_ref": user_ref(identity, provider)},
                 )
         held = [
             g for g in registry.grants_of(identity.id) if g.account not in current.removed_grants
@@ -444,7 +448,7 @@ def decide_hr(
                     account=account.id,
                     provider=account.provider,
                     params={
-                        **_account_params(identity, account),
+                        **account_params(identity, account),
                         "role": new_role,
                         "from_role": grant.role,
                         "via": grant.via,
@@ -520,7 +524,7 @@ def decide_agency_expiry(registry: Registry, state: StateStore, now: datetime) -
             continue
         for member in agency.members:
             identity = registry.identities.get(member)
-            if identity is None or _is_offboarded(registry, state, member):
+            if identity is None or is_offboarded(registry, state, member):
                 continue
             events.append(
                 HrEvent(

@@ -18,16 +18,33 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 import structlog
 from kafka.partitioner.default import murmur2
 
 from streams import metrics
 from streams.config import Config
 from streams.decisions import HrDecision, decide_agency_expiry, decide_hr, due_scheduled
-from streams.errors import BrokerError, JournalError, ProviderError, ValidationError
+from streams.errors import (
+    BrokerError,
+    ConfigError,
+    JournalError,
+    ProviderError,
+    ValidationError,
+)
 from streams.executor import Executor, Outcome, Sink
 from streams.journal import Journal
-from streams.records import Action, Alert, HrEvent, format_time, idempotency_key, subject_hash
+from streams.login import LoginPipeline
+from streams.records import (
+    Action,
+    Alert,
+    HrEvent,
+    LoginEvent,
+    format_time,
+    idempotency_key,
+    subject_hash,
+)
+from streams.rules import Detection
 from streams.state import AccountState, StateValue
 from streams.topics import Topics
 from streams.views import Publisher, Views
@@ -54,6 +71,7 @@ class Engine:
         journal: Journal,
         executor: Executor,
         sinks: dict[str, Sink],
+        login: LoginPipeline | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.config = config
@@ -64,6 +82,7 @@ class Engine:
         self.executor = executor
         self.sinks = sinks
         self.clock = clock
+        self.login = login
         self.provider_types = config.provider_types()
         self.routes = config.routes()
         self.runbook_base = str(config["alerts.runbook_base_url"]).rstrip("/")
@@ -98,7 +117,9 @@ class Engine:
         entry = self.journal.append(kind, **fields)
         await self.publisher.send_json(self.topics.audit, key, entry)
 
-    async def dead_letter(self, source_topic: str, raw: bytes | None, reason: str) -> None:
+    async def dead_letter(
+        self, source_topic: str, raw: bytes | None, reason: str, *, dlq: str | None = None
+    ) -> None:
         text = (raw or b"")[:65536]
         try:
             body: str = text.decode()
@@ -115,7 +136,7 @@ class Engine:
         short = reason.split(":", 1)[0][:40]
         metrics.DEAD_LETTERS.labels(source_topic, short).inc()
         self.journal.append("dead_letter", topic=source_topic, reason=reason)
-        await self.publisher.send_json(self.topics.hr_dlq, "dlq", record)
+        await self.publisher.send_json(dlq or self.topics.hr_dlq, "dlq", record)
         log.warning("record.dead_lettered", topic=source_topic, reason=reason)
 
     # ---------------------------------------------------------------- HR path
@@ -156,6 +177,109 @@ class Engine:
 
     def _update_scheduled_gauge(self) -> None:
         metrics.SCHEDULED.set(sum(len(s.scheduled) for s in self.views.state.identities()))
+
+    # ---------------------------------------------------------------- login path
+    async def handle_login_batch(self, raw: bytes | None) -> int:
+        """One message of the auth.events topic: a JSON array of canonical LoginEvents (the
+        edge batches them) or one object. Returns the number of events evaluated."""
+        if self.login is None:
+            raise ConfigError("rules.dir", "login events arrived but no rule set is loaded")
+        try:
+            data = orjson.loads(raw or b"")
+        except orjson.JSONDecodeError as exc:
+            await self.dead_letter(
+                self.topics.auth_events, raw, f"invalid: {exc.msg}", dlq=self.topics.auth_dlq
+            )
+            return 0
+        items = data if isinstance(data, list) else [data]
+        registry, lifecycle = self.views.registry, self.views.state
+        evaluated = 0
+        for item in items:
+            try:
+                event = LoginEvent.from_dict(item)
+            except ValidationError as exc:
+                await self.dead_letter(
+                    self.topics.auth_events,
+                    orjson.dumps(item),
+                    f"invalid: {exc.reason}",
+                    dlq=self.topics.auth_dlq,
+                )
+                continue
+            resolved, detections = self.login.process(event, registry, lifecycle)
+            evaluated += 1
+            for detection in detections:
+                await self.handle_detection(resolved, detection)
+        metrics.LOGIN_EVENTS.inc(evaluated)
+        return evaluated
+
+    async def handle_detection(self, event: LoginEvent, detection: Detection) -> None:
+        """Alert at once (a page must not wait for provider retries); act through a plan, like
+        an offboarding, so the ledger makes every action happen once."""
+        if detection.error is not None:
+            metrics.RULE_ERRORS.labels(detection.rule).inc()
+            await self.dead_letter(
+                self.topics.auth_events,
+                orjson.dumps(event.to_dict()),
+                f"rule_error: {detection.rule}: {detection.error}"[:500],
+                dlq=self.topics.auth_dlq,
+            )
+            return
+        metrics.RULE_MATCHES.labels(detection.rule, detection.severity).inc()
+        if detection.deduplicated:
+            return
+        await self.audit(
+            "detection",
+            detection.event_id,
+            rule=detection.rule,
+            severity=detection.severity,
+            identity=detection.identity,
+            event_id=detection.event_id,
+            group=subject_hash(detection.group_key),
+            actions=[a.replay_view() for a in detection.actions],
+            dropped=list(detection.dropped),
+        )
+        for alert in detection.alerts:
+            await self.send_alert(alert)
+        if detection.actions and detection.identity:
+            plan_id = f"rule:{detection.rule}:{detection.event_id}"
+            st = self.views.state.identity(detection.identity)
+            if plan_id in st.plans:
+                return  # a redelivered event: the plan already exists (maybe running)
+            plan = {
+                "actions": [a.to_dict() for a in detection.actions],
+                "alerts": [],
+                "accepted_at": None,
+                "event_type": f"rule:{detection.rule}",
+                "decided_at": self.clock(),
+                "partition_key": event.partition_key,
+            }
+            await self.put_state(replace(st, plans={**st.plans, plan_id: plan}))
+            self.start_plan(detection.identity, plan_id)
+
+    async def tick_rules(self, now: datetime | None = None) -> int:
+        """Absence rules whose window passed, state expiry, and the rule-state checkpoint
+        (dirty keys to the compacted rule.state topic and the journal)."""
+        if self.login is None:
+            return 0
+        now = now or datetime.fromtimestamp(self.clock(), UTC)
+        pipeline = self.login
+        for detection in pipeline.engine.flush(
+            now, self.views.registry, self.views.state, pipeline.state
+        ):
+            if detection.error is not None:
+                metrics.RULE_ERRORS.labels(detection.rule).inc()
+                log.error("rule.flush_failed", rule=detection.rule, error=detection.error)
+                continue
+            metrics.RULE_MATCHES.labels(detection.rule, detection.severity).inc()
+            for alert in detection.alerts:
+                await self.send_alert(alert)
+        pipeline.state.expire(now, pipeline.engine.horizons)
+        dirty = pipeline.state.take_dirty()
+        for key in dirty:
+            value = pipeline.state.key_to_dict(key)
+            self.journal.append("rule_state", key=key, value=value)
+            await self.publisher.send_json(self.topics.rule_state, key, value)
+        return len(dirty)
 
     # ---------------------------------------------------------------- plans
     def start_plan(self, identity: str, plan_id: str) -> None:

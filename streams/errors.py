@@ -4,6 +4,7 @@ AccessGuardError
 ├── ConfigError            a configuration key is missing or invalid (names the key)
 ├── ValidationError        an input record is invalid (``reason`` is safe to return to the sender)
 ├── RegistryError          the registry file is invalid (carries every problem with file:line)
+├── RuleError              the rule set is invalid (carries every problem with file:line)
 ├── BrokerError            the Kafka broker cannot be started or reached
 ├── JournalError           the durable journal cannot be written (disk full, permissions)
 └── ProviderError          a provider or alert sink call failed
@@ -40,6 +41,15 @@ class RegistryError(AccessGuardError):
 
     def __init__(self, problems: list[str]) -> None:
         super().__init__("registry invalid:\n" + "\n".join(problems))
+        self.problems = problems
+
+
+class RuleError(AccessGuardError):
+    """The rule set is invalid; nothing may start with it. ``problems`` holds every problem as
+    ``file:line: message``: fix them all, then check again with ``accessguard rules test``."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("rules invalid:\n" + "\n".join(problems))
         self.problems = problems
 
 

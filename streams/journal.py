@@ -30,6 +30,7 @@ REPLAYED_KINDS: dict[str, tuple[str, bool]] = {
     "registry": ("registry.changes", True),
     "state": ("lifecycle", True),
     "ledger": ("ledger", True),
+    "rule_state": ("rule.state", True),
     "hr_event": ("hr.events", False),
 }
 

@@ -79,6 +79,23 @@ DEAD_LETTERS = Counter(
     ["topic", "reason"],
     registry=REGISTRY,
 )
+LOGIN_EVENTS = Counter(
+    "accessguard_login_events_evaluated_total",
+    "Login events resolved and evaluated against the rules.",
+    registry=REGISTRY,
+)
+RULE_MATCHES = Counter(
+    "accessguard_rule_matches_total",
+    "Rule detections (before dedup), by rule and severity.",
+    ["rule", "severity"],
+    registry=REGISTRY,
+)
+RULE_ERRORS = Counter(
+    "accessguard_rule_errors_total",
+    "Exceptions raised while evaluating a rule (the event is dead-lettered), by rule.",
+    ["rule"],
+    registry=REGISTRY,
+)
 PENDING_ACTIONS = Gauge(
     "accessguard_pending_actions",
     "Actions waiting for a provider (in backoff or in flight).",

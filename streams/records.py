@@ -318,3 +318,142 @@ class Alert:
             "dedup_key": self.dedup_key,
             "title": self.title,
         }
+
+
+LOGIN_OUTCOMES: tuple[str, ...] = ("success", "failure", "challenge")
+MFA_RESULTS: tuple[str, ...] = ("success", "denied", "timeout", "none")
+LOGIN_VENDORS: tuple[str, ...] = ("okta", "entra", "google", "generic")
+
+
+@dataclass(frozen=True, slots=True)
+class Geo:
+    """Where a login came from, as far as the vendor said. Placeholders are dropped at the
+    edge (a ``"Country"`` literal or lat/lon 0,0 is no location)."""
+
+    country: str | None = None  # ISO 3166-1 alpha-2 when known, else the vendor's name
+    city: str | None = None
+    lat: float | None = None
+    lon: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"country": self.country, "city": self.city, "lat": self.lat, "lon": self.lon}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> Geo | None:
+        if not data:
+            return None
+        return cls(data.get("country"), data.get("city"), data.get("lat"), data.get("lon"))
+
+
+@dataclass(frozen=True, slots=True)
+class LoginEvent:
+    """One login-related event, canonical whatever the vendor. Rules read these fields only.
+
+    ``event_id`` is unique per event (vendor ids are not: Okta reuses ``uuid``), derived from
+    the vendor id and a hash of the payload. ``identity`` is the registry identity resolved from
+    any alias, or None for an unknown principal. ``principal`` is the login name as given
+    (lower-cased); it is personal data: never a metric label, only hashed in logs.
+    """
+
+    event_id: str
+    vendor: str
+    time: datetime
+    principal: str
+    outcome: str  # success | failure | challenge
+    event_type: str
+    identity: str | None = None
+    vendor_event_id: str | None = None
+    failure_reason: str | None = None
+    mfa_method: str | None = None  # push | totp | sms | webauthn | email | password | other
+    mfa_result: str | None = None  # success | denied | timeout | none
+    ip: str | None = None
+    geo: Geo | None = None
+    device: str | None = None  # a device id when the vendor has one
+    user_agent: str | None = None
+    target: str | None = None  # application or social account as the vendor named it
+    target_account: str | None = None  # the registry account id, when target resolves
+    risk: str | None = None  # vendor risk level (low | medium | high) when given
+    #: The vendor's own id for the principal (Okta actor.id, Entra userId, Google profileId),
+    #: when given: registry aliases often hold this id rather than the login name.
+    principal_id: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "event_id": self.event_id,
+            "vendor": self.vendor,
+            "time": format_time(self.time),
+            "principal": self.principal,
+            "outcome": self.outcome,
+            "event_type": self.event_type,
+            "identity": self.identity,
+            "vendor_event_id": self.vendor_event_id,
+            "failure_reason": self.failure_reason,
+            "mfa_method": self.mfa_method,
+            "mfa_result": self.mfa_result,
+            "ip": self.ip,
+            "geo": self.geo.to_dict() if self.geo else None,
+            "device": self.device,
+            "user_agent": self.user_agent,
+            "target": self.target,
+            "target_account": self.target_account,
+            "risk": self.risk,
+            "principal_id": self.principal_id,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any) -> LoginEvent:
+        """Validate the canonical shape (the generic JSON ingest format and the topic format)."""
+        if not isinstance(data, dict):
+            raise ValidationError("login event must be a JSON object")
+        known = {
+            "event_id", "vendor", "time", "principal", "outcome", "event_type", "identity",
+            "vendor_event_id", "failure_reason", "mfa_method", "mfa_result", "ip", "geo",
+            "device", "user_agent", "target", "target_account", "risk", "principal_id", "kind",
+        }  # fmt: skip
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValidationError(f"unknown field(s): {', '.join(unknown[:5])}")
+        outcome = _str_field(data, "outcome", max_len=16)
+        if outcome not in LOGIN_OUTCOMES:
+            raise ValidationError(f"outcome: must be one of {', '.join(LOGIN_OUTCOMES)}")
+        vendor = _str_field(data, "vendor", required=False, max_len=16) or "generic"
+        if vendor not in LOGIN_VENDORS:
+            raise ValidationError(f"vendor: must be one of {', '.join(LOGIN_VENDORS)}")
+        mfa_result = _str_field(data, "mfa_result", required=False, max_len=16) or None
+        if mfa_result is not None and mfa_result not in MFA_RESULTS:
+            raise ValidationError(f"mfa_result: must be one of {', '.join(MFA_RESULTS)}")
+        geo = data.get("geo")
+        if geo is not None and not isinstance(geo, dict):
+            raise ValidationError("geo: expected an object")
+        event_id = _str_field(data, "event_id", max_len=200)
+        principal = _str_field(data, "principal", max_len=320).lower()
+
+        def opt(name: str, max_len: int = 512) -> str | None:
+            return _str_field(data, name, required=False, max_len=max_len) or None
+
+        return cls(
+            event_id=event_id,
+            vendor=vendor,
+            time=parse_time(data.get("time"), "time"),
+            principal=principal,
+            outcome=outcome,
+            event_type=_str_field(data, "event_type", required=False, max_len=128) or "login",
+            identity=opt("identity", 200),
+            vendor_event_id=opt("vendor_event_id", 200),
+            failure_reason=opt("failure_reason"),
+            mfa_method=opt("mfa_method", 32),
+            mfa_result=mfa_result,
+            ip=opt("ip", 64),
+            geo=Geo.from_dict(geo),
+            device=opt("device"),
+            user_agent=opt("user_agent", 1024),
+            target=opt("target"),
+            target_account=opt("target_account", 200),
+            risk=opt("risk", 16),
+            principal_id=opt("principal_id", 200),
+        )
+
+    @property
+    def partition_key(self) -> str:
+        """Keyed by identity when resolved, else by principal: one worker owns one person."""
+        return self.identity or f"principal:{self.principal}"

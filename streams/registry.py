@@ -22,17 +22,17 @@ timestamps must carry a zone, like every timestamp accessguard accepts.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import yaml
-from yaml.constructor import ConstructorError, SafeConstructor
-from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+from yaml.constructor import SafeConstructor
+from yaml.nodes import MappingNode
 
-from streams.errors import RegistryError, ValidationError
+from streams.errors import RegistryError
 from streams.records import (
     ACCESS_PATHS,
     IDENTITY_KINDS,
@@ -42,10 +42,14 @@ from streams.records import (
     format_time,
     parse_time,
 )
+from streams.yamlcheck import Entry as _Entry
+from streams.yamlcheck import Problems as _Problems
+from streams.yamlcheck import entries as _entries
+from streams.yamlcheck import label as _label
+from streams.yamlcheck import line_of as _line
 
 CRITICALITIES: tuple[str, ...] = ("low", "medium", "high", "critical")
 
-_REG_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+\-]{0,127}$")
 _EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,255}$")
 
 
@@ -58,6 +62,17 @@ def _norm_alias(value: str) -> str:
     # Platform usernames and e-mail-like IdP logins are case-insensitive at the vendors that
     # matter here; opaque IdP ids are random enough that folding case cannot collide.
     return value.strip().lower()
+
+
+def _norm_account_ref(value: str) -> str:
+    # Handles are written "@brand" or "brand" and compare case-insensitively on every platform.
+    return value.strip().lower().lstrip("@")
+
+
+def _account_refs(account: Account) -> tuple[str, ...]:
+    """The names a login event may use for an account: its handle and ``platform:handle``."""
+    handle = _norm_account_ref(account.handle)
+    return (handle, f"{account.platform.strip().lower()}:{handle}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -249,6 +264,8 @@ class Registry:
         self._by_alias: dict[tuple[str, str], str] = {}
         #: normalised value -> {identity id: number of providers using that value}
         self._by_alias_value: dict[str, dict[str, int]] = {}
+        #: normalised handle or "platform:handle" -> account ids using it
+        self._by_account_ref: dict[str, set[str]] = {}
 
     # ---- lookups ----------------------------------------------------------------------
 
@@ -299,6 +316,21 @@ class Registry:
             return None
         return self.identities.get(candidates.pop())
 
+    def find_account(self, ref: str) -> Account | None:
+        """Find an account by id, handle (``@`` optional, any case) or ``platform:handle``.
+        A bare handle used on several platforms is ambiguous and resolves to None."""
+        exact = self.accounts.get(ref.strip())
+        if exact is not None:
+            return exact
+        norm = _norm_account_ref(ref)
+        platform, sep, handle = norm.partition(":")
+        if sep:
+            norm = f"{platform.strip()}:{_norm_account_ref(handle)}"
+        owners = self._by_account_ref.get(norm)
+        if owners is None or len(owners) != 1:
+            return None
+        return self.accounts.get(next(iter(owners)))
+
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Registry):
             return NotImplemented
@@ -320,10 +352,21 @@ class Registry:
     # ---- mutation (each O(size of one record)) ----------------------------------------
 
     def put_account(self, account: Account) -> None:
+        self.remove_account(account.id)
         self.accounts[account.id] = account
+        for ref in _account_refs(account):
+            self._by_account_ref.setdefault(ref, set()).add(account.id)
 
     def remove_account(self, account_id: str) -> None:
-        self.accounts.pop(account_id, None)
+        old = self.accounts.pop(account_id, None)
+        if old is None:
+            return
+        for ref in _account_refs(old):
+            owners = self._by_account_ref.get(ref)
+            if owners is not None:
+                owners.discard(account_id)
+                if not owners:
+                    del self._by_account_ref[ref]
 
     def put_identity(self, identity: Identity) -> None:
         self.remove_identity(identity.id)
@@ -467,202 +510,6 @@ _SHARED_KEYS = {"totp", "ref", "login"}
 _IDENTITY_KEYS = {"id", "name", "kind", "emails", "aliases", "status", "employee_id"}
 _GRANT_KEYS = {"identity", "account", "role", "via", "mfa", "expires_at"}
 _AGENCY_KEYS = {"id", "name", "contract_ends", "members"}
-
-
-def _line(node: Node) -> int:
-    return int(node.start_mark.line) + 1
-
-
-class _Problems:
-    def __init__(self, source: str) -> None:
-        self.source = source
-        self._items: list[tuple[int, int, str]] = []
-
-    def add(self, line: int, message: str) -> None:
-        self._items.append((line, len(self._items), message))
-
-    def render(self) -> list[str]:
-        return [f"{self.source}:{line}: {msg}" for line, _, msg in sorted(self._items)]
-
-    def __bool__(self) -> bool:
-        return bool(self._items)
-
-
-class _Entry:
-    """One YAML mapping with typed field readers that record problems instead of raising."""
-
-    def __init__(
-        self,
-        node: MappingNode,
-        where: str,
-        allowed: set[str],
-        problems: _Problems,
-        constructor: SafeConstructor,
-    ) -> None:
-        self.node = node
-        self.where = where
-        self.problems = problems
-        self.constructor = constructor
-        self.fields: dict[str, Node] = {}
-        for key_node, value_node in node.value:
-            key = self._scalar(key_node)
-            if not isinstance(key, str):
-                self.error(key_node, f"keys must be strings (got {key!r})")
-                continue
-            if key not in allowed:
-                self.error(key_node, f"unknown key {key!r} (allowed: {', '.join(sorted(allowed))})")
-                continue
-            if key in self.fields:
-                self.error(key_node, f"{key}: given twice")
-                continue
-            self.fields[key] = value_node
-
-    @property
-    def line(self) -> int:
-        return _line(self.node)
-
-    def error(self, node: Node | int, message: str) -> None:
-        line = node if isinstance(node, int) else _line(node)
-        self.problems.add(line, f"{self.where}: {message}")
-
-    def _scalar(self, node: Node) -> Any:
-        if not isinstance(node, ScalarNode):
-            return node
-        try:
-            return self.constructor.construct_object(node, deep=True)
-        except (ConstructorError, ValueError):
-            return node.value
-
-    def present(self, name: str) -> bool:
-        value = self.fields.get(name)
-        return value is not None and not (
-            isinstance(value, ScalarNode) and value.tag.endswith(":null")
-        )
-
-    def string(self, name: str, *, required: bool = True, max_len: int = 256) -> str | None:
-        if not self.present(name):
-            if required:
-                self.error(self.line, f"{name}: required")
-            return None
-        node = self.fields[name]
-        value = self._scalar(node)
-        if isinstance(value, bool) or not isinstance(value, str | int):
-            self.error(node, f"{name}: expected a string")
-            return None
-        text = str(value).strip()
-        if not text:
-            self.error(node, f"{name}: must not be empty")
-            return None
-        if len(text) > max_len:
-            self.error(node, f"{name}: longer than {max_len} characters")
-            return None
-        return text
-
-    def ident(self, name: str, *, required: bool = True) -> str | None:
-        text = self.string(name, required=required, max_len=128)
-        if text is not None and not _REG_ID_RE.match(text):
-            self.error(self.fields[name], f"{name}: {text!r} is not an id (letters, digits, ._@+-)")
-            return None
-        return text
-
-    def enum(
-        self, name: str, choices: tuple[str, ...], *, default: str | None = None
-    ) -> str | None:
-        if not self.present(name) and default is not None:
-            return default
-        text = self.string(name)
-        if text is not None and text not in choices:
-            self.error(
-                self.fields[name], f"{name}: must be one of {', '.join(choices)} (got {text!r})"
-            )
-            return None
-        return text
-
-    def boolean(self, name: str, *, default: bool) -> bool:
-        if not self.present(name):
-            return default
-        value = self._scalar(self.fields[name])
-        if not isinstance(value, bool):
-            self.error(self.fields[name], f"{name}: expected true or false")
-            return default
-        return value
-
-    def time(self, name: str, *, required: bool) -> datetime | None:
-        if not self.present(name):
-            if required:
-                self.error(self.line, f"{name}: required")
-            return None
-        node = self.fields[name]
-        value = self._scalar(node)
-        if isinstance(value, datetime):
-            if value.tzinfo is None:
-                self.error(node, f"{name}: timestamp needs a zone (Z or +hh:mm)")
-                return None
-            return value.astimezone(UTC)
-        if isinstance(value, date):
-            return datetime(value.year, value.month, value.day, tzinfo=UTC)
-        if isinstance(value, str):
-            try:
-                return parse_time(value, name)
-            except ValidationError as exc:
-                self.error(node, exc.reason)
-                return None
-        self.error(node, f"{name}: expected a date (YYYY-MM-DD) or an ISO-8601 timestamp")
-        return None
-
-    def seq(self, name: str, *, required: bool) -> list[Node] | None:
-        if not self.present(name):
-            if required:
-                self.error(self.line, f"{name}: required")
-            return None
-        node = self.fields[name]
-        if not isinstance(node, SequenceNode):
-            self.error(node, f"{name}: expected a list")
-            return None
-        return list(node.value)
-
-    def item_string(self, name: str, node: Node) -> str | None:
-        value = self._scalar(node)
-        if isinstance(value, bool) or not isinstance(value, str | int) or not str(value).strip():
-            self.error(node, f"{name}: items must be non-empty strings")
-            return None
-        return str(value).strip()
-
-    def mapping(self, name: str) -> MappingNode | None:
-        if not self.present(name):
-            return None
-        node = self.fields[name]
-        if not isinstance(node, MappingNode):
-            self.error(node, f"{name}: expected a mapping")
-            return None
-        return node
-
-
-def _entries(
-    root: dict[str, Node], section: str, problems: _Problems
-) -> Iterator[tuple[int, MappingNode]]:
-    node = root.get(section)
-    if node is None or (isinstance(node, ScalarNode) and node.tag.endswith(":null")):
-        return
-    if not isinstance(node, SequenceNode):
-        problems.add(_line(node), f"{section}: expected a list")
-        return
-    for index, item in enumerate(node.value):
-        if not isinstance(item, MappingNode):
-            problems.add(_line(item), f"{section}[{index}]: expected a mapping")
-            continue
-        yield index, item
-
-
-def _label(section: str, index: int, item: MappingNode, id_key: str = "id") -> str:
-    for key_node, value_node in item.value:
-        if (
-            isinstance(key_node, ScalarNode)
-            and key_node.value == id_key
-            and isinstance(value_node, ScalarNode)
-        ):
-            return f"{section}[{index}] {value_node.value}"
-    return f"{section}[{index}]"
 
 
 def _parse(text: str, source: str) -> tuple[Registry, list[str]]:

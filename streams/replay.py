@@ -13,6 +13,13 @@ Output objects (one per line, documented in the README):
 - ``{"type":"skipped","event_id","identity","outcome","reason"}`` for a duplicate or an event
   that changes nothing, so every input line is accounted for
 - ``{"type":"rejected","line":N,"reason":...}`` for a line it cannot use (1-based line number)
+- ``{"type":"detection","rule","severity","event_id","identity","deduplicated","actions",
+  "error"}`` for each rule that fired on a login line, followed by its actions and alerts
+
+Login lines are ``{"kind":"login", ...canonical LoginEvent fields}`` or a vendor payload
+wrapped as ``{"kind":"login","vendor":"okta|entra|google","event":{...}}``. They run through the
+same normalisers, resolver and rules as the worker, with the rule state carried across the
+input (rules use event time), so a day of logs shows what would have fired.
 """
 
 from __future__ import annotations
@@ -23,14 +30,18 @@ from typing import Any
 
 import orjson
 
+from connectors.login_sources import NORMALISERS, normalise
 from streams.decisions import HrDecision, decide_hr
 from streams.errors import ValidationError
-from streams.records import HrEvent, format_time
+from streams.login import LoginPipeline
+from streams.records import HrEvent, LoginEvent, format_time
 from streams.registry import Registry
+from streams.rules import Detection, RuleSet
 from streams.state import StateStore
 
 #: Input kinds later issues add; named so their lines are rejected with a clear reason.
-FUTURE_KINDS: tuple[str, ...] = ("login", "leak")
+FUTURE_KINDS: tuple[str, ...] = ("leak",)
+KINDS: tuple[str, ...] = ("hr", "login")
 
 
 def _rejected(line: int, reason: str) -> dict[str, Any]:
@@ -64,19 +75,40 @@ def decision_view(decision: HrDecision) -> list[dict[str, Any]]:
     return out
 
 
+def _login_events(data: dict[str, Any]) -> list[LoginEvent]:
+    """The LoginEvents of one replay line (raises ValidationError with the reason)."""
+    if "event" in data:
+        vendor = data.get("vendor")
+        if not isinstance(vendor, str) or vendor not in NORMALISERS or vendor == "generic":
+            raise ValidationError("vendor: wrapped login events need vendor okta, entra or google")
+        return normalise(vendor, data.get("event"))
+    fields = {k: v for k, v in data.items() if k != "kind"}
+    return normalise("generic", fields)
+
+
+def login_view(detection: Detection) -> list[dict[str, Any]]:
+    """The replay output objects for one rule detection: itself, then actions and alerts."""
+    out = [detection.replay_view()]
+    out.extend(a.replay_view() for a in detection.actions)
+    out.extend(a.replay_view() for a in detection.alerts)
+    return out
+
+
 def replay(
     registry: Registry,
     lines: Iterable[str],
     *,
     at: datetime,
     providers: Mapping[str, str],
+    rules: RuleSet | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Decide every input line in order at clock ``at`` and yield the output objects.
 
     Blank lines are skipped; a line that is not a usable event yields a ``rejected`` object
-    and the replay goes on.
+    and the replay goes on. Login lines need ``rules``; without a rule set they are rejected.
     """
     state = StateStore()
+    pipeline = LoginPipeline(rules, providers) if rules is not None else None
     for number, raw in enumerate(lines, start=1):
         if not raw.strip():
             continue
@@ -92,10 +124,26 @@ def replay(
         if kind in FUTURE_KINDS:
             yield _rejected(number, f"kind {kind} not supported yet")
             continue
+        if kind == "login":
+            if pipeline is None:
+                yield _rejected(number, "login lines need a rule set (--rules DIR)")
+                continue
+            try:
+                events = _login_events(data)
+            except ValidationError as exc:
+                yield _rejected(number, exc.reason)
+                continue
+            for login in events:
+                _resolved, detections = pipeline.process(login, registry, state)
+                for detection in detections:
+                    yield from login_view(detection)
+            continue
         if kind != "hr":
             yield _rejected(
                 number,
-                "kind: required, one of hr" if kind is None else f"kind: unknown kind {kind!r}",
+                f"kind: required, one of {', '.join(KINDS)}"
+                if kind is None
+                else f"kind: unknown kind {kind!r}",
             )
             continue
         try:

@@ -18,6 +18,9 @@ class Topics:
     ledger: str
     audit: str
     alerts: str
+    auth_events: str
+    auth_dlq: str
+    rule_state: str
 
     @classmethod
     def from_config(cls, config: Config) -> Topics:
@@ -29,10 +32,10 @@ class Topics:
             ledger=config.topic("ledger"),
             audit=config.topic("audit"),
             alerts=config.topic("alerts"),
+            auth_events=config.topic("auth.events"),
+            auth_dlq=config.topic("auth.events.dlq"),
+            rule_state=config.topic("rule.state"),
         )
-
-    def by_suffix(self, suffix: str, config: Config) -> str:
-        return config.topic(suffix)
 
 
 def topic_specs(config: Config) -> list[TopicSpec]:
@@ -48,6 +51,9 @@ def topic_specs(config: Config) -> list[TopicSpec]:
         TopicSpec(t.ledger, 1, compacted=True),
         TopicSpec(t.audit, parts),
         TopicSpec(t.alerts, 1),
+        TopicSpec(t.auth_events, parts),
+        TopicSpec(t.auth_dlq, 1),
+        TopicSpec(t.rule_state, 1, compacted=True),
     ]
 
 

@@ -25,6 +25,7 @@ from aiokafka.errors import KafkaError
 
 from streams.errors import BrokerError
 from streams.registry import Registry
+from streams.rules import RuleState
 from streams.state import StateStore
 
 log = structlog.get_logger(__name__)
@@ -76,7 +77,13 @@ class Publisher:
             await self._producer.stop()
 
     async def send(
-        self, topic: str, key: str, value: bytes | None, *, timeout: float = 10.0
+        self,
+        topic: str,
+        key: str,
+        value: bytes | None,
+        *,
+        timeout: float = 10.0,
+        partition: int | None = None,
     ) -> Any:
         """Send one record and wait for the broker's acknowledgement."""
         if self._producer is None or not self._started:
@@ -84,7 +91,11 @@ class Publisher:
         try:
             return await asyncio.wait_for(
                 self._producer.send_and_wait(
-                    topic, value, key=key.encode(), headers=[(WRITER_HEADER, self.writer_id)]
+                    topic,
+                    value,
+                    key=key.encode(),
+                    partition=partition,
+                    headers=[(WRITER_HEADER, self.writer_id)],
                 ),
                 timeout,
             )
@@ -106,6 +117,8 @@ class Views:
         lifecycle_topic: str,
         ledger_topic: str,
         writer_id: bytes,
+        rule_state_topic: str | None = None,
+        rule_state: RuleState | None = None,
     ) -> None:
         self.bootstrap = bootstrap
         self.registry = Registry.from_changes([])
@@ -117,6 +130,9 @@ class Views:
             lifecycle_topic: self._apply_state,
             ledger_topic: self._apply_ledger,
         }
+        self.rule_state = rule_state
+        if rule_state_topic is not None and rule_state is not None:
+            self._topics[rule_state_topic] = self._apply_rule_state
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
         self.ready = asyncio.Event()
@@ -136,6 +152,10 @@ class Views:
             self.ledger.pop(key, None)
         else:
             self.ledger[key] = value
+
+    def _apply_rule_state(self, key: str, value: Any) -> None:
+        if self.rule_state is not None:
+            self.rule_state.load_key(key, value)
 
     async def start(self, timeout: float = 60.0) -> None:
         consumer = AIOKafkaConsumer(

@@ -10,6 +10,7 @@ import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from connectors.auth_ingest import AuthIngest
 from connectors.hr_webhook import HrWebhook
 from streams import metrics
 
@@ -39,7 +40,11 @@ async def errors_as_json(
 
 
 def build_web_app(
-    *, hr: HrWebhook | None, readiness: ReadinessCheck, max_body: int
+    *,
+    hr: HrWebhook | None,
+    readiness: ReadinessCheck,
+    max_body: int,
+    auth: AuthIngest | None = None,
 ) -> web.Application:
     app = web.Application(middlewares=[errors_as_json], client_max_size=max_body + 1)
 
@@ -61,6 +66,8 @@ def build_web_app(
     app.router.add_get("/readyz", readyz)
     if hr is not None:
         app.router.add_post("/v1/hr/events", hr.handle)
+    if auth is not None:
+        app.router.add_post("/v1/auth/events", auth.handle)
     return app
 
 

@@ -11,6 +11,7 @@ from typing import Any
 import mode
 import structlog
 
+from connectors.auth_ingest import AuthIngest
 from connectors.hr_webhook import HrWebhook
 from connectors.http import HttpClient, RetryPolicy
 from connectors.registry import build_provider, build_sink
@@ -20,6 +21,8 @@ from streams.engine import Engine, with_broker_retry
 from streams.errors import ConfigError
 from streams.executor import Executor, Provider, Sink
 from streams.journal import Journal
+from streams.login import LoginPipeline
+from streams.rules import load_rules
 from streams.topics import Topics
 from streams.views import Publisher, Views
 from streams.web import WebServer, build_web_app
@@ -45,7 +48,7 @@ def build_outputs(config: Config, http: HttpClient) -> tuple[dict[str, Provider]
             providers[name] = build_provider(name, settings, http)
         except ConfigError:
             raise
-        except Exception as exc:
+        except Exception as exc:  # any constructor failure names the config key
             raise ConfigError(f"providers.{name}", str(exc)) from exc
     sinks: dict[str, Sink] = {}
     for name, settings in config.sinks.items():
@@ -53,7 +56,7 @@ def build_outputs(config: Config, http: HttpClient) -> tuple[dict[str, Provider]
             sinks[name] = build_sink(name, settings, http)
         except ConfigError:
             raise
-        except Exception as exc:
+        except Exception as exc:  # any constructor failure names the config key
             raise ConfigError(f"alerts.sinks.{name}", str(exc)) from exc
     return providers, sinks
 
@@ -92,6 +95,8 @@ class WorkerServices(mode.Service):  # type: ignore[misc]
             per_provider_concurrency=int(config["executor.per_provider_concurrency"]),
             dry_run=bool(config["executor.dry_run"]),
         )
+        # An invalid rule set refuses to start (RuleError lists every problem with file:line).
+        self.login = LoginPipeline(load_rules(config["rules.dir"]), config.provider_types())
         self.publisher = Publisher(bootstrap, client_id=f"{config['worker.id']}-producer")
         self.views = Views(
             bootstrap,
@@ -99,6 +104,8 @@ class WorkerServices(mode.Service):  # type: ignore[misc]
             lifecycle_topic=self.topics.lifecycle,
             ledger_topic=self.topics.ledger,
             writer_id=self.publisher.writer_id,
+            rule_state_topic=self.topics.rule_state,
+            rule_state=self.login.state,
         )
         self.engine = Engine(
             config,
@@ -107,6 +114,7 @@ class WorkerServices(mode.Service):  # type: ignore[misc]
             journal=self.journal,
             executor=self.executor,
             sinks=sinks,
+            login=self.login,
         )
         self.web: WebServer | None = None
         self.assigned = False
@@ -135,8 +143,24 @@ class WorkerServices(mode.Service):  # type: ignore[misc]
                     journal=self.journal,
                     topic=self.topics.hr_events,
                 )
+            auth = None
+            if self.serve_hr:
+                auth = AuthIngest(
+                    token=self.config["auth.ingest_token"],
+                    max_body=int(self.config["http.max_batch_bytes"]),
+                    publisher=self.publisher,
+                    topic=self.topics.auth_events,
+                    dlq_topic=self.topics.auth_dlq,
+                    partitions=int(self.config["topics.partitions"]),
+                )
             app = build_web_app(
-                hr=hr, readiness=self.readiness, max_body=int(self.config["http.max_body_bytes"])
+                hr=hr,
+                auth=auth,
+                readiness=self.readiness,
+                max_body=max(
+                    int(self.config["http.max_body_bytes"]),
+                    int(self.config["http.max_batch_bytes"]),
+                ),
             )
             self.web = WebServer(app, self.config["http.host"], int(self.config["http.port"]))
             await self.web.start()
@@ -165,7 +189,7 @@ class WorkerServices(mode.Service):  # type: ignore[misc]
         a bad record and goes to the dead-letter topic with the reason — never silence."""
         try:
             await with_broker_retry("hr-event", lambda: self.engine.handle_hr_raw(value))
-        except Exception as exc:
+        except Exception as exc:  # a bug must reach the dead-letter topic, never vanish
             log.exception("hr.processing_failed")
             reason = f"processing_error: {exc!r}"[:500]
             await with_broker_retry(
@@ -173,6 +197,31 @@ class WorkerServices(mode.Service):  # type: ignore[misc]
                 lambda: self.engine.dead_letter(self.topics.hr_events, value, reason),
             )
         self.events_processed += 1
+
+    async def process_login(self, value: bytes | None) -> None:
+        """One auth.events message (a batch). Same failure handling as :meth:`process_hr`."""
+        try:
+            await with_broker_retry("auth-events", lambda: self.engine.handle_login_batch(value))
+        except Exception as exc:  # a bug must reach the dead-letter topic, never vanish
+            log.exception("login.processing_failed")
+            reason = f"processing_error: {exc!r}"[:500]
+            await with_broker_retry(
+                "dead-letter",
+                lambda: self.engine.dead_letter(
+                    self.topics.auth_events, value, reason, dlq=self.topics.auth_dlq
+                ),
+            )
+
+    @mode.Service.task  # type: ignore[untyped-decorator]
+    async def _rule_timer(self) -> None:
+        await self.ready.wait()
+        interval = float(self.config["worker.rule_interval"])
+        while not self.should_stop:
+            await asyncio.sleep(interval)
+            try:
+                await self.engine.tick_rules()
+            except Exception:
+                log.exception("timer.rules_failed")
 
     @mode.Service.task  # type: ignore[untyped-decorator]
     async def _schedule_timer(self) -> None:
@@ -222,6 +271,20 @@ def build_worker(
             await services.process_hr(value)
 
     app.agent(topic, name="accessguard.hr-events")(hr_events)
+
+    auth_topic = app.topic(
+        services.topics.auth_events,
+        value_serializer="raw",
+        key_serializer="raw",
+        partitions=int(config["topics.partitions"]),
+    )
+
+    async def auth_events(stream: Any) -> None:
+        await services.ready.wait()
+        async for value in stream:
+            await services.process_login(value)
+
+    app.agent(auth_topic, name="accessguard.auth-events")(auth_events)
 
     @app.on_partitions_assigned.connect  # type: ignore[untyped-decorator]
     async def _assigned(_sender: Any, assigned: Any, **_kw: Any) -> None:

@@ -20,6 +20,7 @@ from connectors.hr_webhook import SIGNATURE_HEADER, sign
 from tests.fakes import GOOGLE_TOKEN, GRAPH_TOKEN, OKTA_TOKEN, PLATFORM_TOKEN
 
 SECRET = "integration-test-secret"
+INGEST_TOKEN = "integration-ingest-token"
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -61,6 +62,8 @@ def write_config(
         "registry": str(REPO / "examples" / "registry.yaml"),
         "http": {"host": "127.0.0.1", "port": http_port or free_port()},
         "hr": {"webhook_secret": SECRET},
+        "auth": {"ingest_token": INGEST_TOKEN},
+        "rules": {"dir": str(REPO / "rules")},
         "log": {"format": "json", "level": "info"},
         "worker": {"schedule_interval": 0.2},
         "retry": {

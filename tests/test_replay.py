@@ -11,6 +11,7 @@ import pytest
 
 from streams.registry import Registry, load_registry
 from streams.replay import replay
+from streams.rules import load_rules
 
 ROOT = Path(__file__).resolve().parent.parent
 AT = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
@@ -95,8 +96,8 @@ def test_rejected_lines_keep_going(registry: Registry) -> None:
     assert [(o["line"], o["reason"]) for o in rejected] == [
         (1, rejected[0]["reason"]),
         (4, "line must be a JSON object"),
-        (5, "kind: required, one of hr"),
-        (6, "kind login not supported yet"),
+        (5, "kind: required, one of hr, login"),
+        (6, "login lines need a rule set (--rules DIR)"),
         (7, "kind leak not supported yet"),
         (8, "kind: unknown kind 'weird'"),
         (9, "email: not an e-mail address"),
@@ -169,7 +170,15 @@ def test_example_events_file(registry: Registry) -> None:
     """The shipped example events exercise each path: alice terminated (and retried),
     bob's lost device, dan's role change, carol's future offboarding, and rejected lines."""
     with (ROOT / "examples" / "events.ndjson").open(encoding="utf-8") as handle:
-        out = run(registry, list(handle))
+        out = list(
+            replay(
+                registry,
+                list(handle),
+                at=AT,
+                providers=PROVIDERS,
+                rules=load_rules(ROOT / "rules"),
+            )
+        )
     actions = [(o["identity"], o["action"]) for o in out if o["type"] == "action"]
     assert ("alice", "rotate_shared_credential") in actions
     assert ("bob", "force_mfa_reenrolment") in actions
@@ -178,7 +187,13 @@ def test_example_events_file(registry: Registry) -> None:
     assert [o["outcome"] for o in out if o["type"] == "skipped"] == ["duplicate"]
     rejected = [o for o in out if o["type"] == "rejected"]
     assert [o["line"] for o in rejected] == [7, 8]
-    assert rejected[1]["reason"] == "kind login not supported yet"
+    assert rejected[1]["reason"] == "time: missing"
+    # alice logs in after her termination; a stranger logs in to the brand Instagram
+    fired = [(o["rule"], o["identity"]) for o in out if o["type"] == "detection"]
+    assert fired == [
+        ("login_by_offboarded_identity", "alice"),
+        ("unknown_principal_brand_login", None),
+    ]
     summaries = [o["title"] for o in out if o["type"] == "alert" and o["severity"] == "info"]
     assert summaries[0] == (
         "Offboarded Alice Nguyen: 5 sessions revoked, 5 grants removed, "

@@ -1,0 +1,190 @@
+"""Login-event ingest: ``POST /v1/auth/events?vendor=okta|entra|google|generic``.
+
+Bearer-token authenticated (constant-time compare). The body is a JSON array, a single JSON
+object, or NDJSON (one payload a line). Each record is normalised at the edge into
+LoginEvents; one bad record never rejects its batch: the answer lists per-record results, and
+every rejected record goes to the dead-letter topic with its reason.
+
+Accepted events are published in batches — many events per Kafka message, one message per
+partition — because the cost of a Faust hop is per message, not per event (FIELD-NOTES). The
+200 is returned only after the broker acknowledged every batch.
+"""
+
+from __future__ import annotations
+
+import hmac
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+import structlog
+from aiohttp import web
+
+from connectors.login_sources import NORMALISERS, normalise
+from streams import metrics
+from streams.engine import partition_for
+from streams.errors import BrokerError, ValidationError
+from streams.records import LoginEvent
+from streams.secrets import Secret
+from streams.views import Publisher
+
+log = structlog.get_logger(__name__)
+
+SOURCE = "auth_ingest"
+#: Events per Kafka message: large enough to amortise Faust's per-message cost, small enough
+#: to stay far under the broker's message size limit (an event is ~0.5 KiB).
+BATCH_EVENTS = 500
+
+
+def split_records(body: bytes, content_type: str) -> Iterator[tuple[int, Any, str | None]]:
+    """Yield ``(index, payload, error)`` for each record of a JSON array, object or NDJSON."""
+    text = body.strip()
+    if not text:
+        return
+    if content_type != "application/x-ndjson" and text[:1] in (b"[", b"{"):
+        try:
+            data = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            if text[:1] == b"[":
+                raise ValidationError("body is not valid JSON") from None
+            data = None  # several objects: NDJSON without the content type
+        if data is not None:
+            for index, item in enumerate(data if isinstance(data, list) else [data]):
+                yield index, item, None
+            return
+    for index, line in enumerate(text.split(b"\n")):
+        if not line.strip():
+            continue
+        try:
+            yield index, orjson.loads(line), None
+        except orjson.JSONDecodeError as exc:
+            yield index, None, f"line {index + 1}: invalid JSON: {exc.msg}"
+
+
+class AuthIngest:
+    """The aiohttp handler. One instance per process."""
+
+    def __init__(
+        self,
+        *,
+        token: Secret | None,
+        max_body: int,
+        publisher: Publisher,
+        topic: str,
+        dlq_topic: str,
+        partitions: int,
+    ) -> None:
+        self.token = token
+        self.max_body = max_body
+        self.publisher = publisher
+        self.topic = topic
+        self.dlq_topic = dlq_topic
+        self.partitions = partitions
+        self._accepted = {v: metrics.EVENTS_ACCEPTED.labels(f"{SOURCE}:{v}") for v in NORMALISERS}
+
+    def _reject(self, status: int, reason: str, metric: str, vendor: str = "-") -> web.Response:
+        metrics.EVENTS_REJECTED.labels(f"{SOURCE}:{vendor}", metric).inc()
+        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+        return web.json_response(
+            {"error": reason},
+            status=status,
+            headers=headers,
+            dumps=lambda o: orjson.dumps(o).decode(),
+        )
+
+    def _authorised(self, header: str | None) -> bool:
+        if self.token is None or not self.token.reveal() or not header:
+            return False
+        scheme, _, value = header.partition(" ")
+        expected = self.token.reveal().encode()
+        return scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), expected)
+
+    async def handle(self, request: web.Request) -> web.Response:
+        if not self._authorised(request.headers.get("Authorization")):
+            return self._reject(401, "missing or wrong bearer token", "bad_signature")
+        vendor = request.query.get("vendor", "generic")
+        if vendor not in NORMALISERS:
+            return self._reject(
+                400, f"vendor must be one of {', '.join(NORMALISERS)}", "invalid_field"
+            )
+        if request.content_length is not None and request.content_length > self.max_body:
+            return self._reject(413, f"body larger than {self.max_body} bytes", "too_large", vendor)
+        body = bytearray()
+        async for chunk in request.content.iter_chunked(1 << 16):
+            body += chunk
+            if len(body) > self.max_body:
+                return self._reject(
+                    413, f"body larger than {self.max_body} bytes", "too_large", vendor
+                )
+        ctype = request.headers.get("Content-Type", "application/json").split(";")[0].strip()
+        results: list[dict[str, Any]] = []
+        rejected: list[tuple[int, Any, str]] = []
+        events: list[LoginEvent] = []
+        try:
+            for index, payload, split_error in split_records(bytes(body), ctype):
+                error = split_error
+                normalised: list[LoginEvent] = []
+                if error is None:
+                    try:
+                        normalised = normalise(vendor, payload)
+                    except ValidationError as exc:
+                        error = exc.reason
+                if error is not None:
+                    rejected.append((index, payload, error))
+                    results.append({"index": index, "status": "rejected", "reason": error})
+                    continue
+                events.extend(normalised)
+                results.append({"index": index, "status": "accepted", "events": len(normalised)})
+        except ValidationError as exc:
+            return self._reject(400, exc.reason, "bad_json", vendor)
+        if not results:
+            return self._reject(400, "no records in body", "invalid_field", vendor)
+        try:
+            await self._publish(events)
+            await self._dead_letter(vendor, rejected)
+        except BrokerError:
+            return self._reject(
+                503, "broker unavailable; retry later", "broker_unavailable", vendor
+            )
+        self._accepted[vendor].inc(len(events))
+        if rejected:
+            metrics.EVENTS_REJECTED.labels(f"{SOURCE}:{vendor}", "bad_record").inc(len(rejected))
+        return web.json_response(
+            {
+                "accepted": len(results) - len(rejected),
+                "rejected": len(rejected),
+                "events": len(events),
+                "results": results,
+            },
+            status=200,
+            dumps=lambda o: orjson.dumps(o).decode(),
+        )
+
+    async def _publish(self, events: list[LoginEvent]) -> None:
+        by_partition: dict[int, list[bytes]] = defaultdict(list)
+        for event in events:
+            by_partition[partition_for(event.partition_key, self.partitions)].append(
+                orjson.dumps(event.to_dict())
+            )
+        for partition, encoded in sorted(by_partition.items()):
+            for start in range(0, len(encoded), BATCH_EVENTS):
+                chunk = encoded[start : start + BATCH_EVENTS]
+                value = b"[" + b",".join(chunk) + b"]"
+                await self.publisher.send(
+                    self.topic, f"batch:{partition}", value, partition=partition
+                )
+
+    async def _dead_letter(self, vendor: str, rejected: list[tuple[int, Any, str]]) -> None:
+        for index, payload, reason in rejected:
+            record = {
+                "topic": self.topic,
+                "vendor": vendor,
+                "index": index,
+                "reason": reason,
+                "value": payload,
+                "ts": time.time(),
+            }
+            await self.publisher.send_json(self.dlq_topic, f"dlq:{vendor}", record)
+            metrics.DEAD_LETTERS.labels(self.topic, "invalid").inc()
