@@ -78,10 +78,9 @@ class AuthIngest:
     ) -> None:
         self.token = token
         self.max_body = max_body
-        self.publisher = publisher
-        self.topic = topic
-        self.dlq_topic = dlq_topic
-        self.partitions = partitions
+        self.out = LoginPublisher(
+            publisher, topic=topic, dlq_topic=dlq_topic, partitions=partitions
+        )
         self._accepted = {v: metrics.EVENTS_ACCEPTED.labels(f"{SOURCE}:{v}") for v in NORMALISERS}
 
     def _reject(self, status: int, reason: str, metric: str, vendor: str = "-") -> web.Response:
@@ -163,6 +162,27 @@ class AuthIngest:
         )
 
     async def _publish(self, events: list[LoginEvent]) -> None:
+        await self.out.publish(events)
+
+    async def _dead_letter(self, vendor: str, rejected: list[tuple[int, Any, str]]) -> None:
+        for index, payload, reason in rejected:
+            await self.out.reject(payload, reason, vendor=vendor, index=index)
+
+
+class LoginPublisher:
+    """Writes normalised login events to the auth.events topic, many per Kafka message and one
+    message per partition, and rejected payloads to its dead-letter topic. Shared by the HTTP
+    ingest and the pollers. Every call returns only after the broker acknowledged."""
+
+    def __init__(
+        self, publisher: Publisher, *, topic: str, dlq_topic: str, partitions: int
+    ) -> None:
+        self.publisher = publisher
+        self.topic = topic
+        self.dlq_topic = dlq_topic
+        self.partitions = partitions
+
+    async def publish(self, events: list[LoginEvent]) -> None:
         by_partition: dict[int, list[bytes]] = defaultdict(list)
         for event in events:
             by_partition[partition_for(event.partition_key, self.partitions)].append(
@@ -176,15 +196,16 @@ class AuthIngest:
                     self.topic, f"batch:{partition}", value, partition=partition
                 )
 
-    async def _dead_letter(self, vendor: str, rejected: list[tuple[int, Any, str]]) -> None:
-        for index, payload, reason in rejected:
-            record = {
-                "topic": self.topic,
-                "vendor": vendor,
-                "index": index,
-                "reason": reason,
-                "value": payload,
-                "ts": time.time(),
-            }
-            await self.publisher.send_json(self.dlq_topic, f"dlq:{vendor}", record)
-            metrics.DEAD_LETTERS.labels(self.topic, "invalid").inc()
+    async def reject(
+        self, payload: Any, reason: str, *, vendor: str = "-", index: int | None = None
+    ) -> None:
+        record = {
+            "topic": self.topic,
+            "vendor": vendor,
+            "index": index,
+            "reason": reason,
+            "value": payload,
+            "ts": time.time(),
+        }
+        await self.publisher.send_json(self.dlq_topic, f"dlq:{vendor}", record)
+        metrics.DEAD_LETTERS.labels(self.topic, "invalid").inc()

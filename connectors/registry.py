@@ -11,9 +11,11 @@ from typing import Any, ClassVar, Protocol
 from connectors.generic import GenericRestProvider
 from connectors.google import GoogleProvider
 from connectors.graph import GraphProvider
+from connectors.graph_signins import GraphSignInPoller
 from connectors.http import HttpClient
 from connectors.mfa import SharedCredentialRotator
 from connectors.okta import OktaProvider
+from connectors.okta_logs import OktaLogPoller
 from connectors.pagerduty import PagerDutySink
 from connectors.slack import SlackSink
 from streams.errors import ConfigError
@@ -47,6 +49,12 @@ PROVIDER_TYPES: dict[str, type[Any]] = {
     "secret_store": SharedCredentialRotator,
 }
 
+#: Pull sources of login events (constructed by the worker with publish/reject callbacks).
+POLLER_TYPES: dict[str, type[Any]] = {
+    "okta": OktaLogPoller,
+    "graph": GraphSignInPoller,
+}
+
 SINK_TYPES: dict[str, type[Any]] = {
     "pagerduty": PagerDutySink,
     "slack": SlackSink,
@@ -76,6 +84,11 @@ def build_provider(name: str, settings: Mapping[str, Any], http: HttpClient) -> 
 
 def build_sink(name: str, settings: Mapping[str, Any], http: HttpClient) -> AlertSink:
     """Build the alert sink named ``name`` from its settings (``type`` picks the class)."""
-    cls = _type_of(name, settings, "sinks", SINK_TYPES)
+    cls = _type_of(name, settings, "alerts.sinks", SINK_TYPES)
     sink: AlertSink = cls(name, settings, http)
     return sink
+
+
+def poller_class(name: str, settings: Mapping[str, Any]) -> Any:
+    """The Poller subclass for ``pollers.<name>`` (``type`` picks it)."""
+    return _type_of(name, settings, "pollers", POLLER_TYPES)

@@ -223,6 +223,54 @@ def connect_hr_webhook(config_path: str | None, port: int | None) -> None:
     asyncio.run(serve())
 
 
+@connect.command("poller")
+@config_option
+@click.argument("name")
+def connect_poller(config_path: str | None, name: str) -> None:
+    """Run the login-log poller NAME (pollers.NAME: okta or graph) against an external Kafka."""
+    import asyncio  # noqa: PLC0415
+    import signal  # noqa: PLC0415
+
+    from connectors.auth_ingest import LoginPublisher  # noqa: PLC0415
+    from connectors.http import HttpClient  # noqa: PLC0415
+    from streams.broker import bootstrap_from_url, wait_for_kafka  # noqa: PLC0415
+    from streams.topics import Topics, create_topics  # noqa: PLC0415
+    from streams.views import Publisher  # noqa: PLC0415
+    from streams.worker import build_pollers, retry_policy  # noqa: PLC0415
+
+    config = _load(config_path)
+    if config.embedded:
+        raise ConfigError("broker", "`connect poller` needs ACCESSGUARD_BROKER=kafka://host:port")
+    if name not in config.pollers:
+        raise ConfigError(f"pollers.{name}", "no such poller in the configuration")
+    configure_logging(config["log.level"], config["log.format"])
+    bootstrap = bootstrap_from_url(config["broker"])
+    wait_for_kafka(bootstrap, timeout=60)
+    create_topics(config, bootstrap)
+    topics = Topics.from_config(config)
+    only = config.with_pollers({name: config.pollers[name]})
+
+    async def serve() -> None:
+        publisher = Publisher(bootstrap, client_id=f"accessguard-poller-{name}")
+        await publisher.start()
+        out = LoginPublisher(
+            publisher,
+            topic=topics.auth_events,
+            dlq_topic=topics.auth_dlq,
+            partitions=int(config["topics.partitions"]),
+        )
+        (poller,) = build_pollers(only, HttpClient(retry_policy(config)), out)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        click.echo(f"poller {name} ({poller.vendor}) publishing to {topics.auth_events}")
+        await poller.run(stop)
+        await publisher.stop()
+
+    asyncio.run(serve())
+
+
 @main.group()
 def registry() -> None:
     """Check, import and show the access registry."""

@@ -114,7 +114,7 @@ KEYS: tuple[Key, ...] = (
 )
 _BY_PATH = {k.path: k for k in KEYS}
 #: Named maps: ``providers.<name>.<key>`` and ``alerts.sinks.<name>.<key>``.
-MAPS = ("providers", "alerts.sinks")
+MAPS = ("providers", "alerts.sinks", "pollers")
 _BOOL_TRUE = {"1", "true", "yes", "on"}
 _BOOL_FALSE = {"0", "false", "no", "off", ""}
 
@@ -206,11 +206,13 @@ class Config:
         providers: dict[str, dict[str, Any]],
         sinks: dict[str, dict[str, Any]],
         source: str | None,
+        pollers: dict[str, dict[str, Any]] | None = None,
     ) -> None:
         self._values = values
         self.providers = providers
         self.sinks = sinks
         self.source = source
+        self.pollers = pollers or {}
 
     def get(self, path: str) -> Any:
         return self._values[path]
@@ -228,7 +230,11 @@ class Config:
                 raise ConfigError(path, "unknown key")
             values[path] = _coerce(path, key.kind, value, key.minimum)
         _check_rules(values)
-        return Config(values, self.providers, self.sinks, self.source)
+        return Config(values, self.providers, self.sinks, self.source, self.pollers)
+
+    def with_pollers(self, pollers: dict[str, dict[str, Any]]) -> Config:
+        """A copy with only these pollers (``connect poller NAME`` runs one)."""
+        return Config(self._values, self.providers, self.sinks, self.source, pollers)
 
     @property
     def embedded(self) -> bool:
@@ -306,7 +312,7 @@ def load_config(
             if name not in maps["alerts.sinks"] and maps["alerts.sinks"]:
                 raise ConfigError(f"alerts.routes.{sev}", f"no sink named {name!r} in alerts.sinks")
     _check_rules(values)
-    return Config(values, maps["providers"], maps["alerts.sinks"], source)
+    return Config(values, maps["providers"], maps["alerts.sinks"], source, maps["pollers"])
 
 
 def _check_rules(values: Mapping[str, Any]) -> None:
@@ -340,6 +346,11 @@ def reference_markdown() -> str:
         "| `providers.<name>.<key>` | `ACCESSGUARD_PROVIDERS__<NAME>__<KEY>` | — | "
         "a provider: `type` (okta, graph, google, generic, secret_store), `base_url`, "
         "`token`, `dry_run`, type-specific keys |"
+    )
+    rows.append(
+        "| `pollers.<name>.<key>` | `ACCESSGUARD_POLLERS__<NAME>__<KEY>` | — | "
+        "a login-log poller run by `accessguard run` or `connect poller NAME`: `type` (okta, "
+        "graph), `base_url`, `token`, `interval`, `start`, type-specific keys |"
     )
     rows.append(
         "| `alerts.sinks.<name>.<key>` | `ACCESSGUARD_ALERTS_SINKS__<NAME>__<KEY>` | — | "

@@ -11,10 +11,11 @@ from typing import Any
 import mode
 import structlog
 
-from connectors.auth_ingest import AuthIngest
+from connectors.auth_ingest import AuthIngest, LoginPublisher
 from connectors.hr_webhook import HrWebhook
 from connectors.http import HttpClient, RetryPolicy
-from connectors.registry import build_provider, build_sink
+from connectors.pollers import CheckpointStore
+from connectors.registry import build_provider, build_sink, poller_class
 from streams.app import AccessGuardApp, create_app
 from streams.config import Config
 from streams.engine import Engine, with_broker_retry
@@ -59,6 +60,20 @@ def build_outputs(config: Config, http: HttpClient) -> tuple[dict[str, Provider]
         except Exception as exc:  # any constructor failure names the config key
             raise ConfigError(f"alerts.sinks.{name}", str(exc)) from exc
     return providers, sinks
+
+
+def build_pollers(config: Config, http: HttpClient, out: LoginPublisher) -> list[Any]:
+    """The configured pollers (``pollers.<name>``), publishing through ``out``."""
+    store = CheckpointStore(config.data_dir / "checkpoints")
+    pollers = []
+    for name, settings in config.pollers.items():
+        cls = poller_class(name, settings)
+
+        async def reject(payload: Any, reason: str, vendor: str = cls.vendor) -> None:
+            await out.reject(payload, reason, vendor=vendor)
+
+        pollers.append(cls(name, settings, http, store, publish=out.publish, reject=reject))
+    return pollers
 
 
 class WorkerServices(mode.Service):  # type: ignore[misc]
@@ -117,6 +132,9 @@ class WorkerServices(mode.Service):  # type: ignore[misc]
             login=self.login,
         )
         self.web: WebServer | None = None
+        self._poll_stop = asyncio.Event()
+        self._poll_tasks: list[asyncio.Task[None]] = []
+        self.pollers: list[Any] = []
         self.assigned = False
         self.events_processed = 0
 
@@ -166,9 +184,30 @@ class WorkerServices(mode.Service):  # type: ignore[misc]
             await self.web.start()
             if self.on_listening:
                 self.on_listening(self.web.url)
+        if self.serve_hr:
+            self.start_pollers()
         self.ready.set()
 
+    def start_pollers(self) -> None:
+        """Run every configured login-log poller in this process (``accessguard run``)."""
+        out = LoginPublisher(
+            self.publisher,
+            topic=self.topics.auth_events,
+            dlq_topic=self.topics.auth_dlq,
+            partitions=int(self.config["topics.partitions"]),
+        )
+        self.pollers = build_pollers(self.config, self.http, out)
+        for poller in self.pollers:
+            self._poll_tasks.append(
+                asyncio.create_task(poller.run(self._poll_stop), name=f"poller-{poller.name}")
+            )
+
     async def on_stop(self) -> None:
+        self._poll_stop.set()
+        if self._poll_tasks:
+            # A poller checkpoints only after the broker acknowledged, so stopping mid-round
+            # re-reads that page at the next start: nothing lost.
+            await asyncio.wait(self._poll_tasks, timeout=10)
         if self.web is not None:
             await self.web.stop()
         # Unfinished plans stay in the lifecycle state and resume at the next start.

@@ -40,7 +40,13 @@ def test_openapi_hr_event_schema_matches_the_validator() -> None:
         "effective_at",
         "source",
     }
-    assert set(spec["paths"]) == {"/v1/hr/events", "/metrics", "/healthz", "/readyz"}
+    assert set(spec["paths"]) == {
+        "/v1/hr/events",
+        "/v1/auth/events",
+        "/metrics",
+        "/healthz",
+        "/readyz",
+    }
 
 
 def test_every_runbook_an_alert_names_exists() -> None:
