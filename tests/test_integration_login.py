@@ -224,3 +224,56 @@ def test_bad_json_and_empty_body_are_400(stack: Stack) -> None:
 def test_oversize_batch_is_413(stack: Stack) -> None:
     big = b"[" + b",".join([json.dumps({"pad": "x" * 1000}).encode()] * 11000) + b"]"
     assert post(stack, big).status_code == 413
+
+
+def test_rule_state_survives_a_restart(tmp_path: Any, vendor: FakeVendorServer) -> None:
+    """Six failures, a restart of the embedded stack (the in-memory broker loses everything),
+    six more failures: the brute-force window was rebuilt from the journal, so the rule sees
+    twelve and fires. Without the rebuilt state it would see six and stay silent."""
+    cfg = write_config(tmp_path / "config.yaml", data_dir=tmp_path / "data", vendor_url=vendor.url)
+    stack = Stack(cfg).start()
+    first = [
+        okta_login(
+            f"rs-{i}",
+            user_id="00u1danxyz0A1b2C3d4e5",
+            login="dan.meyer@freelance.example",
+            result="FAILURE",
+            minutes_ago=8 - i * 0.2,
+        )
+        for i in range(6)
+    ]
+    try:
+        assert post(stack, first).status_code == 200
+        wait_until(
+            lambda: metric_value(stack.metrics(), "accessguard_login_events_evaluated_total") >= 6,
+            15,
+        )
+        wait_until(
+            lambda: any(e["kind"] == "rule_state" for e in stack.journal()),
+            10,
+            what="rule state checkpoint",
+        )
+    finally:
+        stack.stop()
+    stack.start()
+    try:
+        second = [
+            okta_login(
+                f"rs-{i}",
+                user_id="00u1danxyz0A1b2C3d4e5",
+                login="dan.meyer@freelance.example",
+                result="FAILURE",
+                minutes_ago=6 - (i - 6) * 0.2,
+            )
+            for i in range(6, 12)
+        ]
+        assert post(stack, second).status_code == 200
+        wait_until(
+            lambda: [
+                c for c in vendor.calls_to("/slack/") if "brute" in json.dumps(c["json"]).lower()
+            ],
+            15,
+            what="brute-force alert after restart",
+        )
+    finally:
+        stack.stop()
