@@ -22,6 +22,7 @@ import orjson
 import structlog
 from aiohttp import web
 
+from connectors.edge import read_body
 from connectors.login_sources import NORMALISERS, normalise
 from streams import metrics
 from streams.engine import partition_for
@@ -108,21 +109,15 @@ class AuthIngest:
             return self._reject(
                 400, f"vendor must be one of {', '.join(NORMALISERS)}", "invalid_field"
             )
-        if request.content_length is not None and request.content_length > self.max_body:
+        body = await read_body(request, self.max_body)
+        if body is None:
             return self._reject(413, f"body larger than {self.max_body} bytes", "too_large", vendor)
-        body = bytearray()
-        async for chunk in request.content.iter_chunked(1 << 16):
-            body += chunk
-            if len(body) > self.max_body:
-                return self._reject(
-                    413, f"body larger than {self.max_body} bytes", "too_large", vendor
-                )
         ctype = request.headers.get("Content-Type", "application/json").split(";")[0].strip()
         results: list[dict[str, Any]] = []
         rejected: list[tuple[int, Any, str]] = []
         events: list[LoginEvent] = []
         try:
-            for index, payload, split_error in split_records(bytes(body), ctype):
+            for index, payload, split_error in split_records(body, ctype):
                 error = split_error
                 normalised: list[LoginEvent] = []
                 if error is None:

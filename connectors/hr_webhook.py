@@ -21,6 +21,7 @@ import orjson
 import structlog
 from aiohttp import web
 
+from connectors.edge import read_body
 from streams import metrics
 from streams.errors import BrokerError, JournalError, ValidationError
 from streams.journal import Journal
@@ -154,14 +155,9 @@ class HrWebhook:
         return _json(status, error=reason)
 
     async def handle(self, request: web.Request) -> web.Response:
-        if request.content_length is not None and request.content_length > self.max_body:
+        raw = await read_body(request, self.max_body)
+        if raw is None:
             return self._reject(413, f"body larger than {self.max_body} bytes", "too_large")
-        body = bytearray()
-        async for chunk in request.content.iter_chunked(65536):
-            body += chunk
-            if len(body) > self.max_body:
-                return self._reject(413, f"body larger than {self.max_body} bytes", "too_large")
-        raw = bytes(body)
         if self.secret is None or not self.secret.reveal():
             # Refuse rather than accept unsigned input: the operator must set the secret.
             return self._reject(401, "webhook secret not configured on the server", "bad_signature")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -222,34 +222,43 @@ class WorkerServices(mode.Service):  # type: ignore[misc]
         self.assigned_event.set()
         self.engine.set_assignment(partitions)
 
-    async def process_hr(self, value: bytes | None) -> None:
-        """One HR record from the topic. Infrastructure failures are retried in place (the
-        record must not be acked before its effects are recorded); anything else is a bug or
-        a bad record and goes to the dead-letter topic with the reason — never silence."""
+    async def _process(
+        self,
+        what: str,
+        handle: Callable[[bytes | None], Awaitable[Any]],
+        value: bytes | None,
+        topic: str,
+        dlq: str,
+    ) -> None:
+        """One record of an input topic. Infrastructure failures (broker, journal) are retried
+        in place: the record must not be acked before its effects are recorded. Anything else
+        is a bug or a bad record and goes to the dead-letter topic with the reason — never
+        silence (Faust would ack the record even if the agent raised)."""
         try:
-            await with_broker_retry("hr-event", lambda: self.engine.handle_hr_raw(value))
+            await with_broker_retry(what, lambda: handle(value))
         except Exception as exc:  # a bug must reach the dead-letter topic, never vanish
-            log.exception("hr.processing_failed")
+            log.exception("record.processing_failed", what=what)
             reason = f"processing_error: {exc!r}"[:500]
             await with_broker_retry(
-                "dead-letter",
-                lambda: self.engine.dead_letter(self.topics.hr_events, value, reason),
+                "dead-letter", lambda: self.engine.dead_letter(topic, value, reason, dlq=dlq)
             )
+
+    async def process_hr(self, value: bytes | None) -> None:
+        """One hr.events record."""
+        await self._process(
+            "hr-event", self.engine.handle_hr_raw, value, self.topics.hr_events, self.topics.hr_dlq
+        )
         self.events_processed += 1
 
     async def process_login(self, value: bytes | None) -> None:
-        """One auth.events message (a batch). Same failure handling as :meth:`process_hr`."""
-        try:
-            await with_broker_retry("auth-events", lambda: self.engine.handle_login_batch(value))
-        except Exception as exc:  # a bug must reach the dead-letter topic, never vanish
-            log.exception("login.processing_failed")
-            reason = f"processing_error: {exc!r}"[:500]
-            await with_broker_retry(
-                "dead-letter",
-                lambda: self.engine.dead_letter(
-                    self.topics.auth_events, value, reason, dlq=self.topics.auth_dlq
-                ),
-            )
+        """One auth.events message (a batch of login events)."""
+        await self._process(
+            "auth-events",
+            self.engine.handle_login_batch,
+            value,
+            self.topics.auth_events,
+            self.topics.auth_dlq,
+        )
 
     @mode.Service.task  # type: ignore[untyped-decorator]
     async def _rule_timer(self) -> None:
@@ -297,33 +306,27 @@ def build_worker(
     """The Faust app with its agents, and the services that run beside it."""
     app = create_app(config, bootstrap)
     services = WorkerServices(config, bootstrap, serve_http=serve_http, on_listening=on_listening)
-    topic = app.topic(
-        services.topics.hr_events,
-        value_serializer="raw",
-        key_serializer="raw",
-        partitions=int(config["topics.partitions"]),
-    )
 
-    async def hr_events(stream: Any) -> None:
-        await services.ready.wait()
-        async for value in stream:
-            await services.process_hr(value)
+    def raw_agent(
+        name: str, topic_name: str, process: Callable[[bytes | None], Awaitable[None]]
+    ) -> Any:
+        topic = app.topic(
+            topic_name,
+            value_serializer="raw",
+            key_serializer="raw",
+            partitions=int(config["topics.partitions"]),
+        )
 
-    app.agent(topic, name="accessguard.hr-events")(hr_events)
+        async def agent(stream: Any) -> None:
+            await services.ready.wait()
+            async for value in stream:
+                await process(value)
 
-    auth_topic = app.topic(
-        services.topics.auth_events,
-        value_serializer="raw",
-        key_serializer="raw",
-        partitions=int(config["topics.partitions"]),
-    )
+        app.agent(topic, name=name)(agent)
+        return topic
 
-    async def auth_events(stream: Any) -> None:
-        await services.ready.wait()
-        async for value in stream:
-            await services.process_login(value)
-
-    app.agent(auth_topic, name="accessguard.auth-events")(auth_events)
+    topic = raw_agent("accessguard.hr-events", services.topics.hr_events, services.process_hr)
+    raw_agent("accessguard.auth-events", services.topics.auth_events, services.process_login)
 
     @app.on_partitions_assigned.connect  # type: ignore[untyped-decorator]
     async def _assigned(_sender: Any, assigned: Any, **_kw: Any) -> None:

@@ -150,8 +150,11 @@ class TestHrAgent:
                         raise RuntimeError("boom in decision")
                     handled.append(raw)
 
-                async def dead_letter(topic: str, raw: bytes | None, reason: str) -> None:
+                async def dead_letter(
+                    topic: str, raw: bytes | None, reason: str, *, dlq: str | None = None
+                ) -> None:
                     dead.append((topic, raw, reason))
+                    assert dlq == "accessguard.hr.events.dlq"
 
                 services.engine.handle_hr_raw = handle  # type: ignore[method-assign]
                 services.engine.dead_letter = dead_letter  # type: ignore[method-assign]
