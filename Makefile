@@ -7,13 +7,14 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 PYTEST_ARGS ?=
 
-.PHONY: help install run test lint bench clean
+.PHONY: help install run test lint bench clean prometheus
 
 help:
 	@echo "make run    start accessguard (embedded broker, example registry) on http://127.0.0.1:8080"
 	@echo "make test   run the whole test suite"
 	@echo "make lint   ruff + mypy"
 	@echo "make bench  run the benchmarks under bench/"
+	@echo "make prometheus  install prometheus + promtool (Debian package) for the tests"
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "accessguard needs Python 3.11+ (set PYTHON=python3.11)")'
@@ -27,7 +28,24 @@ install: $(STAMP)
 run: install
 	$(BIN)/accessguard run --config examples/config.yaml
 
-test: install
+# The dashboard and alert-rule tests run the real Prometheus (Debian's package: prometheus and
+# promtool). Idempotent: does nothing when both are on PATH.
+prometheus:
+	@if command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1; then \
+	  :; \
+	elif command -v apt-get >/dev/null 2>&1 && { [ "$$(id -u)" = 0 ] || sudo -n true 2>/dev/null; }; then \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo -n ); \
+	  echo "installing Debian's prometheus package (prometheus, promtool) for the tests"; \
+	  $$SUDO apt-get update -qq && \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
+	else \
+	  echo "make prometheus: the tests need prometheus and promtool (Prometheus 2.x) on PATH."; \
+	  echo "  Debian/Ubuntu: sudo apt-get install prometheus"; \
+	  echo "  elsewhere: unpack https://github.com/prometheus/prometheus/releases into PATH"; \
+	  exit 1; \
+	fi
+
+test: install prometheus
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: install
@@ -36,6 +54,7 @@ lint: install
 
 bench: install
 	$(BIN)/python bench/time_to_revoke.py
+	$(BIN)/python bench/metrics_overhead.py
 
 clean:
 	rm -rf $(VENV) data build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -87,6 +87,13 @@ KEYS: tuple[Key, ...] = (
     Key(
         "worker.agency_interval", 60.0, float, "How often agency contract ends are checked, s", 0.05
     ),
+    Key(
+        "worker.metrics_interval",
+        5.0,
+        float,
+        "How often consumer lag, registry and readiness gauges are refreshed, s",
+        0.05,
+    ),
     Key("executor.dry_run", False, bool, "Log and audit every action but call no provider"),
     Key("executor.threads", 16, int, "Thread pool for blocking provider calls", 1),
     Key("executor.per_provider_concurrency", 8, int, "Concurrent calls per provider", 1),

@@ -91,6 +91,17 @@ class Engine:
         self.owned: set[int] | None = None
         self._plans: dict[tuple[str, str], asyncio.Task[None]] = {}
         self.plans_completed = 0
+        # Pre-bound children (labels() per event costs more than a rule, FIELD-NOTES); binding
+        # them here also exports every rule's series at 0, so rates exist before a first match.
+        rules = login.engine.rules if login is not None else ()
+        self._rule_evaluations = tuple(
+            metrics.RULE_EVALUATIONS.labels(r.id) for r in rules if "login" in r.inputs
+        )
+        self._rule_matches = {
+            (r.id, r.severity): metrics.RULE_MATCHES.labels(r.id, r.severity) for r in rules
+        }
+        for rule in rules:
+            metrics.RULE_ERRORS.labels(rule.id)
 
     # ---------------------------------------------------------------- ownership
     def owns(self, partition_key: str) -> bool:
@@ -210,6 +221,10 @@ class Engine:
             for detection in detections:
                 await self.handle_detection(resolved, detection)
         metrics.LOGIN_EVENTS.inc(evaluated)
+        if evaluated:
+            # Every rule sees every login event: one increment per rule and batch, not per event.
+            for child in self._rule_evaluations:
+                child.inc(evaluated)
         return evaluated
 
     async def handle_detection(self, event: LoginEvent, detection: Detection) -> None:
@@ -224,7 +239,10 @@ class Engine:
                 dlq=self.topics.auth_dlq,
             )
             return
-        metrics.RULE_MATCHES.labels(detection.rule, detection.severity).inc()
+        matches = self._rule_matches.get((detection.rule, detection.severity))
+        if matches is None:
+            matches = metrics.RULE_MATCHES.labels(detection.rule, detection.severity)
+        matches.inc()
         if detection.deduplicated:
             return
         await self.audit(

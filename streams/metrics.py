@@ -108,3 +108,56 @@ SCHEDULED = Gauge(
 )
 BUILD = Info("accessguard_build", "Build information.", registry=REGISTRY)
 BUILD.info({"version": __version__})
+
+# ---- rule evaluation, consumer lag, registry and readiness (issue 5) ----------------------
+RULE_EVALUATIONS = Counter(
+    "accessguard_rule_evaluations_total",
+    "Login events evaluated by each rule (counted once per batch, not per event).",
+    ["rule"],
+    registry=REGISTRY,
+)
+CONSUMER_LAG = Gauge(
+    "accessguard_consumer_lag_messages",
+    "Messages on this worker's assigned partitions not yet committed (end offset minus "
+    "committed offset), by input topic. Sum across workers for the group's lag.",
+    ["topic"],
+    registry=REGISTRY,
+)
+REGISTRY_IDENTITIES = Gauge(
+    "accessguard_registry_identities",
+    "Identities in the access registry, by kind (employee, contractor, agency).",
+    ["kind"],
+    registry=REGISTRY,
+)
+REGISTRY_GRANTS = Gauge(
+    "accessguard_registry_grants",
+    "Grants in the access registry, by role.",
+    ["role"],
+    registry=REGISTRY,
+)
+REGISTRY_GRANTS_NO_MFA = Gauge(
+    "accessguard_registry_grants_without_mfa",
+    "Grants in the access registry whose MFA is none.",
+    registry=REGISTRY,
+)
+REGISTRY_OFFBOARDED_WITH_GRANTS = Gauge(
+    "accessguard_registry_offboarded_identities_with_grants",
+    "Offboarded identities that still hold a registry grant accessguard has not removed.",
+    registry=REGISTRY,
+)
+REGISTRY_AGENCY_GRANTS_EXPIRED = Gauge(
+    "accessguard_registry_agency_grants_past_contract_end",
+    "Grants held by members of an agency whose contract has ended, not yet removed.",
+    registry=REGISTRY,
+)
+READINESS = Gauge(
+    "accessguard_readiness_check",
+    "1 when the readiness check passes, else 0 (the checks of /readyz).",
+    ["check"],
+    registry=REGISTRY,
+)
+OBSERVED_AT = Gauge(
+    "accessguard_observed_timestamp_seconds",
+    "Unix time the lag, registry and readiness gauges were last refreshed.",
+    registry=REGISTRY,
+)

@@ -146,6 +146,9 @@ class Identity:
     aliases: dict[str, str] = field(default_factory=dict, hash=False)
     status: str = "active"
     employee_id: str = ""
+    #: When the security team knows the person last changed their password (optional):
+    #: leaked-credential matches for breaches before this are stale.
+    credential_changed_at: datetime | None = None
 
     @property
     def hr_id(self) -> str:
@@ -153,7 +156,7 @@ class Identity:
         return self.employee_id or self.id
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "id": self.id,
             "name": self.name,
             "kind": self.kind,
@@ -162,6 +165,10 @@ class Identity:
             "status": self.status,
             "employee_id": self.hr_id,
         }
+        if self.credential_changed_at is not None:
+            # only when set: registries written before the field existed diff as unchanged
+            out["credential_changed_at"] = format_time(self.credential_changed_at)
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Identity:
@@ -173,6 +180,11 @@ class Identity:
             aliases={str(k): str(v) for k, v in (data.get("aliases") or {}).items()},
             status=data.get("status", "active"),
             employee_id=data.get("employee_id") or data["id"],
+            credential_changed_at=(
+                parse_time(changed, "credential_changed_at")
+                if (changed := data.get("credential_changed_at"))
+                else None
+            ),
         )
 
 
@@ -507,7 +519,16 @@ def diff_changes(old: Registry, new: Registry) -> list[Change]:
 _SECTIONS = ("accounts", "identities", "grants", "agencies")
 _ACCOUNT_KEYS = {"id", "platform", "handle", "criticality", "provider", "shared_credential"}
 _SHARED_KEYS = {"totp", "ref", "login"}
-_IDENTITY_KEYS = {"id", "name", "kind", "emails", "aliases", "status", "employee_id"}
+_IDENTITY_KEYS = {
+    "id",
+    "name",
+    "kind",
+    "emails",
+    "aliases",
+    "status",
+    "employee_id",
+    "credential_changed_at",
+}
 _GRANT_KEYS = {"identity", "account", "role", "via", "mfa", "expires_at"}
 _AGENCY_KEYS = {"id", "name", "contract_ends", "members"}
 
@@ -589,8 +610,9 @@ def _parse(text: str, source: str) -> tuple[Registry, list[str]]:
         kind = e.enum("kind", IDENTITY_KINDS)
         status = e.enum("status", IDENTITY_STATUSES, default="active")
         employee_id = e.string("employee_id", required=False, max_len=200)
+        credential_changed_at = e.time("credential_changed_at", required=False)
         emails: list[str] = []
-        ok = True
+        ok = not (e.present("credential_changed_at") and credential_changed_at is None)
         email_nodes = e.seq("emails", required=True)
         if email_nodes is None:
             ok = False
@@ -673,6 +695,7 @@ def _parse(text: str, source: str) -> tuple[Registry, list[str]]:
                 aliases=aliases,
                 status=status,
                 employee_id=employee_id or ident_id,
+                credential_changed_at=credential_changed_at,
             )
         )
 

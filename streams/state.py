@@ -34,6 +34,11 @@ class IdentityState:
     #: plan_id -> {"actions": [Action dict], "accepted_at": float|None, "event_type": str,
     #: "decided_at": float}. Removed when every action is done or failed permanently.
     plans: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: When the identity's password last changed, as far as the product learned (RFC 3339).
+    #: Leaks of breaches older than this (or than ``reenrolled_at``) are stale.
+    credential_changed_at: str | None = None
+    #: When a re-enrolment the product forced (force_mfa_reenrolment) completed (RFC 3339).
+    reenrolled_at: str | None = None
 
     @property
     def key(self) -> str:
@@ -56,6 +61,8 @@ class IdentityState:
             "applied_events": list(self.applied_events),
             "scheduled": dict(self.scheduled),
             "plans": dict(self.plans),
+            "credential_changed_at": self.credential_changed_at,
+            "reenrolled_at": self.reenrolled_at,
         }
 
     @classmethod
@@ -71,6 +78,8 @@ class IdentityState:
             applied_events=tuple(data.get("applied_events") or ()),
             scheduled=dict(data.get("scheduled") or {}),
             plans=dict(data.get("plans") or {}),
+            credential_changed_at=data.get("credential_changed_at"),
+            reenrolled_at=data.get("reenrolled_at"),
         )
 
 

@@ -139,6 +139,11 @@ class Views:
         self.records_applied = 0
         self.on_registry_change: list[Callable[[], None]] = []
 
+    @property
+    def tailing(self) -> bool:
+        """The tail consumer is running (caught up at start and still following the topics)."""
+        return self._task is not None and not self._task.done()
+
     def _apply_registry(self, key: str, value: Any) -> None:
         self.registry.apply_change(key, value)
         for hook in self.on_registry_change:

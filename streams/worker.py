@@ -23,6 +23,14 @@ from streams.errors import ConfigError
 from streams.executor import Executor, Provider, Sink
 from streams.journal import Journal
 from streams.login import LoginPipeline
+from streams.observe import (
+    Progress,
+    consumer_lag,
+    initialise_series,
+    update_lag_gauges,
+    update_readiness_gauges,
+    update_registry_gauges,
+)
 from streams.rules import load_rules
 from streams.topics import Topics
 from streams.views import Publisher, Views
@@ -137,6 +145,10 @@ class WorkerServices(mode.Service):  # type: ignore[misc]
         self.pollers: list[Any] = []
         self.assigned = False
         self.events_processed = 0
+        #: The Faust app (set by build_worker): the metrics timer reports its consumer's lag.
+        self.faust_app: Any = None
+        self.progress = Progress()
+        initialise_series(config.provider_types(), (self.topics.hr_events, self.topics.auth_events))
 
     def readiness(self) -> dict[str, bool]:
         return {
@@ -144,6 +156,10 @@ class WorkerServices(mode.Service):  # type: ignore[misc]
             "views_caught_up": self.views.ready.is_set(),
             "registry_loaded": len(self.views.registry.identities) > 0,
             "consumers_assigned": self.assigned,
+            # "Recovered and making progress", not "HTTP answers" (FIELD-NOTES): the views
+            # still follow their topics, and the consumer is not stalled with lag.
+            "views_tailing": self.views.tailing,
+            "consumers_progressing": self.progress.ok,
         }
 
     async def on_start(self) -> None:
@@ -295,6 +311,27 @@ class WorkerServices(mode.Service):  # type: ignore[misc]
                 log.exception("timer.agency_failed")
             await asyncio.sleep(interval)
 
+    @mode.Service.task  # type: ignore[untyped-decorator]
+    async def _metrics_timer(self) -> None:
+        """Lag, registry and readiness gauges: refreshed here, so no event pays for them."""
+        await self.ready.wait()
+        interval = float(self.config["worker.metrics_interval"])
+        inputs = (self.topics.hr_events, self.topics.auth_events)
+        while not self.should_stop:
+            try:
+                await self.refresh_gauges(inputs)
+            except Exception:
+                log.exception("timer.metrics_failed")
+            await asyncio.sleep(interval)
+
+    async def refresh_gauges(self, inputs: tuple[str, ...]) -> None:
+        update_registry_gauges(self.views.registry, self.views.state, datetime.now(UTC))
+        if self.faust_app is not None and self.assigned:
+            report = await consumer_lag(self.faust_app.consumer, inputs)
+            self.progress.observe(report)
+            update_lag_gauges(report)
+        update_readiness_gauges(self.readiness())
+
 
 def build_worker(
     config: Config,
@@ -335,6 +372,7 @@ def build_worker(
         }
         services.on_assigned(mine)
 
+    services.faust_app = app
     return app, services
 
 

@@ -300,6 +300,8 @@ class TestBadInput:
             "views_caught_up",
             "registry_loaded",
             "consumers_assigned",
+            "views_tailing",
+            "consumers_progressing",
         }
 
 

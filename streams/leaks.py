@@ -1,0 +1,634 @@
+"""Leaked credentials: LeakRecords matched against the registry, and what to do about them.
+
+Matching (:class:`LeakIndex`) is a dict lookup: every identity e-mail and every alias value
+(normalised: case, surrounding blanks, plus-tags for the domains in ``plus_tag_domains``)
+maps to the identities holding it, and every shared-credential login to its accounts. The
+index is built once and kept current with :meth:`LeakIndex.apply_change`, called beside
+:meth:`streams.registry.Registry.apply_change` for each registry change (O(one record)).
+
+Deciding (:func:`decide_leak`) is pure, like :mod:`streams.decisions`: registry + lifecycle +
+one record + ``now`` -> actions, alerts, state updates. A match counts only when the breach is
+newer than the last credential change known for the subject (registry
+``credential_changed_at``, lifecycle ``credential_changed_at`` / ``reenrolled_at``; for a
+shared login the account's last rotation), so old breaches do not page every day. Responses:
+
+* identity with full_publishing or admin on any account: revoke sessions everywhere, force
+  MFA re-enrolment at its identity providers, ``high`` alert;
+* any other grant holder: force MFA re-enrolment, ``medium`` alert (notify);
+* shared brand credential: rotate the shared TOTP seed (secret store) and page (``critical``)
+  to change the password behind ``credential_ref``; holders must re-enrol;
+* identity already offboarded, or holding no grant: recorded (audit) only;
+* a breach without credentials (no passwords, hashes, tokens, not a stealer log): ``low``
+  alert, no action; spam lists and fabricated breaches: ignored unless configured.
+
+Idempotent: every action's cause is ``leak:<breach>:<subject hash>``
+(:attr:`~streams.records.LeakRecord.cause`) and every alert's dedup key derives from it, so
+the same breach re-imported (or redelivered) gives the same keys and the executor's ledger
+does nothing twice. Alerts and audit views carry the subject hash, never the e-mail.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from streams.decisions import (
+    IDP_TYPES,
+    is_offboarded,
+    secret_store,
+    session_providers,
+    user_ref,
+)
+from streams.errors import ValidationError
+from streams.records import ROLE_RANK, Action, Alert, LeakRecord, format_time, parse_time
+from streams.registry import Account, Identity, Registry
+from streams.secrets import Secret
+from streams.state import AccountState, IdentityState, StateStore
+
+PRIVILEGED_ROLES: frozenset[str] = frozenset({"full_publishing", "admin"})
+#: Flags whose breaches are ignored unless the settings include them.
+IGNORED_BY_DEFAULT: tuple[str, ...] = ("spam_list", "fabricated")
+RUNBOOK = "docs/runbooks/leaked-credential.md"
+LEAK_OUTCOMES: tuple[str, ...] = (
+    "applied",  # actions and/or alerts
+    "no_match",  # nobody in the registry
+    "stale",  # the breach is older than the subject's last credential change
+    "offboarded",  # recorded only
+    "no_grants",  # a registry identity that holds nothing: recorded only
+    "ignored",  # spam list or fabricated breach
+)
+
+
+@dataclass(frozen=True)
+class LeakSettings:
+    """``leaks.*`` settings: ``plus_tag_domains`` (domains where ``a+tag@d`` is ``a@d``),
+    ``hmac_key`` (the key of password HMACs), ``include_spam_lists``,
+    ``include_fabricated``."""
+
+    plus_tag_domains: frozenset[str] = frozenset()
+    hmac_key: Secret | None = None
+    include_spam_lists: bool = False
+    include_fabricated: bool = False
+
+    @classmethod
+    def from_mapping(cls, settings: Mapping[str, Any]) -> LeakSettings:
+        domains = settings.get("plus_tag_domains") or ()
+        if isinstance(domains, str):
+            domains = domains.split(",")
+        key = settings.get("hmac_key")
+        return cls(
+            plus_tag_domains=frozenset(
+                d.strip().lower().lstrip("@") for d in domains if str(d).strip()
+            ),
+            hmac_key=Secret.parse(key) if isinstance(key, str) and key else key or None,
+            include_spam_lists=bool(settings.get("include_spam_lists", False)),
+            include_fabricated=bool(settings.get("include_fabricated", False)),
+        )
+
+    def ignored(self, record: LeakRecord) -> str | None:
+        """The flag that makes ``record`` ignored, or None."""
+        if "spam_list" in record.flags and not self.include_spam_lists:
+            return "spam_list"
+        if "fabricated" in record.flags and not self.include_fabricated:
+            return "fabricated"
+        return None
+
+
+def normalise_principal(
+    value: str, plus_tag_domains: frozenset[str] | set[str] = frozenset()
+) -> str:
+    """Lower case, no surrounding blanks, and ``local+tag@domain`` -> ``local@domain`` for the
+    domains that deliver plus-tagged mail to the untagged mailbox."""
+    norm = value.strip().lower()
+    if "+" in norm and plus_tag_domains:
+        local, at, domain = norm.rpartition("@")
+        if at and domain in plus_tag_domains:
+            base = local.partition("+")[0]
+            if base:
+                return f"{base}@{domain}"
+    return norm
+
+
+# --------------------------------------------------------------------------------------------
+# The index
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class LeakMatch:
+    """Who a principal is: identity ids (by e-mail or alias) and account ids (whose shared
+    login it is)."""
+
+    identities: tuple[str, ...] = ()
+    accounts: tuple[str, ...] = ()
+
+
+class LeakIndex:
+    """Normalised e-mail / alias / shared login -> who holds it. Not thread-safe (event loop)."""
+
+    def __init__(self, plus_tag_domains: Iterable[str] = ()) -> None:
+        self.plus_tag_domains = frozenset(d.strip().lower() for d in plus_tag_domains)
+        self._people: dict[str, tuple[str, ...]] = {}
+        self._shared: dict[str, tuple[str, ...]] = {}
+        self._keys_of_identity: dict[str, tuple[str, ...]] = {}
+        self._keys_of_account: dict[str, tuple[str, ...]] = {}
+
+    @classmethod
+    def build(cls, registry: Registry, plus_tag_domains: Iterable[str] = ()) -> LeakIndex:
+        index = cls(plus_tag_domains)
+        for identity in registry.identities.values():
+            index.put_identity(identity)
+        for account in registry.accounts.values():
+            index.put_account(account)
+        return index
+
+    def __len__(self) -> int:
+        return len(self._people) + len(self._shared)
+
+    def _norm(self, value: str) -> str:
+        return normalise_principal(value, self.plus_tag_domains)
+
+    @staticmethod
+    def _add(table: dict[str, tuple[str, ...]], key: str, owner: str) -> None:
+        owners = table.get(key, ())
+        if owner not in owners:
+            table[key] = (*owners, owner)
+
+    @staticmethod
+    def _drop(table: dict[str, tuple[str, ...]], key: str, owner: str) -> None:
+        owners = tuple(o for o in table.get(key, ()) if o != owner)
+        if owners:
+            table[key] = owners
+        else:
+            table.pop(key, None)
+
+    def put_identity(self, identity: Identity) -> None:
+        self.remove_identity(identity.id)
+        keys = {self._norm(e) for e in identity.emails}
+        keys.update(self._norm(v) for v in identity.aliases.values() if v.strip())
+        keys.discard("")
+        for key in keys:
+            self._add(self._people, key, identity.id)
+        self._keys_of_identity[identity.id] = tuple(sorted(keys))
+
+    def remove_identity(self, identity_id: str) -> None:
+        for key in self._keys_of_identity.pop(identity_id, ()):
+            self._drop(self._people, key, identity_id)
+
+    def put_account(self, account: Account) -> None:
+        self.remove_account(account.id)
+        shared = account.shared_credential
+        if shared is None or not shared.login or not shared.login.strip():
+            return
+        key = self._norm(shared.login)
+        self._add(self._shared, key, account.id)
+        self._keys_of_account[account.id] = (key,)
+
+    def remove_account(self, account_id: str) -> None:
+        for key in self._keys_of_account.pop(account_id, ()):
+            self._drop(self._shared, key, account_id)
+
+    def apply_change(self, key: str, value: Mapping[str, Any] | None) -> None:
+        """Mirror one ``registry.changes`` record (call beside ``Registry.apply_change``;
+        grants and agencies do not change who a principal is)."""
+        kind, _, ident = key.partition(":")
+        if kind == "identity":
+            if value is None:
+                self.remove_identity(ident)
+            else:
+                self.put_identity(Identity.from_dict(dict(value)))
+        elif kind == "account":
+            if value is None:
+                self.remove_account(ident)
+            else:
+                self.put_account(Account.from_dict(dict(value)))
+
+    def lookup(self, principal: str) -> LeakMatch | None:
+        """Who ``principal`` is, or None (the common case: one dict miss)."""
+        norm = principal
+        if "+" in norm or norm != norm.strip().lower():
+            norm = self._norm(norm)
+        people = self._people.get(norm)
+        shared = self._shared.get(norm)
+        if people is None and shared is None:
+            return None
+        return LeakMatch(people or (), shared or ())
+
+
+# --------------------------------------------------------------------------------------------
+# Deciding
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class LeakDecision:
+    """What one LeakRecord leads to. ``subjects`` lists every matched identity or account with
+    its own outcome (``("identity"|"account", id, outcome)``). ``state_updates`` are whole new
+    values for the lifecycle topic, published before the actions run."""
+
+    record: LeakRecord
+    outcome: str
+    subjects: tuple[tuple[str, str, str], ...] = ()
+    actions: tuple[Action, ...] = ()
+    alerts: tuple[Alert, ...] = ()
+    state_updates: tuple[IdentityState | AccountState, ...] = ()
+    reason: str = ""
+
+    @property
+    def plan_key(self) -> str:
+        """The plan id under which the engine runs the actions (one per record)."""
+        return self.record.cause
+
+    def to_dict(self) -> dict[str, Any]:
+        """The audit view: the subject hashed, actions without params."""
+        return {
+            "kind": "leak",
+            "breach": self.record.breach,
+            "source": self.record.source,
+            "subject": self.record.subject,
+            "cause": self.record.cause,
+            "outcome": self.outcome,
+            "subjects": [list(s) for s in self.subjects],
+            "actions": [a.replay_view() for a in self.actions],
+            "alerts": [a.to_dict() for a in self.alerts],
+            "reason": self.reason,
+        }
+
+
+def _time(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        return parse_time(value, "state")
+    except ValidationError:
+        return None
+
+
+def credential_cutoff(
+    registry: Registry, lifecycle: StateStore, identity_id: str
+) -> datetime | None:
+    """The latest credential change known for an identity (registry or lifecycle)."""
+    ident = registry.identities.get(identity_id)
+    life = lifecycle.identity(identity_id)
+    times = [
+        t
+        for t in (
+            ident.credential_changed_at if ident is not None else None,
+            _time(life.credential_changed_at),
+            _time(life.reenrolled_at),
+        )
+        if t is not None
+    ]
+    return max(times) if times else None
+
+
+def _stale(record: LeakRecord, cutoff: datetime | None) -> bool:
+    exposed = record.exposed_at
+    return exposed is not None and cutoff is not None and exposed <= cutoff
+
+
+def _effective_roles(registry: Registry, life: IdentityState, identity_id: str) -> list[str]:
+    roles: list[str] = []
+    for grant in registry.grants_of(identity_id):
+        if grant.account in life.removed_grants:
+            continue
+        role = grant.role
+        lowered = life.downgraded.get(grant.account)
+        if lowered is not None and ROLE_RANK[lowered] < ROLE_RANK[role]:
+            role = lowered
+        if role != "no_access":
+            roles.append(role)
+    return roles
+
+
+def _details(record: LeakRecord, **more: Any) -> dict[str, Any]:
+    return {
+        "breach": record.breach,
+        "source": record.source,
+        "subject": record.subject,
+        "breach_date": format_time(record.breach_date) if record.breach_date else None,
+        "added_at": format_time(record.added_at) if record.added_at else None,
+        "data_classes": list(record.data_classes),
+        "password_present": record.password_present,
+        "flags": list(record.flags),
+        "cause": record.cause,
+        **more,
+    }
+
+
+def decide_leak(
+    registry: Registry,
+    lifecycle: StateStore,
+    record: LeakRecord,
+    now: datetime,
+    providers: Mapping[str, str],
+    *,
+    index: LeakIndex | None = None,
+    settings: LeakSettings | None = None,
+) -> LeakDecision:
+    """Decide what ``record`` means at ``now`` (see the module docstring). ``index`` should be
+    the worker's long-lived :class:`LeakIndex`; without one it is built here (slow: tests and
+    replay only). Pure: no I/O, no clock."""
+    settings = settings or LeakSettings()
+    flag = settings.ignored(record)
+    if flag is not None:
+        return LeakDecision(record, "ignored", reason=f"breach flagged {flag}")
+    index = index or LeakIndex.build(registry, settings.plus_tag_domains)
+    match = index.lookup(record.principal)
+    if match is None:
+        return LeakDecision(record, "no_match", reason="not a registry e-mail, alias or login")
+    exposed = record.credential_exposed
+    cause = record.cause
+    subjects: list[tuple[str, str, str]] = []
+    actions: list[Action] = []
+    alerts: list[Alert] = []
+    updates: list[IdentityState | AccountState] = []
+    flags_note = f" [{', '.join(record.flags)}]" if record.flags else ""
+
+    for identity_id in match.identities:
+        identity = registry.identities.get(identity_id)
+        if identity is None:
+            continue
+        if is_offboarded(registry, lifecycle, identity_id):
+            subjects.append(("identity", identity_id, "offboarded"))
+            continue
+        if _stale(record, credential_cutoff(registry, lifecycle, identity_id)):
+            subjects.append(("identity", identity_id, "stale"))
+            continue
+        life = lifecycle.identity(identity_id)
+        roles = _effective_roles(registry, life, identity_id)
+        if not roles:
+            subjects.append(("identity", identity_id, "no_grants"))
+            continue
+        if not exposed:
+            subjects.append(("identity", identity_id, "applied"))
+            alerts.append(
+                Alert(
+                    severity="low",
+                    rule="leak.exposure",
+                    identity=identity_id,
+                    dedup_key=f"{cause}:{identity_id}",
+                    title=(
+                        f"{identity.name} appears in breach {record.breach} without credentials "
+                        f"({', '.join(record.data_classes) or 'no data classes'}){flags_note}"
+                    ),
+                    details=_details(record, identity=identity_id, actions=[]),
+                    runbook=RUNBOOK,
+                )
+            )
+            continue
+        privileged = any(r in PRIVILEGED_ROLES for r in roles)
+        made: list[Action] = []
+        if privileged:
+            for provider in session_providers(registry, identity, providers):
+                made.append(
+                    Action.make(
+                        "revoke_sessions",
+                        identity=identity_id,
+                        account=None,
+                        provider=provider,
+                        cause=cause,
+                        params={"user_ref": user_ref(identity, provider)},
+                    )
+                )
+        idps = [p for p in sorted(identity.aliases) if providers.get(p) in IDP_TYPES]
+        for provider in idps:
+            made.append(
+                Action.make(
+                    "force_mfa_reenrolment",
+                    identity=identity_id,
+                    account=None,
+                    provider=provider,
+                    cause=cause,
+                    params={"user_ref": user_ref(identity, provider)},
+                )
+            )
+        actions.extend(made)
+        updates.append(replace(life, mfa_reenrolment_required=True))
+        subjects.append(("identity", identity_id, "applied"))
+        done = ", ".join(sorted({f"{a.action}@{a.provider}" for a in made})) or "nothing"
+        missing = "" if idps else " (no alias at a configured IdP: re-enrol by hand)"
+        who = "publisher/admin" if privileged else "grant holder"
+        alerts.append(
+            Alert(
+                severity="high" if privileged else "medium",
+                rule="leak.privileged_identity" if privileged else "leak.grant_holder",
+                identity=identity_id,
+                dedup_key=f"{cause}:{identity_id}",
+                title=(
+                    f"Credentials of {identity.name} ({who}) "
+                    f"in breach {record.breach}{flags_note}: {done}{missing}"
+                ),
+                details=_details(
+                    record,
+                    identity=identity_id,
+                    roles=sorted(set(roles)),
+                    actions=[f"{a.action}@{a.provider}" for a in made],
+                    route="page" if privileged else "notify",
+                ),
+                runbook=RUNBOOK,
+            )
+        )
+
+    store = secret_store(providers)
+    for account_id in match.accounts:
+        account = registry.accounts.get(account_id)
+        shared = account.shared_credential if account is not None else None
+        if account is None or shared is None:
+            continue
+        acct = lifecycle.account(account_id)
+        if _stale(record, _time(acct.rotated_at)):
+            subjects.append(("account", account_id, "stale"))
+            continue
+        if not exposed:
+            subjects.append(("account", account_id, "applied"))
+            alerts.append(
+                Alert(
+                    severity="low",
+                    rule="leak.exposure",
+                    identity=None,
+                    dedup_key=f"{cause}:{account_id}",
+                    title=(
+                        f"Shared login of {account.platform} {account.handle} appears in breach "
+                        f"{record.breach} without credentials{flags_note}"
+                    ),
+                    details=_details(record, account=account_id, actions=[]),
+                    runbook=RUNBOOK,
+                )
+            )
+            continue
+        made = []
+        if shared.totp:
+            made.append(
+                Action.make(
+                    "rotate_shared_credential",
+                    identity=f"shared:{account_id}",
+                    account=account_id,
+                    provider=store,
+                    cause=cause,
+                    params={
+                        "credential_ref": shared.ref,
+                        "account_handle": account.handle,
+                        "platform": account.platform,
+                    },
+                )
+            )
+        holders = sorted(
+            g.identity
+            for g in registry.holders(account_id, via="shared_credential")
+            if not is_offboarded(registry, lifecycle, g.identity)
+            and account_id not in lifecycle.identity(g.identity).removed_grants
+        )
+        if made:
+            updates.append(replace(acct, reenrolment_required=tuple(holders), rotated_cause=cause))
+        actions.extend(made)
+        subjects.append(("account", account_id, "applied"))
+        alerts.append(
+            Alert(
+                severity="critical",
+                rule="leak.shared_credential",
+                identity=None,
+                dedup_key=f"{cause}:{account_id}",
+                title=(
+                    f"Shared login of {account.platform} {account.handle} ({account_id}) in breach "
+                    f"{record.breach}{flags_note}: change the password behind {shared.ref}"
+                    + ("; TOTP seed rotation requested" if made else "")
+                    + f"; {len(holders)} holder(s) must re-enrol"
+                ),
+                details=_details(
+                    record,
+                    account=account_id,
+                    credential_ref=shared.ref,
+                    holders=holders,
+                    actions=[f"{a.action}@{a.provider}" for a in made],
+                    route="page",
+                ),
+                runbook=RUNBOOK,
+            )
+        )
+
+    outcomes = {s[2] for s in subjects}
+    if "applied" in outcomes:
+        outcome = "applied"
+    elif len(outcomes) == 1:
+        outcome = outcomes.pop()
+    elif outcomes:
+        outcome = "stale" if "stale" in outcomes else sorted(outcomes)[0]
+    else:
+        outcome = "no_match"
+    reason = "; ".join(f"{kind} {ident}: {out}" for kind, ident, out in subjects)
+    return LeakDecision(
+        record=record,
+        outcome=outcome,
+        subjects=tuple(subjects),
+        actions=tuple(actions),
+        alerts=tuple(alerts),
+        state_updates=tuple(updates),
+        reason=reason,
+    )
+
+
+def state_after_action(
+    lifecycle: StateStore, action: Action, finished_at: float
+) -> IdentityState | None:
+    """The lifecycle update once ``action`` is done (call from the executor's completion):
+    a completed ``force_mfa_reenrolment`` records ``reenrolled_at`` and clears
+    ``mfa_reenrolment_required``, so later leaks of older breaches are stale."""
+    if action.action != "force_mfa_reenrolment" or action.identity.startswith("shared:"):
+        return None
+    life = lifecycle.identity(action.identity)
+    when = datetime.fromtimestamp(finished_at, UTC)
+    before = _time(life.reenrolled_at)
+    if before is not None and before >= when:
+        return None
+    return replace(life, reenrolled_at=format_time(when), mfa_reenrolment_required=False)
+
+
+# --------------------------------------------------------------------------------------------
+# Replay and transport helpers
+# --------------------------------------------------------------------------------------------
+
+
+def leak_lines_to_records(data: dict[str, Any]) -> list[LeakRecord]:
+    """The LeakRecords of one ``accessguard replay`` line (raises ValidationError):
+    ``{"kind":"leak", ...LeakRecord fields}`` or
+    ``{"kind":"leak","vendor":"hibp","account":"a@b","event":{...one breach object...}}``."""
+    if "event" in data:
+        from connectors.hibp import normalise_breach  # noqa: PLC0415 - streams must not need connectors at import
+
+        if data.get("vendor") != "hibp":
+            raise ValidationError("vendor: wrapped leak events need vendor hibp")
+        account = data.get("account")
+        if not isinstance(account, str) or not account.strip() or len(account) > 320:
+            raise ValidationError("account: the e-mail or username the breach object is about")
+        return [normalise_breach(data.get("event")).record_for(account, "hibp")]
+    return [LeakRecord.from_dict({k: v for k, v in data.items() if k != "kind"})]
+
+
+def leak_decision_view(decision: LeakDecision) -> list[dict[str, Any]]:
+    """The replay output objects for one leak decision: actions, then alerts; a
+    ``skipped`` object when nothing is done, so every input line is accounted for."""
+    if not decision.actions and not decision.alerts:
+        return [
+            {
+                "type": "skipped",
+                "event_id": decision.record.cause,
+                "identity": next((s[1] for s in decision.subjects if s[0] == "identity"), None),
+                "outcome": decision.outcome,
+                "reason": decision.reason,
+            }
+        ]
+    out = [a.replay_view() for a in decision.actions]
+    out.extend(a.replay_view() for a in decision.alerts)
+    return out
+
+
+@dataclass
+class LeakBatcher:
+    """Groups records into Kafka messages: many records per message (a JSON array), one
+    message stream per partition, keyed like :func:`streams.engine.partition_for`. The
+    per-message cost of a Faust hop is what caps throughput, so batch (FIELD-NOTES)."""
+
+    partitions: int
+    batch_size: int = 1000
+    _pending: dict[int, list[bytes]] = field(default_factory=dict)
+
+    def add(self, record: LeakRecord) -> tuple[int, bytes] | None:
+        """Queue one record; returns ``(partition, message)`` when a batch is full."""
+        from streams.engine import partition_for  # noqa: PLC0415 - avoids a cycle via engine
+
+        part = partition_for(record.partition_key, self.partitions)
+        queue = self._pending.setdefault(part, [])
+        queue.append(record.dumps())
+        if len(queue) >= self.batch_size:
+            self._pending[part] = []
+            return part, b"[" + b",".join(queue) + b"]"
+        return None
+
+    def flush(self) -> list[tuple[int, bytes]]:
+        """Every partly filled batch."""
+        out = [(p, b"[" + b",".join(q) + b"]") for p, q in sorted(self._pending.items()) if q]
+        self._pending.clear()
+        return out
+
+
+def decode_batch(raw: bytes) -> tuple[list[LeakRecord], list[tuple[Any, str]]]:
+    """One ``leak.records`` message (a JSON array or one object) -> records and
+    ``(payload, reason)`` rejections for the dead-letter topic."""
+    import orjson  # noqa: PLC0415 - keeps the module's import surface small
+
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        return [], [(raw[:1000].decode("utf-8", "replace"), f"invalid JSON: {exc.msg}")]
+    items = data if isinstance(data, list) else [data]
+    records: list[LeakRecord] = []
+    rejected: list[tuple[Any, str]] = []
+    for item in items:
+        try:
+            records.append(LeakRecord.from_dict(item))
+        except ValidationError as exc:
+            rejected.append((item, exc.reason))
+    return records, rejected
