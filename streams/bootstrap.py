@@ -72,6 +72,9 @@ def read_registry_topic(bootstrap: str, topic: str, timeout_ms: int = 10000) -> 
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         client_id="accessguard-registry-reader",
+        # Large fetches: a registry of 100k identities is ~40 MB of changes, read at start.
+        fetch_max_bytes=64 * 1048576,
+        max_partition_fetch_bytes=32 * 1048576,
     )
     try:
         parts = [TopicPartition(topic, p) for p in (consumer.partitions_for_topic(topic) or {0})]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -227,12 +228,14 @@ def connect_hr_webhook(config_path: str | None, port: int | None) -> None:
 @config_option
 @click.argument("name")
 def connect_poller(config_path: str | None, name: str) -> None:
-    """Run the login-log poller NAME (pollers.NAME: okta or graph) against an external Kafka."""
+    """Run the poller NAME (pollers.NAME: okta, graph or hibp) against an external Kafka."""
     import asyncio  # noqa: PLC0415
     import signal  # noqa: PLC0415
 
     from connectors.auth_ingest import LoginPublisher  # noqa: PLC0415
     from connectors.http import HttpClient  # noqa: PLC0415
+    from connectors.leak_ingest import LeakPublisher  # noqa: PLC0415
+    from streams.bootstrap import read_registry_topic  # noqa: PLC0415
     from streams.broker import bootstrap_from_url, wait_for_kafka  # noqa: PLC0415
     from streams.topics import Topics, create_topics  # noqa: PLC0415
     from streams.views import Publisher  # noqa: PLC0415
@@ -259,7 +262,21 @@ def connect_poller(config_path: str | None, name: str) -> None:
             dlq_topic=topics.auth_dlq,
             partitions=int(config["topics.partitions"]),
         )
-        (poller,) = build_pollers(only, HttpClient(retry_policy(config)), out)
+        leaks = LeakPublisher(
+            publisher,
+            topic=topics.leak_records,
+            dlq_topic=topics.leak_dlq,
+            partitions=int(config["topics.partitions"]),
+        )
+        # A leak feed (type hibp) checks the registry as it stands when it starts.
+        registry = read_registry_topic(bootstrap, topics.registry)
+        (poller,) = build_pollers(
+            only,
+            HttpClient(retry_policy(config)),
+            out,
+            leaks=leaks,
+            registry=lambda: registry,
+        )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -353,7 +370,9 @@ def replay(
     at_text: str | None,
     rules_dir: str | None,
 ) -> None:
-    """Run the decisions offline (no broker): HR and login events in, decisions out as NDJSON."""
+    """Run the decisions offline (no broker): HR, login and leak lines in, decisions out as
+    NDJSON."""
+    from streams.engine import leak_settings  # noqa: PLC0415
     from streams.records import parse_time  # noqa: PLC0415
     from streams.registry import load_registry  # noqa: PLC0415
     from streams.replay import replay as run_replay  # noqa: PLC0415
@@ -370,13 +389,165 @@ def replay(
     out = sys.stdout.buffer
     try:
         for record in run_replay(
-            reg, stream, at=at, providers=config.provider_types(), rules=ruleset
+            reg,
+            stream,
+            at=at,
+            providers=config.provider_types(),
+            rules=ruleset,
+            leak_settings=leak_settings(config),
         ):
             out.write(orjson.dumps(record) + b"\n")
     finally:
         if stream is not sys.stdin:
             stream.close()
         out.flush()
+
+
+@main.group()
+def leaks() -> None:
+    """Import leaked-credential dumps."""
+
+
+@leaks.command("import")
+@config_option
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.option(
+    "--broker",
+    "broker_url",
+    help="kafka://host:port of the broker (ACCESSGUARD_BROKER; for `accessguard run` with the "
+    "embedded broker, the URL it printed at start).",
+)
+@click.option("--breach", help="Breach name when records do not say (default: the file's stem).")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["csv", "json", "ndjson", "combo"]),
+    help="Dump format (default: from the extension, else the first bytes).",
+)
+@click.option("--progress/--no-progress", default=True, help="Progress bar on stderr.")
+@click.option(
+    "--jobs",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="Processes parsing byte ranges of an uncompressed CSV/NDJSON/combo file (8 MiB+).",
+)
+def leaks_import(
+    config_path: str | None,
+    file: str,
+    *,
+    broker_url: str | None,
+    breach: str | None,
+    fmt: str | None,
+    progress: bool,
+    jobs: int,
+) -> None:
+    """Stream FILE (CSV, JSON, NDJSON or email:password lines, gzip too), match it against
+    the registry topic and publish the matched records to leak.records for the worker.
+    Prints a JSON summary (read, matched, rejected with reasons) on stdout."""
+    from kafka import KafkaProducer  # noqa: PLC0415
+
+    from connectors.dumps import DumpOptions  # noqa: PLC0415
+    from connectors.leak_ingest import import_dump, import_dump_parallel  # noqa: PLC0415
+    from streams.bootstrap import read_registry_topic  # noqa: PLC0415
+    from streams.broker import bootstrap_from_url, wait_for_kafka  # noqa: PLC0415
+    from streams.engine import leak_settings  # noqa: PLC0415
+    from streams.leaks import LeakIndex  # noqa: PLC0415
+    from streams.topics import Topics, create_topics  # noqa: PLC0415
+
+    config = _load(config_path)
+    url = broker_url or config["broker"]
+    if not url:
+        raise ConfigError(
+            "broker",
+            "`leaks import` publishes to a broker: pass --broker kafka://host:port (the URL "
+            "`accessguard run` printed) or set ACCESSGUARD_BROKER",
+        )
+    configure_logging(config["log.level"], config["log.format"])
+    bootstrap = bootstrap_from_url(url)
+    wait_for_kafka(bootstrap, timeout=30)
+    create_topics(config, bootstrap)
+    topics = Topics.from_config(config)
+    settings = leak_settings(config)
+    index = LeakIndex.build(
+        read_registry_topic(bootstrap, topics.registry), settings.plus_tag_domains
+    )
+    options = DumpOptions(
+        hmac_key=settings.hmac_key,
+        breach=breach,
+        format=fmt,
+        max_record_bytes=int(config["leaks.max_record_bytes"]),
+    )
+    producer = KafkaProducer(
+        bootstrap_servers=bootstrap,
+        acks="all",
+        linger_ms=5,
+        max_request_size=4 * 1048576,
+        client_id="accessguard-leaks-import",
+    )
+    futures: list[Any] = []
+
+    def send(partition: int, message: bytes) -> None:
+        futures.append(
+            producer.send(
+                topics.leak_records,
+                key=f"batch:{partition}".encode(),
+                value=message,
+                partition=partition,
+            )
+        )
+
+    size = Path(file).stat().st_size
+    summary = None
+    if jobs > 1:
+        summary = import_dump_parallel(
+            file,
+            index=index,
+            partitions=int(config["topics.partitions"]),
+            bootstrap=bootstrap,
+            topic=topics.leak_records,
+            options=options,
+            jobs=jobs,
+        )
+    try:
+        with click.progressbar(
+            length=size,
+            label=f"importing {Path(file).name}",
+            file=sys.stderr if progress else io.StringIO(),
+        ) as bar:
+            done = 0
+
+            def advance(position: int) -> None:
+                nonlocal done
+                if position > done:
+                    bar.update(position - done)
+                    done = position
+
+            if summary is not None:  # done in parallel
+                bar.update(size)
+            else:
+                summary = import_dump(
+                    file,
+                    index=index,
+                    partitions=int(config["topics.partitions"]),
+                    send=send,
+                    options=options,
+                    progress=advance,
+                )
+        for fut in futures:
+            fut.get(timeout=30)
+        producer.flush()
+    finally:
+        producer.close()
+    click.echo(orjson.dumps(summary).decode())
+    reasons = ", ".join(f"{k} {v}" for k, v in summary["reasons"].items())
+    click.echo(
+        f"read {summary['read']}, matched {summary['matched']}, rejected {summary['rejected']}"
+        + (f" ({reasons})" if reasons else ""),
+        err=True,
+    )
+    if summary["format"] == "unreadable":
+        sys.exit(1)
 
 
 @main.group()

@@ -66,6 +66,29 @@ KEYS: tuple[Key, ...] = (
     Key("http.max_batch_bytes", 10485760, int, "Largest login-event batch (413 above)", 1024),
     Key("auth.ingest_token", None, Secret, "Bearer token of POST /v1/auth/events (required)"),
     Key("rules.dir", "rules", str, "Directory of detection rules (*.yaml); invalid = no start"),
+    Key(
+        "leaks.hmac_key",
+        None,
+        Secret,
+        "Key of the HMAC-SHA256 kept instead of a leaked password (none: presence only)",
+    ),
+    Key(
+        "leaks.plus_tag_domains",
+        [],
+        list,
+        "Domains where a+tag@domain is a@domain when matching leaked addresses",
+    ),
+    Key("leaks.include_spam_lists", False, bool, "Act on breaches flagged as spam lists"),
+    Key("leaks.include_fabricated", False, bool, "Act on breaches flagged as fabricated"),
+    Key(
+        "leaks.max_record_bytes", 65536, int, "Longest dump record (longer: rejected, read on)", 64
+    ),
+    Key(
+        "leaks.ingest_token",
+        None,
+        Secret,
+        "Bearer token of POST /v1/leaks (none: auth.ingest_token is accepted)",
+    ),
     Key("hr.webhook_secret", None, Secret, "HMAC secret of X-AccessGuard-Signature (required)"),
     Key("hr.tolerance_seconds", 300, int, "Largest accepted signature age", 1),
     Key(
@@ -341,7 +364,7 @@ def reference_markdown() -> str:
     for key in KEYS:
         default = key.default
         if isinstance(default, list):
-            shown = ", ".join(default)
+            shown = ", ".join(default) or "(none)"
         elif default is None:
             shown = "(none)"
         elif default == "":
@@ -356,8 +379,9 @@ def reference_markdown() -> str:
     )
     rows.append(
         "| `pollers.<name>.<key>` | `ACCESSGUARD_POLLERS__<NAME>__<KEY>` | — | "
-        "a login-log poller run by `accessguard run` or `connect poller NAME`: `type` (okta, "
-        "graph), `base_url`, `token`, `interval`, `start`, type-specific keys |"
+        "a poller run by `accessguard run` or `connect poller NAME`: `type` (okta, graph: "
+        "login logs; hibp: Have I Been Pwned leaks, with `api_key`, `domains`), `base_url`, "
+        "`token`, `interval`, `start`, type-specific keys |"
     )
     rows.append(
         "| `alerts.sinks.<name>.<key>` | `ACCESSGUARD_ALERTS_SINKS__<NAME>__<KEY>` | — | "

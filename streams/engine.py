@@ -34,6 +34,14 @@ from streams.errors import (
 )
 from streams.executor import Executor, Outcome, Sink
 from streams.journal import Journal
+from streams.leaks import (
+    LeakDecision,
+    LeakIndex,
+    LeakSettings,
+    decide_leak,
+    decode_batch,
+    state_after_action,
+)
 from streams.login import LoginPipeline
 from streams.records import (
     Action,
@@ -59,6 +67,18 @@ RUNBOOK_REVOCATION = "docs/runbooks/revocation-failing.md"
 def partition_for(key: str, partitions: int) -> int:
     """The partition Kafka's default partitioner (murmur2) puts ``key`` in."""
     return int((murmur2(key.encode()) & 0x7FFFFFFF) % partitions)
+
+
+def leak_settings(config: Config) -> LeakSettings:
+    """The ``leaks.*`` settings of a configuration."""
+    return LeakSettings(
+        plus_tag_domains=frozenset(
+            d.strip().lower().lstrip("@") for d in config["leaks.plus_tag_domains"] if d.strip()
+        ),
+        hmac_key=config["leaks.hmac_key"],
+        include_spam_lists=bool(config["leaks.include_spam_lists"]),
+        include_fabricated=bool(config["leaks.include_fabricated"]),
+    )
 
 
 class Engine:
@@ -87,6 +107,7 @@ class Engine:
         self.routes = config.routes()
         self.runbook_base = str(config["alerts.runbook_base_url"]).rstrip("/")
         self.partitions = int(config["topics.partitions"])
+        self.leak_settings = leak_settings(config)
         #: Partitions of hr.events this worker owns; None = all (single worker, replay, tests).
         self.owned: set[int] | None = None
         self._plans: dict[tuple[str, str], asyncio.Task[None]] = {}
@@ -274,6 +295,86 @@ class Engine:
             await self.put_state(replace(st, plans={**st.plans, plan_id: plan}))
             self.start_plan(detection.identity, plan_id)
 
+    # ---------------------------------------------------------------- leaks path
+    def _leak_index(self) -> LeakIndex:
+        index = self.views.leak_index
+        if index is None:  # views not started (tests): build it once from what is there
+            index = LeakIndex.build(self.views.registry, self.leak_settings.plus_tag_domains)
+            self.views.leak_index = index
+        return index
+
+    async def handle_leak_batch(self, raw: bytes | None) -> int:
+        """One message of the leak.records topic (a JSON array of LeakRecords, or one).
+        Records nobody in the registry holds cost one dict miss; the others are decided
+        (:func:`streams.leaks.decide_leak`) and acted on. Returns the records matched."""
+        records, rejected = decode_batch(raw or b"")
+        for payload, reason in rejected:
+            body = payload.encode() if isinstance(payload, str) else orjson.dumps(payload)
+            await self.dead_letter(
+                self.topics.leak_records, body, f"invalid: {reason}", dlq=self.topics.leak_dlq
+            )
+        if not records:
+            return 0
+        index = self._leak_index()
+        lookup = index.lookup
+        now = datetime.fromtimestamp(self.clock(), UTC)
+        matched = 0
+        for record in records:
+            if lookup(record.principal) is None:
+                continue
+            matched += 1
+            decision = decide_leak(
+                self.views.registry,
+                self.views.state,
+                record,
+                now,
+                self.provider_types,
+                index=index,
+                settings=self.leak_settings,
+            )
+            await self.handle_leak_decision(decision)
+        return matched
+
+    async def handle_leak_decision(self, decision: LeakDecision) -> None:
+        """Audit, state updates, alerts at once, actions through one plan per subject (like a
+        rule detection), all keyed by the record's cause: a re-import does nothing twice."""
+        if decision.outcome == "no_match":
+            return
+        record = decision.record
+        view = decision.to_dict()
+        view.pop("kind", None)
+        await self.audit("leak", decision.plan_key, **view)
+        log.info(
+            "leak.decided",
+            breach=record.breach,
+            subject=record.subject,
+            outcome=decision.outcome,
+            actions=len(decision.actions),
+            alerts=len(decision.alerts),
+        )
+        for value in decision.state_updates:
+            await self.put_state(value)
+        for alert in decision.alerts:
+            await self.send_alert(alert)
+        by_identity: dict[str, list[Action]] = {}
+        for action in decision.actions:
+            by_identity.setdefault(action.identity, []).append(action)
+        plan_id = decision.plan_key
+        for identity, actions in by_identity.items():
+            st = self.views.state.identity(identity)
+            if plan_id in st.plans:
+                continue  # redelivered: the plan exists (maybe running)
+            plan = {
+                "actions": [a.to_dict() for a in actions],
+                "alerts": [],
+                "accepted_at": None,
+                "event_type": "leak",
+                "decided_at": self.clock(),
+                "partition_key": record.partition_key,
+            }
+            await self.put_state(replace(st, plans={**st.plans, plan_id: plan}))
+            self.start_plan(identity, plan_id)
+
     async def tick_rules(self, now: datetime | None = None) -> int:
         """Absence rules whose window passed, state expiry, and the rule-state checkpoint
         (dirty keys to the compacted rule.state topic and the journal)."""
@@ -417,6 +518,11 @@ class Engine:
         )
         if action.action == "rotate_shared_credential" and outcome.status == "done":
             await self._record_rotation(action, outcome)
+        if outcome.status == "done":
+            # A forced re-enrolment is a credential change: older breaches stop matching.
+            update = state_after_action(self.views.state, action, outcome.finished_at)
+            if update is not None:
+                await self.put_state(update)
         if outcome.status == "failed":
             await self.send_alert(
                 self._failure_alert(action, outcome.error or "", outcome.attempts)

@@ -20,6 +20,13 @@ Login lines are ``{"kind":"login", ...canonical LoginEvent fields}`` or a vendor
 wrapped as ``{"kind":"login","vendor":"okta|entra|google","event":{...}}``. They run through the
 same normalisers, resolver and rules as the worker, with the rule state carried across the
 input (rules use event time), so a day of logs shows what would have fired.
+
+Leak lines are ``{"kind":"leak", ...LeakRecord fields}`` or a wrapped HIBP breach object
+``{"kind":"leak","vendor":"hibp","account":"a@b","event":{...}}``. They are matched and decided
+at ``at`` exactly as the worker does (:func:`streams.leaks.decide_leak`), yielding actions and
+alerts, or a ``skipped`` object (no match, stale, offboarded, ignored). A forced re-enrolment
+is taken as done at ``at``, as the worker records it once the provider confirms, so a breach
+repeated later in the input is stale: the output shows what happens once.
 """
 
 from __future__ import annotations
@@ -33,6 +40,14 @@ import orjson
 from connectors.login_sources import NORMALISERS, normalise
 from streams.decisions import HrDecision, decide_hr
 from streams.errors import ValidationError
+from streams.leaks import (
+    LeakIndex,
+    LeakSettings,
+    decide_leak,
+    leak_decision_view,
+    leak_lines_to_records,
+    state_after_action,
+)
 from streams.login import LoginPipeline
 from streams.records import HrEvent, LoginEvent, format_time
 from streams.registry import Registry
@@ -40,8 +55,8 @@ from streams.rules import Detection, RuleSet
 from streams.state import StateStore
 
 #: Input kinds later issues add; named so their lines are rejected with a clear reason.
-FUTURE_KINDS: tuple[str, ...] = ("leak",)
-KINDS: tuple[str, ...] = ("hr", "login")
+FUTURE_KINDS: tuple[str, ...] = ()
+KINDS: tuple[str, ...] = ("hr", "login", "leak")
 
 
 def _rejected(line: int, reason: str) -> dict[str, Any]:
@@ -101,6 +116,7 @@ def replay(
     at: datetime,
     providers: Mapping[str, str],
     rules: RuleSet | None = None,
+    leak_settings: LeakSettings | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Decide every input line in order at clock ``at`` and yield the output objects.
 
@@ -109,6 +125,9 @@ def replay(
     """
     state = StateStore()
     pipeline = LoginPipeline(rules, providers) if rules is not None else None
+    settings = leak_settings or LeakSettings()
+    index: LeakIndex | None = None
+    done_at = at.timestamp()
     for number, raw in enumerate(lines, start=1):
         if not raw.strip():
             continue
@@ -123,6 +142,26 @@ def replay(
         kind = data.get("kind")
         if kind in FUTURE_KINDS:
             yield _rejected(number, f"kind {kind} not supported yet")
+            continue
+        if kind == "leak":
+            try:
+                records = leak_lines_to_records(data)
+            except ValidationError as exc:
+                yield _rejected(number, exc.reason)
+                continue
+            if index is None:
+                index = LeakIndex.build(registry, settings.plus_tag_domains)
+            for record in records:
+                leak = decide_leak(
+                    registry, state, record, at, providers, index=index, settings=settings
+                )
+                for update in leak.state_updates:
+                    state.put(update)
+                for action in leak.actions:
+                    after = state_after_action(state, action, done_at)
+                    if after is not None:
+                        state.put(after)
+                yield from leak_decision_view(leak)
             continue
         if kind == "login":
             if pipeline is None:

@@ -21,6 +21,8 @@ class Topics:
     auth_events: str
     auth_dlq: str
     rule_state: str
+    leak_records: str
+    leak_dlq: str
 
     @classmethod
     def from_config(cls, config: Config) -> Topics:
@@ -35,6 +37,8 @@ class Topics:
             auth_events=config.topic("auth.events"),
             auth_dlq=config.topic("auth.events.dlq"),
             rule_state=config.topic("rule.state"),
+            leak_records=config.topic("leak.records"),
+            leak_dlq=config.topic("leak.records.dlq"),
         )
 
 
@@ -54,6 +58,8 @@ def topic_specs(config: Config) -> list[TopicSpec]:
         TopicSpec(t.auth_events, parts),
         TopicSpec(t.auth_dlq, 1),
         TopicSpec(t.rule_state, 1, compacted=True),
+        TopicSpec(t.leak_records, parts),
+        TopicSpec(t.leak_dlq, 1),
     ]
 
 

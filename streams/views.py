@@ -24,6 +24,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from streams.errors import BrokerError
+from streams.leaks import LeakIndex
 from streams.registry import Registry
 from streams.rules import RuleState
 from streams.state import StateStore
@@ -119,9 +120,13 @@ class Views:
         writer_id: bytes,
         rule_state_topic: str | None = None,
         rule_state: RuleState | None = None,
+        plus_tag_domains: frozenset[str] = frozenset(),
     ) -> None:
         self.bootstrap = bootstrap
         self.registry = Registry.from_changes([])
+        #: Who a leaked principal is; built once caught up, then kept current change by change.
+        self.plus_tag_domains = plus_tag_domains
+        self.leak_index: LeakIndex | None = None
         self.state = StateStore()
         self.ledger: dict[str, dict[str, Any]] = {}
         self.writer_id = writer_id
@@ -146,6 +151,8 @@ class Views:
 
     def _apply_registry(self, key: str, value: Any) -> None:
         self.registry.apply_change(key, value)
+        if self.leak_index is not None:
+            self.leak_index.apply_change(key, value)
         for hook in self.on_registry_change:
             hook()
 
@@ -193,6 +200,7 @@ class Views:
                     del pending[tp]
             if asyncio.get_running_loop().time() > deadline:
                 raise BrokerError(f"state topics not caught up after {timeout:.0f}s: {pending}")
+        self.leak_index = LeakIndex.build(self.registry, self.plus_tag_domains)
         self.ready.set()
         log.info(
             "views.ready",

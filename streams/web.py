@@ -12,6 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from connectors.auth_ingest import AuthIngest
 from connectors.hr_webhook import HrWebhook
+from connectors.leak_ingest import LeakIngest
 from streams import metrics
 
 log = structlog.get_logger(__name__)
@@ -45,6 +46,7 @@ def build_web_app(
     readiness: ReadinessCheck,
     max_body: int,
     auth: AuthIngest | None = None,
+    leaks: LeakIngest | None = None,
 ) -> web.Application:
     app = web.Application(middlewares=[errors_as_json], client_max_size=max_body + 1)
 
@@ -68,6 +70,8 @@ def build_web_app(
         app.router.add_post("/v1/hr/events", hr.handle)
     if auth is not None:
         app.router.add_post("/v1/auth/events", auth.handle)
+    if leaks is not None:
+        app.router.add_post("/v1/leaks", leaks.handle)
     return app
 
 

@@ -12,16 +12,20 @@ import mode
 import structlog
 
 from connectors.auth_ingest import AuthIngest, LoginPublisher
+from connectors.dumps import DumpOptions
+from connectors.hibp import HibpFeed
 from connectors.hr_webhook import HrWebhook
 from connectors.http import HttpClient, RetryPolicy
+from connectors.leak_ingest import LeakIngest, LeakPublisher
 from connectors.pollers import CheckpointStore
 from connectors.registry import build_provider, build_sink, poller_class
 from streams.app import AccessGuardApp, create_app
 from streams.config import Config
-from streams.engine import Engine, with_broker_retry
+from streams.engine import Engine, leak_settings, with_broker_retry
 from streams.errors import ConfigError
 from streams.executor import Executor, Provider, Sink
 from streams.journal import Journal
+from streams.leaks import LeakIndex
 from streams.login import LoginPipeline
 from streams.observe import (
     Progress,
@@ -31,6 +35,7 @@ from streams.observe import (
     update_readiness_gauges,
     update_registry_gauges,
 )
+from streams.registry import Registry
 from streams.rules import load_rules
 from streams.topics import Topics
 from streams.views import Publisher, Views
@@ -70,11 +75,45 @@ def build_outputs(config: Config, http: HttpClient) -> tuple[dict[str, Provider]
     return providers, sinks
 
 
-def build_pollers(config: Config, http: HttpClient, out: LoginPublisher) -> list[Any]:
-    """The configured pollers (``pollers.<name>``), publishing through ``out``."""
+class LeakFeedRunner:
+    """A leak feed (``type: hibp``) run like a poller: each round reads the current
+    registry and publishes its LeakRecords to leak.records."""
+
+    def __init__(
+        self, feed: HibpFeed, registry: Callable[[], Registry], out: LeakPublisher
+    ) -> None:
+        self.feed = feed
+        self.name = feed.name
+        self.vendor = feed.vendor
+        self.registry = registry
+        self.out = out
+
+    async def _reject(self, payload: Any, reason: str) -> None:
+        await self.out.reject(payload, reason, source=self.feed.label)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await self.feed.run(stop, self.registry, self.out.publish, self._reject)
+
+
+def build_pollers(
+    config: Config,
+    http: HttpClient,
+    out: LoginPublisher,
+    *,
+    leaks: LeakPublisher | None = None,
+    registry: Callable[[], Registry] | None = None,
+) -> list[Any]:
+    """The configured pollers (``pollers.<name>``), publishing through ``out``; leak feeds
+    (``type: hibp``) publish through ``leaks`` and read ``registry()`` each round."""
     store = CheckpointStore(config.data_dir / "checkpoints")
-    pollers = []
+    pollers: list[Any] = []
     for name, settings in config.pollers.items():
+        if settings.get("type") == "hibp":
+            if leaks is None or registry is None:
+                raise ConfigError(f"pollers.{name}", "a leak feed runs inside `accessguard run`")
+            feed = HibpFeed(name, settings, http, store)
+            pollers.append(LeakFeedRunner(feed, registry, leaks))
+            continue
         cls = poller_class(name, settings)
 
         async def reject(payload: Any, reason: str, vendor: str = cls.vendor) -> None:
@@ -129,6 +168,7 @@ class WorkerServices(mode.Service):  # type: ignore[misc]
             writer_id=self.publisher.writer_id,
             rule_state_topic=self.topics.rule_state,
             rule_state=self.login.state,
+            plus_tag_domains=leak_settings(config).plus_tag_domains,
         )
         self.engine = Engine(
             config,
@@ -148,7 +188,10 @@ class WorkerServices(mode.Service):  # type: ignore[misc]
         #: The Faust app (set by build_worker): the metrics timer reports its consumer's lag.
         self.faust_app: Any = None
         self.progress = Progress()
-        initialise_series(config.provider_types(), (self.topics.hr_events, self.topics.auth_events))
+        initialise_series(
+            config.provider_types(),
+            (self.topics.hr_events, self.topics.auth_events, self.topics.leak_records),
+        )
 
     def readiness(self) -> dict[str, bool]:
         return {
@@ -187,9 +230,19 @@ class WorkerServices(mode.Service):  # type: ignore[misc]
                     dlq_topic=self.topics.auth_dlq,
                     partitions=int(self.config["topics.partitions"]),
                 )
+            leaks = None
+            if self.serve_hr:
+                leaks = LeakIngest(
+                    token=self.config["leaks.ingest_token"] or self.config["auth.ingest_token"],
+                    max_body=int(self.config["http.max_batch_bytes"]),
+                    out=self.leak_publisher(),
+                    index=self._leak_index,
+                    options=self.dump_options(),
+                )
             app = build_web_app(
                 hr=hr,
                 auth=auth,
+                leaks=leaks,
                 readiness=self.readiness,
                 max_body=max(
                     int(self.config["http.max_body_bytes"]),
@@ -204,6 +257,23 @@ class WorkerServices(mode.Service):  # type: ignore[misc]
             self.start_pollers()
         self.ready.set()
 
+    def leak_publisher(self) -> LeakPublisher:
+        return LeakPublisher(
+            self.publisher,
+            topic=self.topics.leak_records,
+            dlq_topic=self.topics.leak_dlq,
+            partitions=int(self.config["topics.partitions"]),
+        )
+
+    def dump_options(self) -> DumpOptions:
+        return DumpOptions(
+            hmac_key=self.config["leaks.hmac_key"],
+            max_record_bytes=int(self.config["leaks.max_record_bytes"]),
+        )
+
+    def _leak_index(self) -> LeakIndex | None:
+        return self.views.leak_index
+
     def start_pollers(self) -> None:
         """Run every configured login-log poller in this process (``accessguard run``)."""
         out = LoginPublisher(
@@ -212,7 +282,13 @@ class WorkerServices(mode.Service):  # type: ignore[misc]
             dlq_topic=self.topics.auth_dlq,
             partitions=int(self.config["topics.partitions"]),
         )
-        self.pollers = build_pollers(self.config, self.http, out)
+        self.pollers = build_pollers(
+            self.config,
+            self.http,
+            out,
+            leaks=self.leak_publisher(),
+            registry=lambda: self.views.registry,
+        )
         for poller in self.pollers:
             self._poll_tasks.append(
                 asyncio.create_task(poller.run(self._poll_stop), name=f"poller-{poller.name}")
@@ -276,6 +352,16 @@ class WorkerServices(mode.Service):  # type: ignore[misc]
             self.topics.auth_dlq,
         )
 
+    async def process_leaks(self, value: bytes | None) -> None:
+        """One leak.records message (a batch of LeakRecords)."""
+        await self._process(
+            "leak-records",
+            self.engine.handle_leak_batch,
+            value,
+            self.topics.leak_records,
+            self.topics.leak_dlq,
+        )
+
     @mode.Service.task  # type: ignore[untyped-decorator]
     async def _rule_timer(self) -> None:
         await self.ready.wait()
@@ -316,7 +402,7 @@ class WorkerServices(mode.Service):  # type: ignore[misc]
         """Lag, registry and readiness gauges: refreshed here, so no event pays for them."""
         await self.ready.wait()
         interval = float(self.config["worker.metrics_interval"])
-        inputs = (self.topics.hr_events, self.topics.auth_events)
+        inputs = (self.topics.hr_events, self.topics.auth_events, self.topics.leak_records)
         while not self.should_stop:
             try:
                 await self.refresh_gauges(inputs)
@@ -364,6 +450,7 @@ def build_worker(
 
     topic = raw_agent("accessguard.hr-events", services.topics.hr_events, services.process_hr)
     raw_agent("accessguard.auth-events", services.topics.auth_events, services.process_login)
+    raw_agent("accessguard.leak-records", services.topics.leak_records, services.process_leaks)
 
     @app.on_partitions_assigned.connect  # type: ignore[untyped-decorator]
     async def _assigned(_sender: Any, assigned: Any, **_kw: Any) -> None:

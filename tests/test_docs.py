@@ -43,6 +43,7 @@ def test_openapi_hr_event_schema_matches_the_validator() -> None:
     assert set(spec["paths"]) == {
         "/v1/hr/events",
         "/v1/auth/events",
+        "/v1/leaks",
         "/metrics",
         "/healthz",
         "/readyz",

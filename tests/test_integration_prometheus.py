@@ -274,6 +274,7 @@ def test_readiness_reports_progress_and_exports_its_checks(
     assert {r["metric"]["topic"] for r in lag} == {
         "accessguard.hr.events",
         "accessguard.auth.events",
+        "accessguard.leak.records",
     }
     assert (
         time.time() - float(prom.query("accessguard_observed_timestamp_seconds")[0]["value"][1])

@@ -96,14 +96,15 @@ def test_rejected_lines_keep_going(registry: Registry) -> None:
     assert [(o["line"], o["reason"]) for o in rejected] == [
         (1, rejected[0]["reason"]),
         (4, "line must be a JSON object"),
-        (5, "kind: required, one of hr, login"),
+        (5, "kind: required, one of hr, login, leak"),
         (6, "login lines need a rule set (--rules DIR)"),
-        (7, "kind leak not supported yet"),
+        (7, rejected[4]["reason"]),
         (8, "kind: unknown kind 'weird'"),
         (9, "email: not an e-mail address"),
         (10, rejected[7]["reason"]),
     ]
     assert rejected[0]["reason"].startswith("invalid JSON")
+    assert rejected[4]["reason"].startswith("unknown field(s)")  # an HR line marked leak
     assert rejected[7]["reason"].startswith("type: must be one of")
     assert set(rejected[0]) == {"type", "line", "reason"}
     assert any(o["type"] == "action" and o["identity"] == "bob" for o in out)
@@ -199,3 +200,47 @@ def test_example_events_file(registry: Registry) -> None:
         "Offboarded Alice Nguyen: 5 sessions revoked, 5 grants removed, "
         "1 shared credentials rotated"
     )
+
+
+def test_leak_lines_are_decided_in_order_and_once(registry: Registry) -> None:
+    """Leak lines (canonical or a wrapped HIBP breach object) are matched and decided at
+    ``at``: an admin gets revocation and MFA re-enrolment once; the same breach later in the
+    input is stale (re-enrolled), an unknown address is skipped, a bad line rejected."""
+    leak = {
+        "kind": "leak",
+        "principal": "Alice.Nguyen@lumen-outdoor.example",
+        "breach": "CityBank",
+        "breach_date": "2026-10-01",
+        "password_present": True,
+    }
+    wrapped = {
+        "kind": "leak",
+        "vendor": "hibp",
+        "account": "social@lumen-outdoor.example",
+        "event": {
+            "Name": "MegaBank",
+            "BreachDate": "2026-09-01",
+            "AddedDate": "2026-09-10T00:00:00Z",
+            "DataClasses": ["Email addresses", "Passwords"],
+        },
+    }
+    lines = [
+        orjson.dumps(leak).decode(),
+        orjson.dumps({**leak, "principal": "stranger@elsewhere.example"}).decode(),
+        orjson.dumps(wrapped).decode(),
+        orjson.dumps(leak).decode(),
+        orjson.dumps({"kind": "leak", "principal": "x@y.example"}).decode(),
+    ]
+    out = list(replay(registry, lines, at=AT, providers=PROVIDERS))
+    actions = [o for o in out if o["type"] == "action"]
+    alice = {(a["action"], a["provider"]) for a in actions if a["identity"] == "alice"}
+    assert ("revoke_sessions", "okta") in alice
+    assert ("force_mfa_reenrolment", "okta") in alice
+    assert any(a["action"] == "rotate_shared_credential" for a in actions)
+    assert all(a["cause"].startswith("leak:") for a in actions)
+    skipped = [o for o in out if o["type"] == "skipped"]
+    assert [s["outcome"] for s in skipped] == ["no_match", "stale"]
+    rejected = [o for o in out if o["type"] == "rejected"]
+    assert [r["line"] for r in rejected] == [5]
+    assert rejected[0]["reason"].startswith("breach")
+    assert "alice.nguyen" not in orjson.dumps(out).decode()
