@@ -380,8 +380,8 @@ class Engine:
         (dirty keys to the compacted rule.state topic and the journal)."""
         if self.login is None:
             return 0
-        now = now or datetime.fromtimestamp(self.clock(), UTC)
         pipeline = self.login
+        now = pipeline.rule_clock(now or datetime.fromtimestamp(self.clock(), UTC))
         for detection in pipeline.engine.flush(
             now, self.views.registry, self.views.state, pipeline.state
         ):
@@ -394,10 +394,14 @@ class Engine:
                 await self.send_alert(alert)
         pipeline.state.expire(now, pipeline.engine.horizons)
         dirty = pipeline.state.take_dirty()
+        sends = []
         for key in dirty:
             value = pipeline.state.key_to_dict(key)
             self.journal.append("rule_state", key=key, value=value)
-            await self.publisher.send_json(self.topics.rule_state, key, value)
+            sends.append(self.publisher.send_json(self.topics.rule_state, key, value))
+        # Concurrently: the producer batches them, instead of one broker round trip per key
+        # (one at a time, a busy login agent starved the checkpoint for seconds).
+        await asyncio.gather(*sends)
         return len(dirty)
 
     # ---------------------------------------------------------------- plans

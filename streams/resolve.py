@@ -18,14 +18,14 @@ Target account: ``target`` matched as an account id, a handle (``@`` optional, a
 ambiguous and resolves to nothing).
 
 Cost: a handful of dict lookups on indices the Registry maintains incrementally as changes
-arrive (no rebuild, no cache to invalidate), plus one ``dataclasses.replace`` when something
+arrive (no rebuild, no cache to invalidate), plus one copy of the event when something
 changed. Whatever ``identity``/``target_account`` the event carried in is overwritten: the
 registry is the authority.
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import fields
 
 from streams.records import LoginEvent
 from streams.registry import Identity, Registry
@@ -58,4 +58,40 @@ def resolve(event: LoginEvent, registry: Registry) -> LoginEvent:
     account_id = account.id if account is not None else None
     if identity_id == event.identity and account_id == event.target_account:
         return event
-    return replace(event, identity=identity_id, target_account=account_id)
+    return _with_resolution(event, identity_id, account_id)
+
+
+def _with_resolution(event: LoginEvent, identity: str | None, account: str | None) -> LoginEvent:
+    """``dataclasses.replace(event, identity=identity, target_account=account)`` spelled out:
+    replace's generic per-field loop cost more than the lookups above (~4 of ~11 µs)."""
+    return LoginEvent(
+        event_id=event.event_id,
+        vendor=event.vendor,
+        time=event.time,
+        principal=event.principal,
+        outcome=event.outcome,
+        event_type=event.event_type,
+        identity=identity,
+        vendor_event_id=event.vendor_event_id,
+        failure_reason=event.failure_reason,
+        mfa_method=event.mfa_method,
+        mfa_result=event.mfa_result,
+        ip=event.ip,
+        geo=event.geo,
+        device=event.device,
+        user_agent=event.user_agent,
+        target=event.target,
+        target_account=account,
+        risk=event.risk,
+        principal_id=event.principal_id,
+    )
+
+
+# A field added to LoginEvent must be copied above, or resolve would silently drop it.
+_COPIED = (
+    "event_id", "vendor", "time", "principal", "outcome", "event_type", "identity",
+    "vendor_event_id", "failure_reason", "mfa_method", "mfa_result", "ip", "geo", "device",
+    "user_agent", "target", "target_account", "risk", "principal_id",
+)  # fmt: skip
+if tuple(f.name for f in fields(LoginEvent)) != _COPIED:  # pragma: no cover - a dev error
+    raise RuntimeError("streams.resolve._with_resolution must copy every LoginEvent field")

@@ -304,6 +304,11 @@ class WorkerServices(mode.Service):  # type: ignore[misc]
             await self.web.stop()
         # Unfinished plans stay in the lifecycle state and resume at the next start.
         await self.engine.cancel_plans()
+        try:
+            # The last rule-state checkpoint, while the producer still runs.
+            await self.engine.tick_rules()
+        except Exception:  # a failed final checkpoint is logged; the journal has the rest
+            log.exception("shutdown.rule_checkpoint_failed")
         await self.views.stop()
         await self.publisher.stop()
         self.executor.shutdown()
@@ -368,6 +373,8 @@ class WorkerServices(mode.Service):  # type: ignore[misc]
         interval = float(self.config["worker.rule_interval"])
         while not self.should_stop:
             await asyncio.sleep(interval)
+            if not self.publisher.started:
+                continue  # stopping: on_stop writes the last checkpoint itself
             try:
                 await self.engine.tick_rules()
             except Exception:
