@@ -1,0 +1,709 @@
+"""deploy/k8s/, rendered for every overlay, is valid and keeps the deployment's promises: every
+object validates offline against the Kubernetes schemas (kubernetes-validate, strict) or the
+CRD schemas in tests/schemas/; pods run non-root on a read-only root filesystem with every
+capability dropped, with limits, pinned images and probes; secrets are referenced, never
+inlined; every topic of streams/topics.py has its KafkaTopic; Prometheus scrapes everything
+as job "accessguard"; and the Dockerfile builds a pinned, non-root image.
+
+Rendering is tests/kustomize_lite.py (kustomize is not installable from the package index);
+where `kubectl` is on PATH its built-in kustomize must give the same objects."""
+
+from __future__ import annotations
+
+import copy
+import ipaddress
+import json
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+
+from streams.config import SECRET_KEYS, load_config
+from streams.rules import load_rules
+from streams.topics import topic_specs
+from tests.kustomize_lite import CLUSTER_SCOPED, build, split_image
+
+REPO = Path(__file__).resolve().parents[1]
+K8S = REPO / "deploy" / "k8s"
+OVERLAYS = sorted(p.name for p in (K8S / "overlays").iterdir() if p.is_dir())
+SCHEMAS = Path(__file__).resolve().parent / "schemas"
+#: Oldest Kubernetes the manifests support, and the newest the validator knows: an apiVersion
+#: removed in between (or a field added after the oldest) fails one of the two.
+K8S_VERSIONS = ("1.30", kubernetes_validate.latest_version())
+CRD_SCHEMAS = {
+    ("monitoring.coreos.com/v1", "ServiceMonitor"): "servicemonitor-monitoring-v1.json",
+    ("monitoring.coreos.com/v1", "PrometheusRule"): "prometheusrule-monitoring-v1.json",
+    ("kafka.strimzi.io/v1", "KafkaTopic"): "kafkatopic-kafka-v1.json",
+}
+#: Every apiVersion the manifests may use: current, none deprecated. Strimzi's KafkaTopic is
+#: v1 (v1beta2 is deprecated since Strimzi 0.49 and gone in 1.0).
+API_VERSIONS = {
+    "v1",
+    "apps/v1",
+    "batch/v1",
+    "policy/v1",
+    "networking.k8s.io/v1",
+    "monitoring.coreos.com/v1",
+    "kafka.strimzi.io/v1",
+}
+WORKLOADS = {"Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob"}
+#: Containers that have no HTTP server, with the reason: they get no HTTP probes.
+NO_HTTP = {
+    "poller": "`accessguard connect poller` serves no HTTP port",
+    "registry-import": "a run-to-completion Job",
+}
+HTTP_PORT = 8080
+SECRET_NAME = "accessguard-secrets"
+SECRET_MOUNT = "/var/run/secrets/accessguard"
+IMAGE = "ghcr.io/example/accessguard"
+
+
+@pytest.fixture(scope="module", params=OVERLAYS)
+def rendered(request: pytest.FixtureRequest) -> tuple[str, list[dict[str, Any]]]:
+    return request.param, build(K8S / "overlays" / request.param)
+
+
+def _objects(rendered: tuple[str, list[dict[str, Any]]], kind: str) -> list[dict[str, Any]]:
+    return [o for o in rendered[1] if o["kind"] == kind]
+
+
+def _one(objects: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
+    (found,) = [o for o in objects if o["kind"] == kind and o["metadata"]["name"] == name]
+    return found
+
+
+def _pod_spec(obj: dict[str, Any]) -> dict[str, Any] | None:
+    if obj["kind"] == "CronJob":
+        return obj["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    if obj["kind"] in WORKLOADS:
+        return obj["spec"]["template"]["spec"]
+    return None
+
+
+def _pods(objects: list[dict[str, Any]]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    return [(o, spec) for o in objects if (spec := _pod_spec(o)) is not None]
+
+
+def _containers(spec: dict[str, Any]) -> list[dict[str, Any]]:
+    return [*spec.get("initContainers", []), *spec["containers"]]
+
+
+def _labels_match(selector: dict[str, str], labels: dict[str, str]) -> bool:
+    return all(labels.get(k) == v for k, v in selector.items())
+
+
+def _effective_config(objects: list[dict[str, Any]]) -> tuple[Any, dict[str, str]]:
+    """The Config a pod of this overlay loads: config.yaml from its ConfigMap plus the
+    ACCESSGUARD_* variables of accessguard-env, read by the real loader."""
+    config_map = _one(objects, "ConfigMap", "accessguard-config")
+    env = dict(_one(objects, "ConfigMap", "accessguard-env")["data"])
+    with tempfile.TemporaryDirectory() as tmp:  # load_config reads a path
+        path = Path(tmp) / "config.yaml"
+        path.write_text(config_map["data"]["config.yaml"], encoding="utf-8")
+        return load_config(path, env=env), env
+
+
+# --- rendering ------------------------------------------------------------------------------
+
+
+def test_sync_outputs_are_current() -> None:
+    """The rules, dashboards, KafkaTopics and staging registry under deploy/k8s/ are exactly
+    what deploy/k8s/sync.py writes from their sources (run it after editing those)."""
+    sys.path.insert(0, str(K8S))
+    try:
+        import sync
+    finally:
+        sys.path.remove(str(K8S))
+    assert sync.stale() == []
+
+
+def test_overlays_exist_and_render() -> None:
+    """staging and production render, each with every kind the deployment needs."""
+    assert OVERLAYS == ["production", "staging"]
+    for overlay in OVERLAYS:
+        kinds = {o["kind"] for o in build(K8S / "overlays" / overlay)}
+        assert {
+            "Deployment",
+            "Service",
+            "PodDisruptionBudget",
+            "NetworkPolicy",
+            "ConfigMap",
+            "ServiceMonitor",
+            "PrometheusRule",
+            "KafkaTopic",
+            "PersistentVolumeClaim",
+            "ServiceAccount",
+        } <= kinds
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl (with kustomize) not on PATH")
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_renderer_matches_kubectl_kustomize(overlay: str) -> None:
+    """Where kubectl is installed, its kustomize renders exactly the objects ours does."""
+    out = subprocess.run(
+        ["kubectl", "kustomize", str(K8S / "overlays" / overlay)],  # noqa: S607
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
+
+    def key(o: dict[str, Any]) -> tuple[str, str, str]:
+        return o["kind"], o["metadata"].get("namespace", ""), o["metadata"]["name"]
+
+    theirs = {key(o): o for o in yaml.safe_load_all(out) if o}
+    ours = {key(o): o for o in build(K8S / "overlays" / overlay)}
+    assert sorted(ours) == sorted(theirs)
+    for name, obj in ours.items():
+        assert obj == theirs[name], name
+
+
+def test_every_base_file_is_used_and_the_secret_example_is_not() -> None:
+    """Every YAML under base/ and the overlays is reachable from a kustomization (a file
+    left out would silently not deploy); secrets.example.yaml is reachable from none."""
+    referenced: set[Path] = set()
+    for kfile in K8S.rglob("kustomization.yaml"):
+        k = yaml.safe_load(kfile.read_text(encoding="utf-8"))
+        for entry in k.get("resources", []):
+            referenced.add((kfile.parent / entry).resolve())
+        for patch in k.get("patches", []):
+            referenced.add((kfile.parent / patch["path"]).resolve())
+        for gen in k.get("configMapGenerator", []):
+            for item in gen.get("files", []):
+                referenced.add((kfile.parent / item.rpartition("=")[2]).resolve())
+    for path in K8S.rglob("*.yaml"):
+        if path.name == "kustomization.yaml":
+            continue
+        if path.name == "secrets.example.yaml":
+            assert path.resolve() not in referenced
+        else:
+            assert path.resolve() in referenced, f"{path.relative_to(REPO)} is not deployed"
+
+
+# --- schemas --------------------------------------------------------------------------------
+
+
+def test_every_object_validates_against_its_schema(
+    rendered: tuple[str, list[dict[str, Any]]],
+) -> None:
+    """Built-in kinds against the Kubernetes schemas of the oldest and newest supported
+    versions (strict: an unknown field is an error); custom resources against their CRD
+    schemas. No object of an unknown or deprecated apiVersion."""
+    for obj in rendered[1]:
+        assert obj["apiVersion"] in API_VERSIONS, (obj["apiVersion"], obj["kind"])
+        crd = CRD_SCHEMAS.get((obj["apiVersion"], obj["kind"]))
+        if crd is not None:
+            schema = json.loads((SCHEMAS / crd).read_text(encoding="utf-8"))
+            jsonschema.validate(obj, schema, cls=jsonschema.Draft202012Validator)
+        else:
+            for version in K8S_VERSIONS:
+                kubernetes_validate.validate(obj, version, strict=True)
+
+
+def test_the_validators_reject_what_they_should() -> None:
+    """The validation above is live: a misspelt field, a wrong type and a removed apiVersion
+    each fail."""
+    objects = build(K8S / "overlays" / "production")
+    deployment = copy.deepcopy(_one(objects, "Deployment", "accessguard-worker"))
+    deployment["spec"]["template"]["spec"]["containers"][0]["readinesProbe"] = {}
+    with pytest.raises(kubernetes_validate.ValidationError, match="readinesProbe"):
+        kubernetes_validate.validate(deployment, K8S_VERSIONS[-1], strict=True)
+    pdb = copy.deepcopy(_one(objects, "PodDisruptionBudget", "accessguard-worker"))
+    pdb["apiVersion"] = "policy/v1beta1"
+    with pytest.raises(kubernetes_validate.SchemaNotFoundError):
+        kubernetes_validate.validate(pdb, K8S_VERSIONS[-1], strict=True)
+    topic = copy.deepcopy(_objects(("", objects), "KafkaTopic")[0])
+    topic["spec"]["partitions"] = "12"
+    schema = json.loads((SCHEMAS / CRD_SCHEMAS[("kafka.strimzi.io/v1", "KafkaTopic")]).read_text())
+    with pytest.raises(jsonschema.ValidationError, match="'12' is not of type 'integer'"):
+        jsonschema.validate(topic, schema, cls=jsonschema.Draft202012Validator)
+
+
+# --- pod policy -----------------------------------------------------------------------------
+
+
+def test_pods_are_locked_down(rendered: tuple[str, list[dict[str, Any]]]) -> None:
+    """Non-root, RuntimeDefault seccomp, no host namespaces or hostPath, no API token; every
+    container unprivileged, no privilege escalation, read-only root, ALL capabilities dropped
+    and none added."""
+    pods = _pods(rendered[1])
+    assert pods
+    for obj, spec in pods:
+        where = f"{rendered[0]}/{obj['kind']}/{obj['metadata']['name']}"
+        pod_sc = spec["securityContext"]
+        assert pod_sc["runAsNonRoot"] is True, where
+        assert pod_sc["runAsUser"] > 0, where
+        assert pod_sc["seccompProfile"]["type"] == "RuntimeDefault", where
+        for host in ("hostNetwork", "hostPID", "hostIPC"):
+            assert not spec.get(host), where
+        assert spec["automountServiceAccountToken"] is False, where
+        assert not [v for v in spec.get("volumes", []) if "hostPath" in v], where
+        for container in _containers(spec):
+            sc = container["securityContext"]
+            assert sc.get("privileged") is not True, where
+            assert sc["allowPrivilegeEscalation"] is False, where
+            assert sc["readOnlyRootFilesystem"] is True, where
+            assert sc["runAsNonRoot"] is True, where
+            assert sc["capabilities"]["drop"] == ["ALL"], where
+            assert "add" not in sc["capabilities"], where
+            assert sc["seccompProfile"]["type"] == "RuntimeDefault", where
+
+
+def test_writable_paths_are_volumes(rendered: tuple[str, list[dict[str, Any]]]) -> None:
+    """With a read-only root, /tmp and data_dir are volumes (emptyDir with a size limit, or a
+    PVC) in every container, and nothing else is mounted writable but the secret store."""
+    objects = rendered[1]
+    config, _ = _effective_config(objects)
+    writable_allowed = {"/tmp", str(config.data_dir), "/var/lib/accessguard-secret-store"}
+    for obj, spec in _pods(objects):
+        volumes = {v["name"]: v for v in spec.get("volumes", [])}
+        for volume in volumes.values():
+            if "emptyDir" in volume:
+                assert volume["emptyDir"].get("sizeLimit"), volume["name"]
+        for container in _containers(spec):
+            mounts = {m["mountPath"]: m for m in container.get("volumeMounts", [])}
+            assert {"/tmp", str(config.data_dir)} <= set(mounts), obj["metadata"]["name"]
+            for path, mount in mounts.items():
+                kind = next(k for k in volumes[mount["name"]] if k != "name")
+                if kind in ("configMap", "secret"):
+                    assert mount.get("readOnly") is True, (obj["metadata"]["name"], path)
+                if not mount.get("readOnly"):
+                    assert path in writable_allowed, (obj["metadata"]["name"], path)
+                    assert kind in ("emptyDir", "persistentVolumeClaim"), path
+
+
+def test_resources_requests_and_limits_everywhere(
+    rendered: tuple[str, list[dict[str, Any]]],
+) -> None:
+    """Every container requests and limits CPU and memory, requests never above limits."""
+    units = {"": 1, "m": 1e-3, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30}
+
+    def quantity(text: str | int) -> float:
+        number, unit = re.fullmatch(r"([0-9.]+)([A-Za-z]*)", str(text)).groups()  # type: ignore[union-attr]
+        return float(number) * units[unit]
+
+    for obj, spec in _pods(rendered[1]):
+        for container in _containers(spec):
+            resources = container["resources"]
+            for kind in ("cpu", "memory"):
+                request = quantity(resources["requests"][kind])
+                limit = quantity(resources["limits"][kind])
+                assert 0 < request <= limit, (obj["metadata"]["name"], kind)
+
+
+def test_images_are_pinned(rendered: tuple[str, list[dict[str, Any]]]) -> None:
+    """One image, the one the Dockerfile builds, with a version tag or a digest: never
+    untagged, never latest; pulled IfNotPresent."""
+    for obj, spec in _pods(rendered[1]):
+        for container in _containers(spec):
+            name, tag, digest = split_image(container["image"])
+            assert name == IMAGE, container["image"]
+            assert digest or tag, container["image"]
+            if digest:
+                assert re.fullmatch(r"sha256:[0-9a-f]{64}", digest), container["image"]
+            if tag:
+                assert tag != "latest", container["image"]
+                assert re.fullmatch(r"v?\d+\.\d+\.\d+([-.+][0-9A-Za-z.-]+)?", tag), tag
+            assert container["imagePullPolicy"] == "IfNotPresent", obj["metadata"]["name"]
+
+
+def test_probes(rendered: tuple[str, list[dict[str, Any]]]) -> None:
+    """Every container with an HTTP server is probed: liveness /healthz, readiness /readyz, a
+    startup probe on /healthz, all on the `http` port it declares. The exceptions are the
+    containers without a server (NO_HTTP, with the reason)."""
+    probed = 0
+    for obj, spec in _pods(rendered[1]):
+        for container in spec["containers"]:
+            if container["name"] in NO_HTTP:
+                assert "ports" not in container, container["name"]
+                continue
+            ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+            assert ports == {"http": HTTP_PORT}, obj["metadata"]["name"]
+            for probe, path in (
+                ("livenessProbe", "/healthz"),
+                ("readinessProbe", "/readyz"),
+                ("startupProbe", "/healthz"),
+            ):
+                assert container[probe]["httpGet"] == {"path": path, "port": "http"}, probe
+            probed += 1
+    assert probed >= 2
+
+
+def test_workloads_run_the_documented_commands(
+    rendered: tuple[str, list[dict[str, Any]]],
+) -> None:
+    """Workers run `accessguard worker`, the HR webhook `connect hr-webhook`, each poller
+    `connect poller NAME` for a poller that exists in the configuration, single-replica."""
+    objects = rendered[1]
+    config, _ = _effective_config(objects)
+    args = {}
+    for obj, spec in _pods(objects):
+        (container,) = spec["containers"]
+        args[obj["metadata"]["name"]] = container["args"]
+        assert container["env"][0] == {
+            "name": "ACCESSGUARD_CONFIG",
+            "value": "/etc/accessguard/config/config.yaml",
+        }
+    assert args["accessguard-worker"] == ["worker"]
+    assert args["accessguard-hr-webhook"] == ["connect", "hr-webhook"]
+    pollers = {
+        o["metadata"]["name"]: o
+        for o in objects
+        if o["kind"] == "Deployment" and args[o["metadata"]["name"]][:2] == ["connect", "poller"]
+    }
+    assert {args[name][2] for name in pollers} == set(config.pollers)
+    for poller in pollers.values():
+        assert poller["spec"]["replicas"] == 1
+        assert poller["spec"]["strategy"] == {"type": "Recreate"}
+
+
+# --- config, secrets ------------------------------------------------------------------------
+
+
+def test_config_loads_and_matches_the_pods(rendered: tuple[str, list[dict[str, Any]]]) -> None:
+    """The rendered config.yaml and environment load with the real loader; the server listens
+    on all interfaces on the port the containers declare; the broker is a real Kafka URL; the
+    rules ConfigMap is the rule corpus and loads; ConfigMaps are mounted where config says."""
+    objects = rendered[1]
+    config, _ = _effective_config(objects)
+    assert config["http.host"] == "0.0.0.0"
+    assert config["http.port"] == HTTP_PORT
+    assert re.fullmatch(r"kafka://[a-z0-9.-]+:\d+(,[a-z0-9.-]+:\d+)*", config["broker"])
+    assert config["topics.replication"] == 3
+    rules = _one(objects, "ConfigMap", "accessguard-rules")["data"]
+    assert rules == {p.name: p.read_text(encoding="utf-8") for p in (REPO / "rules").glob("*.yaml")}
+    worker = _one(objects, "Deployment", "accessguard-worker")["spec"]["template"]["spec"]
+    mounts = {m["name"]: m["mountPath"] for m in worker["containers"][0]["volumeMounts"]}
+    volumes = {v["name"]: v for v in worker["volumes"]}
+    assert mounts["rules"] == config["rules.dir"]
+    assert volumes["rules"]["configMap"]["name"] == "accessguard-rules"
+    assert volumes["config"]["configMap"]["name"] == "accessguard-config"
+    store = config.providers["secret-store"]["path"]
+    assert volumes[next(n for n, p in mounts.items() if p == store)]["persistentVolumeClaim"]
+
+
+def test_rules_configmap_loads(tmp_path: Path) -> None:
+    """The shipped rules ConfigMap is a valid rule set (the worker refuses to start on one
+    that is not)."""
+    data = _one(build(K8S / "overlays" / "production"), "ConfigMap", "accessguard-rules")["data"]
+    for name, text in data.items():
+        (tmp_path / name).write_text(text, encoding="utf-8")
+    assert len(load_rules(tmp_path).rules) == len(data)
+
+
+def _secret_refs(config: Any) -> dict[str, set[str]]:
+    """Secret references of the configuration, grouped by the component that uses them."""
+
+    def refs(settings: dict[str, Any]) -> set[str]:
+        return {v.reference for k, v in settings.items() if k in SECRET_KEYS and v}
+
+    worker: set[str] = set()
+    for settings in [*config.providers.values(), *config.sinks.values()]:
+        worker |= refs(settings)
+    out = {"worker": worker, "hr-webhook": {config["hr.webhook_secret"].reference}}
+    for name, settings in config.pollers.items():
+        out[f"poller-{name}"] = refs(settings)
+    return out
+
+
+def test_secrets_are_referenced_never_inlined(rendered: tuple[str, list[dict[str, Any]]]) -> None:
+    """No Secret object is rendered; no environment variable holds a value that looks like a
+    secret; every secret in the configuration is a file: reference into the mounted Secret;
+    each Deployment mounts exactly the keys its component uses, read-only."""
+    objects = rendered[1]
+    assert not [o for o in objects if o["kind"] == "Secret"]
+    config, env = _effective_config(objects)
+    secretish = re.compile(r"TOKEN|SECRET|PASSWORD|KEY|WEBHOOK_URL", re.IGNORECASE)
+    assert not [k for k in env if secretish.search(k)]
+    for key in ("hr.webhook_secret", "auth.ingest_token", "leaks.hmac_key", "leaks.ingest_token"):
+        value = config[key]
+        assert value is None or value.reference.startswith(f"file:{SECRET_MOUNT}/"), key
+    needed = _secret_refs(config)
+    for refs in needed.values():
+        for ref in refs:
+            assert ref.startswith(f"file:{SECRET_MOUNT}/"), ref
+    for obj, spec in _pods(objects):
+        for container in _containers(spec):
+            for var in container.get("env", []):
+                assert "value" not in var or not secretish.search(var["name"]), var["name"]
+        mounted: set[str] = set()
+        for volume in spec.get("volumes", []):
+            if "secret" in volume:
+                assert volume["secret"]["secretName"] == SECRET_NAME
+                mounted |= {f"file:{SECRET_MOUNT}/{i['path']}" for i in volume["secret"]["items"]}
+        component = obj["metadata"]["name"].removeprefix("accessguard-")
+        assert mounted == needed.get(component, set()), component
+
+
+def test_secret_example_lists_exactly_the_mounted_keys() -> None:
+    """secrets.example.yaml documents every key the manifests mount, with placeholders only."""
+    example = yaml.safe_load((K8S / "secrets.example.yaml").read_text(encoding="utf-8"))
+    assert example["metadata"]["name"] == SECRET_NAME
+    assert set(example["stringData"].values()) == {"REPLACE_ME"}
+    keys: set[str] = set()
+    for overlay in OVERLAYS:
+        for _, spec in _pods(build(K8S / "overlays" / overlay)):
+            for volume in spec.get("volumes", []):
+                if "secret" in volume:
+                    keys |= {i["key"] for i in volume["secret"]["items"]}
+    assert set(example["stringData"]) == keys
+
+
+# --- topics ---------------------------------------------------------------------------------
+
+
+def test_every_topic_has_its_kafkatopic(rendered: tuple[str, list[dict[str, Any]]]) -> None:
+    """One KafkaTopic per topic of streams/topics.py (for this overlay's configuration), with
+    its partitions, 3 replicas, min.insync.replicas 2 and compaction exactly where the topic
+    is compacted; no other KafkaTopic."""
+    objects = rendered[1]
+    config, _ = _effective_config(objects)
+    topics = {t["spec"]["topicName"]: t for t in _objects(rendered, "KafkaTopic")}
+    specs = topic_specs(config)
+    assert set(topics) == {s.name for s in specs}
+    for spec in specs:
+        topic = topics[spec.name]["spec"]
+        assert topic["partitions"] == spec.partitions, spec.name
+        assert topic["replicas"] == 3, spec.name
+        assert topic["config"]["min.insync.replicas"] == 2, spec.name
+        policy = "compact" if spec.compacted else "delete"
+        assert topic["config"]["cleanup.policy"] == policy, spec.name
+    compacted = {s.name.removeprefix("accessguard.") for s in specs if s.compacted}
+    assert compacted == {"registry.changes", "lifecycle", "ledger", "rule.state"}
+
+
+def test_kafka_cluster_is_one_and_the_same(rendered: tuple[str, list[dict[str, Any]]]) -> None:
+    """The KafkaTopics' strimzi.io/cluster, the broker address (Strimzi's
+    <cluster>-kafka-bootstrap.<namespace> service) and the Kafka egress rule name one cluster in
+    one namespace; workers are no more than the partitions they share."""
+    objects = rendered[1]
+    config, _ = _effective_config(objects)
+    clusters = {
+        t["metadata"]["labels"]["strimzi.io/cluster"] for t in _objects(rendered, "KafkaTopic")
+    }
+    (cluster,) = clusters
+    host = config["broker"].removeprefix("kafka://").split(",")[0]
+    assert re.fullmatch(
+        rf"{cluster}-kafka-bootstrap\.([a-z0-9-]+)\.svc(\.cluster\.local)?:9092", host
+    )
+    namespace = host.split(".")[1]
+    policy = _one(objects, "NetworkPolicy", "accessguard-egress-kafka")
+    (rule,) = policy["spec"]["egress"]
+    (peer,) = rule["to"]
+    assert peer["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": namespace}
+    assert peer["podSelector"]["matchLabels"]["strimzi.io/cluster"] == cluster
+    workers = _one(objects, "Deployment", "accessguard-worker")["spec"]["replicas"]
+    assert 2 <= workers <= int(config["topics.partitions"])
+
+
+# --- services, disruption, network ----------------------------------------------------------
+
+
+def test_services_select_pods_and_pdbs_allow_drains(
+    rendered: tuple[str, list[dict[str, Any]]],
+) -> None:
+    """Every Service and PDB selects exactly one Deployment's pods; every Deployment with an
+    HTTP port has a Service; a PDB never forbids every voluntary eviction."""
+    objects = rendered[1]
+    deployments = _objects(rendered, "Deployment")
+
+    def selected(selector: dict[str, str]) -> list[dict[str, Any]]:
+        return [
+            d
+            for d in deployments
+            if _labels_match(selector, d["spec"]["template"]["metadata"]["labels"])
+        ]
+
+    served = set()
+    for service in _objects(rendered, "Service"):
+        (deployment,) = selected(service["spec"]["selector"])
+        served.add(deployment["metadata"]["name"])
+        ports = {
+            p["name"] for p in deployment["spec"]["template"]["spec"]["containers"][0]["ports"]
+        }
+        assert {p["targetPort"] for p in service["spec"]["ports"]} <= ports
+    with_http = {
+        d["metadata"]["name"]
+        for d in deployments
+        if "ports" in d["spec"]["template"]["spec"]["containers"][0]
+    }
+    assert served == with_http
+    pdbs = _objects(rendered, "PodDisruptionBudget")
+    assert {p["metadata"]["name"] for p in pdbs} == with_http
+    for pdb in pdbs:
+        (deployment,) = selected(pdb["spec"]["selector"]["matchLabels"])
+        replicas = deployment["spec"]["replicas"]
+        if "minAvailable" in pdb["spec"]:
+            assert pdb["spec"]["minAvailable"] < replicas, pdb["metadata"]["name"]
+        else:
+            assert pdb["spec"]["maxUnavailable"] >= 1
+    assert objects
+
+
+def test_network_policy(rendered: tuple[str, list[dict[str, Any]]]) -> None:
+    """Default deny for every accessguard pod; ingress only to the `http` port, only from the
+    ingress controller's namespace (HR webhook) and Prometheus; egress only DNS (53), Kafka
+    (9092) and HTTPS (443) to public addresses, the last only for workers and pollers."""
+    policies = {p["metadata"]["name"]: p["spec"] for p in _objects(rendered, "NetworkPolicy")}
+    deny = policies["accessguard-default-deny"]
+    assert deny["podSelector"] == {"matchLabels": {"app.kubernetes.io/name": "accessguard"}}
+    assert deny["policyTypes"] == ["Ingress", "Egress"]
+    assert "ingress" not in deny
+    assert "egress" not in deny
+    prometheus = {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
+        "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}},
+    }
+    for spec in policies.values():
+        for rule in spec.get("ingress", []):
+            assert rule["ports"] == [{"port": "http", "protocol": "TCP"}]
+            for peer in rule["from"]:
+                assert "ipBlock" not in peer
+                namespace = peer["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]
+                assert peer == prometheus or namespace == "ingress-nginx", peer
+        for rule in spec.get("egress", []):
+            ports = {p["port"] for p in rule["ports"]}
+            assert ports <= {53, 9092, 443}, ports
+            if 443 in ports:
+                components = spec["podSelector"]["matchExpressions"][0]["values"]
+                assert sorted(components) == ["poller", "worker"]
+                for peer in rule["to"]:
+                    net = ipaddress.ip_network(peer["ipBlock"]["cidr"])
+                    excluded = [ipaddress.ip_network(c) for c in peer["ipBlock"]["except"]]
+                    assert all(not n.is_global for n in excluded), excluded
+                    assert [n for n in excluded if n.is_link_local], "metadata address"
+                    assert len(excluded) >= 3, net
+    hr_rule = policies["accessguard-ingress-hr-webhook"]["ingress"][0]
+    assert prometheus in hr_rule["from"]
+    assert policies["accessguard-ingress-worker"]["ingress"][0]["from"] == [prometheus]
+
+
+# --- monitoring -----------------------------------------------------------------------------
+
+
+def test_prometheus_scrapes_every_service_as_job_accessguard(
+    rendered: tuple[str, list[dict[str, Any]]],
+) -> None:
+    """The ServiceMonitor selects every Service; the job label prometheus-operator derives
+    (the Service's jobLabel label, else the Service name) is "accessguard" for each, as the
+    alert rules' up{job="accessguard"} needs; it scrapes the `http` port's /metrics."""
+    (monitor,) = _objects(rendered, "ServiceMonitor")
+    spec = monitor["spec"]
+    services = _objects(rendered, "Service")
+    assert services
+    for service in services:
+        labels = service["metadata"]["labels"]
+        assert _labels_match(spec["selector"]["matchLabels"], labels), service["metadata"]["name"]
+        job = labels.get(spec.get("jobLabel", ""), service["metadata"]["name"])
+        assert job == "accessguard", service["metadata"]["name"]
+        assert "http" in {p["name"] for p in service["spec"]["ports"]}
+    assert spec["endpoints"] == [
+        {
+            "port": "http",
+            "path": "/metrics",
+            "scheme": "http",
+            "interval": "15s",
+            "scrapeTimeout": "10s",
+        }
+    ]
+    rules = (REPO / "deploy" / "prometheus" / "accessguard-rules.yaml").read_text(encoding="utf-8")
+    assert 'up{job="accessguard"}' in rules
+
+
+def test_prometheus_rule_and_dashboards_ship(rendered: tuple[str, list[dict[str, Any]]]) -> None:
+    """The PrometheusRule is the generated deploy/k8s/base/prometheusrule.yaml; the dashboards
+    ConfigMap carries every dashboard unchanged, labelled for the Grafana sidecar."""
+    generated = yaml.safe_load((K8S / "base" / "prometheusrule.yaml").read_text(encoding="utf-8"))
+    (rule,) = _objects(rendered, "PrometheusRule")
+    assert rule["spec"] == generated["spec"]
+    dashboards = _one(rendered[1], "ConfigMap", "accessguard-dashboards")
+    assert dashboards["metadata"]["labels"]["grafana_dashboard"] == "1"
+    expected = {p.name: p.read_text(encoding="utf-8") for p in (REPO / "dashboards").glob("*.json")}
+    assert dashboards["data"] == expected
+    assert sum(len(v) for v in dashboards["data"].values()) < 900_000  # ConfigMaps: 1 MiB
+
+
+def test_objects_are_namespaced_by_the_overlay(rendered: tuple[str, list[dict[str, Any]]]) -> None:
+    """Every namespaced object is in the overlay's namespace and carries the common labels."""
+    overlay, objects = rendered
+    namespaces = {
+        o["metadata"].get("namespace") for o in objects if o["kind"] not in CLUSTER_SCOPED
+    }
+    assert len(namespaces) == 1
+    assert None not in namespaces
+    for obj in objects:
+        labels = obj["metadata"]["labels"]
+        assert labels["app.kubernetes.io/name"] == "accessguard", obj["metadata"]["name"]
+        assert labels["app.kubernetes.io/instance"] == f"accessguard-{overlay}"
+
+
+# --- Dockerfile -----------------------------------------------------------------------------
+
+
+def _dockerfile() -> list[tuple[str, str]]:
+    text = (REPO / "Dockerfile").read_text(encoding="utf-8").replace("\\\n", " ")
+    out = []
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped and not stripped.startswith("#"):
+            instruction, _, rest = stripped.partition(" ")
+            out.append((instruction.upper(), rest.strip()))
+    return out
+
+
+def test_dockerfile_is_pinned_non_root_and_slim() -> None:
+    """Every FROM is a slim Python base pinned by tag and sha256 digest (never latest); the
+    final stage installs the wheel built in the first with no pip cache, runs as a non-root
+    numeric USER and has `accessguard` as its entrypoint; no ADD."""
+    instructions = _dockerfile()
+    froms = [rest for ins, rest in instructions if ins == "FROM"]
+    assert len(froms) == 2
+    for image in froms:
+        reference = image.split()[0]
+        name, tag, digest = split_image(reference)
+        assert name == "python", reference
+        assert tag is not None, reference
+        assert "slim" in tag, reference
+        assert tag != "latest", reference
+        assert digest is not None, reference
+        assert re.fullmatch(r"sha256:[0-9a-f]{64}", digest), reference
+    assert froms[0].endswith(" AS build")
+    final = instructions[max(i for i, (ins, _) in enumerate(instructions) if ins == "FROM") :]
+    assert not [ins for ins, _ in instructions if ins == "ADD"]
+    users = [rest for ins, rest in final if ins == "USER"]
+    assert users, "the final stage sets USER"
+    uid = users[-1].split(":")[0]
+    assert uid.isdigit(), "numeric USER so runAsNonRoot can verify it"
+    assert int(uid) != 0
+    assert int(uid) == 10001  # the pods' runAsUser
+    assert [rest for ins, rest in final if ins == "ENTRYPOINT"] == ['["accessguard"]']
+    runs = [rest for ins, rest in instructions if ins == "RUN"]
+    pip = [r for r in runs if "pip " in r]
+    assert pip
+    assert all("--no-cache-dir" in r for r in pip)
+    assert any("pip wheel" in r for r in pip)
+    assert any("--no-index" in r and "--find-links" in r for r in pip)
+    ignore = (REPO / ".dockerignore").read_text(encoding="utf-8").splitlines()
+    rules = [line for line in ignore if line and not line.startswith("#")]
+    assert rules[0] == "**", "deny everything by default, then allow what the build needs"
+    assert "!.venv" not in ignore
+    assert "!data" not in ignore
+
+
+def test_manifests_and_image_agree_on_the_user() -> None:
+    """The pods' runAsUser/runAsGroup are the Dockerfile's USER."""
+    user = next(rest for ins, rest in reversed(_dockerfile()) if ins == "USER")
+    uid, gid = (int(x) for x in user.split(":"))
+    for _, spec in _pods(build(K8S / "overlays" / "production")):
+        assert (spec["securityContext"]["runAsUser"], spec["securityContext"]["runAsGroup"]) == (
+            uid,
+            gid,
+        )
