@@ -12,7 +12,6 @@ partition — because the cost of a Faust hop is per message, not per event (FIE
 
 from __future__ import annotations
 
-import hmac
 import time
 from collections import defaultdict
 from collections.abc import Iterator
@@ -22,7 +21,7 @@ import orjson
 import structlog
 from aiohttp import web
 
-from connectors.edge import read_body
+from connectors.edge import bearer_ok, json_answer, read_body
 from connectors.login_sources import NORMALISERS, normalise
 from streams import metrics
 from streams.engine import partition_for
@@ -86,23 +85,10 @@ class AuthIngest:
 
     def _reject(self, status: int, reason: str, metric: str, vendor: str = "-") -> web.Response:
         metrics.EVENTS_REJECTED.labels(f"{SOURCE}:{vendor}", metric).inc()
-        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-        return web.json_response(
-            {"error": reason},
-            status=status,
-            headers=headers,
-            dumps=lambda o: orjson.dumps(o).decode(),
-        )
-
-    def _authorised(self, header: str | None) -> bool:
-        if self.token is None or not self.token.reveal() or not header:
-            return False
-        scheme, _, value = header.partition(" ")
-        expected = self.token.reveal().encode()
-        return scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), expected)
+        return json_answer(status, {"error": reason})
 
     async def handle(self, request: web.Request) -> web.Response:
-        if not self._authorised(request.headers.get("Authorization")):
+        if not bearer_ok(self.token, request.headers.get("Authorization")):
             return self._reject(401, "missing or wrong bearer token", "bad_signature")
         vendor = request.query.get("vendor", "generic")
         if vendor not in NORMALISERS:

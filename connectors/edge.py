@@ -1,8 +1,14 @@
-"""What every HTTP source shares: reading a body under a size limit."""
+"""What every HTTP source shares: a size-limited body read, bearer auth, JSON answers."""
 
 from __future__ import annotations
 
+import hmac
+from typing import Any
+
+import orjson
 from aiohttp import web
+
+from streams.secrets import Secret
 
 
 async def read_body(request: web.Request, limit: int) -> bytes | None:
@@ -19,3 +25,25 @@ async def read_body(request: web.Request, limit: int) -> bytes | None:
         if len(body) > limit:
             return None
     return bytes(body)
+
+
+def bearer_ok(token: Secret | None, header: str | None) -> bool:
+    """``Authorization: Bearer <token>`` matches, compared in constant time. An unset token
+    refuses everything: an ingest endpoint is never open by omission."""
+    if token is None or not header:
+        return False
+    expected = token.reveal()
+    if not expected:
+        return False
+    scheme, _, value = header.partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(
+        value.strip().encode(), expected.encode()
+    )
+
+
+def json_answer(status: int, body: Any) -> web.Response:
+    """A JSON response; a 401 says which scheme to use (RFC 6750)."""
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return web.json_response(
+        body, status=status, headers=headers, dumps=lambda o: orjson.dumps(o).decode()
+    )

@@ -18,7 +18,6 @@ every record's result (``matched``, ``unmatched`` or ``rejected`` with the line 
 
 from __future__ import annotations
 
-import hmac
 import io
 import time
 from collections.abc import Callable, Iterable
@@ -26,7 +25,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import orjson
 import structlog
 from aiohttp import web
 
@@ -38,7 +36,7 @@ from connectors.dumps import (
     parse_body,
     sniff_format,
 )
-from connectors.edge import read_body
+from connectors.edge import bearer_ok, json_answer, read_body
 from streams.errors import BrokerError
 from streams.leaks import LeakBatcher, LeakIndex
 from streams.records import LeakRecord
@@ -183,22 +181,10 @@ class LeakIngest:
         self.index = index
         self.options = options
 
-    def _authorised(self, header: str | None) -> bool:
-        if self.token is None or not self.token.reveal() or not header:
-            return False
-        scheme, _, value = header.partition(" ")
-        expected = self.token.reveal().encode()
-        return scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), expected)
-
-    @staticmethod
-    def _answer(status: int, body: Any) -> web.Response:
-        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-        return web.json_response(
-            body, status=status, headers=headers, dumps=lambda o: orjson.dumps(o).decode()
-        )
+    _answer = staticmethod(json_answer)
 
     async def handle(self, request: web.Request) -> web.Response:
-        if not self._authorised(request.headers.get("Authorization")):
+        if not bearer_ok(self.token, request.headers.get("Authorization")):
             return self._answer(401, {"error": "missing or wrong bearer token"})
         body = await read_body(request, self.max_body)
         if body is None:
