@@ -587,12 +587,9 @@ def hr_send(config_path: str | None, file: str, url: str | None) -> None:
         raise ConfigError("hr.webhook_secret", "set ACCESSGUARD_HR_WEBHOOK_SECRET to sign events")
     body = sys.stdin.buffer.read() if file == "-" else Path(file).read_bytes()
     base = url or f"http://{config['http.host']}:{config['http.port']}"
-    resp = requests.post(
-        f"{base}/v1/hr/events",
-        data=body,
-        headers={SIGNATURE_HEADER: sign(secret.reveal(), body), "Content-Type": "application/json"},
-        timeout=(3.05, 15),
-    )
+    headers = {SIGNATURE_HEADER: sign(secret.reveal(), body), "Content-Type": "application/json"}
+    endpoint = f"{base}/v1/hr/events"
+    resp = requests.post(endpoint, data=body, headers=headers, timeout=(3.05, 15))
     click.echo(f"{resp.status_code} {resp.text}")
     sys.exit(0 if resp.status_code == 202 else 1)
 
