@@ -331,6 +331,7 @@ class Engine:
                 self.provider_types,
                 index=index,
                 settings=self.leak_settings,
+                rules=self.login.engine if self.login is not None else None,
             )
             await self.handle_leak_decision(decision)
         return matched
@@ -341,6 +342,20 @@ class Engine:
         if decision.outcome == "no_match":
             return
         record = decision.record
+        for detection in decision.detections:  # the leak rules that fired or failed
+            if detection.error is not None:
+                metrics.RULE_ERRORS.labels(detection.rule).inc()
+                await self.dead_letter(
+                    self.topics.leak_records,
+                    record.dumps(),
+                    f"rule_error: {detection.rule}: {detection.error}"[:500],
+                    dlq=self.topics.leak_dlq,
+                )
+                continue
+            matches = self._rule_matches.get((detection.rule, detection.severity))
+            if matches is None:
+                matches = metrics.RULE_MATCHES.labels(detection.rule, detection.severity)
+            matches.inc()
         view = decision.to_dict()
         view.pop("kind", None)
         await self.audit("leak", decision.plan_key, **view)

@@ -7,22 +7,34 @@ index is built once and kept current with :meth:`LeakIndex.apply_change`, called
 :meth:`streams.registry.Registry.apply_change` for each registry change (O(one record)).
 
 Deciding (:func:`decide_leak`) is pure, like :mod:`streams.decisions`: registry + lifecycle +
-one record + ``now`` -> actions, alerts, state updates. A match counts only when the breach is
-newer than the last credential change known for the subject (registry
+one record + ``now`` + the rule engine -> actions, alerts, state updates. A match counts only
+when the breach is newer than the last credential change known for the subject (registry
 ``credential_changed_at``, lifecycle ``credential_changed_at`` / ``reenrolled_at``; for a
-shared login the account's last rotation), so old breaches do not page every day. Responses:
+shared login the account's last rotation), so old breaches do not page every day.
 
-* identity with full_publishing or admin on any account: revoke sessions everywhere, force
-  MFA re-enrolment at its identity providers, ``high`` alert;
-* any other grant holder: force MFA re-enrolment, ``medium`` alert (notify);
-* shared brand credential: rotate the shared TOTP seed (secret store) and page (``critical``)
-  to change the password behind ``credential_ref``; holders must re-enrol;
-* identity already offboarded, or holding no grant: recorded (audit) only;
-* a breach without credentials (no passwords, hashes, tokens, not a stealer log): ``low``
-  alert, no action; spam lists and fabricated breaches: ignored unless configured.
+Which subjects reach the rules is decided here, and recorded (audit) only otherwise:
+
+* spam lists and fabricated breaches: ignored unless configured;
+* an identity already offboarded (registry or lifecycle): ``offboarded``, no rule runs —
+  it should hold nothing, cutting its access is the offboarding path's job, and a leaked
+  password still in use shows up as a login (``login_by_offboarded_identity``);
+* an identity holding no (effective) grant: ``no_grants``, no rule runs;
+* a breach older than the subject's last credential change: ``stale``.
+
+Every other matched pair becomes a :class:`~streams.rules.LeakSubject` (the record and an
+identity or a shared account) and the responses come from the ``inputs: [leak]`` rules in
+``rules/`` like every other detection (:meth:`streams.rules.RuleEngine.evaluate_leak`):
+``leak_privileged_holder`` (full_publishing/admin: revoke sessions, force MFA re-enrolment,
+high), ``leak_grant_holder`` (any other grant: force re-enrolment, notify),
+``leak_shared_credential`` (rotate the shared TOTP seed, page to change the password behind
+``credential_ref``; holders must re-enrol) and ``leak_without_credentials`` (no password,
+hash, token or stealer log: a low alert, no action). A subject no rule fires on is
+``no_rule`` (recorded only). Only ``stable`` rules act, through the same executor, alerts and
+audit as offboardings; a rule that raises is counted and the record dead-lettered.
 
 Idempotent: every action's cause is ``leak:<breach>:<subject hash>``
-(:attr:`~streams.records.LeakRecord.cause`) and every alert's dedup key derives from it, so
+(:attr:`~streams.records.LeakRecord.cause`, whatever rule requested it) and every alert's
+dedup key derives from it (``<cause>:<subject id>:<rule id>``), so
 the same breach re-imported (or redelivered) gives the same keys and the executor's ledger
 does nothing twice. Alerts and audit views carry the subject hash, never the e-mail.
 """
@@ -32,32 +44,36 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
-from streams.decisions import (
-    IDP_TYPES,
-    is_offboarded,
-    secret_store,
-    session_providers,
-    user_ref,
-)
+from streams.decisions import is_offboarded
 from streams.errors import ValidationError
 from streams.records import ROLE_RANK, Action, Alert, LeakRecord, format_time, parse_time
 from streams.registry import Account, Identity, Registry
+from streams.rules import (
+    Detection,
+    LeakSubject,
+    RuleEngine,
+    load_rules,
+    shared_credential_holders,
+)
 from streams.secrets import Secret
 from streams.state import AccountState, IdentityState, StateStore
 
-PRIVILEGED_ROLES: frozenset[str] = frozenset({"full_publishing", "admin"})
 #: Flags whose breaches are ignored unless the settings include them.
 IGNORED_BY_DEFAULT: tuple[str, ...] = ("spam_list", "fabricated")
-RUNBOOK = "docs/runbooks/leaked-credential.md"
+#: The rules directory shipped with the product (used when a caller passes no rule engine).
+DEFAULT_RULES_DIR = Path(__file__).resolve().parent.parent / "rules"
 LEAK_OUTCOMES: tuple[str, ...] = (
-    "applied",  # actions and/or alerts
+    "applied",  # a leak rule fired: actions and/or alerts
     "no_match",  # nobody in the registry
     "stale",  # the breach is older than the subject's last credential change
-    "offboarded",  # recorded only
-    "no_grants",  # a registry identity that holds nothing: recorded only
+    "offboarded",  # recorded only (no rule runs)
+    "no_grants",  # a registry identity that holds nothing: recorded only (no rule runs)
     "ignored",  # spam list or fabricated breach
+    "no_rule",  # the subject reached the rules and none fired: recorded only
+    "rule_error",  # no rule fired and at least one failed (dead-lettered, counted)
 )
 
 
@@ -235,6 +251,8 @@ class LeakDecision:
     alerts: tuple[Alert, ...] = ()
     state_updates: tuple[IdentityState | AccountState, ...] = ()
     reason: str = ""
+    #: What the leak rules concluded (fired or failed), per subject, in order.
+    detections: tuple[Detection, ...] = ()
 
     @property
     def plan_key(self) -> str:
@@ -253,6 +271,7 @@ class LeakDecision:
             "subjects": [list(s) for s in self.subjects],
             "actions": [a.replay_view() for a in self.actions],
             "alerts": [a.to_dict() for a in self.alerts],
+            "rules": [d.rule for d in self.detections if d.error is None],
             "reason": self.reason,
         }
 
@@ -303,19 +322,55 @@ def _effective_roles(registry: Registry, life: IdentityState, identity_id: str) 
     return roles
 
 
-def _details(record: LeakRecord, **more: Any) -> dict[str, Any]:
-    return {
-        "breach": record.breach,
-        "source": record.source,
-        "subject": record.subject,
-        "breach_date": format_time(record.breach_date) if record.breach_date else None,
-        "added_at": format_time(record.added_at) if record.added_at else None,
-        "data_classes": list(record.data_classes),
-        "password_present": record.password_present,
-        "flags": list(record.flags),
-        "cause": record.cause,
-        **more,
-    }
+_DEFAULT_ENGINES: dict[tuple[tuple[str, str], ...], RuleEngine] = {}
+
+
+def default_leak_rules(providers: Mapping[str, str]) -> RuleEngine:
+    """A rule engine over the shipped ``rules/`` directory (:data:`DEFAULT_RULES_DIR`), for
+    callers that have no configured rule set (tests, library use). Loaded once per provider
+    map; an invalid or missing directory raises :class:`~streams.errors.RuleError`."""
+    key = tuple(sorted(providers.items()))
+    engine = _DEFAULT_ENGINES.get(key)
+    if engine is None:
+        engine = RuleEngine(load_rules(DEFAULT_RULES_DIR), providers)
+        _DEFAULT_ENGINES[key] = engine
+    return engine
+
+
+def _respond(
+    engine: RuleEngine,
+    subject: LeakSubject,
+    registry: Registry,
+    lifecycle: StateStore,
+) -> tuple[str, list[Detection], list[Action], list[Alert], bool]:
+    """Ask the leak rules about one subject: its outcome (``applied`` when a rule fired,
+    ``rule_error`` when none did and one failed, ``no_rule`` otherwise), every detection,
+    the actions (each idempotency key once) and alerts, and whether a stable rule that fired
+    declared ``force_mfa_reenrolment`` (the identity then owes a re-enrolment, even when no
+    IdP alias let it be forced automatically)."""
+    detections = engine.evaluate_leak(subject, registry, lifecycle)
+    fired = [d for d in detections if d.error is None]
+    actions: list[Action] = []
+    seen: set[str] = set()
+    for d in fired:
+        for action in d.actions:
+            if action.idempotency_key not in seen:
+                seen.add(action.idempotency_key)
+                actions.append(action)
+    alerts = [a for d in fired for a in d.alerts]
+    by_id = {r.id: r for r in engine.leak_rules}
+    reenrol = any(
+        by_id[d.rule].status == "stable" and "force_mfa_reenrolment" in by_id[d.rule].response
+        for d in fired
+        if d.rule in by_id
+    )
+    if fired:
+        outcome = "applied"
+    elif detections:
+        outcome = "rule_error"
+    else:
+        outcome = "no_rule"
+    return outcome, detections, actions, alerts, reenrol
 
 
 def decide_leak(
@@ -327,10 +382,13 @@ def decide_leak(
     *,
     index: LeakIndex | None = None,
     settings: LeakSettings | None = None,
+    rules: RuleEngine | None = None,
 ) -> LeakDecision:
     """Decide what ``record`` means at ``now`` (see the module docstring). ``index`` should be
     the worker's long-lived :class:`LeakIndex`; without one it is built here (slow: tests and
-    replay only). Pure: no I/O, no clock."""
+    replay only). ``rules`` is the worker's rule engine (its ``inputs: [leak]`` rules decide
+    the responses); without one the shipped ``rules/`` directory is used
+    (:func:`default_leak_rules`). Pure: no I/O, no clock."""
     settings = settings or LeakSettings()
     flag = settings.ignored(record)
     if flag is not None:
@@ -339,13 +397,13 @@ def decide_leak(
     match = index.lookup(record.principal)
     if match is None:
         return LeakDecision(record, "no_match", reason="not a registry e-mail, alias or login")
-    exposed = record.credential_exposed
+    engine = rules if rules is not None else default_leak_rules(providers)
     cause = record.cause
     subjects: list[tuple[str, str, str]] = []
     actions: list[Action] = []
     alerts: list[Alert] = []
+    detections: list[Detection] = []
     updates: list[IdentityState | AccountState] = []
-    flags_note = f" [{', '.join(record.flags)}]" if record.flags else ""
 
     for identity_id in match.identities:
         identity = registry.identities.get(identity_id)
@@ -358,81 +416,18 @@ def decide_leak(
             subjects.append(("identity", identity_id, "stale"))
             continue
         life = lifecycle.identity(identity_id)
-        roles = _effective_roles(registry, life, identity_id)
-        if not roles:
+        if not _effective_roles(registry, life, identity_id):
             subjects.append(("identity", identity_id, "no_grants"))
             continue
-        if not exposed:
-            subjects.append(("identity", identity_id, "applied"))
-            alerts.append(
-                Alert(
-                    severity="low",
-                    rule="leak.exposure",
-                    identity=identity_id,
-                    dedup_key=f"{cause}:{identity_id}",
-                    title=(
-                        f"{identity.name} appears in breach {record.breach} without credentials "
-                        f"({', '.join(record.data_classes) or 'no data classes'}){flags_note}"
-                    ),
-                    details=_details(record, identity=identity_id, actions=[]),
-                    runbook=RUNBOOK,
-                )
-            )
-            continue
-        privileged = any(r in PRIVILEGED_ROLES for r in roles)
-        made: list[Action] = []
-        if privileged:
-            for provider in session_providers(registry, identity, providers):
-                made.append(
-                    Action.make(
-                        "revoke_sessions",
-                        identity=identity_id,
-                        account=None,
-                        provider=provider,
-                        cause=cause,
-                        params={"user_ref": user_ref(identity, provider)},
-                    )
-                )
-        idps = [p for p in sorted(identity.aliases) if providers.get(p) in IDP_TYPES]
-        for provider in idps:
-            made.append(
-                Action.make(
-                    "force_mfa_reenrolment",
-                    identity=identity_id,
-                    account=None,
-                    provider=provider,
-                    cause=cause,
-                    params={"user_ref": user_ref(identity, provider)},
-                )
-            )
+        subject = LeakSubject(record, "identity", identity_id)
+        outcome, found, made, raised, reenrol = _respond(engine, subject, registry, lifecycle)
+        subjects.append(("identity", identity_id, outcome))
+        detections.extend(found)
         actions.extend(made)
-        updates.append(replace(life, mfa_reenrolment_required=True))
-        subjects.append(("identity", identity_id, "applied"))
-        done = ", ".join(sorted({f"{a.action}@{a.provider}" for a in made})) or "nothing"
-        missing = "" if idps else " (no alias at a configured IdP: re-enrol by hand)"
-        who = "publisher/admin" if privileged else "grant holder"
-        alerts.append(
-            Alert(
-                severity="high" if privileged else "medium",
-                rule="leak.privileged_identity" if privileged else "leak.grant_holder",
-                identity=identity_id,
-                dedup_key=f"{cause}:{identity_id}",
-                title=(
-                    f"Credentials of {identity.name} ({who}) "
-                    f"in breach {record.breach}{flags_note}: {done}{missing}"
-                ),
-                details=_details(
-                    record,
-                    identity=identity_id,
-                    roles=sorted(set(roles)),
-                    actions=[f"{a.action}@{a.provider}" for a in made],
-                    route="page" if privileged else "notify",
-                ),
-                runbook=RUNBOOK,
-            )
-        )
+        alerts.extend(raised)
+        if reenrol:
+            updates.append(replace(life, mfa_reenrolment_required=True))
 
-    store = secret_store(providers)
     for account_id in match.accounts:
         account = registry.accounts.get(account_id)
         shared = account.shared_credential if account is not None else None
@@ -442,72 +437,15 @@ def decide_leak(
         if _stale(record, _time(acct.rotated_at)):
             subjects.append(("account", account_id, "stale"))
             continue
-        if not exposed:
-            subjects.append(("account", account_id, "applied"))
-            alerts.append(
-                Alert(
-                    severity="low",
-                    rule="leak.exposure",
-                    identity=None,
-                    dedup_key=f"{cause}:{account_id}",
-                    title=(
-                        f"Shared login of {account.platform} {account.handle} appears in breach "
-                        f"{record.breach} without credentials{flags_note}"
-                    ),
-                    details=_details(record, account=account_id, actions=[]),
-                    runbook=RUNBOOK,
-                )
-            )
-            continue
-        made = []
-        if shared.totp:
-            made.append(
-                Action.make(
-                    "rotate_shared_credential",
-                    identity=f"shared:{account_id}",
-                    account=account_id,
-                    provider=store,
-                    cause=cause,
-                    params={
-                        "credential_ref": shared.ref,
-                        "account_handle": account.handle,
-                        "platform": account.platform,
-                    },
-                )
-            )
-        holders = sorted(
-            g.identity
-            for g in registry.holders(account_id, via="shared_credential")
-            if not is_offboarded(registry, lifecycle, g.identity)
-            and account_id not in lifecycle.identity(g.identity).removed_grants
-        )
-        if made:
-            updates.append(replace(acct, reenrolment_required=tuple(holders), rotated_cause=cause))
+        subject = LeakSubject(record, "shared_account", account_id)
+        outcome, found, made, raised, _ = _respond(engine, subject, registry, lifecycle)
+        subjects.append(("account", account_id, outcome))
+        detections.extend(found)
         actions.extend(made)
-        subjects.append(("account", account_id, "applied"))
-        alerts.append(
-            Alert(
-                severity="critical",
-                rule="leak.shared_credential",
-                identity=None,
-                dedup_key=f"{cause}:{account_id}",
-                title=(
-                    f"Shared login of {account.platform} {account.handle} ({account_id}) in breach "
-                    f"{record.breach}{flags_note}: change the password behind {shared.ref}"
-                    + ("; TOTP seed rotation requested" if made else "")
-                    + f"; {len(holders)} holder(s) must re-enrol"
-                ),
-                details=_details(
-                    record,
-                    account=account_id,
-                    credential_ref=shared.ref,
-                    holders=holders,
-                    actions=[f"{a.action}@{a.provider}" for a in made],
-                    route="page",
-                ),
-                runbook=RUNBOOK,
-            )
-        )
+        alerts.extend(raised)
+        if any(a.action == "rotate_shared_credential" for a in made):
+            holders = shared_credential_holders(registry, lifecycle, account_id)
+            updates.append(replace(acct, reenrolment_required=tuple(holders), rotated_cause=cause))
 
     outcomes = {s[2] for s in subjects}
     if "applied" in outcomes:
@@ -527,6 +465,7 @@ def decide_leak(
         alerts=tuple(alerts),
         state_updates=tuple(updates),
         reason=reason,
+        detections=tuple(detections),
     )
 
 

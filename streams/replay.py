@@ -23,10 +23,12 @@ input (rules use event time), so a day of logs shows what would have fired.
 
 Leak lines are ``{"kind":"leak", ...LeakRecord fields}`` or a wrapped HIBP breach object
 ``{"kind":"leak","vendor":"hibp","account":"a@b","event":{...}}``. They are matched and decided
-at ``at`` exactly as the worker does (:func:`streams.leaks.decide_leak`), yielding actions and
-alerts, or a ``skipped`` object (no match, stale, offboarded, ignored). A forced re-enrolment
-is taken as done at ``at``, as the worker records it once the provider confirms, so a breach
-repeated later in the input is stale: the output shows what happens once.
+at ``at`` exactly as the worker does (:func:`streams.leaks.decide_leak`, responses from the
+``inputs: [leak]`` rules of ``rules``, or of the shipped ``rules/`` without a rule set),
+yielding actions and alerts, or a ``skipped`` object (no match, stale, offboarded, ignored,
+no rule fired). A forced re-enrolment is taken as done at ``at``, as the worker records it
+once the provider confirms, so a breach repeated later in the input is stale: the output
+shows what happens once.
 """
 
 from __future__ import annotations
@@ -153,7 +155,14 @@ def replay(
                 index = LeakIndex.build(registry, settings.plus_tag_domains)
             for record in records:
                 leak = decide_leak(
-                    registry, state, record, at, providers, index=index, settings=settings
+                    registry,
+                    state,
+                    record,
+                    at,
+                    providers,
+                    index=index,
+                    settings=settings,
+                    rules=pipeline.engine if pipeline is not None else None,
                 )
                 for update in leak.state_updates:
                     state.put(update)

@@ -50,6 +50,25 @@ Rule schema (one file per rule, named ``<id>.yaml``)::
           - {identity: alice, outcome: failure, at: 0}   # seconds after 2026-03-02T09:00Z
 
 Windows are half-open: an event exactly ``window`` seconds older than another is outside it.
+
+Leak rules (``inputs: [leak]``) decide the responses to leaked credentials
+(:func:`streams.leaks.decide_leak` matches a LeakRecord against the registry, drops stale,
+offboarded and grant-less subjects, then asks :meth:`RuleEngine.evaluate_leak` about each
+remaining :class:`LeakSubject`). They differ from login rules in this:
+
+* ``kind: match`` only, no ``group_by``, ``dedup: 0`` (alerts are deduplicated by the
+  record's cause, breach and subject: ``leak:<breach>:<subject hash>:<subject id>:<rule id>``);
+* conditions read :data:`LEAK_FIELDS`: ``leak.breach``, ``leak.source``,
+  ``leak.data_classes`` and ``leak.flags`` (lists: ``contains``/``exists``),
+  ``leak.password_present``, ``leak.credential`` (passwords, hashes, tokens or a stealer log),
+  ``subject.kind`` (identity | shared_account) and ``identity.known|status|kind|max_role``,
+  ``account.known|criticality|platform|shared`` (the shared account's, for a shared login);
+* ``response`` from revoke_sessions, force_mfa_reenrolment (identities),
+  rotate_shared_credential (shared logins with TOTP), page, notify; actions carry the
+  record's cause, exactly as the leak path always built them, so re-imports repeat the keys;
+* test events are ``{leak: {breach, data_classes, password_present, breach_date, added,
+  flags, source}, subject: {identity: ID} | {account: ID}}``; ``lifecycle`` and
+  ``registry`` work as for login rules.
 """
 
 from __future__ import annotations
@@ -71,6 +90,7 @@ from yaml.nodes import MappingNode, Node, SequenceNode
 from streams.decisions import (
     IDP_TYPES,
     account_params,
+    is_offboarded,
     secret_store,
     session_providers,
     user_ref,
@@ -80,6 +100,7 @@ from streams.records import (
     ACCESS_PATHS,
     IDENTITY_KINDS,
     IDENTITY_STATUSES,
+    LEAK_FLAGS,
     LOGIN_OUTCOMES,
     LOGIN_VENDORS,
     MFA_METHODS,
@@ -89,6 +110,7 @@ from streams.records import (
     SEVERITIES,
     Action,
     Alert,
+    LeakRecord,
     LoginEvent,
     format_time,
     idempotency_key,
@@ -100,9 +122,19 @@ from streams.yamlcheck import Entry, Problems, compose, line_of
 
 STATUSES: tuple[str, ...] = ("staged", "stable", "deprecated")
 KINDS: tuple[str, ...] = ("match", "threshold", "velocity", "first_seen", "sequence")
-#: Input kinds a rule may name; only ``login`` is evaluated by this version.
+#: Input kinds a rule may name; ``login`` and ``leak`` are evaluated (``hr`` is reserved).
 INPUTS: tuple[str, ...] = ("login", "hr", "leak")
-SUPPORTED_INPUTS: frozenset[str] = frozenset({"login"})
+SUPPORTED_INPUTS: frozenset[str] = frozenset({"login", "leak"})
+#: What a leak subject is: a registry identity or an account's shared login.
+SUBJECT_KINDS: tuple[str, ...] = ("identity", "shared_account")
+#: Responses a leak rule may declare (remove_grant needs a login's target account).
+LEAK_RESPONSES: tuple[str, ...] = (
+    "revoke_sessions",
+    "force_mfa_reenrolment",
+    "rotate_shared_credential",
+    "page",
+    "notify",
+)
 OPS: tuple[str, ...] = ("eq", "ne", "in", "not_in", "exists", "gte", "lte", "contains", "matches")
 RESPONSES: tuple[str, ...] = (
     "revoke_sessions",
@@ -240,6 +272,83 @@ class _Ctx:
         return self._max_role  # type: ignore[no-any-return]
 
 
+@dataclass(frozen=True, slots=True)
+class LeakSubject:
+    """What a leak rule is evaluated on: one matched (LeakRecord, subject) pair, as
+    :func:`streams.leaks.decide_leak` produces it after matching and the newer-than-the-last-
+    credential-change check. ``kind`` is ``identity`` (``id`` a registry identity) or
+    ``shared_account`` (``id`` the account whose shared login appeared)."""
+
+    record: LeakRecord
+    kind: str
+    id: str
+
+    @property
+    def event_id(self) -> str:
+        """The record's cause and the subject: no e-mail address, stable on a re-import."""
+        return f"{self.record.cause}:{self.id}"
+
+
+class _LeakCtx(_Ctx):
+    """A leak subject and the registry/lifecycle facts about it. Leak rules read ``leak.*``,
+    ``subject.kind`` and the identity/account facts only, never login event fields."""
+
+    __slots__ = ("record", "subject")
+
+    def __init__(self, subject: LeakSubject, registry: Registry, lifecycle: StateStore) -> None:
+        self.subject = subject
+        self.record = subject.record
+        self.registry = registry
+        self.lifecycle = lifecycle
+        self._identity = _UNSET
+        self._account = _UNSET
+        self._grant = None
+        self._life = _UNSET
+        self._status = _UNSET
+        self._max_role = _UNSET
+
+    def identity(self) -> Identity | None:
+        if self._identity is _UNSET:
+            s = self.subject
+            self._identity = self.registry.identities.get(s.id) if s.kind == "identity" else None
+        return self._identity  # type: ignore[no-any-return]
+
+    def account(self) -> Account | None:
+        if self._account is _UNSET:
+            s = self.subject
+            shared = s.kind == "shared_account"
+            self._account = self.registry.accounts.get(s.id) if shared else None
+        return self._account  # type: ignore[no-any-return]
+
+    def grant(self) -> Grant | None:
+        return None
+
+    def roles(self) -> list[str]:
+        """The identity's effective roles (removed grants left out, downgrades applied)."""
+        ident, life = self.identity(), self.life()
+        if ident is None or life is None:
+            return []
+        roles = set()
+        for raw in self.registry.grants_of(ident.id):
+            g = self._effective(raw, life)
+            if g is not None and g.role != "no_access":
+                roles.add(g.role)
+        return sorted(roles)
+
+
+def shared_credential_holders(
+    registry: Registry, lifecycle: StateStore, account_id: str
+) -> list[str]:
+    """Identities holding ``account_id`` through its shared credential, still active and
+    still granted: who must re-enrol once the shared secret changes."""
+    return sorted(
+        g.identity
+        for g in registry.holders(account_id, via="shared_credential")
+        if not is_offboarded(registry, lifecycle, g.identity)
+        and account_id not in lifecycle.identity(g.identity).removed_grants
+    )
+
+
 Getter = Callable[[_Ctx], Any]
 
 
@@ -338,6 +447,32 @@ FIELDS: dict[str, FieldSpec] = {
     "account.platform": FieldSpec(_account_attr("platform"), "str"),
     "account.shared": FieldSpec(_account_shared, "bool"),
 }
+#: Fields a leak rule (``inputs: [leak]``) may read: the record, the subject's kind, and the
+#: registry/lifecycle facts that make sense for a person or a shared login. ``list`` fields
+#: (data classes, flags) support ``contains`` and ``exists``.
+LEAK_FIELDS: dict[str, FieldSpec] = {
+    "leak.breach": FieldSpec(attrgetter("record.breach"), "str"),
+    "leak.source": FieldSpec(attrgetter("record.source"), "str"),
+    "leak.data_classes": FieldSpec(attrgetter("record.data_classes"), "list"),
+    "leak.flags": FieldSpec(attrgetter("record.flags"), "list", LEAK_FLAGS),
+    "leak.password_present": FieldSpec(attrgetter("record.password_present"), "bool"),
+    # passwords, hashes, tokens or a stealer log (LeakRecord.credential_exposed)
+    "leak.credential": FieldSpec(attrgetter("record.credential_exposed"), "bool"),
+    "subject.kind": FieldSpec(attrgetter("subject.kind"), "str", SUBJECT_KINDS),
+    **{
+        name: FIELDS[name]
+        for name in (
+            "identity.known",
+            "identity.status",
+            "identity.kind",
+            "identity.max_role",
+            "account.known",
+            "account.criticality",
+            "account.platform",
+            "account.shared",
+        )
+    },
+}
 #: Fields a rule may group by or count distinct values of (event fields only: state keys).
 GROUP_FIELDS: tuple[str, ...] = (
     "identity",
@@ -380,10 +515,11 @@ class Condition:
         return {"field": self.field, "op": self.op, "value": self.value}
 
 
-def compile_condition(cond: Condition) -> Predicate:
+def compile_condition(cond: Condition, fields: Mapping[str, FieldSpec] = FIELDS) -> Predicate:
     """A closure for one (already validated) condition. A missing value (None) never
-    satisfies eq/in/gte/lte/contains/matches and always satisfies ne/not_in."""
-    spec = FIELDS[cond.field]
+    satisfies eq/in/gte/lte/contains/matches and always satisfies ne/not_in. ``fields`` is
+    the table of the rule's input (:data:`FIELDS` for logins, :data:`LEAK_FIELDS`)."""
+    spec = fields[cond.field]
     get = spec.getter
     value = cond.value
     op = cond.op
@@ -439,7 +575,7 @@ class RuleTest:
 
     name: str
     expect: str
-    events: tuple[LoginEvent, ...]
+    events: tuple[LoginEvent | LeakSubject, ...]
     lifecycle: Mapping[str, str] = field(default_factory=dict)
     registry: str | None = None
     actions: tuple[str, ...] | None = None
@@ -489,6 +625,11 @@ class Rule:
     @property
     def where(self) -> str:
         return f"{self.source}:{self.line}"
+
+    @property
+    def leak(self) -> bool:
+        """Evaluated on leak subjects (``inputs: [leak]``) rather than login events."""
+        return "leak" in self.inputs
 
 
 @dataclass(frozen=True, slots=True)
@@ -688,6 +829,23 @@ def _copy_slot(slot: Mapping[str, Any]) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------
 
 
+def leak_details(record: LeakRecord, **more: Any) -> dict[str, Any]:
+    """The details of a leak alert: the breach, the hashed subject (never the e-mail), the
+    cause, and whatever the caller adds."""
+    return {
+        "breach": record.breach,
+        "source": record.source,
+        "subject": record.subject,
+        "breach_date": format_time(record.breach_date) if record.breach_date else None,
+        "added_at": format_time(record.added_at) if record.added_at else None,
+        "data_classes": list(record.data_classes),
+        "password_present": record.password_present,
+        "flags": list(record.flags),
+        "cause": record.cause,
+        **more,
+    }
+
+
 def haversine_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
     """Great-circle distance in kilometres."""
     p1, p2 = math.radians(lat1), math.radians(lat2)
@@ -723,7 +881,8 @@ class _Compiled:
     def __init__(self, rule: Rule) -> None:
         self.rule = rule
         self.id = rule.id
-        self.match = _all(tuple(compile_condition(c) for c in rule.conditions))
+        fields = LEAK_FIELDS if rule.leak else FIELDS
+        self.match = _all(tuple(compile_condition(c, fields) for c in rule.conditions))
         self.group = _group_getter(rule.group_by)
         p = rule.params
         self.window = float(p.get("window", 0.0))
@@ -894,7 +1053,8 @@ class RuleEngine:
         self.rules = tuple(
             r for r in ruleset.rules if include_deprecated or r.status != "deprecated"
         )
-        self._compiled = tuple(_Compiled(r) for r in self.rules)
+        self._compiled = tuple(_Compiled(r) for r in self.rules if not r.leak)
+        self._leak = tuple(_Compiled(r) for r in self.rules if r.leak)
         #: rule id -> exceptions caught while evaluating it (for a metric).
         self.errors: dict[str, int] = {r.id: 0 for r in self.rules}
 
@@ -961,6 +1121,185 @@ class RuleEngine:
                 except Exception as exc:  # noqa: BLE001 - reported per rule, never swallowed
                     out.append(self._error(compiled.rule, None, exc))
         return out
+
+    # ---- leak subjects ---------------------------------------------------------------------
+
+    @property
+    def leak_rules(self) -> tuple[Rule, ...]:
+        """The rules evaluated on leak subjects (``inputs: [leak]``)."""
+        return tuple(c.rule for c in self._leak)
+
+    def evaluate_leak(
+        self, subject: LeakSubject, registry: Registry, lifecycle: StateStore
+    ) -> list[Detection]:
+        """Every leak rule's conclusion about one matched subject (only rules that fired or
+        failed appear). Stateless: leak rules are ``match`` rules and their alerts are
+        deduplicated by the record's cause, so a re-import gives the same keys."""
+        ctx = _LeakCtx(subject, registry, lifecycle)
+        out: list[Detection] = []
+        for compiled in self._leak:
+            rule = compiled.rule
+            try:
+                if compiled.match(ctx):
+                    out.append(self._detect_leak(rule, ctx))
+            except Exception as exc:  # noqa: BLE001 - reported per rule, never swallowed
+                self.errors[rule.id] = self.errors.get(rule.id, 0) + 1
+                out.append(
+                    Detection(
+                        rule=rule.id,
+                        severity=rule.severity,
+                        group_key=subject.id,
+                        title=f"rule {rule.id} failed",
+                        why=rule.why or rule.description,
+                        event_id=subject.event_id,
+                        identity=subject.id if subject.kind == "identity" else None,
+                        error=f"{type(exc).__name__}: {exc}"[:500],
+                    )
+                )
+        return out
+
+    def _detect_leak(self, rule: Rule, ctx: _LeakCtx) -> Detection:
+        record, subject = ctx.record, ctx.subject
+        why = rule.why or rule.description
+        actions, notes, dropped = self._respond_leak(rule, ctx)
+        flags_note = f" [{', '.join(record.flags)}]" if record.flags else ""
+        done = ", ".join(sorted({f"{a.action}@{a.provider}" for a in actions})) or "nothing"
+        if dropped:
+            done += f" (rule is {rule.status}: {', '.join(dropped)} not executed)"
+        missing = f" ({'; '.join(notes)})" if notes else ""
+        route = "page" if "page" in rule.response else "notify" if "notify" in rule.response else ""
+        more: dict[str, Any]
+        if subject.kind == "identity":
+            ident = ctx.identity()
+            name = ident.name if ident is not None else subject.id
+            title = f"{rule.title}: {name} in breach {record.breach}{flags_note}: {done}{missing}"
+            more = {"identity": subject.id, "roles": ctx.roles()}
+        else:
+            account = ctx.account()
+            shared = account.shared_credential if account is not None else None
+            where = (
+                f"{account.platform} {account.handle} ({account.id})"
+                if account is not None
+                else subject.id
+            )
+            holders = shared_credential_holders(ctx.registry, ctx.lifecycle, subject.id)
+            title = f"{rule.title}: {where} in breach {record.breach}{flags_note}: {done}{missing}"
+            if record.credential_exposed and shared is not None:
+                title += (
+                    f"; change the password behind {shared.ref}; "
+                    f"{len(holders)} holder(s) must re-enrol"
+                )
+            more = {
+                "account": subject.id,
+                "credential_ref": shared.ref if shared is not None else None,
+                "holders": holders,
+            }
+        details = leak_details(
+            record,
+            rule=rule.id,
+            rule_status=rule.status,
+            event_id=subject.event_id,
+            subject_kind=subject.kind,
+            **more,
+            actions=[f"{a.action}@{a.provider}" for a in actions],
+            route=route or "none",
+        )
+        if notes:
+            details["notes"] = notes
+        if dropped:
+            details["dropped_response"] = list(dropped)
+        identity = subject.id if subject.kind == "identity" else None
+        alert = Alert(
+            severity=rule.severity,
+            rule=rule.id,
+            identity=identity,
+            dedup_key=f"{record.cause}:{subject.id}:{rule.id}",
+            title=title[:1000],
+            details=details,
+            runbook=rule.runbook,
+        )
+        return Detection(
+            rule=rule.id,
+            severity=rule.severity,
+            group_key=subject.id,
+            title=title,
+            why=why,
+            event_id=subject.event_id,
+            identity=identity,
+            actions=tuple(actions),
+            alerts=(alert,),
+            dropped=dropped,
+        )
+
+    def _respond_leak(
+        self, rule: Rule, ctx: _LeakCtx
+    ) -> tuple[list[Action], list[str], tuple[str, ...]]:
+        """A stable leak rule's actions, built as the leak path always built them: cause
+        ``leak:<breach>:<subject hash>`` (the record's), so re-imports repeat the keys."""
+        wanted = rule.actions
+        if not wanted:
+            return [], [], ()
+        if rule.status != "stable":
+            return [], [], wanted
+        cause = ctx.record.cause
+        providers = self.providers
+        ident, account = ctx.identity(), ctx.account()
+        actions: list[Action] = []
+        notes: list[str] = []
+        for kind in wanted:
+            if kind == "rotate_shared_credential":
+                shared = account.shared_credential if account is not None else None
+                if account is None or shared is None:
+                    notes.append(f"{kind}: only for a shared brand login")
+                    continue
+                if not shared.totp:
+                    continue  # nothing to rotate here: the page asks for the password change
+                actions.append(
+                    Action.make(
+                        kind,
+                        identity=f"shared:{account.id}",
+                        account=account.id,
+                        provider=secret_store(providers),
+                        cause=cause,
+                        params={
+                            "credential_ref": shared.ref,
+                            "account_handle": account.handle,
+                            "platform": account.platform,
+                        },
+                    )
+                )
+                continue
+            if ident is None:
+                notes.append(f"{kind}: the subject is not a registry identity")
+                continue
+            if kind == "revoke_sessions":
+                for provider in session_providers(ctx.registry, ident, providers):
+                    actions.append(
+                        Action.make(
+                            kind,
+                            identity=ident.id,
+                            account=None,
+                            provider=provider,
+                            cause=cause,
+                            params={"user_ref": user_ref(ident, provider)},
+                        )
+                    )
+            elif kind == "force_mfa_reenrolment":
+                idps = [p for p in sorted(ident.aliases) if providers.get(p) in IDP_TYPES]
+                if not idps:
+                    notes.append("no alias at a configured IdP: re-enrol by hand")
+                for provider in idps:
+                    actions.append(
+                        Action.make(
+                            kind,
+                            identity=ident.id,
+                            account=None,
+                            provider=provider,
+                            cause=cause,
+                            params={"user_ref": user_ref(ident, provider)},
+                        )
+                    )
+        return actions, notes, ()
 
     # ---- building detections -------------------------------------------------------------
 
@@ -1273,6 +1612,14 @@ def _check_value(e: Entry, node: Node, *, spec: FieldSpec, op: str, value: Any) 
             return bad(f"{v!r} is not one of {', '.join(spec.choices)}")
         return True
 
+    if spec.type == "list":
+        if op == "exists":
+            return isinstance(value, bool) or bad("exists needs true or false")
+        if op != "contains":
+            return bad(f"{op}: a list field supports contains and exists only")
+        if not isinstance(value, str) or not value:
+            return bad("contains needs a non-empty string")
+        return scalar_ok(value)
     if op in ("eq", "ne"):
         return value is None or scalar_ok(value)
     if op in ("in", "not_in"):
@@ -1302,7 +1649,13 @@ def _check_value(e: Entry, node: Node, *, spec: FieldSpec, op: str, value: Any) 
 
 
 def _conditions(
-    e: Entry, name: str, problems: Problems, constructor: SafeConstructor, *, required: bool
+    e: Entry,
+    name: str,
+    problems: Problems,
+    constructor: SafeConstructor,
+    *,
+    required: bool,
+    fields: Mapping[str, FieldSpec] = FIELDS,
 ) -> tuple[tuple[Condition, ...], bool]:
     nodes = e.seq(name, required=required)
     if nodes is None:
@@ -1318,11 +1671,11 @@ def _conditions(
         c = Entry(node, where, _COND_KEYS, problems, constructor)
         fname = c.string("field", max_len=64)
         op = c.enum("op", OPS)
-        spec = FIELDS.get(fname or "")
+        spec = fields.get(fname or "")
         if fname is not None and spec is None:
             c.error(
                 c.fields["field"],
-                f"field: unknown field {fname!r} (known: {', '.join(sorted(FIELDS))})",
+                f"field: unknown field {fname!r} (known: {', '.join(sorted(fields))})",
             )
         value: Any = None
         if "value" not in c.fields:
@@ -1383,8 +1736,66 @@ def _test_event(
         return None
 
 
+def _test_leak(
+    t: Entry,
+    node: Node,
+    *,
+    index: int,
+    problems: Problems,
+) -> LeakSubject | None:
+    """One leak-shaped test event: ``{leak: {breach, data_classes, password_present,
+    breach_date, added, flags, source}, subject: {identity: ID} | {account: ID}}``."""
+    where = f"{t.where}: events[{index}]"
+    if not isinstance(node, MappingNode):
+        problems.add(line_of(node), f"{where}: expected a mapping with leak and subject")
+        return None
+    try:
+        data = _plain(t.constructor.construct_object(node, deep=True))
+    except Exception as exc:  # noqa: BLE001 - any YAML construction problem is a load error
+        problems.add(line_of(node), f"{where}: {exc}")
+        return None
+    if not isinstance(data, dict):  # pragma: no cover - a MappingNode constructs a dict
+        problems.add(line_of(node), f"{where}: expected a mapping")
+        return None
+    unknown = sorted(set(data) - {"leak", "subject"})
+    leak, subject = data.get("leak"), data.get("subject")
+    if unknown or not isinstance(leak, dict) or not isinstance(subject, dict):
+        problems.add(
+            line_of(node),
+            f"{where}: a leak rule's test event is {{leak: {{...}}, subject: "
+            "{identity: ID} or {account: ID}}"
+            + (f" (unknown: {', '.join(unknown)})" if unknown else ""),
+        )
+        return None
+    if len(subject) != 1 or not isinstance(next(iter(subject.values())), str):
+        problems.add(line_of(node), f"{where}: subject: exactly one of identity or account")
+        return None
+    ((skind, sid),) = subject.items()
+    if skind not in ("identity", "account"):
+        problems.add(line_of(node), f"{where}: subject: exactly one of identity or account")
+        return None
+    fields = dict(leak)
+    if "added" in fields:
+        fields["added_at"] = fields.pop("added")
+    fields.setdefault("breach", "TestBreach")
+    fields.setdefault("source", "rule-test")
+    principal = f"{sid}@example.test" if skind == "identity" else f"shared-{sid}@example.test"
+    fields.setdefault("principal", principal)
+    try:
+        record = LeakRecord.from_dict(fields)
+    except ValidationError as exc:
+        problems.add(line_of(node), f"{where}: leak: {exc.reason}")
+        return None
+    return LeakSubject(record, "identity" if skind == "identity" else "shared_account", sid)
+
+
 def _tests(
-    e: Entry, rule_id: str | None, problems: Problems, constructor: SafeConstructor
+    e: Entry,
+    rule_id: str | None,
+    problems: Problems,
+    constructor: SafeConstructor,
+    *,
+    leak: bool = False,
 ) -> list[RuleTest]:
     out: list[RuleTest] = []
     names: dict[str, int] = {}
@@ -1426,12 +1837,19 @@ def _tests(
                 if value not in RESPONSES or value in ALERT_ONLY:
                     t.error(vnode, f"actions: {value!r} is not an action kind")
             actions = tuple(v for v, _ in listed)
-        events: list[LoginEvent] = []
+        events: list[LoginEvent | LeakSubject] = []
         ok = True
         event_nodes = t.seq("events", required=True)
         if event_nodes is not None and not event_nodes:
             t.error(t.fields["events"], "events: list at least one event")
         for i, enode in enumerate(event_nodes or ()):
+            if leak:
+                subject = _test_leak(t, enode, index=i, problems=problems)
+                if subject is None:
+                    ok = False
+                else:
+                    events.append(subject)
+                continue
             ev = _test_event(
                 t,
                 enode,
@@ -1553,22 +1971,42 @@ def _parse_rule(text: str, path: Path, problems: Problems) -> Rule | None:
         if value not in INPUTS:
             e.error(node, f"inputs: {value!r} is not one of {', '.join(INPUTS)}")
         elif value not in SUPPORTED_INPUTS:
-            e.error(node, f"inputs: {value!r} is not evaluated by this version (use login)")
+            e.error(node, f"inputs: {value!r} is not evaluated by this version (use login or leak)")
     if inputs is not None and not inputs:
         e.error(e.fields["inputs"], "inputs: list at least one input kind")
+    leak = any(v == "leak" for v, _ in inputs or ())
+    if leak and len({v for v, _ in inputs or ()}) > 1:
+        e.error(e.fields["inputs"], "inputs: a leak rule reads leak subjects only (inputs: [leak])")
     kind = e.enum("kind", KINDS)
+    if leak and kind is not None and kind != "match":
+        e.error(e.fields["kind"], f"kind: a leak rule is a match rule (got {kind})")
+    if leak and e.present("group_by"):
+        e.error(e.fields["group_by"], "group_by: a leak rule is evaluated per matched subject")
     group_by = e.string("group_by", required=False, max_len=64) or "identity"
     if group_by not in GROUP_FIELDS:
         e.error(e.fields["group_by"], f"group_by: must be one of {', '.join(GROUP_FIELDS)}")
     if kind in ("velocity", "first_seen") and group_by != "identity":
         e.error(e.fields["group_by"], f"group_by: a {kind} rule is per identity")
-    conditions, cond_ok = _conditions(e, "conditions", problems, constructor, required=False)
+    conditions, cond_ok = _conditions(
+        e,
+        "conditions",
+        problems,
+        constructor,
+        required=False,
+        fields=LEAK_FIELDS if leak else FIELDS,
+    )
     params, params_ok = _params(e, kind, problems, constructor) if kind else ({}, False)
     dedup = _number(e, "dedup", required=True, minimum=0)
+    if leak and dedup:
+        e.error(
+            e.fields["dedup"],
+            "dedup: a leak rule's alerts are deduplicated by breach and subject (set 0)",
+        )
+    allowed = LEAK_RESPONSES if leak else RESPONSES
     response: list[str] = []
     for value, node in _strings(e, "response", required=False) or ():
-        if value not in RESPONSES:
-            e.error(node, f"response: {value!r} is not one of {', '.join(RESPONSES)}")
+        if value not in allowed:
+            e.error(node, f"response: {value!r} is not one of {', '.join(allowed)}")
         elif value in response:
             e.error(node, f"response: {value!r} listed twice")
         elif status is not None and status != "stable" and value not in ALERT_ONLY:
@@ -1579,7 +2017,7 @@ def _parse_rule(text: str, path: Path, problems: Problems) -> Rule | None:
             )
         else:
             response.append(value)
-    tests = _tests(e, rule_id, problems, constructor)
+    tests = _tests(e, rule_id, problems, constructor, leak=leak)
     test_node = e.fields.get("tests")
     if isinstance(test_node, SequenceNode) and len(tests) == len(test_node.value):
         expects = {t.expect for t in tests}
@@ -1728,7 +2166,10 @@ def run_rule_test(
     state = RuleState()
     detections: list[Detection] = []
     for event in case.events:
-        detections.extend(engine.evaluate(event, registry, lifecycle, state))
+        if isinstance(event, LeakSubject):
+            detections.extend(engine.evaluate_leak(event, registry, lifecycle))
+        else:
+            detections.extend(engine.evaluate(event, registry, lifecycle, state))
     if case.flush_at is not None:
         detections.extend(engine.flush(case.flush_at, registry, lifecycle, state))
     where = f"{rule.source}:{case.line}"

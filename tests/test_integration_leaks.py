@@ -110,9 +110,9 @@ def test_hibp_feed_revokes_resets_mfa_rotates_and_pages(
         lambda: module_vendor.calls_to(f"/api/v1/users/{BOB_OKTA}/sessions"), 15, what="revoke"
     )
     assert any(c["headers"].get("hibp-api-key") == API_KEY for c in hibp.calls)
-    pages = wait_until(lambda: pages_for(module_vendor, "leak.privileged_identity"), 15)
+    pages = wait_until(lambda: pages_for(module_vendor, "leak_privileged_holder"), 15)
     assert pages[0]["json"]["payload"]["severity"] in ("error", "critical", "warning")
-    shared = wait_until(lambda: pages_for(module_vendor, "leak.shared_credential"), 15)
+    shared = wait_until(lambda: pages_for(module_vendor, "leak_shared_credential"), 15)
     assert shared[0]["json"]["payload"]["severity"] == "critical"
     secrets = stack.data_dir / "secrets"
     wait_until(lambda: any(secrets.rglob("*x-lumen*")), 15, what="rotated shared secret")
@@ -151,7 +151,7 @@ def test_leaks_import_acts_on_an_admin_once(
     wait_until(
         lambda: module_vendor.calls_to(f"/api/v1/users/{ALICE_OKTA}/sessions"), 15, what="revoke"
     )
-    wait_until(lambda: pages_for(module_vendor, "leak.privileged_identity"), 15)
+    wait_until(lambda: pages_for(module_vendor, "leak_privileged_holder"), 15)
 
     def reenrolled() -> bool:
         return any(

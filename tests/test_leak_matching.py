@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import replace
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
@@ -22,6 +23,7 @@ from streams.leaks import (
 )
 from streams.records import Action, LeakRecord
 from streams.registry import Registry, parse_registry
+from streams.rules import RuleEngine, RuleSet, load_rules
 from streams.state import IdentityState, StateStore
 from tests.fake_hibp import breach_object
 
@@ -224,7 +226,7 @@ def test_a_publisher_or_admin_loses_sessions_and_re_enrols(registry: Registry) -
     ]
     (alert,) = decision.alerts
     assert alert.severity == "high"
-    assert alert.rule == "leak.privileged_identity"
+    assert alert.rule == "leak_privileged_holder"  # alerts are named after the rule
     assert "alice@brand.example" not in str(alert.to_dict())
     assert "alice@brand.example" not in str(decision.to_dict())
     (state,) = decision.state_updates
@@ -408,3 +410,54 @@ def test_registry_credential_changed_at_is_read_and_validated() -> None:
     bad = REGISTRY.replace("credential_changed_at: 2025-01-01", "credential_changed_at: soon")
     _, problems = parse_registry(bad)
     assert any("credential_changed_at" in p for p in problems)
+
+
+# ---- responses come from the leak rules ----------------------------------------------------
+
+
+def test_responses_come_from_the_leak_rules(registry: Registry) -> None:
+    """decide_leak asks the rule engine: without leak rules a matched subject is recorded
+    only (no_rule); a staged rule alerts without acting (no re-enrolment owed); the shipped
+    rules are the default and name the alerts."""
+    shipped = load_rules(Path(__file__).resolve().parent.parent / "rules")
+    none = RuleEngine(RuleSet(()), PROVIDERS)
+    bare = decide_leak(
+        registry, StateStore(), leak("alice@brand.example"), NOW, PROVIDERS, rules=none
+    )
+    assert (bare.outcome, bare.actions, bare.alerts, bare.state_updates) == ("no_rule", (), (), ())
+    assert leak_decision_view(bare)[0]["type"] == "skipped"
+
+    privileged = shipped.get("leak_privileged_holder")
+    staged = RuleEngine(RuleSet((replace(privileged, status="staged"),)), PROVIDERS)
+    quiet = decide_leak(
+        registry, StateStore(), leak("alice@brand.example"), NOW, PROVIDERS, rules=staged
+    )
+    assert quiet.outcome == "applied"
+    assert quiet.actions == ()
+    assert quiet.state_updates == ()
+    (alert,) = quiet.alerts
+    assert alert.details["dropped_response"] == ["revoke_sessions", "force_mfa_reenrolment"]
+
+    default = decide(registry, leak("social@brand.example"))
+    assert [d.rule for d in default.detections] == ["leak_shared_credential"]
+    assert default.to_dict()["rules"] == ["leak_shared_credential"]
+    phones = decide(registry, leak("bob@brand.example", classes=("Phone numbers",)))
+    assert [a.rule for a in phones.alerts] == ["leak_without_credentials"]
+
+
+def test_a_failing_leak_rule_is_a_rule_error(registry: Registry) -> None:
+    """A leak rule that raises: the subject's outcome is rule_error (when no other rule
+    fired) and the detection carries the error for the engine to count and dead-letter."""
+    engine = RuleEngine(load_rules(Path(__file__).resolve().parent.parent / "rules"), PROVIDERS)
+
+    def explode(*_: object) -> bool:
+        raise RuntimeError("broken rule")
+
+    for compiled in engine._leak:
+        compiled.match = explode
+    decision = decide_leak(
+        registry, StateStore(), leak("bob@brand.example"), NOW, PROVIDERS, rules=engine
+    )
+    assert decision.outcome == "rule_error"
+    assert decision.actions == ()
+    assert all(d.error == "RuntimeError: broken rule" for d in decision.detections)

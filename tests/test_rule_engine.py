@@ -12,11 +12,12 @@ import orjson
 import pytest
 
 from streams.errors import RuleError
-from streams.records import LoginEvent
+from streams.records import LeakRecord, LoginEvent
 from streams.registry import Registry, load_registry
 from streams.rules import (
     TEST_PROVIDERS,
     Detection,
+    LeakSubject,
     RuleEngine,
     RuleSet,
     RuleState,
@@ -519,3 +520,132 @@ def test_timing_of_the_shipped_rules(
             f"{per_event / len(rules):.1f} us/event/rule"
         )
     assert all(v == 0 for v in engine.errors.values())
+
+
+# ---- leak rules (inputs: [leak]) -----------------------------------------------------------
+
+LEAK_TESTS = """
+tests:
+  - name: positive
+    expect: fire
+    events:
+      - leak: {breach: B, data_classes: [Passwords], password_present: true}
+        subject: {identity: alice}
+  - name: negative
+    expect: no_fire
+    events:
+      - leak: {breach: B, data_classes: [Phone numbers]}
+        subject: {identity: alice}
+"""
+
+
+def leak_rule_text(
+    rule_id: str = "lk",
+    *,
+    conditions: str = "[{field: leak.credential, op: eq, value: true}]",
+    response: str = "[notify]",
+    extra: str = "",
+    kind: str = "match",
+    dedup: int = 0,
+    inputs: str = "[leak]",
+    tests: str = LEAK_TESTS,
+) -> str:
+    return (
+        f"id: {rule_id}\ntitle: Leak {rule_id}\ndescription: for tests\nstatus: stable\n"
+        f"severity: high\nrunbook: docs/runbooks/x.md\nfalsepositives: [none]\n"
+        f"inputs: {inputs}\nkind: {kind}\nconditions: {conditions}\n{extra}\n"
+        f"dedup: {dedup}\nresponse: {response}\n{tests}"
+    )
+
+
+def leak_subject(kind: str, ident: str, **record: Any) -> LeakSubject:
+    data = {"principal": f"{ident}@brand.example", "breach": "MegaBank", "source": "t", **record}
+    return LeakSubject(LeakRecord.from_dict(data), kind, ident)
+
+
+def test_leak_rules_are_validated_for_their_input() -> None:
+    """A leak rule reads leak fields only, is a match rule without group_by or dedup, may not
+    mix inputs, and declares leak responses only; list fields take contains/exists only."""
+    good, problems = parse_rule(leak_rule_text(), "/r/lk.yaml")
+    assert problems == []
+    assert good is not None
+    assert good.leak
+    cases = {
+        "field: unknown field 'outcome'": leak_rule_text(
+            conditions="[{field: outcome, op: eq, value: success}]"
+        ),
+        "kind: a leak rule is a match rule": leak_rule_text(
+            kind="threshold", extra="threshold: {window: 60, count: 2}"
+        ),
+        "group_by: a leak rule": leak_rule_text(extra="group_by: identity"),
+        "dedup: a leak rule's alerts": leak_rule_text(dedup=60),
+        "inputs: a leak rule reads leak subjects only": leak_rule_text(inputs="[leak, login]"),
+        "response: 'remove_grant' is not one of": leak_rule_text(response="[remove_grant]"),
+        "a list field supports contains and exists only": leak_rule_text(
+            conditions="[{field: leak.data_classes, op: eq, value: Passwords}]"
+        ),
+        "'nope' is not one of": leak_rule_text(
+            conditions="[{field: leak.flags, op: contains, value: nope}]"
+        ),
+        "subject: exactly one of identity or account": leak_rule_text(
+            tests=LEAK_TESTS.replace("{identity: alice}", "{identity: alice, account: x}", 1)
+        ),
+    }
+    for needle, text in cases.items():
+        _, problems = parse_rule(text, "/r/lk.yaml")
+        assert any(needle in p for p in problems), (needle, problems)
+    # login fields are not leak fields and the other way round
+    _, problems = parse_rule(
+        rule_text("lg", "match", conditions="[{field: leak.credential, op: eq, value: true}]"),
+        "/r/lg.yaml",
+    )
+    assert any("unknown field 'leak.credential'" in p for p in problems)
+
+
+def test_leak_rules_run_on_leak_subjects_only(registry: Registry) -> None:
+    """evaluate() (logins) never runs a leak rule and evaluate_leak() never a login rule;
+    list fields, subject.kind and registry facts are read from the subject."""
+    text = leak_rule_text(
+        conditions="[{field: leak.data_classes, op: contains, value: Password hashes}, "
+        "{field: subject.kind, op: eq, value: identity}, "
+        "{field: identity.max_role, op: gte, value: full_publishing}]",
+        response="[revoke_sessions, force_mfa_reenrolment, rotate_shared_credential, page]",
+    )
+    rule, problems = parse_rule(text, "/r/lk.yaml")
+    assert problems == []
+    assert rule is not None
+    login = make_rule("lg", "match").rules[0]
+    engine = RuleEngine(RuleSet((rule, login)), TEST_PROVIDERS)
+    life = StateStore()
+    dets = engine.evaluate(ev(1, 0, identity="alice"), registry, life, RuleState())
+    assert [d.rule for d in dets] == ["lg"]
+    hashes = {"data_classes": ["Password hashes"]}
+    (det,) = engine.evaluate_leak(leak_subject("identity", "alice", **hashes), registry, life)
+    assert det.rule == "lk"
+    assert {a.cause for a in det.actions} == {"leak:MegaBank:" + det.event_id.split(":")[2]}
+    assert {a.action for a in det.actions} == {"revoke_sessions", "force_mfa_reenrolment"}
+    assert det.alerts[0].details["notes"] == [
+        "rotate_shared_credential: only for a shared brand login"
+    ]
+    assert det.alerts[0].dedup_key.endswith(":alice:lk")
+    assert "alice@brand.example" not in orjson.dumps(det.alerts[0].to_dict()).decode()
+    assert engine.evaluate_leak(leak_subject("identity", "sam", **hashes), registry, life) == []
+    assert engine.evaluate_leak(leak_subject("identity", "alice"), registry, life) == []
+    shared = leak_subject("shared_account", "x-brand", **hashes)
+    assert engine.evaluate_leak(shared, registry, life) == []
+
+
+def test_an_exception_in_a_leak_rule_is_reported(registry: Registry) -> None:
+    """A leak rule that raises yields an error detection and a count."""
+    rule, _ = parse_rule(leak_rule_text(), "/r/lk.yaml")
+    assert rule is not None
+    engine = RuleEngine(RuleSet((rule,)), TEST_PROVIDERS)
+
+    def explode(*_: Any) -> bool:
+        raise ValueError("bad")
+
+    engine._leak[0].match = explode
+    subject = leak_subject("identity", "alice", password_present=True)
+    (det,) = engine.evaluate_leak(subject, registry, StateStore())
+    assert det.error == "ValueError: bad"
+    assert engine.errors == {"lk": 1}

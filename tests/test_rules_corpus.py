@@ -35,6 +35,10 @@ SHIPPED = {
     "new_device_for_privileged",
     "expired_grant_used",
     "unknown_principal_brand_login",
+    # leaked credentials (issue 4): responses to matched leak subjects
+    "leak_privileged_holder",
+    "leak_grant_holder",
+    "leak_shared_credential",
 }
 
 
