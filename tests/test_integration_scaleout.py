@@ -1,0 +1,256 @@
+"""Scale-out against one external broker (a real Tansu started by the ``broker`` fixture): two
+``accessguard worker`` processes in the same consumer group share the partitions; one is
+SIGKILLed mid-stream and the other takes its partitions over. Every offboarding completes, no
+provider action is called twice and no page is sent twice.
+
+The in-flight-call window: the executor records an action as done in its ledger (a changelog
+topic) only after the provider answered. A worker killed while an action's HTTP request is in
+flight (sent, answer not yet recorded) leaves that action "not done", and whoever resumes the
+plan sends it again: at-least-once for that one call, which the providers' revoke/remove
+operations tolerate (idempotent) but which the "no call twice" assertion here would count. The
+scenario is therefore designed so that no call is in flight at the kill: the first offboardings
+have completed (their call counts have been stable for a while) when the worker is killed, and
+the next offboardings are published right after the kill, onto the dead worker's partition,
+where they wait until the group notices the death (session timeout) and the survivor is
+assigned that partition. The survivor must then (a) process the waiting offboardings, (b) not
+redo the completed plans of the dead worker when it resumes plans on assignment.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import requests
+
+from streams.broker import EmbeddedBroker
+from streams.engine import partition_for
+from tests.fakes import FakeVendorServer
+from tests.stack import Stack, free_port, wait_until, write_config
+from tests.test_integration_external import EXAMPLE_REGISTRY, imported
+
+pytestmark = [pytest.mark.integration]
+
+PARTITIONS = 4
+#: employee id, email, the provider refs of that person's calls (examples/registry.yaml)
+PEOPLE: dict[str, tuple[str, str, tuple[str, ...]]] = {
+    "alice": (
+        "E1001",
+        "alice.nguyen@lumen-outdoor.example",
+        (
+            "00u1alicexyz0A1b2C3d4",
+            "6f1c2d3e-1111-4a5b-9c8d-a11ce0000001",
+            "hs-2231",
+            "100200300400501",
+            "alice.nguyen",
+        ),
+    ),
+    "bob": (
+        "E1002",
+        "bob.okafor@lumen-outdoor.example",
+        ("00u1bobxyz0A1b2C3d4e5", "hs-2232", "bob.okafor"),
+    ),
+    "carol": (
+        "E1003",
+        "carol.ruiz@lumen-outdoor.example",
+        (
+            "00u1carolxyz0A1b2C3d4",
+            "6f1c2d3e-1111-4a5b-9c8d-ca7010000003",
+            "hs-2233",
+            "100200300400503",
+        ),
+    ),
+    "dan": (
+        "C2001",
+        "dan.meyer@freelance.example",
+        ("00u1danxyz0A1b2C3d4e5", "hs-2234", "dan.meyer%40freelance.example"),
+    ),
+}
+#: provider actions per offboarding (examples/registry.yaml with tests/stack.py's providers)
+EXPECTED_CALLS = {"alice": 10, "bob": 6, "carol": 7, "dan": 6}
+#: gina's grants, revoked by the agency timer (her agency's contract has ended)
+GINA_REFS = ("hs-6001", "100200300400601")
+GINA_CALLS = 4
+SINK_PATHS = ("/slack/", "/v2/enqueue")
+WORKER_TIMING = {
+    # the killed member's session expires quickly, so the survivor takes over within seconds
+    "worker.session_timeout": 2.0,
+    "worker.rebalance_timeout": 2.0,
+    "worker.heartbeat_interval": 0.5,
+}
+
+
+def hr_event(event_id: str, who: str) -> dict[str, Any]:
+    employee_id, email, _ = PEOPLE[who]
+    when = datetime.now(UTC) - timedelta(minutes=1)
+    return {
+        "event_id": event_id,
+        "type": "terminated",
+        "employee_id": employee_id,
+        "email": email,
+        "effective_at": when.isoformat().replace("+00:00", "Z"),
+        "source": "workday",
+    }
+
+
+def calls_of(server: FakeVendorServer, who: str) -> list[tuple[str, str]]:
+    refs = PEOPLE[who][2]
+    return [
+        (c["method"], c["path"]) for c in list(server.calls) if any(r in c["path"] for r in refs)
+    ]
+
+
+def gina_calls(server: FakeVendorServer) -> list[tuple[str, str]]:
+    return [
+        (c["method"], c["path"])
+        for c in list(server.calls)
+        if any(r in c["path"] for r in GINA_REFS)
+    ]
+
+
+def assigned(stack: Stack) -> set[int] | None:
+    """The partitions of the stack's latest ``engine.assigned`` log line (None: none yet)."""
+    lines = [e for e in stack.logs() if e.get("event") == "engine.assigned"]
+    return set(lines[-1]["partitions"]) if lines else None
+
+
+def settled(server: FakeVendorServer, quiet: float = 1.5, timeout: float = 30.0) -> int:
+    """Wait until the vendor has seen no new call for ``quiet`` seconds; the call count."""
+    deadline = time.monotonic() + timeout
+    count, since = len(server.calls), time.monotonic()
+    while time.monotonic() < deadline:
+        time.sleep(0.1)
+        now = len(server.calls)
+        if now != count:
+            count, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet:
+            return count
+    raise TimeoutError(f"vendor calls still moving after {timeout}s")
+
+
+@pytest.fixture
+def connector(tmp_path: Path, broker: EmbeddedBroker, vendor: FakeVendorServer) -> Iterator[Stack]:
+    (tmp_path / "connector").mkdir()
+    cfg = write_config(
+        tmp_path / "connector" / "config.yaml",
+        data_dir=tmp_path / "connector" / "data",
+        vendor_url=vendor.url,
+        broker=broker.url,
+        http_port=free_port(),
+    )
+    with Stack(cfg, command=("connect", "hr-webhook")) as running:
+        yield running
+
+
+def worker_stack(tmp_path: Path, name: str, broker: EmbeddedBroker, vendor_url: str) -> Stack:
+    (tmp_path / name).mkdir()
+    cfg = write_config(
+        tmp_path / name / "config.yaml",
+        data_dir=tmp_path / name / "data",
+        vendor_url=vendor_url,
+        broker=broker.url,
+        http_port=free_port(),
+        extra=WORKER_TIMING,
+    )
+    return Stack(cfg, command=("worker",))
+
+
+def test_two_workers_share_partitions_and_survive_a_sigkill(
+    broker: EmbeddedBroker, tmp_path: Path, vendor: FakeVendorServer, connector: Stack
+) -> None:
+    """Two workers (same group, own ports and data dirs) both get partitions and together
+    cover all four. Alice (partition 1) and Bob (partition 0) are offboarded and complete;
+    the owner of partition 0 is SIGKILLed (nothing in flight); Carol and Dan (partition 0) are
+    offboarded right after the kill; the survivor takes partition 0 over and completes them.
+    Each provider action is called exactly once and no page is sent twice."""
+    assert {partition_for(PEOPLE[w][0], PARTITIONS) for w in ("bob", "carol", "dan")} == {0}
+    assert partition_for(PEOPLE["alice"][0], PARTITIONS) == 1
+    imported(broker, tmp_path / "import", EXAMPLE_REGISTRY)
+    one = worker_stack(tmp_path, "w1", broker, vendor.url)
+    two = worker_stack(tmp_path, "w2", broker, vendor.url)
+    try:
+        one.start(timeout=90)
+        two.start(timeout=90)
+
+        def shared() -> bool:
+            a, b = assigned(one), assigned(two)
+            return bool(a and b and a | b == set(range(PARTITIONS)) and not a & b)
+
+        wait_until(shared, 60, 0.2, what="both workers assigned, covering all partitions")
+        for stack in (one, two):
+            ready = requests.get(f"{stack.url}/readyz", timeout=5).json()
+            assert ready["checks"]["consumers_assigned"] is True, ready
+        victim, survivor = (one, two) if 0 in (assigned(one) or set()) else (two, one)
+        assert 0 in (assigned(victim) or set())
+
+        # the agency timer offboards gina (OldCo's contract ended) on start: let it finish
+        # first, so that none of her calls is in flight at the kill
+        wait_until(
+            lambda: len(gina_calls(vendor)) >= GINA_CALLS, 30, what="the agency timer's calls"
+        )
+
+        assert connector.post_hr(hr_event("so-alice", "alice")).status_code == 202
+        assert connector.post_hr(hr_event("so-bob", "bob")).status_code == 202
+        wait_until(lambda: len(calls_of(vendor, "alice")) >= 10, 30, what="alice's 10 calls")
+        wait_until(lambda: calls_of(vendor, "bob"), 30, what="bob's calls")
+        settled(vendor, quiet=2.0)
+        before = {w: sorted(calls_of(vendor, w)) for w in ("alice", "bob")}
+        pages_before = len(vendor.calls_to("/v2/enqueue"))
+
+        victim.kill()  # nothing in flight: every call so far has been answered and recorded
+        kill_at = time.monotonic()
+        assert connector.post_hr(hr_event("so-carol", "carol")).status_code == 202
+        assert connector.post_hr(hr_event("so-dan", "dan")).status_code == 202
+
+        wait_until(
+            lambda: assigned(survivor) == set(range(PARTITIONS)),
+            30,
+            0.2,
+            what="survivor assigned every partition",
+        )
+        takeover_s = time.monotonic() - kill_at
+        wait_until(lambda: calls_of(vendor, "carol"), 30, what="carol's calls")
+        wait_until(lambda: calls_of(vendor, "dan"), 30, what="dan's calls")
+        settled(vendor, quiet=3.0)
+
+        calls = [
+            (c["method"], c["path"])
+            for c in vendor.calls
+            if not c["path"].startswith(SINK_PATHS)  # alert sinks: one path, many messages
+        ]
+        counts = Counter(calls)
+        dupes = {k: v for k, v in counts.items() if v > 1}
+        assert not dupes, f"called more than once: {dupes}"
+        assert len(calls) == len(set(calls))
+        # the survivor resumed no completed plan of the victim
+        assert {w: sorted(calls_of(vendor, w)) for w in ("alice", "bob")} == before
+        assert {w: len(calls_of(vendor, w)) for w in PEOPLE} == EXPECTED_CALLS
+        assert len(gina_calls(vendor)) == GINA_CALLS
+        assert len(set(calls)) == sum(EXPECTED_CALLS.values()) + GINA_CALLS
+        for who in ("alice", "bob", "carol", "dan"):
+            assert ("DELETE", f"/api/v1/users/{PEOPLE[who][2][0]}/sessions") in calls, who
+        pages = [
+            orjson.dumps(c["json"], option=orjson.OPT_SORT_KEYS)
+            for c in vendor.calls
+            if c["path"] == "/v2/enqueue"
+        ]
+        assert len(pages) == len(set(pages)), pages
+        assert len(pages) >= pages_before
+        slack = [
+            orjson.dumps(c["json"], option=orjson.OPT_SORT_KEYS)
+            for c in vendor.calls
+            if c["path"].startswith("/slack/")
+        ]
+        assert len(slack) == len(set(slack)), slack
+        assert takeover_s < 30
+        assert survivor.proc is not None
+        assert survivor.proc.poll() is None
+    finally:
+        one.stop()
+        two.stop()
