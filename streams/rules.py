@@ -1272,33 +1272,10 @@ class RuleEngine:
             if ident is None:
                 notes.append(f"{kind}: the subject is not a registry identity")
                 continue
-            if kind == "revoke_sessions":
-                for provider in session_providers(ctx.registry, ident, providers):
-                    actions.append(
-                        Action.make(
-                            kind,
-                            identity=ident.id,
-                            account=None,
-                            provider=provider,
-                            cause=cause,
-                            params={"user_ref": user_ref(ident, provider)},
-                        )
-                    )
-            elif kind == "force_mfa_reenrolment":
-                idps = [p for p in sorted(ident.aliases) if providers.get(p) in IDP_TYPES]
-                if not idps:
-                    notes.append("no alias at a configured IdP: re-enrol by hand")
-                for provider in idps:
-                    actions.append(
-                        Action.make(
-                            kind,
-                            identity=ident.id,
-                            account=None,
-                            provider=provider,
-                            cause=cause,
-                            params={"user_ref": user_ref(ident, provider)},
-                        )
-                    )
+            made = _identity_actions(kind, ident, ctx.registry, providers, cause)
+            if kind == "force_mfa_reenrolment" and not made:
+                notes.append("no alias at a configured IdP: re-enrol by hand")
+            actions.extend(made)
         return actions, notes, ()
 
     # ---- building detections -------------------------------------------------------------
@@ -1462,33 +1439,11 @@ class RuleEngine:
             if ident is None:
                 notes.append(f"{kind}: skipped, the principal is not a registry identity")
                 continue
-            if kind == "revoke_sessions":
-                for provider in session_providers(ctx.registry, ident, providers):
-                    actions.append(
-                        Action.make(
-                            kind,
-                            identity=ident.id,
-                            account=None,
-                            provider=provider,
-                            cause=cause,
-                            params={"user_ref": user_ref(ident, provider)},
-                        )
-                    )
-            elif kind == "force_mfa_reenrolment":
-                idps = [p for p in sorted(ident.aliases) if providers.get(p) in IDP_TYPES]
-                if not idps:
+            if kind in ("revoke_sessions", "force_mfa_reenrolment"):
+                made = _identity_actions(kind, ident, ctx.registry, providers, cause)
+                if kind == "force_mfa_reenrolment" and not made:
                     notes.append(f"{kind}: the identity has no alias at a configured IdP")
-                for provider in idps:
-                    actions.append(
-                        Action.make(
-                            kind,
-                            identity=ident.id,
-                            account=None,
-                            provider=provider,
-                            cause=cause,
-                            params={"user_ref": user_ref(ident, provider)},
-                        )
-                    )
+                actions.extend(made)
             elif kind == "remove_grant":
                 grant, account = ctx.grant(), ctx.account()
                 if grant is None or account is None:
@@ -1509,6 +1464,29 @@ class RuleEngine:
                     )
                 )
         return actions, notes, ()
+
+
+def _identity_actions(
+    kind: str, ident: Identity, registry: Registry, providers: Mapping[str, str], cause: str
+) -> list[Action]:
+    """``revoke_sessions`` at every provider that holds the identity or manages one of its
+    accounts, or ``force_mfa_reenrolment`` at each identity provider it has an alias at —
+    one action per provider, as login and leak rules both build them."""
+    if kind == "revoke_sessions":
+        targets = list(session_providers(registry, ident, providers))
+    else:
+        targets = [p for p in sorted(ident.aliases) if providers.get(p) in IDP_TYPES]
+    return [
+        Action.make(
+            kind,
+            identity=ident.id,
+            account=None,
+            provider=provider,
+            cause=cause,
+            params={"user_ref": user_ref(ident, provider)},
+        )
+        for provider in targets
+    ]
 
 
 # --------------------------------------------------------------------------------------------
