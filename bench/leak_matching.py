@@ -1,21 +1,23 @@
-"""Benchmark: leaked-credential import — parse only, parse + match, (end to end: to be wired).
+"""Benchmark: leaked-credential import — parse only, parse + match, and end to end.
 
 Generates a registry of ``--identities`` (default 100,000) identities with Registry.from_changes
 and a dump of ``--records`` (default 1,000,000) records in a temporary file (CSV, NDJSON, JSON
 array; ``--gzip`` compresses it), about ``--hit-rate`` of them (default 2 %) addresses of
 registry identities, half of the records with a plaintext password (HMAC'd by the parser).
-Then, single-threaded:
+Then:
 
-* ``lookup``      — LeakIndex.lookup alone over pre-built principals (the dict probe);
-* ``parse``       — DumpReader over the file, streamed (records/s);
-* ``parse+match`` — the same, plus LeakIndex.lookup per record and decide_leak per match;
-* memory          — peak RSS growth (ru_maxrss) of the process, and with ``--memory`` the
+* ``lookup``       — LeakIndex.lookup alone over pre-built principals (the dict probe);
+* ``parse``        — DumpReader over the file, every record built (what ``POST /v1/leaks``
+  does: it answers per record);
+* ``parse+match``  — the same, plus LeakIndex.lookup per record and decide_leak per match;
+* ``match-first``  — DumpReader(wanted=LeakIndex.wants), what ``leaks import`` does: every
+  record validated, only the matches built (and decide_leak per match);
+* ``--e2e``        — the whole import through a real broker to a deciding process
+  (:func:`end_to_end`), with 1 and 2 importer processes (``--jobs``);
+* memory           — peak RSS growth (ru_maxrss) of the process, and with ``--memory`` the
   tracemalloc peak of a streamed parse at two file sizes (flat in the file size).
 
-End to end through the broker is the lead's to wire: :func:`end_to_end` is the hook
-(``accessguard leaks import`` -> LeakBatcher -> leak.records -> worker -> decide_leak).
-
-    .venv/bin/python bench/leak_matching.py                 # 1M records, csv + ndjson
+    .venv/bin/python bench/leak_matching.py --e2e           # 1M records, csv + ndjson
     .venv/bin/python bench/leak_matching.py --quick         # 100k records
     .venv/bin/python bench/leak_matching.py --formats json --gzip --memory
 
@@ -181,6 +183,33 @@ def bench_parse_match(path: Path, registry: Registry, index: LeakIndex) -> dict[
         )
         actions += len(decision.actions)
     took = time.perf_counter() - started
+    return {
+        "items": n,
+        "matched": matched,
+        "actions": actions,
+        "seconds": round(took, 3),
+        "per_s": round(n / took),
+        **_summary(reader),
+    }
+
+
+def bench_match_first(path: Path, registry: Registry, index: LeakIndex) -> dict[str, Any]:
+    """The importer's path: only the records someone holds are built, then decided."""
+    reader = DumpReader(options(), wanted=index.wants)
+    lifecycle = StateStore()
+    settings = LeakSettings()
+    started = time.perf_counter()
+    matched = actions = 0
+    for item in reader.read_path(path):
+        if type(item) is not LeakRecord:
+            continue
+        matched += 1
+        decision = decide_leak(
+            registry, lifecycle, item, NOW, PROVIDERS, index=index, settings=settings
+        )
+        actions += len(decision.actions)
+    took = time.perf_counter() - started
+    n = reader.summary.read
     return {
         "items": n,
         "matched": matched,
@@ -464,6 +493,7 @@ def main() -> int:
             entry: dict[str, Any] = {"file_mib": round(path.stat().st_size / 2**20, 1)}
             entry["parse"] = bench_parse(path)
             entry["parse_match"] = bench_parse_match(path, registry, index)
+            entry["match_first"] = bench_match_first(path, registry, index)
             entry["rss_growth_mib"] = round(rss_mib() - rss_before, 1)
             if args.memory:
                 small = Path(tmp) / f"small.{fmt}{'.gz' if args.gzip else ''}"
@@ -493,10 +523,11 @@ def main() -> int:
     lk = result["lookup"]
     print(f"lookup only: {lk['per_s']:>12,} /s  ({lk['hits']} hits of {lk['lookups']})")
     for fmt, entry in result["formats"].items():
-        p, pm = entry["parse"], entry["parse_match"]
+        p, pm, mf = entry["parse"], entry["parse_match"], entry["match_first"]
         print(
             f"{fmt:7} {entry['file_mib']:>7} MiB  parse {p['per_s']:>9,} rec/s  "
-            f"parse+match {pm['per_s']:>9,} rec/s  matched {pm['matched']} "
+            f"parse+match {pm['per_s']:>9,} rec/s  match-first {mf['per_s']:>9,} rec/s  "
+            f"matched {pm['matched']} "
             f"actions {pm['actions']}  rss +{entry['rss_growth_mib']} MiB"
             + (f"  traced peak {entry['traced_peak_mib']}" if "traced_peak_mib" in entry else "")
         )

@@ -27,10 +27,12 @@ on. A CSV without a recognisable header is read as ``principal,password``.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import gzip
 import hashlib
 import io
+import operator
 import re
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -81,6 +83,7 @@ COLUMNS: dict[str, str] = {
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _BLANK = re.compile(r"\s").search
 _DELIMITERS = (",", ";", "\t", "|")
+_UNSEEN: Any = object()
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +109,9 @@ class DumpSummary:
     parsed: int = 0
     rejected: int = 0
     with_password: int = 0
+    #: Valid records that matched no one (``DumpReader(wanted=...)``): counted in ``read`` and
+    #: ``parsed`` but never built, so not yielded. Importers report them as unmatched.
+    filtered: int = 0
     reasons: Counter[str] = field(default_factory=Counter)
     warnings: Counter[str] = field(default_factory=Counter)
 
@@ -162,10 +168,27 @@ def sniff_format(name: str, head: bytes) -> str:
 class DumpReader:
     """Reads one dump. Iterate :meth:`read_path` or :meth:`read_stream`; :attr:`summary`
     counts as records go by, and :meth:`position` is how far into the raw file (compressed
-    bytes) the reader is, for a progress bar."""
+    bytes) the reader is, for a progress bar.
 
-    def __init__(self, options: DumpOptions | None = None) -> None:
+    ``wanted`` (a normalised principal -> whether anyone holds it; ``LeakIndex.wants``) makes
+    the reader match first: a valid record nobody holds is validated like any other (its
+    rejections are the same) and counted in :attr:`DumpSummary.filtered`, but no password is
+    hashed and no LeakRecord is built for it, and plain CSV / combo lines and NDJSON objects
+    whose principal nobody holds skip the general per-record path altogether (see
+    :meth:`_csv_fast`). A dump is mostly strangers, so this is where an import's time goes."""
+
+    def __init__(
+        self, options: DumpOptions | None = None, *, wanted: Callable[[str], bool] | None = None
+    ) -> None:
         self.options = options or DumpOptions()
+        self.wanted = wanted
+        #: Called after each block (about 1 MiB) is read: an importer's progress bar and
+        #: partial-batch flush, which a match-first read may otherwise not reach for long.
+        self.on_block: Callable[[], None] | None = None
+        #: extra cells (a tuple) -> None when they are invalid, else whether they make a
+        #: password present: the fast paths validate a dump's few distinct extras once.
+        self._extras_seen: dict[Any, bool | None] = {}
+        self._layouts: dict[tuple[str, ...], _Layout] = {}
         if self.options.format is not None and self.options.format not in FORMATS:
             raise ValueError(f"format must be one of {', '.join(FORMATS)}")
         key = self.options.hmac_key.reveal() if self.options.hmac_key else ""
@@ -173,6 +196,7 @@ class DumpReader:
         self.cap = self.options.max_record_bytes
         self.summary = DumpSummary()
         self._raw: IO[bytes] | None = None
+        self._position = 0
         self._dates: dict[str, datetime | None] = {}
         self._breach = self.options.breach or "dump"
         self._source = self.options.source or "dump"
@@ -211,26 +235,27 @@ class DumpReader:
             return
         fmt = self.options.format or sniff_format(name, first)
         self.summary.format = fmt
-        reader: Callable[[IO[bytes]], Iterator[Item]] = {
+        reader: Callable[[IO[bytes]], Iterator[Item | None]] = {
             "csv": self._csv,
             "json": self._json_array,
             "ndjson": self._ndjson,
             "combo": self._combo,
         }[fmt]
         try:
-            yield from reader(stream)
+            for item in reader(stream):
+                if item is not None:
+                    yield item
         except (OSError, EOFError, gzip.BadGzipFile) as exc:
             # A truncated or corrupt gzip stream: what was read stays read.
             yield self._reject(0, "unreadable", f"stream ended early: {type(exc).__name__}")
 
     def position(self) -> int:
         """Bytes of the raw (possibly compressed) file consumed so far."""
-        if self._raw is None:
-            return 0
-        try:
-            return self._raw.tell()
-        except (OSError, ValueError):
-            return 0
+        if self._raw is not None:
+            # closed at the end: the last position stands
+            with contextlib.suppress(OSError, ValueError):
+                self._position = self._raw.tell()
+        return self._position
 
     # ---- building records ------------------------------------------------------------
 
@@ -262,7 +287,8 @@ class DumpReader:
         extra: dict[str, Any] | None = None,
         latin1: bool = False,
         index: int | None = None,
-    ) -> Item:
+    ) -> Item | None:
+        """The record, its rejection, or None when ``wanted`` says no one holds it."""
         # The per-record hot path of every format: locals, no helper objects, C-level checks.
         if not isinstance(principal, str):
             return self._reject(line, "no_principal", "no e-mail or username", index)
@@ -271,14 +297,11 @@ class DumpReader:
             return self._reject(line, "no_principal", "no e-mail or username", index)
         if len(principal) > 320 or _BLANK(principal) is not None:
             return self._reject(line, "bad_principal", "principal: too long or has blanks", index)
-        digest: str | None = None
         present = False
         if password:
             if not isinstance(password, str):
                 return self._reject(line, "bad_password", "password: expected a string", index)
             present = True
-            if self._hmac is not None:
-                digest = self._hmac.hexdigest(password.encode("utf-8"))
         if pw_hash:
             present = True
         meta = _Meta(self._breach, self._source, self.options.breach_date)
@@ -289,18 +312,22 @@ class DumpReader:
                 self._extra(extra, meta)
             except ValidationError as exc:
                 return self._reject(line, exc.reason.split(":", 1)[0], exc.reason, index)
-            if meta.digest is not None:
-                digest = digest or meta.digest
-                present = True
-            present = present or meta.present
-        classes = meta.classes
-        if present and (not classes or CREDENTIAL_DATA_CLASSES.isdisjoint(classes)):
-            classes = (*classes, "Password hashes" if pw_hash and not password else "Passwords")
+            present = present or meta.present or meta.digest is not None
         summary = self.summary
         summary.read += 1
         summary.parsed += 1
         if present:
             summary.with_password += 1
+        if self.wanted is not None and not self.wanted(principal):
+            summary.filtered += 1
+            return None
+        digest = None
+        if password and self._hmac is not None:
+            digest = self._hmac.hexdigest(password.encode("utf-8"))
+        digest = digest or meta.digest
+        classes = meta.classes
+        if present and (not classes or CREDENTIAL_DATA_CLASSES.isdisjoint(classes)):
+            classes = (*classes, "Password hashes" if pw_hash and not password else "Passwords")
         return LeakRecord(
             principal=principal,
             breach=meta.breach,
@@ -312,6 +339,23 @@ class DumpReader:
             password_hmac=digest,
             flags=meta.flags,
         )
+
+    def _extras_ok(self, key: Any, extra: dict[str, Any]) -> bool | None:
+        """For the fast paths: None if ``extra`` (cells ``key``) would reject the record,
+        else whether it makes a password present. Cached: a dump has few distinct extras."""
+        seen = self._extras_seen
+        if key in seen:
+            return seen[key]
+        meta = _Meta(self._breach, self._source, None)
+        try:
+            self._extra(extra, meta)
+            verdict: bool | None = meta.present or meta.digest is not None
+        except ValidationError:
+            verdict = None
+        if len(seen) > 4096:
+            seen.clear()
+        seen[key] = verdict
+        return verdict
 
     def _extra(self, extra: dict[str, Any], meta: _Meta) -> None:
         for column, value in extra.items():
@@ -343,7 +387,7 @@ class DumpReader:
             elif column == "password_present" and value is True:
                 meta.present = True
 
-    def _mapping(self, line: int, data: Any, latin1: bool, index: int | None = None) -> Item:
+    def _mapping(self, line: int, data: Any, latin1: bool, index: int | None = None) -> Item | None:
         if not isinstance(data, dict):
             return self._reject(line, "not_an_object", "record is not a JSON object", index)
         principal: Any = None
@@ -377,26 +421,57 @@ class DumpReader:
 
     # ---- lines -----------------------------------------------------------------------
 
-    def _lines(self, stream: IO[bytes]) -> Iterator[tuple[int, bytes | None]]:
-        """``(line number, bytes)``; ``None`` for a line over the cap (already skipped)."""
-        readline = stream.readline
+    def _line_blocks(self, stream: IO[bytes]) -> Iterator[tuple[int, list[bytes | None], bool]]:
+        """The lines of ``stream`` a block (about 1 MiB) at a time: ``(number of the first
+        line, lines without their "\\n", ended)``. A line longer than the cap is None (its
+        bytes are dropped as they are read: memory stays flat), and ``ended`` is False only
+        for the file's last line when it has no "\\n". Lines end at "\\n" only, like
+        ``readline``; a UTF-8 BOM before line 1 is dropped."""
+        # read1: what a gzip stream decompressed before a corrupt part still comes out
+        read = getattr(stream, "read1", stream.read)
         cap = self.cap
-        number = 0
+        size = max(_CHUNK, cap + 1)
+        number = 1
+        tail = b""
+        skipping = False  # inside an over-long line: drop bytes up to its end
+        first = True
         while True:
-            raw = readline(cap + 1)
-            if not raw:
-                return
-            number += 1
-            if len(raw) > cap and not raw.endswith(b"\n"):
-                while True:  # skip the rest of the line without holding it
-                    more = readline(_CHUNK)
-                    if not more or more.endswith(b"\n"):
-                        break
-                yield number, None
-                continue
-            if number == 1 and raw.startswith(_BOM):
-                raw = raw[3:]
-            yield number, raw
+            data = read(size)
+            if not data:
+                break
+            if self.on_block is not None:
+                self.on_block()
+            if first:
+                first = False
+                if data.startswith(_BOM):
+                    data = data[3:]
+            if skipping:
+                cut = data.find(b"\n")
+                if cut < 0:
+                    continue
+                data = data[cut + 1 :]
+                skipping = False
+                yield number, [None], True
+                number += 1
+            lines: list[bytes | None] = (tail + data if tail else data).split(b"\n")  # type: ignore[assignment]
+            tail = lines.pop() or b""
+            if len(tail) > cap:
+                tail = b""
+                skipping = True
+            if lines:
+                if max(map(len, lines)) > cap:  # type: ignore[arg-type]
+                    lines = [line if len(line) <= cap else None for line in lines]  # type: ignore[arg-type]
+                yield number, lines, True
+                number += len(lines)
+        if skipping:
+            yield number, [None], True
+        elif tail:
+            yield number, [tail], False
+
+    def _lines(self, stream: IO[bytes]) -> Iterator[tuple[int, bytes | None]]:
+        """``(line number, bytes without the "\\n")``; None for a line over the cap."""
+        for number, lines, _ended in self._line_blocks(stream):
+            yield from enumerate(lines, number)
 
     def _too_long(self, line: int, index: int | None = None) -> Rejection:
         return self._reject(
@@ -410,36 +485,170 @@ class DumpReader:
             self.summary.warnings["latin1_fallback"] += 1
             return raw.decode("latin-1"), True
 
-    def _ndjson(self, stream: IO[bytes]) -> Iterator[Item]:
+    def _ndjson(self, stream: IO[bytes]) -> Iterator[Item | None]:
         loads = orjson.loads
-        for number, line in self._lines(stream):
-            if line is None:
-                yield self._too_long(number)
-                continue
-            raw = line.strip()
-            if not raw:
-                continue
-            try:
-                data = loads(raw)
-                latin1 = False
-            except orjson.JSONDecodeError as exc:
-                text, latin1 = self._decode(number, raw)
-                if not latin1:
-                    yield self._reject(number, "invalid_json", f"invalid JSON: {exc.msg}")
+        fast = self._ndjson_fast() if self.wanted is not None else None
+        for first, lines, _ended in self._line_blocks(stream):
+            i, n = 0, len(lines)
+            while i < n:
+                if fast is not None:
+                    i = fast(lines, i)
+                    if i == n:
+                        break
+                number, line = first + i, lines[i]
+                i += 1
+                if line is None:
+                    yield self._too_long(number)
+                    continue
+                raw = line.strip()
+                if not raw:
                     continue
                 try:
-                    data = loads(text)
-                except orjson.JSONDecodeError as exc2:
-                    yield self._reject(number, "invalid_json", f"invalid JSON: {exc2.msg}")
-                    continue
-            yield self._mapping(number, data, latin1)
+                    data = loads(raw)
+                    latin1 = False
+                except orjson.JSONDecodeError as exc:
+                    text, latin1 = self._decode(number, raw)
+                    if not latin1:
+                        yield self._reject(number, "invalid_json", f"invalid JSON: {exc.msg}")
+                        continue
+                    try:
+                        data = loads(text)
+                    except orjson.JSONDecodeError as exc2:
+                        yield self._reject(number, "invalid_json", f"invalid JSON: {exc2.msg}")
+                        continue
+                yield self._mapping(number, data, latin1)
 
-    def _combo(self, stream: IO[bytes]) -> Iterator[Item]:
+    def _layout(self, keys: tuple[str, ...]) -> _Layout:
+        """Which of a JSON object's ``keys`` :meth:`_mapping` reads, as it reads them."""
+        principal: list[str] = []
+        password = pw_hash = None
+        extras: dict[str, str] = {}
+        for key in keys:
+            column = COLUMNS.get(key) or COLUMNS.get(key.strip().lower())
+            if column == "principal":
+                principal.append(key)
+            elif column == "password":
+                password = key
+            elif column == "hash":
+                pw_hash = key
+            elif column is not None:
+                extras[column] = key  # the last key of a column wins, as in _mapping
+        return _Layout(
+            principal[0] if principal else None,
+            password,
+            pw_hash,
+            tuple(extras),
+            tuple(extras.values()),
+        )
+
+    def _ndjson_fast(self) -> Callable[[list[bytes | None], int], int]:
+        """:meth:`_csv_fast` for NDJSON: ``fast(lines, i)`` counts the objects from
+        ``lines[i]`` on that are valid records no one holds, and returns the index of the
+        first line it leaves to the general path (anything but such an object)."""
+        wanted = self.wanted
+        assert wanted is not None
+        summary = self.summary
+        loads = orjson.loads
+        decode_error = orjson.JSONDecodeError
+        layouts = self._layouts
+        seen = self._extras_seen
+        extras_ok = self._extras_ok
+
+        def fast(lines: list[bytes | None], i: int) -> int:
+            parsed = with_password = 0
+            n = len(lines)
+            try:
+                while i < n:
+                    line = lines[i]
+                    if line is None:
+                        return i
+                    try:
+                        data = loads(line)
+                    except decode_error:
+                        return i  # blank, invalid, or Latin-1
+                    if type(data) is not dict:
+                        return i
+                    keys = tuple(data)
+                    layout = layouts.get(keys)
+                    if layout is None:
+                        if len(layouts) > 256:
+                            layouts.clear()
+                        layout = layouts[keys] = self._layout(keys)
+                    if layout.principal is None:
+                        return i
+                    principal = data[layout.principal]
+                    if type(principal) is not str:
+                        return i  # None (then a later key may serve), or a rejection
+                    principal = principal.strip().lower()
+                    if (
+                        not principal
+                        or len(principal) > 320
+                        or " " in principal
+                        or not principal.isprintable()  # other blanks are not printable
+                        or wanted(principal)
+                    ):
+                        return i
+                    present = False
+                    if layout.password is not None:
+                        password = data[layout.password]
+                        if password:
+                            if type(password) is not str:
+                                return i
+                            present = True
+                    if layout.pw_hash is not None and data[layout.pw_hash]:
+                        present = True
+                    if layout.extra_keys:
+                        values = tuple(map(data.__getitem__, layout.extra_keys))
+                        # types too: True and 1 are equal, but not to _extra
+                        key = (layout.extra_columns, values, tuple(map(type, values)))
+                        try:
+                            verdict = seen.get(key, _UNSEEN)
+                        except TypeError:  # an unhashable value (a list)
+                            return i
+                        if verdict is _UNSEEN:
+                            extra = dict(zip(layout.extra_columns, values, strict=True))
+                            verdict = extras_ok(key, extra)
+                        if verdict is None:
+                            return i
+                        present = present or verdict
+                    parsed += 1
+                    if present:
+                        with_password += 1
+                    i += 1
+                return i
+            finally:
+                summary.read += parsed
+                summary.parsed += parsed
+                summary.filtered += parsed
+                summary.with_password += with_password
+
+        return fast
+
+    def _combo(self, stream: IO[bytes]) -> Iterator[Item | None]:
         """``principal:password`` (or ``;``) per line; the password may contain ``:``."""
+        wanted = self.wanted
+        summary = self.summary
         for number, raw in self._lines(stream):
             if raw is None:
                 yield self._too_long(number)
                 continue
+            if wanted is not None and raw.isascii():
+                # match first: a plain line no one holds is counted and dropped here
+                text = raw.decode("ascii").rstrip("\r\n")
+                cut = min((i for i in (text.find(":"), text.find(";")) if i >= 0), default=-1)
+                principal = (text[:cut] if cut >= 0 else text).strip().lower()
+                if (
+                    principal
+                    and len(principal) <= 320
+                    and _BLANK(principal) is None
+                    and not wanted(principal)
+                ):
+                    summary.read += 1
+                    summary.parsed += 1
+                    summary.filtered += 1
+                    if cut >= 0 and text[cut + 1 :]:
+                        summary.with_password += 1
+                    continue
             text, latin1 = self._decode(number, raw)
             text = text.rstrip("\r\n")
             if not text.strip():
@@ -450,19 +659,31 @@ class DumpReader:
             else:
                 yield self._record(number, text[:cut], password=text[cut + 1 :], latin1=latin1)
 
-    def _csv(self, stream: IO[bytes]) -> Iterator[Item]:
+    def _csv(self, stream: IO[bytes]) -> Iterator[Item | None]:
         pending: list[Rejection] = []
         state = _CsvState()
+        fast: Callable[[list[bytes | None], int], int] | None = None
 
         def text_lines() -> Iterator[str]:
-            for number, raw in self._lines(stream):
-                state.line = number
-                if raw is None:
-                    pending.append(self._too_long(number))
-                    continue
-                text, latin1 = self._decode(number, raw)
-                state.latin1 = state.latin1 or latin1
-                yield text
+            for number, lines, ended in self._line_blocks(stream):
+                i, n = 0, len(lines)
+                while i < n:
+                    # Between records (csv.reader is not inside a quoted field), the plain
+                    # lines whose principal no one holds are counted and skipped here.
+                    if fast is not None and state.between:
+                        i = fast(lines, i)
+                        if i == n:
+                            break
+                    raw = lines[i]
+                    state.line = number + i
+                    i += 1
+                    if raw is None:
+                        pending.append(self._too_long(state.line))
+                        continue
+                    state.between = False
+                    text, latin1 = self._decode(state.line, raw)
+                    state.latin1 = state.latin1 or latin1
+                    yield text + "\n" if ended or i < n else text
 
         lines = text_lines()
         header_text = next(lines, None)
@@ -488,7 +709,7 @@ class DumpReader:
         ]
         width = len(mapped)
 
-        def row_item(number: int, row: list[str], latin1: bool) -> Item:
+        def row_item(number: int, row: list[str], latin1: bool) -> Item | None:
             if len(row) <= pi:
                 return self._reject(
                     number, "missing_columns", f"{len(row)} column(s), expected {width}"
@@ -505,9 +726,12 @@ class DumpReader:
 
         if first_data is not None and any(cell.strip() for cell in first_data):
             yield row_item(header_line, first_data, state.latin1)
+        if self.wanted is not None:
+            fast = self._csv_fast(delimiter, width, pi, pw, hi, extras)
         reader = csv.reader(lines, delimiter=delimiter)
         while True:
             state.latin1 = False
+            state.between = True
             try:
                 row = next(reader)
             except StopIteration:
@@ -525,8 +749,87 @@ class DumpReader:
         while pending:
             yield pending.pop(0)
 
-    def _json_array(self, stream: IO[bytes]) -> Iterator[Item]:
-        splitter = _ArraySplitter(stream.read, self.cap)
+    def _csv_fast(  # noqa: PLR0917 - the header's facts, computed once by _csv
+        self,
+        delimiter: str,
+        width: int,
+        pi: int,
+        pw: int,
+        hi: int,
+        extras: list[tuple[int, str]],
+    ) -> Callable[[list[bytes | None], int], int]:
+        """``fast(lines, i)`` counts (as parsed and filtered) the valid records no one holds
+        from ``lines[i]`` on and returns the index of the first line it leaves to the general
+        path, which decides everything else. Only lines csv.reader would split exactly like
+        ``str.split`` qualify: ASCII, no quote or inner CR, every column present; and only
+        principals the general path would take as they are."""
+        wanted = self.wanted
+        assert wanted is not None
+        summary = self.summary
+        limit = csv.field_size_limit()
+        pick = operator.itemgetter(*(i for i, _c in extras)) if extras else None
+        columns = [c for _i, c in extras]
+        seen = self._extras_seen
+        extras_ok = self._extras_ok
+        has_pw, has_hash = pw >= 0, hi >= 0
+
+        def fast(lines: list[bytes | None], i: int) -> int:
+            parsed = with_password = 0
+            n = len(lines)
+            try:
+                while i < n:
+                    raw = lines[i]
+                    if raw is None or not raw.isascii() or b'"' in raw:
+                        return i
+                    text = raw.decode("ascii")
+                    if text[-1:] == "\r":
+                        text = text[:-1]
+                    if "\r" in text or len(text) >= limit:
+                        return i
+                    cells = text.split(delimiter)
+                    if len(cells) < width:  # more is fine: csv.reader ignores them too
+                        return i
+                    principal = cells[pi].strip().lower()
+                    if (
+                        not principal
+                        or len(principal) > 320
+                        or " " in principal
+                        or not principal.isprintable()
+                        or wanted(principal)
+                    ):
+                        return i
+                    present = (has_pw and cells[pw] != "") or (has_hash and cells[hi] != "")
+                    if pick is not None:
+                        key = pick(cells)
+                        if key in seen:
+                            verdict = seen[key]
+                        else:
+                            values = key if len(columns) > 1 else (key,)
+                            extra = {c: v for c, v in zip(columns, values, strict=True) if v}
+                            verdict = extras_ok(key, extra)
+                        if verdict is None:
+                            return i
+                        present = present or verdict
+                    parsed += 1
+                    if present:
+                        with_password += 1
+                    i += 1
+                return i
+            finally:
+                summary.read += parsed
+                summary.parsed += parsed
+                summary.filtered += parsed
+                summary.with_password += with_password
+
+        return fast
+
+    def _json_array(self, stream: IO[bytes]) -> Iterator[Item | None]:
+        def read(size: int) -> bytes:
+            if self.on_block is not None:
+                self.on_block()
+            return stream.read(size)
+
+        splitter = _ArraySplitter(read, self.cap)
         loads = orjson.loads
         for index, line, element, error in splitter:
             if error is not None:
@@ -595,10 +898,25 @@ class _Meta:
     digest: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class _Layout:
+    """The keys of one shape of JSON object that :meth:`DumpReader._mapping` reads: the
+    first principal key, the last password and hash keys, the last key of each other
+    column (``extra_columns`` in first-seen order, ``extra_keys`` beside them)."""
+
+    principal: str | None
+    password: str | None
+    pw_hash: str | None
+    extra_columns: tuple[str, ...]
+    extra_keys: tuple[str, ...]
+
+
 @dataclass(slots=True)
 class _CsvState:
     line: int = 0
     latin1: bool = False
+    #: csv.reader is between records (it returned its last row): the next line starts one.
+    between: bool = True
 
 
 def _peek(stream: IO[bytes], n: int) -> bytes:
@@ -817,7 +1135,9 @@ def parse_body(
             data = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
             return [reader._reject(1, "invalid_json", f"invalid JSON: {exc.msg}")], reader.summary
-        return [reader._mapping(1, data, False)], reader.summary
+        item = reader._mapping(1, data, False)
+        assert item is not None  # no `wanted`: every record is built
+        return [item], reader.summary
     reader = DumpReader(_with(opts, format=fmt, source=opts.source or "api"))
     items = list(reader.read_stream(io.BytesIO(body), "body"))
     return items, reader.summary

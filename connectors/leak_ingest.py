@@ -47,6 +47,8 @@ log = structlog.get_logger(__name__)
 
 #: Records per Kafka message (a record is ~0.3 KiB: far under the 1 MiB message limit).
 BATCH_RECORDS = 1000
+#: Longest a matched record waits in a partly filled batch during an import (seconds).
+LINGER_SECONDS = 0.1
 #: Rejections listed (line, code, reason) in an import's summary; all are counted.
 MAX_REJECTIONS_LISTED = 100
 
@@ -54,14 +56,18 @@ MAX_REJECTIONS_LISTED = 100
 @dataclass
 class LeakMatcher:
     """Keeps the records someone in the registry holds and batches them by partition.
-    ``index`` None keeps every record (the worker matches anyway)."""
+    ``index`` None keeps every record (the worker matches anyway). A partly filled batch
+    waits at most ``linger`` seconds (:meth:`due`): a dump is mostly strangers, and the
+    matches of a sparse stretch should not wait for the end of the file."""
 
     index: LeakIndex | None
     partitions: int
     batch_size: int = BATCH_RECORDS
+    linger: float = LINGER_SECONDS
     matched: int = 0
     unmatched: int = 0
     batcher: LeakBatcher = field(init=False)
+    _since: float | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         self.batcher = LeakBatcher(self.partitions, self.batch_size)
@@ -75,9 +81,18 @@ class LeakMatcher:
             self.unmatched += 1
             return None
         self.matched += 1
+        if self._since is None:
+            self._since = time.monotonic()
         return self.batcher.add(record)
 
+    def due(self) -> list[tuple[int, bytes]]:
+        """The partly filled batches when the oldest has waited ``linger`` seconds."""
+        if self._since is None or time.monotonic() - self._since < self.linger:
+            return []
+        return self.flush()
+
     def flush(self) -> list[tuple[int, bytes]]:
+        self._since = None
         return self.batcher.flush()
 
 
@@ -90,19 +105,27 @@ def import_dump(
     options: DumpOptions | None = None,
     progress: Callable[[int], None] | None = None,
     batch_size: int = BATCH_RECORDS,
+    linger: float = LINGER_SECONDS,
 ) -> dict[str, Any]:
     """Stream the dump at ``path``: parse, match, ``send(partition, message)`` each full
-    batch, then the rest. ``progress(bytes_read)`` is called every 64k items. Returns the
-    summary (the reader's counts plus ``matched``/``unmatched``/``messages``)."""
-    reader = DumpReader(options)
-    matcher = LeakMatcher(index, partitions, batch_size)
+    batch, and a partial one once it has waited ``linger`` seconds, then the rest.
+    ``progress(bytes_read)`` is called after each block read. Returns the summary (the
+    reader's counts plus ``matched``/``unmatched``/``messages``)."""
+    reader = DumpReader(options, wanted=index.wants if index is not None else None)
+    matcher = LeakMatcher(index, partitions, batch_size, linger)
     messages = 0
-    items = 0
     rejections: list[dict[str, Any]] = []
-    for item in reader.read_path(path):
-        items += 1
-        if progress is not None and not items & 0xFFFF:
+
+    def on_block() -> None:
+        nonlocal messages
+        if progress is not None:
             progress(reader.position())
+        for part, message in matcher.due():
+            send(part, message)
+            messages += 1
+
+    reader.on_block = on_block
+    for item in reader.read_path(path):
         if type(item) is Rejection:
             assert isinstance(item, Rejection)
             if len(rejections) < MAX_REJECTIONS_LISTED:
@@ -121,7 +144,7 @@ def import_dump(
     return {
         **reader.summary.to_dict(),
         "matched": matcher.matched,
-        "unmatched": matcher.unmatched,
+        "unmatched": matcher.unmatched + reader.summary.filtered,
         "messages": messages,
         "jobs": 1,
         "rejections": rejections,
@@ -378,7 +401,9 @@ def _import_range(
     try:
         raw = _RangeReader(Path(path), part.start, part.end, header)
         stream = io.BufferedReader(raw, 1 << 20)
-        reader = DumpReader(replace(options, format=fmt))
+        reader = DumpReader(
+            replace(options, format=fmt), wanted=index.wants if index is not None else None
+        )
         matcher = LeakMatcher(index, partitions)
         # Line n of this piece is line n + shift of the file (a CSV piece starts with the
         # header, line 1 of both).
@@ -390,6 +415,11 @@ def _import_range(
                 producer.send(topic, key=f"batch:{p}".encode(), value=message, partition=p)
             )
 
+        def on_block() -> None:
+            for p, message in matcher.due():
+                send(p, message)
+
+        reader.on_block = on_block
         for item in reader.read_stream(stream, Path(path).name):
             if type(item) is Rejection:
                 assert isinstance(item, Rejection)
@@ -411,7 +441,7 @@ def _import_range(
     return {
         "summary": reader.summary.to_dict(),
         "matched": matcher.matched,
-        "unmatched": matcher.unmatched,
+        "unmatched": matcher.unmatched + reader.summary.filtered,
         "messages": len(futures),
         "rejections": rejections,
     }

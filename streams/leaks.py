@@ -221,6 +221,13 @@ class LeakIndex:
             else:
                 self.put_account(Account.from_dict(dict(value)))
 
+    def wants(self, principal: str) -> bool:
+        """``lookup(principal) is not None`` for a principal already stripped and
+        lower-cased, as a dump reader has it: two dict probes, the import's hot path."""
+        if "+" in principal:
+            return self.lookup(principal) is not None
+        return principal in self._people or principal in self._shared
+
     def lookup(self, principal: str) -> LeakMatch | None:
         """Who ``principal`` is, or None (the common case: one dict miss)."""
         norm = principal

@@ -5,13 +5,15 @@ field, line numbers kept)."""
 from __future__ import annotations
 
 import itertools
+import time
 from pathlib import Path
 
 import orjson
 
 from connectors.dumps import DumpOptions, DumpReader, Rejection
-from connectors.leak_ingest import import_dump, split_ranges
+from connectors.leak_ingest import LeakMatcher, import_dump, split_ranges
 from streams.leaks import LeakIndex
+from streams.records import LeakRecord
 from streams.registry import load_registry
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -42,6 +44,55 @@ def test_import_dump_publishes_only_matched_records_in_batches(tmp_path: Path) -
     assert record["principal"] == "alice.nguyen@lumen-outdoor.example"
     assert record["breach"] == "mixed"
     assert "password" not in record
+
+
+def test_a_partial_batch_waits_at_most_the_linger_time(tmp_path: Path) -> None:
+    """A match early in a long stretch of strangers is sent once it has waited ``linger``,
+    not at the end of the file; progress moves while nothing matches."""
+    index = LeakIndex.build(load_registry(ROOT / "examples" / "registry.yaml"))
+    dump = tmp_path / "sparse.csv"
+    rows = ["email,password", "alice.nguyen@lumen-outdoor.example,pw"]
+    rows += [f"stranger{i}@elsewhere.example,pw{i}" for i in range(200_000)]
+    dump.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    events: list[tuple[str, int]] = []
+    clock = itertools.count()
+
+    def send(part: int, message: bytes) -> None:
+        events.append(("sent", next(clock)))
+
+    def progress(position: int) -> None:
+        events.append(("progress", position))
+
+    summary = import_dump(
+        dump,
+        index=index,
+        partitions=4,
+        send=send,
+        options=DumpOptions(),
+        progress=progress,
+        linger=0.0,
+    )
+    assert summary["matched"] == 1
+    assert summary["messages"] == 1
+    kinds = [kind for kind, _ in events]
+    # sent at the first block boundary after the match, with blocks still to read
+    assert kinds.index("sent") < len(kinds) - 2
+    positions = [v for kind, v in events if kind == "progress"]
+    assert len(positions) >= 4
+    assert positions == sorted(positions)
+    assert positions[-1] == dump.stat().st_size
+
+
+def test_linger_holds_a_partial_batch_until_it_is_due() -> None:
+    matcher = LeakMatcher(None, 2, linger=0.05)
+    assert matcher.due() == []
+    record = LeakRecord.from_dict({"principal": "a@x.example", "breach": "B", "source": "t"})
+    assert matcher.add(record) is None
+    assert matcher.due() == []
+    time.sleep(0.06)
+    (batch,) = matcher.due()
+    assert orjson.loads(batch[1])[0]["principal"] == "a@x.example"
+    assert matcher.due() == []
 
 
 def _pieces(path: Path, fmt: str, jobs: int) -> tuple[bytes, list[tuple[int, int, int]]]:

@@ -172,6 +172,28 @@ def test_shared_credential_logins_match_their_accounts(registry: Registry) -> No
     assert match.identities == ()
 
 
+def test_wants_agrees_with_lookup(registry: Registry) -> None:
+    """The importer's fast probe (``wants``, on a stripped lower-case principal) says yes
+    exactly when ``lookup`` finds someone: e-mails, aliases, shared logins, plus-tags."""
+    index = LeakIndex.build(registry, {"brand.example"})
+    principals = [
+        "alice@brand.example",
+        "alice+news@brand.example",
+        "alice.a@gmail.example",
+        "alice.a+x@gmail.example",
+        "alice_social",
+        "00u-alice",
+        "social@brand.example",
+        "social+x@brand.example",
+        "nobody@brand.example",
+        "+@brand.example",
+        "",
+    ]
+    for principal in principals:
+        assert index.wants(principal) == (index.lookup(principal) is not None), principal
+    assert index.wants("social@brand.example")  # a shared login only: no identity
+
+
 def test_the_index_follows_registry_changes(registry: Registry) -> None:
     """apply_change mirrors identity and account upserts and tombstones."""
     index = LeakIndex.build(registry)
