@@ -122,6 +122,8 @@ class AuthIngest:
         if not results:
             return self._reject(400, "no records in body", "invalid_field", vendor)
         try:
+            if not self.out.publisher.reachable:  # known down: answer now
+                raise BrokerError("broker unreachable")
             await self._publish(events)
             await self._dead_letter(vendor, rejected)
         except BrokerError:

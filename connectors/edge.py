@@ -42,8 +42,12 @@ def bearer_ok(token: Secret | None, header: str | None) -> bool:
 
 
 def json_answer(status: int, body: Any) -> web.Response:
-    """A JSON response; a 401 says which scheme to use (RFC 6750)."""
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    """A JSON response; a 401 says which scheme to use (RFC 6750), a 503 when to retry."""
+    headers = None
+    if status == 401:
+        headers = {"WWW-Authenticate": "Bearer"}
+    elif status == 503:
+        headers = {"Retry-After": "5"}
     return web.json_response(
         body, status=status, headers=headers, dumps=lambda o: orjson.dumps(o).decode()
     )

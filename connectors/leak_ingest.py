@@ -247,6 +247,8 @@ class LeakIngest:
             results.append({"index": position, "status": "matched" if matched else "unmatched"})
         batches.extend(matcher.flush())
         try:
+            if not self.out.publisher.reachable:  # known down: answer now
+                raise BrokerError("broker unreachable")
             await self.out.send_batches(batches)
         except BrokerError:
             return self._answer(503, {"error": "broker unavailable; retry later"})

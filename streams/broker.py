@@ -87,7 +87,18 @@ class EmbeddedBroker:
     log_path: Path | None = None
     #: Ports the broker must not take (the HTTP port configured for the same process).
     avoid: tuple[int, ...] = ()
+    #: Tansu's storage engine: ``memory://tansu/`` (lost when it stops: the journal restores
+    #: accessguard's state) or ``s3://bucket/`` (durable; the endpoint and credentials come
+    #: from AWS_ENDPOINT, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_DEFAULT_REGION and,
+    #: for a plain-HTTP endpoint, AWS_ALLOW_HTTP=true in the environment).
+    storage: str = "memory://tansu/"
+    #: Extra environment for the broker process (the S3 settings above, say).
+    env: dict[str, str] | None = None
     _proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def durable(self) -> bool:
+        return not self.storage.startswith("memory:")
 
     @property
     def url(self) -> str:
@@ -109,9 +120,10 @@ class EmbeddedBroker:
             "--advertised-listener-url",
             listener,
             "--storage-engine",
-            "memory://tansu/",
+            self.storage,
         ]
         env = {k: v for k, v in os.environ.items() if not k.startswith("ACCESSGUARD_")}
+        env.update(self.env or {})
         env.setdefault("RUST_LOG", "warn")
         with contextlib.ExitStack() as files:
             out: Any = subprocess.DEVNULL
@@ -133,7 +145,7 @@ class EmbeddedBroker:
             self.stop()
             raise BrokerError(f"Tansu did not answer on {self.bootstrap} within {timeout:.0f}s")
         wait_for_kafka(self.bootstrap, timeout=timeout)
-        log.info("broker.started", url=self.url, pid=self._proc.pid)
+        log.info("broker.started", url=self.url, pid=self._proc.pid, storage=self.storage)
         return self
 
     @property
@@ -142,6 +154,17 @@ class EmbeddedBroker:
 
     def alive(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
+
+    def exit_code(self) -> int | None:
+        """The broker's exit status if it was started and has exited on its own, else None."""
+        return None if self._proc is None else self._proc.poll()
+
+    def restart(self, timeout: float = 20.0) -> EmbeddedBroker:
+        """Start it again on the same port (after it exited or was stopped)."""
+        if self._proc is not None and self._proc.poll() is None:
+            return self
+        self._proc = None
+        return self.start(timeout)
 
     def stop(self, timeout: float = 5.0) -> None:
         proc, self._proc = self._proc, None

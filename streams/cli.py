@@ -61,7 +61,6 @@ def _prepare(config: Config, registry: str | None) -> tuple[Any, str]:
         EmbeddedBroker,
         bootstrap_from_url,
         find_tansu,
-        wait_for_kafka,
     )
     from streams.topics import create_topics  # noqa: PLC0415
 
@@ -74,11 +73,12 @@ def _prepare(config: Config, registry: str | None) -> tuple[Any, str]:
             port=int(config["embedded.port"]),
             log_path=config.data_dir / "tansu.log",
             avoid=(int(config["http.port"]),),
+            storage=config["embedded.storage"],
         ).start()
         bootstrap = broker.bootstrap
     else:
         bootstrap = bootstrap_from_url(config["broker"])
-        wait_for_kafka(bootstrap, timeout=60)
+        _await_broker(config, bootstrap, "run")
     try:
         create_topics(config, bootstrap)
         if config["journal.replay_on_start"]:
@@ -90,6 +90,24 @@ def _prepare(config: Config, registry: str | None) -> tuple[Any, str]:
             broker.stop()
         raise
     return broker, bootstrap
+
+
+def _await_broker(config: Config, bootstrap: str, what: str, *, serve_http: bool = True) -> None:
+    """Wait (visibly: logs, /healthz, /readyz 503) until the broker answers."""
+    from streams.startup import wait_for_broker  # noqa: PLC0415
+
+    wait_for_broker(
+        bootstrap,
+        timeout=float(config["startup.broker_timeout"]),
+        http=(config["http.host"], int(config["http.port"])) if serve_http else None,
+        what=what,
+    )
+
+
+def _embedded_note(broker: Any) -> str:
+    if broker is None:
+        return ""
+    return f" (embedded Tansu, {'durable: ' + broker.storage if broker.durable else 'in memory'})"
 
 
 @main.command()
@@ -110,13 +128,14 @@ def run(config_path: str | None, registry: str | None, port: int | None) -> None
             "registry", f"{registry_file} is not a file (--registry or ACCESSGUARD_REGISTRY)"
         )
     broker, bootstrap = _prepare(config, registry_file)
+    watch: _BrokerWatch | None = None
     try:
 
         def listening(url: str) -> None:
             where = broker.url if broker else config["broker"]
             click.echo(
                 f"accessguard {__version__} ready\n"
-                f"  broker   {where}{' (embedded Tansu, in memory)' if broker else ''}\n"
+                f"  broker   {where}{_embedded_note(broker)}\n"
                 f"  http     {url}/v1/hr/events\n"
                 f"  metrics  {url}/metrics\n"
                 f"  health   {url}/healthz  {url}/readyz\n"
@@ -126,11 +145,91 @@ def run(config_path: str | None, registry: str | None, port: int | None) -> None
             sys.stdout.flush()
 
         app, services = build_worker(config, bootstrap, on_listening=listening)
+        watch = _BrokerWatch(broker) if broker is not None else None
         code = run_worker(app, services, loglevel=config["log.level"])
+        if watch is not None and watch.lost:
+            code = EXIT_BROKER_LOST
     finally:
         if broker is not None:
+            if watch is not None:
+                watch.stop()
             broker.stop()
     sys.exit(code)
+
+
+#: `accessguard run` exit code when its in-memory broker died: restart it (the journal
+#: restores the state), as a supervisor (systemd, Kubernetes) does.
+EXIT_BROKER_LOST = 3
+
+
+class _BrokerWatch:
+    """Watches the embedded broker of `accessguard run`. A durable one (``s3://`` storage)
+    that exits is started again on the same port: its topics and offsets are intact, and
+    the worker and HTTP edge reconnect by themselves (503 meanwhile). An in-memory one took
+    every topic with it, so the process stops with :data:`EXIT_BROKER_LOST`, and the next
+    start replays the journal into a fresh broker; carrying on against empty topics would
+    leave the worker's views and offsets describing a broker that no longer exists."""
+
+    def __init__(self, broker: Any, interval: float = 0.5, grace: float = 10.0) -> None:
+        import threading  # noqa: PLC0415
+
+        self.broker = broker
+        self.interval = interval
+        self.grace = grace
+        self.lost = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="broker-watch", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def _run(self) -> None:
+        import os  # noqa: PLC0415
+        import signal  # noqa: PLC0415
+
+        import structlog  # noqa: PLC0415
+
+        from streams.errors import BrokerError  # noqa: PLC0415
+
+        log = structlog.get_logger("streams.cli")
+        backoff = 0.5
+        while not self._stop.wait(self.interval):
+            code = self.broker.exit_code()
+            if code is None:
+                backoff = 0.5
+                continue
+            if not self.broker.durable:
+                self.lost = True
+                log.error(
+                    "broker.exited",
+                    url=self.broker.url,
+                    exit_code=code,
+                    storage=self.broker.storage,
+                    effect="the in-memory broker's topics are gone: stopping; start "
+                    "accessguard run again and the journal restores the state",
+                )
+                os.kill(os.getpid(), signal.SIGTERM)
+                # A graceful stop may hang on the missing broker (offset commits): bounded.
+                if not self._stop.wait(self.grace):
+                    log.error("broker.exit_forced", after=self.grace, exit_code=EXIT_BROKER_LOST)
+                    os._exit(EXIT_BROKER_LOST)
+                return
+            log.error(
+                "broker.exited",
+                url=self.broker.url,
+                exit_code=code,
+                storage=self.broker.storage,
+                effect="restarting it on the same port; input is refused with 503 meanwhile",
+            )
+            try:
+                self.broker.restart()
+                log.info("broker.restarted", url=self.broker.url, pid=self.broker.pid)
+            except BrokerError as exc:
+                log.error("broker.restart_failed", url=self.broker.url, error=str(exc))
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, 15.0)
 
 
 @main.command()
@@ -138,7 +237,7 @@ def run(config_path: str | None, registry: str | None, port: int | None) -> None
 @click.option("--port", type=int, help="HTTP port for /metrics and health (http.port).")
 def worker(config_path: str | None, port: int | None) -> None:
     """Run a Faust worker against an external Kafka (ACCESSGUARD_BROKER=kafka://host:9092)."""
-    from streams.broker import bootstrap_from_url, wait_for_kafka  # noqa: PLC0415
+    from streams.broker import bootstrap_from_url  # noqa: PLC0415
     from streams.topics import create_topics  # noqa: PLC0415
     from streams.worker import WorkerServices, build_worker, run_worker  # noqa: PLC0415
 
@@ -149,7 +248,7 @@ def worker(config_path: str | None, port: int | None) -> None:
         )
     configure_logging(config["log.level"], config["log.format"])
     bootstrap = bootstrap_from_url(config["broker"])
-    wait_for_kafka(bootstrap, timeout=60)
+    _await_broker(config, bootstrap, "worker")
     create_topics(config, bootstrap)
     app, services = build_worker(config, bootstrap)
     services.serve_hr = False
@@ -171,7 +270,7 @@ def connect_hr_webhook(config_path: str | None, port: int | None) -> None:
     import signal  # noqa: PLC0415
 
     from connectors.hr_webhook import HrWebhook  # noqa: PLC0415
-    from streams.broker import bootstrap_from_url, wait_for_kafka  # noqa: PLC0415
+    from streams.broker import bootstrap_from_url  # noqa: PLC0415
     from streams.journal import Journal  # noqa: PLC0415
     from streams.topics import Topics, create_topics  # noqa: PLC0415
     from streams.views import Publisher  # noqa: PLC0415
@@ -184,7 +283,7 @@ def connect_hr_webhook(config_path: str | None, port: int | None) -> None:
         )
     configure_logging(config["log.level"], config["log.format"])
     bootstrap = bootstrap_from_url(config["broker"])
-    wait_for_kafka(bootstrap, timeout=60)
+    _await_broker(config, bootstrap, "hr-webhook")
     create_topics(config, bootstrap)
 
     async def serve() -> None:
@@ -203,7 +302,7 @@ def connect_hr_webhook(config_path: str | None, port: int | None) -> None:
         server = WebServer(
             build_web_app(
                 hr=hr,
-                readiness=lambda: {"broker": publisher.started},
+                readiness=lambda: {"broker": publisher.reachable},
                 max_body=int(config["http.max_body_bytes"]),
             ),
             config["http.host"],
@@ -236,7 +335,7 @@ def connect_poller(config_path: str | None, name: str) -> None:
     from connectors.http import HttpClient  # noqa: PLC0415
     from connectors.leak_ingest import LeakPublisher  # noqa: PLC0415
     from streams.bootstrap import read_registry_topic  # noqa: PLC0415
-    from streams.broker import bootstrap_from_url, wait_for_kafka  # noqa: PLC0415
+    from streams.broker import bootstrap_from_url  # noqa: PLC0415
     from streams.topics import Topics, create_topics  # noqa: PLC0415
     from streams.views import Publisher  # noqa: PLC0415
     from streams.worker import build_pollers, retry_policy  # noqa: PLC0415
@@ -248,7 +347,7 @@ def connect_poller(config_path: str | None, name: str) -> None:
         raise ConfigError(f"pollers.{name}", "no such poller in the configuration")
     configure_logging(config["log.level"], config["log.format"])
     bootstrap = bootstrap_from_url(config["broker"])
-    wait_for_kafka(bootstrap, timeout=60)
+    _await_broker(config, bootstrap, f"poller {name}", serve_http=False)
     create_topics(config, bootstrap)
     topics = Topics.from_config(config)
     only = config.with_pollers({name: config.pollers[name]})

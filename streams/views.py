@@ -35,18 +35,63 @@ WRITER_HEADER = "ag-writer"
 
 
 class Publisher:
-    """One aiokafka producer per process; :meth:`send` returns only after the broker acked."""
+    """One aiokafka producer per process; :meth:`send` returns only after the broker acked.
 
-    def __init__(self, bootstrap: str, *, client_id: str = "accessguard") -> None:
+    :attr:`reachable` says whether the broker answered lately: a metadata probe every
+    ``probe_interval`` seconds (every second while it does not answer, and at once after a
+    failed send). It is the ``broker`` readiness check, and the HTTP edges answer 503 at once
+    while it is False instead of holding a request for the send timeout."""
+
+    def __init__(
+        self, bootstrap: str, *, client_id: str = "accessguard", probe_interval: float = 2.0
+    ) -> None:
         self.bootstrap = bootstrap
         self.writer_id = uuid.uuid4().hex[:12].encode()
         self.client_id = client_id
+        self.probe_interval = probe_interval
         self._producer: AIOKafkaProducer | None = None
         self._started = False
+        self._reachable = False
+        self._watcher: asyncio.Task[None] | None = None
+        self._poke: asyncio.Event | None = None
 
     @property
     def started(self) -> bool:
         return self._started
+
+    @property
+    def reachable(self) -> bool:
+        return self._started and self._reachable
+
+    async def _probe(self) -> str | None:
+        """None when the broker answers a metadata request, else why not."""
+        assert self._producer is not None
+        try:
+            await asyncio.wait_for(self._producer.client.fetch_all_metadata(), 3.0)
+        except (KafkaError, TimeoutError, OSError) as exc:
+            return f"{type(exc).__name__}: {exc}"
+        return None
+
+    async def _watch(self) -> None:
+        assert self._poke is not None
+        while self._started:
+            interval = self.probe_interval if self._reachable else 1.0
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._poke.wait(), interval)
+            self._poke.clear()
+            if not self._started:
+                return
+            error = await self._probe()
+            if error is None and not self._reachable:
+                log.info("broker.recovered", bootstrap=self.bootstrap)
+            elif error is not None and self._reachable:
+                log.error(
+                    "broker.lost",
+                    bootstrap=self.bootstrap,
+                    error=error,
+                    effect="input is refused with 503 until the broker answers again",
+                )
+            self._reachable = error is None
 
     async def start(self, timeout: float = 30.0) -> None:
         deadline = asyncio.get_running_loop().time() + timeout
@@ -63,6 +108,9 @@ class Publisher:
             try:
                 await self._producer.start()
                 self._started = True
+                self._reachable = True
+                self._poke = asyncio.Event()
+                self._watcher = asyncio.get_running_loop().create_task(self._watch())
                 return
             except KafkaError as exc:
                 with contextlib.suppress(Exception):
@@ -75,6 +123,10 @@ class Publisher:
     async def stop(self) -> None:
         if self._started and self._producer is not None:
             self._started = False
+            if self._watcher is not None:
+                self._watcher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._watcher
             await self._producer.stop()
 
     async def send(
@@ -101,6 +153,8 @@ class Publisher:
                 timeout,
             )
         except (KafkaError, TimeoutError) as exc:
+            if self._poke is not None:
+                self._poke.set()  # probe now: readiness follows within a second
             raise BrokerError(f"broker did not acknowledge a write to {topic}: {exc!r}") from exc
 
     async def send_json(self, topic: str, key: str, value: Any) -> Any:

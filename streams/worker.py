@@ -195,7 +195,7 @@ class WorkerServices(mode.Service):  # type: ignore[misc]
 
     def readiness(self) -> dict[str, bool]:
         return {
-            "broker": self.publisher.started,
+            "broker": self.publisher.reachable,
             "views_caught_up": self.views.ready.is_set(),
             "registry_loaded": len(self.views.registry.identities) > 0,
             "consumers_assigned": self.assigned,
@@ -410,20 +410,30 @@ class WorkerServices(mode.Service):  # type: ignore[misc]
         await self.ready.wait()
         interval = float(self.config["worker.metrics_interval"])
         inputs = (self.topics.hr_events, self.topics.auth_events, self.topics.leak_records)
+        failing = False
         while not self.should_stop:
             try:
                 await self.refresh_gauges(inputs)
+                failing = False
             except Exception:
-                log.exception("timer.metrics_failed")
+                if not self.publisher.reachable:
+                    # broker.lost says why, once; a traceback every interval says nothing
+                    if not failing:
+                        log.warning("timer.metrics_failed", reason="broker unreachable")
+                elif not failing:
+                    log.exception("timer.metrics_failed")
+                failing = True
             await asyncio.sleep(interval)
 
     async def refresh_gauges(self, inputs: tuple[str, ...]) -> None:
-        update_registry_gauges(self.views.registry, self.views.state, datetime.now(UTC))
-        if self.faust_app is not None and self.assigned:
-            report = await consumer_lag(self.faust_app.consumer, inputs)
-            self.progress.observe(report)
-            update_lag_gauges(report)
-        update_readiness_gauges(self.readiness())
+        try:
+            update_registry_gauges(self.views.registry, self.views.state, datetime.now(UTC))
+            if self.faust_app is not None and self.assigned:
+                report = await consumer_lag(self.faust_app.consumer, inputs)
+                self.progress.observe(report)
+                update_lag_gauges(report)
+        finally:
+            update_readiness_gauges(self.readiness())
 
 
 def build_worker(

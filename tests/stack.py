@@ -115,8 +115,13 @@ class Stack:
     """``accessguard <command>`` in a subprocess. ``start()`` waits for /readyz."""
 
     def __init__(
-        self, config_path: Path, command: tuple[str, ...] = ("run",), log_dir: Path | None = None
+        self,
+        config_path: Path,
+        command: tuple[str, ...] = ("run",),
+        log_dir: Path | None = None,
+        env: dict[str, str] | None = None,
     ) -> None:
+        self.extra_env = env or {}
         self.config_path = config_path
         self.config = yaml.safe_load(config_path.read_text())
         self.command = command
@@ -129,11 +134,14 @@ class Stack:
     def data_dir(self) -> Path:
         return Path(self.config["data_dir"])
 
-    def start(self, timeout: float = 60.0) -> Stack:
+    def start(self, timeout: float = 60.0, *, wait_ready: bool = True) -> Stack:
+        """Start the process; wait until /readyz says 200 (``wait_ready``), else only
+        until the HTTP port answers at all."""
         self.starts += 1
         out = open(self.log_dir / f"stack-{self.starts}.out", "wb")  # noqa: SIM115
         err = open(self.log_dir / f"stack-{self.starts}.err", "wb")  # noqa: SIM115
         env = {k: v for k, v in os.environ.items() if not k.startswith("ACCESSGUARD_")}
+        env.update(self.extra_env)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "streams.cli", *self.command, "--config", str(self.config_path)],
             stdout=out,
@@ -152,7 +160,7 @@ class Stack:
                 )
             try:
                 resp = requests.get(f"{self.url}/readyz", timeout=1)
-                if resp.status_code == 200:
+                if resp.status_code == 200 or not wait_ready:
                     return self
             except requests.RequestException:
                 pass
