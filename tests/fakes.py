@@ -130,6 +130,9 @@ class FakeVendorServer:
         self._down_until = 0.0
         self._down_status = 503
         self._delay = 0.0
+        self._stall_until = 0.0
+        self._stall_hold_s = 0.0
+        self.stalled: list[dict[str, str]] = []
         self._server = _Server(("127.0.0.1", 0), self._handler_class())
         host, port = self._server.server_address[:2]
         self.url = f"http://{host!s}:{port}"
@@ -171,6 +174,8 @@ class FakeVendorServer:
             self._forced.clear()
             self._down_until = 0.0
             self._delay = 0.0
+            self._stall_until = 0.0
+            self.stalled.clear()
 
     def wait_for_calls(
         self, predicate_or_count: int | Callable[[list[Call]], bool], timeout: float = 5.0
@@ -237,6 +242,18 @@ class FakeVendorServer:
         with self._cond:
             self._down_until = time.monotonic() + seconds
             self._down_status = status
+
+    def stall_for(self, seconds: float, hold: float = 3.0) -> None:
+        """Until ``seconds`` have passed, hold each request ``hold`` seconds and then close
+        the connection without an answer and without doing anything (listed in
+        :attr:`stalled`): a provider that times out rather than fails."""
+        with self._cond:
+            self._stall_until = time.monotonic() + seconds
+            self._stall_hold_s = hold
+
+    def _stall_hold(self) -> float:
+        with self._cond:
+            return self._stall_hold_s if time.monotonic() < self._stall_until else 0.0
 
     def set_delay(self, seconds: float) -> None:
         """Sleep this long before answering each request (to exercise read timeouts)."""
@@ -507,6 +524,14 @@ class FakeVendorServer:
                     json=parsed,
                     json_error=json_error,
                 )
+                hold = server._stall_hold()
+                if hold:
+                    # a hung provider: no answer, no effect; the client's read timeout fires
+                    time.sleep(hold)
+                    with server._cond:
+                        server.stalled.append({"method": req.method, "path": req.path})
+                    self.close_connection = True
+                    return
                 resp = server._handle(req)
                 server._record(req, resp)
                 try:

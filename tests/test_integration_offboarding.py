@@ -302,6 +302,7 @@ class TestBadInput:
             "consumers_assigned",
             "views_tailing",
             "consumers_progressing",
+            "journal_writable",
         }
 
 
@@ -416,6 +417,62 @@ class TestRestarts:
                 assert len(google.calls_to("/signOut")) == 1
             finally:
                 stack.stop()
+
+    def test_provider_timing_out_for_45s_is_retried_apart_pages_once_and_resolves(
+        self, tmp_path: Path, vendor: FakeVendorServer
+    ) -> None:
+        """Google accepts connections but answers nothing for 45 s (read timeouts, not
+        errors). Its action is retried with backoff while everything else carries on: the
+        other nine revocations, and a second offboarding posted meanwhile. On-call is paged
+        once when the fast retries are spent; the page resolves when Google answers, and
+        Google is asked exactly once successfully."""
+        with FakeVendorServer() as google:
+            cfg = _config(
+                tmp_path,
+                vendor,
+                google_url=google.url,
+                extra={
+                    "retry.max_attempts": 4,
+                    "retry.slow_retry_interval": 3.0,
+                    "retry.read_timeout": 1.0,
+                },
+            )
+            with Stack(cfg) as stack:
+                google.stall_for(45, hold=3.0)
+                started = time.time()
+                assert stack.post_hr(hr_event("stall-1")).status_code == 202
+                wait_until(lambda: len(alice_calls(vendor)) >= 9, 15, what="other providers")
+                second = stack.post_hr(hr_event("stall-2", "suspended", who="dan"))
+                assert second.status_code == 202
+                wait_until(
+                    lambda: vendor.calls_to("00u1danxyz0A1b2C3d4e5"),
+                    10,
+                    what="an offboarding not queued behind the hung provider",
+                )
+
+                def actions(kind: str) -> list[dict[str, Any]]:
+                    return [
+                        c
+                        for c in vendor.calls_to("/v2/enqueue")
+                        if c["json"]["event_action"] == kind
+                    ]
+
+                pages = wait_until(lambda: actions("trigger"), 30, what="page")
+                assert len(pages) == 1
+                assert "google" in pages[0]["json"]["payload"]["summary"]
+                wait_until(lambda: google.calls_to("/signOut"), 60, what="google answers again")
+                assert time.time() - started >= 44
+                resolved = wait_until(lambda: actions("resolve"), 10, what="resolve")
+                time.sleep(1.5)
+                assert len(actions("trigger")) == 1
+                assert len(resolved) == 1
+                assert resolved[0]["json"]["dedup_key"] == pages[0]["json"]["dedup_key"]
+                assert len(google.calls_to("/signOut")) == 1
+                # retried while it hung, but with backoff: not a request per read timeout
+                tries = len(google.stalled)
+                assert 4 <= tries <= 45 / 2
+            calls = effective_keys(alice_calls(vendor))
+            assert len(set(calls)) == len(calls)  # no provider asked twice
 
     def test_provider_down_30s_then_back_completes_and_pages_once(
         self, tmp_path: Path, vendor: FakeVendorServer

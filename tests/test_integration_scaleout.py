@@ -18,6 +18,8 @@ redo the completed plans of the dead worker when it resumes plans on assignment.
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -32,6 +34,7 @@ import requests
 from streams.broker import EmbeddedBroker
 from streams.engine import partition_for
 from tests.fakes import FakeVendorServer
+from tests.s3 import LocalS3
 from tests.stack import Stack, free_port, wait_until, write_config
 from tests.test_integration_external import EXAMPLE_REGISTRY, imported
 
@@ -254,3 +257,110 @@ def test_two_workers_share_partitions_and_survive_a_sigkill(
     finally:
         one.stop()
         two.stop()
+
+
+def test_two_workers_ride_out_a_durable_broker_restart(
+    tansu_bin: str, tmp_path: Path, vendor: FakeVendorServer
+) -> None:
+    """The same promises across a broker restart, where the broker is durable (Tansu on S3
+    storage, a local S3 API): two workers share the partitions; Alice and Bob complete; the
+    broker is SIGKILLed; the connector refuses Carol's and Dan's offboardings with 503 while
+    it is down (the sender retries, as HR systems do on 503 + Retry-After); the broker comes
+    back on the same port; both workers and the connector recover by themselves, Carol and
+    Dan complete, and no provider action or page happens twice.
+
+    What the embedded in-memory broker cannot survive: its topics and offsets die with it.
+    `accessguard run` then stops (exit 3) and its next start replays the journal
+    (test_integration_broker_faults.py). On a real cluster, a broker restart is a leader
+    change: with replication 3 and min.insync.replicas 2 (deploy/k8s), acknowledged writes
+    survive it and clients move to the new leader, as here."""
+    with LocalS3(tmp_path / "s3.log") as s3:
+        broker = EmbeddedBroker(
+            tansu_bin,
+            port=free_port(),
+            log_path=tmp_path / "tansu.log",
+            storage=s3.storage,
+            env=s3.broker_env(),
+        ).start()
+        imported(broker, tmp_path / "import", EXAMPLE_REGISTRY)
+        (tmp_path / "c").mkdir()
+        connector = Stack(
+            write_config(
+                tmp_path / "c" / "config.yaml",
+                data_dir=tmp_path / "c" / "data",
+                vendor_url=vendor.url,
+                broker=broker.url,
+                http_port=free_port(),
+            ),
+            command=("connect", "hr-webhook"),
+        )
+        one = worker_stack(tmp_path, "w1", broker, vendor.url)
+        two = worker_stack(tmp_path, "w2", broker, vendor.url)
+        try:
+            connector.start()
+            one.start(timeout=90)
+            two.start(timeout=90)
+
+            def shared() -> bool:
+                a, b = assigned(one), assigned(two)
+                return bool(a and b and a | b == set(range(PARTITIONS)) and not a & b)
+
+            wait_until(shared, 60, 0.2, what="both workers assigned, covering all partitions")
+            wait_until(lambda: len(gina_calls(vendor)) >= GINA_CALLS, 30, what="the agency timer")
+            assert connector.post_hr(hr_event("br-alice", "alice")).status_code == 202
+            assert connector.post_hr(hr_event("br-bob", "bob")).status_code == 202
+            wait_until(lambda: len(calls_of(vendor, "alice")) >= 10, 30, what="alice's calls")
+            wait_until(lambda: calls_of(vendor, "bob"), 30, what="bob's calls")
+            settled(vendor, quiet=2.0)
+
+            os.kill(broker.pid or 0, signal.SIGKILL)
+            down_at = time.monotonic()
+            refused = 0
+            for who in ("carol", "dan"):
+                # the sender's retry loop: 503 + Retry-After until the broker is back
+                while True:
+                    resp = connector.post_hr(hr_event(f"br-{who}", who))
+                    if resp.status_code == 202:
+                        break
+                    assert resp.status_code == 503, resp.text
+                    assert resp.headers["Retry-After"] == "5"
+                    refused += 1
+                    if refused == 3:
+                        broker.restart()
+                    time.sleep(0.5)
+            assert refused >= 3
+            for stack in (one, two):
+                wait_until(
+                    lambda s=stack: requests.get(f"{s.url}/readyz", timeout=5).status_code == 200,
+                    60,
+                    0.3,
+                    what="worker ready again",
+                )
+            recovered_s = time.monotonic() - down_at
+            wait_until(lambda: calls_of(vendor, "carol"), 60, what="carol's calls")
+            wait_until(lambda: calls_of(vendor, "dan"), 60, what="dan's calls")
+            settled(vendor, quiet=3.0)
+            calls = [
+                (c["method"], c["path"])
+                for c in vendor.calls
+                if not c["path"].startswith(SINK_PATHS)
+            ]
+            dupes = {k: v for k, v in Counter(calls).items() if v > 1}
+            assert not dupes, f"called more than once: {dupes}"
+            assert {w: len(calls_of(vendor, w)) for w in PEOPLE} == EXPECTED_CALLS
+            assert len(gina_calls(vendor)) == GINA_CALLS
+            pages = [
+                orjson.dumps(c["json"], option=orjson.OPT_SORT_KEYS)
+                for c in vendor.calls
+                if c["path"] == "/v2/enqueue"
+            ]
+            assert len(pages) == len(set(pages)), pages
+            for stack in (one, two, connector):
+                assert stack.proc is not None
+                assert stack.proc.poll() is None
+            assert recovered_s < 90
+        finally:
+            one.stop()
+            two.stop()
+            connector.stop()
+            broker.stop()
