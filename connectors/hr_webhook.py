@@ -192,13 +192,22 @@ class HrWebhook:
                 return self._reject(409, "event_id already used for a different event", "conflict")
             self._duplicate.inc()
             return _json(202, status="duplicate", event_id=event.event_id)
+        if not self.publisher.reachable:  # known down: answer now, journal nothing
+            return self._reject(503, "broker unavailable; retry later", "broker_unavailable")
         event = HrEvent.from_dict({**event.to_dict(), "accepted_at": now})
         try:
             self.journal.append(
                 "hr_event", durable=True, key=event.partition_key, value=event.to_dict()
             )
         except JournalError as exc:
-            return self._reject(503, str(exc), "journal_unavailable")
+            # The journal logged the operator's message (path, cause, what to do); the sender
+            # gets the cause only, and retries after Retry-After.
+            return self._reject(
+                503,
+                f"journal unavailable ({exc.reason}): the event cannot be recorded durably; "
+                "retry later",
+                "journal_unavailable",
+            )
         try:
             await self.publisher.send(self.topic, event.partition_key, event.dumps())
         except BrokerError:

@@ -302,7 +302,10 @@ def connect_hr_webhook(config_path: str | None, port: int | None) -> None:
         server = WebServer(
             build_web_app(
                 hr=hr,
-                readiness=lambda: {"broker": publisher.reachable},
+                readiness=lambda: {
+                    "broker": publisher.reachable,
+                    "journal_writable": journal.check_writable(),
+                },
                 max_body=int(config["http.max_body_bytes"]),
             ),
             config["http.host"],

@@ -62,6 +62,9 @@ log = structlog.get_logger(__name__)
 #: Actions whose confirmation ends "time to revoke" (access is cut once these are done).
 REVOKING = frozenset({"revoke_sessions", "remove_grant", "downgrade_grant"})
 RUNBOOK_REVOCATION = "docs/runbooks/revocation-failing.md"
+#: Backoff between attempts while the journal cannot be written (disk full), seconds.
+JOURNAL_RETRY_MIN = 0.2
+JOURNAL_RETRY_MAX = 2.0
 
 
 def partition_for(key: str, partitions: int) -> int:
@@ -111,6 +114,9 @@ class Engine:
         #: Partitions of hr.events this worker owns; None = all (single worker, replay, tests).
         self.owned: set[int] | None = None
         self._plans: dict[tuple[str, str], asyncio.Task[None]] = {}
+        #: Serialises the worker's journal writes while they wait for space (FIFO): two
+        #: values of one key land in the order they were decided, never the older last.
+        self._journal_lock = asyncio.Lock()
         self.plans_completed = 0
         # Pre-bound children (labels() per event costs more than a rule, FIELD-NOTES); binding
         # them here also exports every rule's series at 0, so rates exist before a first match.
@@ -134,19 +140,37 @@ class Engine:
         self.resume_plans()
 
     # ---------------------------------------------------------------- writes
+    async def record(self, kind: str, *, durable: bool = False, **fields: Any) -> dict[str, Any]:
+        """Append to the journal, waiting in place while it cannot be written (disk full).
+
+        What the worker records is never dropped, and the work before it is not redone: a
+        provider call already made is recorded once space is back, not made again; a decision
+        already taken (and applied in memory) is written, not re-decided as a duplicate.
+        Meanwhile the journal logs the failure and the ``journal_writable`` readiness check
+        fails. Cancelled at shutdown: the unfinished plan resumes from the journal at the next
+        start, and the ledger keeps what was recorded from being done twice."""
+        delay = JOURNAL_RETRY_MIN
+        async with self._journal_lock:
+            while True:
+                try:
+                    return self.journal.append(kind, durable=durable, **fields)
+                except JournalError:
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, JOURNAL_RETRY_MAX)
+
     async def put_state(self, value: StateValue) -> None:
         self.views.state.put(value)
         data = value.to_dict()
-        self.journal.append("state", key=value.key, value=data)
+        await self.record("state", key=value.key, value=data)
         await self.publisher.send_json(self.topics.lifecycle, value.key, data)
 
     async def put_ledger(self, key: str, value: dict[str, Any]) -> None:
         self.views.ledger[key] = value
-        self.journal.append("ledger", durable=True, key=key, value=value)
+        await self.record("ledger", durable=True, key=key, value=value)
         await self.publisher.send_json(self.topics.ledger, key, value)
 
     async def audit(self, kind: str, key: str, **fields: Any) -> None:
-        entry = self.journal.append(kind, **fields)
+        entry = await self.record(kind, **fields)
         await self.publisher.send_json(self.topics.audit, key, entry)
 
     async def dead_letter(
@@ -167,7 +191,7 @@ class Engine:
         }
         short = reason.split(":", 1)[0][:40]
         metrics.DEAD_LETTERS.labels(source_topic, short).inc()
-        self.journal.append("dead_letter", topic=source_topic, reason=reason)
+        await self.record("dead_letter", topic=source_topic, reason=reason)
         await self.publisher.send_json(dlq or self.topics.hr_dlq, "dlq", record)
         log.warning("record.dead_lettered", topic=source_topic, reason=reason)
 
@@ -410,9 +434,15 @@ class Engine:
         pipeline.state.expire(now, pipeline.engine.horizons)
         dirty = pipeline.state.take_dirty()
         sends = []
-        for key in dirty:
+        for done, key in enumerate(dirty):
             value = pipeline.state.key_to_dict(key)
-            self.journal.append("rule_state", key=key, value=value)
+            try:
+                self.journal.append("rule_state", key=key, value=value)
+            except JournalError:
+                # Not waited for (this also runs at shutdown): the keys stay dirty and the
+                # next checkpoint writes them; the journal logged why.
+                pipeline.state.mark_dirty(dirty[done:])
+                break
             sends.append(self.publisher.send_json(self.topics.rule_state, key, value))
         # Concurrently: the producer batches them, instead of one broker round trip per key
         # (one at a time, a busy login agent starved the checkpoint for seconds).

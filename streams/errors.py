@@ -58,7 +58,14 @@ class BrokerError(AccessGuardError):
 
 
 class JournalError(AccessGuardError):
-    """The durable journal could not be written; free disk space or fix permissions on data_dir."""
+    """The durable journal could not be written; free disk space or fix permissions on data_dir.
+
+    The message is for the operator (path, cause, what to do); ``reason`` is the bare cause
+    (``No space left on device``), safe to return to a sender."""
+
+    def __init__(self, message: str, *, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason or "journal not writable"
 
 
 class ProviderError(AccessGuardError):

@@ -759,6 +759,10 @@ class RuleState:
         self._dirty.clear()
         return dirty
 
+    def mark_dirty(self, keys: Iterable[str]) -> None:
+        """Mark ``keys`` changed again (a checkpoint that could not write them)."""
+        self._dirty.update(keys)
+
     def key_to_dict(self, key: str) -> dict[str, Any] | None:
         """One key's state as JSON-able data (None when the key holds nothing)."""
         slots = self._keys.get(key)

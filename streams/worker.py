@@ -203,6 +203,9 @@ class WorkerServices(mode.Service):  # type: ignore[misc]
             # still follow their topics, and the consumer is not stalled with lag.
             "views_tailing": self.views.tailing,
             "consumers_progressing": self.progress.ok,
+            # False from a failed journal write (disk full) until a write succeeds; while
+            # False it tries one small write a second, so it recovers without input.
+            "journal_writable": self.journal.check_writable(),
         }
 
     async def on_start(self) -> None:

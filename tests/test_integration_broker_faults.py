@@ -60,9 +60,7 @@ def dan_calls(vendor: FakeVendorServer) -> list[tuple[str, str]]:
     return [(c["method"], c["path"]) for c in list(vendor.calls) if "danxyz" in c["path"]]
 
 
-def external_pair(
-    tmp_path: Path, vendor: FakeVendorServer, broker_url: str
-) -> tuple[Stack, Stack]:
+def external_pair(tmp_path: Path, vendor: FakeVendorServer, broker_url: str) -> tuple[Stack, Stack]:
     (tmp_path / "c").mkdir()
     (tmp_path / "w").mkdir()
     fast = {"worker.session_timeout": 3.0, "worker.heartbeat_interval": 0.5}
@@ -166,9 +164,7 @@ def test_a_durable_broker_killed_and_restarted_under_running_services(
             wait_until(
                 lambda: not_ready_because_of_the_broker(connector), 10, what="connector unready"
             )
-            wait_until(
-                lambda: not_ready_because_of_the_broker(worker), 10, what="worker unready"
-            )
+            wait_until(lambda: not_ready_because_of_the_broker(worker), 10, what="worker unready")
             started = time.monotonic()
             refused = connector.post_hr(hr_event("dur-2", kind="suspended", who="dan"))
             assert refused.status_code == 503

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -163,3 +166,119 @@ def test_unopenable_path_raises_journal_error(tmp_path: Path) -> None:
     target.mkdir()
     with pytest.raises(JournalError, match=r"cannot open journal .*journal\.jsonl"):
         Journal(target)
+
+
+# A child process that fills "the disk" for itself: RLIMIT_FSIZE caps the size of every file
+# it writes (Python ignores SIGXFSZ, so writes past the cap fail with EFBIG, and a write that
+# crosses it is a real short write). argv: journal path, bytes of room left for the 2nd entry.
+_FULL_DISK_CHILD = """
+import os, resource, sys
+from pathlib import Path
+from streams.errors import JournalError
+from streams.journal import Journal
+
+path, room = Path(sys.argv[1]), int(sys.argv[2])
+journal = Journal(path, probe_interval=0.0)
+journal.append("state", key="a", value="x" * 100)
+size = path.stat().st_size
+soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+resource.setrlimit(resource.RLIMIT_FSIZE, (size + room, hard))
+try:
+    journal.append("hr_event", durable=True, key="E1", value="y" * 300)
+except JournalError as exc:
+    print("ERROR", exc)
+    print("REASON", exc.reason)
+assert path.stat().st_size == size, (path.stat().st_size, size)
+assert not journal.healthy
+assert not journal.check_writable()
+resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+assert journal.check_writable()
+journal.append("hr_event", durable=True, key="E1", value="y" * 300)
+print("OK")
+"""
+
+
+@pytest.mark.parametrize("room", [0, 37], ids=["no-room", "short-write"])
+def test_full_disk_leaves_no_partial_line_and_recovers(tmp_path: Path, room: int) -> None:
+    """A write that fails on a full disk (EFBIG from a real file size limit), also after a
+    short write of part of the line, leaves the file as it was: the next entry is whole, and
+    a replay reads every entry. The error names the cause and what to do; once space is back
+    the readiness probe records the outage (``journal_recovered``) and appends work again."""
+    path = tmp_path / "journal.jsonl"
+    repo = Path(__file__).resolve().parent.parent
+    done = subprocess.run(
+        [sys.executable, "-c", _FULL_DISK_CHILD, str(path), str(room)],
+        capture_output=True,
+        text=True,
+        cwd=repo,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "OK" in done.stdout
+    assert "ERROR cannot write journal" in done.stdout
+    assert "File too large" in done.stdout
+    assert "free disk space under data_dir" in done.stdout
+    assert "REASON File too large" in done.stdout
+    lines = path.read_bytes().splitlines()
+    entries = [orjson.loads(line) for line in lines]  # every line is whole JSON
+    assert [e["kind"] for e in entries] == ["state", "journal_recovered", "hr_event"]
+    assert entries[1]["error"] == "File too large"
+    assert replay_records(path)["hr.events"] == [("E1", orjson.dumps("y" * 300))]
+
+
+def test_failed_write_makes_the_journal_unhealthy_until_a_write_succeeds(
+    journal: Journal,
+) -> None:
+    """Readiness: a failed append marks the journal unhealthy; the probe keeps failing while
+    the disk is full (at most one try per interval) and succeeds, once, when it is not."""
+    real_fd = journal._fd
+    journal._fd = os.open("/dev/full", os.O_WRONLY)
+    journal.probe_interval = 0.0
+    with pytest.raises(JournalError):
+        journal.append("state", key="k", value=1)
+    assert not journal.healthy
+    assert journal.last_error == "No space left on device"
+    assert not journal.check_writable()
+    os.close(journal._fd)
+    journal._fd = real_fd
+    with capture_logs() as logs:
+        assert journal.check_writable()
+    assert journal.healthy
+    assert journal.check_writable()  # healthy: no probe entry written again
+    assert [e["event"] for e in logs] == ["journal.recovered"]
+    assert logs[0]["last_error"] == "No space left on device"
+    kinds = [e["kind"] for e in read_journal(journal.path)]
+    assert kinds == ["journal_recovered"]
+
+
+def test_failed_fsync_cuts_the_line(journal: Journal, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An fsync that fails (delayed allocation finds no space) is a failed append: the line
+    it wrote is cut, so a sender's retry does not leave the event twice."""
+    journal.append("state", key="a", value=1)
+
+    def no_space(_fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("streams.journal.os.fsync", no_space)
+    with pytest.raises(JournalError, match="No space left on device"):
+        journal.append("hr_event", durable=True, key="E1", value={"event_id": "x"})
+    monkeypatch.undo()
+    journal.append("hr_event", durable=True, key="E1", value={"event_id": "x"})
+    assert [e["kind"] for e in read_journal(journal.path)] == ["state", "hr_event"]
+
+
+def test_torn_tail_from_a_crash_does_not_swallow_the_next_entry(tmp_path: Path) -> None:
+    """After a crash mid-write the journal ends in half a line; the next process's first
+    entry starts on a new line, so only the fragment is lost, never the new entry."""
+    path = tmp_path / "journal.jsonl"
+    first = Journal(path)
+    first.append("state", key="a", value=1)
+    first.close()
+    with path.open("ab") as fh:
+        fh.write(b'{"ts": 1.0, "kind": "state", "key": "b", "val')
+    again = Journal(path)
+    again.append("hr_event", key="E1", value={"event_id": "x"})
+    again.append("state", key="c", value=3)
+    again.close()
+    assert [e.get("key") for e in read_journal(path)] == ["a", "E1", "c"]
