@@ -160,7 +160,9 @@ class EmbeddedBroker:
         return None if self._proc is None else self._proc.poll()
 
     def restart(self, timeout: float = 20.0) -> EmbeddedBroker:
-        """Start it again on the same port (after it exited or was stopped)."""
+        """Start it again on the same port (after it exited or was stopped). Like
+        :meth:`start`, call it from a thread that outlives the broker: Linux sends the
+        parent-death signal when the *thread* that forked it exits, not the process."""
         if self._proc is not None and self._proc.poll() is None:
             return self
         self._proc = None

@@ -65,6 +65,9 @@ RUNBOOK_REVOCATION = "docs/runbooks/revocation-failing.md"
 #: Backoff between attempts while the journal cannot be written (disk full), seconds.
 JOURNAL_RETRY_MIN = 0.2
 JOURNAL_RETRY_MAX = 2.0
+#: The same while the broker does not acknowledge the worker's writes, seconds.
+BROKER_RETRY_MIN = 0.2
+BROKER_RETRY_MAX = 5.0
 
 
 def partition_for(key: str, partitions: int) -> int:
@@ -158,20 +161,23 @@ class Engine:
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, JOURNAL_RETRY_MAX)
 
+    async def publish(self, topic: str, key: str, value: Any) -> None:
+        await publish_waiting(self.publisher, topic, key, value)
+
     async def put_state(self, value: StateValue) -> None:
         self.views.state.put(value)
         data = value.to_dict()
         await self.record("state", key=value.key, value=data)
-        await self.publisher.send_json(self.topics.lifecycle, value.key, data)
+        await self.publish(self.topics.lifecycle, value.key, data)
 
     async def put_ledger(self, key: str, value: dict[str, Any]) -> None:
         self.views.ledger[key] = value
         await self.record("ledger", durable=True, key=key, value=value)
-        await self.publisher.send_json(self.topics.ledger, key, value)
+        await self.publish(self.topics.ledger, key, value)
 
     async def audit(self, kind: str, key: str, **fields: Any) -> None:
         entry = await self.record(kind, **fields)
-        await self.publisher.send_json(self.topics.audit, key, entry)
+        await self.publish(self.topics.audit, key, entry)
 
     async def dead_letter(
         self, source_topic: str, raw: bytes | None, reason: str, *, dlq: str | None = None
@@ -192,7 +198,7 @@ class Engine:
         short = reason.split(":", 1)[0][:40]
         metrics.DEAD_LETTERS.labels(source_topic, short).inc()
         await self.record("dead_letter", topic=source_topic, reason=reason)
-        await self.publisher.send_json(dlq or self.topics.hr_dlq, "dlq", record)
+        await self.publish(dlq or self.topics.hr_dlq, "dlq", record)
         log.warning("record.dead_lettered", topic=source_topic, reason=reason)
 
     # ---------------------------------------------------------------- HR path
@@ -446,8 +452,13 @@ class Engine:
             sends.append(self.publisher.send_json(self.topics.rule_state, key, value))
         # Concurrently: the producer batches them, instead of one broker round trip per key
         # (one at a time, a busy login agent starved the checkpoint for seconds).
-        await asyncio.gather(*sends)
-        return len(dirty)
+        results = await asyncio.gather(*sends, return_exceptions=True)
+        failed = [k for k, r in zip(dirty, results, strict=False) if isinstance(r, BaseException)]
+        if failed:
+            # the broker did not take them: the next checkpoint sends them again
+            pipeline.state.mark_dirty(failed)
+            log.warning("rule_state.checkpoint_deferred", keys=len(failed))
+        return len(sends) - len(failed)
 
     # ---------------------------------------------------------------- plans
     def start_plan(self, identity: str, plan_id: str) -> None:
@@ -634,7 +645,7 @@ class Engine:
             return
         if alert.runbook and self.runbook_base and "://" not in alert.runbook:
             alert = replace(alert, runbook=f"{self.runbook_base}/{alert.runbook}")
-        await self.publisher.send_json(self.topics.alerts, alert.dedup_key, alert.to_dict())
+        await self.publish(self.topics.alerts, alert.dedup_key, alert.to_dict())
         results: dict[str, str] = {}
         for name in self.routes.get(alert.severity, []):
             sink = self.sinks.get(name)
@@ -676,6 +687,35 @@ class Engine:
             self.journal.append("hr_event", key=event.partition_key, value=event.to_dict())
             await self.publisher.send(self.topics.hr_events, event.partition_key, event.dumps())
         return len(events)
+
+
+async def publish_waiting(publisher: Publisher, topic: str, key: str, value: Any) -> None:
+    """Write to the broker, waiting in place while it is unreachable (like
+    :meth:`Engine.record` for the journal). A write the worker has decided must land:
+    failing here would leave the decision applied in memory and in the journal but not on
+    its topic, and the retried event would then look like a duplicate and be dropped.
+    Waiting keeps the writes of a key in order; the agent stalls meanwhile, as it must,
+    since nothing can be committed either. Cancelled at shutdown: the journal has it."""
+    delay = BROKER_RETRY_MIN
+    failing = False
+    while True:
+        try:
+            await publisher.send_json(topic, key, value)
+        except BrokerError as exc:
+            if not failing:
+                log.warning(
+                    "broker.write_waiting",
+                    topic=topic,
+                    error=str(exc)[:300],
+                    effect="processing waits until the broker acknowledges",
+                )
+            failing = True
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, BROKER_RETRY_MAX)
+            continue
+        if failing:
+            log.info("broker.write_done", topic=topic)
+        return
 
 
 async def with_broker_retry(what: str, fn: Callable[[], Any], *, attempts: int = 0) -> Any:

@@ -252,3 +252,57 @@ def test_run_restarts_a_durable_embedded_broker_in_place(
             assert stack.proc.poll() is None  # the same process carried on
         finally:
             stack.stop()
+
+
+def test_a_worker_write_waits_for_the_broker_instead_of_failing(
+    tansu_bin: str, tmp_path: Path
+) -> None:
+    """The worker's writes (lifecycle state, ledger, audit, alerts) wait in place while the
+    broker is gone and land once it is back: a write that failed instead would leave a
+    decision applied in memory but not on its topic, and the retried event would be taken
+    for a duplicate. Real producer, real (durable) broker, SIGKILLed and restarted."""
+    import asyncio
+
+    from streams.broker import TopicSpec, ensure_topics
+    from streams.engine import publish_waiting
+    from streams.views import Publisher
+    from tests.test_integration_external import topic_records
+
+    with LocalS3(tmp_path / "s3.log") as s3:
+        broker = EmbeddedBroker(
+            tansu_bin,
+            port=free_port(),
+            log_path=tmp_path / "tansu.log",
+            storage=s3.storage,
+            env=s3.broker_env(),
+        ).start()
+        try:
+            ensure_topics(broker.bootstrap, [TopicSpec("t.lifecycle", 1, compacted=True)])
+
+            async def scenario() -> float:
+                publisher = Publisher(broker.bootstrap, probe_interval=0.5)
+                await publisher.start()
+                try:
+                    await publish_waiting(publisher, "t.lifecycle", "identity:a", {"v": 1})
+                    os.kill(broker.pid or 0, signal.SIGKILL)
+                    await asyncio.sleep(1.0)
+                    write = asyncio.create_task(
+                        publish_waiting(publisher, "t.lifecycle", "identity:a", {"v": 2})
+                    )
+                    await asyncio.sleep(12.0)  # longer than one send's 10 s timeout
+                    assert not write.done()  # waiting, not failed
+                    restarted = time.monotonic()
+                    # on this thread: the broker dies with the thread that started it
+                    # (PR_SET_PDEATHSIG follows the thread), so not asyncio.to_thread
+                    broker.restart()
+                    await asyncio.wait_for(write, 60)
+                    return time.monotonic() - restarted
+                finally:
+                    await publisher.stop()
+
+            after = asyncio.run(scenario())
+            values = [r.value for r in topic_records(broker.bootstrap, "t.lifecycle", 2)]
+            assert values == [b'{"v":1}', b'{"v":2}']
+            assert after < 30
+        finally:
+            broker.stop()
