@@ -539,6 +539,7 @@ class DumpReader:
             pw_hash,
             tuple(extras),
             tuple(extras.values()),
+            next(iter(extras.values())) if len(extras) == 1 else None,
         )
 
     def _ndjson_fast(self) -> Callable[[list[bytes | None], int], int]:
@@ -597,7 +598,20 @@ class DumpReader:
                             present = True
                     if layout.pw_hash is not None and data[layout.pw_hash]:
                         present = True
-                    if layout.extra_keys:
+                    if layout.single_extra is not None:  # the common shape: one key
+                        value = data[layout.single_extra]
+                        # the type is part of the key: True and 1 are equal, not to _extra
+                        key1 = (layout.extra_columns, value.__class__, value)
+                        try:
+                            verdict = seen.get(key1, _UNSEEN)
+                        except TypeError:  # an unhashable value (a list)
+                            return i
+                        if verdict is _UNSEEN:
+                            verdict = extras_ok(key1, {layout.extra_columns[0]: value})
+                        if verdict is None:
+                            return i
+                        present = present or verdict
+                    elif layout.extra_keys:
                         values = tuple(map(data.__getitem__, layout.extra_keys))
                         # types too: True and 1 are equal, but not to _extra
                         key = (layout.extra_columns, values, tuple(map(type, values)))
@@ -909,6 +923,8 @@ class _Layout:
     pw_hash: str | None
     extra_columns: tuple[str, ...]
     extra_keys: tuple[str, ...]
+    #: The one extra key when there is exactly one (the fast path's common case).
+    single_extra: str | None = None
 
 
 @dataclass(slots=True)

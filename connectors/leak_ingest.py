@@ -111,7 +111,7 @@ def import_dump(
     batch, and a partial one once it has waited ``linger`` seconds, then the rest.
     ``progress(bytes_read)`` is called after each block read. Returns the summary (the
     reader's counts plus ``matched``/``unmatched``/``messages``)."""
-    reader = DumpReader(options, wanted=index.wants if index is not None else None)
+    reader = DumpReader(options, wanted=index.probe() if index is not None else None)
     matcher = LeakMatcher(index, partitions, batch_size, linger)
     messages = 0
     rejections: list[dict[str, Any]] = []
@@ -404,7 +404,7 @@ def _import_range(
         raw = _RangeReader(Path(path), part.start, part.end, header)
         stream = io.BufferedReader(raw, 1 << 20)
         reader = DumpReader(
-            replace(options, format=fmt), wanted=index.wants if index is not None else None
+            replace(options, format=fmt), wanted=index.probe() if index is not None else None
         )
         matcher = LeakMatcher(index, partitions)
         # Line n of this piece is line n + shift of the file (a CSV piece starts with the

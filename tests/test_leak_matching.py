@@ -189,8 +189,11 @@ def test_wants_agrees_with_lookup(registry: Registry) -> None:
         "+@brand.example",
         "",
     ]
+    plain = LeakIndex.build(registry)
     for principal in principals:
         assert index.wants(principal) == (index.lookup(principal) is not None), principal
+        assert index.probe()(principal) == index.wants(principal), principal
+        assert plain.probe()(principal) == (plain.lookup(principal) is not None), principal
     assert index.wants("social@brand.example")  # a shared login only: no identity
 
 
