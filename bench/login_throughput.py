@@ -386,10 +386,13 @@ def make_events(world: World, n: int, span: float, rng: random.Random) -> list[d
 # ------------------------------------------------------------------------------ broker side
 
 
-def registry_import(bootstrap_url: str, data_dir: Path, file: Path) -> dict[str, Any]:
+def registry_import(
+    bootstrap_url: str, data_dir: Path, file: Path, prefix: str = "accessguard"
+) -> dict[str, Any]:
     """``accessguard registry import FILE`` against the broker, configured by env."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("ACCESSGUARD_")}
     env.update(
+        ACCESSGUARD_TOPICS_PREFIX=prefix,
         ACCESSGUARD_BROKER=bootstrap_url,
         ACCESSGUARD_DATA_DIR=str(data_dir),
         ACCESSGUARD_LOG_FORMAT="json",

@@ -45,6 +45,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 REPO = Path(__file__).resolve().parent.parent
 for entry in (REPO, REPO / "bench"):
     if str(entry) not in sys.path:
@@ -83,7 +85,14 @@ def counter(worker: WorkerProc) -> float | None:
 
 
 def make_workers(
-    tmp: Path, count: int, *, group: str, registry: Path, vendor_url: str, broker_url: str
+    tmp: Path,
+    count: int,
+    *,
+    group: str,
+    registry: Path,
+    vendor_url: str,
+    broker_url: str,
+    prefix: str = "accessguard",
 ) -> list[WorkerProc]:
     from tests.stack import free_port, write_config
 
@@ -97,10 +106,27 @@ def make_workers(
             vendor_url=vendor_url,
             broker=broker_url,
             http_port=free_port(),
-            extra={"registry": str(registry), "log.level": "info", "worker.id": group, **TIMING},
+            extra={
+                "registry": str(registry),
+                "log.level": "info",
+                "worker.id": group,
+                "topics.prefix": prefix,
+                **TIMING,
+            },
         )
         workers.append(WorkerProc(cfg, wdir))
     return workers
+
+
+def responses(workers: list[WorkerProc]) -> dict[str, int]:
+    """Plans completed and alerts sent by the phase's workers (from their logs): the
+    response work that rides on the login path, which must be alike across phases."""
+    counts = {"plans": 0, "alerts": 0}
+    for w in workers:
+        text = w.stderr()
+        counts["plans"] += text.count('"event": "plan.completed"')
+        counts["alerts"] += text.count('"event": "alert.sent"')
+    return counts
 
 
 def run_phase(
@@ -218,6 +244,13 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--kill-at", type=float, default=0.3, help="fraction of N at the kill")
     parser.add_argument("--keep", action="store_true")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a worker setting for every phase (e.g. worker.rule_interval=5)",
+    )
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     if args.quick:
@@ -229,6 +262,9 @@ def main() -> int:
     from tests.fakes import FakeVendorServer
     from tests.stack import free_port, write_config
 
+    for item in args.set:
+        key, _, value = item.partition("=")
+        TIMING[key] = yaml.safe_load(value)
     started = time.time()
     info = machine()
     rng = random.Random(args.seed)
@@ -254,16 +290,23 @@ def main() -> int:
             http_port=free_port(),
             extra={"registry": str(registry)},
         )
-        config = load_config(cfg)
-        topics = Topics.from_config(config)
-        partitions = int(config["topics.partitions"])
-        create_topics(config, broker.bootstrap)
-        registry_import(broker.url, tmp / "import", registry)
-        pub = asyncio.run(publish(broker.bootstrap, topics.auth_events, partitions, events))
-        offsets = end_offsets(broker.bootstrap, topics.auth_events)
-        print(f"  published {pub['messages']} messages; end offsets {offsets}", flush=True)
+        pub: dict[str, Any] = {}
+        offsets: dict[int, int] = {}
         timeout = max(180.0, n / 1000)
+        partitions = 0
         for key, count, kill in (("one", 1, None), ("two", 2, None), ("kill", 2, args.kill_at)):
+            # Each phase on topics of its own (registry, events, lifecycle, ledger, rule
+            # state): the same work for each, not the rule state and ledger the phase before
+            # left behind (which changes how many detections fire, and so the rate).
+            prefix = f"bench-{key}"
+            config = load_config(cfg, env={"ACCESSGUARD_TOPICS_PREFIX": prefix})
+            topics = Topics.from_config(config)
+            partitions = int(config["topics.partitions"])
+            create_topics(config, broker.bootstrap)
+            registry_import(broker.url, tmp / f"import-{key}", registry, prefix=prefix)
+            pub = asyncio.run(publish(broker.bootstrap, topics.auth_events, partitions, events))
+            offsets = end_offsets(broker.bootstrap, topics.auth_events)
+            print(f"  {key}: published {pub['messages']} messages; end offsets {offsets}")
             group = f"scaleout-{key}-{stamp.lower()}"
             live = make_workers(
                 tmp,
@@ -272,10 +315,12 @@ def main() -> int:
                 registry=registry,
                 vendor_url=server.url,
                 broker_url=broker.url,
+                prefix=prefix,
             )
             phases[key] = run_phase(live, n, timeout, kill_at=kill)
             codes = [w.stop() for w in live]
             phases[key]["exit_codes"] = codes
+            phases[key]["responses"] = responses(live)
             live = []
             rate = phases[key]["events_per_s"]
             print(f"  {key}: {rate and f'{rate:,.0f}'} events/s", flush=True)
