@@ -152,8 +152,10 @@ def run(config_path: str | None, registry: str | None, port: int | None) -> None
     finally:
         if broker is not None:
             if watch is not None:
-                watch.stop()
-            broker.stop()
+                watch.stop()  # no restart from here on
+            broker.stop()  # SIGINT, before the watch thread ends (see join)
+            if watch is not None:
+                watch.join()
     sys.exit(code)
 
 
@@ -183,6 +185,10 @@ class _BrokerWatch:
 
     def stop(self) -> None:
         self._stop.set()
+
+    def join(self) -> None:
+        """After the broker is stopped: a broker this thread restarted gets the parent-death
+        signal (SIGKILL) when the thread ends, so stop it cleanly first."""
         self._thread.join(5)
 
     def _run(self) -> None:
