@@ -19,9 +19,11 @@ import pytest
 import requests
 import yaml
 
-from streams.bootstrap import read_registry_topic
+from streams.bootstrap import read_leak_index, read_registry_topic
 from streams.broker import EmbeddedBroker
 from streams.decisions import AGENCY_TIMER_SOURCE
+from streams.errors import RegistryError
+from streams.leaks import LeakIndex, LeakMatch
 from tests.fakes import FakeVendorServer
 from tests.stack import REPO, Stack, free_port, wait_until, write_config
 
@@ -212,6 +214,81 @@ class TestRegistryImport:
         assert proc.returncode == 1
         assert f"{bad}:2:" in proc.stderr
         assert topic_records(broker.bootstrap, REGISTRY_TOPIC, 1, timeout=1.0) == []
+
+    def test_leak_index_read_alone_matches_the_full_registry_read(
+        self, broker: EmbeddedBroker
+    ) -> None:
+        """``leaks import`` reads only the LeakIndex from the topic (no Registry): it is the
+        index of the full read, later changes and tombstones included, and it counts and
+        skips a change it cannot read where the full read stops."""
+
+        def ident(i: str, email: str, **extra: Any) -> bytes:
+            value = {"id": i, "name": i, "kind": "employee", "emails": [email], **extra}
+            return orjson.dumps(value)
+
+        shared = {"totp": True, "ref": "shared/x", "login": "Social@Brand.example"}
+        account = {
+            "id": "x",
+            "platform": "x",
+            "handle": "@b",
+            "criticality": "high",
+            "provider": "h",
+        }
+        good = [
+            (b"identity:ann", ident("ann", "ann@brand.example", aliases={"okta": "00uANN"})),
+            (b"identity:bob", ident("bob", "bob@brand.example")),
+            (b"identity:cy", ident("cy", "cy@brand.example")),
+            (b"account:x", orjson.dumps({**account, "shared_credential": shared})),
+            (b"account:y", orjson.dumps({**account, "id": "y", "shared_credential": shared})),
+            (
+                b"grant:ann:x",
+                orjson.dumps(
+                    {
+                        "identity": "ann",
+                        "account": "x",
+                        "role": "admin",
+                        "via": "sso",
+                        "mfa": "push",
+                    }
+                ),
+            ),
+            (b"identity:bob", ident("bob", "robert@brand.example")),  # e-mail changed
+            (b"identity:cy", None),  # cy removed
+            (b"account:y", None),
+        ]
+        produce(broker.bootstrap, REGISTRY_TOPIC, good)
+        full = LeakIndex.build(read_registry_topic(broker.bootstrap, REGISTRY_TOPIC))
+        alone, unreadable = read_leak_index(broker.bootstrap, REGISTRY_TOPIC)
+        assert unreadable == 0
+        probes = [
+            "ann@brand.example",
+            "00uann",
+            "bob@brand.example",
+            "robert@brand.example",
+            "cy@brand.example",
+            "social@brand.example",
+            "nobody@brand.example",
+        ]
+        assert [alone.lookup(p) for p in probes] == [full.lookup(p) for p in probes]
+        assert alone.lookup("bob@brand.example") is None
+        assert alone.lookup("robert@brand.example") == LeakMatch(("bob",), ())
+        assert alone.lookup("social@brand.example") == LeakMatch((), ("x",))
+        assert len(alone) == len(full)
+
+        produce(
+            broker.bootstrap,
+            REGISTRY_TOPIC,
+            [
+                (b"identity:dee", orjson.dumps({"id": "dee"})),  # no name, no kind
+                (b"account:z", b"{not json"),
+                (b"identity:eve", ident("eve", "eve@brand.example")),
+            ],
+        )
+        with pytest.raises(RegistryError):
+            read_registry_topic(broker.bootstrap, REGISTRY_TOPIC)
+        alone, unreadable = read_leak_index(broker.bootstrap, REGISTRY_TOPIC)
+        assert unreadable == 2
+        assert alone.lookup("eve@brand.example") == LeakMatch(("eve",), ())
 
 
 class TestSeparateProcesses:
