@@ -142,6 +142,11 @@ def test_leaks_import_acts_on_an_admin_once(
     assert summary["matched"] == 1
     assert summary["rejected"] == 1
     assert sum(summary["reasons"].values()) == 1
+    timing = summary["timing"]
+    assert timing["registry_read_seconds"] >= 0
+    assert 0 < timing["import_seconds"] < 60
+    assert timing["records_per_second"] == pytest.approx(3 / timing["import_seconds"], rel=0.05)
+    assert abs(timing["import_started_unix"] - time.time()) < 120
     assert b"hunter2" not in done.stdout + done.stderr
     wait_until(
         lambda: module_vendor.calls_to(f"/api/v1/users/{ALICE_OKTA}/lifecycle/reset_factors"),
