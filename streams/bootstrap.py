@@ -6,7 +6,9 @@ acknowledgement of every record before returning.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +21,7 @@ from streams.errors import AccessGuardError, RegistryError
 from streams.journal import Journal, replay_records
 from streams.leaks import LeakIndex
 from streams.registry import Registry, diff_changes, load_registry
-from streams.topics import Topics
+from streams.topics import LEAK_INDEX_MAX_BYTES, Topics
 
 log = structlog.get_logger(__name__)
 
@@ -69,14 +71,33 @@ def replay_journal(config: Config, bootstrap: str) -> dict[str, int]:
     return counts
 
 
+#: One record's identity, to recognise it again: offset, timestamp, key, sha256 of the value.
+Fingerprint = tuple[int, int, str, str]
+
+
+class _Moved(Exception):
+    """The record a snapshot ends at is not where the snapshot says (topic recreated or
+    compacted past it): read from the beginning."""
+
+
+def _fingerprint(rec: Any) -> Fingerprint:
+    value = hashlib.sha256(rec.value).hexdigest() if rec.value is not None else "-"
+    return (rec.offset, rec.timestamp, (rec.key or b"").decode(errors="replace"), value)
+
+
 def _read_changes(
     bootstrap: str,
     topic: str,
     apply: Callable[[str, bytes | None], None],
+    *,
     timeout_ms: int,
     client_id: str,
-) -> None:
-    """``apply(key, value)`` for every keyed record of ``topic`` up to its end offsets now."""
+    after: dict[int, Fingerprint] | None = None,
+) -> dict[int, Fingerprint | None]:
+    """``apply(key, value)`` for every keyed record of ``topic`` up to its end offsets now;
+    with ``after``, only for those after the record each partition's fingerprint names,
+    which must still be there (:class:`_Moved` if not). Returns the fingerprint of each
+    partition's last record (None for an empty partition)."""
     consumer = KafkaConsumer(
         bootstrap_servers=bootstrap,
         enable_auto_commit=False,
@@ -86,22 +107,52 @@ def _read_changes(
         fetch_max_bytes=64 * 1048576,
         max_partition_fetch_bytes=32 * 1048576,
     )
+    after = after or {}
     try:
         parts = [TopicPartition(topic, p) for p in (consumer.partitions_for_topic(topic) or {0})]
         consumer.assign(parts)
         consumer.seek_to_beginning(*parts)
         end = consumer.end_offsets(parts)
+        if set(after) - {tp.partition for tp in parts}:
+            raise _Moved("partitions changed")
+        last: dict[int, Fingerprint | None] = {tp.partition: None for tp in parts}
+        unchecked: set[int] = set()
         remaining = {tp for tp, off in end.items() if off > 0}
+        for tp in parts:
+            mark = after.get(tp.partition)
+            if mark is not None:
+                # Not "end <= mark means it is gone": Tansu answers ListOffsets(LATEST) with
+                # the last batch's base offset + 1, short of the real end. Fetch and look.
+                consumer.seek(tp, mark[0])
+                unchecked.add(tp.partition)
+                remaining.add(tp)
         while remaining:
-            batch = consumer.poll(timeout_ms=timeout_ms, max_records=10000)
+            # The snapshot's record is on the broker already, or not at all: no long wait.
+            wait = min(timeout_ms, 5000) if unchecked else timeout_ms
+            batch = consumer.poll(timeout_ms=wait, max_records=10000)
             if not batch:
+                if unchecked:
+                    raise _Moved("the snapshot's last record is not on the topic")
                 raise TimeoutError(f"registry topic {topic} not readable to its end")
             for tp, records in batch.items():
-                for rec in records:
+                if not records:
+                    continue
+                fresh = records
+                if tp.partition in unchecked:
+                    if _fingerprint(records[0]) != after[tp.partition]:
+                        raise _Moved("the snapshot's last record is gone or different")
+                    unchecked.discard(tp.partition)
+                    fresh = records[1:]  # that record is in the snapshot already
+                for rec in fresh:
                     if rec.key:
                         apply(rec.key.decode(), rec.value)
+                if fresh:
+                    last[tp.partition] = _fingerprint(fresh[-1])
+                elif last[tp.partition] is None and tp.partition in after:
+                    last[tp.partition] = after[tp.partition]
                 if consumer.position(tp) >= end[tp]:
                     remaining.discard(tp)
+        return last
     finally:
         consumer.close()
 
@@ -118,34 +169,200 @@ def read_registry_topic(bootstrap: str, topic: str, timeout_ms: int = 10000) -> 
             raise RegistryError([f"{key}: unreadable registry change: {exc}"]) from None
         registry.apply_change(key, decoded)
 
-    _read_changes(bootstrap, topic, apply, timeout_ms, "accessguard-registry-reader")
+    _read_changes(
+        bootstrap, topic, apply, timeout_ms=timeout_ms, client_id="accessguard-registry-reader"
+    )
     return registry
 
 
+@dataclass
+class LeakIndexRead:
+    """What :func:`read_leak_index` did: ``snapshot`` is "none" (no usable snapshot: read
+    from the beginning), "used" (snapshot plus ``changes`` since) or "stale" (one was there
+    but the registry topic no longer matches it: read from the beginning)."""
+
+    snapshot: str = "none"
+    changes: int = 0
+    unreadable: int = 0
+    wrote_snapshot: bool = False
+
+
+#: Write a new snapshot once an import has read this many changes past the last one.
+SNAPSHOT_AFTER_CHANGES = 1000
+#: Snapshots looked at (the newest few records of the snapshot topic).
+_SNAPSHOT_TAIL = 8
+
+
+def _snapshot_key(registry_topic: str, plus_tag_domains: frozenset[str]) -> bytes:
+    domains = hashlib.sha256(",".join(sorted(plus_tag_domains)).encode()).hexdigest()[:16]
+    return f"{registry_topic}|{domains}".encode()
+
+
+def _load_snapshot(bootstrap: str, snapshot_topic: str, key: bytes) -> dict[str, Any] | None:
+    """The newest snapshot under ``key`` among the last records of the topic, or None."""
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        client_id="accessguard-leak-index-reader",
+        fetch_max_bytes=LEAK_INDEX_MAX_BYTES,
+        max_partition_fetch_bytes=LEAK_INDEX_MAX_BYTES,
+    )
+    try:
+        parts = [
+            TopicPartition(snapshot_topic, p)
+            for p in (consumer.partitions_for_topic(snapshot_topic) or {0})
+        ]
+        consumer.assign(parts)
+        end = consumer.end_offsets(parts)
+        begin = consumer.beginning_offsets(parts)
+        remaining = set()
+        for tp in parts:
+            if end[tp] > begin[tp]:
+                consumer.seek(tp, max(begin[tp], end[tp] - _SNAPSHOT_TAIL))
+                remaining.add(tp)
+        found: bytes | None = None
+        while remaining:
+            batch = consumer.poll(timeout_ms=10000, max_records=_SNAPSHOT_TAIL)
+            if not batch:
+                return None
+            for tp, records in batch.items():
+                for rec in records:
+                    if rec.key == key:
+                        found = rec.value
+                if consumer.position(tp) >= end[tp]:
+                    remaining.discard(tp)
+    finally:
+        consumer.close()
+    if found is None:
+        return None
+    try:
+        data = orjson.loads(found)
+        if not isinstance(data, dict) or data.get("version") != 1:
+            return None
+        return data
+    except orjson.JSONDecodeError:
+        return None
+
+
+def _write_snapshot(
+    bootstrap: str,
+    snapshot_topic: str,
+    key: bytes,
+    *,
+    registry_topic: str,
+    index: LeakIndex,
+    positions: dict[int, Fingerprint | None],
+) -> bool:
+    """Publish a snapshot of ``index`` at ``positions``; a failure is logged, not raised (the
+    snapshot only saves the next import a full read)."""
+    from kafka.errors import KafkaError  # noqa: PLC0415
+
+    value = orjson.dumps(
+        {
+            "version": 1,
+            "registry_topic": registry_topic,
+            "positions": {str(p): list(f) for p, f in positions.items() if f is not None},
+            "index": index.snapshot(),
+        }
+    )
+    try:
+        producer = KafkaProducer(
+            bootstrap_servers=bootstrap,
+            acks="all",
+            compression_type="gzip",
+            max_request_size=LEAK_INDEX_MAX_BYTES,
+            client_id="accessguard-leak-index-writer",
+        )
+        try:
+            producer.send(snapshot_topic, key=key, value=value).get(timeout=30)
+        finally:
+            producer.close()
+    except KafkaError as exc:
+        log.warning("leak_index.snapshot_not_written", topic=snapshot_topic, error=repr(exc))
+        return False
+    return True
+
+
 def read_leak_index(
-    bootstrap: str, topic: str, plus_tag_domains: Iterable[str] = (), timeout_ms: int = 10000
-) -> tuple[LeakIndex, int]:
+    bootstrap: str,
+    topic: str,
+    plus_tag_domains: Iterable[str] = (),
+    timeout_ms: int = 10000,
+    *,
+    snapshot_topic: str | None = None,
+) -> tuple[LeakIndex, LeakIndexRead]:
     """Only the LeakIndex of the registry topic, for ``leaks import``: identity and account
     changes are decoded, grants and agencies skipped, no Registry built (half the time of
     :func:`read_registry_topic` at 100k identities). A change it cannot read is counted and
-    skipped, as the worker sends it to the dead-letter topic and keeps the rest. Returns the
-    index and that count."""
-    index = LeakIndex(plus_tag_domains)
-    unreadable = 0
+    skipped, as the worker sends it to the dead-letter topic and keeps the rest.
 
-    def apply(key: str, value: bytes | None) -> None:
-        nonlocal unreadable
-        if not key.startswith(("identity:", "account:")):
-            return
+    With ``snapshot_topic``, it starts from the newest snapshot there (the index, and the
+    offset, timestamp, key and value hash of the last registry record it reflects) and
+    reads only the changes after it; it reads from the beginning instead when that record
+    is not found unchanged at that offset (a recreated or compacted topic). It writes a new
+    snapshot after a read from the beginning or of :data:`SNAPSHOT_AFTER_CHANGES` changes
+    or more."""
+    domains = frozenset(d.strip().lower() for d in plus_tag_domains)
+    report = LeakIndexRead()
+    key = _snapshot_key(topic, domains)
+    snapshot = _load_snapshot(bootstrap, snapshot_topic, key) if snapshot_topic else None
+    start = _from_snapshot(snapshot, domains) if snapshot is not None else None
+    if snapshot is not None and start is None:
+        report.snapshot = "stale"
+    positions: dict[int, Fingerprint | None] = {}
+    index = LeakIndex(domains)
+    for index, after in ([start] if start is not None else []) + [(LeakIndex(domains), {})]:
+        report.changes = report.unreadable = 0
+
+        def apply(key: str, value: bytes | None, index: LeakIndex = index) -> None:
+            report.changes += 1
+            if not key.startswith(("identity:", "account:")):
+                return
+            try:
+                index.apply_change(key, None if value is None else orjson.loads(value))
+            except (KeyError, TypeError, ValueError, AccessGuardError):
+                report.unreadable += 1
+
         try:
-            index.apply_change(key, None if value is None else orjson.loads(value))
-        except (KeyError, TypeError, ValueError, AccessGuardError):
-            unreadable += 1
+            positions = _read_changes(
+                bootstrap,
+                topic,
+                apply,
+                timeout_ms=timeout_ms,
+                client_id="accessguard-leak-index-reader",
+                after=after,
+            )
+        except _Moved as exc:
+            log.info("leak_index.snapshot_stale", topic=topic, reason=str(exc))
+            report.snapshot = "stale"
+            continue
+        if after:
+            report.snapshot = "used"
+        break
+    if report.unreadable:
+        log.warning("registry.unreadable_changes", topic=topic, count=report.unreadable)
+    if snapshot_topic and (report.snapshot != "used" or report.changes >= SNAPSHOT_AFTER_CHANGES):
+        report.wrote_snapshot = _write_snapshot(
+            bootstrap, snapshot_topic, key, registry_topic=topic, index=index, positions=positions
+        )
+    return index, report
 
-    _read_changes(bootstrap, topic, apply, timeout_ms, "accessguard-leak-index-reader")
-    if unreadable:
-        log.warning("registry.unreadable_changes", topic=topic, count=unreadable)
-    return index, unreadable
+
+def _from_snapshot(
+    snapshot: dict[str, Any], domains: frozenset[str]
+) -> tuple[LeakIndex, dict[int, Fingerprint]] | None:
+    """The index and start positions a snapshot holds, or None when it is not usable."""
+    try:
+        index = LeakIndex.from_snapshot(snapshot["index"])
+        after = {
+            int(p): (int(f[0]), int(f[1]), str(f[2]), str(f[3]))
+            for p, f in snapshot["positions"].items()
+        }
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError):
+        return None
+    if index.plus_tag_domains != domains:
+        return None
+    return index, after
 
 
 def import_registry(config: Config, bootstrap: str, path: Path) -> dict[str, Any]:

@@ -226,6 +226,7 @@ class TopicSpec:
     name: str
     partitions: int
     compacted: bool = False
+    max_message_bytes: int | None = None
 
 
 def ensure_topics(bootstrap: str, specs: Iterable[TopicSpec], replication: int = 1) -> list[str]:
@@ -241,6 +242,8 @@ def ensure_topics(bootstrap: str, specs: Iterable[TopicSpec], replication: int =
         created: list[str] = []
         for spec in wanted:
             configs = {"cleanup.policy": "compact"} if spec.compacted else {}
+            if spec.max_message_bytes is not None:
+                configs["max.message.bytes"] = str(spec.max_message_bytes)
             try:
                 admin.create_topics(
                     [NewTopic(spec.name, spec.partitions, replication, topic_configs=configs)]

@@ -578,7 +578,12 @@ def leaks_import(
     topics = Topics.from_config(config)
     settings = leak_settings(config)
     t_registry = time.monotonic()
-    index, _unreadable = read_leak_index(bootstrap, topics.registry, settings.plus_tag_domains)
+    index, index_read = read_leak_index(
+        bootstrap,
+        topics.registry,
+        settings.plus_tag_domains,
+        snapshot_topic=topics.leak_index,
+    )
     registry_seconds = time.monotonic() - t_registry
     options = DumpOptions(
         hmac_key=settings.hmac_key,
@@ -653,6 +658,8 @@ def leaks_import(
     import_seconds = time.monotonic() - t_import
     summary["timing"] = {
         "registry_read_seconds": round(registry_seconds, 3),
+        "registry_changes_read": index_read.changes,
+        "index_snapshot": index_read.snapshot,
         "import_seconds": round(import_seconds, 3),
         "records_per_second": round(summary["read"] / import_seconds) if import_seconds else 0,
         "import_started_unix": round(started_unix, 6),

@@ -160,6 +160,33 @@ class LeakIndex:
             index.put_account(account)
         return index
 
+    def snapshot(self) -> dict[str, Any]:
+        """The index as plain data (its keys per identity and per account, in the order they
+        were last put, which is the order of the owners under a shared key), for
+        :meth:`from_snapshot`."""
+        return {
+            "plus_tag_domains": sorted(self.plus_tag_domains),
+            "identities": self._keys_of_identity,
+            "accounts": self._keys_of_account,
+        }
+
+    @classmethod
+    def from_snapshot(cls, data: Mapping[str, Any]) -> LeakIndex:
+        """The index :meth:`snapshot` described (ValueError/KeyError/TypeError when it is
+        not one)."""
+        index = cls(data["plus_tag_domains"])
+        for table, keys_of, entries in (
+            (index._people, index._keys_of_identity, data["identities"]),
+            (index._shared, index._keys_of_account, data["accounts"]),
+        ):
+            for owner, keys in entries.items():
+                if not isinstance(owner, str) or not all(isinstance(k, str) for k in keys):
+                    raise ValueError("a leak index snapshot maps ids to lists of keys")
+                keys_of[owner] = tuple(keys)
+                for key in keys:
+                    cls._add(table, key, owner)
+        return index
+
     def __len__(self) -> int:
         return len(self._people) + len(self._shared)
 

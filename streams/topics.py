@@ -8,6 +8,9 @@ from dataclasses import dataclass
 from streams.broker import TopicSpec, ensure_topics
 from streams.config import Config
 
+#: Largest leak index snapshot record (gzip-compressed; ~1.5 MiB at 100k identities).
+LEAK_INDEX_MAX_BYTES = 64 * 1048576
+
 
 @dataclass(frozen=True)
 class Topics:
@@ -23,6 +26,7 @@ class Topics:
     rule_state: str
     leak_records: str
     leak_dlq: str
+    leak_index: str
 
     @classmethod
     def from_config(cls, config: Config) -> Topics:
@@ -39,6 +43,7 @@ class Topics:
             rule_state=config.topic("rule.state"),
             leak_records=config.topic("leak.records"),
             leak_dlq=config.topic("leak.records.dlq"),
+            leak_index=config.topic("leak.index"),
         )
 
 
@@ -60,6 +65,9 @@ def topic_specs(config: Config) -> list[TopicSpec]:
         TopicSpec(t.rule_state, 1, compacted=True),
         TopicSpec(t.leak_records, parts),
         TopicSpec(t.leak_dlq, 1),
+        # Snapshots of the LeakIndex `leaks import` builds from the registry, with the
+        # registry offset they reflect: the next import reads only the changes since.
+        TopicSpec(t.leak_index, 1, compacted=True, max_message_bytes=LEAK_INDEX_MAX_BYTES),
     ]
 
 

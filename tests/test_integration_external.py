@@ -19,11 +19,12 @@ import pytest
 import requests
 import yaml
 
-from streams.bootstrap import read_leak_index, read_registry_topic
-from streams.broker import EmbeddedBroker
+from streams.bootstrap import _snapshot_key, read_leak_index, read_registry_topic
+from streams.broker import EmbeddedBroker, TopicSpec, ensure_topics
 from streams.decisions import AGENCY_TIMER_SOURCE
 from streams.errors import RegistryError
 from streams.leaks import LeakIndex, LeakMatch
+from streams.registry import Identity
 from tests.fakes import FakeVendorServer
 from tests.stack import REPO, Stack, free_port, wait_until, write_config
 
@@ -33,6 +34,7 @@ EXAMPLE_REGISTRY = REPO / "examples" / "registry.yaml"
 HR_TOPIC = "accessguard.hr.events"
 DLQ_TOPIC = "accessguard.hr.events.dlq"
 REGISTRY_TOPIC = "accessguard.registry.changes"
+SNAPSHOT_TOPIC = "accessguard.leak.index"
 
 ALICE_REFS = (
     "00u1alicexyz0A1b2C3d4",
@@ -127,6 +129,19 @@ def produce(bootstrap: str, topic: str, records: list[tuple[bytes, bytes | None]
     try:
         for key, value in records:
             producer.send(topic, key=key, value=value).get(timeout=15)
+    finally:
+        producer.close()
+
+
+def produce_batch(bootstrap: str, topic: str, records: list[tuple[bytes, bytes | None]]) -> None:
+    """Like :func:`produce`, but the records go in one batch (one produce request)."""
+    from kafka import KafkaProducer
+
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=500)
+    try:
+        futures = [producer.send(topic, key=key, value=value) for key, value in records]
+        offsets = [f.get(timeout=15).offset for f in futures]
+        assert offsets == list(range(offsets[0], offsets[0] + len(records)))
     finally:
         producer.close()
 
@@ -258,8 +273,9 @@ class TestRegistryImport:
         ]
         produce(broker.bootstrap, REGISTRY_TOPIC, good)
         full = LeakIndex.build(read_registry_topic(broker.bootstrap, REGISTRY_TOPIC))
-        alone, unreadable = read_leak_index(broker.bootstrap, REGISTRY_TOPIC)
-        assert unreadable == 0
+        alone, read = read_leak_index(broker.bootstrap, REGISTRY_TOPIC)
+        assert read.unreadable == 0
+        assert (read.snapshot, read.wrote_snapshot) == ("none", False)
         probes = [
             "ann@brand.example",
             "00uann",
@@ -286,9 +302,137 @@ class TestRegistryImport:
         )
         with pytest.raises(RegistryError):
             read_registry_topic(broker.bootstrap, REGISTRY_TOPIC)
-        alone, unreadable = read_leak_index(broker.bootstrap, REGISTRY_TOPIC)
-        assert unreadable == 2
+        alone, read = read_leak_index(broker.bootstrap, REGISTRY_TOPIC)
+        assert read.unreadable == 2
         assert alone.lookup("eve@brand.example") == LeakMatch(("eve",), ())
+
+    def test_leak_index_snapshot_then_only_the_changes_since(self, broker: EmbeddedBroker) -> None:
+        """The first read writes a snapshot; the next reads it and only the changes after
+        it, and ends with the index a full read gives. A snapshot whose last record is not
+        on the topic as it says (recreated or compacted topic) is not trusted, and other
+        plus-tag domains get a snapshot of their own."""
+        ensure_topics(
+            broker.bootstrap,
+            [
+                TopicSpec(REGISTRY_TOPIC, 1, compacted=True),
+                TopicSpec(SNAPSHOT_TOPIC, 1, compacted=True, max_message_bytes=64 << 20),
+            ],
+        )
+
+        def ident(i: str, *emails: str) -> bytes:
+            return orjson.dumps({"id": i, "name": i, "kind": "employee", "emails": list(emails)})
+
+        account = {"id": "x", "platform": "x", "handle": "@b", "criticality": "high"}
+        shared = {"totp": True, "ref": "shared/x", "login": "social@brand.example"}
+        produce(
+            broker.bootstrap,
+            REGISTRY_TOPIC,
+            [
+                (b"identity:ann", ident("ann", "ann@brand.example")),
+                (b"identity:bob", ident("bob", "bob@brand.example", "b@brand.example")),
+                (b"identity:cy", ident("cy", "b@brand.example")),  # b@ is bob's and cy's
+                (
+                    b"account:x",
+                    orjson.dumps({**account, "provider": "h", "shared_credential": shared}),
+                ),
+            ],
+        )
+
+        def full() -> LeakIndex:
+            return LeakIndex.build(read_registry_topic(broker.bootstrap, REGISTRY_TOPIC))
+
+        def read(domains: tuple[str, ...] = ()) -> tuple[LeakIndex, Any]:
+            return read_leak_index(
+                broker.bootstrap, REGISTRY_TOPIC, domains, snapshot_topic=SNAPSHOT_TOPIC
+            )
+
+        probes = [
+            "ann@brand.example",
+            "bob@brand.example",
+            "b@brand.example",
+            "robert@brand.example",
+            "fay@brand.example",
+            "social@brand.example",
+        ]
+
+        def same(index: LeakIndex, expected: LeakIndex) -> None:
+            assert index.snapshot() == expected.snapshot()
+            for probe in probes:
+                got, want = index.lookup(probe), expected.lookup(probe)
+                assert (got is None) == (want is None), probe
+                if got is not None and want is not None:
+                    assert set(got.identities) == set(want.identities), probe
+                    assert set(got.accounts) == set(want.accounts), probe
+
+        first, report = read()
+        assert (report.snapshot, report.changes, report.wrote_snapshot) == ("none", 4, True)
+        same(first, full())
+
+        produce_batch(
+            broker.bootstrap,
+            REGISTRY_TOPIC,
+            [
+                (b"identity:bob", ident("bob", "robert@brand.example")),
+                (b"identity:ann", None),
+                (b"identity:fay", ident("fay", "fay@brand.example")),
+                (b"account:x", None),
+                (
+                    b"grant:fay:x",
+                    orjson.dumps(
+                        {
+                            "identity": "fay",
+                            "account": "x",
+                            "role": "admin",
+                            "via": "sso",
+                            "mfa": "push",
+                        }
+                    ),
+                ),
+            ],
+        )
+        second, report = read()
+        assert (report.snapshot, report.changes, report.wrote_snapshot) == ("used", 5, False)
+        same(second, full())
+        # Nothing new: the snapshot's record ends the topic. It was written in one batch with
+        # the others, and Tansu's ListOffsets answers that batch's base offset + 1 as the end.
+        assert read()[1].snapshot == "used"
+        assert second.lookup("ann@brand.example") is None
+        assert second.lookup("b@brand.example") == LeakMatch(("cy",), ())
+        assert second.lookup("social@brand.example") is None
+
+        # A snapshot that names a record the topic does not hold (as after the topic was
+        # recreated): its index (here with a ghost in it) is not used.
+        ghost = LeakIndex()
+        ghost.put_identity(Identity.from_dict(orjson.loads(ident("ghost", "ghost@brand.example"))))
+        lying = {
+            "version": 1,
+            "registry_topic": REGISTRY_TOPIC,
+            "positions": {"0": [8, 0, "identity:fay", "0" * 64]},
+            "index": ghost.snapshot(),
+        }
+        key = _snapshot_key(REGISTRY_TOPIC, frozenset())
+        produce(broker.bootstrap, SNAPSHOT_TOPIC, [(key, orjson.dumps(lying))])
+        third, report = read()
+        assert (report.snapshot, report.changes, report.wrote_snapshot) == ("stale", 9, True)
+        assert third.lookup("ghost@brand.example") is None
+        same(third, full())
+        assert read()[1].snapshot == "used"
+
+        # One that names an offset past the end of the topic.
+        lying["positions"] = {"0": [500, 0, "identity:fay", "0" * 64]}
+        produce(broker.bootstrap, SNAPSHOT_TOPIC, [(key, orjson.dumps(lying))])
+        started = time.monotonic()
+        past, report = read()
+        assert (report.snapshot, report.changes, report.wrote_snapshot) == ("stale", 9, True)
+        assert past.lookup("ghost@brand.example") is None
+        same(past, full())
+        assert time.monotonic() - started < 10
+
+        plus, report = read(("brand.example",))
+        assert (report.snapshot, report.wrote_snapshot) == ("none", True)
+        assert plus.lookup("Robert+news@brand.example") == LeakMatch(("bob",), ())
+        assert read(("brand.example",))[1].snapshot == "used"
+        assert read()[1].snapshot == "used"
 
 
 class TestSeparateProcesses:

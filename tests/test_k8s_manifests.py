@@ -476,8 +476,9 @@ def test_every_topic_has_its_kafkatopic(rendered: tuple[str, list[dict[str, Any]
         assert topic["config"]["min.insync.replicas"] == 2, spec.name
         policy = "compact" if spec.compacted else "delete"
         assert topic["config"]["cleanup.policy"] == policy, spec.name
+        assert topic["config"].get("max.message.bytes") == spec.max_message_bytes, spec.name
     compacted = {s.name.removeprefix("accessguard.") for s in specs if s.compacted}
-    assert compacted == {"registry.changes", "lifecycle", "ledger", "rule.state"}
+    assert compacted == {"registry.changes", "lifecycle", "ledger", "rule.state", "leak.index"}
 
 
 def test_kafka_cluster_is_one_and_the_same(rendered: tuple[str, list[dict[str, Any]]]) -> None:

@@ -6,13 +6,16 @@ import time
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
+import orjson
 import pytest
 
 from streams.errors import ValidationError
 from streams.leaks import (
     LeakBatcher,
     LeakIndex,
+    LeakMatch,
     LeakSettings,
     decide_leak,
     decode_batch,
@@ -220,6 +223,35 @@ def test_an_address_shared_by_two_identities_matches_both(registry: Registry) ->
     match = index.lookup("alice_social")
     assert match is not None
     assert set(match.identities) == {"alice", "bob"}
+
+
+def test_a_snapshot_rebuilds_the_same_index(registry: Registry) -> None:
+    """from_snapshot(snapshot()) answers every lookup as the index did, owners of a shared
+    key in the same order, through JSON and after later changes; a snapshot that is not one
+    is refused."""
+    index = LeakIndex.build(registry, ("brand.example",))
+    bob = registry.identities["bob"]
+    index.put_identity(replace(bob, aliases={**bob.aliases, "hootsuite": "alice_social"}))
+    alice = registry.identities["alice"]
+    index.put_identity(alice)  # alice now after bob under alice_social
+    copy = LeakIndex.from_snapshot(orjson.loads(orjson.dumps(index.snapshot())))
+    assert copy.plus_tag_domains == index.plus_tag_domains
+    assert copy._people == index._people
+    assert copy._shared == index._shared
+    assert copy.lookup("alice_social") == LeakMatch(("bob", "alice"), ())
+    assert copy.lookup("Alice+x@brand.example") == index.lookup("alice+x@brand.example")
+    assert len(copy) == len(index)
+    copy.apply_change("identity:bob", None)
+    index.apply_change("identity:bob", None)
+    assert copy._people == index._people
+    bad: dict[str, Any]
+    for bad in (
+        {},
+        {"plus_tag_domains": [], "identities": {"a": [1]}, "accounts": {}},
+        {"plus_tag_domains": [], "identities": [], "accounts": {}},
+    ):
+        with pytest.raises((KeyError, TypeError, ValueError, AttributeError)):
+            LeakIndex.from_snapshot(bad)
 
 
 def test_lookup_is_fast(registry: Registry) -> None:

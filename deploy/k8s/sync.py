@@ -60,6 +60,12 @@ def kafka_topics() -> str:
     config = load_config(BASE / "config.yaml", env={})
     docs = []
     for spec in topic_specs(config):
+        settings: dict[str, Any] = {
+            "min.insync.replicas": MIN_INSYNC_REPLICAS,
+            "cleanup.policy": "compact" if spec.compacted else "delete",
+        }
+        if spec.max_message_bytes is not None:
+            settings["max.message.bytes"] = spec.max_message_bytes
         docs.append(
             {
                 "apiVersion": "kafka.strimzi.io/v1",
@@ -76,10 +82,7 @@ def kafka_topics() -> str:
                     "topicName": spec.name,
                     "partitions": spec.partitions,
                     "replicas": REPLICAS,
-                    "config": {
-                        "min.insync.replicas": MIN_INSYNC_REPLICAS,
-                        "cleanup.policy": "compact" if spec.compacted else "delete",
-                    },
+                    "config": settings,
                 },
             }
         )
