@@ -208,10 +208,10 @@ def _load_snapshot(bootstrap: str, snapshot_topic: str, key: bytes) -> dict[str,
         max_partition_fetch_bytes=LEAK_INDEX_MAX_BYTES,
     )
     try:
-        parts = [
-            TopicPartition(snapshot_topic, p)
-            for p in (consumer.partitions_for_topic(snapshot_topic) or {0})
-        ]
+        partitions = consumer.partitions_for_topic(snapshot_topic)
+        if not partitions:
+            return None
+        parts = [TopicPartition(snapshot_topic, p) for p in partitions]
         consumer.assign(parts)
         end = consumer.end_offsets(parts)
         begin = consumer.beginning_offsets(parts)
@@ -360,8 +360,8 @@ def _from_snapshot(
         }
     except (KeyError, TypeError, ValueError, IndexError, AttributeError):
         return None
-    if index.plus_tag_domains != domains:
-        return None
+    if index.plus_tag_domains != domains or not after:
+        return None  # no position: nothing says which changes the index already holds
     return index, after
 
 

@@ -418,6 +418,11 @@ class TestRegistryImport:
         same(third, full())
         assert read()[1].snapshot == "used"
 
+        # One without a position.
+        produce(broker.bootstrap, SNAPSHOT_TOPIC, [(key, orjson.dumps({**lying, "positions": {}}))])
+        nowhere, report = read()
+        assert (report.snapshot, report.changes, report.wrote_snapshot) == ("stale", 9, True)
+        assert nowhere.lookup("ghost@brand.example") is None
         # One that names an offset past the end of the topic.
         lying["positions"] = {"0": [500, 0, "identity:fay", "0" * 64]}
         produce(broker.bootstrap, SNAPSHOT_TOPIC, [(key, orjson.dumps(lying))])
