@@ -57,6 +57,7 @@ from streams.records import LeakRecord  # noqa: E402
 from streams.registry import Registry  # noqa: E402
 from streams.secrets import Secret  # noqa: E402
 from streams.state import StateStore  # noqa: E402
+from streams.topics import Topics  # noqa: E402
 
 RESULTS = REPO / "bench" / "results"
 PROVIDERS = {"okta": "okta", "hootsuite": "generic", "vault": "secret_store"}
@@ -338,7 +339,7 @@ def end_to_end(path: Path, registry: Registry, jobs: tuple[int, ...] = (1,)) -> 
 
     from streams.broker import EmbeddedBroker, find_tansu
     from streams.config import load_config
-    from streams.topics import Topics, create_topics
+    from streams.topics import create_topics
 
     with tempfile.TemporaryDirectory(prefix="leakbench-e2e-") as tmp:
         env = {k: v for k, v in os.environ.items() if not k.startswith("ACCESSGUARD_")}
@@ -416,7 +417,7 @@ def _e2e_run(
     context: Any,
     *,
     bootstrap: str,
-    topics: Any,
+    topics: Topics,
     jobs: int,
     env: dict[str, str],
     cwd: str,

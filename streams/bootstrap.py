@@ -115,7 +115,9 @@ def _read_changes(
         end = consumer.end_offsets(parts)
         if set(after) - {tp.partition for tp in parts}:
             raise _Moved("partitions changed")
-        last: dict[int, Fingerprint | None] = {tp.partition: None for tp in parts}
+        last: dict[int, Fingerprint | None] = {
+            tp.partition: after.get(tp.partition) for tp in parts
+        }
         unchecked: set[int] = set()
         remaining = {tp for tp, off in end.items() if off > 0}
         for tp in parts:
@@ -148,8 +150,6 @@ def _read_changes(
                         apply(rec.key.decode(), rec.value)
                 if fresh:
                     last[tp.partition] = _fingerprint(fresh[-1])
-                elif last[tp.partition] is None and tp.partition in after:
-                    last[tp.partition] = after[tp.partition]
                 if consumer.position(tp) >= end[tp]:
                     remaining.discard(tp)
         return last
@@ -309,8 +309,7 @@ def read_leak_index(
     start = _from_snapshot(snapshot, domains) if snapshot is not None else None
     if snapshot is not None and start is None:
         report.snapshot = "stale"
-    positions: dict[int, Fingerprint | None] = {}
-    index = LeakIndex(domains)
+    positions: dict[int, Fingerprint | None]
     for index, after in ([start] if start is not None else []) + [(LeakIndex(domains), {})]:
         report.changes = report.unreadable = 0
 

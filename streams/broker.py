@@ -228,6 +228,16 @@ class TopicSpec:
     compacted: bool = False
     max_message_bytes: int | None = None
 
+    def configs(self) -> dict[str, str | int]:
+        """The topic configs this spec sets beyond the broker's defaults (Kafka config names;
+        ``ensure_topics`` and the Strimzi KafkaTopics of deploy/k8s both use them)."""
+        configs: dict[str, str | int] = {}
+        if self.compacted:
+            configs["cleanup.policy"] = "compact"
+        if self.max_message_bytes is not None:
+            configs["max.message.bytes"] = self.max_message_bytes
+        return configs
+
 
 def ensure_topics(bootstrap: str, specs: Iterable[TopicSpec], replication: int = 1) -> list[str]:
     """Create the topics that do not exist yet; returns the names created."""
@@ -241,9 +251,7 @@ def ensure_topics(bootstrap: str, specs: Iterable[TopicSpec], replication: int =
         wanted = [s for s in specs if s.name not in existing]
         created: list[str] = []
         for spec in wanted:
-            configs = {"cleanup.policy": "compact"} if spec.compacted else {}
-            if spec.max_message_bytes is not None:
-                configs["max.message.bytes"] = str(spec.max_message_bytes)
+            configs = {k: str(v) for k, v in spec.configs().items()}
             try:
                 admin.create_topics(
                     [NewTopic(spec.name, spec.partitions, replication, topic_configs=configs)]

@@ -60,12 +60,11 @@ def kafka_topics() -> str:
     config = load_config(BASE / "config.yaml", env={})
     docs = []
     for spec in topic_specs(config):
-        settings: dict[str, Any] = {
+        settings = {
             "min.insync.replicas": MIN_INSYNC_REPLICAS,
-            "cleanup.policy": "compact" if spec.compacted else "delete",
+            "cleanup.policy": "delete",  # said explicitly; a compacted spec overrides it
+            **spec.configs(),
         }
-        if spec.max_message_bytes is not None:
-            settings["max.message.bytes"] = spec.max_message_bytes
         docs.append(
             {
                 "apiVersion": "kafka.strimzi.io/v1",
