@@ -16,6 +16,8 @@ from urllib.parse import quote
 
 from connectors.http import (
     HttpClient,
+    base_path,
+    is_dot_segment,
     reveal,
     setting_bool,
     setting_secret,
@@ -81,6 +83,8 @@ class _Call:
     body: Any
     ok: frozenset[int] | None
     fields: frozenset[str]
+    #: the fields used in ``path`` (each must stay one path segment, never a dot segment)
+    path_fields: frozenset[str] = frozenset()
 
 
 class GenericRestProvider:
@@ -104,6 +108,7 @@ class GenericRestProvider:
         self._prefix = prefix = f"providers.{name}"
         self.dry_run = setting_bool(settings, "dry_run", f"{prefix}.dry_run")
         self.base_url = setting_url(settings, "base_url", f"{prefix}.base_url")
+        self._base_path = base_path(self.base_url)
         self._token = setting_secret(
             settings, "token", f"{prefix}.token", required=not self.dry_run
         )
@@ -143,6 +148,7 @@ class GenericRestProvider:
             if not isinstance(path, str) or not path.startswith("/"):
                 raise ConfigError(f"{ckey}.path", "must be a path template starting with /")
             fields = _template_fields(path, f"{ckey}.path")
+            path_fields = frozenset(fields)
             body = spec.get("body")
             if body is not None:
                 if not isinstance(body, Mapping):
@@ -156,7 +162,7 @@ class GenericRestProvider:
                 ):
                     raise ConfigError(f"{ckey}.ok", "must be a list of HTTP status codes")
                 ok = frozenset(ok_raw)
-            calls[kind] = _Call(method, path, body, ok, frozenset(fields))
+            calls[kind] = _Call(method, path, body, ok, frozenset(fields), path_fields)
         return calls
 
     def perform(self, action: Action) -> dict[str, Any]:
@@ -181,9 +187,17 @@ class GenericRestProvider:
                     f"template field {{{name}}} has no value for {action.action}; "
                     "fix the registry entry",
                 )
+            if name in call.path_fields and is_dot_segment(str(value).strip()):
+                raise PermanentError(
+                    self._label,
+                    f"template field {{{name}}} is a dot segment ('.' or '..'), not an id; "
+                    "fix the registry entry",
+                )
             values[name] = str(value)
         # Path values are encoded one segment at a time so a handle like "a/b" or "../x"
-        # cannot reach another endpoint; body values are JSON and need no encoding.
+        # cannot reach another endpoint (quote() leaves "." alone, hence the dot-segment
+        # check above and the shape check in the HTTP layer); body values are JSON and need
+        # no encoding.
         path = call.path.format_map({k: quote(v, safe="") for k, v in values.items()})
         request = f"{call.method} {call.path}"
         if self.dry_run:
@@ -203,5 +217,7 @@ class GenericRestProvider:
             headers=headers,
             json=body,
             ok=call.ok if call.ok is not None else range(200, 300),
+            path_template=call.path,
+            path_prefix=self._base_path,
         )
         return {"status": response.status_code, "request": request}

@@ -9,6 +9,7 @@ import requests
 
 from connectors.http import (
     HttpClient,
+    base_path,
     path_part,
     reveal,
     setting_bool,
@@ -63,6 +64,7 @@ class GoogleProvider:
         prefix = f"providers.{name}"
         self.dry_run = setting_bool(settings, "dry_run", f"{prefix}.dry_run")
         self.base_url = setting_url(settings, "base_url", f"{prefix}.base_url")
+        self._base_path = base_path(self.base_url)
         self._token = setting_secret(
             settings, "token", f"{prefix}.token", required=not self.dry_run
         )
@@ -89,5 +91,7 @@ class GoogleProvider:
                 "Accept": "application/json",
             },
             classify=classify_google_error,
+            path_template=f"/admin/directory/v1/users/{{userKey}}/{suffix}",
+            path_prefix=self._base_path,
         )
         return {"status": response.status_code, "request": request}

@@ -8,6 +8,7 @@ from urllib.parse import quote, urlsplit
 
 from connectors.http import (
     HttpClient,
+    base_path,
     path_part,
     reveal,
     setting_bool,
@@ -59,6 +60,7 @@ class GraphProvider:
         prefix = f"providers.{name}"
         self.dry_run = setting_bool(settings, "dry_run", f"{prefix}.dry_run")
         self.base_url = setting_url(settings, "base_url", f"{prefix}.base_url")
+        self._base_path = base_path(self.base_url)
         self._token = setting_secret(
             settings, "token", f"{prefix}.token", required=not self.dry_run
         )
@@ -89,6 +91,8 @@ class GraphProvider:
             "POST",
             f"{self.base_url}/v1.0/users/{user}/revokeSignInSessions",
             headers={**self._headers(), "Content-Type": "application/json"},
+            path_template="/v1.0/users/{user_ref}/revokeSignInSessions",
+            path_prefix=self._base_path,
         )
         try:
             value = response.json().get("value")
@@ -100,10 +104,21 @@ class GraphProvider:
         url: str | None = f"{self.base_url}/v1.0/users/{user}/authentication/methods"
         base_host = urlsplit(self.base_url).netloc
         methods: list[dict[str, Any]] = []
+        # The first page is ours and checked against its template; @odata.nextLink pages
+        # are the vendor's own URLs (same host only, below).
+        template: str | None = "/v1.0/users/{user_ref}/authentication/methods"
         for _ in range(MAX_PAGES):
             if url is None:
                 break
-            response = self._http.request(self._label, "GET", url, headers=self._headers())
+            response = self._http.request(
+                self._label,
+                "GET",
+                url,
+                headers=self._headers(),
+                path_template=template,
+                path_prefix=self._base_path,
+            )
+            template = None
             try:
                 body = response.json()
             except ValueError:
@@ -149,6 +164,8 @@ class GraphProvider:
                 f"{quote(method_id, safe='')}",
                 headers=self._headers(),
                 ok=(200, 204, 404),
+                path_template=f"/v1.0/users/{{user_ref}}/authentication/{collection}/{{method_id}}",
+                path_prefix=self._base_path,
             )
             deleted[collection] = deleted.get(collection, 0) + 1
         result: dict[str, Any] = {"status": 204, "request": request, "deleted": deleted}

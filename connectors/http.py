@@ -22,12 +22,14 @@ import email.utils
 import ipaddress
 import math
 import random
+import re
+import string
 import time
 from collections.abc import Callable, Container, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 import requests
 import structlog
@@ -172,6 +174,86 @@ def error_for_response(provider: str, response: requests.Response) -> ProviderEr
 Classifier = Callable[[str, requests.Response], ProviderError | None]
 
 
+# --- path shape ------------------------------------------------------------------------
+
+_FORMATTER = string.Formatter()
+_DOT_SEGMENTS = frozenset({".", ".."})
+
+
+def _decoded(segment: str) -> str:
+    """``segment`` percent-decoded until it stops changing (bounded): ``%252e`` is a dot to
+    a server that decodes twice."""
+    for _ in range(4):
+        decoded = unquote(segment)
+        if decoded == segment:
+            break
+        segment = decoded
+    return segment
+
+
+def is_dot_segment(segment: str) -> bool:
+    """``.`` or ``..``, also percent-encoded (``%2e%2E``): a path segment that URL
+    normalisation (ours, a proxy's or the vendor's) turns into "this" or "the parent"."""
+    return segment in _DOT_SEGMENTS or _decoded(segment) in _DOT_SEGMENTS
+
+
+def base_path(base_url: str) -> str:
+    """The base URL's own path (``https://h/api`` -> ``/api``), brace-escaped so that it can
+    prefix a path template."""
+    path = urlsplit(base_url).path.rstrip("/")
+    return path.replace("{", "{{").replace("}", "}}")
+
+
+def _segment_pattern(segment: str) -> tuple[re.Pattern[str], bool]:
+    """A regex for one template segment (literals decoded, each field ``.+``) and whether
+    the segment holds a field."""
+    pattern: list[str] = []
+    has_field = False
+    for literal, field_name, _, _ in _FORMATTER.parse(segment):
+        pattern.append(re.escape(unquote(literal)))
+        if field_name is not None:
+            pattern.append("(.+)")
+            has_field = True
+    return re.compile("".join(pattern), re.DOTALL), has_field
+
+
+def check_path_shape(
+    provider: str, method: str, url: str | None, template: str, prefix: str = ""
+) -> None:
+    """Refuse (PermanentError) a URL whose path does not have the shape of ``prefix +
+    template``: the same number of segments, literal segments identical, and each segment
+    that holds a field non-empty and not a dot segment (also after percent-decoding).
+
+    ``url`` is the prepared URL, as it will be sent. The message names the template, never
+    the URL (URLs can be secrets).
+    """
+    full = prefix + template
+    # The template's query and fragment are not checked: values there cannot move the path.
+    expected = full.split("?", 1)[0].split("#", 1)[0].split("/")
+    try:
+        actual = urlsplit(url or "").path.split("/")
+    except ValueError:
+        actual = []
+    if len(actual) == len(expected):
+        for want, got in zip(expected, actual, strict=True):
+            try:
+                pattern, has_field = _segment_pattern(want)
+            except ValueError:
+                raise PermanentError(
+                    provider, f"{method} {template}: invalid path template"
+                ) from None
+            if pattern.fullmatch(unquote(got)) is None or (has_field and is_dot_segment(got)):
+                break
+        else:
+            return
+    raise PermanentError(
+        provider,
+        f"{method} {template} refused before sending: the request path does not have the "
+        "template's shape (a value is empty, a dot segment, or left its segment); "
+        "fix the registry entry",
+    )
+
+
 class HttpClient:
     """A pooled ``requests.Session`` with the accessguard HTTP policy.
 
@@ -207,23 +289,39 @@ class HttpClient:
         data: bytes | str | None = None,
         ok: Container[int] = OK_2XX,
         classify: Classifier | None = None,
+        path_template: str | None = None,
+        path_prefix: str = "",
     ) -> requests.Response:
         """Make ONE attempt; return the response when its status is in ``ok``.
 
         Raises RetryableError, AuthError or PermanentError otherwise. Exceptions are raised
         ``from None``: the chained requests exception would print the URL.
+
+        ``path_template`` (``"/api/v1/users/{user_ref}/sessions"``, under ``path_prefix``,
+        the base URL's own path, see :func:`base_path`) makes the request refuse to go out
+        with PermanentError unless its prepared path has the template's shape (see
+        :func:`check_path_shape`): a value that climbed out of its segment never reaches
+        another endpoint, where a 2xx would pass for success.
         """
         started = time.monotonic()
         try:
-            response = self._session.request(
-                method,
-                url,
-                headers=dict(headers or {}),
-                json=json,
-                params=dict(params) if params is not None else None,
-                data=data,
-                timeout=self.policy.timeout,
-                verify=True,
+            # Prepared first (as Session.request does) so the path is checked exactly as it
+            # will go out: requests/urllib3 remove dot segments while preparing the URL.
+            prepared = self._session.prepare_request(
+                requests.Request(
+                    method=method.upper(),
+                    url=url,
+                    headers=dict(headers or {}),
+                    json=json,
+                    params=dict(params) if params is not None else {},
+                    data=data or {},
+                )
+            )
+            if path_template is not None:
+                check_path_shape(provider, method, prepared.url, path_template, path_prefix)
+            settings = self._session.merge_environment_settings(prepared.url, {}, None, True, None)
+            response = self._session.send(
+                prepared, timeout=self.policy.timeout, allow_redirects=True, **settings
             )
         except requests.exceptions.SSLError:
             # A bad certificate will not fix itself in a few seconds, and retrying hides it.
@@ -391,12 +489,20 @@ def setting_str(settings: Mapping[str, Any], key: str, config_key: str, default:
 def path_part(value: Any, provider: str, name: str) -> str:
     """URL-encode one path segment; a missing value is a permanent error naming the param.
 
-    ``safe=""`` encodes ``/`` too, so an id can never climb to another endpoint.
+    ``safe=""`` encodes ``/`` too and dot segments are refused, so an id can never climb
+    to another endpoint.
     """
     if value is None or (isinstance(value, str) and not value.strip()):
         raise PermanentError(provider, f"action.params.{name} is missing; fix the registry entry")
     if not isinstance(value, str | int):
         raise PermanentError(provider, f"action.params.{name} must be a string")
+    if isinstance(value, str) and is_dot_segment(value.strip()):
+        # quote() leaves "." alone, and "/users/../sessions" would become "/sessions".
+        raise PermanentError(
+            provider,
+            f"action.params.{name} is a dot segment ('.' or '..'), not an id; "
+            "fix the registry entry",
+        )
     return quote(str(value), safe="")
 
 

@@ -10,6 +10,7 @@ import requests
 
 from connectors.http import (
     HttpClient,
+    base_path,
     path_part,
     reveal,
     setting_bool,
@@ -56,6 +57,7 @@ class OktaProvider:
         prefix = f"providers.{name}"
         self.dry_run = setting_bool(settings, "dry_run", f"{prefix}.dry_run")
         self.base_url = setting_url(settings, "base_url", f"{prefix}.base_url")
+        self._base_path = base_path(self.base_url)
         self._token = setting_secret(
             settings, "token", f"{prefix}.token", required=not self.dry_run
         )
@@ -70,11 +72,13 @@ class OktaProvider:
         if action.action == "revoke_sessions":
             method = "DELETE"
             template = "/api/v1/users/{user_ref}/sessions?oauthTokens=true"
+            shape = "/api/v1/users/{user_ref}/sessions"
             path = f"/api/v1/users/{user}/sessions"
             params: dict[str, str] | None = {"oauthTokens": "true"}
         else:
             method = "POST"
             template = "/api/v1/users/{user_ref}/lifecycle/reset_factors"
+            shape = template
             path = f"/api/v1/users/{user}/lifecycle/reset_factors"
             params = None
         request = f"{method} {template}"
@@ -91,5 +95,7 @@ class OktaProvider:
             },
             params=params,
             classify=classify_okta_error,
+            path_template=shape,
+            path_prefix=self._base_path,
         )
         return {"status": response.status_code, "request": request}

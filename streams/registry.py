@@ -15,6 +15,9 @@ Two ways in:
   catches up on 100k identities without rebuilding anything.
 
 Registry ids use letters, digits and ``._@+-`` (no ``:``) so change keys split unambiguously.
+Aliases become path segments of revocation requests, so :func:`validate_alias` accepts only
+plain identifiers (never ``.``/``..``); the YAML file and every change read from the topic
+are checked with it.
 A plain date (``2025-06-30``) in ``contract_ends`` or ``expires_at`` means 00:00 UTC that day;
 timestamps must carry a zone, like every timestamp accessguard accepts.
 """
@@ -56,6 +59,45 @@ _EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,255}$")
 def normalise_email(value: str) -> str:
     """E-mail addresses compare case-insensitively and without surrounding blanks."""
     return value.strip().lower()
+
+
+#: The longest alias accepted: vendor ids and logins are far shorter.
+MAX_ALIAS_LEN = 256
+_ALIAS_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._@+-")
+_ALIAS_FIRST = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_")
+ALIAS_RULE = (
+    "letters, digits and ._@+- only, starting with a letter, digit or _, "
+    f"at most {MAX_ALIAS_LEN} characters"
+)
+
+
+def validate_alias(provider: str, value: object) -> str | None:
+    """The problem with ``value`` as the identity's id at ``provider``, or None when it is a
+    plain identifier there.
+
+    An alias becomes one path segment of a revocation request (``/users/{user_ref}/...``),
+    so only plain identifiers are accepted: letters, digits and ``._@+-``, starting with a
+    letter, digit or ``_`` (never ``.``, so neither the dot segments ``.``/``..`` nor a
+    hidden name), at most :data:`MAX_ALIAS_LEN` characters. Every way an alias enters the
+    registry (``registry check``/``import``, the registry topic, a SCIM/API update) must
+    apply this one rule.
+    """
+    where = f"an alias is the person's plain id at {provider} ({ALIAS_RULE})"
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        return f"expected a string; {where}"
+    text = str(value)
+    if not text:
+        return f"is empty; {where}"
+    if len(text) > MAX_ALIAS_LEN:
+        return f"is {len(text)} characters long; {where}"
+    if text in (".", "..") or text.startswith("."):
+        return f"{text[:40]!r} starts with '.' ('.' and '..' address another endpoint); {where}"
+    bad = next((c for c in text if c not in _ALIAS_CHARS), None)
+    if bad is not None:
+        return f"{text[:40]!r} contains {bad!r}; {where}"
+    if text[0] not in _ALIAS_FIRST:
+        return f"{text[:40]!r} starts with {text[0]!r}; {where}"
+    return None
 
 
 def _norm_alias(value: str) -> str:
@@ -172,12 +214,19 @@ class Identity:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Identity:
+        """Raises ValueError (a whole change refused) for an alias that is not a plain id."""
+        aliases: dict[str, str] = {}
+        for key, value in (data.get("aliases") or {}).items():
+            problem = validate_alias(str(key), value)
+            if problem is not None:
+                raise ValueError(f"aliases: {key}: {problem}")
+            aliases[str(key)] = str(value)
         return cls(
             id=data["id"],
             name=data["name"],
             kind=data["kind"],
             emails=tuple(normalise_email(e) for e in data.get("emails") or ()),
-            aliases={str(k): str(v) for k, v in (data.get("aliases") or {}).items()},
+            aliases=aliases,
             status=data.get("status", "active"),
             employee_id=data.get("employee_id") or data["id"],
             credential_changed_at=(
@@ -662,6 +711,9 @@ def _parse(text: str, source: str) -> tuple[Registry, list[str]]:
                     ok = False
                 elif key in aliases:
                     e.error(key_node, f"aliases: {key} given twice")
+                    ok = False
+                elif (problem := validate_alias(key.strip(), str(value).strip())) is not None:
+                    e.error(value_node, f"aliases: {key}: {problem}")
                     ok = False
                 else:
                     aliases[key.strip()] = str(value).strip()
