@@ -6,8 +6,8 @@ imported with ``accessguard registry import``; N canonical login events (a reali
 mostly successes, some failures and MFA challenges, geo for most, a few unknown principals,
 targets on brand accounts, plus a handful of attacks the shipped rules must catch) published
 into ``accessguard.auth.events`` exactly as the edge does it (connectors/auth_ingest.py
-``AuthIngest._publish``: one JSON array of at most 500 events per message, per partition, keyed
-by ``partition_for(event.partition_key)``). Then, each on its own consumer group:
+``LoginPublisher.publish``: one JSON array of at most 500 events per message, per partition,
+keyed by ``partition_for(event.partition_key)``). Then, each on its own consumer group:
 
 (a) a raw aiokafka consumer (group-less, all partitions assigned, ``getmany``) that decodes
     every message (orjson) and counts its events;
@@ -416,7 +416,7 @@ def registry_import(
 async def publish(
     bootstrap: str, topic: str, partitions: int, events: list[LoginEvent]
 ) -> dict[str, Any]:
-    """Publish through the edge's own code (AuthIngest._publish): same batching, same keys."""
+    """Publish through the edge's own code (LoginPublisher.publish): same batching, same keys."""
     from connectors.auth_ingest import BATCH_EVENTS, AuthIngest
     from streams.views import Publisher
 
@@ -440,7 +440,7 @@ async def publish(
     )
     t = time.perf_counter()
     try:
-        await ingest._publish(events)
+        await ingest.out.publish(events)
     finally:
         await publisher.stop()
     return {

@@ -14,10 +14,16 @@ unreadable file: every record is either a :class:`~streams.records.LeakRecord` o
 record: a dump line is a credential.
 
 Detection: gzip by its magic bytes (``1f 8b``; a ``.gz`` name alone is not trusted); the
-format by the extension under any ``.gz`` (``.csv``/``.tsv``, ``.json``, ``.ndjson``/
-``.jsonl``, ``.txt`` for combo lists), else by the first byte (``[`` JSON array, ``{``
-NDJSON, else CSV). Encodings: UTF-8 (a BOM is skipped); a line that is not UTF-8 is read as
-Latin-1, counted as a warning and flagged ``latin1_fallback`` on its record.
+format from the content (:func:`sniff_format`: ``[`` JSON array, ``{`` NDJSON, a header
+naming a known column is CSV, ``principal:password`` lines are a combo list), the extension
+only breaking a tie, and ``DumpOptions.format`` (``--format``) overriding both. Lines end at
+LF, CRLF or a lone CR (old Mac exports). Encodings: UTF-8 (a BOM is skipped); a line that is
+not UTF-8 is read as Latin-1, counted as a warning and flagged ``latin1_fallback`` on its
+record.
+
+Bounds: ``DumpOptions.max_bytes`` (decompressed bytes) and ``max_records`` stop a read with
+:class:`DumpTooLarge` — ``POST /v1/leaks`` sets both, so a small gzip bomb cannot expand into
+gigabytes; ``leaks import`` of a file sets neither (its memory is flat in the file size).
 
 Columns (CSV header names and JSON keys, case-insensitive) are mapped by :data:`COLUMNS`:
 ``email``/``username``/``user``/``login`` -> principal, ``password``/``pass`` -> password,
@@ -57,6 +63,8 @@ _CHUNK = 1 << 20
 _GZIP_MAGIC = b"\x1f\x8b"
 _BOM = b"\xef\xbb\xbf"
 FORMATS: tuple[str, ...] = ("csv", "json", "ndjson", "combo")
+#: Longest breach (and source) name a LeakRecord accepts (``LeakRecord.from_dict``).
+MAX_BREACH_NAME = 200
 
 #: Header names / JSON keys (lower-case) -> canonical column.
 COLUMNS: dict[str, str] = {
@@ -99,6 +107,28 @@ class Rejection:
         return {"line": self.line, "index": self.index, "code": self.code, "reason": self.reason}
 
 
+class DumpTooLarge(Exception):
+    """A read stopped at :attr:`DumpOptions.max_bytes` or :attr:`DumpOptions.max_records`."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def check_breach_name(value: str, what: str = "breach") -> str:
+    """A breach or source name as a LeakRecord accepts it (stripped, 1-200 printable
+    characters), else :class:`ValidationError` naming ``what``: checked where the name
+    enters (``--breach``, ``?breach=``, a file's name), not later in the worker."""
+    name = value.strip()
+    if not name:
+        raise ValidationError(f"{what}: must not be empty")
+    if len(name) > MAX_BREACH_NAME:
+        raise ValidationError(f"{what}: longer than {MAX_BREACH_NAME} characters")
+    if not name.isprintable():
+        raise ValidationError(f"{what}: control characters are not allowed")
+    return name
+
+
 @dataclass
 class DumpSummary:
     """Running counts of one import; :meth:`to_dict` is the end-of-import report."""
@@ -139,13 +169,20 @@ class DumpOptions:
     breach_date: datetime | None = None
     format: str | None = None
     max_record_bytes: int = MAX_RECORD_BYTES
+    #: Most (decompressed) bytes one read may take; None: no bound (a file import).
+    max_bytes: int | None = None
+    #: Most records (valid or rejected) one read may take; None: no bound.
+    max_records: int | None = None
 
 
 Item = LeakRecord | Rejection
 
 
-def sniff_format(name: str, head: bytes) -> str:
-    """The format of a (decompressed) dump from its name, else its first bytes."""
+_COMBO_LINE = re.compile(rb'^[^\s,;\t|:"]+:')
+_LINE_END = re.compile(rb"\r\n|\r|\n")
+
+
+def _format_by_name(name: str) -> str | None:
     lower = name.lower()
     if lower.endswith(".gz"):
         lower = lower[:-3]
@@ -157,12 +194,39 @@ def sniff_format(name: str, head: bytes) -> str:
     ):
         if lower.endswith(suffixes):
             return fmt
-    start = head.lstrip(b"\xef\xbb\xbf \t\r\n")[:1]
+    return None
+
+
+def sniff_format(name: str, head: bytes) -> str:
+    """The format of a (decompressed) dump from its first bytes; the name only breaks a tie.
+
+    ``[`` is a JSON array and ``{`` NDJSON; a first line whose cells name a known column
+    (:data:`COLUMNS`) is a CSV header; mostly ``principal:password`` lines (nothing but a
+    principal before the first ``:``) are a combo list. Otherwise the extension decides
+    (``.txt`` combo, ``.csv`` CSV, ...), else CSV. A combo list named ``combo.gz`` or
+    ``x.csv`` is thus read as one, instead of as one-column CSV that matches nobody."""
+    text = head.removeprefix(_BOM)
+    start = text.lstrip(b" \t\r\n")[:1]
     if start == b"[":
         return "json"
     if start == b"{":
         return "ndjson"
-    return "csv"
+    lines = [line for line in _LINE_END.split(text) if line.strip()]
+    if len(head) >= 4096 and len(lines) > 1:
+        lines.pop()  # the sample may end inside a line
+    by_name = _format_by_name(name)
+    if not lines:
+        return by_name or "csv"
+    first = lines[0].decode("utf-8", "replace")
+    delimiter = max(_DELIMITERS, key=first.count)
+    if first.count(delimiter):
+        cells = (c.strip().strip('"').lower().lstrip("\ufeff") for c in first.split(delimiter))
+        if any(cell in COLUMNS for cell in cells):
+            return "csv"
+    combo = sum(1 for line in lines if _COMBO_LINE.match(line))
+    if combo * 5 >= len(lines) * 4:
+        return "combo"
+    return by_name or "csv"
 
 
 class DumpReader:
@@ -204,26 +268,28 @@ class DumpReader:
     # ---- entry points ----------------------------------------------------------------
 
     def read_path(self, path: str | Path) -> Iterator[Item]:
-        """Every record of the file at ``path`` (opened here, closed when exhausted)."""
+        """Every record of the file at ``path`` (opened here, closed when exhausted).
+        Without ``options.breach`` the breach is named after the file
+        (:func:`breach_from_name`; ValidationError when that name is not a valid one)."""
         path = Path(path)
         if self.options.breach is None:
-            stem = path.name
-            for suffix in (".gz", ".csv", ".tsv", ".json", ".ndjson", ".jsonl", ".txt"):
-                stem = stem.removesuffix(suffix)
-            self._breach = stem or "dump"
+            self._breach = breach_from_name(path.name)
         if self.options.source is None:
             self._source = f"dump:{path.name}"
         with path.open("rb") as raw:
             yield from self.read_stream(raw, path.name)
 
     def read_stream(self, raw: IO[bytes], name: str = "") -> Iterator[Item]:
-        """Every record of an open binary stream (not closed here)."""
+        """Every record of an open binary stream (not closed here). Raises
+        :class:`DumpTooLarge` past ``options.max_bytes`` or ``options.max_records``."""
         self._raw = raw
         stream: IO[bytes] = raw
         head = _peek(raw, 2)
         if head.startswith(_GZIP_MAGIC):
             self.summary.compressed = True
             stream = cast(IO[bytes], gzip.GzipFile(fileobj=raw, mode="rb"))
+        if self.options.max_bytes is not None:
+            stream = cast(IO[bytes], _Limited(stream, self.options.max_bytes))
         try:
             first = _peek(stream, 4096)
         except (OSError, EOFError) as exc:
@@ -241,8 +307,12 @@ class DumpReader:
             "ndjson": self._ndjson,
             "combo": self._combo,
         }[fmt]
+        most = self.options.max_records
+        summary = self.summary
         try:
             for item in reader(stream):
+                if most is not None and summary.read > most:
+                    raise DumpTooLarge(f"more than {most} records")
                 if item is not None:
                     yield item
         except (OSError, EOFError, gzip.BadGzipFile) as exc:
@@ -426,7 +496,8 @@ class DumpReader:
         line, lines without their "\\n", ended)``. A line longer than the cap is None (its
         bytes are dropped as they are read: memory stays flat), and ``ended`` is False only
         for the file's last line when it has no "\\n". Lines end at "\\n" only, like
-        ``readline``; a UTF-8 BOM before line 1 is dropped."""
+        ``readline``, except that a CRLF or a lone CR ends a line too (they become "\\n"
+        here, so no reader sees a CR); a UTF-8 BOM before line 1 is dropped."""
         # read1: what a gzip stream decompressed before a corrupt part still comes out
         read = getattr(stream, "read1", stream.read)
         cap = self.cap
@@ -435,6 +506,7 @@ class DumpReader:
         tail = b""
         skipping = False  # inside an over-long line: drop bytes up to its end
         first = True
+        after_cr = False  # the last block ended with CR: a LF opening this one is its pair
         while True:
             data = read(size)
             if not data:
@@ -445,6 +517,14 @@ class DumpReader:
                 first = False
                 if data.startswith(_BOM):
                     data = data[3:]
+            if after_cr and data[:1] == b"\n":
+                data = data[1:]
+            after_cr = False
+            if b"\r" in data:  # memchr: LF-only files pay nothing more
+                after_cr = data[-1:] == b"\r"
+                data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+            if not data:
+                continue
             if skipping:
                 cut = data.find(b"\n")
                 if cut < 0:
@@ -935,6 +1015,50 @@ class _CsvState:
     between: bool = True
 
 
+class _Limited:
+    """A (decompressed) stream that raises :class:`DumpTooLarge` once more than ``limit``
+    bytes came out of it: a gzip bomb stops at the bound, not at the end of memory."""
+
+    def __init__(self, stream: IO[bytes], limit: int) -> None:
+        self._stream = stream
+        self._limit = limit
+        self._total = 0
+
+    def _count(self, data: bytes) -> bytes:
+        self._total += len(data)
+        if self._total > self._limit:
+            raise DumpTooLarge(f"more than {self._limit} bytes once decompressed")
+        return data
+
+    def read(self, size: int = -1) -> bytes:
+        if size is None or size < 0:
+            size = self._limit - self._total + 1
+        return self._count(self._stream.read(size))
+
+    def read1(self, size: int = -1) -> bytes:
+        read1 = getattr(self._stream, "read1", self._stream.read)
+        if size is None or size < 0:
+            size = self._limit - self._total + 1
+        return self._count(read1(size))
+
+    def peek(self, size: int = 0) -> bytes:
+        return _peek(self._stream, size)
+
+
+def breach_from_name(name: str) -> str:
+    """The breach a dump is named after: its file name without the known extensions.
+    ValidationError when that is not a valid breach name (pass ``--breach`` then)."""
+    stem = name
+    for suffix in (".gz", ".csv", ".tsv", ".json", ".ndjson", ".jsonl", ".txt"):
+        stem = stem.removesuffix(suffix)
+    try:
+        return check_breach_name(stem or "dump")
+    except ValidationError as exc:
+        raise ValidationError(
+            f"the file name does not make a breach name ({exc.reason}): pass --breach NAME"
+        ) from None
+
+
 def _peek(stream: IO[bytes], n: int) -> bytes:
     peek = getattr(stream, "peek", None)
     if peek is not None:
@@ -1126,22 +1250,29 @@ class _ArraySplitter:
         return element, None
 
 
+#: ``Content-Type`` of a ``POST /v1/leaks`` body -> its format (others: from the content).
+BODY_FORMATS: dict[str, str] = {
+    "text/csv": "csv",
+    "application/csv": "csv",
+    "application/x-ndjson": "ndjson",
+    "application/jsonl": "ndjson",
+    "application/json": "json",
+    "text/plain": "combo",
+}
+
+
 def parse_body(
     body: bytes, content_type: str, options: DumpOptions | None = None
 ) -> tuple[list[Item], DumpSummary]:
-    """``POST /v1/leaks``: the same parsing as a dump file. ``content_type`` picks the format
-    (``text/csv``, ``application/x-ndjson``, ``application/json``; ``application/gzip`` or
-    gzip magic bytes decompress first); a single JSON object is one record."""
+    """``POST /v1/leaks``: the same parsing as a dump file. ``options.format`` (``?format=``)
+    or else ``content_type`` picks the format (``text/csv``, ``application/x-ndjson``,
+    ``application/json``, ``text/plain`` for combo lists); ``application/gzip``,
+    ``application/octet-stream`` and the like leave it to the content. Gzip (by its magic
+    bytes) is decompressed first; a single JSON object is one record. ``options.max_bytes``
+    and ``max_records`` bound the read (:class:`DumpTooLarge`)."""
     ctype = content_type.split(";", 1)[0].strip().lower()
-    fmt = {
-        "text/csv": "csv",
-        "application/csv": "csv",
-        "application/x-ndjson": "ndjson",
-        "application/jsonl": "ndjson",
-        "application/json": "json",
-        "text/plain": "combo",
-    }.get(ctype)
     opts = options or DumpOptions()
+    fmt = opts.format or BODY_FORMATS.get(ctype)
     if fmt == "json" and body.lstrip(b"\xef\xbb\xbf \t\r\n")[:1] == b"{":
         fmt = "ndjson" if body.strip().count(b"\n") and _looks_ndjson(body) else "single"
     if fmt == "single":

@@ -10,17 +10,20 @@ view and decides (:func:`streams.leaks.decide_leak`); every effect is keyed by t
 cause, so publishing the same records twice (a re-import, a retried request, a feed round
 replayed after a crash) does nothing twice.
 
-``POST /v1/leaks`` takes the bearer token ``leaks.ingest_token``, or ``auth.ingest_token``
-when that is not set; the body is parsed exactly like a dump file
-(:func:`connectors.dumps.parse_body`; ``Content-Type`` picks the format) and the answer lists
-every record's result (``matched``, ``unmatched`` or ``rejected`` with the line and reason).
+``POST /v1/leaks`` takes its own bearer token ``leaks.ingest_token`` (the login-ingest token
+only when ``leaks.accept_auth_token`` says so); the body is parsed exactly like a dump file
+(:func:`connectors.dumps.parse_body`; ``?format=``, else ``Content-Type``, else the content
+picks the format) within bounds (:class:`LeakIngest`), and the answer lists every record's
+result (``matched``, ``unmatched`` or ``rejected`` with the line and reason).
 """
 
 from __future__ import annotations
 
+import asyncio
 import io
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -29,15 +32,20 @@ import structlog
 from aiohttp import web
 
 from connectors.dumps import (
+    FORMATS,
     DumpOptions,
     DumpReader,
     DumpSummary,
+    DumpTooLarge,
     Rejection,
+    breach_from_name,
+    check_breach_name,
     parse_body,
     sniff_format,
 )
-from connectors.edge import bearer_ok, json_answer, read_body
-from streams.errors import BrokerError
+from connectors.edge import AuthGuard, json_answer, read_body
+from streams import metrics
+from streams.errors import BrokerError, ValidationError
 from streams.leaks import LeakBatcher, LeakIndex
 from streams.records import LeakRecord
 from streams.secrets import Secret
@@ -45,6 +53,7 @@ from streams.views import Publisher
 
 log = structlog.get_logger(__name__)
 
+SOURCE = "leak_ingest"
 #: Records per Kafka message (a record is ~0.3 KiB: far under the 1 MiB message limit).
 BATCH_RECORDS = 1000
 #: Longest a matched record waits in a partly filled batch during an import (seconds).
@@ -186,8 +195,63 @@ class LeakPublisher:
         await self.publisher.send_json(self.dlq_topic, f"dlq:{source}", record)
 
 
+#: Defaults of ``leaks.max_request_bytes`` / ``leaks.max_request_records``.
+MAX_REQUEST_BYTES = 64 * 1048576
+MAX_REQUEST_RECORDS = 100_000
+#: Uploads parsed at once; more are answered 503 + Retry-After (memory stays bounded).
+MAX_CONCURRENT_UPLOADS = 2
+
+
+@dataclass
+class _Parsed:
+    """What the parsing thread hands back to the event loop."""
+
+    summary: DumpSummary
+    results: list[dict[str, Any]]
+    batches: list[tuple[int, bytes]]
+    matched: int
+    rejections: list[dict[str, Any]]
+
+
+def _parse_and_match(
+    body: bytes, ctype: str, options: DumpOptions, index: LeakIndex | None, partitions: int
+) -> _Parsed:
+    """Parse, match and batch one request body (runs in a thread, off the event loop)."""
+    items, summary = parse_body(body, ctype, options)
+    matcher = LeakMatcher(index, partitions)
+    results: list[dict[str, Any]] = []
+    batches: list[tuple[int, bytes]] = []
+    rejections: list[dict[str, Any]] = []
+    for position, item in enumerate(items):
+        if isinstance(item, Rejection):
+            entry = {
+                "index": position,
+                "status": "rejected",
+                "line": item.line,
+                "code": item.code,
+                "reason": item.reason,
+            }
+            results.append(entry)
+            if len(rejections) < MAX_REJECTIONS_LISTED:
+                rejections.append(entry)
+            continue
+        matched = matcher.matches(item)
+        full = matcher.add(item)
+        if full is not None:
+            batches.append(full)
+        results.append({"index": position, "status": "matched" if matched else "unmatched"})
+    batches.extend(matcher.flush())
+    return _Parsed(summary, results, batches, matcher.matched, rejections)
+
+
 class LeakIngest:
-    """The ``POST /v1/leaks`` handler. ``index`` gives the worker's current LeakIndex."""
+    """The ``POST /v1/leaks`` handler. ``index`` gives the worker's current LeakIndex.
+
+    A body is at most ``max_body`` bytes as sent and ``max_bytes`` once decompressed, with at
+    most ``max_records`` records (413 past either: a 51 KB gzip bomb used to expand into
+    gigabytes). It is parsed in a thread, off the event loop, so health checks and the
+    other endpoints answer while it runs; at most ``concurrency`` at a time (503 +
+    Retry-After beyond)."""
 
     def __init__(
         self,
@@ -197,78 +261,141 @@ class LeakIngest:
         out: LeakPublisher,
         index: Callable[[], LeakIndex | None],
         options: DumpOptions,
+        max_bytes: int = MAX_REQUEST_BYTES,
+        max_records: int = MAX_REQUEST_RECORDS,
+        concurrency: int = MAX_CONCURRENT_UPLOADS,
+        guard: AuthGuard | None = None,
     ) -> None:
         self.token = token
         self.max_body = max_body
         self.out = out
         self.index = index
         self.options = options
+        self.max_bytes = max_bytes
+        self.max_records = max_records
+        self.concurrency = concurrency
+        self.guard = guard or AuthGuard()
+        self._busy = 0
+        self._pool = ThreadPoolExecutor(concurrency, thread_name_prefix="leak-upload")
 
     _answer = staticmethod(json_answer)
 
+    def _reject(self, status: int, reason: str, metric: str, **extra: Any) -> web.Response:
+        metrics.EVENTS_REJECTED.labels(SOURCE, metric).inc()
+        return self._answer(status, {"error": reason, **extra})
+
+    def _options(self, request: web.Request) -> DumpOptions | str:
+        """The read options of this request, or why its query is invalid."""
+        changes: dict[str, Any] = {"max_bytes": self.max_bytes, "max_records": self.max_records}
+        for name in ("breach", "source"):
+            value = request.query.get(name)
+            if value is not None:
+                try:
+                    changes[name] = check_breach_name(value, name)
+                except ValidationError as exc:
+                    return exc.reason
+        fmt = request.query.get("format")
+        if fmt is not None:
+            if fmt not in FORMATS:
+                return f"format: must be one of {', '.join(FORMATS)}"
+            changes["format"] = fmt
+        if "breach" in changes and "source" not in changes:
+            changes["source"] = "api"
+        return replace(self.options, **changes)
+
     async def handle(self, request: web.Request) -> web.Response:
-        if not bearer_ok(self.token, request.headers.get("Authorization")):
-            return self._answer(401, {"error": "missing or wrong bearer token"})
+        if self.token is None:
+            return self._reject(
+                403, "POST /v1/leaks is not enabled: set leaks.ingest_token", "not_enabled"
+            )
+        denied = self.guard.bearer(request, SOURCE, self.token)
+        if denied is not None:
+            return denied
+        if self._busy >= self.concurrency:
+            return self._reject(
+                503, f"{self._busy} leak uploads are being parsed; retry later", "busy"
+            )
+        self._busy += 1
+        try:
+            return await self._handle(request)
+        finally:
+            self._busy -= 1
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        if request.headers.get("Content-Encoding", "identity").lower() not in ("", "identity"):
+            return self._reject(
+                415,
+                "Content-Encoding is not accepted: send a gzip file as the body itself "
+                "(Content-Type application/gzip)",
+                "invalid_field",
+            )
         body = await read_body(request, self.max_body)
         if body is None:
-            return self._answer(413, {"error": f"body larger than {self.max_body} bytes"})
+            return self._reject(413, f"body larger than {self.max_body} bytes", "too_large")
+        options = self._options(request)
+        if isinstance(options, str):
+            return self._reject(400, options, "invalid_field")
         ctype = request.headers.get("Content-Type", "application/json")
-        breach = request.query.get("breach")
-        source = request.query.get("source")
-        options = self.options
-        if breach or source:
-            from dataclasses import replace  # noqa: PLC0415 - only for the rare override
-
-            options = replace(options, breach=breach or options.breach, source=source or "api")
-        items, summary = parse_body(body, ctype, options)
-        if summary.format == "empty" or not items:
-            return self._answer(400, {"error": "no records in body"})
+        loop = asyncio.get_running_loop()
+        try:
+            parsed = await loop.run_in_executor(
+                self._pool,
+                _parse_and_match,
+                body,
+                ctype,
+                options,
+                self.index(),
+                self.out.partitions,
+            )
+        except DumpTooLarge as exc:
+            return self._reject(
+                413,
+                f"upload too large ({exc.reason}): at most {self.max_records} records and "
+                f"{self.max_bytes} bytes decompressed per request; split it, or import the "
+                "file with `accessguard leaks import`",
+                "too_large",
+            )
+        summary = parsed.summary
         if summary.format == "unreadable":
-            return self._answer(400, {"error": "body is not readable (corrupt gzip?)"})
-        matcher = LeakMatcher(self.index(), self.out.partitions)
-        results: list[dict[str, Any]] = []
-        batches: list[tuple[int, bytes]] = []
-        for position, item in enumerate(items):
-            if isinstance(item, Rejection):
-                results.append(
-                    {
-                        "index": position,
-                        "status": "rejected",
-                        "line": item.line,
-                        "code": item.code,
-                        "reason": item.reason,
-                    }
-                )
-                continue
-            matched = matcher.matches(item)
-            full = matcher.add(item)
-            if full is not None:
-                batches.append(full)
-            results.append({"index": position, "status": "matched" if matched else "unmatched"})
-        batches.extend(matcher.flush())
+            return self._reject(400, "body is not readable (corrupt gzip?)", "bad_record")
+        if summary.format == "empty" or not parsed.results:
+            return self._reject(400, "no records in body", "invalid_field")
+        if summary.parsed == 0:
+            return self._reject(
+                400,
+                f"no record understood (read as {summary.format}): {summary.rejected} "
+                "rejected; check the format (?format=csv|json|ndjson|combo)",
+                "bad_record",
+                reasons=dict(summary.reasons),
+                rejections=parsed.rejections,
+            )
         try:
             if not self.out.publisher.reachable:  # known down: answer now
                 raise BrokerError("broker unreachable")
-            await self.out.send_batches(batches)
+            await self.out.send_batches(parsed.batches)
         except BrokerError:
-            return self._answer(503, {"error": "broker unavailable; retry later"})
+            return self._reject(503, "broker unavailable; retry later", "broker_unavailable")
+        metrics.EVENTS_ACCEPTED.labels(SOURCE).inc(summary.parsed)
         log.info(
             "leaks.ingested",
             parsed=summary.parsed,
             rejected=summary.rejected,
-            matched=matcher.matched,
+            matched=parsed.matched,
         )
         return self._answer(
             200,
             {
                 "read": summary.read,
                 "parsed": summary.parsed,
-                "matched": matcher.matched,
+                "matched": parsed.matched,
                 "rejected": summary.rejected,
                 "reasons": dict(summary.reasons),
-                "results": results,
+                "results": parsed.results,
             },
         )
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
 
 # --------------------------------------------------------------------------------------------
@@ -362,13 +489,11 @@ def split_ranges(path: Path, fmt: str, jobs: int) -> tuple[bytes, list[_Range]]:
 
 
 def dump_names(path: Path, options: DumpOptions) -> DumpOptions:
-    """``options`` with the breach and source names :meth:`DumpReader.read_path` derives."""
-    stem = path.name
-    for suffix in (".gz", ".csv", ".tsv", ".json", ".ndjson", ".jsonl", ".txt"):
-        stem = stem.removesuffix(suffix)
+    """``options`` with the breach and source names :meth:`DumpReader.read_path` derives
+    (ValidationError when the file's name makes no valid breach name and none is given)."""
     return replace(
         options,
-        breach=options.breach or stem or "dump",
+        breach=options.breach or breach_from_name(path.name),
         source=options.source or f"dump:{path.name}",
     )
 

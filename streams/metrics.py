@@ -21,7 +21,14 @@ REJECT_REASONS = (
     "broker_unavailable",
     "journal_unavailable",
     "bad_record",
+    "busy",
+    "not_enabled",
+    "throttled",
 )
+
+#: Why an authentication failed (``accessguard_auth_failures_total``): no credential, a wrong
+#: one, a stale signature timestamp, or refused unchecked while the client is throttled.
+AUTH_FAILURE_REASONS = ("missing", "wrong", "stale", "throttled")
 
 EVENTS_ACCEPTED = Counter(
     "accessguard_events_accepted_total",
@@ -33,6 +40,13 @@ EVENTS_REJECTED = Counter(
     "accessguard_events_rejected_total",
     "Input events rejected, by source and reason.",
     ["source", "reason"],
+    registry=REGISTRY,
+)
+AUTH_FAILURES = Counter(
+    "accessguard_auth_failures_total",
+    "Failed authentications at the HTTP edges, by endpoint and reason (missing, wrong, "
+    "stale, throttled: refused unchecked while the client is blocked). Never by address.",
+    ["endpoint", "reason"],
     registry=REGISTRY,
 )
 EVENTS_DUPLICATE = Counter(
@@ -99,6 +113,13 @@ RULE_ERRORS = Counter(
 PENDING_ACTIONS = Gauge(
     "accessguard_pending_actions",
     "Actions waiting for a provider (in backoff or in flight).",
+    registry=REGISTRY,
+)
+PROVIDER_STUCK = Gauge(
+    "accessguard_provider_stuck_actions",
+    "Actions whose fast retries are spent and that are retried slowly, by provider and "
+    "failure class (one open incident per provider and class).",
+    ["provider", "failure"],
     registry=REGISTRY,
 )
 SCHEDULED = Gauge(

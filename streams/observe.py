@@ -38,6 +38,9 @@ def initialise_series(provider_types: Mapping[str, str], input_topics: Iterable[
     for topic in input_topics:
         for reason in DEAD_LETTER_REASONS:
             metrics.DEAD_LETTERS.labels(topic, reason)
+    for endpoint in ("hr_webhook", "auth_ingest", "leak_ingest"):
+        for reason in metrics.AUTH_FAILURE_REASONS:
+            metrics.AUTH_FAILURES.labels(endpoint, reason)
 
 
 @dataclass(frozen=True, slots=True)

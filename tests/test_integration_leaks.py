@@ -4,6 +4,7 @@ decide_leak -> provider calls, pages and audit, each breach acted on once."""
 
 from __future__ import annotations
 
+import gzip
 import subprocess
 import sys
 import time
@@ -17,7 +18,7 @@ import requests
 
 from tests.fake_hibp import API_KEY, FakeHibp, breach_object
 from tests.fakes import FakeVendorServer
-from tests.stack import INGEST_TOKEN, REPO, Stack, free_port, wait_until, write_config
+from tests.stack import LEAK_TOKEN, REPO, Stack, free_port, wait_until, write_config
 
 pytestmark = [pytest.mark.integration]
 
@@ -189,7 +190,7 @@ def test_leaks_import_acts_on_an_admin_once(
 
 
 def post_leaks(
-    stack: Stack, body: bytes, *, ctype: str = "application/x-ndjson", token: str = INGEST_TOKEN
+    stack: Stack, body: bytes, *, ctype: str = "application/x-ndjson", token: str = LEAK_TOKEN
 ) -> requests.Response:
     return requests.post(
         f"{stack.url}/v1/leaks?breach=PasteSite",
@@ -226,3 +227,67 @@ def test_post_leaks_rejects_bad_requests_and_reports_each_record(
         30,
         what="dan's sessions revoked",
     )
+
+
+def test_leaks_import_reads_cr_files_and_combo_lists_by_their_content(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """A dump with old-Mac CR line endings used to crash `leaks import` with a traceback, and
+    an `email:password` list called `combo.gz` was read as one-column CSV (0 matched, 0
+    rejected: the leak silently missed). Both are read, record by record, now."""
+    cr = tmp_path / "macdump.csv"
+    cr.write_bytes(b"email,password\rdan.meyer@freelance.example,pw\rnobody@x.example,pw\r")
+    done = leak_import(stack, cr)
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    assert b"Traceback" not in done.stderr
+    summary = orjson.loads(done.stdout.splitlines()[-1])
+    assert (summary["format"], summary["read"], summary["matched"]) == ("csv", 2, 1)
+
+    combo = tmp_path / "combo.gz"
+    combo.write_bytes(gzip.compress(b"dan.meyer@freelance.example:hunter2\nother@x.example:pw\n"))
+    done = leak_import(stack, combo)
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    summary = orjson.loads(done.stdout.splitlines()[-1])
+    assert (summary["format"], summary["matched"], summary["with_password"]) == ("combo", 1, 2)
+
+
+def test_leaks_import_of_nothing_understood_fails(stack: Stack, tmp_path: Path) -> None:
+    """A file none of whose records could be read ends with exit 1 and one error line, not
+    a quiet success reporting 0 matched; so does an empty one."""
+    junk = tmp_path / "junk.json"
+    junk.write_bytes(b"[1, 2, 3]")
+    done = leak_import(stack, junk)
+    assert done.returncode == 1
+    last = done.stderr.decode().strip().splitlines()[-1]
+    assert last.startswith(f"error: {junk} had no record accessguard understood (read as json")
+    empty = tmp_path / "empty.csv"
+    empty.write_bytes(b"")
+    done = leak_import(stack, empty)
+    assert done.returncode == 1
+    assert done.stderr.decode().strip().splitlines()[-1] == f"error: {empty} holds no records"
+
+
+def test_leaks_import_checks_the_breach_name_before_anything(stack: Stack, tmp_path: Path) -> None:
+    """A breach name the worker would refuse is a usage error at the edge (exit 2), for
+    --breach and for a file whose name would make one."""
+    dump = tmp_path / "d.csv"
+    dump.write_text("email\ndan.meyer@freelance.example\n")
+    port = stack.config["embedded"]["port"]
+    done = subprocess.run(
+        [
+            *(sys.executable, "-m", "streams.cli", "leaks", "import", str(dump)),
+            *("--breach", "B" * 201, "--config", str(stack.config_path)),
+            *("--broker", f"kafka://127.0.0.1:{port}"),
+        ],
+        capture_output=True,
+        cwd=REPO,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert b"breach: longer than 200 characters" in done.stderr
+    long_name = tmp_path / ("x" * 210 + ".csv")
+    long_name.write_text("email\ndan.meyer@freelance.example\n")
+    done = leak_import(stack, long_name)
+    assert done.returncode == 2
+    assert b"pass --breach NAME" in done.stderr

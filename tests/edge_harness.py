@@ -1,0 +1,198 @@
+"""The real HTTP edges in-process, for fast tests of what they answer.
+
+What is real: the aiohttp application (:func:`streams.web.build_web_app`) with the real
+handlers (:class:`HrWebhook`, :class:`AuthIngest`, :class:`LeakIngest`), one shared
+:class:`AuthGuard`, the journal (a file in the test's directory), the registry's leak index,
+served over loopback TCP by aiohttp. What stands in: the broker producer
+(:class:`tests.engine_harness.FakePublisher`, which can be told to refuse writes).
+
+The server runs on its own event loop in a thread, so a test can send requests from several
+threads at once (``requests``), e.g. a hostile upload in one and ``/healthz`` probes in
+another. Wiring against the real broker is tested in the integration tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import requests
+from aiohttp import web
+
+from connectors.auth_ingest import AuthIngest
+from connectors.dumps import DumpOptions
+from connectors.edge import AuthGuard
+from connectors.hr_webhook import SIGNATURE_HEADER, HrWebhook, sign
+from connectors.leak_ingest import LeakIngest, LeakPublisher
+from streams.journal import Journal
+from streams.leaks import LeakIndex
+from streams.registry import load_registry
+from streams.secrets import Secret
+from streams.web import build_web_app
+from tests.engine_harness import FakePublisher
+
+REPO = Path(__file__).resolve().parent.parent
+HR_SECRET = "edge-test-hr-secret"
+AUTH_TOKEN = "edge-test-auth-token"
+LEAK_TOKEN = "edge-test-leak-token"
+TOPIC_HR = "t.hr.events"
+TOPIC_AUTH = "t.auth.events"
+TOPIC_LEAKS = "t.leak.records"
+
+
+@dataclass
+class Edge:
+    url: str
+    publisher: FakePublisher
+    journal: Journal
+    hr: HrWebhook
+    auth: AuthIngest
+    leaks: LeakIngest
+    guard: AuthGuard
+    session: requests.Session
+
+    def post_hr(self, body: bytes, *, secret: str = HR_SECRET, **headers: str) -> requests.Response:
+        hdrs = {SIGNATURE_HEADER: sign(secret, body), "Content-Type": "application/json"}
+        hdrs.update(headers)
+        return self.session.post(f"{self.url}/v1/hr/events", data=body, headers=hdrs, timeout=30)
+
+    def post_auth(
+        self, body: bytes, *, token: str = AUTH_TOKEN, vendor: str = "generic", **headers: str
+    ) -> requests.Response:
+        hdrs = {"Authorization": f"Bearer {token}", "Content-Type": "application/json", **headers}
+        return self.session.post(
+            f"{self.url}/v1/auth/events?vendor={vendor}", data=body, headers=hdrs, timeout=30
+        )
+
+    def post_leaks(
+        self,
+        body: bytes,
+        *,
+        token: str = LEAK_TOKEN,
+        ctype: str = "text/csv",
+        query: str = "",
+        **headers: str,
+    ) -> requests.Response:
+        hdrs = {"Authorization": f"Bearer {token}", "Content-Type": ctype, **headers}
+        return self.session.post(
+            f"{self.url}/v1/leaks{query}", data=body, headers=hdrs, timeout=120
+        )
+
+
+def _index() -> LeakIndex:
+    return LeakIndex.build(load_registry(REPO / "examples" / "registry.yaml"))
+
+
+@contextmanager
+def edge_server(
+    tmp_path: Path,
+    *,
+    max_body: int = 65536,
+    max_batch: int = 10 * 1048576,
+    leak_max_bytes: int = 64 * 1048576,
+    leak_max_records: int = 100_000,
+    auth_limit: int = 20,
+    hr_secret: Secret | None = None,
+    leak_token: Secret | None = None,
+    dedup_ttl: float = 345600,
+) -> Iterator[Edge]:
+    """Serve the three ingest endpoints (and /healthz, /readyz, /metrics) on a free port."""
+    publisher = FakePublisher()
+    journal = Journal(tmp_path / "journal.jsonl", fsync=False)
+    guard = AuthGuard(limit=auth_limit, window=60.0, block=60.0)
+    hr = HrWebhook(
+        secret=hr_secret or Secret(HR_SECRET),
+        tolerance=300,
+        dedup_ttl=dedup_ttl,
+        max_body=max_body,
+        publisher=publisher,  # type: ignore[arg-type]
+        journal=journal,
+        topic=TOPIC_HR,
+        guard=guard,
+    )
+    auth = AuthIngest(
+        token=Secret(AUTH_TOKEN),
+        max_body=max_batch,
+        publisher=publisher,  # type: ignore[arg-type]
+        topic=TOPIC_AUTH,
+        dlq_topic=TOPIC_AUTH + ".dlq",
+        partitions=4,
+        guard=guard,
+    )
+    index = _index()
+    leaks = LeakIngest(
+        token=leak_token or Secret(LEAK_TOKEN),
+        max_body=max_batch,
+        out=LeakPublisher(
+            publisher,  # type: ignore[arg-type]
+            topic=TOPIC_LEAKS,
+            dlq_topic=TOPIC_LEAKS + ".dlq",
+            partitions=4,
+        ),
+        index=lambda: index,
+        options=DumpOptions(hmac_key=Secret("edge-test-hmac-key")),
+        max_bytes=leak_max_bytes,
+        max_records=leak_max_records,
+        guard=guard,
+    )
+    app = build_web_app(
+        hr=hr,
+        auth=auth,
+        leaks=leaks,
+        readiness=lambda: {"broker": publisher.reachable},
+        max_body=max(max_body, max_batch),
+    )
+    loop = asyncio.new_event_loop()
+    runner = web.AppRunner(app, access_log=None)
+    ready = threading.Event()
+    port: list[int] = []
+
+    def serve() -> None:
+        asyncio.set_event_loop(loop)
+
+        async def start() -> None:
+            await runner.setup()
+            site = web.TCPSite(runner, "127.0.0.1", 0)
+            await site.start()
+            server: Any = site._server
+            port.append(int(server.sockets[0].getsockname()[1]))
+            ready.set()
+
+        loop.run_until_complete(start())
+        loop.run_forever()
+        loop.run_until_complete(runner.cleanup())
+        loop.close()
+
+    thread = threading.Thread(target=serve, name="edge-server", daemon=True)
+    thread.start()
+    assert ready.wait(10), "edge server did not start"
+    session = requests.Session()
+    try:
+        yield Edge(
+            f"http://127.0.0.1:{port[0]}", publisher, journal, hr, auth, leaks, guard, session
+        )
+    finally:
+        session.close()
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        leaks.close()
+        journal.close()
+
+
+def healthz_latencies(url: str, stop: threading.Event, out: list[float]) -> None:
+    """Probe ``/healthz`` until ``stop``: each answer's latency in seconds (inf on error)."""
+    with requests.Session() as session:
+        while not stop.is_set():
+            started = time.perf_counter()
+            try:
+                ok = session.get(f"{url}/healthz", timeout=5).status_code == 200
+            except requests.RequestException:
+                ok = False
+            out.append(time.perf_counter() - started if ok else float("inf"))
+            time.sleep(0.01)
