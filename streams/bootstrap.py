@@ -17,9 +17,10 @@ import structlog
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from streams.config import Config
-from streams.errors import AccessGuardError, RegistryError
+from streams.errors import AccessGuardError, RegistryError, ValidationError
 from streams.journal import Journal, replay_records
 from streams.leaks import LeakIndex
+from streams.records import HrEvent
 from streams.registry import Registry, diff_changes, load_registry
 from streams.topics import LEAK_INDEX_MAX_BYTES, Topics
 
@@ -173,6 +174,29 @@ def read_registry_topic(bootstrap: str, topic: str, timeout_ms: int = 10000) -> 
         bootstrap, topic, apply, timeout_ms=timeout_ms, client_id="accessguard-registry-reader"
     )
     return registry
+
+
+def read_hr_seen(
+    bootstrap: str, topic: str, timeout_ms: int = 10000
+) -> tuple[list[tuple[str, str, float]], int]:
+    """Every event the HR edge accepted, as ``(event_id, digest, accepted_at)``, from the
+    hr.events topic (which the journal refills after an embedded-broker restart), and the
+    number of unreadable records skipped: the edge rebuilds its memory of seen event ids
+    from it at start, so a re-sent event is still a duplicate (and a changed one a 409)."""
+    seen: list[tuple[str, str, float]] = []
+    unreadable = 0
+
+    def apply(_key: str, value: bytes | None) -> None:
+        nonlocal unreadable
+        try:
+            event = HrEvent.loads(value or b"")
+        except ValidationError:
+            unreadable += 1
+            return
+        seen.append((event.event_id, event.digest(), event.accepted_at or 0.0))
+
+    _read_changes(bootstrap, topic, apply, timeout_ms=timeout_ms, client_id="accessguard-hr-seen")
+    return seen, unreadable
 
 
 @dataclass

@@ -44,7 +44,14 @@ SECRET_STORE_TYPE = "secret_store"  # noqa: S105 - a provider type name, not a s
 DEFAULT_SECRET_STORE = "secret-store"  # noqa: S105 - a provider name, not a secret
 AGENCY_TIMER_SOURCE = "accessguard.agency-timer"
 
-OUTCOMES: tuple[str, ...] = ("applied", "scheduled", "duplicate", "unknown_identity", "noop")
+OUTCOMES: tuple[str, ...] = (
+    "applied",
+    "scheduled",
+    "duplicate",
+    "conflict",
+    "unknown_identity",
+    "noop",
+)
 
 _SUMMARY_RULES: dict[str, tuple[str, str]] = {
     # HR type -> (alert rule, dedup key prefix)
@@ -62,7 +69,7 @@ class HrDecision:
     lifecycle topic (and put into the local StateStore) before the actions are executed."""
 
     event: HrEvent
-    outcome: str  # applied | scheduled | duplicate | unknown_identity | noop
+    outcome: str  # applied | scheduled | duplicate | conflict | unknown_identity | noop
     identity: str | None
     plan_id: str | None = None
     actions: tuple[Action, ...] = ()
@@ -321,18 +328,37 @@ def decide_hr(
 
     ``providers`` maps each configured provider name to its type (okta, graph, google,
     generic, secret_store). Idempotent: an event already applied (or already scheduled, when
-    still in the future) is a ``duplicate`` with no effects.
+    still in the future) is a ``duplicate`` with no effects; the same event_id carrying a
+    different event (:meth:`HrEvent.digest`) is a ``conflict`` with no effects, which the
+    worker dead-letters with the reason rather than dropping it.
     """
     identity = registry.resolve_hr(event.employee_id, event.email)
     if identity is None:
         return _unknown(event)
     current = state.identity(identity.id)
+    digest = event.digest()
     if event.event_id in current.applied_events:
+        applied = current.applied_digests.get(event.event_id)
+        if applied is not None and applied != digest:
+            return HrDecision(
+                event,
+                "conflict",
+                identity.id,
+                reason=f"event_id {event.event_id} was already applied to a different event",
+            )
         return HrDecision(
             event, "duplicate", identity.id, reason=f"event {event.event_id} already applied"
         )
+    waiting = current.scheduled.get(event.event_id)
+    if waiting is not None and HrEvent.from_dict(waiting).digest() != digest:
+        return HrDecision(
+            event,
+            "conflict",
+            identity.id,
+            reason=f"event_id {event.event_id} is already scheduled for a different event",
+        )
     if event.effective_at > now:
-        if event.event_id in current.scheduled:
+        if waiting is not None:
             return HrDecision(
                 event, "duplicate", identity.id, reason=f"event {event.event_id} already scheduled"
             )
@@ -481,7 +507,7 @@ def decide_hr(
             },
         }
         new_state = replace(new_state, plans=plans)
-    new_state = new_state.with_applied(event.event_id)
+    new_state = new_state.with_applied(event.event_id, digest)
     updates: tuple[IdentityState | AccountState, ...] = (
         new_state,
         *(plan.accounts[k] for k in sorted(plan.accounts)),

@@ -43,6 +43,7 @@ from streams.leaks import (
     state_after_action,
 )
 from streams.login import LoginPipeline
+from streams.outages import ANSWERED, LEDGER_PREFIX, Group, Outages
 from streams.records import (
     Action,
     Alert,
@@ -61,7 +62,6 @@ log = structlog.get_logger(__name__)
 
 #: Actions whose confirmation ends "time to revoke" (access is cut once these are done).
 REVOKING = frozenset({"revoke_sessions", "remove_grant", "downgrade_grant"})
-RUNBOOK_REVOCATION = "docs/runbooks/revocation-failing.md"
 #: Backoff between attempts while the journal cannot be written (disk full), seconds.
 JOURNAL_RETRY_MIN = 0.2
 JOURNAL_RETRY_MAX = 2.0
@@ -116,6 +116,7 @@ class Engine:
         self.leak_settings = leak_settings(config)
         #: Partitions of hr.events this worker owns; None = all (single worker, replay, tests).
         self.owned: set[int] | None = None
+        self.outages = Outages(update_interval=float(config["alerts.outage_update_interval"]))
         self._plans: dict[tuple[str, str], asyncio.Task[None]] = {}
         #: Serialises the worker's journal writes while they wait for space (FIFO): two
         #: values of one key land in the order they were decided, never the older last.
@@ -140,6 +141,7 @@ class Engine:
     def set_assignment(self, partitions: Iterable[int]) -> None:
         self.owned = set(partitions)
         log.info("engine.assigned", partitions=sorted(self.owned))
+        self.restore_outages()
         self.resume_plans()
 
     # ---------------------------------------------------------------- writes
@@ -223,6 +225,13 @@ class Engine:
         )
         if decision.outcome == "duplicate":
             bound.info("hr.duplicate")
+            return decision
+        if decision.outcome == "conflict":
+            # Refused, never dropped in silence: the sender re-used an event_id (the edge
+            # answers 409 when it knows; a second edge replica or an edge restart may not).
+            await self.dead_letter(
+                self.topics.hr_events, event.dumps(), f"conflict: {decision.reason}"
+            )
             return decision
         plan_id = decision.plan_id
         for value in decision.state_updates:
@@ -583,18 +592,23 @@ class Engine:
             update = state_after_action(self.views.state, action, outcome.finished_at)
             if update is not None:
                 await self.put_state(update)
+        # One page per provider outage, not per action (streams.outages).
+        settled = self.outages.settled(action)
+        now = self.clock()
         if outcome.status == "failed":
-            await self.send_alert(
-                self._failure_alert(action, outcome.error or "", outcome.attempts)
+            group = self.outages.failed(
+                action, outcome.failure or "rejected", outcome.error or "", now
             )
-        elif outcome.was_stuck:
-            await self.send_alert(
-                replace(
-                    self._failure_alert(action, "recovered", outcome.attempts),
-                    event_action="resolve",
-                    severity="critical",
-                )
-            )
+            if not group.sent:
+                await self._send_outage(group, "trigger")
+        elif outcome.status == "done" and settled is not None:
+            settled.recovered += 1
+        if outcome.status == "done" or outcome.failure in ANSWERED:
+            # The provider answers again (a 4xx is an answer): its outage is over.
+            for group in self.outages.recovered(action.provider):
+                await self._send_outage(group, "resolve")
+        if settled is not None:
+            self._stuck_gauge(settled)
         return outcome
 
     async def _record_rotation(self, action: Action, outcome: Outcome) -> None:
@@ -612,35 +626,57 @@ class Engine:
             )
         )
 
-    def _failure_alert(self, action: Action, error: str, attempts: int) -> Alert:
-        identity = self.views.registry.identities.get(action.identity)
-        name = identity.name if identity else action.identity
-        where = f" on {action.account}" if action.account else ""
-        return Alert(
-            severity="critical",
-            rule="offboarding.revocation_failed",
-            identity=action.identity,
-            dedup_key=f"revocation:{action.idempotency_key}",
-            title=f"{action.action} failing for {name}{where} at {action.provider}",
-            details={
-                "identity": action.identity,
-                "account": action.account,
-                "provider": action.provider,
-                "action": action.action,
-                "error": error[:500],
-                "attempts": attempts,
-                "cause": action.cause,
-            },
-            runbook=RUNBOOK_REVOCATION,
-        )
-
     async def _on_stuck(self, action: Action, exc: ProviderError, attempts: int) -> None:
-        await self.send_alert(self._failure_alert(action, str(exc), attempts))
+        group = self.outages.stuck(action, exc, self.clock())
+        self._stuck_gauge(group)
+        if not group.sent:
+            await self._send_outage(group, "trigger")
+
+    def _stuck_gauge(self, group: Group) -> None:
+        metrics.PROVIDER_STUCK.labels(group.provider, group.failure).set(len(group.stuck))
+
+    async def _send_outage(self, group: Group, event_action: str) -> None:
+        """Open, update (``trigger`` again, same dedup key) or resolve one provider incident.
+        An open retryable incident is kept in the ledger, so a restart can resolve it."""
+        alert = group.alert(event_action)
+        ledger_key = group.alert_ledger_key(event_action)
+        first = not group.sent
+        group.sent += 1
+        group.last_sent = self.clock()
+        group.dirty = False
+        await self.send_alert(alert, ledger_key=ledger_key)
+        if group.retryable and (first or event_action == "resolve"):
+            status = "resolved" if event_action == "resolve" else "open"
+            await self.put_ledger(group.ledger_key, group.to_ledger(status))
+        if event_action == "resolve":
+            self._stuck_gauge(group)
+
+    async def tick_outages(self, now: float | None = None) -> int:
+        """Update the open incidents whose counts changed (at most once per
+        ``alerts.outage_update_interval``). Returns the updates sent."""
+        groups = self.outages.due(self.clock() if now is None else now)
+        for group in groups:
+            await self._send_outage(group, "trigger")
+        return len(groups)
+
+    def restore_outages(self) -> int:
+        """The retryable incidents an earlier process left open (from the ledger): resolved
+        here once the provider works again."""
+        restored = 0
+        for key, entry in list(self.views.ledger.items()):
+            if (
+                key.startswith(LEDGER_PREFIX)
+                and entry.get("status") == "open"
+                and self.outages.restore(entry) is not None
+            ):
+                restored += 1
+        return restored
 
     # ---------------------------------------------------------------- alerts
-    async def send_alert(self, alert: Alert) -> None:
-        """Route by severity to the configured sinks, once per dedup key and action."""
-        key = "alert:" + idempotency_key(alert.dedup_key, alert.event_action)
+    async def send_alert(self, alert: Alert, *, ledger_key: str | None = None) -> None:
+        """Route by severity to the configured sinks, once per dedup key and action (or once
+        per ``ledger_key``, for an incident that is updated)."""
+        key = ledger_key or "alert:" + idempotency_key(alert.dedup_key, alert.event_action)
         if key in self.views.ledger:
             return
         if alert.runbook and self.runbook_base and "://" not in alert.runbook:

@@ -21,6 +21,7 @@ import structlog
 from connectors.http import RetryPolicy, backoff_delay
 from streams import metrics
 from streams.errors import PermanentError, ProviderError, RetryableError
+from streams.outages import failure_class
 from streams.records import Action, Alert
 
 log = structlog.get_logger(__name__)
@@ -45,15 +46,20 @@ class Outcome:
     finished_at: float = 0.0
     #: True when the action was reported stuck (paged) before it settled.
     was_stuck: bool = False
+    #: For a failed action, what kind of failure (:func:`streams.outages.failure_class`).
+    failure: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "status": self.status,
             "attempts": self.attempts,
             "result": self.result,
             "error": self.error,
             "finished_at": self.finished_at,
         }
+        if self.failure is not None:
+            out["failure"] = self.failure
+        return out
 
 
 StuckCallback = Callable[[Action, ProviderError, int], Awaitable[None]]
@@ -101,6 +107,7 @@ class Executor:
                 0,
                 error=f"no provider named {action.provider!r} in config (providers.*)",
                 finished_at=time.time(),
+                failure="not_configured",
             )
         attempt = 0
         stuck = False
@@ -136,7 +143,12 @@ class Executor:
                 latency.observe(time.perf_counter() - started)
                 metrics.ACTIONS.labels(action.provider, action.action, "failed").inc()
                 return Outcome(
-                    "failed", attempt, error=str(exc), finished_at=time.time(), was_stuck=stuck
+                    "failed",
+                    attempt,
+                    error=str(exc),
+                    finished_at=time.time(),
+                    was_stuck=stuck,
+                    failure=failure_class(exc),
                 )
             except Exception as exc:
                 latency.observe(time.perf_counter() - started)
@@ -148,6 +160,7 @@ class Executor:
                     error=f"provider crashed: {exc!r}",
                     finished_at=time.time(),
                     was_stuck=stuck,
+                    failure="crashed",
                 )
             latency.observe(time.perf_counter() - started)
             status = "dry_run" if result.get("dry_run") else "done"

@@ -222,15 +222,30 @@ def read_journal(path: Path) -> Iterator[dict[str, Any]]:
                 yield entry
 
 
+#: Marks an ``hr_event`` entry (by its ``entry`` id) whose publish failed after it was
+#: journaled: the sender was answered 503 and retries, so a replay must not run it.
+WITHDRAWN = "hr_event_withdrawn"
+
+
 def replay_records(path: Path) -> dict[str, list[tuple[str, bytes | None]]]:
     """The records to republish per topic suffix, in order; compacted kinds keep the last
-    value per key (what Kafka compaction would keep)."""
+    value per key (what Kafka compaction would keep); withdrawn entries (:data:`WITHDRAWN`)
+    are left out."""
     ordered: dict[str, list[tuple[str, bytes | None]]] = {t: [] for t, _ in REPLAYED_KINDS.values()}
     latest: dict[str, dict[str, bytes | None]] = {
         t: {} for t, compacted in REPLAYED_KINDS.values() if compacted
     }
+    #: (topic, position in ordered[topic]) of each entry that carries an ``entry`` id
+    positions: dict[str, tuple[str, int]] = {}
+    withdrawn: set[tuple[str, int]] = set()
     for entry in read_journal(path):
-        spec = REPLAYED_KINDS.get(str(entry.get("kind")))
+        kind = str(entry.get("kind"))
+        if kind == WITHDRAWN:
+            where = positions.get(str(entry.get("entry")))
+            if where is not None:
+                withdrawn.add(where)
+            continue
+        spec = REPLAYED_KINDS.get(kind)
         if spec is None:
             continue
         topic, compacted = spec
@@ -241,7 +256,14 @@ def replay_records(path: Path) -> dict[str, list[tuple[str, bytes | None]]]:
             latest[topic].pop(key, None)  # keep insertion order = order of the last write
             latest[topic][key] = payload
         else:
+            if entry.get("entry") is not None:
+                positions[str(entry["entry"])] = (topic, len(ordered[topic]))
             ordered[topic].append((key, payload))
+    if withdrawn:
+        for topic in {t for t, _ in withdrawn}:
+            ordered[topic] = [
+                r for i, r in enumerate(ordered[topic]) if (topic, i) not in withdrawn
+            ]
     for topic, values in latest.items():
         ordered[topic] = list(values.items())
     return ordered

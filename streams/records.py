@@ -69,7 +69,10 @@ def parse_time(value: Any, field_name: str) -> datetime:
         raise ValidationError(f"{field_name}: not an ISO-8601 timestamp: {value[:40]!r}") from None
     if parsed.tzinfo is None:
         raise ValidationError(f"{field_name}: timestamp needs a zone (Z or +hh:mm)")
-    return parsed.astimezone(UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00+01:00 is before year 1 in UTC (was a 500)
+        raise ValidationError(f"{field_name}: out of range: {value[:40]!r}") from None
 
 
 def format_time(value: datetime) -> str:
@@ -203,6 +206,14 @@ class HrEvent:
 
     def dumps(self) -> bytes:
         return orjson.dumps(self.to_dict())
+
+    def digest(self) -> str:
+        """What the event says, hashed: every field but ``accepted_at``, in canonical JSON.
+        The same event_id with another digest is another event (409 at the edge, dead-letter
+        in the worker); a re-sent body, however its JSON is spaced, has the same digest."""
+        fields = self.to_dict()
+        fields.pop("accepted_at", None)
+        return hashlib.sha256(orjson.dumps(fields, option=orjson.OPT_SORT_KEYS)).hexdigest()[:32]
 
     @classmethod
     def loads(cls, raw: bytes) -> HrEvent:

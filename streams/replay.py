@@ -77,7 +77,7 @@ def decision_view(decision: HrDecision) -> list[dict[str, Any]]:
                 "effective_at": format_time(event.effective_at),
             }
         ]
-    if decision.outcome in ("duplicate", "noop"):
+    if decision.outcome in ("duplicate", "conflict", "noop"):
         return [
             {
                 "type": "skipped",

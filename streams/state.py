@@ -29,6 +29,9 @@ class IdentityState:
     downgraded: dict[str, str] = field(default_factory=dict)
     #: HR event ids already applied, newest last (bounded by MAX_APPLIED_EVENTS).
     applied_events: tuple[str, ...] = ()
+    #: event_id -> ``HrEvent.digest()`` of the applied events (same bound): an event_id
+    #: re-used for a different event is refused (dead-lettered), not taken as a duplicate.
+    applied_digests: dict[str, str] = field(default_factory=dict)
     #: event_id -> HrEvent dict, for events whose effective_at is in the future.
     scheduled: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: plan_id -> {"actions": [Action dict], "accepted_at": float|None, "event_type": str,
@@ -44,9 +47,14 @@ class IdentityState:
     def key(self) -> str:
         return f"identity:{self.identity}"
 
-    def with_applied(self, event_id: str) -> IdentityState:
+    def with_applied(self, event_id: str, digest: str | None = None) -> IdentityState:
         applied = (*self.applied_events, event_id)[-MAX_APPLIED_EVENTS:]
-        return replace(self, applied_events=applied)
+        digests = self.applied_digests
+        if digest is not None:
+            kept = set(applied)
+            digests = {k: v for k, v in digests.items() if k in kept and k != event_id}
+            digests[event_id] = digest
+        return replace(self, applied_events=applied, applied_digests=digests)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -59,6 +67,7 @@ class IdentityState:
             "removed_grants": list(self.removed_grants),
             "downgraded": dict(self.downgraded),
             "applied_events": list(self.applied_events),
+            "applied_digests": dict(self.applied_digests),
             "scheduled": dict(self.scheduled),
             "plans": dict(self.plans),
             "credential_changed_at": self.credential_changed_at,
@@ -76,6 +85,7 @@ class IdentityState:
             removed_grants=tuple(data.get("removed_grants") or ()),
             downgraded=dict(data.get("downgraded") or {}),
             applied_events=tuple(data.get("applied_events") or ()),
+            applied_digests=dict(data.get("applied_digests") or {}),
             scheduled=dict(data.get("scheduled") or {}),
             plans=dict(data.get("plans") or {}),
             credential_changed_at=data.get("credential_changed_at"),

@@ -139,6 +139,7 @@ def _hr_line_upper_bound(event: dict[str, Any]) -> int:
         "kind": "hr_event",
         "key": accepted.partition_key,
         "value": accepted.to_dict(),
+        "entry": "0" * 32,  # the journal entry's id (a uuid4 hex), which a withdrawal names
     }
     return len(orjson.dumps(entry)) + 1
 
@@ -241,7 +242,8 @@ def test_disk_full_refuses_input_waits_in_place_and_loses_nothing(
         assert resp.json() == {"status": "accepted", "event_id": "disk-1"}
         wait_until(lambda: len(alice_calls(vendor)) >= 9, 15, what="9 of alice's 10 calls")
         wait_until(lambda: len(google.rejected) >= 2, 10, what="google in backoff")
-        time.sleep(0.5)  # the ledger records of the 9 done actions land
+        # the ledger records of the done actions land before the disk fills
+        stack.wait_for_ledger("disk-1", skip=lambda a: a["provider"] == "google")
 
         # --- 3. The worker: the disk fills while alice's plan runs. Google comes back, its
         # call is made, and recording its outcome (ledger, audit) waits for space.
