@@ -7,7 +7,7 @@ import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 import orjson
@@ -24,9 +24,30 @@ def _load(config_path: str | None, **overrides: Any) -> Config:
     return config.with_overrides(**clean) if clean else config
 
 
+def _error(message: str, code: int = 2) -> NoReturn:
+    """An expected failure (operator input, environment): one line, no traceback."""
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
 def _fail(exc: AccessGuardError) -> None:
-    click.echo(f"error: {exc}", err=True)
-    sys.exit(2)
+    _error(str(exc))
+
+
+def _os_reason(exc: BaseException) -> str:
+    """The operating system's word for a failed connection ("Connection refused", "Name or
+    service not known"), dug out of the wrappers requests and urllib3 put around it."""
+    todo: list[object] = [exc]
+    seen: set[int] = set()
+    while todo:
+        err = todo.pop(0)
+        if not isinstance(err, BaseException) or id(err) in seen:
+            continue
+        seen.add(id(err))
+        if isinstance(err, OSError) and err.strerror:
+            return err.strerror
+        todo += [getattr(err, "reason", None), err.__cause__, err.__context__, *err.args]
+    return "connection failed"
 
 
 class Cli(click.Group):
@@ -37,6 +58,14 @@ class Cli(click.Group):
             return super().invoke(ctx)
         except AccessGuardError as exc:
             _fail(exc)
+        except click.BadParameter as exc:
+            # A file argument that is missing, a directory or unreadable is not a typo in
+            # the command line: one line naming it, not the usage text (exit 2 all the same).
+            if type(exc) is click.BadParameter and isinstance(
+                getattr(exc.param, "type", None), click.Path
+            ):
+                _error(exc.format_message())
+            raise
         return None
 
 
@@ -49,7 +78,7 @@ config_option = click.option(
 )
 
 
-@click.group(cls=Cli)
+@click.group(cls=Cli, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="accessguard")
 def main() -> None:
     """accessguard: cut access to brand social accounts everywhere, at once, with proof."""
@@ -66,7 +95,9 @@ def _prepare(config: Config, registry: str | None) -> tuple[Any, str]:
     from streams.topics import create_topics  # noqa: PLC0415
 
     broker = None
-    config.data_dir.mkdir(parents=True, exist_ok=True)
+    # Checked before the broker starts: fail in one line, with nothing to clean up.
+    _check_http(config)
+    _make_data_dir(config)
     if config.embedded:
         binary = find_tansu(config["embedded.tansu_bin"] or None)
         broker = EmbeddedBroker(
@@ -93,6 +124,36 @@ def _prepare(config: Config, registry: str | None) -> tuple[Any, str]:
     return broker, bootstrap
 
 
+def _check_http(config: Config) -> None:
+    """ConfigError naming the address and http.port (or http.host) unless the HTTP port can
+    be bound now: before a broker is started or waited for."""
+    from streams.web import check_listen  # noqa: PLC0415
+
+    check_listen(config["http.host"], int(config["http.port"]))
+
+
+def _make_data_dir(config: Config) -> None:
+    try:
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(
+            "data_dir",
+            f"cannot create {config.data_dir}: {exc.strerror or exc} (ACCESSGUARD_DATA_DIR)",
+        ) from None
+
+
+def _check_broker_accepts(bootstrap: str, hint: str) -> None:
+    """BrokerError in one line, at once, when no bootstrap server accepts a connection,
+    rather than 30 s of client retries; ``hint`` says where the address came from."""
+    from streams.errors import BrokerError  # noqa: PLC0415
+    from streams.startup import _accepts  # noqa: PLC0415
+
+    try:
+        _accepts(bootstrap)
+    except BrokerError as exc:
+        raise BrokerError(f"{exc}: is the broker (or `accessguard run`) started? {hint}") from None
+
+
 def _await_broker(config: Config, bootstrap: str, what: str, *, serve_http: bool = True) -> None:
     """Wait (visibly: logs, /healthz, /readyz 503) until the broker answers."""
     from streams.startup import wait_for_broker  # noqa: PLC0415
@@ -103,6 +164,14 @@ def _await_broker(config: Config, bootstrap: str, what: str, *, serve_http: bool
         http=(config["http.host"], int(config["http.port"])) if serve_http else None,
         what=what,
     )
+
+
+def _check_secrets(config: Config, **uses: Any) -> Any:
+    """Start-up check of the secrets this command uses (streams.secretcheck): ConfigError
+    for one that cannot resolve; the watch of the ``file:`` ones for readiness."""
+    from streams.secretcheck import check_secrets, secret_uses  # noqa: PLC0415
+
+    return check_secrets(secret_uses(config, **uses))
 
 
 def _embedded_note(broker: Any) -> str:
@@ -128,6 +197,9 @@ def run(config_path: str | None, registry: str | None, port: int | None) -> None
         raise ConfigError(
             "registry", f"{registry_file} is not a file (--registry or ACCESSGUARD_REGISTRY)"
         )
+    secrets = _check_secrets(
+        config, serve_hr=True, serve_ingest=True, execute=True, pollers=config.pollers
+    )
     broker, bootstrap = _prepare(config, registry_file)
     watch: _BrokerWatch | None = None
     try:
@@ -146,6 +218,7 @@ def run(config_path: str | None, registry: str | None, port: int | None) -> None
             sys.stdout.flush()
 
         app, services = build_worker(config, bootstrap, on_listening=listening)
+        services.secrets = secrets
         watch = _BrokerWatch(broker) if broker is not None else None
         code = run_worker(app, services, loglevel=config["log.level"])
         if watch is not None and watch.lost:
@@ -254,11 +327,14 @@ def worker(config_path: str | None, port: int | None) -> None:
             "broker", "`accessguard worker` needs ACCESSGUARD_BROKER=kafka://host:port"
         )
     configure_logging(config["log.level"], config["log.format"])
+    secrets = _check_secrets(config, execute=True)
     bootstrap = bootstrap_from_url(config["broker"])
+    _check_http(config)
     _await_broker(config, bootstrap, "worker")
     create_topics(config, bootstrap)
     app, services = build_worker(config, bootstrap)
     services.serve_hr = False
+    services.secrets = secrets
     assert isinstance(services, WorkerServices)
     sys.exit(run_worker(app, services, loglevel=config["log.level"]))
 
@@ -276,12 +352,12 @@ def connect_hr_webhook(config_path: str | None, port: int | None) -> None:
     import asyncio  # noqa: PLC0415
     import signal  # noqa: PLC0415
 
-    from connectors.hr_webhook import HrWebhook  # noqa: PLC0415
     from streams.broker import bootstrap_from_url  # noqa: PLC0415
     from streams.journal import Journal  # noqa: PLC0415
     from streams.topics import Topics, create_topics  # noqa: PLC0415
     from streams.views import Publisher  # noqa: PLC0415
     from streams.web import WebServer, build_web_app  # noqa: PLC0415
+    from streams.worker import auth_guard, hr_webhook, restore_seen  # noqa: PLC0415
 
     config = _load(config_path, http__port=port)
     if config.embedded:
@@ -289,7 +365,9 @@ def connect_hr_webhook(config_path: str | None, port: int | None) -> None:
             "broker", "`connect hr-webhook` needs ACCESSGUARD_BROKER=kafka://host:port"
         )
     configure_logging(config["log.level"], config["log.format"])
+    secrets = _check_secrets(config, serve_hr=True)
     bootstrap = bootstrap_from_url(config["broker"])
+    _check_http(config)
     _await_broker(config, bootstrap, "hr-webhook")
     create_topics(config, bootstrap)
 
@@ -297,21 +375,16 @@ def connect_hr_webhook(config_path: str | None, port: int | None) -> None:
         publisher = Publisher(bootstrap, client_id="accessguard-hr-webhook")
         await publisher.start()
         journal = Journal(config.data_dir / "journal.jsonl", fsync=bool(config["journal.fsync"]))
-        hr = HrWebhook(
-            secret=config["hr.webhook_secret"],
-            tolerance=int(config["hr.tolerance_seconds"]),
-            dedup_ttl=float(config["hr.dedup_ttl_seconds"]),
-            max_body=int(config["http.max_body_bytes"]),
-            publisher=publisher,
-            journal=journal,
-            topic=Topics.from_config(config).hr_events,
-        )
+        topics = Topics.from_config(config)
+        hr = hr_webhook(config, publisher, journal, topics, auth_guard(config))
+        await restore_seen(hr, bootstrap, topics.hr_events)
         server = WebServer(
             build_web_app(
                 hr=hr,
                 readiness=lambda: {
                     "broker": publisher.reachable,
                     "journal_writable": journal.check_writable(),
+                    "secrets": secrets.ready(),
                 },
                 max_body=int(config["http.max_body_bytes"]),
             ),
@@ -356,6 +429,7 @@ def connect_poller(config_path: str | None, name: str) -> None:
     if name not in config.pollers:
         raise ConfigError(f"pollers.{name}", "no such poller in the configuration")
     configure_logging(config["log.level"], config["log.format"])
+    _check_secrets(config, pollers=[name])
     bootstrap = bootstrap_from_url(config["broker"])
     _await_broker(config, bootstrap, f"poller {name}", serve_http=False)
     create_topics(config, bootstrap)
@@ -419,7 +493,7 @@ def registry_check(file: str) -> None:
 
 @registry.command("import")
 @config_option
-@click.argument("file", type=click.Path(dir_okay=False))
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
 def registry_import(config_path: str | None, file: str) -> None:
     """Publish FILE to the compacted registry topic (only what changed, removals included)."""
     from streams.bootstrap import import_registry  # noqa: PLC0415
@@ -436,6 +510,7 @@ def registry_import(config_path: str | None, file: str) -> None:
     # Logs to stderr: stdout carries only the JSON summary (structlog's default is stdout).
     configure_logging(config["log.level"], config["log.format"])
     bootstrap = bootstrap_from_url(config["broker"])
+    _check_broker_accepts(bootstrap, "Check ACCESSGUARD_BROKER (or `broker` in --config).")
     wait_for_kafka(bootstrap, timeout=30)
     create_topics(config, bootstrap)
     try:
@@ -448,7 +523,7 @@ def registry_import(config_path: str | None, file: str) -> None:
 
 
 @registry.command("show")
-@click.argument("file", type=click.Path(dir_okay=False))
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
 def registry_show(file: str) -> None:
     """Print who holds which role on which account, through which path, with which MFA."""
     from streams.registry import load_registry  # noqa: PLC0415
@@ -466,9 +541,14 @@ def registry_show(file: str) -> None:
 
 @main.command()
 @config_option
-@click.option("--registry", "registry_file", required=True, type=click.Path(dir_okay=False))
 @click.option(
-    "--input", "input_file", required=True, type=click.Path(dir_okay=False, allow_dash=True)
+    "--registry", "registry_file", required=True, type=click.Path(exists=True, dir_okay=False)
+)
+@click.option(
+    "--input",
+    "input_file",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, allow_dash=True),
 )
 @click.option("--at", "at_text", help="Clock for scheduled effects (ISO-8601; default now).")
 @click.option("--rules", "rules_dir", help="Rule directory for login lines (default: rules.dir).")
@@ -494,7 +574,10 @@ def replay(
         raise click.BadParameter(exc.reason, param_hint="--at") from None
     reg = load_registry(registry_file)
     ruleset = load_rules(rules_dir or config["rules.dir"])
-    stream = sys.stdin if input_file == "-" else open(input_file, encoding="utf-8")  # noqa: SIM115
+    try:
+        stream = sys.stdin if input_file == "-" else open(input_file, encoding="utf-8")  # noqa: SIM115
+    except OSError as exc:
+        _error(f"cannot read --input {input_file}: {exc.strerror or exc}")
     out = sys.stdout.buffer
     try:
         for record in run_replay(
@@ -506,6 +589,8 @@ def replay(
             leak_settings=leak_settings(config),
         ):
             out.write(orjson.dumps(record) + b"\n")
+    except UnicodeDecodeError as exc:
+        _error(f"--input {input_file} is not UTF-8 text (compressed? binary?): {exc.reason}")
     finally:
         if stream is not sys.stdin:
             stream.close()
@@ -556,8 +641,12 @@ def leaks_import(
     Prints a JSON summary (read, matched, rejected with reasons) on stdout."""
     from kafka import KafkaProducer  # noqa: PLC0415
 
-    from connectors.dumps import DumpOptions  # noqa: PLC0415
-    from connectors.leak_ingest import import_dump, import_dump_parallel  # noqa: PLC0415
+    from connectors.dumps import DumpOptions, check_breach_name  # noqa: PLC0415
+    from connectors.leak_ingest import (  # noqa: PLC0415
+        dump_names,
+        import_dump,
+        import_dump_parallel,
+    )
     from streams.bootstrap import read_leak_index  # noqa: PLC0415
     from streams.broker import bootstrap_from_url, wait_for_kafka  # noqa: PLC0415
     from streams.engine import leak_settings  # noqa: PLC0415
@@ -571,8 +660,18 @@ def leaks_import(
             "`leaks import` publishes to a broker: pass --broker kafka://host:port (the URL "
             "`accessguard run` printed) or set ACCESSGUARD_BROKER",
         )
+    # The breach name is checked here, at the edge, not refused later by the worker.
+    try:
+        names = dump_names(Path(file), DumpOptions(breach=breach and check_breach_name(breach)))
+    except ValidationError as exc:
+        raise click.BadParameter(exc.reason, param_hint="--breach") from None
+    _check_secrets(config, leaks=True)
     configure_logging(config["log.level"], config["log.format"])
     bootstrap = bootstrap_from_url(url)
+    _check_broker_accepts(
+        bootstrap,
+        "Pass --broker with the URL `accessguard run` printed, or set ACCESSGUARD_BROKER.",
+    )
     wait_for_kafka(bootstrap, timeout=30)
     create_topics(config, bootstrap)
     topics = Topics.from_config(config)
@@ -587,7 +686,7 @@ def leaks_import(
     registry_seconds = time.monotonic() - t_registry
     options = DumpOptions(
         hmac_key=settings.hmac_key,
-        breach=breach,
+        breach=names.breach,
         format=fmt,
         max_record_bytes=int(config["leaks.max_record_bytes"]),
     )
@@ -674,6 +773,16 @@ def leaks_import(
     )
     if summary["format"] == "unreadable":
         sys.exit(1)
+    if summary["parsed"] == 0:
+        # Nothing understood is a failed import, not a quiet "0 matched".
+        what = (
+            "holds no records"
+            if summary["format"] == "empty"
+            else f"had no record accessguard understood (read as {summary['format']}: "
+            f"{summary['rejected']} rejected); check the file, or pass --format"
+        )
+        click.echo(f"error: {file} {what}", err=True)
+        sys.exit(1)
 
 
 @main.group()
@@ -699,7 +808,7 @@ def hr() -> None:
 
 @hr.command("send")
 @config_option
-@click.argument("file", type=click.Path(dir_okay=False, allow_dash=True))
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, allow_dash=True))
 @click.option("--url", help="Server base URL (default: http://http.host:http.port).")
 def hr_send(config_path: str | None, file: str, url: str | None) -> None:
     """Sign FILE (one JSON HR event) with hr.webhook_secret and POST it to /v1/hr/events."""
@@ -711,11 +820,46 @@ def hr_send(config_path: str | None, file: str, url: str | None) -> None:
     secret = config["hr.webhook_secret"]
     if not secret:
         raise ConfigError("hr.webhook_secret", "set ACCESSGUARD_HR_WEBHOOK_SECRET to sign events")
-    body = sys.stdin.buffer.read() if file == "-" else Path(file).read_bytes()
-    base = url or f"http://{config['http.host']}:{config['http.port']}"
+    problem = secret.problem()
+    if problem is not None:
+        raise ConfigError("hr.webhook_secret", f"{secret.reference} does not resolve: {problem}")
+    try:
+        body = sys.stdin.buffer.read() if file == "-" else Path(file).read_bytes()
+    except OSError as exc:
+        _error(f"cannot read {file}: {exc.strerror or exc}")
+    base = (url or f"http://{config['http.host']}:{config['http.port']}").rstrip("/")
     headers = {SIGNATURE_HEADER: sign(secret.reveal(), body), "Content-Type": "application/json"}
     endpoint = f"{base}/v1/hr/events"
-    resp = requests.post(endpoint, data=body, headers=headers, timeout=(3.05, 15))
+    connect_s, read_s = 3.05, 15
+    hint = "Check --url." if url else "Pass --url http://host:port to send elsewhere."
+    try:
+        resp = requests.post(endpoint, data=body, headers=headers, timeout=(connect_s, read_s))
+    except (
+        requests.exceptions.InvalidURL,
+        requests.exceptions.MissingSchema,
+        requests.exceptions.InvalidSchema,
+    ) as exc:
+        _error(
+            f"{endpoint} is not an http(s) URL ({exc}): pass the server's base URL, "
+            "e.g. --url http://127.0.0.1:8080"
+        )
+    except requests.exceptions.ConnectTimeout:
+        _error(
+            f"no connection to {endpoint} within {connect_s:g} s (a wrong host? a firewall?). "
+            + hint
+        )
+    except requests.exceptions.Timeout:
+        _error(
+            f"{endpoint} took the event but gave no answer within {read_s} s: whether it "
+            "was accepted is unknown; sending it again is safe (events are deduplicated)"
+        )
+    except requests.exceptions.ConnectionError as exc:
+        _error(
+            f"cannot reach {endpoint} ({_os_reason(exc)}): is `accessguard run` (or "
+            f"`accessguard connect hr-webhook`) started there? {hint}"
+        )
+    except requests.RequestException as exc:
+        _error(f"POST {endpoint} failed: {exc}")
     click.echo(f"{resp.status_code} {resp.text}")
     sys.exit(0 if resp.status_code == 202 else 1)
 

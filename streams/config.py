@@ -9,6 +9,7 @@ Every fixed key has a default and an environment variable: ``http.port`` is
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
 from collections.abc import Mapping
@@ -77,7 +78,34 @@ KEYS: tuple[Key, ...] = (
     Key("http.port", 8080, int, "HTTP port: /v1/hr/events, /metrics, /healthz, /readyz", 0),
     Key("http.max_body_bytes", 65536, int, "Largest accepted request body (413 above)", 256),
     Key("http.max_batch_bytes", 10485760, int, "Largest login-event batch (413 above)", 1024),
-    Key("auth.ingest_token", None, Secret, "Bearer token of POST /v1/auth/events (required)"),
+    Key(
+        "http.auth_failure_limit",
+        20,
+        int,
+        "Failed authentications from one client within http.auth_failure_window before it "
+        "is refused with 429",
+        1,
+    ),
+    Key("http.auth_failure_window", 60.0, float, "Window of http.auth_failure_limit, s", 1),
+    Key(
+        "http.auth_block_seconds",
+        60.0,
+        float,
+        "How long a client past the limit is refused (doubles while it goes on, up to 15 min)",
+        1,
+    ),
+    Key(
+        "http.trusted_proxies",
+        [],
+        list,
+        "Proxies (IPs or CIDRs) whose X-Forwarded-For names the client that failures count against",
+    ),
+    Key(
+        "auth.ingest_token",
+        None,
+        Secret,
+        "Bearer token of POST /v1/auth/events (none: the endpoint answers 403)",
+    ),
     Key("rules.dir", "rules", str, "Directory of detection rules (*.yaml); invalid = no start"),
     Key(
         "leaks.hmac_key",
@@ -100,7 +128,27 @@ KEYS: tuple[Key, ...] = (
         "leaks.ingest_token",
         None,
         Secret,
-        "Bearer token of POST /v1/leaks (none: auth.ingest_token is accepted)",
+        "Bearer token of POST /v1/leaks (none: the endpoint answers 403)",
+    ),
+    Key(
+        "leaks.accept_auth_token",
+        False,
+        bool,
+        "Also accept auth.ingest_token on POST /v1/leaks (one token for both ingests)",
+    ),
+    Key(
+        "leaks.max_request_bytes",
+        67108864,
+        int,
+        "Largest POST /v1/leaks body once decompressed (413 above)",
+        1024,
+    ),
+    Key(
+        "leaks.max_request_records",
+        100000,
+        int,
+        "Most records in one POST /v1/leaks (413 above)",
+        1,
     ),
     Key("hr.webhook_secret", None, Secret, "HMAC secret of X-AccessGuard-Signature (required)"),
     Key("hr.tolerance_seconds", 300, int, "Largest accepted signature age", 1),
@@ -148,6 +196,13 @@ KEYS: tuple[Key, ...] = (
         "",
         str,
         "Prefix that turns runbook paths (docs/runbooks/...) into links, e.g. your repo URL",
+    ),
+    Key(
+        "alerts.outage_update_interval",
+        60.0,
+        float,
+        "Least time between two updates of one provider-outage incident, s",
+        0.05,
     ),
     Key("alerts.routes.critical", ["pagerduty", "slack"], list, "Sinks for critical alerts"),
     Key("alerts.routes.high", ["pagerduty", "slack"], list, "Sinks for high alerts"),
@@ -364,6 +419,13 @@ def _check_rules(values: Mapping[str, Any]) -> None:
         raise ConfigError("log.format", "must be auto, json or console")
     if values["log.level"] not in ("debug", "info", "warning", "error"):
         raise ConfigError("log.level", "must be debug, info, warning or error")
+    for proxy in values["http.trusted_proxies"]:
+        try:
+            ipaddress.ip_network(proxy, strict=False)
+        except ValueError:
+            raise ConfigError(
+                "http.trusted_proxies", f"{proxy!r} is not an IP address or CIDR"
+            ) from None
     if values["worker.session_timeout"] <= values["worker.heartbeat_interval"]:
         raise ConfigError("worker.session_timeout", "must be larger than worker.heartbeat_interval")
 

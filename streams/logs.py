@@ -62,12 +62,23 @@ def configure_logging(level: str = "info", fmt: str = "auto") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
-            processor=renderer, foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name]
+            processor=renderer,
+            # A stdlib record's exc_info is a (type, value, traceback) tuple: rendered as it
+            # is, JSON gets "<traceback object at ...>" and the traceback is lost. Format it
+            # into an "exception" string, as structlog's own chain does.
+            foreign_pre_chain=[
+                *shared,
+                structlog.stdlib.add_logger_name,
+                structlog.processors.format_exc_info,
+            ],
         )
     )
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.getLevelName(level.upper()))
+    # Python warnings (a library's DeprecationWarning, "coroutine ... was never awaited")
+    # are printed raw to stderr otherwise: through logging, they are JSON lines too.
+    logging.captureWarnings(True)
     # Faust and aiokafka are chatty at INFO about every rebalance step.
     # mode logs "Starting..." for every service under the module's own logger name.
     for noisy in ("aiokafka", "kafka", "faust", "mode", "streams", "abc"):

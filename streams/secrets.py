@@ -35,6 +35,30 @@ class Secret:
             return Path(where).read_text(encoding="utf-8").strip()
         return os.environ.get(where, "")
 
+    def problem(self) -> str | None:
+        """Why the secret cannot be used now, or None when it resolves to a non-empty value.
+        Never says the value; an unset ``env:`` variable, a missing or empty file, and an
+        empty inline value are problems (each would make every use fail later, quietly)."""
+        if self._source is None:
+            return None if self._value else "it is empty"
+        kind, _, where = self._source.partition(":")
+        if kind == "env":
+            if where not in os.environ:
+                return f"environment variable {where} is not set"
+            return None if os.environ[where].strip() else f"environment variable {where} is empty"
+        try:
+            value = Path(where).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            return f"cannot read {where}: {exc.strerror or type(exc).__name__}"
+        except UnicodeDecodeError:
+            return f"{where} is not UTF-8 text"
+        return None if value else f"{where} is empty"
+
+    @property
+    def can_appear_later(self) -> bool:
+        """A ``file:`` secret may be mounted (or rotated in) after start; ``env:`` may not."""
+        return bool(self._source and self._source.startswith("file:"))
+
     def __bool__(self) -> bool:
         return bool(self._source) or bool(self._value)
 

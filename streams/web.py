@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import socket
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -14,6 +16,7 @@ from connectors.auth_ingest import AuthIngest
 from connectors.hr_webhook import HrWebhook
 from connectors.leak_ingest import LeakIngest
 from streams import metrics
+from streams.errors import ConfigError
 
 log = structlog.get_logger(__name__)
 
@@ -75,6 +78,52 @@ def build_web_app(
     return app
 
 
+def listen_error(host: str, port: int, exc: OSError) -> ConfigError:
+    """Why the HTTP server cannot listen on host:port, naming the key and what to do."""
+    where = f"{host}:{port}"
+    why = exc.strerror or str(exc)
+    if exc.errno == errno.EADDRINUSE:
+        return ConfigError(
+            "http.port",
+            f"{where} is already in use (another accessguard?): stop what listens there, "
+            "or choose another port with --port or ACCESSGUARD_HTTP_PORT",
+        )
+    if exc.errno == errno.EACCES:
+        return ConfigError(
+            "http.port",
+            f"cannot listen on {where}: {why}: choose a port above 1023 with --port or "
+            "ACCESSGUARD_HTTP_PORT",
+        )
+    return ConfigError("http.host", f"cannot listen on {where}: {why} (set ACCESSGUARD_HTTP_HOST)")
+
+
+def check_listen(host: str, port: int) -> None:
+    """Raise :func:`listen_error` unless host:port can be bound now, as the server will bind
+    it (SO_REUSEADDR, every address the host resolves to). Called before anything is started,
+    so a taken port is one line with nothing to clean up."""
+    if port == 0:
+        return  # any free port
+    try:
+        infos = socket.getaddrinfo(
+            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+    except OSError as exc:
+        raise listen_error(host, port, exc) from None
+    for family, kind, proto, _name, address in dict.fromkeys(infos):
+        try:
+            sock = socket.socket(family, kind, proto)
+        except OSError:  # a family this host lacks (IPv6): the server skips it too
+            continue
+        with sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                sock.bind(address)
+            except OSError as exc:
+                raise listen_error(host, port, exc) from None
+
+
 class WebServer:
     def __init__(self, app: web.Application, host: str, port: int) -> None:
         self.app = app
@@ -86,7 +135,12 @@ class WebServer:
         self._runner = web.AppRunner(self.app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:  # taken since check_listen looked, or it was not called
+            await self._runner.cleanup()
+            self._runner = None
+            raise listen_error(self.host, self.port, exc) from exc
         server: Any = site._server
         if self.port == 0 and server is not None and server.sockets:
             self.port = int(server.sockets[0].getsockname()[1])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -13,6 +14,7 @@ import structlog
 
 from connectors.auth_ingest import AuthIngest, LoginPublisher
 from connectors.dumps import DumpOptions
+from connectors.edge import AuthGuard
 from connectors.hibp import HibpFeed
 from connectors.hr_webhook import HrWebhook
 from connectors.http import HttpClient, RetryPolicy
@@ -20,6 +22,7 @@ from connectors.leak_ingest import LeakIngest, LeakPublisher
 from connectors.pollers import CheckpointStore
 from connectors.registry import build_provider, build_sink, poller_class
 from streams.app import AccessGuardApp, create_app
+from streams.bootstrap import read_hr_seen
 from streams.config import Config
 from streams.engine import Engine, leak_settings, with_broker_retry
 from streams.errors import ConfigError
@@ -37,6 +40,8 @@ from streams.observe import (
 )
 from streams.registry import Registry
 from streams.rules import load_rules
+from streams.secretcheck import SecretWatch
+from streams.secrets import Secret
 from streams.topics import Topics
 from streams.views import Publisher, Views
 from streams.web import WebServer, build_web_app
@@ -123,6 +128,56 @@ def build_pollers(
     return pollers
 
 
+def auth_guard(config: Config) -> AuthGuard:
+    """The throttle of failed authentications, shared by a process's endpoints."""
+    return AuthGuard(
+        limit=int(config["http.auth_failure_limit"]),
+        window=float(config["http.auth_failure_window"]),
+        block=float(config["http.auth_block_seconds"]),
+        trusted_proxies=config["http.trusted_proxies"],
+    )
+
+
+def leak_token(config: Config) -> Secret | None:
+    """The bearer token of POST /v1/leaks: its own, and the login-ingest one only when
+    ``leaks.accept_auth_token`` says so (one leaked token must not open both doors)."""
+    token: Secret | None = config["leaks.ingest_token"]
+    if token is None and config["leaks.accept_auth_token"]:
+        token = config["auth.ingest_token"]
+    return token
+
+
+def hr_webhook(
+    config: Config, publisher: Publisher, journal: Journal, topics: Topics, guard: AuthGuard
+) -> HrWebhook:
+    return HrWebhook(
+        secret=config["hr.webhook_secret"],
+        tolerance=int(config["hr.tolerance_seconds"]),
+        dedup_ttl=float(config["hr.dedup_ttl_seconds"]),
+        max_body=int(config["http.max_body_bytes"]),
+        publisher=publisher,
+        journal=journal,
+        topic=topics.hr_events,
+        guard=guard,
+    )
+
+
+async def restore_seen(hr: HrWebhook, bootstrap: str, topic: str) -> None:
+    """Refill the HR edge's memory of accepted event ids from the hr.events topic."""
+    started = time.monotonic()
+    seen, unreadable = await asyncio.get_running_loop().run_in_executor(
+        None, read_hr_seen, bootstrap, topic
+    )
+    kept = hr.seen.load(seen, time.time())
+    log.info(
+        "hr.seen_restored",
+        events=len(seen),
+        remembered=kept,
+        unreadable=unreadable,
+        seconds=round(time.monotonic() - started, 3),
+    )
+
+
 class WorkerServices(mode.Service):  # type: ignore[misc]
     """Everything of a worker that is not Faust itself. Started by the Faust worker."""
 
@@ -180,6 +235,9 @@ class WorkerServices(mode.Service):  # type: ignore[misc]
             login=self.login,
         )
         self.web: WebServer | None = None
+        self.leak_ingest: LeakIngest | None = None
+        #: The needed ``file:`` secrets (set by the CLI after its start-up check).
+        self.secrets: SecretWatch | None = None
         self._poll_stop = asyncio.Event()
         self._poll_tasks: list[asyncio.Task[None]] = []
         self.pollers: list[Any] = []
@@ -206,25 +264,20 @@ class WorkerServices(mode.Service):  # type: ignore[misc]
             # False from a failed journal write (disk full) until a write succeeds; while
             # False it tries one small write a second, so it recovers without input.
             "journal_writable": self.journal.check_writable(),
+            # Every secret this process uses resolves (a mounted file may vanish or be late).
+            "secrets": self.secrets.ready() if self.secrets is not None else True,
         }
 
     async def on_start(self) -> None:
         await self.publisher.start()
         await self.views.start()
         if self.serve_http:
-            hr = None
+            hr = auth = leaks = None
             if self.serve_hr:
-                hr = HrWebhook(
-                    secret=self.config["hr.webhook_secret"],
-                    tolerance=int(self.config["hr.tolerance_seconds"]),
-                    dedup_ttl=float(self.config["hr.dedup_ttl_seconds"]),
-                    max_body=int(self.config["http.max_body_bytes"]),
-                    publisher=self.publisher,
-                    journal=self.journal,
-                    topic=self.topics.hr_events,
-                )
-            auth = None
-            if self.serve_hr:
+                guard = auth_guard(self.config)
+                hr = hr_webhook(self.config, self.publisher, self.journal, self.topics, guard)
+                # Before the first request: a re-sent event is a duplicate across restarts.
+                await restore_seen(hr, self.bootstrap, self.topics.hr_events)
                 auth = AuthIngest(
                     token=self.config["auth.ingest_token"],
                     max_body=int(self.config["http.max_batch_bytes"]),
@@ -232,16 +285,19 @@ class WorkerServices(mode.Service):  # type: ignore[misc]
                     topic=self.topics.auth_events,
                     dlq_topic=self.topics.auth_dlq,
                     partitions=int(self.config["topics.partitions"]),
+                    guard=guard,
                 )
-            leaks = None
-            if self.serve_hr:
                 leaks = LeakIngest(
-                    token=self.config["leaks.ingest_token"] or self.config["auth.ingest_token"],
+                    token=leak_token(self.config),
                     max_body=int(self.config["http.max_batch_bytes"]),
                     out=self.leak_publisher(),
                     index=self._leak_index,
                     options=self.dump_options(),
+                    max_bytes=int(self.config["leaks.max_request_bytes"]),
+                    max_records=int(self.config["leaks.max_request_records"]),
+                    guard=guard,
                 )
+                self.leak_ingest = leaks
             app = build_web_app(
                 hr=hr,
                 auth=auth,
@@ -305,6 +361,8 @@ class WorkerServices(mode.Service):  # type: ignore[misc]
             await asyncio.wait(self._poll_tasks, timeout=10)
         if self.web is not None:
             await self.web.stop()
+        if self.leak_ingest is not None:
+            self.leak_ingest.close()
         # Unfinished plans stay in the lifecycle state and resume at the next start.
         await self.engine.cancel_plans()
         try:
@@ -392,6 +450,7 @@ class WorkerServices(mode.Service):  # type: ignore[misc]
             if self.assigned:
                 try:
                     await self.engine.tick_schedule()
+                    await self.engine.tick_outages()
                 except Exception:
                     log.exception("timer.schedule_failed")
 
@@ -487,7 +546,17 @@ def run_worker(app: AccessGuardApp, services: WorkerServices, loglevel: str = "w
     """Run the Faust worker until SIGINT/SIGTERM; returns the exit code."""
     import faust  # noqa: PLC0415 - heavy import only when a worker really starts
 
-    worker = faust.Worker(
+    class Worker(faust.Worker):  # type: ignore[misc]
+        """No terminal spinner. With ``override_logging=False`` Faust never spins it, but
+        still "finishes" it when the app has started: ``\\b\\x1b[?25h`` on stdout with no
+        newline, TTY or not; merged with stderr (2>&1, a container log) it lands at the
+        head of the next JSON log line. Faust has no argument for this."""
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.spinner = None  # Faust checks `if self.spinner` before each use
+
+    worker = Worker(
         app,
         services,
         loglevel=loglevel,

@@ -4,6 +4,8 @@ failures that must be one line naming the key, with no broker left behind."""
 from __future__ import annotations
 
 import os
+import re
+import signal
 import socket
 import subprocess
 import sys
@@ -12,10 +14,12 @@ from typing import Any
 
 import orjson
 import pytest
+import requests
 from click.testing import CliRunner, Result
 
 from streams import __version__
 from streams.cli import main
+from tests.stack import free_port, wait_until, write_config
 
 REPO = Path(__file__).resolve().parent.parent
 REGISTRY = REPO / "examples" / "registry.yaml"
@@ -259,21 +263,21 @@ class TestStartupErrors:
 
     @pytest.mark.integration
     def test_run_failing_after_the_broker_started_leaves_no_broker(self, tmp_path: Path) -> None:
-        """When `run` fails after starting the embedded broker (its HTTP port is taken),
-        it exits non-zero and the Tansu process it started is gone."""
-        with socket.socket() as taken:
-            taken.bind(("127.0.0.1", 0))
-            taken.listen()
-            port = taken.getsockname()[1]
-            proc = accessguard(
-                "run",
-                "--registry",
-                str(REGISTRY),
-                "--port",
-                str(port),
-                tmp_path=tmp_path,
-            )
+        """When `run` fails after starting the embedded broker (the registry it imports
+        there is invalid), it exits non-zero and the Tansu process it started is gone."""
+        broken = tmp_path / "broken.yaml"
+        broken.write_text(BROKEN_REGISTRY, encoding="utf-8")
+        proc = accessguard(
+            "run",
+            "--registry",
+            str(broken),
+            "--port",
+            "0",
+            tmp_path=tmp_path,
+            ACCESSGUARD_HR_WEBHOOK_SECRET="s",
+        )
         assert proc.returncode != 0
+        assert "error: registry invalid:" in proc.stderr
         started = [e for e in _logs(proc.stderr) if e.get("event") == "broker.started"]
         assert len(started) == 1, proc.stderr[-2000:]
         assert _process_gone(int(started[0]["pid"]))
@@ -299,3 +303,302 @@ class TestStartupErrors:
         result = cli("hr", "send", str(event))
         assert result.exit_code == 2
         assert result.stderr.startswith("error: config hr.webhook_secret: ")
+
+
+def one_error_line(stderr: str, code: int, *parts: str) -> str:
+    """An expected failure: a non-zero exit and one line `error: ...` on stderr holding
+    every one of ``parts``, no traceback."""
+    assert code != 0
+    assert "Traceback" not in stderr
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1, stderr[-3000:]
+    assert lines[0].startswith("error: "), lines[0]
+    for part in parts:
+        assert part in lines[0]
+    return lines[0]
+
+
+def closed_port() -> int:
+    """A local port nothing listens on (connections are refused)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.mark.parametrize(
+    "command",
+    [(), ("run",), ("hr", "send"), ("leaks", "import"), ("registry", "check"), ("rules", "test")],
+    ids=lambda c: " ".join(c) or "main",
+)
+def test_dash_h_prints_help_everywhere(command: tuple[str, ...]) -> None:
+    """`-h` is `--help`, on the group and on every subcommand."""
+    result = cli(*command, "-h")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("Usage: ")
+    assert "-h, --help" in result.stdout
+
+
+class TestHrSendErrors:
+    SECRET = {"ACCESSGUARD_HR_WEBHOOK_SECRET": "s3cret"}
+
+    @pytest.fixture
+    def event(self, tmp_path: Path) -> Path:
+        path = tmp_path / "event.json"
+        path.write_text('{"event_id": "e-1"}', encoding="utf-8")
+        return path
+
+    def test_no_server_is_one_line_naming_the_url(self, event: Path) -> None:
+        """Nothing listening at http.host:http.port: one line with the URL, the reason and
+        what to do (start `accessguard run`, or --url), not ~60 lines of traceback."""
+        port = closed_port()
+        result = cli("hr", "send", str(event), ACCESSGUARD_HTTP_PORT=str(port), **self.SECRET)
+        line = one_error_line(
+            result.stderr,
+            result.exit_code,
+            f"http://127.0.0.1:{port}/v1/hr/events",
+            "Connection refused",
+            "accessguard run",
+            "--url",
+        )
+        assert result.exit_code == 2, line
+
+    @pytest.mark.parametrize("url", ["notaurl", "ftp://127.0.0.1:1", "http://"])
+    def test_invalid_url_is_one_line(self, event: Path, url: str) -> None:
+        """An --url that is not an http(s) URL: one line naming it and the expected form."""
+        result = cli("hr", "send", str(event), "--url", url, **self.SECRET)
+        one_error_line(
+            result.stderr, result.exit_code, url.rstrip("/"), "not an http(s) URL", "--url"
+        )
+
+    @pytest.mark.parametrize(
+        ("exc", "says"),
+        [
+            (requests.ConnectTimeout, "no connection to http://127.0.0.1:1/v1/hr/events"),
+            (requests.ReadTimeout, "gave no answer within 15 s"),
+        ],
+        ids=["connect", "read"],
+    )
+    def test_timeouts_are_one_line(
+        self, event: Path, monkeypatch: pytest.MonkeyPatch, exc: type[Exception], says: str
+    ) -> None:
+        """A server that does not answer in time: one line saying which wait ran out."""
+
+        def post(*_args: Any, **_kwargs: Any) -> None:
+            raise exc("timed out")
+
+        monkeypatch.setattr(requests, "post", post)
+        result = cli("hr", "send", str(event), "--url", "http://127.0.0.1:1", **self.SECRET)
+        one_error_line(result.stderr, result.exit_code, says)
+
+    def test_missing_file_is_one_line(self, tmp_path: Path) -> None:
+        result = cli("hr", "send", str(tmp_path / "absent.json"), **self.SECRET)
+        one_error_line(result.stderr, result.exit_code, "absent.json", "does not exist")
+
+
+class TestInputFileErrors:
+    """Input files that are missing, directories or not text: one line naming the file."""
+
+    @pytest.mark.parametrize(
+        ("option", "name", "says"),
+        [
+            ("--input", "absent.ndjson", "does not exist"),
+            ("--input", "", "is a directory"),
+            ("--registry", "absent.yaml", "does not exist"),
+        ],
+        ids=["input-missing", "input-directory", "registry-missing"],
+    )
+    def test_replay_missing_files(self, tmp_path: Path, option: str, name: str, says: str) -> None:
+        files = {"--registry": str(REGISTRY), "--input": str(EVENTS)}
+        files[option] = str(tmp_path / name) if name else str(tmp_path)
+        result = cli("replay", *(arg for pair in files.items() for arg in pair))
+        one_error_line(result.stderr, result.exit_code, option, says)
+
+    def test_replay_binary_input(self, tmp_path: Path) -> None:
+        """A compressed or binary --input: one line saying it is not UTF-8 text."""
+        path = tmp_path / "events.ndjson.gz"
+        path.write_bytes(b"\x1f\x8b\x08\x00\xff\xfe binary")
+        result = cli("replay", "--registry", str(REGISTRY), "--input", str(path))
+        one_error_line(result.stderr, result.exit_code, str(path), "not UTF-8 text")
+
+    @pytest.mark.parametrize("command", [("registry", "show"), ("registry", "import")])
+    def test_registry_file_missing(self, tmp_path: Path, command: tuple[str, ...]) -> None:
+        """A registry FILE that does not exist fails at once, before any broker is asked."""
+        result = cli(
+            *command,
+            str(tmp_path / "absent.yaml"),
+            ACCESSGUARD_BROKER=f"kafka://127.0.0.1:{closed_port()}",
+        )
+        one_error_line(result.stderr, result.exit_code, "absent.yaml", "does not exist")
+
+    def test_config_that_is_a_directory(self, tmp_path: Path) -> None:
+        result = cli("run", "--config", str(tmp_path))
+        one_error_line(result.stderr, result.exit_code, "--config", "is a directory")
+
+
+class TestUnreachableBroker:
+    """`leaks import` and `registry import` against a broker address that refuses
+    connections: one line at once naming the address and where it came from, not 30 s of
+    Kafka client warnings then an error."""
+
+    def test_leaks_import(self, tmp_path: Path) -> None:
+        dump = tmp_path / "dump.txt"
+        dump.write_text("alice@example.com:hunter2\n", encoding="utf-8")
+        port = closed_port()
+        proc = accessguard(
+            "leaks",
+            "import",
+            str(dump),
+            "--broker",
+            f"kafka://127.0.0.1:{port}",
+            tmp_path=tmp_path,
+        )
+        one_error_line(
+            proc.stderr, proc.returncode, f"127.0.0.1:{port}", "Connection refused", "--broker"
+        )
+
+    def test_registry_import(self, tmp_path: Path) -> None:
+        port = closed_port()
+        proc = accessguard(
+            "registry",
+            "import",
+            str(REGISTRY),
+            tmp_path=tmp_path,
+            ACCESSGUARD_BROKER=f"kafka://127.0.0.1:{port}",
+        )
+        one_error_line(
+            proc.stderr,
+            proc.returncode,
+            f"127.0.0.1:{port}",
+            "Connection refused",
+            "ACCESSGUARD_BROKER",
+        )
+
+
+class TestHttpPortErrors:
+    """A process whose HTTP port cannot be had fails in one line naming the address and the
+    key, before it starts (or waits for) a broker."""
+
+    SECRET = {"ACCESSGUARD_HR_WEBHOOK_SECRET": "s3cret"}
+
+    def test_run_on_a_busy_port(self, tmp_path: Path) -> None:
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            port = taken.getsockname()[1]
+            proc = accessguard(
+                "run",
+                "--registry",
+                str(REGISTRY),
+                "--port",
+                str(port),
+                tmp_path=tmp_path,
+                **self.SECRET,
+            )
+        line = one_error_line(
+            proc.stderr, proc.returncode, f"127.0.0.1:{port}", "http.port", "--port", "in use"
+        )
+        assert proc.returncode == 2, line
+        assert "broker.started" not in proc.stdout + proc.stderr
+
+    def test_run_on_an_address_not_of_this_host(self, tmp_path: Path) -> None:
+        """http.host set to an address this machine does not have (TEST-NET-1)."""
+        proc = accessguard(
+            "run",
+            "--registry",
+            str(REGISTRY),
+            tmp_path=tmp_path,
+            ACCESSGUARD_HTTP_HOST="192.0.2.1",
+            **self.SECRET,
+        )
+        one_error_line(proc.stderr, proc.returncode, "192.0.2.1:8080", "http.host")
+        assert "broker.started" not in proc.stdout + proc.stderr
+
+    @pytest.mark.parametrize("command", [("worker",), ("connect", "hr-webhook")])
+    def test_external_broker_commands_on_a_busy_port(
+        self, tmp_path: Path, command: tuple[str, ...]
+    ) -> None:
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            port = taken.getsockname()[1]
+            proc = accessguard(
+                *command,
+                "--port",
+                str(port),
+                tmp_path=tmp_path,
+                ACCESSGUARD_BROKER=f"kafka://127.0.0.1:{closed_port()}",
+                ACCESSGUARD_STARTUP_BROKER_TIMEOUT="1",
+                **self.SECRET,
+            )
+        one_error_line(proc.stderr, proc.returncode, f"127.0.0.1:{port}", "http.port")
+
+    def test_run_when_data_dir_is_a_file(self, tmp_path: Path) -> None:
+        path = tmp_path / "data"
+        path.write_text("not a directory", encoding="utf-8")
+        proc = accessguard(
+            "run", "--registry", str(REGISTRY), "--port", "0", tmp_path=tmp_path, **self.SECRET
+        )
+        one_error_line(proc.stderr, proc.returncode, "data_dir", str(path))
+        assert "broker.started" not in proc.stdout + proc.stderr
+
+
+@pytest.mark.integration
+def test_run_output_through_pipes_is_the_banner_and_json_lines(tmp_path: Path) -> None:
+    """The real `accessguard run` with stdout and stderr as pipes (a container, systemd,
+    `2>&1 | tee`): stdout is exactly the documented ready banner, every stderr line is one
+    JSON object, and no terminal control sequence (Faust's spinner) appears in either."""
+    port = free_port()
+    config = write_config(
+        tmp_path / "config.yaml",
+        data_dir=tmp_path / "data",
+        vendor_url=f"http://127.0.0.1:{closed_port()}",
+        http_port=port,
+        extra={"executor.dry_run": True},
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ACCESSGUARD_")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streams.cli", "run", "--config", str(config)],
+        cwd=REPO,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_until(lambda: _ready(url) or proc.poll() is not None, timeout=90, what="readyz")
+        assert proc.poll() is None, "accessguard run exited before it was ready"
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=10)
+    assert proc.returncode == 0, err[-3000:]
+    stdout, stderr = out.decode(), err.decode()
+    for text in (stdout, stderr):
+        assert "\x1b" not in text
+        assert "\b" not in text
+    lines = stdout.splitlines()
+    assert stdout.endswith("\n")
+    assert lines[0] == f"accessguard {__version__} ready"
+    assert re.fullmatch(
+        r"  broker   kafka://127\.0\.0\.1:\d+ \(embedded Tansu, in memory\)", lines[1]
+    )
+    assert lines[2:] == [
+        f"  http     {url}/v1/hr/events",
+        f"  metrics  {url}/metrics",
+        f"  health   {url}/healthz  {url}/readyz",
+        f"  journal  {tmp_path / 'data' / 'journal.jsonl'}",
+    ]
+    logs = [orjson.loads(line) for line in stderr.splitlines()]  # each line, or it raises
+    events = [entry.get("event") for entry in logs]
+    assert "broker.started" in events
+    assert "broker.stopped" in events
+
+
+def _ready(url: str) -> bool:
+    try:
+        return requests.get(f"{url}/readyz", timeout=1).status_code == 200
+    except requests.RequestException:
+        return False
