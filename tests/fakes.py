@@ -3,7 +3,13 @@
 Not a mock that accepts anything: each endpoint checks the method, the auth header and the
 body the way the vendor does, and answers with the vendor's status codes and error shapes.
 Every successful call is recorded in ``.calls``; every non-2xx answer (injected faults,
-auth failures, validation errors) in ``.rejected``, so tests can count effective calls.
+auth failures, validation errors) in ``.rejected``, so tests can count effective calls. A
+platform request that repeats an ``Idempotency-Key`` already answered gets the first answer
+again without a second effect and is recorded in ``.replays`` (not in ``.calls``).
+
+Where accessguard promises more than the vendor demands, the fake holds it to the promise
+and says so: Okta's session revocation must carry ``oauthTokens=true`` (Okta's default keeps
+OAuth tokens alive) and unknown query parameters are refused.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
@@ -27,6 +33,20 @@ OKTA_TOKEN = "okta-test-token"
 GRAPH_TOKEN = "graph-test-token"
 GOOGLE_TOKEN = "google-test-token"
 PLATFORM_TOKEN = "platform-test-token"
+#: A PagerDuty integration (routing) key is 32 characters.
+PD_ROUTING_KEY = "R0UT1NGKEY0000000000000000000000"
+#: Slack incoming webhook: ``https://hooks.slack.com/services/T<team>/B<bot>/<24-char token>``;
+#: the fake serves hooks.slack.com under ``/slack``. The token segment is the secret.
+SLACK_TEAM = "T0ACCGRD1"
+SLACK_BOT = "B0ACCGRD1"
+SLACK_TOKEN = "sl4ckT0kenF0rTests000000"
+SLACK_WEBHOOK_PATH = f"/slack/services/{SLACK_TEAM}/{SLACK_BOT}/{SLACK_TOKEN}"
+_SLACK_HOOK_RE = re.compile(r"/slack/services/(T[A-Z0-9]+)/(B[A-Z0-9]+)/([A-Za-z0-9]+)")
+
+#: The platform's roles (the management-platform model accessguard's registry uses).
+PLATFORM_ROLES = frozenset(
+    {"no_access", "read_only", "needs_approval", "can_reply", "full_publishing", "admin"}
+)
 
 GRAPH_COLLECTIONS: dict[str, str] = {
     "microsoftAuthenticatorMethods": "#microsoft.graph.microsoftAuthenticatorAuthenticationMethod",
@@ -64,6 +84,8 @@ class _Response:
     body: bytes = b""
     content_type: str = "application/json"
     headers: dict[str, str] = field(default_factory=dict)
+    #: An Idempotency-Key replay: the first answer again, no effect (``.replays``).
+    replay: bool = False
 
     @classmethod
     def json(cls, status: int, payload: Any, **headers: str) -> _Response:
@@ -85,6 +107,56 @@ class _Request:
     json_error: bool
 
 
+def _role_body(allowed: frozenset[str]) -> Callable[[Any], str | None]:
+    """A body validator: a JSON object with a known ``role`` and only ``allowed`` keys."""
+
+    def check(body: Any) -> str | None:
+        if not isinstance(body, dict):
+            return "body must be a JSON object"
+        unknown = sorted(set(body) - allowed)
+        if unknown:
+            return f"unknown field(s): {', '.join(unknown)}"
+        if body.get("role") not in PLATFORM_ROLES:
+            return f"role must be one of {', '.join(sorted(PLATFORM_ROLES))}"
+        if "reason" in body and not isinstance(body["reason"], str):
+            return "reason must be a string"
+        if "meta" in body and not isinstance(body["meta"], dict):
+            return "meta must be an object"
+        return None
+
+    return check
+
+
+@dataclass(frozen=True)
+class PlatformRoute:
+    """One endpoint of the fake platform's admin API: method, path regex and, for calls
+    that take one, a body validator returning an error message (None: valid). Routes
+    without a validator refuse a body."""
+
+    method: str
+    pattern: str
+    body: Callable[[Any], str | None] | None = None
+    status: int = 200
+
+
+_SEG = r"[^/]+"
+#: The endpoints the platform offers: what tests/stack.py and tests/test_providers.py
+#: configure the generic provider for. Anything else is a 404 (or 405 on a wrong method).
+PLATFORM_ROUTES: tuple[PlatformRoute, ...] = (
+    PlatformRoute("POST", rf"/platform/members/{_SEG}/sessions/revoke"),
+    PlatformRoute("DELETE", rf"/platform/profiles/{_SEG}/members/{_SEG}", status=204),
+    PlatformRoute(
+        "PUT", rf"/platform/profiles/{_SEG}/members/{_SEG}", _role_body(frozenset({"role"}))
+    ),
+    PlatformRoute("DELETE", rf"/platform/accounts/{_SEG}/members/{_SEG}", status=204),
+    PlatformRoute(
+        "PATCH",
+        rf"/platform/accounts/{_SEG}/members/{_SEG}",
+        _role_body(frozenset({"role", "reason", "meta"})),
+    ),
+)
+
+
 class _Fault:
     def __init__(self, remaining: int, response: Callable[[_Request], _Response]) -> None:
         self.remaining = remaining
@@ -95,8 +167,10 @@ class FakeVendorServer:
     """Okta, Graph, Google, a generic platform, PagerDuty and Slack on one loopback port.
 
     Paths: ``/api/v1/...`` (Okta), ``/v1.0/...`` (Graph), ``/admin/directory/v1/...``
-    (Google), ``/platform/...`` (generic platform), ``/v2/enqueue`` (PagerDuty),
-    ``/slack/...`` (Slack incoming webhooks).
+    (Google), ``/platform/...`` (generic platform, :data:`PLATFORM_ROUTES`), ``/v2/enqueue``
+    (PagerDuty, accepting only ``pagerduty_routing_key``), ``/slack/services/T../B../<token>``
+    (Slack incoming webhooks; only ``slack_webhook_path`` is a live hook, see
+    :attr:`slack_webhook_url`).
     """
 
     def __init__(
@@ -108,6 +182,9 @@ class FakeVendorServer:
         platform_token: str = PLATFORM_TOKEN,
         platform_auth_header: str = "Authorization",
         platform_auth_scheme: str = "Bearer",
+        platform_routes: Iterable[PlatformRoute] = PLATFORM_ROUTES,
+        pagerduty_routing_key: str = PD_ROUTING_KEY,
+        slack_webhook_path: str = SLACK_WEBHOOK_PATH,
         known_users: Iterable[str] | None = None,
         graph_methods: dict[str, list[dict[str, Any]]] | None = None,
     ) -> None:
@@ -117,6 +194,13 @@ class FakeVendorServer:
         self.platform_token = platform_token
         self.platform_auth_header = platform_auth_header.lower()
         self.platform_auth_scheme = platform_auth_scheme
+        self.platform_routes = tuple(platform_routes)
+        self.pagerduty_routing_key = pagerduty_routing_key
+        hook = _SLACK_HOOK_RE.fullmatch(slack_webhook_path)
+        if hook is None:
+            raise ValueError("slack_webhook_path must look like /slack/services/T../B../token")
+        self.slack_webhook_path = slack_webhook_path
+        self._slack_hook: tuple[str, str, str] = (hook.group(1), hook.group(2), hook.group(3))
         self.known_users: set[str] | None = set(known_users) if known_users is not None else None
         #: user id -> methods; users not listed get :func:`default_graph_methods` on first use.
         self.graph_methods: dict[str, list[dict[str, Any]]] = {
@@ -124,6 +208,11 @@ class FakeVendorServer:
         }
         self.calls: list[Call] = []
         self.rejected: list[Call] = []
+        #: Platform requests that repeated an Idempotency-Key: answered, not acted on.
+        self.replays: list[Call] = []
+        #: Idempotency-Key -> (request fingerprint, first answer); kept across reset() like
+        #: any vendor state.
+        self._idempotent: dict[str, tuple[tuple[str, str, str], _Response]] = {}
         self._cond = threading.Condition()
         self._faults: list[_Fault] = []
         self._forced: list[tuple[str, int, Any]] = []
@@ -136,6 +225,8 @@ class FakeVendorServer:
         self._server = _Server(("127.0.0.1", 0), self._handler_class())
         host, port = self._server.server_address[:2]
         self.url = f"http://{host!s}:{port}"
+        #: The one live Slack incoming-webhook URL (a secret: the token grants posting).
+        self.slack_webhook_url = self.url + slack_webhook_path
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True
         )
@@ -170,6 +261,7 @@ class FakeVendorServer:
         with self._cond:
             self.calls.clear()
             self.rejected.clear()
+            self.replays.clear()
             self._faults.clear()
             self._forced.clear()
             self._down_until = 0.0
@@ -297,6 +389,8 @@ class FakeVendorServer:
         injected = self._injected(req)
         if injected is not None:
             return injected
+        if req.path.startswith("/slack/"):
+            return self._slack(req)  # Slack answers bad bodies in plain text
         if req.json_error:
             return _Response.json(400, {"error": "request body is not valid JSON"})
         path = req.path
@@ -310,8 +404,6 @@ class FakeVendorServer:
             return self._platform(req)
         if path == "/v2/enqueue":
             return self._pagerduty(req)
-        if path.startswith("/slack/"):
-            return self._slack(req)
         return _Response.json(404, {"error": "not found"})
 
     def _record(self, req: _Request, resp: _Response) -> None:
@@ -324,7 +416,10 @@ class FakeVendorServer:
             "time": time.time(),
         }
         with self._cond:
-            if 200 <= resp.status < 300:
+            if resp.replay:
+                call["status"] = resp.status
+                self.replays.append(call)
+            elif 200 <= resp.status < 300:
                 self.calls.append(call)
             else:
                 call["status"] = resp.status
@@ -349,6 +444,16 @@ class FakeVendorServer:
             )
         if req.headers.get("authorization") != f"SSWS {self.okta_token}":
             return _okta_error(401, "E0000011", "Invalid token provided")
+        allowed = {"sessions": {"oauthTokens", "forgetDevices"}}.get(m.group(2), set())
+        unknown = sorted(set(req.query) - allowed)
+        if unknown:
+            return _okta_error(
+                400, "E0000001", f"Api validation failed: unknown parameter(s) {unknown}"
+            )
+        if m.group(2) == "sessions" and req.query.get("oauthTokens") != ["true"]:
+            # Okta itself defaults to false, which leaves OAuth tokens alive: accessguard
+            # promises oauthTokens=true, so the fake refuses anything else.
+            return _okta_error(400, "E0000001", "Api validation failed: oauthTokens must be true")
         user = unquote(m.group(1))
         if self._user_unknown(user):
             return _okta_error(404, "E0000007", f"Not found: Resource not found: {user} (User)")
@@ -429,7 +534,11 @@ class FakeVendorServer:
     # --- generic platform -----------------------------------------------------------
 
     def _platform(self, req: _Request) -> _Response:
-        if req.method not in ("POST", "PUT", "PATCH", "DELETE"):
+        on_path = [r for r in self.platform_routes if re.fullmatch(r.pattern, req.path)]
+        if not on_path:
+            return _Response.json(404, {"error": "not_found"})
+        route = next((r for r in on_path if r.method == req.method), None)
+        if route is None:
             return _Response.json(405, {"error": "method_not_allowed"})
         token = (
             f"{self.platform_auth_scheme} {self.platform_token}"
@@ -438,11 +547,34 @@ class FakeVendorServer:
         )
         if req.headers.get(self.platform_auth_header) != token:
             return _Response.json(401, {"error": "unauthorized"})
-        if not req.headers.get("idempotency-key"):
+        key = req.headers.get("idempotency-key")
+        if not key:
             return _Response.json(400, {"error": "Idempotency-Key header is required"})
-        if req.method == "DELETE":
-            return _Response(204)
-        return _Response.json(200, {"ok": True})
+        fingerprint = (req.method, req.path, json.dumps(req.json, sort_keys=True))
+        if route.body is None:
+            problem = "this endpoint takes no body" if req.raw else None
+        else:
+            problem = route.body(req.json)
+        with self._cond:  # one lock from lookup to store: two racing requests, one effect
+            seen = self._idempotent.get(key)
+            if seen is not None:
+                if seen[0] != fingerprint:
+                    return _Response.json(
+                        422,
+                        {"error": "idempotency_key_reused", "message": "key used elsewhere"},
+                    )
+                return replace(seen[1], replay=True)
+            if problem:
+                return _Response.json(400, {"error": "invalid_body", "message": problem})
+            if route.status == 204:
+                resp = _Response(204)
+            elif isinstance(req.json, dict) and "role" in req.json:
+                resp = _Response.json(route.status, {"ok": True, "role": req.json["role"]})
+            else:
+                resp = _Response.json(route.status, {"ok": True})
+            # the effect happened: the key answers this again, whatever comes after
+            self._idempotent[key] = (fingerprint, resp)
+        return resp
 
     # --- PagerDuty Events v2 --------------------------------------------------------
 
@@ -453,8 +585,9 @@ class FakeVendorServer:
         errors: list[str] = []
         if not isinstance(body, dict):
             return _pd_invalid(["Event object is invalid"])
-        if not body.get("routing_key"):
-            errors.append("'routing_key' is missing or blank")
+        if body.get("routing_key") != self.pagerduty_routing_key:
+            # PagerDuty refuses a missing, malformed or unknown integration key outright.
+            return _pd_invalid(["Invalid routing key"])
         action = body.get("event_action")
         if action not in ("trigger", "resolve", "acknowledge"):
             errors.append("'event_action' is invalid (must be trigger, acknowledge or resolve)")
@@ -486,10 +619,21 @@ class FakeVendorServer:
     # --- Slack ----------------------------------------------------------------------
 
     def _slack(self, req: _Request) -> _Response:
+        """hooks.slack.com: 404 ``no_service`` for anything but a live team/bot hook, 403
+        ``invalid_token`` for a wrong token segment, 400 ``invalid_payload`` for a body that
+        is not a JSON object, 400 ``no_text`` without ``text``; plain-text bodies."""
+        hook = _SLACK_HOOK_RE.fullmatch(req.path)
+        if hook is None or (hook.group(1), hook.group(2)) != self._slack_hook[:2]:
+            return _Response.text(404, "no_service")
+        if hook.group(3) != self._slack_hook[2]:
+            return _Response.text(403, "invalid_token")
         if req.method != "POST":
             return _Response.text(405, "invalid_method")
+        content_type = req.headers.get("content-type", "").split(";")[0].strip().lower()
         body = req.json
-        if not isinstance(body, dict) or not (body.get("text") or body.get("blocks")):
+        if content_type != "application/json" or req.json_error or not isinstance(body, dict):
+            return _Response.text(400, "invalid_payload")
+        if not isinstance(body.get("text"), str) or not body["text"].strip():
             return _Response.text(400, "no_text")
         return _Response.text(200, "ok")
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
+from typing import Any
 
 import pytest
 import requests
@@ -18,9 +19,9 @@ from connectors.http import (
     parse_retry_after,
 )
 from streams.errors import AuthError, PermanentError, RetryableError
-from tests.fakes import PLATFORM_TOKEN, FakeVendorServer
+from tests.fakes import PLATFORM_TOKEN, SLACK_TOKEN, SLACK_WEBHOOK_PATH, FakeVendorServer
 
-SLACK = "/slack/T000/B000/hook"
+SLACK = SLACK_WEBHOOK_PATH
 
 
 @pytest.fixture
@@ -177,7 +178,63 @@ def test_error_message_truncates_body_and_never_shows_headers_or_url(
     assert "x" * 300 in message
     assert "x" * 301 not in message
     assert PLATFORM_TOKEN not in message
-    assert "B000" not in message
+    assert SLACK_TOKEN not in message
+
+
+def _mentions(
+    entries: Sequence[Mapping[str, Any]], error: BaseException, *secrets: str
+) -> list[str]:
+    """The secrets that appear in any log entry (any field, stringified) or the error."""
+    texts = [repr(entry) for entry in entries] + [str(error), repr(error)]
+    return sorted({s for s in secrets for t in texts if s in t})
+
+
+@pytest.mark.parametrize(
+    ("fault", "error_type"),
+    [(400, PermanentError), (403, AuthError), (404, PermanentError), (503, RetryableError)],
+)
+def test_failed_call_logs_neither_url_nor_token(
+    server: FakeVendorServer, fault: int, error_type: type[Exception]
+) -> None:
+    """A failed call is logged (http_call_failed) and raised without the URL, which for a
+    Slack webhook is the secret, and without the Authorization header's token."""
+    url = server.url + SLACK
+    server.force_status("/slack/", fault, "some_error")
+    with (
+        HttpClient(RetryPolicy()) as http,
+        structlog.testing.capture_logs() as logs,
+        pytest.raises(error_type) as info,
+    ):
+        http.request(
+            "slack:test",
+            "POST",
+            url,
+            headers={"Authorization": f"Bearer {PLATFORM_TOKEN}"},
+            json={"text": "hi"},
+        )
+    failed = [e for e in logs if e["event"] == "http_call_failed"]
+    assert len(failed) == 1  # the entry the check reads exists
+    assert failed[0]["status"] == fault
+    assert _mentions(logs, info.value, url, SLACK, SLACK_TOKEN, PLATFORM_TOKEN) == []
+
+
+def test_connection_error_and_retries_log_neither_url_nor_token() -> None:
+    """Nobody listening, retried to the end by call_with_retries: no log entry (scheduled
+    retries, the give-up) and not the final error carries the URL or the token."""
+    with FakeVendorServer() as srv:
+        url = srv.url + SLACK
+    with (
+        HttpClient(RetryPolicy()) as http,
+        structlog.testing.capture_logs() as logs,
+        pytest.raises(RetryableError, match="ConnectionError") as info,
+    ):
+        call_with_retries(
+            lambda: http.request("slack:test", "POST", url, json={"text": "x"}),
+            RetryPolicy(max_attempts=2, base_delay=0.01),
+            sleep=lambda _: None,
+        )
+    assert [e["event"] for e in logs] == ["retry_scheduled", "retry_give_up"]
+    assert _mentions(logs, info.value, url, SLACK, SLACK_TOKEN) == []
 
 
 def test_unexpected_success_status_outside_ok_is_permanent(

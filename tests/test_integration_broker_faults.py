@@ -24,7 +24,7 @@ import requests
 from streams.broker import EmbeddedBroker
 from tests.fakes import FakeVendorServer
 from tests.s3 import LocalS3
-from tests.stack import Stack, free_port, metric_value, wait_until, write_config
+from tests.stack import Stack, free_port, metric_value, plans_done, wait_until, write_config
 from tests.test_integration_external import (
     EXAMPLE_REGISTRY,
     alice_calls,
@@ -205,10 +205,13 @@ def test_run_stops_with_code_3_when_its_in_memory_broker_dies(
     the next start restores everything from the journal."""
     cfg = write_config(tmp_path / "config.yaml", data_dir=tmp_path / "data", vendor_url=vendor.url)
     stack = Stack(cfg).start()
+    event = hr_event("mem-1")
     try:
-        assert stack.post_hr(hr_event("mem-1")).status_code == 202
+        assert stack.post_hr(event).status_code == 202
         wait_until(lambda: len(alice_calls(vendor)) >= 10, 30, what="alice revoked")
-        time.sleep(0.5)
+        # the kill comes once the plan is over in the journal (every action in the ledger,
+        # the summary sent): what the next start replays
+        wait_until(lambda: plans_done((stack,), ("alice",)), 15, what="alice's plan journaled")
         os.kill(tansu_pid(stack), signal.SIGKILL)
         assert stack.proc is not None
         assert stack.proc.wait(30) == 3
@@ -217,8 +220,8 @@ def test_run_stops_with_code_3_when_its_in_memory_broker_dies(
         assert "journal" in str(exited[0]["effect"])
         stack.proc = None
         stack.start()
-        resp = stack.post_hr(hr_event("mem-1"))  # the journal knows it: not a new event
-        assert resp.status_code == 202
+        resp = stack.post_hr(event)  # the sender retries it: the journal knows it
+        assert resp.status_code == 202, resp.text
         time.sleep(1.5)
         assert len(alice_calls(vendor)) == 10
     finally:

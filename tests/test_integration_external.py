@@ -464,6 +464,10 @@ class TestSeparateProcesses:
             assert len(set(calls)) == 10
             assert ("DELETE", "/api/v1/users/00u1alicexyz0A1b2C3d4/sessions") in calls
             assert worker.post_hr(hr_event("to-worker")).status_code == 404
+            assert vendor.replays == []
+            # neither process wrote a configured secret anywhere (output, data, /metrics)
+            worker.assert_no_secret_leaked()
+            connector.assert_no_secret_leaked()
 
         # the worker's agency timer publishes its own (synthetic) events beside ours
         events = [
@@ -505,7 +509,8 @@ class TestSeparateProcesses:
                 assert connector.post_hr(hr_event("kill-ext")).status_code == 202
                 wait_until(lambda: len(alice_calls(vendor)) >= 9, 20, what="9 of 10 calls")
                 wait_until(lambda: len(google.rejected) >= 2, 15, what="google retried")
-                time.sleep(0.3)  # the ledger record of the last call lands
+                # the nine done actions are in the ledger the next worker resumes from
+                worker.wait_for_ledger("kill-ext", skip=lambda a: a["provider"] == "google")
                 worker.kill()
             finally:
                 worker.stop()
@@ -519,6 +524,7 @@ class TestSeparateProcesses:
                 wait_until(lambda: google.calls_to("/signOut"), 40, what="google after restart")
                 time.sleep(2.0)
                 assert alice_calls(vendor) == before
+                assert vendor.replays == []
                 assert len(google.calls_to("/signOut")) == 1
             finally:
                 worker.stop()

@@ -35,7 +35,7 @@ from streams.broker import EmbeddedBroker
 from streams.engine import partition_for
 from tests.fakes import FakeVendorServer
 from tests.s3 import LocalS3
-from tests.stack import Stack, free_port, wait_until, write_config
+from tests.stack import Stack, free_port, plans_done, wait_until, write_config
 from tests.test_integration_external import EXAMPLE_REGISTRY, imported
 
 pytestmark = [pytest.mark.integration]
@@ -202,7 +202,13 @@ def test_two_workers_share_partitions_and_survive_a_sigkill(
         assert connector.post_hr(hr_event("so-bob", "bob")).status_code == 202
         wait_until(lambda: len(calls_of(vendor, "alice")) >= 10, 30, what="alice's 10 calls")
         wait_until(lambda: calls_of(vendor, "bob"), 30, what="bob's calls")
-        settled(vendor, quiet=2.0)
+        # nothing in flight at the kill: every plan so far is over in the journals (each
+        # action's outcome in the ledger, the plan's alerts sent)
+        wait_until(
+            lambda: plans_done((one, two), ("alice", "bob", "gina")),
+            30,
+            what="alice's, bob's and gina's plans completed in the journals",
+        )
         before = {w: sorted(calls_of(vendor, w)) for w in ("alice", "bob")}
         pages_before = len(vendor.calls_to("/v2/enqueue"))
 
@@ -231,6 +237,7 @@ def test_two_workers_share_partitions_and_survive_a_sigkill(
         dupes = {k: v for k, v in counts.items() if v > 1}
         assert not dupes, f"called more than once: {dupes}"
         assert len(calls) == len(set(calls))
+        assert vendor.replays == []  # not even with the same Idempotency-Key
         # the survivor resumed no completed plan of the victim
         assert {w: sorted(calls_of(vendor, w)) for w in ("alice", "bob")} == before
         assert {w: len(calls_of(vendor, w)) for w in PEOPLE} == EXPECTED_CALLS
@@ -311,7 +318,11 @@ def test_two_workers_ride_out_a_durable_broker_restart(
             assert connector.post_hr(hr_event("br-bob", "bob")).status_code == 202
             wait_until(lambda: len(calls_of(vendor, "alice")) >= 10, 30, what="alice's calls")
             wait_until(lambda: calls_of(vendor, "bob"), 30, what="bob's calls")
-            settled(vendor, quiet=2.0)
+            wait_until(
+                lambda: plans_done((one, two), ("alice", "bob", "gina")),
+                30,
+                what="alice's, bob's and gina's plans completed in the journals",
+            )
 
             os.kill(broker.pid or 0, signal.SIGKILL)
             down_at = time.monotonic()
@@ -347,6 +358,7 @@ def test_two_workers_ride_out_a_durable_broker_restart(
             ]
             dupes = {k: v for k, v in Counter(calls).items() if v > 1}
             assert not dupes, f"called more than once: {dupes}"
+            assert vendor.replays == []
             assert {w: len(calls_of(vendor, w)) for w in PEOPLE} == EXPECTED_CALLS
             assert len(gina_calls(vendor)) == GINA_CALLS
             pages = [

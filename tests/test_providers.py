@@ -488,6 +488,155 @@ def test_fake_wait_for_calls_and_down_for(server: FakeVendorServer, http: HttpCl
     assert len(calls) == 1
 
 
+def _okta_raw(server: FakeVendorServer, method: str, path: str, **kw: Any) -> requests.Response:
+    headers = {"Authorization": f"SSWS {OKTA_TOKEN}", "Accept": "application/json"}
+    return requests.request(method, server.url + path, headers=headers, timeout=5, **kw)
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "params", "status"),
+    [
+        ("DELETE", "/api/v1/users/00u1/sessions", None, 400),  # tokens would survive
+        ("DELETE", "/api/v1/users/00u1/sessions", {"oauthTokens": "false"}, 400),
+        ("DELETE", "/api/v1/users/00u1/sessions", {"oauthTokens": "TRUE"}, 400),
+        ("DELETE", "/api/v1/users/00u1/sessions", {"oauthTokens": "true", "x": "1"}, 400),
+        ("POST", "/api/v1/users/00u1/lifecycle/reset_factors", {"oauthTokens": "true"}, 400),
+        ("DELETE", "/api/v1/users/00u1/sessions", {"oauthTokens": "true"}, 204),
+        (
+            "DELETE",
+            "/api/v1/users/00u1/sessions",
+            {"oauthTokens": "true", "forgetDevices": "false"},
+            204,
+        ),
+    ],
+)
+def test_fake_okta_requires_oauth_tokens_true_and_known_parameters(
+    server: FakeVendorServer,
+    method: str,
+    path: str,
+    params: dict[str, str] | None,
+    status: int,
+) -> None:
+    """Session revocation without oauthTokens=true leaves OAuth tokens alive, so the fake
+    refuses it (400 E0000001), as it refuses parameters the endpoint does not take."""
+    resp = _okta_raw(server, method, path, params=params)
+    assert resp.status_code == status, resp.text
+    if status == 400:
+        assert resp.json()["errorCode"] == "E0000001"
+        assert server.calls == []
+        assert [c["status"] for c in server.rejected] == [400]
+    else:
+        assert len(server.calls) == 1
+
+
+def test_fake_okta_checks_the_ssws_header(server: FakeVendorServer) -> None:
+    """A Bearer token, a missing header or another SSWS token is 401 E0000011."""
+    url = server.url + "/api/v1/users/00u1/sessions?oauthTokens=true"
+    for headers in (
+        {"Authorization": f"Bearer {OKTA_TOKEN}"},
+        {},
+        {"Authorization": "SSWS other"},
+    ):
+        resp = requests.delete(url, headers=headers, timeout=5)
+        assert resp.status_code == 401
+        assert resp.json()["errorCode"] == "E0000011"
+    assert server.calls == []
+
+
+def _platform_raw(
+    server: FakeVendorServer, method: str, path: str, key: str | None = "k-1", **kw: Any
+) -> requests.Response:
+    headers = {"Authorization": f"Bearer {PLATFORM_TOKEN}"}
+    if key is not None:
+        headers["Idempotency-Key"] = key
+    return requests.request(method, server.url + path, headers=headers, timeout=5, **kw)
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "status"),
+    [
+        ("POST", "/platform/members/u7/sessions/revoke", None, 200),
+        ("DELETE", "/platform/profiles/ig/members/u7", None, 204),
+        ("PUT", "/platform/profiles/ig/members/u7", {"role": "read_only"}, 200),
+        ("DELETE", "/platform/accounts/ig/members/u7", None, 204),
+        ("PATCH", "/platform/accounts/ig/members/u7", {"role": "no_access", "reason": "r"}, 200),
+        # not routes of the platform
+        ("POST", "/platform/anything", None, 404),
+        ("DELETE", "/platform/members/u7", None, 404),
+        ("DELETE", "/platform/profiles/ig/members/u7/extra", None, 404),
+        ("DELETE", "/platform/profiles/ig/members/", None, 404),
+        # a route with the wrong method
+        ("POST", "/platform/profiles/ig/members/u7", None, 405),
+        ("DELETE", "/platform/members/u7/sessions/revoke", None, 405),
+        ("GET", "/platform/profiles/ig/members/u7", None, 405),
+        # bodies the platform refuses
+        ("PUT", "/platform/profiles/ig/members/u7", None, 400),
+        ("PUT", "/platform/profiles/ig/members/u7", {"role": "god"}, 400),
+        ("PUT", "/platform/profiles/ig/members/u7", {"role": "read_only", "x": 1}, 400),
+        ("PUT", "/platform/profiles/ig/members/u7", ["read_only"], 400),
+        ("PATCH", "/platform/accounts/ig/members/u7", {"reason": "r"}, 400),
+        ("DELETE", "/platform/profiles/ig/members/u7", {"role": "admin"}, 400),
+    ],
+)
+def test_fake_platform_serves_only_its_routes(
+    server: FakeVendorServer, method: str, path: str, body: Any, status: int
+) -> None:
+    """Only the configured routes, with their method and body shape, succeed."""
+    kwargs = {} if body is None else {"json": body}
+    resp = _platform_raw(server, method, path, **kwargs)
+    assert resp.status_code == status, resp.text
+    assert len(server.calls) == (1 if status < 300 else 0)
+
+
+def test_fake_platform_requires_the_idempotency_key_and_auth(server: FakeVendorServer) -> None:
+    """No Idempotency-Key is 400; a wrong token 401; neither has an effect."""
+    path = "/platform/members/u7/sessions/revoke"
+    assert _platform_raw(server, "POST", path, key=None).status_code == 400
+    assert _platform_raw(server, "POST", path, key="").status_code == 400
+    resp = requests.post(
+        server.url + path,
+        headers={"Authorization": "Bearer wrong", "Idempotency-Key": "k"},
+        timeout=5,
+    )
+    assert resp.status_code == 401
+    assert server.calls == []
+
+
+def test_fake_platform_replays_a_repeated_idempotency_key(server: FakeVendorServer) -> None:
+    """The same key again gets the first answer with no second effect (a replay); the key
+    reused for another request is 422; a failed first try stores nothing."""
+    path = "/platform/profiles/ig/members/u7"
+    first = _platform_raw(server, "PUT", path, key="k-put", json={"role": "read_only"})
+    again = _platform_raw(server, "PUT", path, key="k-put", json={"role": "read_only"})
+    assert (first.status_code, first.json()) == (again.status_code, again.json())
+    assert len(server.calls) == 1
+    assert len(server.replays) == 1
+    assert server.replays[0]["path"] == path
+    other = _platform_raw(server, "PUT", path, key="k-put", json={"role": "admin"})
+    assert other.status_code == 422
+    assert len(server.calls) == 1
+    server.fail_next(1, status=503)
+    assert _platform_raw(server, "DELETE", path, key="k-del").status_code == 503
+    assert _platform_raw(server, "DELETE", path, key="k-del").status_code == 204
+    assert len(server.calls) == 2
+    server.reset()  # forgets calls, not what the platform did
+    assert _platform_raw(server, "DELETE", path, key="k-del").status_code == 204
+    assert server.calls == []
+    assert len(server.replays) == 1
+
+
+def test_generic_redelivered_action_is_one_effect(
+    server: FakeVendorServer, http: HttpClient
+) -> None:
+    """The provider sends the action's idempotency key: the same action performed twice
+    (a redelivery) is one effect at the platform and one replay."""
+    action = _action("downgrade_grant", user_ref="u7", account_handle="brand", role="read_only")
+    provider = _generic(server, http)
+    assert provider.perform(action) == provider.perform(action)
+    assert len(server.calls) == 1
+    assert len(server.replays) == 1
+
+
 def test_okta_rate_limit_reset_header_becomes_retry_after() -> None:
     """Okta's 429 carries X-Rate-Limit-Reset (epoch seconds); it becomes retry_after."""
     response = requests.Response()
