@@ -59,3 +59,30 @@ def test_every_runbook_an_alert_names_exists() -> None:
     assert paths
     for path in paths:
         assert (REPO / path).is_file(), path
+
+
+def _readme_answers() -> dict[str, set[str]]:
+    """The status codes of each ``<!-- answers: METHOD PATH -->`` table in the README."""
+    import re
+
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    tables: dict[str, set[str]] = {}
+    for match in re.finditer(r"<!-- answers: (\w+) (\S+) -->\n((?:\s*\|.*\n)+)", readme):
+        operation = f"{match.group(1).lower()} {match.group(2)}"
+        codes = re.findall(r"^\s*\| (\d{3})\b", match.group(3), re.M)
+        tables[operation] = set(codes)
+    return tables
+
+
+def test_readme_answer_tables_match_the_openapi_responses() -> None:
+    """Every ingest endpoint has an answer table in the README, and it lists exactly the
+    status codes the OpenAPI spec gives for the operation."""
+    spec = yaml.safe_load((REPO / "docs" / "openapi.yaml").read_text(encoding="utf-8"))
+    tables = _readme_answers()
+    assert set(tables) == {"post /v1/hr/events", "post /v1/auth/events", "post /v1/leaks"}
+    for operation, codes in tables.items():
+        method, path = operation.split(" ", 1)
+        documented = set(spec["paths"][path][method]["responses"])
+        assert codes == documented, (
+            f"{operation}: README {sorted(codes)} != spec {sorted(documented)}"
+        )
