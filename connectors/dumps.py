@@ -63,6 +63,8 @@ _CHUNK = 1 << 20
 _GZIP_MAGIC = b"\x1f\x8b"
 _BOM = b"\xef\xbb\xbf"
 FORMATS: tuple[str, ...] = ("csv", "json", "ndjson", "combo")
+#: Deepest nesting of one JSON array element (orjson refuses past 1024 anyway).
+MAX_DEPTH = 256
 #: Longest breach (and source) name a LeakRecord accepts (``LeakRecord.from_dict``).
 MAX_BREACH_NAME = 200
 
@@ -1215,6 +1217,10 @@ class _ArraySplitter:
                     continue
                 if c in b"{[":
                     depth += 1
+                    if depth > MAX_DEPTH:
+                        # No record nests this deep; following it token by token would
+                        # take seconds per megabyte of "[[[[".
+                        return None, f"nested deeper than {MAX_DEPTH} levels; rest skipped"
                 elif c in b"}]":
                     if depth == 0:
                         return self._done(start, m.start(), too_long)

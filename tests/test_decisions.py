@@ -371,6 +371,26 @@ def test_duplicate_event_does_nothing(registry: Registry, state: StateStore) -> 
     assert (again.actions, again.alerts, again.state_updates) == ((), (), ())
 
 
+def test_reused_event_id_for_another_event_is_a_conflict(
+    registry: Registry, state: StateStore
+) -> None:
+    """The same event_id with another event (applied or still scheduled) is a ``conflict``
+    with no effect, which the worker dead-letters; the same event re-accepted later (another
+    accepted_at) is still a duplicate."""
+    decide(registry, state, hr("alice", "suspended", "evt-re"))
+    same = decide(registry, state, hr("alice", "suspended", "evt-re", accepted_at=5.0))
+    assert same.outcome == "duplicate"
+    other = decide(registry, state, hr("alice", "terminated", "evt-re"))
+    assert other.outcome == "conflict"
+    assert "already applied to a different event" in other.reason
+    assert (other.actions, other.alerts, other.state_updates) == ((), (), ())
+    later = NOW + timedelta(days=1)
+    decide(registry, state, hr("bob", "terminated", "evt-later", at=later))
+    clash = decide(registry, state, hr("bob", "suspended", "evt-later", at=later))
+    assert clash.outcome == "conflict"
+    assert "already scheduled for a different event" in clash.reason
+
+
 def test_idempotency_keys_deterministic_and_distinct(registry: Registry) -> None:
     """The same event always yields the same keys; another event yields different keys; keys
     within one plan are unique."""
