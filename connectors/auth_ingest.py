@@ -237,7 +237,7 @@ class LoginPublisher:
             "ts": time.time(),
         }
         try:
-            orjson.dumps(payload)
+            orjson.dumps(record)
         except TypeError:  # orjson.JSONEncodeError: decoded JSON nested deeper than orjson
             # writes (254 levels; it reads 1024). Was a 500 for the whole batch.
             record["value"] = None

@@ -40,6 +40,7 @@ import hashlib
 import io
 import operator
 import re
+import zlib
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -294,7 +295,7 @@ class DumpReader:
             stream = cast(IO[bytes], _Limited(stream, self.options.max_bytes))
         try:
             first = _peek(stream, 4096)
-        except (OSError, EOFError) as exc:
+        except (OSError, EOFError, zlib.error) as exc:
             self.summary.format = "unreadable"
             yield self._reject(0, "unreadable", f"cannot read: {type(exc).__name__}")
             return
@@ -317,8 +318,9 @@ class DumpReader:
                     raise DumpTooLarge(f"more than {most} records")
                 if item is not None:
                     yield item
-        except (OSError, EOFError, gzip.BadGzipFile) as exc:
-            # A truncated or corrupt gzip stream: what was read stays read.
+        except (OSError, EOFError, zlib.error) as exc:
+            # A truncated or corrupt gzip stream (an invalid deflate block is a zlib.error,
+            # not an OSError): what was read stays read.
             yield self._reject(0, "unreadable", f"stream ended early: {type(exc).__name__}")
 
     def position(self) -> int:
@@ -442,12 +444,15 @@ class DumpReader:
             elif column == "data_classes":
                 items = re.split(r"[;|,]", value) if isinstance(value, str) else value
                 if isinstance(items, list):
-                    meta.classes = tuple(str(v).strip() for v in items[:64] if str(v).strip())
+                    # names only: str() of a nested list recursed past the limit (a 500)
+                    names = (str(v).strip() for v in items[:64] if isinstance(v, str | int))
+                    meta.classes = tuple(n for n in names if n)
             elif column == "flags":
                 if isinstance(value, list):
-                    bad = [v for v in value if v not in LEAK_FLAGS]
+                    bad = [v for v in value if not isinstance(v, str) or v not in LEAK_FLAGS]
                     if bad:
-                        raise ValidationError(f"flags: unknown flag {str(bad[0])[:40]!r}")
+                        shown = bad[0][:40] if isinstance(bad[0], str) else type(bad[0]).__name__
+                        raise ValidationError(f"flags: unknown flag {shown!r}")
                     meta.flags = tuple(dict.fromkeys((*meta.flags, *value)))
             elif column == "password_hmac":
                 if value is not None:

@@ -35,10 +35,15 @@ async def read_body(request: web.Request, limit: int) -> bytes | None:
     if request.content_length is not None and request.content_length > limit:
         return None
     body = bytearray()
-    async for chunk in request.content.iter_chunked(1 << 16):
-        body += chunk
-        if len(body) > limit:
-            return None
+    try:
+        async for chunk in request.content.iter_chunked(1 << 16):
+            body += chunk
+            if len(body) > limit:
+                return None
+    except web.RequestPayloadError as exc:  # e.g. Content-Encoding: gzip over bytes that are not
+        # The sender's mistake, not ours: a JSON 400 (the error middleware), not a 500.
+        why = " ".join(str(exc).split())  # a reason may not hold a line break
+        raise web.HTTPBadRequest(reason=f"request body could not be read: {why}"[:200]) from None
     return bytes(body)
 
 
@@ -51,8 +56,10 @@ def bearer_ok(token: Secret | None, header: str | None) -> bool:
     if not expected:
         return False
     scheme, _, value = header.partition(" ")
+    # surrogateescape: aiohttp decodes header bytes that are not UTF-8 to surrogates, which a
+    # plain encode() refuses (a 500, and a failure never counted by the throttle).
     return scheme.lower() == "bearer" and hmac.compare_digest(
-        value.strip().encode(), expected.encode()
+        value.strip().encode("utf-8", "surrogateescape"), expected.encode()
     )
 
 

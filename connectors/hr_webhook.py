@@ -80,7 +80,8 @@ def verify_signature(
             candidates.append(value.strip().lower())
     if timestamp is None or not candidates:
         raise SignatureError("signature header needs t=<unix seconds>,v1=<hex>", "bad_signature")
-    if abs(now - timestamp) > tolerance:
+    # In integers: a timestamp of 400 digits overflows a float (a 500 before).
+    if abs(int(now) - timestamp) > tolerance:
         raise SignatureError(
             f"signature timestamp outside the {tolerance}s tolerance", "stale_signature"
         )

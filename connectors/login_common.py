@@ -144,14 +144,20 @@ def parse_timestamp(value: Any, field: str, *, assume_utc: bool = False) -> date
         if not assume_utc:
             raise ValidationError(f"{field}: timestamp needs a zone (Z or +hh:mm): {raw[:40]!r}")
         return parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00+01:00 is before year 1 in UTC (was a 500)
+        raise ValidationError(f"{field}: out of range: {raw[:40]!r}") from None
 
 
 def parse_epoch_micros(value: Any, field: str) -> datetime:
     """Unix microseconds (Google's ``login_timestamp``; an int, or a string of digits as the
     Reports API serialises int64) as an aware UTC datetime."""
     if isinstance(value, str) and value.strip().isdigit():
-        value = int(value.strip())
+        try:
+            value = int(value.strip())
+        except ValueError:  # "²" is a digit to isdigit(), not to int(); so are 5000 digits
+            raise ValidationError(f"{field}: expected unix microseconds") from None
     if not isinstance(value, int) or isinstance(value, bool):
         raise ValidationError(f"{field}: expected unix microseconds")
     try:

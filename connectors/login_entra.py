@@ -85,7 +85,10 @@ def _error_code(status: dict[str, Any]) -> int | None:
     if isinstance(code, int):
         return code
     if isinstance(code, str) and code.strip().lstrip("-").isdigit():
-        return int(code.strip())
+        try:
+            return int(code.strip())
+        except ValueError:  # "--5", "²" (a digit to isdigit()), 5000 digits: not a code
+            return None
     return None
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 import structlog
-from aiohttp import web
+from aiohttp import HttpVersion11, web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from connectors.auth_ingest import AuthIngest
@@ -43,6 +43,16 @@ async def errors_as_json(
         return _json(500, {"error": "internal error"})
 
 
+async def expect_continue(request: web.Request) -> None:
+    """``Expect: 100-continue`` as aiohttp answers it; any other expectation is ignored, as
+    RFC 9110 allows, instead of aiohttp's text/plain 417 (and its 500 for an Expect value
+    that is not UTF-8, raised outside the error middleware)."""
+    expect = request.headers.get("Expect", "")
+    if request.version == HttpVersion11 and expect.lower() == "100-continue":
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        request.writer.output_size = 0
+
+
 def build_web_app(
     *,
     hr: HrWebhook | None,
@@ -66,15 +76,15 @@ def build_web_app(
         ok = all(checks.values())
         return _json(200 if ok else 503, {"ready": ok, "checks": checks})
 
-    app.router.add_get("/metrics", metrics_view)
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics_view, expect_handler=expect_continue)
+    app.router.add_get("/healthz", healthz, expect_handler=expect_continue)
+    app.router.add_get("/readyz", readyz, expect_handler=expect_continue)
     if hr is not None:
-        app.router.add_post("/v1/hr/events", hr.handle)
+        app.router.add_post("/v1/hr/events", hr.handle, expect_handler=expect_continue)
     if auth is not None:
-        app.router.add_post("/v1/auth/events", auth.handle)
+        app.router.add_post("/v1/auth/events", auth.handle, expect_handler=expect_continue)
     if leaks is not None:
-        app.router.add_post("/v1/leaks", leaks.handle)
+        app.router.add_post("/v1/leaks", leaks.handle, expect_handler=expect_continue)
     return app
 
 
