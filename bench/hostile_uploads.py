@@ -27,13 +27,12 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-import orjson
 import requests
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tests.edge_harness import Edge, edge_server, healthz_latencies  # noqa: E402
+from tests.edge_harness import Edge, edge_server, healthz_latencies, login_batch  # noqa: E402
 
 RESULTS = REPO / "bench" / "results"
 ALICE = b"alice.nguyen@lumen-outdoor.example"
@@ -51,19 +50,6 @@ def _reset_peak() -> None:
         Path("/proc/self/clear_refs").write_text("5")
 
 
-def _login_batch() -> bytes:
-    one = orjson.dumps(
-        {
-            "time": "2026-03-02T11:00:00Z",
-            "principal": "someone@elsewhere.example",
-            "outcome": "failure",
-            "ip": "203.0.113.7",
-            "user_agent": "Mozilla/5.0 " + "x" * 200,
-        }
-    )
-    return b"[" + b",".join([one] * (9_500_000 // (len(one) + 1))) + b"]"
-
-
 def cases() -> list[tuple[str, Callable[[Edge], requests.Response]]]:
     bomb_51k = gzip.compress(b"a\n" * 27_000_000, 9)
     bomb_153k = gzip.compress(b"a\n" * 80_000_000, 9)
@@ -76,7 +62,7 @@ def cases() -> list[tuple[str, Callable[[Edge], requests.Response]]]:
     )
     nested = b"[" * 5_000_000 + b"]" * 5_000_000
     long_line = b"email,password\n" + b"y" * 9_000_000 + b"\n" + ALICE + b",pw\n"
-    login = _login_batch()
+    login = login_batch()
 
     def leaks(body: bytes, ctype: str) -> Callable[[Edge], requests.Response]:
         return lambda e: e.post_leaks(body, ctype=ctype)

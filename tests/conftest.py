@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from connectors.http import HttpClient, RetryPolicy
 from streams.broker import EmbeddedBroker, find_tansu
 from tests.fakes import FakeVendorServer
 
@@ -33,3 +34,17 @@ def vendor() -> Iterator[FakeVendorServer]:
 def module_vendor() -> Iterator[FakeVendorServer]:
     with FakeVendorServer() as server:
         yield server
+
+
+@pytest.fixture
+def server() -> Iterator[FakeVendorServer]:
+    """A local vendor server (tests/fakes.py) for one test; ``vendor`` is the same."""
+    with FakeVendorServer() as srv:
+        yield srv
+
+
+@pytest.fixture
+def http() -> Iterator[HttpClient]:
+    """The HTTP policy's client with the default retry policy."""
+    with HttpClient(RetryPolicy()) as client:
+        yield client

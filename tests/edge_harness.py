@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import orjson
 import requests
 from aiohttp import web
 
@@ -183,6 +184,21 @@ def edge_server(
         thread.join(10)
         leaks.close()
         journal.close()
+
+
+def login_batch(size: int = 9_500_000) -> bytes:
+    """A JSON array of generic login events of about ``size`` bytes (the batch limit is
+    10 MiB): the heaviest legitimate body of POST /v1/auth/events."""
+    one = orjson.dumps(
+        {
+            "time": "2026-03-02T11:00:00Z",
+            "principal": "someone@elsewhere.example",
+            "outcome": "failure",
+            "ip": "203.0.113.7",
+            "user_agent": "Mozilla/5.0 " + "x" * 200,
+        }
+    )
+    return b"[" + b",".join([one] * (size // (len(one) + 1))) + b"]"
 
 
 def healthz_latencies(url: str, stop: threading.Event, out: list[float]) -> None:

@@ -25,7 +25,6 @@ from typing import Any
 import orjson
 import yaml
 
-from connectors.http import RetryPolicy
 from streams import metrics
 from streams.config import Config, load_config
 from streams.engine import Engine
@@ -36,6 +35,7 @@ from streams.leaks import LeakIndex
 from streams.records import Action, Alert, HrEvent
 from streams.registry import Registry, parse_registry
 from streams.state import StateStore
+from streams.worker import retry_policy
 
 #: Two people, one plain account and one shared TOTP login. Terminating ana gives five
 #: actions: revoke_sessions at hootsuite and okta, remove_grant on both accounts (hootsuite),
@@ -285,18 +285,6 @@ class FaultyJournal(Journal):
         entry = super().append(kind, durable=durable, **fields)
         self.appended.append((kind, durable))
         return entry
-
-
-def retry_policy(config: Config) -> RetryPolicy:
-    """The executor's policy from ``retry.*`` (as :func:`streams.worker.retry_policy`)."""
-    return RetryPolicy(
-        max_attempts=int(config["retry.max_attempts"]),
-        base_delay=float(config["retry.base_delay"]),
-        max_delay=float(config["retry.max_delay"]),
-        connect_timeout=float(config["retry.connect_timeout"]),
-        read_timeout=float(config["retry.read_timeout"]),
-        slow_retry_interval=float(config["retry.slow_retry_interval"]),
-    )
 
 
 def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pytest
@@ -19,18 +19,6 @@ from tests.fakes import PD_ROUTING_KEY, SLACK_TOKEN, SLACK_WEBHOOK_PATH, FakeVen
 
 ROUTING_KEY = PD_ROUTING_KEY
 HOOK = SLACK_WEBHOOK_PATH
-
-
-@pytest.fixture
-def server() -> Iterator[FakeVendorServer]:
-    with FakeVendorServer() as srv:
-        yield srv
-
-
-@pytest.fixture
-def http() -> Iterator[HttpClient]:
-    with HttpClient() as client:
-        yield client
 
 
 def _alert(**overrides: Any) -> Alert:

@@ -30,6 +30,7 @@ from tests.edge_harness import (
     Edge,
     edge_server,
     healthz_latencies,
+    login_batch,
 )
 from tests.engine_harness import FakePublisher
 
@@ -190,16 +191,7 @@ class TestHostileBodies:
 
     def test_a_full_login_batch_does_not_stall_health(self, edge: Edge) -> None:
         """10 MB of login events (the batch limit) is parsed off the event loop."""
-        one = orjson.dumps(
-            {
-                "time": "2026-03-02T11:00:00Z",
-                "principal": "someone@elsewhere.example",
-                "outcome": "failure",
-                "ip": "203.0.113.7",
-                "user_agent": "Mozilla/5.0 " + "x" * 200,
-            }
-        )
-        body = b"[" + b",".join([one] * (9_500_000 // (len(one) + 1))) + b"]"
+        body = login_batch()
         assert len(body) < 10 * 1048576
         stop, latencies = threading.Event(), []
         probe = threading.Thread(target=healthz_latencies, args=(edge.url, stop, latencies))

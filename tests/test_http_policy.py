@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from typing import Any
@@ -22,18 +22,6 @@ from streams.errors import AuthError, PermanentError, RetryableError
 from tests.fakes import PLATFORM_TOKEN, SLACK_TOKEN, SLACK_WEBHOOK_PATH, FakeVendorServer
 
 SLACK = SLACK_WEBHOOK_PATH
-
-
-@pytest.fixture
-def server() -> Iterator[FakeVendorServer]:
-    with FakeVendorServer() as srv:
-        yield srv
-
-
-@pytest.fixture
-def http() -> Iterator[HttpClient]:
-    with HttpClient(RetryPolicy()) as client:
-        yield client
 
 
 def _post_slack(http: HttpClient, server: FakeVendorServer) -> requests.Response:

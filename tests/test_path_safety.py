@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,18 +37,6 @@ from streams.secrets import Secret
 from tests.fakes import GOOGLE_TOKEN, GRAPH_TOKEN, OKTA_TOKEN, PLATFORM_TOKEN, FakeVendorServer
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "registry.yaml"
-
-
-@pytest.fixture
-def server() -> Iterator[FakeVendorServer]:
-    with FakeVendorServer() as srv:
-        yield srv
-
-
-@pytest.fixture
-def http() -> Iterator[HttpClient]:
-    with HttpClient(RetryPolicy()) as client:
-        yield client
 
 
 def _action(kind: str, **params: Any) -> Action:

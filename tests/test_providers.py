@@ -12,7 +12,7 @@ import requests
 from connectors.generic import GenericRestProvider
 from connectors.google import GoogleProvider
 from connectors.graph import GraphProvider
-from connectors.http import HttpClient, RetryPolicy
+from connectors.http import HttpClient
 from connectors.okta import OktaProvider, classify_okta_error
 from connectors.registry import PROVIDER_TYPES, SINK_TYPES, build_provider, build_sink
 from streams.errors import AuthError, ConfigError, PermanentError, RetryableError
@@ -31,12 +31,6 @@ from tests.fakes import (
 def server() -> Iterator[FakeVendorServer]:
     with FakeVendorServer(known_users={"00u1", "u-1", "a@example.com", "user/../x"}) as srv:
         yield srv
-
-
-@pytest.fixture
-def http() -> Iterator[HttpClient]:
-    with HttpClient(RetryPolicy()) as client:
-        yield client
 
 
 def _action(kind: str, provider: str = "p", **params: Any) -> Action:
