@@ -127,7 +127,8 @@ class AuthIngest:
             )
         denied = self.guard.bearer(request, SOURCE, self.token)
         if denied is not None:
-            metrics.EVENTS_REJECTED.labels(f"{SOURCE}:-", "bad_signature").inc()
+            reason = "throttled" if denied.status == 429 else "bad_signature"
+            metrics.EVENTS_REJECTED.labels(f"{SOURCE}:-", reason).inc()
             return denied
         vendor = request.query.get("vendor", "generic")
         if vendor not in NORMALISERS:

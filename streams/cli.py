@@ -665,8 +665,8 @@ def leaks_import(
         names = dump_names(Path(file), DumpOptions(breach=breach and check_breach_name(breach)))
     except ValidationError as exc:
         raise click.BadParameter(exc.reason, param_hint="--breach") from None
+    configure_logging(config["log.level"], config["log.format"])  # stderr: stdout is the summary
     _check_secrets(config, leaks=True)
-    configure_logging(config["log.level"], config["log.format"])
     bootstrap = bootstrap_from_url(url)
     _check_broker_accepts(
         bootstrap,

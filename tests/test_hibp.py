@@ -18,9 +18,8 @@ from streams.errors import AuthError, ConfigError, RetryableError, ValidationErr
 from streams.records import LeakRecord
 from streams.registry import Registry, parse_registry
 from streams.secrets import Secret
+from tests import samples
 from tests.fake_hibp import API_KEY, FakeHibp, breach_object
-
-SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "vendor-samples"
 
 REGISTRY = """
 accounts:
@@ -264,11 +263,10 @@ def test_a_breach_missing_from_the_catalogue_is_rejected_not_guessed(
 
 
 def sample_lines() -> list[tuple[int, Any]]:
-    path = SAMPLES / "hibp.ndjson"
+    """The HIBP sample lines (the test is skipped, with the reason, without ../shared)."""
+    text = samples.sample_text("hibp.ndjson")
     return [
-        (n, orjson.loads(line))
-        for n, line in enumerate(path.read_bytes().splitlines(), start=1)
-        if line.strip()
+        (n, orjson.loads(line)) for n, line in enumerate(text.splitlines(), start=1) if line.strip()
     ]
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import UTC, datetime
-from pathlib import Path
 
 import orjson
 import pytest
@@ -13,8 +12,7 @@ from connectors.login_sources import normalise
 from streams.records import Geo, LoginEvent
 from streams.registry import Account, Identity, Registry
 from streams.resolve import resolve, resolve_identity
-
-SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "vendor-samples"
+from tests import samples
 
 
 @pytest.fixture
@@ -75,7 +73,7 @@ def test_resolves_by_email_ignoring_case_and_blanks(registry: Registry) -> None:
 def test_resolves_okta_events_by_okta_user_id(registry: Registry) -> None:
     """Okta's actor.id matches the identity's ``okta`` alias even though the login name
     (alternateId) is in no e-mail list — the brute-force lines resolve to jack."""
-    raw = (SAMPLES / "okta.ndjson").read_text(encoding="utf-8").splitlines()[5]  # line 6
+    raw = samples.sample_text("okta.ndjson").splitlines()[5]  # line 6
     (okta,) = normalise("okta", orjson.loads(raw))
     assert okta.principal == "jack.naglieri@runpanther.io"
     assert resolve(okta, registry).identity == "jack"
