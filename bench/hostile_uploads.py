@@ -5,7 +5,8 @@ producer stood in), one upload at a time while a second thread probes ``/healthz
 10 ms. For each body: the answer, how long it took, the peak RSS growth of the process
 during it (``/proc/self/clear_refs`` resets VmHWM before each), and the slowest /healthz
 answer meanwhile. The issue measured the code before: a 51 KB gzip bomb took 14 s and 444 MB,
-153 KB took 87 s and 1.19 GB with /healthz blocked for 20 s.
+153 KB took 87 s and 1.19 GB with /healthz blocked for 20 s. Then ``--guesses`` wrong bearer
+tokens from one client (20,000 were all answered 401 at ~6,000/s before the throttle).
 
     .venv/bin/python bench/hostile_uploads.py            # every case, about 20 s
     .venv/bin/python bench/hostile_uploads.py --repeat 3 # each case three times
@@ -23,6 +24,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -84,9 +86,33 @@ def cases() -> list[tuple[str, Callable[[Edge], requests.Response]]]:
     ]
 
 
+def guessing(count: int) -> dict[str, object]:
+    """``count`` wrong bearer tokens from one client, one after the other, with the default
+    throttle (20 failures a minute): how they were answered, and at what rate."""
+    with tempfile.TemporaryDirectory() as tmp, edge_server(Path(tmp)) as edge:
+        codes: Counter[int] = Counter()
+        started = time.perf_counter()
+        for i in range(count):
+            codes[edge.post_auth(b"[]", token=f"guess-{i}").status_code] += 1
+        took = time.perf_counter() - started
+        right = edge.post_auth(b"[]").status_code
+    result = {
+        "guesses": count,
+        "answers": {str(k): v for k, v in sorted(codes.items())},
+        "per_second": round(count / took),
+        "right_token_while_blocked": right,
+    }
+    print(
+        f"{count} wrong bearer tokens from one client: {dict(sorted(codes.items()))} at "
+        f"{result['per_second']:,}/s; then the right token: {right}"
+    )
+    return result
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--guesses", type=int, default=20_000, help="wrong tokens to send")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     rows = []
@@ -122,10 +148,11 @@ def main() -> int:
                     f"healthz max {row['healthz_max_ms']:>6.1f} ms ({len(latencies)} probes)",
                     flush=True,
                 )
+    guesses = guessing(args.guesses)
     RESULTS.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     out = args.out or RESULTS / f"hostile_uploads-{stamp}.json"
-    out.write_text(json.dumps({"rows": rows}, indent=2))
+    out.write_text(json.dumps({"rows": rows, "guessing": guesses}, indent=2))
     print(f"results: {out}")
     return 0
 
