@@ -11,7 +11,6 @@ whose prepared path has not the shape of its template.
 from __future__ import annotations
 
 import asyncio
-import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +34,7 @@ from streams.registry import (
 )
 from streams.secrets import Secret
 from tests.fakes import GOOGLE_TOKEN, GRAPH_TOKEN, OKTA_TOKEN, PLATFORM_TOKEN, FakeVendorServer
+from tests.test_registry import _line_of, _write
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "registry.yaml"
 
@@ -164,19 +164,6 @@ identities:
     emails: [carol@brand.example]
     aliases: {okta: 00u-carol, entra: 6f1c2d3e-1111-4a5b-9c8d-ca7010000003}
 """
-
-
-def _write(tmp_path: Path, text: str) -> Path:
-    path = tmp_path / "registry.yaml"
-    path.write_text(textwrap.dedent(text).lstrip("\n"), encoding="utf-8")
-    return path
-
-
-def _line_of(path: Path, needle: str) -> int:
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
-        if needle in line:
-            return number
-    raise AssertionError(f"{needle!r} not in {path}")
 
 
 def test_registry_check_reports_bad_alias_with_file_and_line(tmp_path: Path) -> None:
