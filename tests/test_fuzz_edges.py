@@ -756,6 +756,17 @@ def chunk_encode(body: bytes, r: random.Random) -> bytes:
     return b"".join(out)
 
 
+def finish(case: Case, kind: str, body: bytes, g: Gen) -> Case:
+    """The last touch every POST strategy shares: a ``broker_down`` case takes the broker
+    down while it is sent; a ``chunked`` one sends ``body`` chunk-encoded."""
+    case.broker_down = kind == "broker_down"
+    if kind == "chunked":
+        case.headers.append(("Transfer-Encoding", b"chunked"))
+        case.body = chunk_encode(body, g.r)
+        case.chunked = True
+    return case
+
+
 def gzip_variants(g: Gen, body: bytes) -> tuple[str, bytes]:
     """The body gzipped: whole, truncated, corrupted, or gzip magic and garbage."""
     packed = gzip.compress(body, compresslevel=1, mtime=0)
@@ -948,12 +959,7 @@ def hr_case(kind: str, g: Gen) -> Case:
     else:
         headers.append(("Content-Type", b"application/json"))
     case = Case(f"{kind}:{variant}" if variant else kind, "POST", target, headers, wire)
-    case.broker_down = kind == "broker_down"
-    if kind == "chunked":
-        case.headers.append(("Transfer-Encoding", b"chunked"))
-        case.body = chunk_encode(body, g.r)
-        case.chunked = True
-    return case
+    return finish(case, kind, body, g)
 
 
 def header_variant(g: Gen, body: bytes) -> tuple[str, list[tuple[str, bytes]], bytes]:
@@ -1245,12 +1251,7 @@ def auth_case(kind: str, g: Gen) -> Case:
     elif kind != "auth":
         headers.append(("Content-Type", ctype))
     case = Case(f"{kind}:{vendor}.{variant}", "POST", target[:MAX_TARGET], headers, body)
-    case.broker_down = kind == "broker_down"
-    if kind == "chunked":
-        case.headers.append(("Transfer-Encoding", b"chunked"))
-        case.body = chunk_encode(body, g.r)
-        case.chunked = True
-    return case
+    return finish(case, kind, body, g)
 
 
 # ------------------------------------------------------------------------------ leak cases
@@ -1411,12 +1412,7 @@ def leak_case(kind: str, g: Gen) -> Case:
     else:
         headers.append(("Content-Type", ctype))
     case = Case(f"{kind}:{variant}", "POST", target[:MAX_TARGET], headers, body)
-    case.broker_down = kind == "broker_down"
-    if kind == "chunked":
-        case.headers.append(("Transfer-Encoding", b"chunked"))
-        case.body = chunk_encode(body, g.r)
-        case.chunked = True
-    return case
+    return finish(case, kind, body, g)
 
 
 # ------------------------------------------------------------------------------ GET cases
