@@ -51,13 +51,13 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from connectors.dumps import DumpOptions, DumpReader  # noqa: E402
-from streams.leaks import LeakIndex, LeakSettings, decide_leak  # noqa: E402
-from streams.records import LeakRecord  # noqa: E402
-from streams.registry import Registry  # noqa: E402
-from streams.secrets import Secret  # noqa: E402
-from streams.state import StateStore  # noqa: E402
-from streams.topics import Topics  # noqa: E402
+from connectors.ingest.dumps import DumpOptions, DumpReader  # noqa: E402
+from streams.bus.topics import Topics  # noqa: E402
+from streams.decide.leaks import LeakIndex, LeakSettings, decide_leak  # noqa: E402
+from streams.model.records import LeakRecord  # noqa: E402
+from streams.model.registry import Registry  # noqa: E402
+from streams.model.state import StateStore  # noqa: E402
+from streams.support.secrets import Secret  # noqa: E402
 
 RESULTS = REPO / "bench" / "results"
 PROVIDERS = {"okta": "okta", "hootsuite": "generic", "vault": "secret_store"}
@@ -254,8 +254,8 @@ def _decide_consumer(bootstrap: str, registry_topic: str, topic: str, conn: Any)
     the last decision)`` (wall clock: compared with the importer's own start time)."""
     from kafka import KafkaConsumer, TopicPartition
 
-    from streams.bootstrap import read_registry_topic
-    from streams.leaks import decode_batch
+    from streams.bus.bootstrap import read_registry_topic
+    from streams.bus.leakbatch import decode_batch
 
     registry = read_registry_topic(bootstrap, registry_topic)
     index = LeakIndex.build(registry)
@@ -337,9 +337,9 @@ def end_to_end(path: Path, registry: Registry, jobs: tuple[int, ...] = (1,)) -> 
 
     from kafka import KafkaProducer
 
-    from streams.broker import EmbeddedBroker, find_tansu
+    from streams.bus.broker import EmbeddedBroker, find_tansu
+    from streams.bus.topics import create_topics
     from streams.config import load_config
-    from streams.topics import create_topics
 
     with tempfile.TemporaryDirectory(prefix="leakbench-e2e-") as tmp:
         env = {k: v for k, v in os.environ.items() if not k.startswith("ACCESSGUARD_")}

@@ -1,18 +1,18 @@
 """Benchmark: login-event throughput on the embedded broker, three ways over the same topic.
 
-One embedded Tansu broker; the topics created by accessguard (streams.topics); a generated
+One embedded Tansu broker; the topics created by accessguard (streams.bus.topics); a generated
 registry (a few thousand identities with Okta and Entra aliases, grants on 50 brand accounts),
 imported with ``accessguard registry import``; N canonical login events (a realistic mix:
 mostly successes, some failures and MFA challenges, geo for most, a few unknown principals,
 targets on brand accounts, plus a handful of attacks the shipped rules must catch) published
-into ``accessguard.auth.events`` exactly as the edge does it (connectors/auth_ingest.py
+into ``accessguard.auth.events`` exactly as the edge does it (connectors/ingest/auth_ingest.py
 ``LoginPublisher.publish``: one JSON array of at most 500 events per message, per partition,
 keyed by ``partition_for(event.partition_key)``). Then, each on its own consumer group:
 
 (a) a raw aiokafka consumer (group-less, all partitions assigned, ``getmany``) that decodes
     every message (orjson) and counts its events;
-(b) a bare Faust agent built by streams.app.create_app (the same tuned transport and settings as
-    the worker, raw value serializer) that only decodes and counts;
+(b) a bare Faust agent built by streams.runtime.app.create_app (the same tuned transport
+    and settings as the worker, raw value serializer) that only decodes and counts;
 (c) the full pipeline: ``accessguard worker`` as a subprocess against the same broker, with
     every provider and sink on a local FakeVendorServer (tests/fakes.py). Measured from
     /metrics ``accessguard_login_events_evaluated_total``: from the first poll that sees it
@@ -65,8 +65,8 @@ import orjson  # noqa: E402
 import requests  # noqa: E402
 import yaml  # noqa: E402
 
-from streams.records import LoginEvent, format_time  # noqa: E402
-from streams.registry import load_registry  # noqa: E402
+from streams.model.records import LoginEvent, format_time  # noqa: E402
+from streams.model.registry import load_registry  # noqa: E402
 
 RESULTS = REPO / "bench" / "results"
 METRIC = "accessguard_login_events_evaluated_total"
@@ -417,8 +417,8 @@ async def publish(
     bootstrap: str, topic: str, partitions: int, events: list[LoginEvent]
 ) -> dict[str, Any]:
     """Publish through the edge's own code (LoginPublisher.publish): same batching, same keys."""
-    from connectors.auth_ingest import BATCH_EVENTS, AuthIngest
-    from streams.views import Publisher
+    from connectors.ingest.auth_ingest import BATCH_EVENTS, AuthIngest
+    from streams.bus.views import Publisher
 
     publisher = Publisher(bootstrap, client_id="bench-producer")
     await publisher.start()
@@ -613,9 +613,9 @@ def bare_agent_main(config_path: str, group: str, n: int, out: str) -> int:
     """Child process: a Faust agent on the auth topic that only decodes and counts."""
     import faust
 
-    from streams.app import create_app
-    from streams.broker import bootstrap_from_url
+    from streams.bus.broker import bootstrap_from_url
     from streams.config import load_config
+    from streams.runtime.app import create_app
 
     data_dir = Path(out).parent / "bare-data"
     data_dir.mkdir(parents=True, exist_ok=True)  # Faust exits quietly (code 1) without it
@@ -856,11 +856,11 @@ def inproc_profile(world: World, events: list[dict[str, Any]], out_dir: Path) ->
     per message, minus alert I/O): decode, validate, resolve, every shipped rule with state,
     the metric. CPU time (process_time), best of 3 runs on fresh rule state; then the time per
     stage (timer overhead included) and one run under cProfile (top functions by own time)."""
-    from streams import metrics
-    from streams.login import LoginPipeline
-    from streams.resolve import resolve
-    from streams.rules import load_rules
-    from streams.state import StateStore
+    from streams.decide.login import LoginPipeline
+    from streams.decide.resolve import resolve
+    from streams.detect.rules import load_rules
+    from streams.model.state import StateStore
+    from streams.support import metrics
 
     tmp = Path(tempfile.mkdtemp(prefix="accessguard-bench-inproc-"))
     write_registry(tmp / "registry.yaml", world)
@@ -993,9 +993,9 @@ def main() -> int:
     if args.quick:
         args.events = 20_000
 
-    from streams.broker import EmbeddedBroker, find_tansu
+    from streams.bus.broker import EmbeddedBroker, find_tansu
+    from streams.bus.topics import Topics, create_topics
     from streams.config import load_config
-    from streams.topics import Topics, create_topics
     from tests.fakes import FakeVendorServer
     from tests.stack import free_port, write_config
 

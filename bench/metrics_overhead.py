@@ -41,12 +41,12 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from streams import metrics  # noqa: E402
-from streams.login import LoginPipeline  # noqa: E402
-from streams.records import Geo, LoginEvent  # noqa: E402
-from streams.registry import Registry, load_registry  # noqa: E402
-from streams.rules import RuleSet, load_rules  # noqa: E402
-from streams.state import StateStore  # noqa: E402
+from streams.decide.login import LoginPipeline  # noqa: E402
+from streams.detect.rules import RuleSet, load_rules  # noqa: E402
+from streams.model.records import Geo, LoginEvent  # noqa: E402
+from streams.model.registry import Registry, load_registry  # noqa: E402
+from streams.model.state import StateStore  # noqa: E402
+from streams.support import metrics  # noqa: E402
 
 PROVIDERS = {
     "okta": "okta",

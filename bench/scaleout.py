@@ -65,7 +65,7 @@ from login_throughput import (  # noqa: E402
     write_registry,
 )
 
-from streams.records import LoginEvent  # noqa: E402
+from streams.model.records import LoginEvent  # noqa: E402
 
 TIMING = {
     "worker.session_timeout": 2.0,
@@ -256,9 +256,9 @@ def main() -> int:
     if args.quick:
         args.events = 100_000
 
-    from streams.broker import EmbeddedBroker, find_tansu
+    from streams.bus.broker import EmbeddedBroker, find_tansu
+    from streams.bus.topics import Topics, create_topics
     from streams.config import load_config
-    from streams.topics import Topics, create_topics
     from tests.fakes import FakeVendorServer
     from tests.stack import free_port, write_config
 

@@ -19,8 +19,8 @@ from typing import Any
 
 import yaml
 
-from streams.errors import ConfigError
-from streams.secrets import Secret
+from streams.support.errors import ConfigError
+from streams.support.secrets import Secret
 
 #: Keys whose values are secrets wherever they appear (providers, sinks, hr).
 SECRET_KEYS = frozenset(

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from connectors.http import HttpClient, RetryPolicy
-from streams.broker import EmbeddedBroker, find_tansu
+from connectors.base.http import HttpClient, RetryPolicy
+from streams.bus.broker import EmbeddedBroker, find_tansu
 from tests.fakes import FakeVendorServer
 
 

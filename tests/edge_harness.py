@@ -1,6 +1,6 @@
 """The real HTTP edges in-process, for fast tests of what they answer.
 
-What is real: the aiohttp application (:func:`streams.web.build_web_app`) with the real
+What is real: the aiohttp application (:func:`streams.runtime.web.build_web_app`) with the real
 handlers (:class:`HrWebhook`, :class:`AuthIngest`, :class:`LeakIngest`), one shared
 :class:`AuthGuard`, the journal (a file in the test's directory), the registry's leak index,
 served over loopback TCP by aiohttp. What stands in: the broker producer
@@ -26,16 +26,16 @@ import orjson
 import requests
 from aiohttp import web
 
-from connectors.auth_ingest import AuthIngest
-from connectors.dumps import DumpOptions
-from connectors.edge import AuthGuard
-from connectors.hr_webhook import SIGNATURE_HEADER, HrWebhook, sign
-from connectors.leak_ingest import LeakIngest, LeakPublisher
-from streams.journal import Journal
-from streams.leaks import LeakIndex
-from streams.registry import load_registry
-from streams.secrets import Secret
-from streams.web import build_web_app
+from connectors.ingest.auth_ingest import AuthIngest
+from connectors.ingest.dumps import DumpOptions
+from connectors.ingest.edge import AuthGuard
+from connectors.ingest.hr_webhook import SIGNATURE_HEADER, HrWebhook, sign
+from connectors.ingest.leak_ingest import LeakIngest, LeakPublisher
+from streams.bus.journal import Journal
+from streams.decide.leaks import LeakIndex
+from streams.model.registry import load_registry
+from streams.runtime.web import build_web_app
+from streams.support.secrets import Secret
 from tests.engine_harness import FakePublisher
 
 REPO = Path(__file__).resolve().parent.parent

@@ -1,4 +1,4 @@
-"""In-memory stand-ins around a real :class:`streams.engine.Engine`, for fast unit tests.
+"""In-memory stand-ins around a real :class:`streams.runtime.engine.Engine`, for fast unit tests.
 
 What is real: the configuration (``load_config`` on a YAML file), the registry
 (``parse_registry``), the lifecycle :class:`StateStore`, the :class:`Journal` (a file in the
@@ -25,17 +25,17 @@ from typing import Any
 import orjson
 import yaml
 
-from streams import metrics
+from streams.bus.journal import Journal, read_journal
 from streams.config import Config, load_config
-from streams.engine import Engine
-from streams.errors import BrokerError, JournalError
-from streams.executor import Executor
-from streams.journal import Journal, read_journal
-from streams.leaks import LeakIndex
-from streams.records import Action, Alert, HrEvent
-from streams.registry import Registry, parse_registry
-from streams.state import StateStore
-from streams.worker import retry_policy
+from streams.decide.leaks import LeakIndex
+from streams.model.records import Action, Alert, HrEvent
+from streams.model.registry import Registry, parse_registry
+from streams.model.state import StateStore
+from streams.runtime.engine import Engine
+from streams.runtime.executor import Executor
+from streams.runtime.worker import retry_policy
+from streams.support import metrics
+from streams.support.errors import BrokerError, JournalError
 
 #: Two people, one plain account and one shared TOTP login. Terminating ana gives five
 #: actions: revoke_sessions at hootsuite and okta, remove_grant on both accounts (hootsuite),
@@ -196,7 +196,7 @@ class FakeSink:
 
 
 class FakePublisher:
-    """:class:`streams.views.Publisher` without a broker: every acknowledged write lands in
+    """:class:`streams.bus.views.Publisher` without a broker: every acknowledged write lands in
     :attr:`records` as ``(topic, key, decoded value)``; ``down`` (or ``fail_next(n)``) makes
     sends raise :class:`BrokerError` like a broker that does not acknowledge."""
 
@@ -245,7 +245,7 @@ class FakePublisher:
 
 
 class FakeViews:
-    """What the engine reads of :class:`streams.views.Views`: the registry, the lifecycle
+    """What the engine reads of :class:`streams.bus.views.Views`: the registry, the lifecycle
     state, the ledger and the leak index, held in memory (nothing tails a topic)."""
 
     def __init__(self, registry: Registry) -> None:

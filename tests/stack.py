@@ -18,7 +18,7 @@ import orjson
 import requests
 import yaml
 
-from connectors.hr_webhook import SIGNATURE_HEADER, sign
+from connectors.ingest.hr_webhook import SIGNATURE_HEADER, sign
 from streams.config import SECRET_KEYS
 from tests.fakes import (
     GOOGLE_TOKEN,

@@ -9,12 +9,12 @@ import pytest
 import requests
 import structlog
 
-from connectors.http import HttpClient
-from connectors.pagerduty import PagerDutySink, pd_dedup_key
-from connectors.slack import SlackSink
-from streams.errors import AuthError, ConfigError, PermanentError, RetryableError
-from streams.records import Alert
-from streams.secrets import Secret
+from connectors.base.http import HttpClient
+from connectors.sinks.pagerduty import PagerDutySink, pd_dedup_key
+from connectors.sinks.slack import SlackSink
+from streams.model.records import Alert
+from streams.support.errors import AuthError, ConfigError, PermanentError, RetryableError
+from streams.support.secrets import Secret
 from tests.fakes import PD_ROUTING_KEY, SLACK_TOKEN, SLACK_WEBHOOK_PATH, FakeVendorServer
 
 ROUTING_KEY = PD_ROUTING_KEY

@@ -14,12 +14,12 @@ import pytest
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from kafka import KafkaConsumer, TopicPartition
 
-from streams.app import create_app
-from streams.broker import EmbeddedBroker
+from streams.bus.broker import EmbeddedBroker
+from streams.bus.topics import Topics, create_topics
 from streams.config import Config, load_config
-from streams.errors import BrokerError
-from streams.topics import Topics, create_topics
-from streams.worker import WorkerServices, build_worker
+from streams.runtime.app import create_app
+from streams.runtime.worker import WorkerServices, build_worker
+from streams.support.errors import BrokerError
 
 AGENT = "accessguard.hr-events"
 

@@ -9,8 +9,8 @@ import pytest
 import yaml
 
 from streams.config import KEYS, Config, load_config
-from streams.errors import ConfigError
-from streams.secrets import Secret
+from streams.support.errors import ConfigError
+from streams.support.secrets import Secret
 
 
 def _yaml(tmp_path: Path, data: Any) -> Path:

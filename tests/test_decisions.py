@@ -10,16 +10,16 @@ from typing import Any
 import orjson
 import pytest
 
-from streams.decisions import (
+from streams.decide.hr import (
     DEFAULT_SECRET_STORE,
     HrDecision,
     decide_agency_expiry,
     decide_hr,
     due_scheduled,
 )
-from streams.records import HrEvent, subject_hash
-from streams.registry import Registry, load_registry
-from streams.state import AccountState, IdentityState, StateStore
+from streams.model.records import HrEvent, subject_hash
+from streams.model.registry import Registry, load_registry
+from streams.model.state import AccountState, IdentityState, StateStore
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "registry.yaml"
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)

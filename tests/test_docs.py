@@ -7,7 +7,7 @@ from pathlib import Path
 import yaml
 
 from streams.config import reference_markdown
-from streams.records import HR_TYPES, ROLES
+from streams.model.records import HR_TYPES, ROLES
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -54,7 +54,7 @@ def test_every_runbook_an_alert_names_exists() -> None:
     """Runbook paths used in code point at files in docs/runbooks/."""
     import re
 
-    sources = "".join(p.read_text() for p in (REPO / "streams").glob("*.py"))
+    sources = "".join(p.read_text() for p in (REPO / "streams").rglob("*.py"))
     paths = set(re.findall(r'"(docs/runbooks/[a-z0-9-]+\.md)"', sources))
     assert paths
     for path in paths:

@@ -13,9 +13,16 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from connectors.dumps import DumpOptions, DumpReader, Item, Rejection, parse_body, sniff_format
-from streams.records import LeakRecord
-from streams.secrets import Secret
+from connectors.ingest.dumps import (
+    DumpOptions,
+    DumpReader,
+    Item,
+    Rejection,
+    parse_body,
+    sniff_format,
+)
+from streams.model.records import LeakRecord
+from streams.support.secrets import Secret
 
 KEY = "leak-hmac-test-key"
 SECRET_PW = "Hunter2-Plaintext!"

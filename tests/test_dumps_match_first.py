@@ -14,10 +14,10 @@ from collections.abc import Callable
 
 import pytest
 
-from connectors import dumps
-from connectors.dumps import DumpOptions, DumpReader, Item, Rejection
-from streams.records import LeakRecord
-from streams.secrets import Secret
+from connectors.ingest import dumps
+from connectors.ingest.dumps import DumpOptions, DumpReader, Item, Rejection
+from streams.model.records import LeakRecord
+from streams.support.secrets import Secret
 
 CAP = 200
 

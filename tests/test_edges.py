@@ -16,12 +16,12 @@ from pathlib import Path
 import orjson
 import pytest
 
-from connectors.edge import AuthGuard
-from connectors.hr_webhook import SeenEvents
-from streams.errors import BrokerError
-from streams.journal import replay_records
-from streams.metrics import REGISTRY
-from streams.records import HrEvent
+from connectors.ingest.edge import AuthGuard
+from connectors.ingest.hr_webhook import SeenEvents
+from streams.bus.journal import replay_records
+from streams.model.records import HrEvent
+from streams.support.errors import BrokerError
+from streams.support.metrics import REGISTRY
 from tests.edge_harness import (
     AUTH_TOKEN,
     LEAK_TOKEN,
@@ -163,7 +163,7 @@ class TestLeakTokens:
 
     def test_one_token_for_both_only_when_configured(self) -> None:
         from streams.config import load_config
-        from streams.worker import leak_token
+        from streams.runtime.worker import leak_token
 
         env = {"ACCESSGUARD_AUTH_INGEST_TOKEN": "one"}
         assert leak_token(load_config(env=env)) is None

@@ -1,6 +1,6 @@
 """The engine's plan, ledger, alert-dedup, timer and write-wait paths, fast and in memory.
 
-A real :class:`streams.engine.Engine` (real config, registry, state store, journal file,
+A real :class:`streams.runtime.engine.Engine` (real config, registry, state store, journal file,
 executor) over in-memory stand-ins for the broker producer, the views, the providers and
 the sinks (tests/engine_harness.py). The end-to-end tests check the same paths on the real
 broker; these fail in a second when the ledger skip or the page dedup is broken.
@@ -22,12 +22,12 @@ from typing import Any, TypeVar
 
 import pytest
 
-from streams import engine as engine_module
-from streams.decisions import decide_hr
-from streams.engine import partition_for
-from streams.errors import PermanentError, RetryableError
-from streams.records import Action, Alert, HrEvent, LoginEvent, idempotency_key
-from streams.rules import Detection
+from streams.bus.topics import partition_for
+from streams.decide.hr import decide_hr
+from streams.detect.rules import Detection
+from streams.model.records import Action, Alert, HrEvent, LoginEvent, idempotency_key
+from streams.runtime import engine as engine_module
+from streams.support.errors import PermanentError, RetryableError
 from tests.engine_harness import CLOCK, EngineHarness, build_engine, counter, hr_event
 
 T = TypeVar("T")

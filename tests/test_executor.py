@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 
-from connectors.http import HttpClient, RetryPolicy
-from connectors.registry import build_provider
-from streams.errors import ProviderError
-from streams.executor import Executor, Outcome, Provider
-from streams.records import Action
+from connectors.base.catalogue import build_provider
+from connectors.base.http import HttpClient, RetryPolicy
+from streams.model.records import Action
+from streams.runtime.executor import Executor, Outcome, Provider
+from streams.support.errors import ProviderError
 from tests.fakes import GOOGLE_TOKEN, OKTA_TOKEN, FakeVendorServer
 
 FAST = RetryPolicy(

@@ -64,8 +64,8 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
 
-from connectors.edge import AuthGuard
-from connectors.hr_webhook import SIGNATURE_HEADER, sign
+from connectors.ingest.edge import AuthGuard
+from connectors.ingest.hr_webhook import SIGNATURE_HEADER, sign
 from tests.edge_harness import (
     AUTH_TOKEN,
     HR_SECRET,
@@ -1400,9 +1400,11 @@ def leak_case(kind: str, g: Gen) -> Case:
     elif kind == "query":
         params = []
         for name in g.r.sample(["breach", "source", "format", "breach", "x"], g.r.randint(1, 3)):
-            value = g.pick(["csv", "json", "ndjson", "combo", "CSV", "xml", ""]) if (
-                name == "format" and g.chance(0.5)
-            ) else g.query_value()
+            value = (
+                g.pick(["csv", "json", "ndjson", "combo", "CSV", "xml", ""])
+                if (name == "format" and g.chance(0.5))
+                else g.query_value()
+            )
             params.append(f"{name}={value}")
         target += "?" + "&".join(params)
         variant = "+".join(p.split("=", 1)[0] for p in params)
@@ -1576,7 +1578,7 @@ class ServerErrors(logging.Handler):
     """What the server logged while fuzzed: every line is dropped (nothing printed, memory
     flat over 100k cases), but the last exception logged is kept as its type and innermost
     frame (:attr:`last`) and message (:attr:`detail`). As a structlog processor it sees the
-    ``http.unhandled`` of ``streams.web.errors_as_json`` (in the server's thread, inside the
+    ``http.unhandled`` of ``streams.runtime.web.errors_as_json`` (in the server's thread, inside the
     ``except``); as a logging handler on ``aiohttp.server``, the errors aiohttp answers with
     a 500 itself, outside the application's middleware."""
 

@@ -11,13 +11,13 @@ from typing import Any
 import orjson
 import pytest
 
-from connectors.hibp import BreachCatalogue, HibpFeed, normalise_breach, pair_key
-from connectors.http import HttpClient, RetryPolicy
-from connectors.pollers import CheckpointStore
-from streams.errors import AuthError, ConfigError, RetryableError, ValidationError
-from streams.records import LeakRecord
-from streams.registry import Registry, parse_registry
-from streams.secrets import Secret
+from connectors.base.http import HttpClient, RetryPolicy
+from connectors.base.pollers import CheckpointStore
+from connectors.hibp.poller import BreachCatalogue, HibpFeed, normalise_breach, pair_key
+from streams.model.records import LeakRecord
+from streams.model.registry import Registry, parse_registry
+from streams.support.errors import AuthError, ConfigError, RetryableError, ValidationError
+from streams.support.secrets import Secret
 from tests import samples
 from tests.fake_hibp import API_KEY, FakeHibp, breach_object
 

@@ -11,14 +11,14 @@ import pytest
 import requests
 import structlog
 
-from connectors.http import (
+from connectors.base.http import (
     HttpClient,
     RetryPolicy,
     backoff_delay,
     call_with_retries,
     parse_retry_after,
 )
-from streams.errors import AuthError, PermanentError, RetryableError
+from streams.support.errors import AuthError, PermanentError, RetryableError
 from tests.fakes import PLATFORM_TOKEN, SLACK_TOKEN, SLACK_WEBHOOK_PATH, FakeVendorServer
 
 SLACK = SLACK_WEBHOOK_PATH

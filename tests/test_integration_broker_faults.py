@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from streams.broker import EmbeddedBroker
+from streams.bus.broker import EmbeddedBroker
 from tests.fakes import FakeVendorServer
 from tests.s3 import LocalS3
 from tests.stack import Stack, free_port, metric_value, plans_done, wait_until, write_config
@@ -266,9 +266,9 @@ def test_a_worker_write_waits_for_the_broker_instead_of_failing(
     for a duplicate. Real producer, real (durable) broker, SIGKILLed and restarted."""
     import asyncio
 
-    from streams.broker import TopicSpec, ensure_topics
-    from streams.engine import publish_waiting
-    from streams.views import Publisher
+    from streams.bus.broker import TopicSpec, ensure_topics
+    from streams.bus.views import Publisher
+    from streams.runtime.engine import publish_waiting
     from tests.test_integration_external import topic_records
 
     with LocalS3(tmp_path / "s3.log") as s3:

@@ -34,7 +34,7 @@ import orjson
 import pytest
 import requests
 
-from streams.records import HrEvent
+from streams.model.records import HrEvent
 from tests.fakes import FakeVendorServer
 from tests.stack import REPO, Stack, wait_until, write_config
 from tests.test_integration_offboarding import alice_calls, hr_event

@@ -19,12 +19,12 @@ import pytest
 import requests
 import yaml
 
-from streams.bootstrap import _snapshot_key, read_leak_index, read_registry_topic
-from streams.broker import EmbeddedBroker, TopicSpec, ensure_topics
-from streams.decisions import AGENCY_TIMER_SOURCE
-from streams.errors import RegistryError
-from streams.leaks import LeakIndex, LeakMatch
-from streams.registry import Identity
+from streams.bus.bootstrap import _snapshot_key, read_leak_index, read_registry_topic
+from streams.bus.broker import EmbeddedBroker, TopicSpec, ensure_topics
+from streams.decide.hr import AGENCY_TIMER_SOURCE
+from streams.decide.leaks import LeakIndex, LeakMatch
+from streams.model.registry import Identity
+from streams.support.errors import RegistryError
 from tests.fakes import FakeVendorServer
 from tests.stack import REPO, Stack, free_port, wait_until, write_config
 

@@ -31,8 +31,8 @@ import orjson
 import pytest
 import requests
 
-from streams.broker import EmbeddedBroker
-from streams.engine import partition_for
+from streams.bus.broker import EmbeddedBroker
+from streams.bus.topics import partition_for
 from tests.fakes import FakeVendorServer
 from tests.s3 import LocalS3
 from tests.stack import Stack, free_port, plans_done, wait_until, write_config

@@ -14,8 +14,8 @@ import orjson
 import pytest
 from structlog.testing import capture_logs
 
-from streams.errors import JournalError
-from streams.journal import Journal, read_journal, replay_records
+from streams.bus.journal import Journal, read_journal, replay_records
+from streams.support.errors import JournalError
 
 
 @pytest.fixture
@@ -174,8 +174,8 @@ def test_unopenable_path_raises_journal_error(tmp_path: Path) -> None:
 _FULL_DISK_CHILD = """
 import os, resource, sys
 from pathlib import Path
-from streams.errors import JournalError
-from streams.journal import Journal
+from streams.support.errors import JournalError
+from streams.bus.journal import Journal
 
 path, room = Path(sys.argv[1]), int(sys.argv[2])
 journal = Journal(path, probe_interval=0.0)
@@ -260,7 +260,7 @@ def test_failed_fsync_cuts_the_line(journal: Journal, monkeypatch: pytest.Monkey
     def no_space(_fd: int) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr("streams.journal.os.fsync", no_space)
+    monkeypatch.setattr("streams.bus.journal.os.fsync", no_space)
     with pytest.raises(JournalError, match="No space left on device"):
         journal.append("hr_event", durable=True, key="E1", value={"event_id": "x"})
     monkeypatch.undo()

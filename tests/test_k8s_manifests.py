@@ -2,7 +2,7 @@
 object validates offline against the Kubernetes schemas (kubernetes-validate, strict) or the
 CRD schemas in tests/schemas/; pods run non-root on a read-only root filesystem with every
 capability dropped, with limits, pinned images and probes; secrets are referenced, never
-inlined; every topic of streams/topics.py has its KafkaTopic; Prometheus scrapes everything
+inlined; every topic of streams/bus/topics.py has its KafkaTopic; Prometheus scrapes everything
 as job "accessguard"; and the Dockerfile builds a pinned, non-root image.
 
 Rendering is tests/kustomize_lite.py (kustomize is not installable from the package index);
@@ -26,9 +26,9 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from streams.bus.topics import topic_specs
 from streams.config import SECRET_KEYS, load_config
-from streams.rules import load_rules
-from streams.topics import topic_specs
+from streams.detect.rules import load_rules
 from tests.kustomize_lite import CLUSTER_SCOPED, build, split_image
 
 REPO = Path(__file__).resolve().parents[1]
@@ -461,7 +461,7 @@ def test_secret_example_lists_exactly_the_mounted_keys() -> None:
 
 
 def test_every_topic_has_its_kafkatopic(rendered: tuple[str, list[dict[str, Any]]]) -> None:
-    """One KafkaTopic per topic of streams/topics.py (for this overlay's configuration), with
+    """One KafkaTopic per topic of streams/bus/topics.py (for this overlay's configuration), with
     its partitions, 3 replicas, min.insync.replicas 2 and compaction exactly where the topic
     is compacted; no other KafkaTopic."""
     objects = rendered[1]

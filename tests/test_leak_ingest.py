@@ -10,11 +10,11 @@ from pathlib import Path
 
 import orjson
 
-from connectors.dumps import DumpOptions, DumpReader, Rejection
-from connectors.leak_ingest import LeakMatcher, import_dump, split_ranges
-from streams.leaks import LeakIndex
-from streams.records import LeakRecord
-from streams.registry import load_registry
+from connectors.ingest.dumps import DumpOptions, DumpReader, Rejection
+from connectors.ingest.leak_ingest import LeakMatcher, import_dump, split_ranges
+from streams.decide.leaks import LeakIndex
+from streams.model.records import LeakRecord
+from streams.model.registry import load_registry
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -11,23 +11,22 @@ from typing import Any
 import orjson
 import pytest
 
-from streams.errors import ValidationError
-from streams.leaks import (
-    LeakBatcher,
+from streams.bus.leakbatch import LeakBatcher, decode_batch
+from streams.decide.leaks import (
     LeakIndex,
     LeakMatch,
     LeakSettings,
     decide_leak,
-    decode_batch,
     leak_decision_view,
-    leak_lines_to_records,
     normalise_principal,
     state_after_action,
 )
-from streams.records import Action, LeakRecord
-from streams.registry import Registry, parse_registry
-from streams.rules import RuleEngine, RuleSet, load_rules
-from streams.state import IdentityState, StateStore
+from streams.detect.rules import RuleEngine, RuleSet, load_rules
+from streams.model.records import Action, LeakRecord
+from streams.model.registry import Registry, parse_registry
+from streams.model.state import IdentityState, StateStore
+from streams.runtime.replay import leak_lines_to_records
+from streams.support.errors import ValidationError
 from tests.fake_hibp import breach_object
 
 NOW = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)

@@ -16,11 +16,14 @@ from typing import Any
 import orjson
 import pytest
 
-from connectors import login_entra, login_generic, login_google, login_okta
-from connectors.login_common import clean_ip, ip_is_internal, mfa_method, parse_timestamp
-from connectors.login_sources import NORMALISERS, normalise
-from streams.errors import ValidationError
-from streams.records import LOGIN_OUTCOMES, MFA_RESULTS, LoginEvent
+from connectors.base.normalise import clean_ip, ip_is_internal, mfa_method, parse_timestamp
+from connectors.base.sources import NORMALISERS, normalise
+from connectors.entra import normaliser as login_entra
+from connectors.generic import normaliser as login_generic
+from connectors.google import normaliser as login_google
+from connectors.okta import normaliser as login_okta
+from streams.model.records import LOGIN_OUTCOMES, MFA_RESULTS, LoginEvent
+from streams.support.errors import ValidationError
 from tests import samples
 
 LINE_COUNTS = {"okta": 73, "entra": 38, "google": 17}

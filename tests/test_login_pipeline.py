@@ -5,11 +5,11 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from streams.login import LoginPipeline
-from streams.records import LoginEvent
-from streams.registry import load_registry
-from streams.rules import load_rules
-from streams.state import StateStore
+from streams.decide.login import LoginPipeline
+from streams.detect.rules import load_rules
+from streams.model.records import LoginEvent
+from streams.model.registry import load_registry
+from streams.model.state import StateStore
 
 ROOT = Path(__file__).resolve().parent.parent
 PROVIDERS = {"okta": "okta", "hootsuite": "generic", "meta-business": "generic"}

@@ -12,8 +12,8 @@ from collections.abc import Iterator
 import pytest
 import structlog
 
-from streams.logs import configure_logging, redact_secrets
-from streams.secrets import Secret
+from streams.support.logs import configure_logging, redact_secrets
+from streams.support.secrets import Secret
 
 
 def test_secret_values_and_secret_looking_keys_are_redacted() -> None:

@@ -12,10 +12,10 @@ from typing import Any, NamedTuple
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from streams import metrics
-from streams.observe import LagReport, Progress, consumer_lag, registry_figures
-from streams.registry import load_registry
-from streams.state import IdentityState, StateStore
+from streams.model.registry import load_registry
+from streams.model.state import IdentityState, StateStore
+from streams.runtime.observe import LagReport, Progress, consumer_lag, registry_figures
+from streams.support import metrics
 
 REPO = Path(__file__).resolve().parent.parent
 CATALOGUE = (REPO / "docs" / "metrics.md").read_text(encoding="utf-8")
@@ -63,7 +63,7 @@ def test_no_label_can_carry_a_person() -> None:
     """Label names are from a bounded vocabulary: never user, email, ip, identity."""
     allowed = {"source", "reason", "type", "outcome", "provider", "action", "sink", "severity"}
     allowed |= {"topic", "rule", "kind", "role", "check", "version"}
-    # the HTTP ingest endpoints (three), and the failure classes of streams.outages (seven)
+    # the HTTP ingest endpoints (three), and the failure classes of streams.runtime.outages (seven)
     allowed |= {"endpoint", "failure"}
     for family in metrics.REGISTRY.collect():
         for sample in family.samples:

@@ -1,7 +1,7 @@
 """A provider outage pages once: one incident per provider and failure class, updated with the
 count of stuck actions, resolved when the provider answers again (issue 13, defect 6).
 
-Pure bookkeeping (:class:`streams.outages.Outages`) first, then the real engine over the
+Pure bookkeeping (:class:`streams.runtime.outages.Outages`) first, then the real engine over the
 in-memory harness: ten offboardings during one Okta outage open one PagerDuty incident."""
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from streams.errors import AuthError, PermanentError, RetryableError
-from streams.outages import Outages, failure_class
-from streams.records import Action, HrEvent
+from streams.model.records import Action, HrEvent
+from streams.runtime.outages import Outages, failure_class
+from streams.support.errors import AuthError, PermanentError, RetryableError
 from tests.engine_harness import CLOCK, EngineHarness, build_engine, counter, hr_event
 
 PEOPLE = 10

@@ -3,7 +3,7 @@
 An alias becomes one path segment of a revocation request. ``quote(safe="")`` encodes ``/``
 but leaves ``.`` alone, and requests/urllib3 remove dot segments while preparing a URL, so an
 alias of ``..`` turned ``DELETE /api/v1/users/{id}/sessions`` into ``DELETE /api/v1/sessions``.
-Three layers now stop that: the alias rule (:func:`streams.registry.validate_alias`) at every
+Three layers now stop that: the alias rule (:func:`streams.model.registry.validate_alias`) at every
 way in, dot segments refused by every provider, and the HTTP layer refusing to send a request
 whose prepared path has not the shape of its template.
 """
@@ -16,23 +16,23 @@ from typing import Any
 
 import pytest
 
-from connectors.generic import GenericRestProvider
-from connectors.google import GoogleProvider
-from connectors.graph import GraphProvider
-from connectors.http import HttpClient, RetryPolicy, path_part
-from connectors.okta import OktaProvider
-from connectors.registry import build_provider
-from streams.errors import PermanentError, ProviderError, RegistryError
-from streams.executor import Executor
-from streams.records import Action
-from streams.registry import (
+from connectors.base.catalogue import build_provider
+from connectors.base.http import HttpClient, RetryPolicy, path_part
+from connectors.entra.provider import GraphProvider
+from connectors.generic.provider import GenericRestProvider
+from connectors.google.provider import GoogleProvider
+from connectors.okta.provider import OktaProvider
+from streams.model.records import Action
+from streams.model.registry import (
     MAX_ALIAS_LEN,
     Registry,
     check_registry,
     load_registry,
     validate_alias,
 )
-from streams.secrets import Secret
+from streams.runtime.executor import Executor
+from streams.support.errors import PermanentError, ProviderError, RegistryError
+from streams.support.secrets import Secret
 from tests.fakes import GOOGLE_TOKEN, GRAPH_TOKEN, OKTA_TOKEN, PLATFORM_TOKEN, FakeVendorServer
 from tests.test_registry import _line_of, _write
 

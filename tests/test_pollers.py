@@ -13,13 +13,13 @@ from typing import Any
 
 import pytest
 
-from connectors.graph_signins import GraphSignInPoller
-from connectors.http import HttpClient
-from connectors.okta_logs import DEFAULT_FILTER, OktaLogPoller
-from connectors.pollers import CheckpointStore, Poller
-from streams.errors import ConfigError
-from streams.records import LoginEvent
-from streams.secrets import Secret
+from connectors.base.http import HttpClient
+from connectors.base.pollers import CheckpointStore, Poller
+from connectors.entra.poller import GraphSignInPoller
+from connectors.okta.poller import DEFAULT_FILTER, OktaLogPoller
+from streams.model.records import LoginEvent
+from streams.support.errors import ConfigError
+from streams.support.secrets import Secret
 from tests.fake_logs import (
     GRAPH_TOKEN,
     OKTA_TOKEN,

@@ -9,15 +9,15 @@ from typing import Any
 import pytest
 import requests
 
-from connectors.generic import GenericRestProvider
-from connectors.google import GoogleProvider
-from connectors.graph import GraphProvider
-from connectors.http import HttpClient
-from connectors.okta import OktaProvider, classify_okta_error
-from connectors.registry import PROVIDER_TYPES, SINK_TYPES, build_provider, build_sink
-from streams.errors import AuthError, ConfigError, PermanentError, RetryableError
-from streams.records import Action
-from streams.secrets import Secret
+from connectors.base.catalogue import PROVIDER_TYPES, SINK_TYPES, build_provider, build_sink
+from connectors.base.http import HttpClient
+from connectors.entra.provider import GraphProvider
+from connectors.generic.provider import GenericRestProvider
+from connectors.google.provider import GoogleProvider
+from connectors.okta.provider import OktaProvider, classify_okta_error
+from streams.model.records import Action
+from streams.support.errors import AuthError, ConfigError, PermanentError, RetryableError
+from streams.support.secrets import Secret
 from tests.fakes import (
     GOOGLE_TOKEN,
     GRAPH_TOKEN,

@@ -9,8 +9,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from streams.errors import RegistryError
-from streams.registry import (
+from streams.model.registry import (
     Grant,
     Identity,
     Registry,
@@ -19,6 +18,7 @@ from streams.registry import (
     load_registry,
     parse_registry,
 )
+from streams.support.errors import RegistryError
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "registry.yaml"
 

@@ -9,9 +9,9 @@ from typing import Any
 import orjson
 import pytest
 
-from streams.registry import Registry, load_registry
-from streams.replay import replay
-from streams.rules import load_rules
+from streams.detect.rules import load_rules
+from streams.model.registry import Registry, load_registry
+from streams.runtime.replay import replay
 
 ROOT = Path(__file__).resolve().parent.parent
 AT = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)

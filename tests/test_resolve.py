@@ -8,10 +8,10 @@ from datetime import UTC, datetime
 import orjson
 import pytest
 
-from connectors.login_sources import normalise
-from streams.records import Geo, LoginEvent
-from streams.registry import Account, Identity, Registry
-from streams.resolve import resolve, resolve_identity
+from connectors.base.sources import normalise
+from streams.decide.resolve import resolve, resolve_identity
+from streams.model.records import Geo, LoginEvent
+from streams.model.registry import Account, Identity, Registry
 from tests import samples
 
 

@@ -11,10 +11,7 @@ from typing import Any
 import orjson
 import pytest
 
-from streams.errors import RuleError
-from streams.records import LeakRecord, LoginEvent
-from streams.registry import Registry, load_registry
-from streams.rules import (
+from streams.detect.rules import (
     TEST_PROVIDERS,
     Detection,
     LeakSubject,
@@ -25,7 +22,10 @@ from streams.rules import (
     load_rules,
     parse_rule,
 )
-from streams.state import IdentityState, StateStore
+from streams.model.records import LeakRecord, LoginEvent
+from streams.model.registry import Registry, load_registry
+from streams.model.state import IdentityState, StateStore
+from streams.support.errors import RuleError
 
 REPO = Path(__file__).resolve().parent.parent
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)

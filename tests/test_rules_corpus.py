@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from streams.rules import (
+from streams.detect.rules import (
     ALERT_ONLY,
     Rule,
     RuleTest,

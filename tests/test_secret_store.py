@@ -14,13 +14,13 @@ import pyotp
 import pytest
 import structlog
 
-from connectors.http import HttpClient
-from connectors.mfa import SharedCredentialRotator, provisioning_uri
-from connectors.registry import build_provider
-from connectors.secret_store import FileSecretStore
-from streams.errors import ConfigError, PermanentError, RetryableError
-from streams.records import Action
-from streams.secrets import Secret
+from connectors.base.catalogue import build_provider
+from connectors.base.http import HttpClient
+from connectors.shared_login.mfa import SharedCredentialRotator, provisioning_uri
+from connectors.shared_login.secret_store import FileSecretStore
+from streams.model.records import Action
+from streams.support.errors import ConfigError, PermanentError, RetryableError
+from streams.support.secrets import Secret
 
 
 def _rotate_action(ref: str = "brand-ig/shared", cause: str = "hr:evt-1") -> Action:
@@ -74,7 +74,9 @@ def test_write_is_atomic_a_failed_write_keeps_the_old_value(tmp_path: Path) -> N
     store = FileSecretStore(tmp_path / "s")
     store.put("a", "old")
     with (
-        mock.patch("connectors.secret_store.os.replace", side_effect=OSError("disk full")),
+        mock.patch(
+            "connectors.shared_login.secret_store.os.replace", side_effect=OSError("disk full")
+        ),
         pytest.raises(OSError, match="disk full"),
     ):
         store.put("a", "new")
@@ -164,8 +166,12 @@ def test_rotation_errors_never_carry_the_secret(tmp_path: Path) -> None:
     """A failing write becomes RetryableError without the new seed in it."""
     rotator = _rotator(tmp_path)
     with (
-        mock.patch("connectors.mfa.pyotp.random_base32", return_value="JBSWY3DPEHPK3PXP"),
-        mock.patch("connectors.secret_store.os.replace", side_effect=OSError(28, "No space")),
+        mock.patch(
+            "connectors.shared_login.mfa.pyotp.random_base32", return_value="JBSWY3DPEHPK3PXP"
+        ),
+        mock.patch(
+            "connectors.shared_login.secret_store.os.replace", side_effect=OSError(28, "No space")
+        ),
         pytest.raises(RetryableError, match="secret store write failed: No space") as info,
     ):
         rotator.perform(_rotate_action())

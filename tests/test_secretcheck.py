@@ -13,9 +13,9 @@ from click.testing import CliRunner
 
 from streams.cli import main
 from streams.config import load_config
-from streams.errors import ConfigError
-from streams.secretcheck import SecretWatch, check_secrets, secret_uses
-from streams.secrets import Secret
+from streams.runtime.secretcheck import SecretWatch, check_secrets, secret_uses
+from streams.support.errors import ConfigError
+from streams.support.secrets import Secret
 from tests.edge_harness import edge_server
 
 UNSET = "ACCESSGUARD_TEST_SURELY_UNSET_VARIABLE"

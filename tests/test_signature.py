@@ -7,8 +7,8 @@ import hmac
 
 import pytest
 
-from connectors import hr_webhook
-from connectors.hr_webhook import SeenEvents, SignatureError, sign, verify_signature
+from connectors.ingest import hr_webhook
+from connectors.ingest.hr_webhook import SeenEvents, SignatureError, sign, verify_signature
 
 SECRET = "whsec-test"
 BODY = b'{"event_id":"e1","type":"terminated"}'

@@ -5,7 +5,7 @@ elsewhere in the repository is copied in, and the Strimzi topics are derived fro
 
 - ``base/content/``: the detection rules (``rules/*.yaml``) and the Grafana dashboards
   (``dashboards/*.json``), with the ``kustomization.yaml`` that turns them into ConfigMaps;
-- ``base/kafkatopics.yaml``: one KafkaTopic per topic of ``streams.topics.topic_specs``, with
+- ``base/kafkatopics.yaml``: one KafkaTopic per topic of ``streams.bus.topics.topic_specs``, with
   the partitions of ``base/config.yaml``;
 - ``overlays/staging/registry.yaml``: the example registry imported in staging.
 
@@ -30,7 +30,7 @@ if str(REPO) not in sys.path:  # run as a script: make `streams` importable
     sys.path.insert(0, str(REPO))
 
 from streams.config import load_config  # noqa: E402
-from streams.topics import topic_specs  # noqa: E402
+from streams.bus.topics import topic_specs  # noqa: E402
 
 BASE = K8S / "base"
 CONTENT = BASE / "content"
@@ -86,7 +86,7 @@ def kafka_topics() -> str:
             }
         )
     body = "---\n".join(_dump(d) for d in docs)
-    return HEADER.format(source="streams/topics.py and base/config.yaml") + body
+    return HEADER.format(source="streams/bus/topics.py and base/config.yaml") + body
 
 
 def content_files() -> dict[Path, str]:

@@ -1,0 +1,418 @@
+"""The one base for pull sources: poll loop, checkpoint, rate-limit sleep, failure marking.
+
+A pull source (the Okta System Log, Graph sign-ins, ...) is a :class:`Poller` subclass that
+implements only :meth:`Poller.fetch` (ONE HTTP call for one cursor, returning a :class:`Page`)
+and names its vendor, whose normaliser comes from :data:`connectors.base.sources.NORMALISERS`.
+Everything else lives here, once:
+
+* **Loop.** ``fetch`` runs in a thread (blocking ``requests`` must not stall the event loop);
+  each record is normalised; records the normaliser refuses go to ``reject(payload, reason)``
+  (the dead-letter topic); the rest go to ``publish(events)``.
+* **Checkpoint, at-least-once.** The page's ``next_cursor`` is written to the
+  :class:`CheckpointStore` only after ``publish`` (and ``reject``) returned. If publishing
+  fails, the cursor stays and the same page is fetched again next round; after a crash
+  between publish and save, the last page is published twice. Consumers dedupe on
+  ``LoginEvent.event_id``, so running a page more than once is harmless.
+* **Rate limits.** A page may ask for a pause (``rate_limit_sleep``: the vendor said its
+  budget is nearly spent); a :class:`~streams.support.errors.RetryableError` (429, 5xx, timeouts)
+  waits ``retry_after`` when the vendor gave one, else bounded exponential backoff
+  (:func:`connectors.base.http.backoff_delay`, the one HTTP policy).
+* **Failures.** :class:`~streams.support.errors.AuthError` and other permanent errors mark
+  the poller failed in :attr:`Poller.status` and back off (up to ``max_failure_backoff``) instead of
+  spinning or crashing: a rotated token starts working again without a restart. Nothing a
+  single round does ends :meth:`Poller.run`; only ``stop`` does.
+* **Caught up.** When the vendor has nothing more, wait ``interval`` seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import re
+import tempfile
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable, Mapping
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, ClassVar
+
+import structlog
+
+from connectors.base.http import HttpClient, RetryPolicy, backoff_delay
+from connectors.base.sources import NORMALISERS
+from streams.model.records import LoginEvent
+from streams.support.errors import ConfigError, PermanentError, RetryableError, ValidationError
+
+log = structlog.get_logger(__name__)
+
+#: A JSON object the subclass defines (a next link, a time and the ids seen at it, ...);
+#: None before the first successful page.
+Cursor = dict[str, Any] | None
+Publish = Callable[[list[LoginEvent]], Awaitable[None]]
+Reject = Callable[[Any, str], Awaitable[None]]
+Sleep = Callable[[float], Awaitable[None]]
+Clock = Callable[[], float]
+
+DEFAULT_INTERVAL = 10.0
+#: An expired token is fixed by a human; polling it every second only fills the vendor's log.
+DEFAULT_MAX_FAILURE_BACKOFF = 300.0
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """What one :meth:`Poller.fetch` returns.
+
+    ``records`` are vendor payloads as sent (new ones only: a subclass that re-reads a
+    boundary drops what its cursor says was already seen). ``next_cursor`` is where the next
+    fetch starts once these records are published. ``caught_up`` means the vendor has
+    nothing more right now (wait ``interval``). ``rate_limit_sleep`` asks for a pause of
+    that many seconds before the next call (the vendor's budget is nearly spent).
+    """
+
+    records: list[Any]
+    next_cursor: Cursor
+    caught_up: bool
+    rate_limit_sleep: float | None = None
+
+
+class CheckpointStore:
+    """One JSON file per poller name under ``directory``, replaced atomically.
+
+    A write goes to a temporary file in the same directory, is fsynced, then
+    ``os.replace``-d over the old one: a crash leaves either the old or the new checkpoint,
+    never half of one. An unreadable checkpoint refuses to load (ConfigError) rather than
+    silently starting again from ``start``, which would skip or replay events unnoticed.
+    """
+
+    def __init__(self, directory: str | os.PathLike[str]) -> None:
+        self.directory = Path(directory)
+
+    def path(self, name: str) -> Path:
+        if not _NAME_RE.fullmatch(name):
+            raise ConfigError(
+                f"pollers.{name[:40]}", "name must be 1-100 of A-Z a-z 0-9 _ . - (a file name)"
+            )
+        return self.directory / f"{name}.checkpoint.json"
+
+    def load(self, name: str) -> Cursor:
+        path = self.path(name)
+        try:
+            raw = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return None
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            data = None
+        if not isinstance(data, dict) or not (
+            data.get("cursor") is None or isinstance(data.get("cursor"), dict)
+        ):
+            raise ConfigError(
+                f"pollers.{name}",
+                f"checkpoint {path} is unreadable; restore it, or delete it to start again "
+                "from the poller's `start` setting",
+            )
+        cursor: Cursor = data.get("cursor")
+        return cursor
+
+    def save(self, name: str, cursor: Cursor) -> None:
+        path = self.path(name)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        payload = {
+            "poller": name,
+            "cursor": cursor,
+            "saved_at": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+        }
+        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=self.directory)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                json.dump(payload, handle, sort_keys=True)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+
+
+def setting_float(
+    settings: Mapping[str, Any], key: str, config_key: str, default: float, *, minimum: float
+) -> float:
+    raw = settings.get(key, default)
+    if isinstance(raw, bool) or not isinstance(raw, int | float) or not raw >= minimum:
+        raise ConfigError(config_key, f"must be a number >= {minimum:g}")
+    return float(raw)
+
+
+def setting_int(
+    settings: Mapping[str, Any], key: str, config_key: str, default: int, *, low: int, high: int
+) -> int:
+    raw = settings.get(key, default)
+    if isinstance(raw, bool) or not isinstance(raw, int) or not low <= raw <= high:
+        raise ConfigError(config_key, f"must be an integer from {low} to {high}")
+    return raw
+
+
+def parse_start(raw: Any, config_key: str, now: float) -> datetime:
+    """The ``start`` setting: ``"now"`` (default) or an ISO 8601 time with a zone."""
+    if raw is None or raw == "now":
+        return datetime.fromtimestamp(now, UTC)
+    if isinstance(raw, datetime):
+        when = raw
+    elif isinstance(raw, str):
+        try:
+            when = datetime.fromisoformat(raw.strip().replace("Z", "+00:00"))
+        except ValueError:
+            raise ConfigError(config_key, 'must be "now" or an ISO 8601 time') from None
+    else:
+        raise ConfigError(config_key, 'must be "now" or an ISO 8601 time')
+    if when.tzinfo is None:
+        raise ConfigError(config_key, "needs a time zone, e.g. 2024-01-01T00:00:00Z")
+    return when.astimezone(UTC)
+
+
+def iso_millis(when: datetime) -> str:
+    """UTC with milliseconds and ``Z``, the format Okta and Graph both accept."""
+    return when.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass
+class _Counters:
+    pages: int = 0
+    published: int = 0
+    rejected: int = 0
+
+
+class Poller(ABC):
+    """Base of every pull source. Subclasses set :attr:`vendor`, implement :meth:`fetch` and
+    read their own settings in :meth:`_configure`.
+
+    Settings read here (under ``pollers.<name>``): ``interval`` (seconds between polls once
+    caught up, default 10), ``start`` (``"now"`` or an ISO time: where a poller without a
+    checkpoint begins), ``max_failure_backoff`` (seconds, default 300).
+
+    :attr:`status` is a plain dict for health endpoints: ``last_success`` and
+    ``last_error_at`` (epoch seconds or None), ``last_error`` (a message without secrets or
+    URLs), ``consecutive_failures``, ``failed`` (the last round failed), ``caught_up``,
+    ``pages``, ``published``, ``rejected``.
+    """
+
+    #: The login normaliser to use (a key of :data:`connectors.base.sources.NORMALISERS`).
+    vendor: ClassVar[str]
+
+    def __init__(
+        self,
+        name: str,
+        settings: Mapping[str, Any],
+        http: HttpClient,
+        checkpoint_store: CheckpointStore,
+        *,
+        publish: Publish,
+        reject: Reject,
+        clock: Clock = time.time,
+        sleep: Sleep | None = None,
+        executor: Executor | None = None,
+    ) -> None:
+        self.name = name
+        self.config_prefix = f"pollers.{name}"
+        checkpoint_store.path(name)  # validates the name now, not at the first save
+        self.interval = setting_float(
+            settings, "interval", f"{self.config_prefix}.interval", DEFAULT_INTERVAL, minimum=0.1
+        )
+        self.max_failure_backoff = setting_float(
+            settings,
+            "max_failure_backoff",
+            f"{self.config_prefix}.max_failure_backoff",
+            DEFAULT_MAX_FAILURE_BACKOFF,
+            minimum=1.0,
+        )
+        self.start = parse_start(settings.get("start"), f"{self.config_prefix}.start", clock())
+        self.http = http
+        self.label = f"{self.vendor}-poller:{name}"
+        self._store = checkpoint_store
+        self._publish = publish
+        self._reject = reject
+        self._clock = clock
+        self._sleep = sleep
+        self._executor = executor
+        self._normalise = NORMALISERS[self.vendor]
+        #: Backoff after permanent failures: starts at ``interval``, doubles, capped.
+        self._failure_policy = RetryPolicy(
+            base_delay=self.interval, max_delay=self.max_failure_backoff, jitter=0.1
+        )
+        self._cursor: Cursor = None
+        self._loaded = False
+        self._counters = _Counters()
+        self.status: dict[str, Any] = {
+            "last_success": None,
+            "last_error": None,
+            "last_error_at": None,
+            "consecutive_failures": 0,
+            "failed": False,
+            "caught_up": False,
+            "pages": 0,
+            "published": 0,
+            "rejected": 0,
+        }
+        self._configure(settings)
+
+    # --- what a subclass provides -----------------------------------------------------
+
+    def _configure(self, settings: Mapping[str, Any]) -> None:  # noqa: B027 - optional hook
+        """Read the subclass's own settings (called at the end of ``__init__``)."""
+
+    @abstractmethod
+    def fetch(self, cursor: Cursor) -> Page:
+        """Make ONE request for the page at ``cursor`` (None: begin at ``self.start``).
+
+        Runs in a worker thread. Must not change ``self``: the same cursor may be fetched
+        again (publish failed, or a restart), and must give the same or a later answer.
+        Raises RetryableError, PermanentError or AuthError (via :class:`HttpClient`).
+        """
+
+    # --- the loop ---------------------------------------------------------------------
+
+    @property
+    def cursor(self) -> Cursor:
+        """The cursor of the next fetch (the last one checkpointed)."""
+        return self._cursor
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Poll until ``stop`` is set. Never raises for a failed round; see the module doc."""
+        log.info("poller_started", poller=self.name, vendor=self.vendor)
+        while not stop.is_set():
+            delay = await self.poll_once()
+            if stop.is_set():
+                break
+            await self._pause(delay, stop)
+        log.info("poller_stopped", poller=self.name)
+
+    async def poll_once(self) -> float:
+        """One round: fetch, normalise, publish, checkpoint. Returns seconds to wait."""
+        if not self._loaded:
+            # A corrupt checkpoint raises ConfigError here: refusing to start beats
+            # silently re-reading (or skipping) days of events.
+            self._cursor = self._store.load(self.name)
+            self._loaded = True
+        cursor = self._cursor
+        try:
+            page = await self._fetch(cursor)
+        except RetryableError as exc:
+            failures = self._failed(exc, "fetch")
+            return backoff_delay(failures, self.http.policy, exc.retry_after)
+        except PermanentError as exc:  # AuthError included
+            failures = self._failed(exc, "fetch")
+            return backoff_delay(failures, self._failure_policy)
+        except Exception as exc:
+            # A bug in one round must not end the poller: logged with its traceback, marked.
+            log.exception("poller_fetch_crashed", poller=self.name)
+            failures = self._failed(exc, "fetch")
+            return backoff_delay(failures, self._failure_policy)
+
+        events, rejected = self._normalise_all(page.records)
+        try:
+            for payload, reason in rejected:
+                await self._reject(payload, reason)
+            if events:
+                await self._publish(events)
+        except Exception as exc:  # noqa: BLE001 - the sink's errors are not ours to type; the page is re-fetched, never skipped
+            failures = self._failed(exc, "publish")
+            return backoff_delay(failures, self.http.policy)
+
+        # Only now is it safe to move on: everything up to next_cursor has been handed off.
+        if page.next_cursor != cursor:
+            self._cursor = page.next_cursor
+            try:
+                self._store.save(self.name, page.next_cursor)
+            except OSError as exc:
+                # Published already: keep going from memory (no duplicates now); a restart
+                # before the next good save replays from the old checkpoint (at-least-once).
+                failures = self._failed(exc, "checkpoint")
+                return backoff_delay(failures, self._failure_policy)
+
+        self._counters.pages += 1
+        self._counters.published += len(events)
+        self._counters.rejected += len(rejected)
+        self.status.update(
+            last_success=self._clock(),
+            consecutive_failures=0,
+            failed=False,
+            caught_up=page.caught_up,
+            pages=self._counters.pages,
+            published=self._counters.published,
+            rejected=self._counters.rejected,
+        )
+        log.info(
+            "poller_page",
+            poller=self.name,
+            records=len(page.records),
+            published=len(events),
+            rejected=len(rejected),
+            caught_up=page.caught_up,
+        )
+        delay = self.interval if page.caught_up else 0.0
+        if page.rate_limit_sleep is not None and page.rate_limit_sleep > delay:
+            log.info(
+                "poller_rate_limit_pause", poller=self.name, sleep_s=round(page.rate_limit_sleep, 3)
+            )
+            delay = page.rate_limit_sleep
+        return delay
+
+    # --- internals --------------------------------------------------------------------
+
+    async def _fetch(self, cursor: Cursor) -> Page:
+        if self._executor is None:
+            return await asyncio.to_thread(self.fetch, cursor)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self.fetch, cursor)
+
+    def _normalise_all(self, records: list[Any]) -> tuple[list[LoginEvent], list[tuple[Any, str]]]:
+        events: list[LoginEvent] = []
+        rejected: list[tuple[Any, str]] = []
+        for payload in records:
+            try:
+                events.extend(self._normalise(payload))
+            except ValidationError as exc:
+                rejected.append((payload, exc.reason))
+            except Exception as exc:
+                # One poison record must not block the stream: dead-lettered and logged.
+                log.exception("poller_normaliser_crashed", poller=self.name)
+                rejected.append((payload, f"normaliser error: {type(exc).__name__}"))
+        return events, rejected
+
+    def _failed(self, exc: BaseException, stage: str) -> int:
+        failures = int(self.status["consecutive_failures"]) + 1
+        message = f"{stage}: {exc}" if str(exc) else f"{stage}: {type(exc).__name__}"
+        self.status.update(
+            last_error=message[:500],
+            last_error_at=self._clock(),
+            consecutive_failures=failures,
+            failed=True,
+        )
+        log.warning(
+            "poller_round_failed",
+            poller=self.name,
+            stage=stage,
+            error_type=type(exc).__name__,
+            status=getattr(exc, "status", None),
+            consecutive_failures=failures,
+            error=message[:500],
+        )
+        return failures
+
+    async def _pause(self, delay: float, stop: asyncio.Event) -> None:
+        if delay <= 0:
+            await asyncio.sleep(0)  # let publish consumers and stop() run between pages
+            return
+        if self._sleep is not None:
+            await self._sleep(delay)
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=delay)

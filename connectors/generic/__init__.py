@@ -1,0 +1,1 @@
+"""Any HTTP/JSON provider described in configuration, and the generic login normaliser."""

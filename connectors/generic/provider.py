@@ -1,0 +1,223 @@
+"""A configurable REST provider for social-media management platforms.
+
+Each platform's admin API differs, so the calls are declared in configuration instead of
+code: one entry per action kind with a method, a path template and an optional JSON body
+template. Templates may use only these fields: ``{user_ref}``, ``{account_handle}``,
+``{platform}``, ``{role}``, ``{identity}``, ``{account}``.
+"""
+
+from __future__ import annotations
+
+import string
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+from urllib.parse import quote
+
+from connectors.base.http import (
+    HttpClient,
+    base_path,
+    is_dot_segment,
+    reveal,
+    setting_bool,
+    setting_secret,
+    setting_str,
+    setting_url,
+)
+from streams.model.records import ACTION_KINDS, Action
+from streams.support.errors import ConfigError, PermanentError
+
+TEMPLATE_FIELDS = frozenset(
+    {"user_ref", "account_handle", "platform", "role", "identity", "account"}
+)
+METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE"})
+_FORMATTER = string.Formatter()
+
+
+def _template_fields(template: str, config_key: str) -> set[str]:
+    """The fields a template uses; anything but a plain known name is a config error.
+
+    ``str.format`` would otherwise allow ``{user_ref.__class__}`` style attribute access.
+    """
+    used: set[str] = set()
+    try:
+        parsed = list(_FORMATTER.parse(template))
+    except ValueError as exc:
+        raise ConfigError(config_key, f"invalid template: {exc}") from None
+    for _, field_name, spec, conversion in parsed:
+        if field_name is None:
+            continue
+        if field_name not in TEMPLATE_FIELDS or spec or conversion:
+            raise ConfigError(
+                config_key,
+                f"unknown template field {{{field_name}}}; use {sorted(TEMPLATE_FIELDS)}",
+            )
+        used.add(field_name)
+    return used
+
+
+def _body_fields(body: Any, config_key: str) -> set[str]:
+    if isinstance(body, str):
+        return _template_fields(body, config_key)
+    if isinstance(body, Mapping):
+        return set().union(*(_body_fields(v, config_key) for v in body.values()))
+    if isinstance(body, list):
+        return set().union(*(_body_fields(v, config_key) for v in body))
+    return set()
+
+
+def _render_body(body: Any, values: Mapping[str, str]) -> Any:
+    if isinstance(body, str):
+        return body.format_map(values)
+    if isinstance(body, Mapping):
+        return {str(k): _render_body(v, values) for k, v in body.items()}
+    if isinstance(body, list):
+        return [_render_body(v, values) for v in body]
+    return body
+
+
+@dataclass(frozen=True, slots=True)
+class _Call:
+    method: str
+    path: str
+    body: Any
+    ok: frozenset[int] | None
+    fields: frozenset[str]
+    #: the fields used in ``path`` (each must stay one path segment, never a dot segment)
+    path_fields: frozenset[str] = frozenset()
+
+
+class GenericRestProvider:
+    """Calls a platform's REST admin API as configured per action kind.
+
+    Every request carries ``Idempotency-Key: <action.idempotency_key>`` so a platform that
+    honours it collapses a redelivered action into one effect.
+
+    Settings: ``base_url``, ``token`` (Secret), ``auth_header`` (default ``Authorization``),
+    ``auth_scheme`` (default ``Bearer``; empty sends the raw token), ``dry_run`` and
+    ``actions``: ``{kind: {method, path, body?, ok?}}`` where ``ok`` optionally lists the
+    statuses that mean success (default any 2xx).
+    """
+
+    type: ClassVar[str] = "generic"
+    #: What it can be configured for; what it *is* configured for is :attr:`configured`.
+    supports: ClassVar[frozenset[str]] = frozenset(ACTION_KINDS)
+
+    def __init__(self, name: str, settings: Mapping[str, Any], http: HttpClient) -> None:
+        self.name = name
+        self._prefix = prefix = f"providers.{name}"
+        self.dry_run = setting_bool(settings, "dry_run", f"{prefix}.dry_run")
+        self.base_url = setting_url(settings, "base_url", f"{prefix}.base_url")
+        self._base_path = base_path(self.base_url)
+        self._token = setting_secret(
+            settings, "token", f"{prefix}.token", required=not self.dry_run
+        )
+        self.auth_header = setting_str(
+            settings, "auth_header", f"{prefix}.auth_header", "Authorization"
+        )
+        self.auth_scheme = setting_str(settings, "auth_scheme", f"{prefix}.auth_scheme", "Bearer")
+        if not self.auth_header.strip():
+            raise ConfigError(f"{prefix}.auth_header", "must not be empty")
+        self._calls = self._parse_actions(settings.get("actions"), f"{prefix}.actions")
+        self._http = http
+        self._label = f"generic:{name}"
+
+    @property
+    def configured(self) -> frozenset[str]:
+        return frozenset(self._calls)
+
+    @staticmethod
+    def _parse_actions(raw: Any, key: str) -> dict[str, _Call]:
+        if raw is None:
+            return {}
+        if not isinstance(raw, Mapping):
+            raise ConfigError(key, "must map action kinds to {method, path, body}")
+        calls: dict[str, _Call] = {}
+        for kind, spec in raw.items():
+            ckey = f"{key}.{kind}"
+            if kind not in ACTION_KINDS:
+                raise ConfigError(
+                    ckey, f"unknown action kind; use one of {', '.join(ACTION_KINDS)}"
+                )
+            if not isinstance(spec, Mapping):
+                raise ConfigError(ckey, "must be a mapping with method and path")
+            method = str(spec.get("method", "")).upper()
+            if method not in METHODS:
+                raise ConfigError(f"{ckey}.method", f"must be one of {', '.join(sorted(METHODS))}")
+            path = spec.get("path")
+            if not isinstance(path, str) or not path.startswith("/"):
+                raise ConfigError(f"{ckey}.path", "must be a path template starting with /")
+            fields = _template_fields(path, f"{ckey}.path")
+            path_fields = frozenset(fields)
+            body = spec.get("body")
+            if body is not None:
+                if not isinstance(body, Mapping):
+                    raise ConfigError(f"{ckey}.body", "must be a JSON object template")
+                fields |= _body_fields(body, f"{ckey}.body")
+            ok_raw = spec.get("ok")
+            ok: frozenset[int] | None = None
+            if ok_raw is not None:
+                if not isinstance(ok_raw, list) or not all(
+                    isinstance(s, int) and 200 <= s < 500 for s in ok_raw
+                ):
+                    raise ConfigError(f"{ckey}.ok", "must be a list of HTTP status codes")
+                ok = frozenset(ok_raw)
+            calls[kind] = _Call(method, path, body, ok, frozenset(fields), path_fields)
+        return calls
+
+    def perform(self, action: Action) -> dict[str, Any]:
+        """Make ONE attempt at ``action``; the executor owns retries."""
+        call = self._calls.get(action.action)
+        if call is None:
+            raise PermanentError(
+                self._label,
+                f"action {action.action!r} is not configured; "
+                f"add {self._prefix}.actions.{action.action}",
+            )
+        values: dict[str, str] = {}
+        for name in call.fields:
+            value = (
+                action.account
+                if name == "account"
+                else (action.identity if name == "identity" else action.params.get(name))
+            )
+            if value is None or value == "":
+                raise PermanentError(
+                    self._label,
+                    f"template field {{{name}}} has no value for {action.action}; "
+                    "fix the registry entry",
+                )
+            if name in call.path_fields and is_dot_segment(str(value).strip()):
+                raise PermanentError(
+                    self._label,
+                    f"template field {{{name}}} is a dot segment ('.' or '..'), not an id; "
+                    "fix the registry entry",
+                )
+            values[name] = str(value)
+        # Path values are encoded one segment at a time so a handle like "a/b" or "../x"
+        # cannot reach another endpoint (quote() leaves "." alone, hence the dot-segment
+        # check above and the shape check in the HTTP layer); body values are JSON and need
+        # no encoding.
+        path = call.path.format_map({k: quote(v, safe="") for k, v in values.items()})
+        request = f"{call.method} {call.path}"
+        if self.dry_run:
+            return {"dry_run": True, "request": request}
+        token = reveal(self._token, self._label)
+        auth = f"{self.auth_scheme} {token}" if self.auth_scheme else token
+        headers = {
+            self.auth_header: auth,
+            "Accept": "application/json",
+            "Idempotency-Key": action.idempotency_key,
+        }
+        body = _render_body(call.body, values) if call.body is not None else None
+        response = self._http.request(
+            self._label,
+            call.method,
+            self.base_url + path,
+            headers=headers,
+            json=body,
+            ok=call.ok if call.ok is not None else range(200, 300),
+            path_template=call.path,
+            path_prefix=self._base_path,
+        )
+        return {"status": response.status_code, "request": request}

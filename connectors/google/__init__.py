@@ -1,0 +1,1 @@
+"""Google Workspace: the provider (Admin SDK) and the login normaliser."""

@@ -1,0 +1,1 @@
+"""Have I Been Pwned: the breached-domain poller."""

@@ -1,0 +1,1 @@
+"""The HTTP edges: HR webhook, login and leak ingest, breach-dump parsing."""

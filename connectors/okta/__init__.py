@@ -1,0 +1,1 @@
+"""Okta: the provider (actions), the System Log poller and the login normaliser."""

@@ -1,0 +1,1 @@
+"""Shared brand logins: the TOTP seed rotation provider and its secret store."""

@@ -1,0 +1,128 @@
+"""Slack incoming-webhook alert sink."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+from connectors.base.http import HttpClient, reveal, setting_bool, setting_secret, validate_url
+from streams.model.records import Alert
+from streams.support.errors import ConfigError, PermanentError
+
+SEVERITY_EMOJI: dict[str, str] = {
+    "critical": ":rotating_light:",
+    "high": ":red_circle:",
+    "medium": ":large_orange_circle:",
+    "low": ":large_yellow_circle:",
+    "info": ":information_source:",
+}
+#: Slack's block limits: header text 150 chars, section text 3000.
+MAX_HEADER = 150
+MAX_SECTION = 3000
+
+
+def _escape(text: str) -> str:
+    """Escape Slack mrkdwn control characters so a title cannot inject links or mentions."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _truncate(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
+
+
+def _value_text(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, default=str)
+
+
+class SlackSink:
+    """Posts alerts to a Slack incoming webhook (about 1 message/s per channel).
+
+    Not idempotent: Slack has no dedup key, so a retried post can show twice. Retries are
+    therefore limited to what the HTTP policy deems retryable (429 with Retry-After, 5xx,
+    network errors); Slack's plain-text 4xx errors are permanent.
+
+    Settings: ``webhook_url`` (a Secret: the URL itself grants posting), ``dry_run``.
+    """
+
+    type: ClassVar[str] = "slack"
+
+    def __init__(self, name: str, settings: Mapping[str, Any], http: HttpClient) -> None:
+        self.name = name
+        prefix = f"sinks.{name}"
+        self.dry_run = setting_bool(settings, "dry_run", f"{prefix}.dry_run")
+        self._webhook = setting_secret(
+            settings, "webhook_url", f"{prefix}.webhook_url", required=not self.dry_run
+        )
+        self._url_key = f"{prefix}.webhook_url"
+        # Inline URLs are checked now; env:/file: ones at use, since they may rotate.
+        if self._webhook is not None and self._webhook.reference == "<inline>":
+            validate_url(self._webhook.reveal(), self._url_key)
+        self._http = http
+        self._label = f"slack:{name}"
+
+    def message(self, alert: Alert) -> dict[str, Any]:
+        """The webhook body for ``alert``: fallback ``text`` plus Block Kit ``blocks``."""
+        resolved = alert.event_action == "resolve"
+        prefix = "RESOLVED" if resolved else alert.severity.upper()
+        emoji = (
+            ":white_check_mark:" if resolved else SEVERITY_EMOJI.get(alert.severity, ":warning:")
+        )
+        text = f"{emoji} [{prefix}] {_escape(alert.title)}"
+        fields = [
+            {"type": "mrkdwn", "text": f"*Severity*\n{_escape(alert.severity)}"},
+            {"type": "mrkdwn", "text": f"*Rule*\n{_escape(alert.rule)}"},
+            {"type": "mrkdwn", "text": f"*Identity*\n{_escape(alert.identity or '-')}"},
+        ]
+        blocks: list[dict[str, Any]] = [
+            {
+                "type": "header",
+                "text": {
+                    "type": "plain_text",
+                    "text": _truncate(f"[{prefix}] {alert.title}", MAX_HEADER),
+                },
+            },
+            {"type": "section", "fields": fields},
+        ]
+        if alert.details:
+            lines = "\n".join(
+                f"*{_escape(str(k))}*: {_escape(_value_text(v))}" for k, v in alert.details.items()
+            )
+            blocks.append(
+                {
+                    "type": "section",
+                    "text": {"type": "mrkdwn", "text": _truncate(lines, MAX_SECTION)},
+                }
+            )
+        if alert.runbook:
+            blocks.append(
+                {
+                    "type": "section",
+                    "text": {"type": "mrkdwn", "text": f"<{_escape(alert.runbook)}|Runbook>"},
+                }
+            )
+        blocks.append(
+            {
+                "type": "context",
+                "elements": [
+                    {"type": "mrkdwn", "text": f"dedup `{_escape(alert.dedup_key[:200])}`"}
+                ],
+            }
+        )
+        return {"text": text, "blocks": blocks}
+
+    def send(self, alert: Alert) -> dict[str, Any]:
+        """Make ONE attempt to post ``alert``; the caller owns retries."""
+        body = self.message(alert)
+        request = "POST {webhook_url}"
+        if self.dry_run:
+            return {"dry_run": True, "request": request}
+        url = reveal(self._webhook, self._label)
+        try:
+            validate_url(url, self._url_key)
+        except ConfigError as exc:
+            raise PermanentError(self._label, str(exc)) from None
+        response = self._http.request(
+            self._label, "POST", url, headers={"Content-Type": "application/json"}, json=body
+        )
+        return {"status": response.status_code, "request": request}

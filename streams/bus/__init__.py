@@ -1,0 +1,1 @@
+"""Kafka: topic names and partitioning, publisher and views, journal, broker, bootstrap."""

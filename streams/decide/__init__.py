@@ -1,0 +1,1 @@
+"""Decisions: HR events, leaks and logins turned into actions and alerts. Pure: no I/O."""

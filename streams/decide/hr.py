@@ -1,0 +1,566 @@
+"""Offboarding decisions: registry + lifecycle state + one HR event -> what to do.
+
+Pure functions: no I/O, no clock (``now`` is passed in), no randomness. The Faust agents and
+``accessguard replay`` call the same functions, so a replay shows exactly what production
+would do.
+
+A decision is safe to compute and publish more than once: every action carries a
+deterministic idempotency key (``Action.make``: cause + action + identity + account +
+provider), the cause embeds the HR ``event_id``, and the executor's ledger skips keys already
+done. State updates are whole new values for one key (last write wins on the compacted topic).
+
+Alert delivery contract (for the executor): when ``HrDecision.plan_id`` is set, the plan's
+alerts are also stored in ``IdentityState.plans[plan_id]["alerts"]`` and are meant to be sent
+when the plan completes (the summary then tells on-call what actually happened); when
+``plan_id`` is None the alerts are sent at once.
+
+Secrets never appear here: rotation actions carry the secret store reference
+(``credential_ref``), and alerts carry identity and account ids, never e-mails.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any
+
+from streams.model.records import (
+    ROLE_RANK,
+    Action,
+    Alert,
+    HrEvent,
+    format_time,
+    subject_hash,
+)
+from streams.model.registry import Account, Grant, Identity, Registry
+from streams.model.state import AccountState, IdentityState, StateStore
+
+#: Provider types that are identity providers (sessions and MFA factors live there).
+IDP_TYPES: frozenset[str] = frozenset({"okta", "graph", "google"})
+SECRET_STORE_TYPE = "secret_store"  # noqa: S105 - a provider type name, not a secret
+#: Provider name used for rotations when no secret store is configured: the executor then
+#: fails the action loudly (and pages) instead of the rotation silently not happening.
+DEFAULT_SECRET_STORE = "secret-store"  # noqa: S105 - a provider name, not a secret
+AGENCY_TIMER_SOURCE = "accessguard.agency-timer"
+
+OUTCOMES: tuple[str, ...] = (
+    "applied",
+    "scheduled",
+    "duplicate",
+    "conflict",
+    "unknown_identity",
+    "noop",
+)
+
+_SUMMARY_RULES: dict[str, tuple[str, str]] = {
+    # HR type -> (alert rule, dedup key prefix)
+    "terminated": ("offboarding.completed", "offboarding"),
+    "contract_ended": ("offboarding.completed", "offboarding"),
+    "suspended": ("suspension.completed", "suspension"),
+    "device_lost": ("device_lost.completed", "device-lost"),
+    "role_changed": ("role_change.completed", "role-change"),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class HrDecision:
+    """What one HR event leads to. ``state_updates`` are whole new values to publish on the
+    lifecycle topic (and put into the local StateStore) before the actions are executed."""
+
+    event: HrEvent
+    outcome: str  # applied | scheduled | duplicate | conflict | unknown_identity | noop
+    identity: str | None
+    plan_id: str | None = None
+    actions: tuple[Action, ...] = ()
+    alerts: tuple[Alert, ...] = ()
+    state_updates: tuple[IdentityState | AccountState, ...] = ()
+    reason: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able view for the audit trail. No e-mail: the subject is hashed and actions
+        appear without ``params`` (a ``user_ref`` may be an e-mail address)."""
+        return {
+            "event_id": self.event.event_id,
+            "event_type": self.event.type,
+            "subject": subject_hash(self.event.email),
+            "outcome": self.outcome,
+            "identity": self.identity,
+            "plan_id": self.plan_id,
+            "actions": [a.replay_view() for a in self.actions],
+            "alerts": [a.to_dict() for a in self.alerts],
+            "reason": self.reason,
+        }
+
+
+@dataclass(slots=True)
+class _Plan:
+    """Accumulates one decision's effects."""
+
+    identity: Identity
+    cause: str
+    actions: list[Action] = field(default_factory=list)
+    alerts: list[Alert] = field(default_factory=list)
+    accounts: dict[str, AccountState] = field(default_factory=dict)
+
+    def add(
+        self,
+        action: str,
+        *,
+        account: str | None,
+        provider: str,
+        params: dict[str, Any],
+    ) -> Action:
+        made = Action.make(
+            action,
+            identity=self.identity.id,
+            account=account,
+            provider=provider,
+            cause=self.cause,
+            params=params,
+        )
+        self.actions.append(made)
+        return made
+
+    def count(self, action: str) -> int:
+        return sum(1 for a in self.actions if a.action == action)
+
+
+def user_ref(identity: Identity, provider: str) -> str:
+    """The identity's id at ``provider``: its alias there, else its first e-mail, else its id."""
+    alias = identity.aliases.get(provider)
+    if alias:
+        return alias
+    return identity.emails[0] if identity.emails else identity.id
+
+
+def account_params(identity: Identity, account: Account) -> dict[str, Any]:
+    """The params a provider needs to act on ``identity``'s access to ``account``."""
+    return {
+        "user_ref": user_ref(identity, account.provider),
+        "account_handle": account.handle,
+        "platform": account.platform,
+    }
+
+
+def is_offboarded(registry: Registry, state: StateStore, identity_id: str) -> bool:
+    """Offboarded in the lifecycle state or declared offboarded in the registry."""
+    if state.identity(identity_id).status == "offboarded":
+        return True
+    ident = registry.identities.get(identity_id)
+    return ident is not None and ident.status == "offboarded"
+
+
+def session_providers(
+    registry: Registry, identity: Identity, providers: Mapping[str, str]
+) -> list[str]:
+    """Every provider that may hold a session of ``identity``: identity providers and
+    platforms it has an alias at (when configured), and the manager of each account it holds.
+    Account managers are included even when not configured, so a registry/config mismatch
+    fails loudly in the executor instead of leaving a session alive."""
+    names = {
+        name
+        for name in identity.aliases
+        if name in providers and providers[name] != SECRET_STORE_TYPE
+    }
+    for grant in registry.grants_of(identity.id):
+        account = registry.accounts.get(grant.account)
+        if account is not None:
+            names.add(account.provider)
+    return sorted(names)
+
+
+def secret_store(providers: Mapping[str, str]) -> str:
+    """The configured secret store that rotations go to (a loud default when none is)."""
+    stores = sorted(name for name, kind in providers.items() if kind == SECRET_STORE_TYPE)
+    return stores[0] if stores else DEFAULT_SECRET_STORE
+
+
+def _revoke_sessions(plan: _Plan, registry: Registry, providers: Mapping[str, str]) -> None:
+    for provider in session_providers(registry, plan.identity, providers):
+        plan.add(
+            "revoke_sessions",
+            account=None,
+            provider=provider,
+            params={"user_ref": user_ref(plan.identity, provider)},
+        )
+
+
+def _rotate_shared(
+    plan: _Plan,
+    registry: Registry,
+    state: StateStore,
+    grants: Iterable[Grant],
+    providers: Mapping[str, str],
+    *,
+    holder_must_reenrol: bool,
+) -> None:
+    """Rotate the TOTP seed of every shared credential in ``grants`` and mark the holders
+    that keep the credential as needing re-enrolment. ``holder_must_reenrol`` keeps the
+    identity itself on that list (device lost: it keeps access but lost the seed)."""
+    store = secret_store(providers)
+    for grant in grants:
+        account = registry.accounts.get(grant.account)
+        if grant.via != "shared_credential" or account is None:
+            continue
+        shared = account.shared_credential
+        if shared is None or not shared.totp:
+            continue
+        plan.add(
+            "rotate_shared_credential",
+            account=account.id,
+            provider=store,
+            params={
+                "credential_ref": shared.ref,
+                "account_handle": account.handle,
+                "platform": account.platform,
+            },
+        )
+        remaining: list[str] = []
+        for holder in registry.holders(account.id, via="shared_credential"):
+            if holder.identity == plan.identity.id and not holder_must_reenrol:
+                continue
+            if holder.identity != plan.identity.id and (
+                is_offboarded(registry, state, holder.identity)
+                or account.id in state.identity(holder.identity).removed_grants
+            ):
+                continue
+            remaining.append(holder.identity)
+        remaining.sort()
+        plan.accounts[account.id] = replace(
+            plan.accounts.get(account.id) or state.account(account.id),
+            reenrolment_required=tuple(remaining),
+            rotated_cause=plan.cause,
+        )
+        who = ", ".join(remaining) if remaining else "nobody"
+        plan.alerts.append(
+            Alert(
+                severity="low",
+                rule="shared_credential.reenrolment",
+                identity=plan.identity.id,
+                dedup_key=f"reenrol:{account.id}:{plan.cause}",
+                title=(
+                    f"Shared login for {account.platform} {account.handle} ({account.id}) "
+                    f"rotated: {len(remaining)} holder(s) must re-enrol TOTP: {who}"
+                ),
+                details={
+                    "account": account.id,
+                    "credential_ref": shared.ref,
+                    "holders": remaining,
+                    "cause": plan.cause,
+                },
+                runbook="docs/runbooks/shared-credential-reenrolment.md",
+            )
+        )
+
+
+def _summary(plan: _Plan, event: HrEvent, verb: str) -> Alert:
+    rule, prefix = _SUMMARY_RULES[event.type]
+    sessions = plan.count("revoke_sessions")
+    removed = plan.count("remove_grant")
+    rotated = plan.count("rotate_shared_credential")
+    downgraded = plan.count("downgrade_grant")
+    mfa = plan.count("force_mfa_reenrolment")
+    parts = [f"{sessions} sessions revoked"]
+    if event.type in ("terminated", "contract_ended"):
+        parts += [f"{removed} grants removed", f"{rotated} shared credentials rotated"]
+    elif event.type == "device_lost":
+        parts += [f"MFA reset at {mfa} identity providers", f"{rotated} shared credentials rotated"]
+    elif event.type == "role_changed":
+        parts = [f"{downgraded} grants downgraded to {event.new_role}"]
+    return Alert(
+        severity="info",
+        rule=rule,
+        identity=plan.identity.id,
+        dedup_key=f"{prefix}:{event.event_id}",
+        title=f"{verb} {plan.identity.name}: " + ", ".join(parts),
+        details={
+            "event_id": event.event_id,
+            "event_type": event.type,
+            "cause": plan.cause,
+            "sessions_revoked": sessions,
+            "grants_removed": removed,
+            "grants_downgraded": downgraded,
+            "shared_credentials_rotated": rotated,
+            "mfa_reenrolments": mfa,
+            "accounts": sorted({a.account for a in plan.actions if a.account is not None}),
+            "providers": sorted({a.provider for a in plan.actions}),
+        },
+    )
+
+
+def _unknown(event: HrEvent) -> HrDecision:
+    alert = Alert(
+        severity="high",
+        rule="hr.unknown_identity",
+        identity=None,
+        dedup_key=f"hr-unknown:{event.event_id}",
+        title=(
+            f"HR event {event.event_id} ({event.type}) matches no identity in the registry "
+            f"(subject {subject_hash(event.email)}): check the registry's employee_id and emails"
+        ),
+        details={
+            "event_id": event.event_id,
+            "event_type": event.type,
+            "source": event.source,
+            "subject": subject_hash(event.email),
+            "employee_id_hash": subject_hash(event.employee_id),
+        },
+        runbook="docs/runbooks/hr-unknown-identity.md",
+    )
+    return HrDecision(
+        event=event,
+        outcome="unknown_identity",
+        identity=None,
+        alerts=(alert,),
+        reason="no registry identity matches employee_id or email",
+    )
+
+
+def decide_hr(
+    registry: Registry,
+    state: StateStore,
+    event: HrEvent,
+    now: datetime,
+    providers: Mapping[str, str],
+) -> HrDecision:
+    """Decide what ``event`` means for the identity it names, at time ``now``.
+
+    ``providers`` maps each configured provider name to its type (okta, graph, google,
+    generic, secret_store). Idempotent: an event already applied (or already scheduled, when
+    still in the future) is a ``duplicate`` with no effects; the same event_id carrying a
+    different event (:meth:`HrEvent.digest`) is a ``conflict`` with no effects, which the
+    worker dead-letters with the reason rather than dropping it.
+    """
+    identity = registry.resolve_hr(event.employee_id, event.email)
+    if identity is None:
+        return _unknown(event)
+    current = state.identity(identity.id)
+    digest = event.digest()
+    if event.event_id in current.applied_events:
+        applied = current.applied_digests.get(event.event_id)
+        if applied is not None and applied != digest:
+            return HrDecision(
+                event,
+                "conflict",
+                identity.id,
+                reason=f"event_id {event.event_id} was already applied to a different event",
+            )
+        return HrDecision(
+            event, "duplicate", identity.id, reason=f"event {event.event_id} already applied"
+        )
+    waiting = current.scheduled.get(event.event_id)
+    if waiting is not None and HrEvent.from_dict(waiting).digest() != digest:
+        return HrDecision(
+            event,
+            "conflict",
+            identity.id,
+            reason=f"event_id {event.event_id} is already scheduled for a different event",
+        )
+    if event.effective_at > now:
+        if waiting is not None:
+            return HrDecision(
+                event, "duplicate", identity.id, reason=f"event {event.event_id} already scheduled"
+            )
+        scheduled = {**current.scheduled, event.event_id: event.to_dict()}
+        return HrDecision(
+            event,
+            "scheduled",
+            identity.id,
+            state_updates=(replace(current, scheduled=scheduled),),
+            reason=f"effective at {format_time(event.effective_at)}",
+        )
+    if event.event_id in current.scheduled:
+        current = replace(
+            current,
+            scheduled={k: v for k, v in current.scheduled.items() if k != event.event_id},
+        )
+
+    cause = f"hr:{event.type}:{event.event_id}"
+    plan = _Plan(identity=identity, cause=cause)
+    offboarded = is_offboarded(registry, state, identity.id)
+    since = format_time(event.effective_at)
+    outcome = "applied"
+    reason = ""
+    verb = "Offboarded"
+    new_state = current
+
+    if event.type in ("terminated", "contract_ended"):
+        _revoke_sessions(plan, registry, providers)
+        pending = [
+            g for g in registry.grants_of(identity.id) if g.account not in current.removed_grants
+        ]
+        removed: list[str] = []
+        for grant in pending:
+            account = registry.accounts.get(grant.account)
+            if account is None:
+                continue
+            plan.add(
+                "remove_grant",
+                account=account.id,
+                provider=account.provider,
+                params={**account_params(identity, account), "role": grant.role, "via": grant.via},
+            )
+            removed.append(account.id)
+        _rotate_shared(plan, registry, state, pending, providers, holder_must_reenrol=False)
+        if current.status == "offboarded":
+            reason = "already offboarded: sessions revoked again, only new grants removed"
+            new_state = replace(current, removed_grants=(*current.removed_grants, *removed))
+        else:
+            new_state = replace(
+                current,
+                status="offboarded",
+                status_since=since,
+                status_cause=cause,
+                removed_grants=(*current.removed_grants, *removed),
+            )
+    elif event.type == "suspended":
+        verb = "Suspended"
+        _revoke_sessions(plan, registry, providers)
+        if offboarded:
+            reason = "already offboarded: sessions revoked again, status unchanged"
+            if current.status != "offboarded":
+                new_state = replace(
+                    current, status="offboarded", status_since=since, status_cause=cause
+                )
+        else:
+            new_state = replace(current, status="suspended", status_since=since, status_cause=cause)
+    elif event.type == "reinstated":
+        if offboarded:
+            outcome = "noop"
+            reason = "identity is offboarded: re-onboarding goes through the registry"
+        elif current.status == "suspended" or identity.status == "suspended":
+            new_state = replace(current, status="active", status_since=since, status_cause=cause)
+            reason = "suspension cleared; grants are not restored automatically"
+        else:
+            outcome = "noop"
+            reason = "identity is not suspended"
+    elif event.type == "device_lost":
+        verb = "Secured lost device of"
+        _revoke_sessions(plan, registry, providers)
+        for provider in sorted(identity.aliases):
+            if providers.get(provider) in IDP_TYPES:
+                plan.add(
+                    "force_mfa_reenrolment",
+                    account=None,
+                    provider=provider,
+                    params={"user_ref": user_ref(identity, provider)},
+                )
+        held = [
+            g for g in registry.grants_of(identity.id) if g.account not in current.removed_grants
+        ]
+        _rotate_shared(plan, registry, state, held, providers, holder_must_reenrol=not offboarded)
+        new_state = replace(current, mfa_reenrolment_required=True)
+    elif event.type == "role_changed":
+        verb = "Changed role of"
+        new_role = event.new_role or "no_access"
+        target = ROLE_RANK[new_role]
+        downgraded = dict(current.downgraded)
+        if offboarded:
+            outcome = "noop"
+            reason = "identity is offboarded"
+        else:
+            for grant in registry.grants_of(identity.id):
+                account = registry.accounts.get(grant.account)
+                if account is None or grant.account in current.removed_grants:
+                    continue
+                effective = ROLE_RANK[grant.role]
+                if grant.account in current.downgraded:
+                    effective = min(effective, ROLE_RANK[current.downgraded[grant.account]])
+                if effective <= target:
+                    continue
+                plan.add(
+                    "downgrade_grant",
+                    account=account.id,
+                    provider=account.provider,
+                    params={
+                        **account_params(identity, account),
+                        "role": new_role,
+                        "from_role": grant.role,
+                        "via": grant.via,
+                    },
+                )
+                downgraded[grant.account] = new_role
+            new_state = replace(current, downgraded=downgraded)
+            if not plan.actions:
+                outcome = "noop"
+                reason = f"no grant above {new_role}"
+    else:  # pragma: no cover - HrEvent.from_dict only admits HR_TYPES
+        outcome = "noop"
+        reason = f"unsupported HR event type {event.type}"
+
+    plan_id: str | None = None
+    alerts: list[Alert] = list(plan.alerts)
+    if plan.actions:
+        plan_id = event.event_id
+        alerts.insert(0, _summary(plan, event, verb))
+        plans = {
+            **new_state.plans,
+            plan_id: {
+                "actions": [a.to_dict() for a in plan.actions],
+                "alerts": [a.to_dict() for a in alerts],
+                "accepted_at": event.accepted_at,
+                "event_type": event.type,
+                "decided_at": now.timestamp(),
+                # which worker owns the plan after a rebalance: the partition of this key
+                "partition_key": event.partition_key,
+            },
+        }
+        new_state = replace(new_state, plans=plans)
+    new_state = new_state.with_applied(event.event_id, digest)
+    updates: tuple[IdentityState | AccountState, ...] = (
+        new_state,
+        *(plan.accounts[k] for k in sorted(plan.accounts)),
+    )
+    return HrDecision(
+        event=event,
+        outcome=outcome,
+        identity=identity.id,
+        plan_id=plan_id,
+        actions=tuple(plan.actions),
+        alerts=tuple(alerts),
+        state_updates=updates,
+        reason=reason,
+    )
+
+
+def due_scheduled(state: StateStore, now: datetime) -> list[HrEvent]:
+    """Scheduled HR events whose ``effective_at`` has come, oldest first (ties by event id).
+
+    Raises ValidationError for a stored event this version cannot read; such a record was
+    validated when it was scheduled, so that is a bug to surface, not to skip.
+    """
+    due: list[HrEvent] = []
+    for ident in state.identities():
+        for data in ident.scheduled.values():
+            event = HrEvent.from_dict(data)
+            if event.effective_at <= now:
+                due.append(event)
+    due.sort(key=lambda e: (e.effective_at, e.event_id))
+    return due
+
+
+def decide_agency_expiry(registry: Registry, state: StateStore, now: datetime) -> list[HrEvent]:
+    """Synthetic ``contract_ended`` events for every member of every agency whose contract
+    ended before ``now`` and who is not offboarded yet. The event id is deterministic per
+    agency, contract end and member, so a timer firing again yields duplicates, not repeats."""
+    events: list[HrEvent] = []
+    for agency in sorted(registry.agencies.values(), key=lambda a: a.id):
+        if agency.contract_ends >= now:
+            continue
+        for member in agency.members:
+            identity = registry.identities.get(member)
+            if identity is None or is_offboarded(registry, state, member):
+                continue
+            events.append(
+                HrEvent(
+                    event_id=f"agency-{agency.id}-{agency.contract_ends:%Y%m%d}-{member}",
+                    type="contract_ended",
+                    employee_id=identity.hr_id,
+                    email=identity.emails[0] if identity.emails else f"{identity.id}@invalid",
+                    effective_at=agency.contract_ends,
+                    source=AGENCY_TIMER_SOURCE,
+                    accepted_at=now.timestamp(),
+                )
+            )
+    return events

@@ -1,0 +1,550 @@
+"""Leaked credentials: LeakRecords matched against the registry, and what to do about them.
+
+Matching (:class:`LeakIndex`) is a dict lookup: every identity e-mail and every alias value
+(normalised: case, surrounding blanks, plus-tags for the domains in ``plus_tag_domains``)
+maps to the identities holding it, and every shared-credential login to its accounts. The
+index is built once and kept current with :meth:`LeakIndex.apply_change`, called beside
+:meth:`streams.model.registry.Registry.apply_change` for each registry change (O(one record)).
+
+Deciding (:func:`decide_leak`) is pure, like :mod:`streams.decide.hr`: registry + lifecycle +
+one record + ``now`` + the rule engine -> actions, alerts, state updates. A match counts only
+when the breach is newer than the last credential change known for the subject (registry
+``credential_changed_at``, lifecycle ``credential_changed_at`` / ``reenrolled_at``; for a
+shared login the account's last rotation), so old breaches do not page every day.
+
+Which subjects reach the rules is decided here, and recorded (audit) only otherwise:
+
+* spam lists and fabricated breaches: ignored unless configured;
+* an identity already offboarded (registry or lifecycle): ``offboarded``, no rule runs —
+  it should hold nothing, cutting its access is the offboarding path's job, and a leaked
+  password still in use shows up as a login (``login_by_offboarded_identity``);
+* an identity holding no (effective) grant: ``no_grants``, no rule runs;
+* a breach older than the subject's last credential change: ``stale``.
+
+Every other matched pair becomes a :class:`~streams.detect.rules.LeakSubject` (the record and an
+identity or a shared account) and the responses come from the ``inputs: [leak]`` rules in
+``rules/`` like every other detection (:meth:`streams.detect.rules.RuleEngine.evaluate_leak`):
+``leak_privileged_holder`` (full_publishing/admin: revoke sessions, force MFA re-enrolment,
+high), ``leak_grant_holder`` (any other grant: force re-enrolment, notify),
+``leak_shared_credential`` (rotate the shared TOTP seed, page to change the password behind
+``credential_ref``; holders must re-enrol) and ``leak_without_credentials`` (no password,
+hash, token or stealer log: a low alert, no action). A subject no rule fires on is
+``no_rule`` (recorded only). Only ``stable`` rules act, through the same executor, alerts and
+audit as offboardings; a rule that raises is counted and the record dead-lettered.
+
+Idempotent: every action's cause is ``leak:<breach>:<subject hash>``
+(:attr:`~streams.model.records.LeakRecord.cause`, whatever rule requested it) and every alert's
+dedup key derives from it (``<cause>:<subject id>:<rule id>``), so
+the same breach re-imported (or redelivered) gives the same keys and the executor's ledger
+does nothing twice. Alerts and audit views carry the subject hash, never the e-mail.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from streams.decide.hr import is_offboarded
+from streams.detect.rules import (
+    Detection,
+    LeakSubject,
+    RuleEngine,
+    load_rules,
+    shared_credential_holders,
+)
+from streams.model.records import ROLE_RANK, Action, Alert, LeakRecord, format_time, parse_time
+from streams.model.registry import Account, Identity, Registry
+from streams.model.state import AccountState, IdentityState, StateStore
+from streams.support.errors import ValidationError
+from streams.support.secrets import Secret
+
+#: Flags whose breaches are ignored unless the settings include them.
+IGNORED_BY_DEFAULT: tuple[str, ...] = ("spam_list", "fabricated")
+#: The rules directory shipped with the product (used when a caller passes no rule engine).
+DEFAULT_RULES_DIR = Path(__file__).resolve().parents[2] / "rules"
+LEAK_OUTCOMES: tuple[str, ...] = (
+    "applied",  # a leak rule fired: actions and/or alerts
+    "no_match",  # nobody in the registry
+    "stale",  # the breach is older than the subject's last credential change
+    "offboarded",  # recorded only (no rule runs)
+    "no_grants",  # a registry identity that holds nothing: recorded only (no rule runs)
+    "ignored",  # spam list or fabricated breach
+    "no_rule",  # the subject reached the rules and none fired: recorded only
+    "rule_error",  # no rule fired and at least one failed (dead-lettered, counted)
+)
+
+
+@dataclass(frozen=True)
+class LeakSettings:
+    """``leaks.*`` settings: ``plus_tag_domains`` (domains where ``a+tag@d`` is ``a@d``),
+    ``hmac_key`` (the key of password HMACs), ``include_spam_lists``,
+    ``include_fabricated``."""
+
+    plus_tag_domains: frozenset[str] = frozenset()
+    hmac_key: Secret | None = None
+    include_spam_lists: bool = False
+    include_fabricated: bool = False
+
+    @classmethod
+    def from_mapping(cls, settings: Mapping[str, Any]) -> LeakSettings:
+        domains = settings.get("plus_tag_domains") or ()
+        if isinstance(domains, str):
+            domains = domains.split(",")
+        key = settings.get("hmac_key")
+        return cls(
+            plus_tag_domains=frozenset(
+                d.strip().lower().lstrip("@") for d in domains if str(d).strip()
+            ),
+            hmac_key=Secret.parse(key) if isinstance(key, str) and key else key or None,
+            include_spam_lists=bool(settings.get("include_spam_lists", False)),
+            include_fabricated=bool(settings.get("include_fabricated", False)),
+        )
+
+    def ignored(self, record: LeakRecord) -> str | None:
+        """The flag that makes ``record`` ignored, or None."""
+        if "spam_list" in record.flags and not self.include_spam_lists:
+            return "spam_list"
+        if "fabricated" in record.flags and not self.include_fabricated:
+            return "fabricated"
+        return None
+
+
+def normalise_principal(
+    value: str, plus_tag_domains: frozenset[str] | set[str] = frozenset()
+) -> str:
+    """Lower case, no surrounding blanks, and ``local+tag@domain`` -> ``local@domain`` for the
+    domains that deliver plus-tagged mail to the untagged mailbox."""
+    norm = value.strip().lower()
+    if "+" in norm and plus_tag_domains:
+        local, at, domain = norm.rpartition("@")
+        if at and domain in plus_tag_domains:
+            base = local.partition("+")[0]
+            if base:
+                return f"{base}@{domain}"
+    return norm
+
+
+# --------------------------------------------------------------------------------------------
+# The index
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class LeakMatch:
+    """Who a principal is: identity ids (by e-mail or alias) and account ids (whose shared
+    login it is)."""
+
+    identities: tuple[str, ...] = ()
+    accounts: tuple[str, ...] = ()
+
+
+class LeakIndex:
+    """Normalised e-mail / alias / shared login -> who holds it. Not thread-safe (event loop)."""
+
+    def __init__(self, plus_tag_domains: Iterable[str] = ()) -> None:
+        self.plus_tag_domains = frozenset(d.strip().lower() for d in plus_tag_domains)
+        self._people: dict[str, tuple[str, ...]] = {}
+        self._shared: dict[str, tuple[str, ...]] = {}
+        self._keys_of_identity: dict[str, tuple[str, ...]] = {}
+        self._keys_of_account: dict[str, tuple[str, ...]] = {}
+
+    @classmethod
+    def build(cls, registry: Registry, plus_tag_domains: Iterable[str] = ()) -> LeakIndex:
+        index = cls(plus_tag_domains)
+        for identity in registry.identities.values():
+            index.put_identity(identity)
+        for account in registry.accounts.values():
+            index.put_account(account)
+        return index
+
+    def snapshot(self) -> dict[str, Any]:
+        """The index as plain data (its keys per identity and per account, in the order they
+        were last put, which is the order of the owners under a shared key), for
+        :meth:`from_snapshot`."""
+        return {
+            "plus_tag_domains": sorted(self.plus_tag_domains),
+            "identities": self._keys_of_identity,
+            "accounts": self._keys_of_account,
+        }
+
+    @classmethod
+    def from_snapshot(cls, data: Mapping[str, Any]) -> LeakIndex:
+        """The index :meth:`snapshot` described (ValueError/KeyError/TypeError when it is
+        not one)."""
+        index = cls(data["plus_tag_domains"])
+        for table, keys_of, entries in (
+            (index._people, index._keys_of_identity, data["identities"]),
+            (index._shared, index._keys_of_account, data["accounts"]),
+        ):
+            for owner, keys in entries.items():
+                if not isinstance(owner, str) or not all(isinstance(k, str) for k in keys):
+                    raise ValueError("a leak index snapshot maps ids to lists of keys")
+                keys_of[owner] = tuple(keys)
+                for key in keys:
+                    cls._add(table, key, owner)
+        return index
+
+    def __len__(self) -> int:
+        return len(self._people) + len(self._shared)
+
+    def _norm(self, value: str) -> str:
+        return normalise_principal(value, self.plus_tag_domains)
+
+    @staticmethod
+    def _add(table: dict[str, tuple[str, ...]], key: str, owner: str) -> None:
+        owners = table.get(key, ())
+        if owner not in owners:
+            table[key] = (*owners, owner)
+
+    @staticmethod
+    def _drop(table: dict[str, tuple[str, ...]], key: str, owner: str) -> None:
+        owners = tuple(o for o in table.get(key, ()) if o != owner)
+        if owners:
+            table[key] = owners
+        else:
+            table.pop(key, None)
+
+    def put_identity(self, identity: Identity) -> None:
+        self.remove_identity(identity.id)
+        keys = {self._norm(e) for e in identity.emails}
+        keys.update(self._norm(v) for v in identity.aliases.values() if v.strip())
+        keys.discard("")
+        for key in keys:
+            self._add(self._people, key, identity.id)
+        self._keys_of_identity[identity.id] = tuple(sorted(keys))
+
+    def remove_identity(self, identity_id: str) -> None:
+        for key in self._keys_of_identity.pop(identity_id, ()):
+            self._drop(self._people, key, identity_id)
+
+    def put_account(self, account: Account) -> None:
+        self.remove_account(account.id)
+        shared = account.shared_credential
+        if shared is None or not shared.login or not shared.login.strip():
+            return
+        key = self._norm(shared.login)
+        self._add(self._shared, key, account.id)
+        self._keys_of_account[account.id] = (key,)
+
+    def remove_account(self, account_id: str) -> None:
+        for key in self._keys_of_account.pop(account_id, ()):
+            self._drop(self._shared, key, account_id)
+
+    def apply_change(self, key: str, value: Mapping[str, Any] | None) -> None:
+        """Mirror one ``registry.changes`` record (call beside ``Registry.apply_change``;
+        grants and agencies do not change who a principal is)."""
+        kind, _, ident = key.partition(":")
+        if kind == "identity":
+            if value is None:
+                self.remove_identity(ident)
+            else:
+                self.put_identity(Identity.from_dict(dict(value)))
+        elif kind == "account":
+            if value is None:
+                self.remove_account(ident)
+            else:
+                self.put_account(Account.from_dict(dict(value)))
+
+    def wants(self, principal: str) -> bool:
+        """``lookup(principal) is not None`` for a principal already stripped and
+        lower-cased, as a dump reader has it: two dict probes, the import's hot path."""
+        if "+" in principal:
+            return self.lookup(principal) is not None
+        return principal in self._people or principal in self._shared
+
+    def probe(self) -> Callable[[str], bool]:
+        """:meth:`wants` for a bulk import, as fast as it gets: without plus-tag domains a
+        principal is held exactly when it is a key, so the probe is a frozen set's C-level
+        membership test. A snapshot: later registry changes are not seen."""
+        if self.plus_tag_domains:
+            return self.wants
+        return frozenset((*self._people, *self._shared)).__contains__
+
+    def lookup(self, principal: str) -> LeakMatch | None:
+        """Who ``principal`` is, or None (the common case: one dict miss)."""
+        norm = principal
+        if "+" in norm or norm != norm.strip().lower():
+            norm = self._norm(norm)
+        people = self._people.get(norm)
+        shared = self._shared.get(norm)
+        if people is None and shared is None:
+            return None
+        return LeakMatch(people or (), shared or ())
+
+
+# --------------------------------------------------------------------------------------------
+# Deciding
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class LeakDecision:
+    """What one LeakRecord leads to. ``subjects`` lists every matched identity or account with
+    its own outcome (``("identity"|"account", id, outcome)``). ``state_updates`` are whole new
+    values for the lifecycle topic, published before the actions run."""
+
+    record: LeakRecord
+    outcome: str
+    subjects: tuple[tuple[str, str, str], ...] = ()
+    actions: tuple[Action, ...] = ()
+    alerts: tuple[Alert, ...] = ()
+    state_updates: tuple[IdentityState | AccountState, ...] = ()
+    reason: str = ""
+    #: What the leak rules concluded (fired or failed), per subject, in order.
+    detections: tuple[Detection, ...] = ()
+
+    @property
+    def plan_key(self) -> str:
+        """The plan id under which the engine runs the actions (one per record)."""
+        return self.record.cause
+
+    def to_dict(self) -> dict[str, Any]:
+        """The audit view: the subject hashed, actions without params."""
+        return {
+            "kind": "leak",
+            "breach": self.record.breach,
+            "source": self.record.source,
+            "subject": self.record.subject,
+            "cause": self.record.cause,
+            "outcome": self.outcome,
+            "subjects": [list(s) for s in self.subjects],
+            "actions": [a.replay_view() for a in self.actions],
+            "alerts": [a.to_dict() for a in self.alerts],
+            "rules": [d.rule for d in self.detections if d.error is None],
+            "reason": self.reason,
+        }
+
+
+def _time(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        return parse_time(value, "state")
+    except ValidationError:
+        return None
+
+
+def credential_cutoff(
+    registry: Registry, lifecycle: StateStore, identity_id: str
+) -> datetime | None:
+    """The latest credential change known for an identity (registry or lifecycle)."""
+    ident = registry.identities.get(identity_id)
+    life = lifecycle.identity(identity_id)
+    times = [
+        t
+        for t in (
+            ident.credential_changed_at if ident is not None else None,
+            _time(life.credential_changed_at),
+            _time(life.reenrolled_at),
+        )
+        if t is not None
+    ]
+    return max(times) if times else None
+
+
+def _stale(record: LeakRecord, cutoff: datetime | None) -> bool:
+    exposed = record.exposed_at
+    return exposed is not None and cutoff is not None and exposed <= cutoff
+
+
+def _effective_roles(registry: Registry, life: IdentityState, identity_id: str) -> list[str]:
+    roles: list[str] = []
+    for grant in registry.grants_of(identity_id):
+        if grant.account in life.removed_grants:
+            continue
+        role = grant.role
+        lowered = life.downgraded.get(grant.account)
+        if lowered is not None and ROLE_RANK[lowered] < ROLE_RANK[role]:
+            role = lowered
+        if role != "no_access":
+            roles.append(role)
+    return roles
+
+
+_DEFAULT_ENGINES: dict[tuple[tuple[str, str], ...], RuleEngine] = {}
+
+
+def default_leak_rules(providers: Mapping[str, str]) -> RuleEngine:
+    """A rule engine over the shipped ``rules/`` directory (:data:`DEFAULT_RULES_DIR`), for
+    callers that have no configured rule set (tests, library use). Loaded once per provider
+    map; an invalid or missing directory raises :class:`~streams.support.errors.RuleError`."""
+    key = tuple(sorted(providers.items()))
+    engine = _DEFAULT_ENGINES.get(key)
+    if engine is None:
+        engine = RuleEngine(load_rules(DEFAULT_RULES_DIR), providers)
+        _DEFAULT_ENGINES[key] = engine
+    return engine
+
+
+def _respond(
+    engine: RuleEngine,
+    subject: LeakSubject,
+    registry: Registry,
+    lifecycle: StateStore,
+) -> tuple[str, list[Detection], list[Action], list[Alert], bool]:
+    """Ask the leak rules about one subject: its outcome (``applied`` when a rule fired,
+    ``rule_error`` when none did and one failed, ``no_rule`` otherwise), every detection,
+    the actions (each idempotency key once) and alerts, and whether a stable rule that fired
+    declared ``force_mfa_reenrolment`` (the identity then owes a re-enrolment, even when no
+    IdP alias let it be forced automatically)."""
+    detections = engine.evaluate_leak(subject, registry, lifecycle)
+    fired = [d for d in detections if d.error is None]
+    actions: list[Action] = []
+    seen: set[str] = set()
+    for d in fired:
+        for action in d.actions:
+            if action.idempotency_key not in seen:
+                seen.add(action.idempotency_key)
+                actions.append(action)
+    alerts = [a for d in fired for a in d.alerts]
+    by_id = {r.id: r for r in engine.leak_rules}
+    reenrol = any(
+        by_id[d.rule].status == "stable" and "force_mfa_reenrolment" in by_id[d.rule].response
+        for d in fired
+        if d.rule in by_id
+    )
+    if fired:
+        outcome = "applied"
+    elif detections:
+        outcome = "rule_error"
+    else:
+        outcome = "no_rule"
+    return outcome, detections, actions, alerts, reenrol
+
+
+def decide_leak(
+    registry: Registry,
+    lifecycle: StateStore,
+    record: LeakRecord,
+    now: datetime,
+    providers: Mapping[str, str],
+    *,
+    index: LeakIndex | None = None,
+    settings: LeakSettings | None = None,
+    rules: RuleEngine | None = None,
+) -> LeakDecision:
+    """Decide what ``record`` means at ``now`` (see the module docstring). ``index`` should be
+    the worker's long-lived :class:`LeakIndex`; without one it is built here (slow: tests and
+    replay only). ``rules`` is the worker's rule engine (its ``inputs: [leak]`` rules decide
+    the responses); without one the shipped ``rules/`` directory is used
+    (:func:`default_leak_rules`). Pure: no I/O, no clock."""
+    settings = settings or LeakSettings()
+    flag = settings.ignored(record)
+    if flag is not None:
+        return LeakDecision(record, "ignored", reason=f"breach flagged {flag}")
+    index = index or LeakIndex.build(registry, settings.plus_tag_domains)
+    match = index.lookup(record.principal)
+    if match is None:
+        return LeakDecision(record, "no_match", reason="not a registry e-mail, alias or login")
+    engine = rules if rules is not None else default_leak_rules(providers)
+    cause = record.cause
+    subjects: list[tuple[str, str, str]] = []
+    actions: list[Action] = []
+    alerts: list[Alert] = []
+    detections: list[Detection] = []
+    updates: list[IdentityState | AccountState] = []
+
+    for identity_id in match.identities:
+        identity = registry.identities.get(identity_id)
+        if identity is None:
+            continue
+        if is_offboarded(registry, lifecycle, identity_id):
+            subjects.append(("identity", identity_id, "offboarded"))
+            continue
+        if _stale(record, credential_cutoff(registry, lifecycle, identity_id)):
+            subjects.append(("identity", identity_id, "stale"))
+            continue
+        life = lifecycle.identity(identity_id)
+        if not _effective_roles(registry, life, identity_id):
+            subjects.append(("identity", identity_id, "no_grants"))
+            continue
+        subject = LeakSubject(record, "identity", identity_id)
+        outcome, found, made, raised, reenrol = _respond(engine, subject, registry, lifecycle)
+        subjects.append(("identity", identity_id, outcome))
+        detections.extend(found)
+        actions.extend(made)
+        alerts.extend(raised)
+        if reenrol:
+            updates.append(replace(life, mfa_reenrolment_required=True))
+
+    for account_id in match.accounts:
+        account = registry.accounts.get(account_id)
+        shared = account.shared_credential if account is not None else None
+        if account is None or shared is None:
+            continue
+        acct = lifecycle.account(account_id)
+        if _stale(record, _time(acct.rotated_at)):
+            subjects.append(("account", account_id, "stale"))
+            continue
+        subject = LeakSubject(record, "shared_account", account_id)
+        outcome, found, made, raised, _ = _respond(engine, subject, registry, lifecycle)
+        subjects.append(("account", account_id, outcome))
+        detections.extend(found)
+        actions.extend(made)
+        alerts.extend(raised)
+        if any(a.action == "rotate_shared_credential" for a in made):
+            holders = shared_credential_holders(registry, lifecycle, account_id)
+            updates.append(replace(acct, reenrolment_required=tuple(holders), rotated_cause=cause))
+
+    outcomes = {s[2] for s in subjects}
+    if "applied" in outcomes:
+        outcome = "applied"
+    elif len(outcomes) == 1:
+        outcome = outcomes.pop()
+    elif outcomes:
+        outcome = "stale" if "stale" in outcomes else sorted(outcomes)[0]
+    else:
+        outcome = "no_match"
+    reason = "; ".join(f"{kind} {ident}: {out}" for kind, ident, out in subjects)
+    return LeakDecision(
+        record=record,
+        outcome=outcome,
+        subjects=tuple(subjects),
+        actions=tuple(actions),
+        alerts=tuple(alerts),
+        state_updates=tuple(updates),
+        reason=reason,
+        detections=tuple(detections),
+    )
+
+
+def state_after_action(
+    lifecycle: StateStore, action: Action, finished_at: float
+) -> IdentityState | None:
+    """The lifecycle update once ``action`` is done (call from the executor's completion):
+    a completed ``force_mfa_reenrolment`` records ``reenrolled_at`` and clears
+    ``mfa_reenrolment_required``, so later leaks of older breaches are stale."""
+    if action.action != "force_mfa_reenrolment" or action.identity.startswith("shared:"):
+        return None
+    life = lifecycle.identity(action.identity)
+    when = datetime.fromtimestamp(finished_at, UTC)
+    before = _time(life.reenrolled_at)
+    if before is not None and before >= when:
+        return None
+    return replace(life, reenrolled_at=format_time(when), mfa_reenrolment_required=False)
+
+
+# --------------------------------------------------------------------------------------------
+# Replay and transport helpers
+# --------------------------------------------------------------------------------------------
+
+
+def leak_decision_view(decision: LeakDecision) -> list[dict[str, Any]]:
+    """The replay output objects for one leak decision: actions, then alerts; a
+    ``skipped`` object when nothing is done, so every input line is accounted for."""
+    if not decision.actions and not decision.alerts:
+        return [
+            {
+                "type": "skipped",
+                "event_id": decision.record.cause,
+                "identity": next((s[1] for s in decision.subjects if s[0] == "identity"), None),
+                "outcome": decision.outcome,
+                "reason": decision.reason,
+            }
+        ]
+    out = [a.replay_view() for a in decision.actions]
+    out.extend(a.replay_view() for a in decision.alerts)
+    return out

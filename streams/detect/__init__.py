@@ -1,0 +1,1 @@
+"""Detection rules as data: fields, model, state, engine, loading, tests. Pure: no I/O."""

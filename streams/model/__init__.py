@@ -1,0 +1,1 @@
+"""The domain model: records, the access registry, lifecycle state. Pure: no I/O."""

@@ -1,0 +1,865 @@
+"""The access registry: which identity holds which brand social account, how, and with what role.
+
+The registry is what the security team *declares* (a YAML file, see ``examples/registry.yaml``);
+:mod:`streams.model.state` is what the product *learned* (offboarded, grants removed, ...).
+
+Two ways in:
+
+- :func:`check_registry` / :func:`load_registry` read the YAML file. The file is composed into
+  YAML nodes first so every problem carries ``path:line``, and every problem is collected
+  before anything is reported (an operator fixes the whole file in one pass).
+- :meth:`Registry.from_changes` / :meth:`Registry.apply_change` materialise it from the
+  compacted ``registry.changes`` topic. Keys are ``account:<id>``, ``identity:<id>``,
+  ``grant:<identity>:<account>`` and ``agency:<id>``; a ``None`` value is a tombstone. Each
+  change updates the indices in time proportional to the size of that one record, so a worker
+  catches up on 100k identities without rebuilding anything.
+
+Registry ids use letters, digits and ``._@+-`` (no ``:``) so change keys split unambiguously.
+Aliases become path segments of revocation requests, so :func:`validate_alias` accepts only
+plain identifiers (never ``.``/``..``); the YAML file and every change read from the topic
+are checked with it.
+A plain date (``2025-06-30``) in ``contract_ends`` or ``expires_at`` means 00:00 UTC that day;
+timestamps must carry a zone, like every timestamp accessguard accepts.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+from yaml.constructor import SafeConstructor
+from yaml.nodes import MappingNode
+
+from streams.model.records import (
+    ACCESS_PATHS,
+    IDENTITY_KINDS,
+    IDENTITY_STATUSES,
+    MFA_METHODS,
+    ROLES,
+    format_time,
+    parse_time,
+)
+from streams.support.errors import RegistryError
+from streams.support.yamlcheck import Entry as _Entry
+from streams.support.yamlcheck import Problems as _Problems
+from streams.support.yamlcheck import entries as _entries
+from streams.support.yamlcheck import label as _label
+from streams.support.yamlcheck import line_of as _line
+
+CRITICALITIES: tuple[str, ...] = ("low", "medium", "high", "critical")
+
+_EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,255}$")
+
+
+def normalise_email(value: str) -> str:
+    """E-mail addresses compare case-insensitively and without surrounding blanks."""
+    return value.strip().lower()
+
+
+#: The longest alias accepted: vendor ids and logins are far shorter.
+MAX_ALIAS_LEN = 256
+_ALIAS_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._@+-")
+_ALIAS_FIRST = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_")
+ALIAS_RULE = (
+    "letters, digits and ._@+- only, starting with a letter, digit or _, "
+    f"at most {MAX_ALIAS_LEN} characters"
+)
+
+
+def validate_alias(provider: str, value: object) -> str | None:
+    """The problem with ``value`` as the identity's id at ``provider``, or None when it is a
+    plain identifier there.
+
+    An alias becomes one path segment of a revocation request (``/users/{user_ref}/...``),
+    so only plain identifiers are accepted: letters, digits and ``._@+-``, starting with a
+    letter, digit or ``_`` (never ``.``, so neither the dot segments ``.``/``..`` nor a
+    hidden name), at most :data:`MAX_ALIAS_LEN` characters. Every way an alias enters the
+    registry (``registry check``/``import``, the registry topic, a SCIM/API update) must
+    apply this one rule.
+    """
+    where = f"an alias is the person's plain id at {provider} ({ALIAS_RULE})"
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        return f"expected a string; {where}"
+    text = str(value)
+    if not text:
+        return f"is empty; {where}"
+    if len(text) > MAX_ALIAS_LEN:
+        return f"is {len(text)} characters long; {where}"
+    if text in (".", "..") or text.startswith("."):
+        return f"{text[:40]!r} starts with '.' ('.' and '..' address another endpoint); {where}"
+    bad = next((c for c in text if c not in _ALIAS_CHARS), None)
+    if bad is not None:
+        return f"{text[:40]!r} contains {bad!r}; {where}"
+    if text[0] not in _ALIAS_FIRST:
+        return f"{text[:40]!r} starts with {text[0]!r}; {where}"
+    return None
+
+
+def _norm_alias(value: str) -> str:
+    # Platform usernames and e-mail-like IdP logins are case-insensitive at the vendors that
+    # matter here; opaque IdP ids are random enough that folding case cannot collide.
+    return value.strip().lower()
+
+
+def _norm_account_ref(value: str) -> str:
+    # Handles are written "@brand" or "brand" and compare case-insensitively on every platform.
+    return value.strip().lower().lstrip("@")
+
+
+def _account_refs(account: Account) -> tuple[str, ...]:
+    """The names a login event may use for an account: its handle and ``platform:handle``."""
+    handle = _norm_account_ref(account.handle)
+    return (handle, f"{account.platform.strip().lower()}:{handle}")
+
+
+# --------------------------------------------------------------------------------------------
+# The model
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SharedCredential:
+    """A login several people share; the secret lives in the secret store under ``ref``."""
+
+    totp: bool = False
+    ref: str = ""
+    login: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"totp": self.totp, "ref": self.ref, "login": self.login}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SharedCredential:
+        return cls(
+            totp=bool(data.get("totp", False)), ref=str(data["ref"]), login=data.get("login")
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    """One brand account on one platform, managed through ``provider``."""
+
+    id: str
+    platform: str
+    handle: str
+    criticality: str
+    provider: str
+    shared_credential: SharedCredential | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "platform": self.platform,
+            "handle": self.handle,
+            "criticality": self.criticality,
+            "provider": self.provider,
+            "shared_credential": (
+                self.shared_credential.to_dict() if self.shared_credential else None
+            ),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Account:
+        shared = data.get("shared_credential")
+        return cls(
+            id=data["id"],
+            platform=data["platform"],
+            handle=data["handle"],
+            criticality=data["criticality"],
+            provider=data["provider"],
+            shared_credential=SharedCredential.from_dict(shared) if shared else None,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """A person (or agency member). ``aliases`` maps a provider or platform name to the
+    identity's id there; ``emails`` are normalised (lower case, stripped)."""
+
+    id: str
+    name: str
+    kind: str
+    emails: tuple[str, ...]
+    aliases: dict[str, str] = field(default_factory=dict, hash=False)
+    status: str = "active"
+    employee_id: str = ""
+    #: When the security team knows the person last changed their password (optional):
+    #: leaked-credential matches for breaches before this are stale.
+    credential_changed_at: datetime | None = None
+
+    @property
+    def hr_id(self) -> str:
+        """The id the HR system uses (``employee_id``, defaulting to the registry id)."""
+        return self.employee_id or self.id
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "id": self.id,
+            "name": self.name,
+            "kind": self.kind,
+            "emails": list(self.emails),
+            "aliases": dict(self.aliases),
+            "status": self.status,
+            "employee_id": self.hr_id,
+        }
+        if self.credential_changed_at is not None:
+            # only when set: registries written before the field existed diff as unchanged
+            out["credential_changed_at"] = format_time(self.credential_changed_at)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Identity:
+        """Raises ValueError (a whole change refused) for an alias that is not a plain id."""
+        aliases: dict[str, str] = {}
+        for key, value in (data.get("aliases") or {}).items():
+            problem = validate_alias(str(key), value)
+            if problem is not None:
+                raise ValueError(f"aliases: {key}: {problem}")
+            aliases[str(key)] = str(value)
+        return cls(
+            id=data["id"],
+            name=data["name"],
+            kind=data["kind"],
+            emails=tuple(normalise_email(e) for e in data.get("emails") or ()),
+            aliases=aliases,
+            status=data.get("status", "active"),
+            employee_id=data.get("employee_id") or data["id"],
+            credential_changed_at=(
+                parse_time(changed, "credential_changed_at")
+                if (changed := data.get("credential_changed_at"))
+                else None
+            ),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """``identity`` holds ``account`` with ``role``, reached ``via`` an access path."""
+
+    identity: str
+    account: str
+    role: str
+    via: str
+    mfa: str
+    expires_at: datetime | None = None
+
+    @property
+    def key(self) -> str:
+        return f"grant:{self.identity}:{self.account}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "identity": self.identity,
+            "account": self.account,
+            "role": self.role,
+            "via": self.via,
+            "mfa": self.mfa,
+            "expires_at": format_time(self.expires_at) if self.expires_at else None,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Grant:
+        expires = data.get("expires_at")
+        return cls(
+            identity=data["identity"],
+            account=data["account"],
+            role=data["role"],
+            via=data["via"],
+            mfa=data["mfa"],
+            expires_at=parse_time(expires, "expires_at") if expires else None,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Agency:
+    """An agency under contract until ``contract_ends``; its members are identity ids."""
+
+    id: str
+    name: str
+    contract_ends: datetime
+    members: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "contract_ends": format_time(self.contract_ends),
+            "members": list(self.members),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Agency:
+        return cls(
+            id=data["id"],
+            name=data["name"],
+            contract_ends=parse_time(data["contract_ends"], "contract_ends"),
+            members=tuple(data.get("members") or ()),
+        )
+
+
+Change = tuple[str, dict[str, Any] | None]
+
+
+class Registry:
+    """The materialised registry with lookup indices.
+
+    Mutable on purpose: a worker applies one change at a time from the compacted topic.
+    Not thread-safe (used on the event loop only, like :class:`streams.model.state.StateStore`).
+    """
+
+    def __init__(self) -> None:
+        self.accounts: dict[str, Account] = {}
+        self.identities: dict[str, Identity] = {}
+        self.agencies: dict[str, Agency] = {}
+        self._grants: dict[tuple[str, str], Grant] = {}
+        self._by_identity: dict[str, dict[str, Grant]] = {}
+        self._by_account: dict[str, dict[str, Grant]] = {}
+        self._by_employee_id: dict[str, str] = {}
+        self._by_email: dict[str, str] = {}
+        #: (provider, normalised value) -> identity id
+        self._by_alias: dict[tuple[str, str], str] = {}
+        #: normalised value -> {identity id: number of providers using that value}
+        self._by_alias_value: dict[str, dict[str, int]] = {}
+        #: normalised handle or "platform:handle" -> account ids using it
+        self._by_account_ref: dict[str, set[str]] = {}
+
+    # ---- lookups ----------------------------------------------------------------------
+
+    @property
+    def grants(self) -> dict[tuple[str, str], Grant]:
+        """Every grant keyed by ``(identity, account)`` (read-only view by convention)."""
+        return self._grants
+
+    def grants_of(self, identity_id: str) -> list[Grant]:
+        """The grants one identity holds, in registry order."""
+        return list(self._by_identity.get(identity_id, {}).values())
+
+    def holders(self, account_id: str, via: str | None = None) -> list[Grant]:
+        """The grants on one account, optionally only those reached ``via`` one access path."""
+        grants = self._by_account.get(account_id, {}).values()
+        return [g for g in grants if via is None or g.via == via]
+
+    def resolve_hr(self, employee_id: str | None, email: str | None) -> Identity | None:
+        """Find the identity an HR event is about: by HR employee id first, then by registry
+        id, then by e-mail (case-insensitive)."""
+        if employee_id:
+            key = employee_id.strip()
+            ident = self._by_employee_id.get(key)
+            if ident is not None and ident in self.identities:
+                return self.identities[ident]
+            if key in self.identities:
+                return self.identities[key]
+        if email:
+            ident = self._by_email.get(normalise_email(email))
+            if ident is not None:
+                return self.identities.get(ident)
+        return None
+
+    def resolve_alias(self, value: str, provider: str | None = None) -> Identity | None:
+        """Find an identity by its id at ``provider`` (or at any provider, or by e-mail, when
+        ``provider`` is None). Ambiguous values (several identities) resolve to None: acting
+        on the wrong person is worse than raising an unknown-identity alert."""
+        norm = _norm_alias(value)
+        if provider is not None:
+            ident = self._by_alias.get((provider, norm))
+            return self.identities.get(ident) if ident is not None else None
+        owners = self._by_alias_value.get(norm, {})
+        candidates = set(owners)
+        by_email = self._by_email.get(norm)
+        if by_email is not None:
+            candidates.add(by_email)
+        if len(candidates) != 1:
+            return None
+        return self.identities.get(candidates.pop())
+
+    def find_account(self, ref: str) -> Account | None:
+        """Find an account by id, handle (``@`` optional, any case) or ``platform:handle``.
+        A bare handle used on several platforms is ambiguous and resolves to None."""
+        exact = self.accounts.get(ref.strip())
+        if exact is not None:
+            return exact
+        norm = _norm_account_ref(ref)
+        platform, sep, handle = norm.partition(":")
+        if sep:
+            norm = f"{platform.strip()}:{_norm_account_ref(handle)}"
+        owners = self._by_account_ref.get(norm)
+        if owners is None or len(owners) != 1:
+            return None
+        return self.accounts.get(next(iter(owners)))
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Registry):
+            return NotImplemented
+        return (
+            self.accounts == other.accounts
+            and self.identities == other.identities
+            and self.agencies == other.agencies
+            and self._grants == other._grants
+        )
+
+    __hash__ = None  # type: ignore[assignment]  # mutable container: not hashable
+
+    def __repr__(self) -> str:
+        return (
+            f"Registry(accounts={len(self.accounts)}, identities={len(self.identities)}, "
+            f"grants={len(self._grants)}, agencies={len(self.agencies)})"
+        )
+
+    # ---- mutation (each O(size of one record)) ----------------------------------------
+
+    def put_account(self, account: Account) -> None:
+        self.remove_account(account.id)
+        self.accounts[account.id] = account
+        for ref in _account_refs(account):
+            self._by_account_ref.setdefault(ref, set()).add(account.id)
+
+    def remove_account(self, account_id: str) -> None:
+        old = self.accounts.pop(account_id, None)
+        if old is None:
+            return
+        for ref in _account_refs(old):
+            owners = self._by_account_ref.get(ref)
+            if owners is not None:
+                owners.discard(account_id)
+                if not owners:
+                    del self._by_account_ref[ref]
+
+    def put_identity(self, identity: Identity) -> None:
+        self.remove_identity(identity.id)
+        self.identities[identity.id] = identity
+        self._by_employee_id[identity.hr_id] = identity.id
+        for email in identity.emails:
+            self._by_email[email] = identity.id
+        for provider, value in identity.aliases.items():
+            norm = _norm_alias(value)
+            self._by_alias[(provider, norm)] = identity.id
+            owners = self._by_alias_value.setdefault(norm, {})
+            owners[identity.id] = owners.get(identity.id, 0) + 1
+
+    def remove_identity(self, identity_id: str) -> None:
+        old = self.identities.pop(identity_id, None)
+        if old is None:
+            return
+        if self._by_employee_id.get(old.hr_id) == old.id:
+            del self._by_employee_id[old.hr_id]
+        for email in old.emails:
+            if self._by_email.get(email) == old.id:
+                del self._by_email[email]
+        for provider, value in old.aliases.items():
+            norm = _norm_alias(value)
+            if self._by_alias.get((provider, norm)) == old.id:
+                del self._by_alias[(provider, norm)]
+            owners = self._by_alias_value.get(norm)
+            if owners is not None and old.id in owners:
+                owners[old.id] -= 1
+                if owners[old.id] <= 0:
+                    del owners[old.id]
+                if not owners:
+                    del self._by_alias_value[norm]
+
+    def put_grant(self, grant: Grant) -> None:
+        self._grants[(grant.identity, grant.account)] = grant
+        self._by_identity.setdefault(grant.identity, {})[grant.account] = grant
+        self._by_account.setdefault(grant.account, {})[grant.identity] = grant
+
+    def remove_grant(self, identity_id: str, account_id: str) -> None:
+        if self._grants.pop((identity_id, account_id), None) is None:
+            return
+        by_identity = self._by_identity.get(identity_id, {})
+        by_identity.pop(account_id, None)
+        if not by_identity:
+            self._by_identity.pop(identity_id, None)
+        by_account = self._by_account.get(account_id, {})
+        by_account.pop(identity_id, None)
+        if not by_account:
+            self._by_account.pop(account_id, None)
+
+    def put_agency(self, agency: Agency) -> None:
+        self.agencies[agency.id] = agency
+
+    def remove_agency(self, agency_id: str) -> None:
+        self.agencies.pop(agency_id, None)
+
+    # ---- event sourcing ---------------------------------------------------------------
+
+    def to_changes(self) -> list[tuple[str, dict[str, Any]]]:
+        """Every record as a ``(key, JSON-able value)`` change, parents before children."""
+        out: list[tuple[str, dict[str, Any]]] = []
+        out.extend((f"account:{a.id}", a.to_dict()) for a in self.accounts.values())
+        out.extend((f"identity:{i.id}", i.to_dict()) for i in self.identities.values())
+        out.extend((f"agency:{a.id}", a.to_dict()) for a in self.agencies.values())
+        out.extend((g.key, g.to_dict()) for g in self._grants.values())
+        return out
+
+    def apply_change(self, key: str, value: dict[str, Any] | None) -> None:
+        """Apply one change from the compacted topic; ``None`` deletes (tombstone).
+
+        Raises RegistryError for a key or value this version cannot read (route it to the
+        dead-letter topic: the rest of the registry stays usable).
+        """
+        kind, _, rest = key.partition(":")
+        try:
+            if kind == "account":
+                if value is None:
+                    self.remove_account(rest)
+                else:
+                    self.put_account(Account.from_dict(value))
+            elif kind == "identity":
+                if value is None:
+                    self.remove_identity(rest)
+                else:
+                    self.put_identity(Identity.from_dict(value))
+            elif kind == "agency":
+                if value is None:
+                    self.remove_agency(rest)
+                else:
+                    self.put_agency(Agency.from_dict(value))
+            elif kind == "grant":
+                identity_id, sep, account_id = rest.partition(":")
+                if not sep or not identity_id or not account_id:
+                    raise RegistryError([f"{key}: grant keys are grant:<identity>:<account>"])
+                if value is None:
+                    self.remove_grant(identity_id, account_id)
+                else:
+                    self.put_grant(Grant.from_dict(value))
+            else:
+                raise RegistryError([f"{key}: unknown registry change kind {kind!r}"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise RegistryError([f"{key}: unreadable registry change: {exc!r}"]) from None
+
+    @classmethod
+    def from_changes(cls, changes: Iterable[Change]) -> Registry:
+        """Materialise a registry from a stream of changes (later changes win)."""
+        registry = cls()
+        for key, value in changes:
+            registry.apply_change(key, value)
+        return registry
+
+
+def diff_changes(old: Registry, new: Registry) -> list[Change]:
+    """The changes that turn ``old`` into ``new``: upserts for new or changed records and
+    tombstones for removed ones. Ordered so a consumer never sees a grant whose identity or
+    account is missing: removed grants and agencies first, then upserts parents before
+    children, then removed identities and accounts."""
+    old_changes = dict(old.to_changes())
+    new_changes = new.to_changes()
+    new_keys = {k for k, _ in new_changes}
+    removed = [k for k in old_changes if k not in new_keys]
+
+    def kind_of(key: str) -> str:
+        return key.partition(":")[0]
+
+    out: list[Change] = [(k, None) for k in removed if kind_of(k) in ("grant", "agency")]
+    out.extend((k, v) for k, v in new_changes if old_changes.get(k) != v)
+    out.extend((k, None) for k in removed if kind_of(k) == "identity")
+    out.extend((k, None) for k in removed if kind_of(k) == "account")
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# YAML loading with line numbers
+# --------------------------------------------------------------------------------------------
+
+_SECTIONS = ("accounts", "identities", "grants", "agencies")
+_ACCOUNT_KEYS = {"id", "platform", "handle", "criticality", "provider", "shared_credential"}
+_SHARED_KEYS = {"totp", "ref", "login"}
+_IDENTITY_KEYS = {
+    "id",
+    "name",
+    "kind",
+    "emails",
+    "aliases",
+    "status",
+    "employee_id",
+    "credential_changed_at",
+}
+_GRANT_KEYS = {"identity", "account", "role", "via", "mfa", "expires_at"}
+_AGENCY_KEYS = {"id", "name", "contract_ends", "members"}
+
+
+def _parse(text: str, source: str) -> tuple[Registry, list[str]]:
+    problems = _Problems(source)
+    registry = Registry()
+    try:
+        root_node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = int(mark.line) + 1 if mark is not None else 1
+        problems.add(line, f"YAML syntax error: {exc.problem or exc.context}")
+        return registry, problems.render()
+    except yaml.YAMLError as exc:
+        problems.add(1, f"YAML error: {exc}")
+        return registry, problems.render()
+    if root_node is None:
+        problems.add(1, "empty registry: expected a mapping with " + ", ".join(_SECTIONS))
+        return registry, problems.render()
+    if not isinstance(root_node, MappingNode):
+        problems.add(_line(root_node), "the registry must be a mapping of " + ", ".join(_SECTIONS))
+        return registry, problems.render()
+
+    constructor = SafeConstructor()
+    top = _Entry(root_node, "registry", set(_SECTIONS), problems, constructor)
+    root = top.fields
+
+    # ---- accounts
+    account_lines: dict[str, int] = {}
+    for index, item in _entries(root, "accounts", problems):
+        e = _Entry(item, _label("accounts", index, item), _ACCOUNT_KEYS, problems, constructor)
+        acc_id = e.ident("id")
+        platform = e.string("platform", max_len=64)
+        handle = e.string("handle")
+        criticality = e.enum("criticality", CRITICALITIES)
+        provider = e.string("provider", max_len=64)
+        shared: SharedCredential | None = None
+        shared_ok = True
+        shared_node = e.mapping("shared_credential")
+        if e.present("shared_credential") and shared_node is None:
+            shared_ok = False
+        if shared_node is not None:
+            s = _Entry(
+                shared_node, f"{e.where}: shared_credential", _SHARED_KEYS, problems, constructor
+            )
+            totp = s.boolean("totp", default=False)
+            ref = s.string("ref", required=False) or f"shared/{acc_id}"
+            login = s.string("login", required=False, max_len=320)
+            shared = SharedCredential(totp=totp, ref=ref, login=login)
+        if acc_id is not None and acc_id in account_lines:
+            e.error(
+                e.line, f"duplicate account id {acc_id!r} (first at line {account_lines[acc_id]})"
+            )
+            continue
+        if acc_id is not None:
+            account_lines[acc_id] = e.line
+        if (
+            acc_id is None
+            or platform is None
+            or handle is None
+            or criticality is None
+            or provider is None
+            or not shared_ok
+        ):
+            continue
+        registry.put_account(
+            Account(acc_id, platform.lower(), handle, criticality, provider, shared)
+        )
+
+    # ---- identities
+    identity_lines: dict[str, int] = {}
+    email_owner: dict[str, tuple[str, int]] = {}
+    hr_owner: dict[str, tuple[str, int]] = {}
+    for index, item in _entries(root, "identities", problems):
+        e = _Entry(item, _label("identities", index, item), _IDENTITY_KEYS, problems, constructor)
+        ident_id = e.ident("id")
+        name = e.string("name")
+        kind = e.enum("kind", IDENTITY_KINDS)
+        status = e.enum("status", IDENTITY_STATUSES, default="active")
+        employee_id = e.string("employee_id", required=False, max_len=200)
+        credential_changed_at = e.time("credential_changed_at", required=False)
+        emails: list[str] = []
+        ok = not (e.present("credential_changed_at") and credential_changed_at is None)
+        email_nodes = e.seq("emails", required=True)
+        if email_nodes is None:
+            ok = False
+        elif not email_nodes:
+            e.error(e.fields["emails"], "emails: list at least one address")
+            ok = False
+        for email_node in email_nodes or ():
+            raw = e.item_string("emails", email_node)
+            if raw is None:
+                ok = False
+                continue
+            email = normalise_email(raw)
+            if not _EMAIL_RE.match(email):
+                e.error(email_node, f"emails: {raw!r} is not an e-mail address")
+                ok = False
+                continue
+            if email in emails:
+                e.error(email_node, f"emails: {raw!r} listed twice")
+                continue
+            owner = email_owner.get(email)
+            if owner is not None and owner[0] != ident_id:
+                e.error(
+                    email_node,
+                    f"emails: {raw!r} already belongs to identity {owner[0]!r} (line {owner[1]})",
+                )
+                ok = False
+                continue
+            email_owner[email] = (ident_id or "?", _line(email_node))
+            emails.append(email)
+        aliases: dict[str, str] = {}
+        alias_node = e.mapping("aliases")
+        if e.present("aliases") and alias_node is None:
+            ok = False
+        if alias_node is not None:
+            for key_node, value_node in alias_node.value:
+                key = e._scalar(key_node)
+                value = e._scalar(value_node)
+                if not isinstance(key, str) or not key.strip():
+                    e.error(key_node, "aliases: keys must be provider or platform names")
+                    ok = False
+                elif (
+                    isinstance(value, bool)
+                    or not isinstance(value, str | int)
+                    or not str(value).strip()
+                ):
+                    e.error(value_node, f"aliases: {key}: expected a non-empty string")
+                    ok = False
+                elif key in aliases:
+                    e.error(key_node, f"aliases: {key} given twice")
+                    ok = False
+                elif (problem := validate_alias(key.strip(), str(value).strip())) is not None:
+                    e.error(value_node, f"aliases: {key}: {problem}")
+                    ok = False
+                else:
+                    aliases[key.strip()] = str(value).strip()
+        if ident_id is not None and ident_id in identity_lines:
+            e.error(
+                e.line,
+                f"duplicate identity id {ident_id!r} (first at line {identity_lines[ident_id]})",
+            )
+            continue
+        if ident_id is not None:
+            identity_lines[ident_id] = e.line
+            hr_id = employee_id or ident_id
+            hr_prev = hr_owner.get(hr_id)
+            if hr_prev is not None:
+                e.error(
+                    e.fields.get("employee_id", e.node),
+                    f"employee_id {hr_id!r} is also identity {hr_prev[0]!r} (line {hr_prev[1]}): "
+                    "HR events would be ambiguous",
+                )
+                ok = False
+            else:
+                hr_owner[hr_id] = (ident_id, e.line)
+        if ident_id is None or name is None or kind is None or status is None or not ok:
+            continue
+        registry.put_identity(
+            Identity(
+                id=ident_id,
+                name=name,
+                kind=kind,
+                emails=tuple(emails),
+                aliases=aliases,
+                status=status,
+                employee_id=employee_id or ident_id,
+                credential_changed_at=credential_changed_at,
+            )
+        )
+
+    # ---- grants
+    grant_lines: dict[tuple[str, str], int] = {}
+    for index, item in _entries(root, "grants", problems):
+        e = _Entry(item, f"grants[{index}]", _GRANT_KEYS, problems, constructor)
+        identity_ref = e.ident("identity")
+        account_ref = e.ident("account")
+        if identity_ref and account_ref:
+            e.where = f"grants[{index}] {identity_ref}->{account_ref}"
+        role = e.enum("role", ROLES)
+        via = e.enum("via", ACCESS_PATHS)
+        mfa = e.enum("mfa", MFA_METHODS)
+        expires_at = e.time("expires_at", required=False)
+        ok = not (e.present("expires_at") and expires_at is None)
+        if identity_ref is not None and identity_ref not in identity_lines:
+            e.error(e.fields["identity"], f"identity: unknown identity {identity_ref!r}")
+            ok = False
+        if account_ref is not None and account_ref not in account_lines:
+            e.error(e.fields["account"], f"account: unknown account {account_ref!r}")
+            ok = False
+        account = registry.accounts.get(account_ref or "")
+        if via == "shared_credential" and account is not None and account.shared_credential is None:
+            e.error(
+                e.fields["via"],
+                f"via: shared_credential, but account {account.id!r} declares no shared_credential",
+            )
+            ok = False
+        if identity_ref and account_ref:
+            pair = (identity_ref, account_ref)
+            if pair in grant_lines:
+                e.error(
+                    e.line,
+                    f"duplicate grant of {account_ref!r} to {identity_ref!r} "
+                    f"(first at line {grant_lines[pair]})",
+                )
+                continue
+            grant_lines[pair] = e.line
+        if (
+            identity_ref is None
+            or account_ref is None
+            or role is None
+            or via is None
+            or mfa is None
+            or not ok
+            # an invalid identity or account is already reported on its own line
+            or identity_ref not in registry.identities
+            or account_ref not in registry.accounts
+        ):
+            continue
+        registry.put_grant(Grant(identity_ref, account_ref, role, via, mfa, expires_at))
+
+    # ---- agencies
+    agency_lines: dict[str, int] = {}
+    for index, item in _entries(root, "agencies", problems):
+        e = _Entry(item, _label("agencies", index, item), _AGENCY_KEYS, problems, constructor)
+        agency_id = e.ident("id")
+        name = e.string("name")
+        contract_ends = e.time("contract_ends", required=True)
+        members: list[str] = []
+        ok = True
+        for member_node in e.seq("members", required=False) or ():
+            member = e.item_string("members", member_node)
+            if member is None:
+                ok = False
+            elif member not in identity_lines:
+                e.error(member_node, f"members: unknown identity {member!r}")
+                ok = False
+            elif member in members:
+                e.error(member_node, f"members: {member!r} listed twice")
+            else:
+                members.append(member)
+        if agency_id is not None and agency_id in agency_lines:
+            e.error(
+                e.line,
+                f"duplicate agency id {agency_id!r} (first at line {agency_lines[agency_id]})",
+            )
+            continue
+        if agency_id is not None:
+            agency_lines[agency_id] = e.line
+        if agency_id is None or name is None or contract_ends is None or not ok:
+            continue
+        registry.put_agency(Agency(agency_id, name, contract_ends, tuple(members)))
+
+    return registry, problems.render()
+
+
+def parse_registry(text: str, source: str = "<registry>") -> tuple[Registry, list[str]]:
+    """Parse registry YAML text. Returns the valid part and every problem as
+    ``source:line: message`` (an empty list means the registry is valid)."""
+    return _parse(text, source)
+
+
+def check_registry(path: str | Path) -> list[str]:
+    """Every problem in the registry file at ``path`` as ``path:line: message`` (empty: valid)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        return [f"{path}:0: cannot read the registry: {exc}"]
+    return _parse(text, str(path))[1]
+
+
+def load_registry(path: str | Path) -> Registry:
+    """Load and validate the registry file; raises RegistryError listing every problem."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RegistryError([f"{path}:0: cannot read the registry: {exc}"]) from None
+    registry, problems = _parse(text, str(path))
+    if problems:
+        raise RegistryError(problems)
+    return registry

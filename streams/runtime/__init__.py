@@ -1,0 +1,1 @@
+"""The running service: worker, engine, executor, HTTP server, observation, replay."""

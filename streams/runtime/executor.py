@@ -1,0 +1,195 @@
+"""Runs provider actions and alert sends off the event loop, with the shared retry policy.
+
+Blocking ``requests`` calls run in a bounded thread pool, with a per-provider concurrency limit
+so one slow provider cannot take every thread. Retries happen on the event loop (``asyncio.sleep``
+between attempts), so a provider in backoff holds no thread. After ``retry.max_attempts`` fast
+attempts the action is reported as stuck (the caller pages) and keeps being retried every
+``retry.slow_retry_interval`` until it succeeds or fails permanently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import structlog
+
+from connectors.base.http import RetryPolicy, backoff_delay
+from streams.model.records import Action, Alert
+from streams.runtime.outages import failure_class
+from streams.support import metrics
+from streams.support.errors import PermanentError, ProviderError, RetryableError
+
+log = structlog.get_logger(__name__)
+
+
+class Provider(Protocol):
+    def perform(self, action: Action) -> dict[str, Any]: ...
+
+
+class Sink(Protocol):
+    def send(self, alert: Alert) -> dict[str, Any]: ...
+
+
+@dataclass
+class Outcome:
+    """What became of one action. ``status``: done | dry_run | failed."""
+
+    status: str
+    attempts: int
+    result: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+    finished_at: float = 0.0
+    #: True when the action was reported stuck (paged) before it settled.
+    was_stuck: bool = False
+    #: For a failed action, what kind of failure (:func:`streams.runtime.outages.failure_class`).
+    failure: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {
+            "status": self.status,
+            "attempts": self.attempts,
+            "result": self.result,
+            "error": self.error,
+            "finished_at": self.finished_at,
+        }
+        if self.failure is not None:
+            out["failure"] = self.failure
+        return out
+
+
+StuckCallback = Callable[[Action, ProviderError, int], Awaitable[None]]
+
+
+class Executor:
+    def __init__(
+        self,
+        providers: Mapping[str, Provider],
+        policy: RetryPolicy,
+        *,
+        threads: int = 16,
+        per_provider_concurrency: int = 8,
+        dry_run: bool = False,
+    ) -> None:
+        self.providers = dict(providers)
+        self.policy = policy
+        self.dry_run = dry_run
+        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="provider")
+        self._limits = {name: asyncio.Semaphore(per_provider_concurrency) for name in providers}
+        self._per_provider = per_provider_concurrency
+
+    def _limit(self, provider: str) -> asyncio.Semaphore:
+        if provider not in self._limits:
+            self._limits[provider] = asyncio.Semaphore(self._per_provider)
+        return self._limits[provider]
+
+    async def call(
+        self, fn: Callable[[], dict[str, Any]], limit: asyncio.Semaphore
+    ) -> dict[str, Any]:
+        async with limit:
+            return await asyncio.get_running_loop().run_in_executor(self._pool, fn)
+
+    async def execute(self, action: Action, on_stuck: StuckCallback) -> Outcome:
+        """Run one action until it succeeds or fails permanently. Idempotency is the caller's:
+        it checks the ledger before and records the outcome after."""
+        if self.dry_run:
+            metrics.ACTIONS.labels(action.provider, action.action, "dry_run").inc()
+            return Outcome("dry_run", 0, {"dry_run": True}, finished_at=time.time())
+        provider = self.providers.get(action.provider)
+        if provider is None:
+            metrics.ACTIONS.labels(action.provider, action.action, "failed").inc()
+            return Outcome(
+                "failed",
+                0,
+                error=f"no provider named {action.provider!r} in config (providers.*)",
+                finished_at=time.time(),
+                failure="not_configured",
+            )
+        attempt = 0
+        stuck = False
+        latency = metrics.PROVIDER_LATENCY.labels(action.provider, action.action)
+        limit = self._limit(action.provider)
+        while True:
+            attempt += 1
+            started = time.perf_counter()
+            try:
+                result = await self.call(lambda: provider.perform(action), limit)
+            except RetryableError as exc:
+                latency.observe(time.perf_counter() - started)
+                metrics.ACTIONS.labels(action.provider, action.action, "retry").inc()
+                if attempt >= self.policy.max_attempts:
+                    if not stuck:
+                        stuck = True
+                        await on_stuck(action, exc, attempt)
+                    delay = max(self.policy.slow_retry_interval, exc.retry_after or 0.0)
+                else:
+                    delay = backoff_delay(attempt, self.policy, exc.retry_after)
+                log.warning(
+                    "action.retry",
+                    provider=action.provider,
+                    action=action.action,
+                    key=action.idempotency_key,
+                    attempt=attempt,
+                    delay=round(delay, 3),
+                    error=str(exc),
+                )
+                await asyncio.sleep(delay)
+                continue
+            except PermanentError as exc:
+                latency.observe(time.perf_counter() - started)
+                metrics.ACTIONS.labels(action.provider, action.action, "failed").inc()
+                return Outcome(
+                    "failed",
+                    attempt,
+                    error=str(exc),
+                    finished_at=time.time(),
+                    was_stuck=stuck,
+                    failure=failure_class(exc),
+                )
+            except Exception as exc:
+                latency.observe(time.perf_counter() - started)
+                metrics.ACTIONS.labels(action.provider, action.action, "failed").inc()
+                log.exception("action.crashed", provider=action.provider, action=action.action)
+                return Outcome(
+                    "failed",
+                    attempt,
+                    error=f"provider crashed: {exc!r}",
+                    finished_at=time.time(),
+                    was_stuck=stuck,
+                    failure="crashed",
+                )
+            latency.observe(time.perf_counter() - started)
+            status = "dry_run" if result.get("dry_run") else "done"
+            metrics.ACTIONS.labels(
+                action.provider, action.action, "dry_run" if status == "dry_run" else "success"
+            ).inc()
+            return Outcome(status, attempt, result, finished_at=time.time(), was_stuck=stuck)
+
+    async def send_alert(self, sink_name: str, sink: Sink, alert: Alert) -> Outcome:
+        """Send to one sink with the fast retries only: a page that cannot go out after those
+        is logged and counted (the alert stays in the audit trail and the alerts topic)."""
+        limit = self._limit(f"sink:{sink_name}")
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                result = await self.call(lambda: sink.send(alert), limit)
+            except RetryableError as exc:
+                if attempt >= self.policy.max_attempts:
+                    metrics.ALERTS.labels(sink_name, alert.severity, "failed").inc()
+                    return Outcome("failed", attempt, error=str(exc), finished_at=time.time())
+                await asyncio.sleep(backoff_delay(attempt, self.policy, exc.retry_after))
+                continue
+            except Exception as exc:  # noqa: BLE001 - a failed page is counted and audited
+                metrics.ALERTS.labels(sink_name, alert.severity, "failed").inc()
+                return Outcome("failed", attempt, error=str(exc), finished_at=time.time())
+            dry = bool(result.get("dry_run"))
+            metrics.ALERTS.labels(sink_name, alert.severity, "dry_run" if dry else "sent").inc()
+            return Outcome("dry_run" if dry else "done", attempt, result, finished_at=time.time())
+
+    def shutdown(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)

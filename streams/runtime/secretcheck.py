@@ -1,0 +1,157 @@
+"""Every configured secret must resolve where it is used — checked at start, watched after.
+
+A secret given as ``env:NAME`` whose variable is unset (or empty) used to fail silently: the
+HR webhook answered every termination with 401 and ``/readyz`` stayed 200. Now, for the
+secrets a process uses (:func:`secret_uses`):
+
+- one that does not resolve and cannot appear later (``env:``, inline) stops start-up with a
+  :class:`~streams.support.errors.ConfigError` naming every such key;
+- a ``file:`` one (a Kubernetes secret may be mounted, or rotated in, after start) is logged
+  at error level and keeps the ``secrets`` readiness check false until it resolves
+  (:class:`SecretWatch`);
+- one the process does not use (a dry-run provider's token, the HR secret in a bare worker)
+  is only mentioned, once, at info level.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from streams.config import SECRET_KEYS, Config
+from streams.support.errors import ConfigError
+from streams.support.secrets import Secret
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class SecretUse:
+    """One configured secret: its key, the secret, and whether this process uses it."""
+
+    path: str
+    secret: Secret
+    needed: bool
+
+
+def _dry(settings: dict[str, Any]) -> bool:
+    return settings.get("dry_run") is True
+
+
+def secret_uses(
+    config: Config,
+    *,
+    serve_hr: bool = False,
+    serve_ingest: bool = False,
+    execute: bool = False,
+    pollers: Iterable[str] = (),
+    leaks: bool = False,
+) -> list[SecretUse]:
+    """The configured secrets, marked ``needed`` by what this process does: ``serve_hr``
+    (the HR endpoint), ``serve_ingest`` (the login and leak endpoints), ``execute``
+    (provider actions and alert sinks),
+    ``pollers`` (the names it runs), ``leaks`` (parses leaks: the HMAC key). Raises
+    ConfigError when the HR endpoint is served without ``hr.webhook_secret``."""
+    uses: list[SecretUse] = []
+    fixed = {
+        "hr.webhook_secret": serve_hr,
+        "auth.ingest_token": serve_ingest,
+        "leaks.ingest_token": serve_ingest,
+        "leaks.hmac_key": leaks or serve_ingest or execute,
+    }
+    if serve_hr and config["hr.webhook_secret"] is None:
+        raise ConfigError(
+            "hr.webhook_secret",
+            "required to serve POST /v1/hr/events: set it (file:/path or env:NAME)",
+        )
+    for path, needed in fixed.items():
+        secret = config[path]
+        if secret is not None:
+            uses.append(SecretUse(path, secret, needed))
+    executing = execute and not config["executor.dry_run"]
+    running = set(pollers)
+    sections: tuple[tuple[str, dict[str, dict[str, Any]]], ...] = (
+        ("providers", config.providers),
+        ("alerts.sinks", config.sinks),
+        ("pollers", config.pollers),
+    )
+    for section, entries in sections:
+        for name, settings in entries.items():
+            if section == "providers":
+                used = executing and not _dry(settings)
+            elif section == "alerts.sinks":
+                used = execute and not _dry(settings)
+            else:
+                used = name in running
+            for key, value in settings.items():
+                if key in SECRET_KEYS and isinstance(value, Secret):
+                    uses.append(SecretUse(f"{section}.{name}.{key}", value, used))
+    return uses
+
+
+def check_secrets(uses: Iterable[SecretUse]) -> SecretWatch:
+    """Refuse to start on a needed secret that cannot resolve and cannot appear later;
+    return the watch over the needed ``file:`` ones (the ``secrets`` readiness check)."""
+    errors: list[str] = []
+    unused: list[str] = []
+    watched: list[SecretUse] = []
+    for use in uses:
+        if use.needed and use.secret.can_appear_later:
+            watched.append(use)
+            continue
+        problem = use.secret.problem()
+        if problem is None:
+            continue
+        if use.needed:
+            errors.append(f"{use.path} ({use.secret.reference}): {problem}")
+        else:
+            unused.append(use.path)
+    if errors:
+        first = errors[0].split(" ", 1)[0]
+        raise ConfigError(first, "secret does not resolve: " + "; ".join(errors))
+    if unused:
+        log.info(
+            "secrets.unused_unresolved",
+            keys=unused,
+            note="not used by this process (dry run, or another service's); set them before "
+            "they are",
+        )
+    watch = SecretWatch(watched)
+    watch.ready()  # logs at error level, now, what does not resolve yet
+    return watch
+
+
+class SecretWatch:
+    """The needed ``file:`` secrets: :meth:`ready` is False while one cannot be read (checked
+    at most every ``interval`` seconds), with one error log line when a secret fails and
+    one info line when it recovers."""
+
+    def __init__(self, uses: Iterable[SecretUse], interval: float = 1.0) -> None:
+        self.uses = list(uses)
+        self.interval = interval
+        self._checked = float("-inf")
+        self._failing: dict[str, str] = {}
+
+    def ready(self) -> bool:
+        now = time.monotonic()
+        if self.uses and now - self._checked >= self.interval:
+            self._checked = now
+            for use in self.uses:
+                problem = use.secret.problem()
+                if problem is not None and use.path not in self._failing:
+                    log.error(
+                        "secret.unavailable",
+                        key=use.path,
+                        source=use.secret.reference,
+                        problem=problem,
+                        effect="not ready; what needs it is refused until it resolves",
+                    )
+                    self._failing[use.path] = problem
+                elif problem is None and use.path in self._failing:
+                    del self._failing[use.path]
+                    log.info("secret.available", key=use.path, source=use.secret.reference)
+        return not self._failing

@@ -1,0 +1,575 @@
+"""Assembles a worker process: Faust app + agents, views, engine, executor, HTTP server, timers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import mode
+import structlog
+
+from connectors.base.catalogue import build_provider, build_sink, poller_class
+from connectors.base.http import HttpClient, RetryPolicy
+from connectors.base.pollers import CheckpointStore
+from connectors.hibp.poller import HibpFeed
+from connectors.ingest.auth_ingest import AuthIngest, LoginPublisher
+from connectors.ingest.dumps import DumpOptions
+from connectors.ingest.edge import AuthGuard
+from connectors.ingest.hr_webhook import HrWebhook
+from connectors.ingest.leak_ingest import LeakIngest, LeakPublisher
+from streams.bus.bootstrap import read_hr_seen
+from streams.bus.journal import Journal
+from streams.bus.topics import Topics
+from streams.bus.views import Publisher, Views
+from streams.config import Config
+from streams.decide.leaks import LeakIndex
+from streams.decide.login import LoginPipeline
+from streams.detect.rules import load_rules
+from streams.model.registry import Registry
+from streams.runtime.app import AccessGuardApp, create_app
+from streams.runtime.engine import Engine, leak_settings, with_broker_retry
+from streams.runtime.executor import Executor, Provider, Sink
+from streams.runtime.observe import (
+    Progress,
+    consumer_lag,
+    initialise_series,
+    update_lag_gauges,
+    update_readiness_gauges,
+    update_registry_gauges,
+)
+from streams.runtime.secretcheck import SecretWatch
+from streams.runtime.web import WebServer, build_web_app
+from streams.support.errors import ConfigError
+from streams.support.secrets import Secret
+
+log = structlog.get_logger(__name__)
+
+
+def retry_policy(config: Config) -> RetryPolicy:
+    return RetryPolicy(
+        max_attempts=int(config["retry.max_attempts"]),
+        base_delay=float(config["retry.base_delay"]),
+        max_delay=float(config["retry.max_delay"]),
+        connect_timeout=float(config["retry.connect_timeout"]),
+        read_timeout=float(config["retry.read_timeout"]),
+        slow_retry_interval=float(config["retry.slow_retry_interval"]),
+    )
+
+
+def build_outputs(config: Config, http: HttpClient) -> tuple[dict[str, Provider], dict[str, Sink]]:
+    providers: dict[str, Provider] = {}
+    for name, settings in config.providers.items():
+        try:
+            providers[name] = build_provider(name, settings, http)
+        except ConfigError:
+            raise
+        except Exception as exc:  # any constructor failure names the config key
+            raise ConfigError(f"providers.{name}", str(exc)) from exc
+    sinks: dict[str, Sink] = {}
+    for name, settings in config.sinks.items():
+        try:
+            sinks[name] = build_sink(name, settings, http)
+        except ConfigError:
+            raise
+        except Exception as exc:  # any constructor failure names the config key
+            raise ConfigError(f"alerts.sinks.{name}", str(exc)) from exc
+    return providers, sinks
+
+
+class LeakFeedRunner:
+    """A leak feed (``type: hibp``) run like a poller: each round reads the current
+    registry and publishes its LeakRecords to leak.records."""
+
+    def __init__(
+        self, feed: HibpFeed, registry: Callable[[], Registry], out: LeakPublisher
+    ) -> None:
+        self.feed = feed
+        self.name = feed.name
+        self.vendor = feed.vendor
+        self.registry = registry
+        self.out = out
+
+    async def _reject(self, payload: Any, reason: str) -> None:
+        await self.out.reject(payload, reason, source=self.feed.label)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await self.feed.run(stop, self.registry, self.out.publish, self._reject)
+
+
+def build_pollers(
+    config: Config,
+    http: HttpClient,
+    out: LoginPublisher,
+    *,
+    leaks: LeakPublisher | None = None,
+    registry: Callable[[], Registry] | None = None,
+) -> list[Any]:
+    """The configured pollers (``pollers.<name>``), publishing through ``out``; leak feeds
+    (``type: hibp``) publish through ``leaks`` and read ``registry()`` each round."""
+    store = CheckpointStore(config.data_dir / "checkpoints")
+    pollers: list[Any] = []
+    for name, settings in config.pollers.items():
+        if settings.get("type") == "hibp":
+            if leaks is None or registry is None:
+                raise ConfigError(f"pollers.{name}", "a leak feed runs inside `accessguard run`")
+            feed = HibpFeed(name, settings, http, store)
+            pollers.append(LeakFeedRunner(feed, registry, leaks))
+            continue
+        cls = poller_class(name, settings)
+
+        async def reject(payload: Any, reason: str, vendor: str = cls.vendor) -> None:
+            await out.reject(payload, reason, vendor=vendor)
+
+        pollers.append(cls(name, settings, http, store, publish=out.publish, reject=reject))
+    return pollers
+
+
+def auth_guard(config: Config) -> AuthGuard:
+    """The throttle of failed authentications, shared by a process's endpoints."""
+    return AuthGuard(
+        limit=int(config["http.auth_failure_limit"]),
+        window=float(config["http.auth_failure_window"]),
+        block=float(config["http.auth_block_seconds"]),
+        trusted_proxies=config["http.trusted_proxies"],
+    )
+
+
+def leak_token(config: Config) -> Secret | None:
+    """The bearer token of POST /v1/leaks: its own, and the login-ingest one only when
+    ``leaks.accept_auth_token`` says so (one leaked token must not open both doors)."""
+    token: Secret | None = config["leaks.ingest_token"]
+    if token is None and config["leaks.accept_auth_token"]:
+        token = config["auth.ingest_token"]
+    return token
+
+
+def hr_webhook(
+    config: Config, publisher: Publisher, journal: Journal, topics: Topics, guard: AuthGuard
+) -> HrWebhook:
+    return HrWebhook(
+        secret=config["hr.webhook_secret"],
+        tolerance=int(config["hr.tolerance_seconds"]),
+        dedup_ttl=float(config["hr.dedup_ttl_seconds"]),
+        max_body=int(config["http.max_body_bytes"]),
+        publisher=publisher,
+        journal=journal,
+        topic=topics.hr_events,
+        guard=guard,
+    )
+
+
+async def restore_seen(hr: HrWebhook, bootstrap: str, topic: str) -> None:
+    """Refill the HR edge's memory of accepted event ids from the hr.events topic."""
+    started = time.monotonic()
+    seen, unreadable = await asyncio.get_running_loop().run_in_executor(
+        None, read_hr_seen, bootstrap, topic
+    )
+    kept = hr.seen.load(seen, time.time())
+    log.info(
+        "hr.seen_restored",
+        events=len(seen),
+        remembered=kept,
+        unreadable=unreadable,
+        seconds=round(time.monotonic() - started, 3),
+    )
+
+
+class WorkerServices(mode.Service):  # type: ignore[misc]
+    """Everything of a worker that is not Faust itself. Started by the Faust worker."""
+
+    def __init__(
+        self,
+        config: Config,
+        bootstrap: str,
+        *,
+        serve_http: bool = True,
+        serve_hr: bool = True,
+        on_listening: Callable[[str], None] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.config = config
+        self.bootstrap = bootstrap
+        self.topics = Topics.from_config(config)
+        self.serve_http = serve_http
+        self.serve_hr = serve_hr
+        self.on_listening = on_listening
+        self.ready = asyncio.Event()
+        self.assigned_event = asyncio.Event()
+        self.journal = Journal(
+            config.data_dir / "journal.jsonl", fsync=bool(config["journal.fsync"])
+        )
+        self.http = HttpClient(retry_policy(config))
+        providers, sinks = build_outputs(config, self.http)
+        self.executor = Executor(
+            providers,
+            retry_policy(config),
+            threads=int(config["executor.threads"]),
+            per_provider_concurrency=int(config["executor.per_provider_concurrency"]),
+            dry_run=bool(config["executor.dry_run"]),
+        )
+        # An invalid rule set refuses to start (RuleError lists every problem with file:line).
+        self.login = LoginPipeline(load_rules(config["rules.dir"]), config.provider_types())
+        self.publisher = Publisher(bootstrap, client_id=f"{config['worker.id']}-producer")
+        self.views = Views(
+            bootstrap,
+            registry_topic=self.topics.registry,
+            lifecycle_topic=self.topics.lifecycle,
+            ledger_topic=self.topics.ledger,
+            writer_id=self.publisher.writer_id,
+            rule_state_topic=self.topics.rule_state,
+            rule_state=self.login.state,
+            plus_tag_domains=leak_settings(config).plus_tag_domains,
+        )
+        self.engine = Engine(
+            config,
+            publisher=self.publisher,
+            views=self.views,
+            journal=self.journal,
+            executor=self.executor,
+            sinks=sinks,
+            login=self.login,
+        )
+        self.web: WebServer | None = None
+        self.leak_ingest: LeakIngest | None = None
+        #: The needed ``file:`` secrets (set by the CLI after its start-up check).
+        self.secrets: SecretWatch | None = None
+        self._poll_stop = asyncio.Event()
+        self._poll_tasks: list[asyncio.Task[None]] = []
+        self.pollers: list[Any] = []
+        self.assigned = False
+        self.events_processed = 0
+        #: The Faust app (set by build_worker): the metrics timer reports its consumer's lag.
+        self.faust_app: Any = None
+        self.progress = Progress()
+        initialise_series(
+            config.provider_types(),
+            (self.topics.hr_events, self.topics.auth_events, self.topics.leak_records),
+        )
+
+    def readiness(self) -> dict[str, bool]:
+        return {
+            "broker": self.publisher.reachable,
+            "views_caught_up": self.views.ready.is_set(),
+            "registry_loaded": len(self.views.registry.identities) > 0,
+            "consumers_assigned": self.assigned,
+            # "Recovered and making progress", not "HTTP answers" (FIELD-NOTES): the views
+            # still follow their topics, and the consumer is not stalled with lag.
+            "views_tailing": self.views.tailing,
+            "consumers_progressing": self.progress.ok,
+            # False from a failed journal write (disk full) until a write succeeds; while
+            # False it tries one small write a second, so it recovers without input.
+            "journal_writable": self.journal.check_writable(),
+            # Every secret this process uses resolves (a mounted file may vanish or be late).
+            "secrets": self.secrets.ready() if self.secrets is not None else True,
+        }
+
+    async def on_start(self) -> None:
+        await self.publisher.start()
+        await self.views.start()
+        if self.serve_http:
+            hr = auth = leaks = None
+            if self.serve_hr:
+                guard = auth_guard(self.config)
+                hr = hr_webhook(self.config, self.publisher, self.journal, self.topics, guard)
+                # Before the first request: a re-sent event is a duplicate across restarts.
+                await restore_seen(hr, self.bootstrap, self.topics.hr_events)
+                auth = AuthIngest(
+                    token=self.config["auth.ingest_token"],
+                    max_body=int(self.config["http.max_batch_bytes"]),
+                    publisher=self.publisher,
+                    topic=self.topics.auth_events,
+                    dlq_topic=self.topics.auth_dlq,
+                    partitions=int(self.config["topics.partitions"]),
+                    guard=guard,
+                )
+                leaks = LeakIngest(
+                    token=leak_token(self.config),
+                    max_body=int(self.config["http.max_batch_bytes"]),
+                    out=self.leak_publisher(),
+                    index=self._leak_index,
+                    options=self.dump_options(),
+                    max_bytes=int(self.config["leaks.max_request_bytes"]),
+                    max_records=int(self.config["leaks.max_request_records"]),
+                    guard=guard,
+                )
+                self.leak_ingest = leaks
+            app = build_web_app(
+                hr=hr,
+                auth=auth,
+                leaks=leaks,
+                readiness=self.readiness,
+                max_body=max(
+                    int(self.config["http.max_body_bytes"]),
+                    int(self.config["http.max_batch_bytes"]),
+                ),
+            )
+            self.web = WebServer(app, self.config["http.host"], int(self.config["http.port"]))
+            await self.web.start()
+            if self.on_listening:
+                self.on_listening(self.web.url)
+        if self.serve_hr:
+            self.start_pollers()
+        self.ready.set()
+
+    def leak_publisher(self) -> LeakPublisher:
+        return LeakPublisher(
+            self.publisher,
+            topic=self.topics.leak_records,
+            dlq_topic=self.topics.leak_dlq,
+            partitions=int(self.config["topics.partitions"]),
+        )
+
+    def dump_options(self) -> DumpOptions:
+        return DumpOptions(
+            hmac_key=self.config["leaks.hmac_key"],
+            max_record_bytes=int(self.config["leaks.max_record_bytes"]),
+        )
+
+    def _leak_index(self) -> LeakIndex | None:
+        return self.views.leak_index
+
+    def start_pollers(self) -> None:
+        """Run every configured login-log poller in this process (``accessguard run``)."""
+        out = LoginPublisher(
+            self.publisher,
+            topic=self.topics.auth_events,
+            dlq_topic=self.topics.auth_dlq,
+            partitions=int(self.config["topics.partitions"]),
+        )
+        self.pollers = build_pollers(
+            self.config,
+            self.http,
+            out,
+            leaks=self.leak_publisher(),
+            registry=lambda: self.views.registry,
+        )
+        for poller in self.pollers:
+            self._poll_tasks.append(
+                asyncio.create_task(poller.run(self._poll_stop), name=f"poller-{poller.name}")
+            )
+
+    async def on_stop(self) -> None:
+        self._poll_stop.set()
+        if self._poll_tasks:
+            # A poller checkpoints only after the broker acknowledged, so stopping mid-round
+            # re-reads that page at the next start: nothing lost.
+            await asyncio.wait(self._poll_tasks, timeout=10)
+        if self.web is not None:
+            await self.web.stop()
+        if self.leak_ingest is not None:
+            self.leak_ingest.close()
+        # Unfinished plans stay in the lifecycle state and resume at the next start.
+        await self.engine.cancel_plans()
+        try:
+            # The last rule-state checkpoint, while the producer still runs.
+            await self.engine.tick_rules()
+        except Exception:  # a failed final checkpoint is logged; the journal has the rest
+            log.exception("shutdown.rule_checkpoint_failed")
+        await self.views.stop()
+        await self.publisher.stop()
+        self.executor.shutdown()
+        self.journal.close()
+
+    def on_assigned(self, partitions: set[int]) -> None:
+        self.assigned = True
+        self.assigned_event.set()
+        self.engine.set_assignment(partitions)
+
+    async def _process(
+        self,
+        what: str,
+        handle: Callable[[bytes | None], Awaitable[Any]],
+        value: bytes | None,
+        topic: str,
+        dlq: str,
+    ) -> None:
+        """One record of an input topic. Infrastructure failures (broker, journal) are retried
+        in place: the record must not be acked before its effects are recorded. Anything else
+        is a bug or a bad record and goes to the dead-letter topic with the reason — never
+        silence (Faust would ack the record even if the agent raised)."""
+        try:
+            await with_broker_retry(what, lambda: handle(value))
+        except Exception as exc:  # a bug must reach the dead-letter topic, never vanish
+            log.exception("record.processing_failed", what=what)
+            reason = f"processing_error: {exc!r}"[:500]
+            await with_broker_retry(
+                "dead-letter", lambda: self.engine.dead_letter(topic, value, reason, dlq=dlq)
+            )
+
+    async def process_hr(self, value: bytes | None) -> None:
+        """One hr.events record."""
+        await self._process(
+            "hr-event", self.engine.handle_hr_raw, value, self.topics.hr_events, self.topics.hr_dlq
+        )
+        self.events_processed += 1
+
+    async def process_login(self, value: bytes | None) -> None:
+        """One auth.events message (a batch of login events)."""
+        await self._process(
+            "auth-events",
+            self.engine.handle_login_batch,
+            value,
+            self.topics.auth_events,
+            self.topics.auth_dlq,
+        )
+
+    async def process_leaks(self, value: bytes | None) -> None:
+        """One leak.records message (a batch of LeakRecords)."""
+        await self._process(
+            "leak-records",
+            self.engine.handle_leak_batch,
+            value,
+            self.topics.leak_records,
+            self.topics.leak_dlq,
+        )
+
+    @mode.Service.task  # type: ignore[untyped-decorator]
+    async def _rule_timer(self) -> None:
+        await self.ready.wait()
+        interval = float(self.config["worker.rule_interval"])
+        while not self.should_stop:
+            await asyncio.sleep(interval)
+            if not self.publisher.started:
+                continue  # stopping: on_stop writes the last checkpoint itself
+            try:
+                await self.engine.tick_rules()
+            except Exception:
+                log.exception("timer.rules_failed")
+
+    @mode.Service.task  # type: ignore[untyped-decorator]
+    async def _schedule_timer(self) -> None:
+        await self.ready.wait()
+        interval = float(self.config["worker.schedule_interval"])
+        while not self.should_stop:
+            await asyncio.sleep(interval)
+            if self.assigned:
+                try:
+                    await self.engine.tick_schedule()
+                    await self.engine.tick_outages()
+                except Exception:
+                    log.exception("timer.schedule_failed")
+
+    @mode.Service.task  # type: ignore[untyped-decorator]
+    async def _agency_timer(self) -> None:
+        await self.ready.wait()
+        await self.assigned_event.wait()
+        interval = float(self.config["worker.agency_interval"])
+        while not self.should_stop:
+            try:
+                await self.engine.tick_agencies(datetime.now(UTC))
+            except Exception:
+                log.exception("timer.agency_failed")
+            await asyncio.sleep(interval)
+
+    @mode.Service.task  # type: ignore[untyped-decorator]
+    async def _metrics_timer(self) -> None:
+        """Lag, registry and readiness gauges: refreshed here, so no event pays for them."""
+        await self.ready.wait()
+        interval = float(self.config["worker.metrics_interval"])
+        inputs = (self.topics.hr_events, self.topics.auth_events, self.topics.leak_records)
+        failing = False
+        while not self.should_stop:
+            try:
+                await self.refresh_gauges(inputs)
+                failing = False
+            except Exception:
+                if not self.publisher.reachable:
+                    # broker.lost says why, once; a traceback every interval says nothing
+                    if not failing:
+                        log.warning("timer.metrics_failed", reason="broker unreachable")
+                elif not failing:
+                    log.exception("timer.metrics_failed")
+                failing = True
+            await asyncio.sleep(interval)
+
+    async def refresh_gauges(self, inputs: tuple[str, ...]) -> None:
+        try:
+            update_registry_gauges(self.views.registry, self.views.state, datetime.now(UTC))
+            if self.faust_app is not None and self.assigned:
+                report = await consumer_lag(self.faust_app.consumer, inputs)
+                self.progress.observe(report)
+                update_lag_gauges(report)
+        finally:
+            update_readiness_gauges(self.readiness())
+
+
+def build_worker(
+    config: Config,
+    bootstrap: str,
+    *,
+    serve_http: bool = True,
+    on_listening: Callable[[str], None] | None = None,
+) -> tuple[AccessGuardApp, WorkerServices]:
+    """The Faust app with its agents, and the services that run beside it."""
+    app = create_app(config, bootstrap)
+    services = WorkerServices(config, bootstrap, serve_http=serve_http, on_listening=on_listening)
+
+    def raw_agent(
+        name: str, topic_name: str, process: Callable[[bytes | None], Awaitable[None]]
+    ) -> Any:
+        topic = app.topic(
+            topic_name,
+            value_serializer="raw",
+            key_serializer="raw",
+            partitions=int(config["topics.partitions"]),
+        )
+
+        async def agent(stream: Any) -> None:
+            await services.ready.wait()
+            async for value in stream:
+                await process(value)
+
+        app.agent(topic, name=name)(agent)
+        return topic
+
+    topic = raw_agent("accessguard.hr-events", services.topics.hr_events, services.process_hr)
+    raw_agent("accessguard.auth-events", services.topics.auth_events, services.process_login)
+    raw_agent("accessguard.leak-records", services.topics.leak_records, services.process_leaks)
+
+    @app.on_partitions_assigned.connect  # type: ignore[untyped-decorator]
+    async def _assigned(_sender: Any, assigned: Any, **_kw: Any) -> None:
+        mine = {
+            tp.partition for tp in app.consumer.assignment() if tp.topic == topic.get_topic_name()
+        }
+        services.on_assigned(mine)
+
+    services.faust_app = app
+    return app, services
+
+
+def run_worker(app: AccessGuardApp, services: WorkerServices, loglevel: str = "warning") -> int:
+    """Run the Faust worker until SIGINT/SIGTERM; returns the exit code."""
+    import faust  # noqa: PLC0415 - heavy import only when a worker really starts
+
+    class Worker(faust.Worker):  # type: ignore[misc]
+        """No terminal spinner. With ``override_logging=False`` Faust never spins it, but
+        still "finishes" it when the app has started: ``\\b\\x1b[?25h`` on stdout with no
+        newline, TTY or not; merged with stderr (2>&1, a container log) it lands at the
+        head of the next JSON log line. Faust has no argument for this."""
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.spinner = None  # Faust checks `if self.spinner` before each use
+
+    worker = Worker(
+        app,
+        services,
+        loglevel=loglevel,
+        override_logging=False,
+        redirect_stdouts=False,
+        console_port=0,
+        quiet=True,
+    )
+    try:
+        worker.execute_from_commandline()
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    finally:
+        with contextlib.suppress(Exception):
+            services.journal.close()
+    return 0

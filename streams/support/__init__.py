@@ -1,0 +1,1 @@
+"""Support code every layer may use: errors, secrets, logging, metrics, YAML checks."""
