@@ -4,18 +4,27 @@ The samples live in ``../shared/vendor-samples`` beside the checkout (here and i
 never copied into the repository; a plain clone does not have them. A test that reads them
 calls :func:`require` (or :func:`sample_text`): it is skipped, with the reason, when the folder
 is absent, and fails as usual when the folder is there but a file or line is missing.
+
+Set ``ACCESSGUARD_HIDE_VENDOR_SAMPLES=1`` to run as a plain clone would, with the samples
+treated as absent even where they are beside the checkout. The quirks they taught are covered
+without them by the fixtures in ``tests/fixtures/`` (``tests/test_fixture_*.py``).
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
-SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "vendor-samples"
+#: Set (to anything but "") to behave as a clone without ../shared.
+HIDE_ENV = "ACCESSGUARD_HIDE_VENDOR_SAMPLES"
+BESIDE = Path(__file__).resolve().parents[2] / "shared" / "vendor-samples"
+#: Where the samples are read from; a path that never exists while HIDE_ENV is set.
+SAMPLES = Path(os.devnull, "vendor-samples") if os.environ.get(HIDE_ENV) else BESIDE
 ABSENT = (
     "../shared/vendor-samples is not beside this checkout (CI and the workplace have it, a "
-    "plain clone does not): this test reads the third-party vendor samples"
+    f"plain clone does not; {HIDE_ENV} hides it): this test reads the third-party vendor samples"
 )
 
 
