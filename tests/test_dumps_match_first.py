@@ -14,8 +14,7 @@ from collections.abc import Callable
 
 import pytest
 
-from connectors.ingest import dumps
-from connectors.ingest.dumps import DumpOptions, DumpReader, Item, Rejection
+from connectors.ingest.dumps import DumpOptions, DumpReader, Item, Rejection, core, jsonsplit
 from streams.model.records import LeakRecord
 from streams.support.secrets import Secret
 
@@ -53,7 +52,9 @@ def assert_same(data: bytes, name: str) -> DumpReader:
 @pytest.fixture(autouse=True)
 def small_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
     """Blocks of 97 bytes: every kind of line crosses a block boundary somewhere."""
-    monkeypatch.setattr(dumps, "_CHUNK", 97)
+    # read by name in both modules: the line reader and the JSON array splitter
+    monkeypatch.setattr(core, "_CHUNK", 97)
+    monkeypatch.setattr(jsonsplit, "_CHUNK", 97)
 
 
 def csv_lines(rnd: random.Random, n: int, d: str) -> list[bytes]:

@@ -11,10 +11,11 @@ from pathlib import Path
 import orjson
 
 from connectors.ingest.dumps import DumpOptions, DumpReader, Rejection
-from connectors.ingest.leak_ingest import LeakMatcher, import_dump, split_ranges
-from streams.decide.leaks import LeakIndex
+from connectors.ingest.leak_import import import_dump, split_ranges
+from connectors.ingest.leak_ingest import LeakMatcher
+from streams.model.leak_index import LeakIndex
 from streams.model.records import LeakRecord
-from streams.model.registry import load_registry
+from streams.model.registry_yaml import load_registry
 
 ROOT = Path(__file__).resolve().parent.parent
 
