@@ -9,15 +9,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from streams.model.registry import (
-    Grant,
-    Identity,
-    Registry,
-    check_registry,
-    diff_changes,
-    load_registry,
-    parse_registry,
-)
+from streams.model.registry import Grant, Identity, Registry, diff_changes
+from streams.model.registry_yaml import check_registry, load_registry, parse_registry
 from streams.support.errors import RegistryError
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "registry.yaml"

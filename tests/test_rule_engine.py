@@ -11,23 +11,21 @@ from typing import Any
 import orjson
 import pytest
 
-from streams.detect.rules import (
-    TEST_PROVIDERS,
-    Detection,
-    LeakSubject,
-    RuleEngine,
-    RuleSet,
-    RuleState,
-    haversine_km,
-    load_rules,
-    parse_rule,
-)
+from streams.detect.engine import RuleEngine, haversine_km
+from streams.detect.fields import LeakSubject
+from streams.detect.load import load_rules, parse_rule
+from streams.detect.model import Detection, RuleSet
+from streams.detect.state import RuleState
+from streams.detect.testing import load_test_providers
 from streams.model.records import LeakRecord, LoginEvent
-from streams.model.registry import Registry, load_registry
+from streams.model.registry import Registry
+from streams.model.registry_yaml import load_registry
 from streams.model.state import IdentityState, StateStore
 from streams.support.errors import RuleError
 
 REPO = Path(__file__).resolve().parent.parent
+#: The providers the shipped rules' tests assume (rules/tests/providers.yaml).
+TEST_PROVIDERS = load_test_providers(REPO / "rules")
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 
 TESTS_BLOCK = """

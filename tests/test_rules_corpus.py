@@ -7,15 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from streams.detect.rules import (
-    ALERT_ONLY,
-    Rule,
-    RuleTest,
+from streams.detect.load import load_rules
+from streams.detect.model import ALERT_ONLY, Rule, RuleTest
+from streams.detect.testing import (
     default_registry_factory,
-    load_rules,
+    load_test_providers,
     rules_test_main,
     run_rule_test,
 )
+from streams.support.errors import RuleError
 
 REPO = Path(__file__).resolve().parent.parent
 RULES_DIR = REPO / "rules"
@@ -96,3 +96,29 @@ def test_rules_test_command_summary() -> None:
     lines: list[str] = []
     assert rules_test_main(RULES_DIR, lines.append) == 0
     assert lines == [f"rules: {len(RULESET)} loaded, {len(CASES)} tests, {len(CASES)} passed"]
+
+
+def test_test_providers_are_data_next_to_the_registry() -> None:
+    """The providers the inline tests assume come from rules/tests/providers.yaml, and name
+    every provider that rules/tests/registry.yaml uses for an account."""
+    providers = load_test_providers(RULES_DIR)
+    registry = REGISTRIES(None)
+    assert providers
+    assert {a.provider for a in registry.accounts.values()} <= set(providers)
+
+
+def test_test_providers_file_is_optional_and_checked(tmp_path: Path) -> None:
+    """No providers.yaml: no provider; a broken one stops `rules test` like an invalid rule."""
+    assert load_test_providers(tmp_path) == {}
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "tests" / "providers.yaml").write_text("providers:\n  a: [x]\nother: 1\n")
+    with pytest.raises(RuleError) as err:
+        load_test_providers(tmp_path)
+    path = tmp_path / "tests" / "providers.yaml"
+    assert err.value.problems == [
+        f"{path}:2: test providers: providers: each entry is `name: type` (two strings)",
+        f"{path}:3: test providers: unknown key 'other' (allowed: providers)",
+    ]
+    lines: list[str] = []
+    assert rules_test_main(tmp_path, lines.append) == 2
+    assert lines[-1] == "rules: invalid (2 problem(s)); nothing was run"

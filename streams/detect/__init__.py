@@ -1,1 +1,7 @@
-"""Detection rules as data: fields, model, state, engine, loading, tests. Pure: no I/O."""
+"""Detection rules as data. :mod:`~streams.detect.fields` (what a condition reads),
+:mod:`~streams.detect.model` (rules, rule sets, detections), :mod:`~streams.detect.state`
+(``RuleState``), :mod:`~streams.detect.engine` (evaluation), :mod:`~streams.detect.responses`
+(the actions a fired rule asks for), :mod:`~streams.detect.load` with
+:mod:`~streams.detect.load_values` and :mod:`~streams.detect.load_cases` (reading ``rules/``),
+:mod:`~streams.detect.testing` (``accessguard rules test``). No clock, no network; only loading
+reads files."""

@@ -1,0 +1,578 @@
+"""The rule engine: compiled rules run against canonical login events and leak subjects.
+
+:class:`RuleEngine` evaluates one :class:`~streams.model.records.LoginEvent` at a time against the
+registry (what people declared), the lifecycle :class:`~streams.model.state.StateStore` (what the
+product learned: offboarded, grants removed) and a :class:`~streams.detect.state.RuleState`
+(windows, last location, known countries and devices). It is a pure function of those inputs
+and the event: no clock, no I/O, so ``accessguard replay``, ``accessguard rules test`` and the
+workers agree. Conditions were compiled into closures once, at load, so evaluation does no YAML,
+no regex compilation and no attribute lookups by name.
+
+Responses are built by :mod:`streams.detect.responses` with the offboarding path's helpers
+(:mod:`streams.decide.responses`) and carry the cause ``rule:<rule id>:<event id>``, so a
+redelivered event yields the same idempotency keys and the executor's ledger skips what is done.
+
+An exception inside one rule never becomes "no alert": it is caught per rule, counted in
+:attr:`RuleEngine.errors` and returned as a :class:`~streams.detect.model.Detection` with
+``error`` set, for the caller to dead-letter.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from typing import Any
+
+from streams.detect.fields import (
+    FIELDS,
+    LEAK_FIELDS,
+    Ctx,
+    LeakCtx,
+    LeakSubject,
+)
+from streams.detect.model import Detection, Rule, RuleSet, all_of, compile_condition
+from streams.detect.responses import respond, respond_leak
+from streams.detect.state import DEFAULT_MAX_VALUES, MAX_PENDING, RuleState
+from streams.model.access import shared_credential_holders
+from streams.model.records import (
+    Alert,
+    LeakRecord,
+    LoginEvent,
+    idempotency_key,
+    subject_hash,
+)
+from streams.model.registry import Registry
+from streams.model.state import StateStore
+from streams.support.times import format_time
+
+#: A PagerDuty dedup_key may hold 255 characters; longer group keys are hashed.
+_MAX_GROUP_IN_KEY = 120
+
+_EARTH_RADIUS_KM = 6371.0088
+
+
+def leak_details(record: LeakRecord, **more: Any) -> dict[str, Any]:
+    """The details of a leak alert: the breach, the hashed subject (never the e-mail), the
+    cause, and whatever the caller adds."""
+    return {
+        "breach": record.breach,
+        "source": record.source,
+        "subject": record.subject,
+        "breach_date": format_time(record.breach_date) if record.breach_date else None,
+        "added_at": format_time(record.added_at) if record.added_at else None,
+        "data_classes": list(record.data_classes),
+        "password_present": record.password_present,
+        "flags": list(record.flags),
+        "cause": record.cause,
+        **more,
+    }
+
+
+def haversine_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
+    """Great-circle distance in kilometres."""
+    p1, p2 = math.radians(lat1), math.radians(lat2)
+    dp, dl = p2 - p1, math.radians(lon2 - lon1)
+    a = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
+    return 2 * _EARTH_RADIUS_KM * math.asin(min(1.0, math.sqrt(a)))
+
+
+def _identity_group(c: Ctx) -> str:
+    return c.event.identity or f"principal:{c.event.principal}"
+
+
+def _group_getter(name: str) -> Callable[[Ctx], str | None]:
+    if name == "identity":
+        return _identity_group
+    get = FIELDS[name].getter
+
+    def group(c: Ctx) -> str | None:
+        value = get(c)
+        return None if value is None else f"{name}:{value}"
+
+    return group
+
+
+#: (subject event, evidence) pairs a rule's check returns; the subject is the event the
+#: alert is about (the current event, or the stored first event of an absent sequence).
+Hits = list[tuple[LoginEvent, dict[str, Any]]]
+
+
+class _Compiled:
+    """A rule with its conditions compiled and its kind's check bound."""
+
+    def __init__(self, rule: Rule) -> None:
+        self.rule = rule
+        self.id = rule.id
+        fields = LEAK_FIELDS if rule.leak else FIELDS
+        self.match = all_of(tuple(compile_condition(c, fields) for c in rule.conditions))
+        self.group = _group_getter(rule.group_by)
+        p = rule.params
+        self.window = float(p.get("window", 0.0))
+        self.count = int(p.get("count", 1))
+        self.distinct = FIELDS[p["distinct"]].getter if p.get("distinct") else None
+        self.first = all_of(tuple(compile_condition(c) for c in p.get("first", ())))
+        self.then = all_of(tuple(compile_condition(c) for c in p.get("then", ())))
+        self.absent = bool(p.get("absent", False))
+        self.value = FIELDS[p["field"]].getter if p.get("field") else None
+        self.lookback = float(p.get("lookback_days", 0.0)) * 86400.0
+        self.max_values = int(p.get("max_values", DEFAULT_MAX_VALUES))
+        self.learn_first = bool(p.get("learn_first", True))
+        self.max_speed = float(p.get("max_speed_kmh", 0.0))
+        self.min_distance = float(p.get("min_distance_km", 0.0))
+        checks: dict[str, Callable[[Ctx, str, RuleState], Hits]] = {
+            "match": self._match,
+            "threshold": self._threshold,
+            "velocity": self._velocity,
+            "first_seen": self._first_seen,
+            "sequence": self._sequence,
+        }
+        self.check = checks[rule.kind]
+
+    def _match(self, c: Ctx, key: str, state: RuleState) -> Hits:
+        return [(c.event, {})]
+
+    def _threshold(self, c: Ctx, key: str, state: RuleState) -> Hits:
+        slot = state.slot(key, self.id)
+        t = c.ts
+        slot["last"] = max(t, slot.get("last", t))
+        if self.distinct is not None:
+            value = self.distinct(c)
+            if value is None:
+                return []
+            seen: dict[str, float] = slot.setdefault("seen", {})
+            name = str(value)
+            if t > seen.get(name, -math.inf):
+                seen[name] = t
+            while len(seen) > self.count:
+                del seen[min(seen, key=seen.__getitem__)]
+            hi = max(seen.values())
+            n = sum(1 for v in seen.values() if v > hi - self.window)
+            if n >= self.count:
+                return [(c.event, {"distinct": n, "window_s": self.window})]
+            return []
+        stamps: list[float] = slot.setdefault("ts", [])
+        bisect.insort(stamps, t)
+        if len(stamps) > self.count:
+            del stamps[: len(stamps) - self.count]
+        if len(stamps) == self.count and stamps[-1] - stamps[0] < self.window:
+            return [(c.event, {"count": self.count, "window_s": self.window})]
+        return []
+
+    def _velocity(self, c: Ctx, key: str, state: RuleState) -> Hits:
+        geo = c.event.geo
+        if c.event.identity is None or geo is None or geo.lat is None or geo.lon is None:
+            return []
+        slot = state.slot(key, self.id)
+        t = c.ts
+        hits: Hits = []
+        prev = slot.get("loc")
+        if prev is not None and t < prev[0]:
+            return []  # out of order: consecutive means in event-time order
+        if prev is not None and not (
+            # the same place again (the common case): distance 0, under any min_distance > 0
+            self.min_distance > 0 and prev[1] == geo.lat and prev[2] == geo.lon
+        ):
+            dist = haversine_km(prev[1], prev[2], geo.lat, geo.lon)
+            hours = (t - prev[0]) / 3600.0
+            if dist >= self.min_distance:
+                speed = math.inf if hours <= 0 else dist / hours
+                if speed > self.max_speed:
+                    hits.append(
+                        (
+                            c.event,
+                            {
+                                "distance_km": round(dist, 1),
+                                "minutes": round(hours * 60, 1),
+                                "speed_kmh": None if math.isinf(speed) else round(speed),
+                                "from_country": prev[3],
+                                "to_country": geo.country,
+                            },
+                        )
+                    )
+        slot["loc"] = [t, geo.lat, geo.lon, geo.country]
+        slot["last"] = t
+        return hits
+
+    def _first_seen(self, c: Ctx, key: str, state: RuleState) -> Hits:
+        value = self.value(c) if self.value is not None else None
+        if value is None or c.event.identity is None:
+            return []
+        name = str(value)
+        slot = state.slot(key, self.id)
+        t = c.ts
+        seen: dict[str, float] = slot.setdefault("seen", {})
+        cutoff = t - self.lookback
+        for old in [v for v, ts in seen.items() if ts <= cutoff]:
+            del seen[old]
+        learning = "since" not in slot
+        if learning:
+            slot["since"] = t
+        prev = seen.get(name)
+        seen[name] = t if prev is None else max(prev, t)
+        while len(seen) > self.max_values:
+            del seen[min(seen, key=seen.__getitem__)]
+        slot["last"] = max(t, slot.get("last", t))
+        if prev is not None or (learning and self.learn_first):
+            return []
+        known = sorted(v for v in seen if v != name)
+        return [(c.event, {"new_value": name, "known_values": known[:10]})]
+
+    def _sequence(self, c: Ctx, key: str, state: RuleState) -> Hits:
+        slot = state.slot(key, self.id)
+        t = c.ts
+        slot["last"] = max(t, slot.get("last", t))
+        hits: Hits = []
+        if self.absent:
+            hits.extend(self._due(slot, t))
+            pending: list[list[Any]] = slot.setdefault("pending", [])
+            if self.then(c):
+                pending[:] = [p for p in pending if p[0] - self.window > t]
+            if self.first(c) and len(pending) < MAX_PENDING:
+                pending.append([t + self.window, c.event.to_dict()])
+            return hits
+        firsts: list[float] = slot.setdefault("firsts", [])
+        if self.then(c):
+            n = sum(1 for f in firsts if t - self.window < f <= t)
+            if n >= self.count:
+                hits.append((c.event, {"first_count": n, "window_s": self.window}))
+                firsts.clear()
+        if self.first(c):
+            bisect.insort(firsts, t)
+            if len(firsts) > self.count:
+                del firsts[: len(firsts) - self.count]
+        return hits
+
+    def _due(self, slot: dict[str, Any], t: float) -> Hits:
+        pending: list[list[Any]] | None = slot.get("pending")
+        if not pending:
+            return []
+        hits: Hits = []
+        keep: list[list[Any]] = []
+        for item in pending:
+            if item[0] <= t:
+                first = LoginEvent.from_dict(item[1])
+                hits.append((first, {"not_followed_within_s": self.window}))
+            else:
+                keep.append(item)
+        pending[:] = keep
+        return hits
+
+
+class RuleEngine:
+    """Runs a rule set. ``providers`` maps each configured provider name to its type (okta,
+    graph, google, generic, secret_store), exactly as :func:`streams.decide.hr.decide_hr`
+    takes it. Deprecated rules are not run (``include_deprecated`` is for rule tests)."""
+
+    def __init__(
+        self,
+        ruleset: RuleSet,
+        providers: Mapping[str, str],
+        *,
+        include_deprecated: bool = False,
+    ) -> None:
+        self.ruleset = ruleset
+        self.providers = dict(providers)
+        self.rules = tuple(
+            r for r in ruleset.rules if include_deprecated or r.status != "deprecated"
+        )
+        self._compiled = tuple(_Compiled(r) for r in self.rules if not r.leak)
+        self._leak = tuple(_Compiled(r) for r in self.rules if r.leak)
+        #: rule id -> exceptions caught while evaluating it (for a metric).
+        self.errors: dict[str, int] = {r.id: 0 for r in self.rules}
+
+    @property
+    def horizons(self) -> dict[str, float]:
+        """Rule id -> seconds of state it needs; pass to :meth:`RuleState.expire`."""
+        return {r.id: r.horizon for r in self.rules}
+
+    def evaluate(
+        self,
+        event: LoginEvent,
+        registry: Registry,
+        lifecycle: StateStore,
+        state: RuleState,
+    ) -> list[Detection]:
+        """Every rule's conclusion about ``event`` (only rules that fired or failed appear).
+
+        Updates ``state``. Deterministic: the same inputs give the same detections, actions
+        and idempotency keys, so a redelivered event is harmless downstream.
+        """
+        ctx = Ctx(event, registry, lifecycle)
+        out: list[Detection] = []
+        for compiled in self._compiled:
+            try:
+                if not compiled.match(ctx):
+                    continue
+                key = compiled.group(ctx)
+                if key is None:
+                    continue
+                hits = compiled.check(ctx, key, state)
+                for subject, evidence in hits:
+                    sctx = ctx if subject is event else Ctx(subject, registry, lifecycle)
+                    out.append(self._detect(compiled.rule, sctx, key, evidence, state))
+            except Exception as exc:  # noqa: BLE001 - reported per rule, never swallowed
+                out.append(self._error(compiled.rule, event, exc))
+        return out
+
+    def flush(
+        self,
+        now: datetime,
+        registry: Registry,
+        lifecycle: StateStore,
+        state: RuleState,
+    ) -> list[Detection]:
+        """Fire every absent-sequence rule whose window has passed by ``now`` without the
+        expected follow-up (call from a timer; ``evaluate`` also fires them for the group key
+        of each new event)."""
+        ts = now.timestamp()
+        out: list[Detection] = []
+        absent = [c for c in self._compiled if c.rule.kind == "sequence" and c.absent]
+        if not absent:
+            return out
+        for key in list(state._keys):
+            for compiled in absent:
+                try:
+                    slots = state._keys.get(key) or {}
+                    slot = slots.get(compiled.id)
+                    if not slot or not slot.get("pending"):
+                        continue
+                    state._dirty.add(key)
+                    for subject, evidence in compiled._due(slot, ts):
+                        sctx = Ctx(subject, registry, lifecycle)
+                        out.append(self._detect(compiled.rule, sctx, key, evidence, state))
+                except Exception as exc:  # noqa: BLE001 - reported per rule, never swallowed
+                    out.append(self._error(compiled.rule, None, exc))
+        return out
+
+    # ---- leak subjects ---------------------------------------------------------------------
+
+    @property
+    def leak_rules(self) -> tuple[Rule, ...]:
+        """The rules evaluated on leak subjects (``inputs: [leak]``)."""
+        return tuple(c.rule for c in self._leak)
+
+    def evaluate_leak(
+        self, subject: LeakSubject, registry: Registry, lifecycle: StateStore
+    ) -> list[Detection]:
+        """Every leak rule's conclusion about one matched subject (only rules that fired or
+        failed appear). Stateless: leak rules are ``match`` rules and their alerts are
+        deduplicated by the record's cause, so a re-import gives the same keys."""
+        ctx = LeakCtx(subject, registry, lifecycle)
+        out: list[Detection] = []
+        for compiled in self._leak:
+            rule = compiled.rule
+            try:
+                if compiled.match(ctx):
+                    out.append(self._detect_leak(rule, ctx))
+            except Exception as exc:  # noqa: BLE001 - reported per rule, never swallowed
+                self.errors[rule.id] = self.errors.get(rule.id, 0) + 1
+                out.append(
+                    Detection(
+                        rule=rule.id,
+                        severity=rule.severity,
+                        group_key=subject.id,
+                        title=f"rule {rule.id} failed",
+                        why=rule.why or rule.description,
+                        event_id=subject.event_id,
+                        identity=subject.id if subject.kind == "identity" else None,
+                        error=f"{type(exc).__name__}: {exc}"[:500],
+                    )
+                )
+        return out
+
+    def _detect_leak(self, rule: Rule, ctx: LeakCtx) -> Detection:
+        record, subject = ctx.record, ctx.subject
+        why = rule.why or rule.description
+        actions, notes, dropped = respond_leak(rule, ctx, self.providers)
+        flags_note = f" [{', '.join(record.flags)}]" if record.flags else ""
+        done = ", ".join(sorted({f"{a.action}@{a.provider}" for a in actions})) or "nothing"
+        if dropped:
+            done += f" (rule is {rule.status}: {', '.join(dropped)} not executed)"
+        missing = f" ({'; '.join(notes)})" if notes else ""
+        route = "page" if "page" in rule.response else "notify" if "notify" in rule.response else ""
+        more: dict[str, Any]
+        if subject.kind == "identity":
+            ident = ctx.identity()
+            name = ident.name if ident is not None else subject.id
+            title = f"{rule.title}: {name} in breach {record.breach}{flags_note}: {done}{missing}"
+            more = {"identity": subject.id, "roles": ctx.roles()}
+        else:
+            account = ctx.account()
+            shared = account.shared_credential if account is not None else None
+            where = (
+                f"{account.platform} {account.handle} ({account.id})"
+                if account is not None
+                else subject.id
+            )
+            holders = shared_credential_holders(ctx.registry, ctx.lifecycle, subject.id)
+            title = f"{rule.title}: {where} in breach {record.breach}{flags_note}: {done}{missing}"
+            if record.credential_exposed and shared is not None:
+                title += (
+                    f"; change the password behind {shared.ref}; "
+                    f"{len(holders)} holder(s) must re-enrol"
+                )
+            more = {
+                "account": subject.id,
+                "credential_ref": shared.ref if shared is not None else None,
+                "holders": holders,
+            }
+        details = leak_details(
+            record,
+            rule=rule.id,
+            rule_status=rule.status,
+            event_id=subject.event_id,
+            subject_kind=subject.kind,
+            **more,
+            actions=[f"{a.action}@{a.provider}" for a in actions],
+            route=route or "none",
+        )
+        if notes:
+            details["notes"] = notes
+        if dropped:
+            details["dropped_response"] = list(dropped)
+        identity = subject.id if subject.kind == "identity" else None
+        alert = Alert(
+            severity=rule.severity,
+            rule=rule.id,
+            identity=identity,
+            dedup_key=f"{record.cause}:{subject.id}:{rule.id}",
+            title=title[:1000],
+            details=details,
+            runbook=rule.runbook,
+        )
+        return Detection(
+            rule=rule.id,
+            severity=rule.severity,
+            group_key=subject.id,
+            title=title,
+            why=why,
+            event_id=subject.event_id,
+            identity=identity,
+            actions=tuple(actions),
+            alerts=(alert,),
+            dropped=dropped,
+        )
+
+    # ---- building detections -------------------------------------------------------------
+
+    def _error(self, rule: Rule, event: LoginEvent | None, exc: Exception) -> Detection:
+        self.errors[rule.id] = self.errors.get(rule.id, 0) + 1
+        return Detection(
+            rule=rule.id,
+            severity=rule.severity,
+            group_key="",
+            title=f"rule {rule.id} failed",
+            why=rule.why or rule.description,
+            event_id=event.event_id if event is not None else "",
+            identity=event.identity if event is not None else None,
+            error=f"{type(exc).__name__}: {exc}"[:500],
+        )
+
+    def _detect(
+        self,
+        rule: Rule,
+        ctx: Ctx,
+        key: str,
+        evidence: dict[str, Any],
+        state: RuleState,
+    ) -> Detection:
+        event = ctx.event
+        why = rule.why or rule.description
+        bucket = event.event_id
+        deduplicated = False
+        if rule.dedup > 0:
+            slot = state.slot(key, rule.id)
+            last = slot.get("alert")
+            if last is not None and 0 <= ctx.ts - float(last) < rule.dedup:
+                deduplicated = True
+            else:
+                slot["alert"] = ctx.ts
+                slot["last"] = max(ctx.ts, slot.get("last", ctx.ts))
+            bucket = str(int(ctx.ts // rule.dedup))
+        who = event.identity or f"unknown principal {subject_hash(event.principal)}"
+        account = ctx.account()
+        where = (
+            f"{account.platform} {account.handle} ({account.id})"
+            if account is not None
+            else (event.target_account or event.target or "no brand account")
+        )
+        title = f"{rule.title}: {who} on {where}"
+        if deduplicated:
+            return Detection(
+                rule=rule.id,
+                severity=rule.severity,
+                group_key=key,
+                title=title,
+                why=why,
+                event_id=event.event_id,
+                identity=event.identity,
+                evidence=evidence,
+                deduplicated=True,
+            )
+        actions, notes, dropped = respond(rule, ctx, self.providers)
+        group_part = key
+        if key.startswith("principal:") or len(key) > _MAX_GROUP_IN_KEY:
+            group_part = idempotency_key(key)[:16]
+        done: str
+        if actions:
+            by_kind: dict[str, list[str]] = {}
+            for a in actions:
+                by_kind.setdefault(a.action, []).append(a.provider)
+            done = "accessguard requested " + "; ".join(
+                f"{kind} at {', '.join(sorted(set(p)))}" for kind, p in by_kind.items()
+            )
+        elif dropped:
+            done = (
+                f"nothing: rule is {rule.status}, so its response ({', '.join(dropped)}) "
+                "was not executed"
+            )
+        else:
+            done = "nothing automatic: a human decides"
+        route = "page" if "page" in rule.response else "notify" if "notify" in rule.response else ""
+        details: dict[str, Any] = {
+            "rule": rule.id,
+            "rule_status": rule.status,
+            "event_id": event.event_id,
+            "time": format_time(event.time),
+            "vendor": event.vendor,
+            "identity": event.identity,
+            "subject": subject_hash(event.principal),
+            "account": event.target_account,
+            "target": event.target,
+            "ip": event.ip,
+            "country": event.geo.country if event.geo else None,
+            "what_happened": f"{rule.title} ({event.outcome} {event.event_type})",
+            "why_it_matters": why,
+            "done": done,
+            "actions": [f"{a.action}@{a.provider}" for a in actions],
+            "evidence": evidence,
+            "route": route or "none",
+        }
+        if notes:
+            details["notes"] = notes
+        if dropped:
+            details["dropped_response"] = list(dropped)
+        alert = Alert(
+            severity=rule.severity,
+            rule=rule.id,
+            identity=event.identity,
+            dedup_key=f"{rule.id}:{group_part}:{bucket}",
+            title=title[:1000],
+            details=details,
+            runbook=rule.runbook,
+        )
+        return Detection(
+            rule=rule.id,
+            severity=rule.severity,
+            group_key=key,
+            title=title,
+            why=why,
+            event_id=event.event_id,
+            identity=event.identity,
+            actions=tuple(actions),
+            alerts=(alert,),
+            evidence=evidence,
+            dropped=dropped,
+        )
