@@ -53,7 +53,8 @@ if str(REPO) not in sys.path:
 
 from connectors.ingest.dumps import DumpOptions, DumpReader  # noqa: E402
 from streams.bus.topics import Topics  # noqa: E402
-from streams.decide.leaks import LeakIndex, LeakSettings, decide_leak  # noqa: E402
+from streams.decide.leaks import LeakSettings, decide_leak  # noqa: E402
+from streams.model.leak_index import LeakIndex  # noqa: E402
 from streams.model.records import LeakRecord  # noqa: E402
 from streams.model.registry import Registry  # noqa: E402
 from streams.model.state import StateStore  # noqa: E402

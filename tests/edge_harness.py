@@ -32,8 +32,8 @@ from connectors.ingest.edge import AuthGuard
 from connectors.ingest.hr_webhook import SIGNATURE_HEADER, HrWebhook, sign
 from connectors.ingest.leak_ingest import LeakIngest, LeakPublisher
 from streams.bus.journal import Journal
-from streams.decide.leaks import LeakIndex
-from streams.model.registry import load_registry
+from streams.model.leak_index import LeakIndex
+from streams.model.registry_yaml import load_registry
 from streams.runtime.web import build_web_app
 from streams.support.secrets import Secret
 from tests.engine_harness import FakePublisher

@@ -27,13 +27,14 @@ import yaml
 
 from streams.bus.journal import Journal, read_journal
 from streams.config import Config, load_config
-from streams.decide.leaks import LeakIndex
+from streams.model.leak_index import LeakIndex
 from streams.model.records import Action, Alert, HrEvent
-from streams.model.registry import Registry, parse_registry
+from streams.model.registry import Registry
+from streams.model.registry_yaml import parse_registry
 from streams.model.state import StateStore
 from streams.runtime.engine import Engine
 from streams.runtime.executor import Executor
-from streams.runtime.worker import retry_policy
+from streams.runtime.parts import retry_policy
 from streams.support import metrics
 from streams.support.errors import BrokerError, JournalError
 

@@ -11,14 +11,15 @@ import orjson
 import pytest
 
 from streams.decide.hr import (
-    DEFAULT_SECRET_STORE,
     HrDecision,
     decide_agency_expiry,
     decide_hr,
     due_scheduled,
 )
+from streams.decide.responses import DEFAULT_SECRET_STORE
 from streams.model.records import HrEvent, subject_hash
-from streams.model.registry import Registry, load_registry
+from streams.model.registry import Registry
+from streams.model.registry_yaml import load_registry
 from streams.model.state import AccountState, IdentityState, StateStore
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "registry.yaml"
@@ -150,10 +151,27 @@ def test_terminated_full_story(registry: Registry, state: StateStore) -> None:
     ]
     assert ident.applied_events == ("evt-term-1",)
     plan = ident.plans["evt-term-1"]
-    assert plan["actions"] == [a.to_dict() for a in decision.actions]
-    assert plan["accepted_at"] == 1_772_000_000.0
-    assert plan["event_type"] == "terminated"
-    assert plan["decided_at"] == NOW.timestamp()
+    assert plan.actions == decision.actions
+    assert plan.accepted_at == 1_772_000_000.0
+    assert plan.event_type == "terminated"
+    assert plan.decided_at == NOW.timestamp()
+    # the persisted form: the keys, in the order, every version wrote
+    assert plan.to_dict() == {
+        "actions": [a.to_dict() for a in decision.actions],
+        "alerts": [a.to_dict() for a in decision.alerts],
+        "accepted_at": 1_772_000_000.0,
+        "event_type": "terminated",
+        "decided_at": NOW.timestamp(),
+        "partition_key": decision.event.partition_key,
+    }
+    assert list(plan.to_dict()) == [
+        "actions",
+        "alerts",
+        "accepted_at",
+        "event_type",
+        "decided_at",
+        "partition_key",
+    ]
 
     account = state.account("x-lumen")
     assert account.reenrolment_required == ("bob", "carol")
@@ -182,7 +200,7 @@ def test_terminated_full_story(registry: Registry, state: StateStore) -> None:
     assert reenrol.dedup_key == f"reenrol:x-lumen:{cause}"
     assert "bob, carol" in reenrol.title
     assert reenrol.details["holders"] == ["bob", "carol"]
-    assert plan["alerts"] == [a.to_dict() for a in decision.alerts]
+    assert plan.alerts == decision.alerts
     _no_secrets_or_emails(decision)
 
 
@@ -508,3 +526,51 @@ def test_decision_audit_view_has_no_email(registry: Registry, state: StateStore)
     blob = orjson.dumps(decision.to_dict()).decode()
     assert EMAILS["alice"] not in blob
     assert subject_hash(EMAILS["alice"]) in blob
+
+
+# --------------------------------------------------------------------------------------------
+# The persisted plan (streams.model.plan)
+# --------------------------------------------------------------------------------------------
+
+
+def test_plan_round_trips_through_the_lifecycle_record(
+    registry: Registry, state: StateStore
+) -> None:
+    """A plan written to the lifecycle topic reads back equal, and re-serialises to the very
+    same bytes (the compacted topic and the journal hold them)."""
+    decision = decide_hr(registry, state, hr("alice", "terminated", "evt-rt"), NOW, PROVIDERS)
+    (ident, *_) = decision.state_updates
+    assert isinstance(ident, IdentityState)
+    raw = orjson.dumps(ident.to_dict())
+    back = IdentityState.from_dict(orjson.loads(raw))
+    assert back == ident
+    assert orjson.dumps(back.to_dict()) == raw
+
+
+def test_plan_written_by_an_older_version_still_loads() -> None:
+    """Rule and leak plans carry no alerts and no accepted_at; records from before
+    ``partition_key`` existed lack it (the identity then owns the plan), and say so again
+    when written back."""
+    action = {
+        "action": "revoke_sessions",
+        "identity": "alice",
+        "account": None,
+        "provider": "okta",
+        "cause": "rule:r1:e1",
+        "idempotency_key": "k1",
+        "params": {"user_ref": "00u1"},
+    }
+    old = {
+        "actions": [action],
+        "alerts": [],
+        "accepted_at": None,
+        "event_type": "rule:r1",
+        "decided_at": 1.5,
+    }
+    st = IdentityState.from_dict({"identity": "alice", "plans": {"rule:r1:e1": old}})
+    plan = st.plans["rule:r1:e1"]
+    assert plan.partition_key is None
+    assert plan.owner_key("alice") == "alice"
+    assert plan.actions[0].params == {"user_ref": "00u1"}
+    assert plan.to_dict() == old
+    assert list(plan.to_dict()) == list(old)

@@ -24,9 +24,9 @@ import pytest
 
 from streams.bus.topics import partition_for
 from streams.decide.hr import decide_hr
-from streams.detect.rules import Detection
+from streams.detect.model import Detection
 from streams.model.records import Action, Alert, HrEvent, LoginEvent, idempotency_key
-from streams.runtime import engine as engine_module
+from streams.runtime import writes as writes_module
 from streams.support.errors import PermanentError, RetryableError
 from tests.engine_harness import CLOCK, EngineHarness, build_engine, counter, hr_event
 
@@ -62,10 +62,10 @@ def make(tmp_path: Path) -> Iterator[Callable[..., EngineHarness]]:
 @pytest.fixture
 def fast_waits(monkeypatch: pytest.MonkeyPatch) -> None:
     """Millisecond backoff while the broker or the journal refuses writes (0.2 s+ in prod)."""
-    monkeypatch.setattr(engine_module, "BROKER_RETRY_MIN", 0.001)
-    monkeypatch.setattr(engine_module, "BROKER_RETRY_MAX", 0.005)
-    monkeypatch.setattr(engine_module, "JOURNAL_RETRY_MIN", 0.001)
-    monkeypatch.setattr(engine_module, "JOURNAL_RETRY_MAX", 0.005)
+    monkeypatch.setattr(writes_module, "BROKER_RETRY_MIN", 0.001)
+    monkeypatch.setattr(writes_module, "BROKER_RETRY_MAX", 0.005)
+    monkeypatch.setattr(writes_module, "JOURNAL_RETRY_MIN", 0.001)
+    monkeypatch.setattr(writes_module, "JOURNAL_RETRY_MAX", 0.005)
 
 
 def run(scenario: Callable[[], Awaitable[T]]) -> T:
@@ -141,7 +141,7 @@ class TestHrPlan:
             assert decision.plan_id == "evt-1"
             assert len(decision.actions) == 5
             plan = h.views.state.identity("ana").plans["evt-1"]
-            assert [a["idempotency_key"] for a in plan["actions"]] == [
+            assert [a.idempotency_key for a in plan.actions] == [
                 a.idempotency_key for a in decision.actions
             ]
             (published,) = [v for k, v in h.publisher.on(h.topics.lifecycle) if k == "identity:ana"]

@@ -268,7 +268,7 @@ def test_a_worker_write_waits_for_the_broker_instead_of_failing(
 
     from streams.bus.broker import TopicSpec, ensure_topics
     from streams.bus.views import Publisher
-    from streams.runtime.engine import publish_waiting
+    from streams.runtime.writes import publish_waiting
     from tests.test_integration_external import topic_records
 
     with LocalS3(tmp_path / "s3.log") as s3:

@@ -22,7 +22,7 @@ import yaml
 from streams.bus.bootstrap import _snapshot_key, read_leak_index, read_registry_topic
 from streams.bus.broker import EmbeddedBroker, TopicSpec, ensure_topics
 from streams.decide.hr import AGENCY_TIMER_SOURCE
-from streams.decide.leaks import LeakIndex, LeakMatch
+from streams.model.leak_index import LeakIndex, LeakMatch
 from streams.model.registry import Identity
 from streams.support.errors import RegistryError
 from tests.fakes import FakeVendorServer

@@ -13,17 +13,18 @@ import pytest
 
 from streams.bus.leakbatch import LeakBatcher, decode_batch
 from streams.decide.leaks import (
-    LeakIndex,
-    LeakMatch,
     LeakSettings,
     decide_leak,
     leak_decision_view,
-    normalise_principal,
     state_after_action,
 )
-from streams.detect.rules import RuleEngine, RuleSet, load_rules
+from streams.detect.engine import RuleEngine
+from streams.detect.load import load_rules
+from streams.detect.model import RuleSet
+from streams.model.leak_index import LeakIndex, LeakMatch, normalise_principal
 from streams.model.records import Action, LeakRecord
-from streams.model.registry import Registry, parse_registry
+from streams.model.registry import Registry
+from streams.model.registry_yaml import parse_registry
 from streams.model.state import IdentityState, StateStore
 from streams.runtime.replay import leak_lines_to_records
 from streams.support.errors import ValidationError

@@ -19,9 +19,10 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from streams.bus.journal import Journal, replay_records
 from streams.bus.topics import LEAK_INDEX_MAX_BYTES, Topics
 from streams.config import Config
-from streams.decide.leaks import LeakIndex
+from streams.model.leak_index import LeakIndex
 from streams.model.records import HrEvent
-from streams.model.registry import Registry, diff_changes, load_registry
+from streams.model.registry import Registry, diff_changes
+from streams.model.registry_yaml import load_registry
 from streams.support.errors import AccessGuardError, RegistryError, ValidationError
 
 log = structlog.get_logger(__name__)

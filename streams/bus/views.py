@@ -23,8 +23,8 @@ import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 
-from streams.decide.leaks import LeakIndex
-from streams.detect.rules import RuleState
+from streams.detect.state import RuleState
+from streams.model.leak_index import LeakIndex
 from streams.model.registry import Registry
 from streams.model.state import StateStore
 from streams.support.errors import BrokerError

@@ -10,7 +10,7 @@ provider), the cause embeds the HR ``event_id``, and the executor's ledger skips
 done. State updates are whole new values for one key (last write wins on the compacted topic).
 
 Alert delivery contract (for the executor): when ``HrDecision.plan_id`` is set, the plan's
-alerts are also stored in ``IdentityState.plans[plan_id]["alerts"]`` and are meant to be sent
+alerts are also stored in ``IdentityState.plans[plan_id].alerts`` and are meant to be sent
 when the plan completes (the summary then tells on-call what actually happened); when
 ``plan_id`` is None the alerts are sent at once.
 
@@ -20,28 +20,24 @@ Secrets never appear here: rotation actions carry the secret store reference
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from streams.model.records import (
-    ROLE_RANK,
-    Action,
-    Alert,
-    HrEvent,
-    format_time,
-    subject_hash,
+from streams.decide import responses
+from streams.model.access import (
+    effective_grant,
+    held_grants,
+    holds_shared_credential,
+    is_offboarded,
 )
-from streams.model.registry import Account, Grant, Identity, Registry
+from streams.model.plan import Plan
+from streams.model.records import ROLE_RANK, Action, Alert, HrEvent, subject_hash
+from streams.model.registry import Grant, Identity, Registry
 from streams.model.state import AccountState, IdentityState, StateStore
+from streams.support.times import format_time
 
-#: Provider types that are identity providers (sessions and MFA factors live there).
-IDP_TYPES: frozenset[str] = frozenset({"okta", "graph", "google"})
-SECRET_STORE_TYPE = "secret_store"  # noqa: S105 - a provider type name, not a secret
-#: Provider name used for rotations when no secret store is configured: the executor then
-#: fails the action loudly (and pages) instead of the rotation silently not happening.
-DEFAULT_SECRET_STORE = "secret-store"  # noqa: S105 - a provider name, not a secret
 AGENCY_TIMER_SOURCE = "accessguard.agency-timer"
 
 OUTCOMES: tuple[str, ...] = (
@@ -94,7 +90,7 @@ class HrDecision:
 
 
 @dataclass(slots=True)
-class _Plan:
+class _Effects:
     """Accumulates one decision's effects."""
 
     identity: Identity
@@ -103,91 +99,18 @@ class _Plan:
     alerts: list[Alert] = field(default_factory=list)
     accounts: dict[str, AccountState] = field(default_factory=dict)
 
-    def add(
-        self,
-        action: str,
-        *,
-        account: str | None,
-        provider: str,
-        params: dict[str, Any],
-    ) -> Action:
-        made = Action.make(
-            action,
-            identity=self.identity.id,
-            account=account,
-            provider=provider,
-            cause=self.cause,
-            params=params,
-        )
-        self.actions.append(made)
-        return made
-
     def count(self, action: str) -> int:
         return sum(1 for a in self.actions if a.action == action)
 
 
-def user_ref(identity: Identity, provider: str) -> str:
-    """The identity's id at ``provider``: its alias there, else its first e-mail, else its id."""
-    alias = identity.aliases.get(provider)
-    if alias:
-        return alias
-    return identity.emails[0] if identity.emails else identity.id
-
-
-def account_params(identity: Identity, account: Account) -> dict[str, Any]:
-    """The params a provider needs to act on ``identity``'s access to ``account``."""
-    return {
-        "user_ref": user_ref(identity, account.provider),
-        "account_handle": account.handle,
-        "platform": account.platform,
-    }
-
-
-def is_offboarded(registry: Registry, state: StateStore, identity_id: str) -> bool:
-    """Offboarded in the lifecycle state or declared offboarded in the registry."""
-    if state.identity(identity_id).status == "offboarded":
-        return True
-    ident = registry.identities.get(identity_id)
-    return ident is not None and ident.status == "offboarded"
-
-
-def session_providers(
-    registry: Registry, identity: Identity, providers: Mapping[str, str]
-) -> list[str]:
-    """Every provider that may hold a session of ``identity``: identity providers and
-    platforms it has an alias at (when configured), and the manager of each account it holds.
-    Account managers are included even when not configured, so a registry/config mismatch
-    fails loudly in the executor instead of leaving a session alive."""
-    names = {
-        name
-        for name in identity.aliases
-        if name in providers and providers[name] != SECRET_STORE_TYPE
-    }
-    for grant in registry.grants_of(identity.id):
-        account = registry.accounts.get(grant.account)
-        if account is not None:
-            names.add(account.provider)
-    return sorted(names)
-
-
-def secret_store(providers: Mapping[str, str]) -> str:
-    """The configured secret store that rotations go to (a loud default when none is)."""
-    stores = sorted(name for name, kind in providers.items() if kind == SECRET_STORE_TYPE)
-    return stores[0] if stores else DEFAULT_SECRET_STORE
-
-
-def _revoke_sessions(plan: _Plan, registry: Registry, providers: Mapping[str, str]) -> None:
-    for provider in session_providers(registry, plan.identity, providers):
-        plan.add(
-            "revoke_sessions",
-            account=None,
-            provider=provider,
-            params={"user_ref": user_ref(plan.identity, provider)},
-        )
+def _revoke_sessions(
+    identity: Identity, registry: Registry, providers: Mapping[str, str], cause: str
+) -> list[Action]:
+    return responses.identity_actions("revoke_sessions", identity, registry, providers, cause)
 
 
 def _rotate_shared(
-    plan: _Plan,
+    plan: _Effects,
     registry: Registry,
     state: StateStore,
     grants: Iterable[Grant],
@@ -198,35 +121,25 @@ def _rotate_shared(
     """Rotate the TOTP seed of every shared credential in ``grants`` and mark the holders
     that keep the credential as needing re-enrolment. ``holder_must_reenrol`` keeps the
     identity itself on that list (device lost: it keeps access but lost the seed)."""
-    store = secret_store(providers)
     for grant in grants:
         account = registry.accounts.get(grant.account)
         if grant.via != "shared_credential" or account is None:
             continue
-        shared = account.shared_credential
-        if shared is None or not shared.totp:
-            continue
-        plan.add(
-            "rotate_shared_credential",
-            account=account.id,
-            provider=store,
-            params={
-                "credential_ref": shared.ref,
-                "account_handle": account.handle,
-                "platform": account.platform,
-            },
+        rotation = responses.rotate_shared_credential(
+            account, identity=plan.identity.id, providers=providers, cause=plan.cause
         )
-        remaining: list[str] = []
-        for holder in registry.holders(account.id, via="shared_credential"):
-            if holder.identity == plan.identity.id and not holder_must_reenrol:
-                continue
-            if holder.identity != plan.identity.id and (
-                is_offboarded(registry, state, holder.identity)
-                or account.id in state.identity(holder.identity).removed_grants
-            ):
-                continue
-            remaining.append(holder.identity)
-        remaining.sort()
+        if rotation is None:
+            continue
+        plan.actions.append(rotation)
+        remaining = sorted(
+            holder.identity
+            for holder in registry.holders(account.id, via="shared_credential")
+            if (
+                holder_must_reenrol
+                if holder.identity == plan.identity.id
+                else holds_shared_credential(registry, state, holder.identity, account.id)
+            )
+        )
         plan.accounts[account.id] = replace(
             plan.accounts.get(account.id) or state.account(account.id),
             reenrolment_required=tuple(remaining),
@@ -245,7 +158,7 @@ def _rotate_shared(
                 ),
                 details={
                     "account": account.id,
-                    "credential_ref": shared.ref,
+                    "credential_ref": rotation.params["credential_ref"],
                     "holders": remaining,
                     "cause": plan.cause,
                 },
@@ -254,7 +167,7 @@ def _rotate_shared(
         )
 
 
-def _summary(plan: _Plan, event: HrEvent, verb: str) -> Alert:
+def _summary(plan: _Effects, event: HrEvent, verb: str) -> Alert:
     rule, prefix = _SUMMARY_RULES[event.type]
     sessions = plan.count("revoke_sessions")
     removed = plan.count("remove_grant")
@@ -323,14 +236,18 @@ def decide_hr(
     event: HrEvent,
     now: datetime,
     providers: Mapping[str, str],
+    *,
+    idp_types: Collection[str] | None = None,
 ) -> HrDecision:
     """Decide what ``event`` means for the identity it names, at time ``now``.
 
-    ``providers`` maps each configured provider name to its type (okta, graph, google,
-    generic, secret_store). Idempotent: an event already applied (or already scheduled, when
-    still in the future) is a ``duplicate`` with no effects; the same event_id carrying a
-    different event (:meth:`HrEvent.digest`) is a ``conflict`` with no effects, which the
-    worker dead-letters with the reason rather than dropping it.
+    ``providers`` maps each configured provider name to its type (``providers.<name>.type``);
+    ``idp_types`` are the types that are identity providers (default: what the connectors
+    declared, :data:`streams.model.kinds.IDENTITY_PROVIDER_TYPES`). Idempotent: an event
+    already applied (or already scheduled, when still in the future) is a ``duplicate`` with
+    no effects; the same event_id carrying a different event (:meth:`HrEvent.digest`) is a
+    ``conflict`` with no effects, which the worker dead-letters with the reason rather than
+    dropping it.
     """
     identity = registry.resolve_hr(event.employee_id, event.email)
     if identity is None:
@@ -377,7 +294,7 @@ def decide_hr(
         )
 
     cause = f"hr:{event.type}:{event.event_id}"
-    plan = _Plan(identity=identity, cause=cause)
+    plan = _Effects(identity=identity, cause=cause)
     offboarded = is_offboarded(registry, state, identity.id)
     since = format_time(event.effective_at)
     outcome = "applied"
@@ -386,21 +303,14 @@ def decide_hr(
     new_state = current
 
     if event.type in ("terminated", "contract_ended"):
-        _revoke_sessions(plan, registry, providers)
-        pending = [
-            g for g in registry.grants_of(identity.id) if g.account not in current.removed_grants
-        ]
+        plan.actions += _revoke_sessions(identity, registry, providers, cause)
+        pending = held_grants(registry, current)
         removed: list[str] = []
         for grant in pending:
             account = registry.accounts.get(grant.account)
             if account is None:
                 continue
-            plan.add(
-                "remove_grant",
-                account=account.id,
-                provider=account.provider,
-                params={**account_params(identity, account), "role": grant.role, "via": grant.via},
-            )
+            plan.actions.append(responses.remove_grant(identity, account, grant, cause))
             removed.append(account.id)
         _rotate_shared(plan, registry, state, pending, providers, holder_must_reenrol=False)
         if current.status == "offboarded":
@@ -416,7 +326,7 @@ def decide_hr(
             )
     elif event.type == "suspended":
         verb = "Suspended"
-        _revoke_sessions(plan, registry, providers)
+        plan.actions += _revoke_sessions(identity, registry, providers, cause)
         if offboarded:
             reason = "already offboarded: sessions revoked again, status unchanged"
             if current.status != "offboarded":
@@ -437,18 +347,11 @@ def decide_hr(
             reason = "identity is not suspended"
     elif event.type == "device_lost":
         verb = "Secured lost device of"
-        _revoke_sessions(plan, registry, providers)
-        for provider in sorted(identity.aliases):
-            if providers.get(provider) in IDP_TYPES:
-                plan.add(
-                    "force_mfa_reenrolment",
-                    account=None,
-                    provider=provider,
-                    params={"user_ref": user_ref(identity, provider)},
-                )
-        held = [
-            g for g in registry.grants_of(identity.id) if g.account not in current.removed_grants
-        ]
+        plan.actions += _revoke_sessions(identity, registry, providers, cause)
+        plan.actions += responses.identity_actions(
+            "force_mfa_reenrolment", identity, registry, providers, cause, idp_types=idp_types
+        )
+        held = held_grants(registry, current)
         _rotate_shared(plan, registry, state, held, providers, holder_must_reenrol=not offboarded)
         new_state = replace(current, mfa_reenrolment_required=True)
     elif event.type == "role_changed":
@@ -462,23 +365,11 @@ def decide_hr(
         else:
             for grant in registry.grants_of(identity.id):
                 account = registry.accounts.get(grant.account)
-                if account is None or grant.account in current.removed_grants:
+                effective = effective_grant(grant, current)
+                if account is None or effective is None or ROLE_RANK[effective.role] <= target:
                     continue
-                effective = ROLE_RANK[grant.role]
-                if grant.account in current.downgraded:
-                    effective = min(effective, ROLE_RANK[current.downgraded[grant.account]])
-                if effective <= target:
-                    continue
-                plan.add(
-                    "downgrade_grant",
-                    account=account.id,
-                    provider=account.provider,
-                    params={
-                        **account_params(identity, account),
-                        "role": new_role,
-                        "from_role": grant.role,
-                        "via": grant.via,
-                    },
+                plan.actions.append(
+                    responses.downgrade_grant(identity, account, grant, new_role, cause)
                 )
                 downgraded[grant.account] = new_role
             new_state = replace(current, downgraded=downgraded)
@@ -494,19 +385,18 @@ def decide_hr(
     if plan.actions:
         plan_id = event.event_id
         alerts.insert(0, _summary(plan, event, verb))
-        plans = {
-            **new_state.plans,
-            plan_id: {
-                "actions": [a.to_dict() for a in plan.actions],
-                "alerts": [a.to_dict() for a in alerts],
-                "accepted_at": event.accepted_at,
-                "event_type": event.type,
-                "decided_at": now.timestamp(),
+        new_state = new_state.with_plan(
+            plan_id,
+            Plan.make(
+                plan.actions,
+                alerts=alerts,
+                accepted_at=event.accepted_at,
+                event_type=event.type,
+                decided_at=now.timestamp(),
                 # which worker owns the plan after a rebalance: the partition of this key
-                "partition_key": event.partition_key,
-            },
-        }
-        new_state = replace(new_state, plans=plans)
+                partition_key=event.partition_key,
+            ),
+        )
     new_state = new_state.with_applied(event.event_id, digest)
     updates: tuple[IdentityState | AccountState, ...] = (
         new_state,

@@ -8,7 +8,9 @@ from collections.abc import Mapping
 from datetime import datetime
 
 from streams.decide.resolve import resolve
-from streams.detect.rules import Detection, RuleEngine, RuleSet, RuleState
+from streams.detect.engine import RuleEngine
+from streams.detect.model import Detection, RuleSet
+from streams.detect.state import RuleState
 from streams.model.records import LoginEvent
 from streams.model.registry import Registry
 from streams.model.state import StateStore

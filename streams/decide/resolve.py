@@ -10,8 +10,9 @@ Identity, first match wins:
    blank-insensitively; a value two identities share is ambiguous and resolves to nothing).
 
 An unknown principal leaves ``identity`` None: rules treat that as "unknown principal", and
-acting on a guess would be worse. The ``generic`` vendor is not a registry provider name, so it
-skips steps 1 and 2.
+acting on a guess would be worse. Steps 1 and 2 apply to the vendors the connectors declare as
+alias namespaces (:data:`streams.model.kinds.ALIAS_VENDORS`); the ``generic`` vendor is not a
+registry provider name, so it skips them.
 
 Target account: ``target`` matched as an account id, a handle (``@`` optional, any case) or
 ``platform:handle`` (:meth:`Registry.find_account`; a bare handle on several platforms is
@@ -27,16 +28,15 @@ from __future__ import annotations
 
 from dataclasses import fields
 
+from streams.model import kinds
 from streams.model.records import LoginEvent
 from streams.model.registry import Identity, Registry
-
-#: Vendors whose name is also a provider name in the registry's ``aliases``.
-PROVIDER_VENDORS: frozenset[str] = frozenset({"okta", "entra", "google"})
 
 
 def resolve_identity(event: LoginEvent, registry: Registry) -> Identity | None:
     """The registry identity behind the event's principal, or None when unknown/ambiguous."""
-    if event.vendor in PROVIDER_VENDORS:
+    # vendors whose name is also a provider name in the registry's ``aliases`` (connectors')
+    if event.vendor in kinds.ALIAS_VENDORS:
         if event.principal_id:
             found = registry.resolve_alias(event.principal_id, event.vendor)
             if found is not None:

@@ -3,6 +3,10 @@
 Records are plain frozen dataclasses serialised as JSON (orjson). Topics carry raw bytes and
 agents decode them here, so a bad record becomes a dead-letter entry with a reason instead of
 an exception inside Faust's deserialiser (which would drop it silently).
+
+Why one module: every record here is validated by the same field helpers and crosses the same
+boundary (bytes on a topic <-> a typed value); splitting them would spread one contract, what a
+record on the wire may hold, over several files.
 """
 
 from __future__ import annotations
@@ -15,7 +19,9 @@ from typing import Any
 
 import orjson
 
+from streams.model import kinds
 from streams.support.errors import ValidationError
+from streams.support.times import format_time, parse_time
 
 #: Roles ordered from least to most privilege (the management-platform model).
 ROLES: tuple[str, ...] = (
@@ -50,34 +56,6 @@ SEVERITIES: tuple[str, ...] = ("info", "low", "medium", "high", "critical")
 
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@+\-]{0,199}$")
 _EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,255}$")
-
-
-def parse_time(value: Any, field_name: str) -> datetime:
-    """Parse an ISO-8601 timestamp (``Z`` or offset) into an aware UTC datetime.
-
-    Naive timestamps are rejected: an HR system that omits the zone would schedule
-    offboardings hours off.
-    """
-    if not isinstance(value, str) or not value:
-        raise ValidationError(f"{field_name}: expected an ISO-8601 timestamp string")
-    text = value.strip()
-    if text.endswith(("Z", "z")):
-        text = text[:-1] + "+00:00"
-    try:
-        parsed = datetime.fromisoformat(text)
-    except ValueError:
-        raise ValidationError(f"{field_name}: not an ISO-8601 timestamp: {value[:40]!r}") from None
-    if parsed.tzinfo is None:
-        raise ValidationError(f"{field_name}: timestamp needs a zone (Z or +hh:mm)")
-    try:
-        return parsed.astimezone(UTC)
-    except OverflowError:  # 0001-01-01T00:00+01:00 is before year 1 in UTC (was a 500)
-        raise ValidationError(f"{field_name}: out of range: {value[:40]!r}") from None
-
-
-def format_time(value: datetime) -> str:
-    """Format an aware datetime as RFC 3339 UTC with milliseconds."""
-    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def idempotency_key(*parts: str | None) -> str:
@@ -347,7 +325,7 @@ class Alert:
 
 LOGIN_OUTCOMES: tuple[str, ...] = ("success", "failure", "challenge")
 MFA_RESULTS: tuple[str, ...] = ("success", "denied", "timeout", "none")
-LOGIN_VENDORS: tuple[str, ...] = ("okta", "entra", "google", "generic")
+#: A LoginEvent's vendor is one the connectors declared (streams.model.kinds.LOGIN_VENDORS).
 
 
 @dataclass(frozen=True, slots=True)
@@ -449,8 +427,8 @@ class LoginEvent:
         if outcome not in LOGIN_OUTCOMES:
             raise ValidationError(f"outcome: must be one of {', '.join(LOGIN_OUTCOMES)}")
         vendor = _opt_str(data, "vendor", 16) or "generic"
-        if vendor not in LOGIN_VENDORS:
-            raise ValidationError(f"vendor: must be one of {', '.join(LOGIN_VENDORS)}")
+        if vendor not in kinds.LOGIN_VENDORS:
+            raise ValidationError(f"vendor: must be one of {', '.join(kinds.LOGIN_VENDORS)}")
         mfa_result = _opt_str(data, "mfa_result", 16)
         if mfa_result is not None and mfa_result not in MFA_RESULTS:
             raise ValidationError(f"mfa_result: must be one of {', '.join(MFA_RESULTS)}")

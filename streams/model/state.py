@@ -11,6 +11,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from streams.model.plan import Plan
+
 #: How many applied event ids one identity remembers. Webhook senders retry for days with the
 #: same id; a person has few HR events, so 500 covers years without unbounded growth.
 MAX_APPLIED_EVENTS = 500
@@ -34,9 +36,9 @@ class IdentityState:
     applied_digests: dict[str, str] = field(default_factory=dict)
     #: event_id -> HrEvent dict, for events whose effective_at is in the future.
     scheduled: dict[str, dict[str, Any]] = field(default_factory=dict)
-    #: plan_id -> {"actions": [Action dict], "accepted_at": float|None, "event_type": str,
-    #: "decided_at": float}. Removed when every action is done or failed permanently.
-    plans: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: plan_id -> the plan of one decision (:mod:`streams.model.plan`). Removed when every
+    #: action is done or failed permanently and the plan's alerts are out.
+    plans: dict[str, Plan] = field(default_factory=dict)
     #: When the identity's password last changed, as far as the product learned (RFC 3339).
     #: Leaks of breaches older than this (or than ``reenrolled_at``) are stale.
     credential_changed_at: str | None = None
@@ -56,6 +58,12 @@ class IdentityState:
             digests[event_id] = digest
         return replace(self, applied_events=applied, applied_digests=digests)
 
+    def with_plan(self, plan_id: str, plan: Plan) -> IdentityState:
+        return replace(self, plans={**self.plans, plan_id: plan})
+
+    def without_plan(self, plan_id: str) -> IdentityState:
+        return replace(self, plans={k: v for k, v in self.plans.items() if k != plan_id})
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "kind": "identity",
@@ -69,7 +77,7 @@ class IdentityState:
             "applied_events": list(self.applied_events),
             "applied_digests": dict(self.applied_digests),
             "scheduled": dict(self.scheduled),
-            "plans": dict(self.plans),
+            "plans": {plan_id: plan.to_dict() for plan_id, plan in self.plans.items()},
             "credential_changed_at": self.credential_changed_at,
             "reenrolled_at": self.reenrolled_at,
         }
@@ -87,7 +95,9 @@ class IdentityState:
             applied_events=tuple(data.get("applied_events") or ()),
             applied_digests=dict(data.get("applied_digests") or {}),
             scheduled=dict(data.get("scheduled") or {}),
-            plans=dict(data.get("plans") or {}),
+            plans={
+                plan_id: Plan.from_dict(plan) for plan_id, plan in (data.get("plans") or {}).items()
+            },
             credential_changed_at=data.get("credential_changed_at"),
             reenrolled_at=data.get("reenrolled_at"),
         )

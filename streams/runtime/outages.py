@@ -19,8 +19,8 @@ group is one incident (PagerDuty ``dedup_key`` ``provider-outage:<provider>:<cla
   act; it closes in memory after ``quiet`` seconds without a new failure, and a failure after
   that pages again.
 
-Pure bookkeeping, no I/O: :class:`streams.runtime.engine.Engine` sends the alerts and writes the
-ledger.
+Pure bookkeeping, no I/O: :class:`streams.runtime.alerts.AlertRouter` sends the alerts and writes
+the ledger (:mod:`streams.runtime.plans` reports each action's outcome here).
 """
 
 from __future__ import annotations
@@ -29,8 +29,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from streams.model.records import Action, Alert, format_time
+from streams.model.records import Action, Alert
 from streams.support.errors import AuthError, PermanentError, ProviderError, RetryableError
+from streams.support.times import format_time
 
 RUNBOOK = "docs/runbooks/revocation-failing.md"
 RULE = "offboarding.revocation_failed"

@@ -1,0 +1,28 @@
+"""What kind of thing each vendor is, for the core that may not name vendors.
+
+The core (``streams/``) names no vendor (house rule); these tables are the facts it needs,
+declared here, next to the connectors that make them true, and handed to the core through
+:func:`streams.model.kinds.declare` when this module is imported (the ``streams`` package root
+imports it first). A new identity provider or login source adds its name here and nowhere in
+``streams/``.
+"""
+
+from __future__ import annotations
+
+from streams.model.kinds import declare
+
+#: Login vendors with a normaliser (``connectors/<vendor>/normaliser.py``, tabled in
+#: :data:`connectors.base.sources.NORMALISERS`), in the order error messages list them.
+LOGIN_VENDORS: tuple[str, ...] = ("okta", "entra", "google", "generic")
+#: Provider types (``providers.<name>.type``) that are identity providers: sessions and MFA
+#: factors live there, so ``revoke_sessions`` and ``force_mfa_reenrolment`` go there.
+IDP_TYPES: frozenset[str] = frozenset({"okta", "graph", "google"})
+#: Login vendors whose name is also a provider name in the registry's ``aliases`` (the
+#: ``generic`` source is not one): an event's principal is looked up there first.
+ALIAS_VENDORS: frozenset[str] = frozenset({"okta", "entra", "google"})
+
+declare(
+    login_vendors=LOGIN_VENDORS,
+    identity_provider_types=IDP_TYPES,
+    alias_vendors=ALIAS_VENDORS,
+)

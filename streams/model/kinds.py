@@ -1,0 +1,38 @@
+"""Vendor facts the core needs but may not spell: the connectors declare them.
+
+The house rule keeps vendor names in code under ``connectors/`` only, so that adding an
+identity provider or a login source touches no core module. Yet the core must know a few facts
+about vendors: which login vendors a canonical :class:`~streams.model.records.LoginEvent` may
+carry, which provider *types* are identity providers (sessions and MFA factors live there, so
+``force_mfa_reenrolment`` goes there), and which login vendors name a namespace of the
+registry's ``aliases``. :mod:`connectors.base.kinds` holds those tables and calls
+:func:`declare` when imported; the package root (``streams/__init__.py``) imports it first, so
+every entry point, test and library use sees the declared values before a record is validated
+or a rule's field table is built. Until then every table is empty (and every login vendor is
+refused), which fails loudly rather than quietly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+#: Vendors a canonical login event may carry (each has a normaliser under ``connectors/``),
+#: in the order error messages list them.
+LOGIN_VENDORS: tuple[str, ...] = ()
+#: Provider types (``providers.<name>.type``) that are identity providers.
+IDENTITY_PROVIDER_TYPES: frozenset[str] = frozenset()
+#: Login vendors whose name is also a provider name in the registry's ``aliases``.
+ALIAS_VENDORS: frozenset[str] = frozenset()
+
+
+def declare(
+    *,
+    login_vendors: Iterable[str],
+    identity_provider_types: Iterable[str],
+    alias_vendors: Iterable[str],
+) -> None:
+    """Set the tables (called by :mod:`connectors.base.kinds` at import)."""
+    global LOGIN_VENDORS, IDENTITY_PROVIDER_TYPES, ALIAS_VENDORS
+    LOGIN_VENDORS = tuple(login_vendors)
+    IDENTITY_PROVIDER_TYPES = frozenset(identity_provider_types)
+    ALIAS_VENDORS = frozenset(alias_vendors)

@@ -1,0 +1,124 @@
+"""Alert routing: each alert to the sinks its severity routes to, once; provider outages paged
+once per outage.
+
+An alert is sent once per dedup key and action (``trigger``/``resolve``): the ledger records
+it, so a redelivered event or a re-run plan sends nothing twice. A provider that fails many
+actions opens one incident (:mod:`streams.runtime.outages` keeps the count), updated at most
+once per ``alerts.outage_update_interval`` and resolved when the provider answers again; an
+open retryable incident is kept in the ledger, so a restarted worker can resolve it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import replace
+
+import structlog
+
+from streams.model.records import Action, Alert, idempotency_key
+from streams.runtime.executor import Executor, Sink
+from streams.runtime.outages import LEDGER_PREFIX, Group, Outages
+from streams.runtime.writes import Writer
+from streams.support import metrics
+from streams.support.errors import ProviderError
+
+# One logger name for the worker's core, as before it was split into modules.
+log = structlog.get_logger("streams.runtime.engine")
+
+
+class AlertRouter:
+    """Sends alerts through the executor's sink calls and records them. Event loop only."""
+
+    def __init__(
+        self,
+        writer: Writer,
+        *,
+        executor: Executor,
+        sinks: Mapping[str, Sink],
+        routes: Mapping[str, list[str]],
+        runbook_base: str,
+        outages: Outages,
+    ) -> None:
+        self.writer = writer
+        self.executor = executor
+        self.sinks = sinks
+        self.routes = routes
+        self.runbook_base = runbook_base
+        self.outages = outages
+
+    async def send_alert(self, alert: Alert, *, ledger_key: str | None = None) -> None:
+        """Route by severity to the configured sinks, once per dedup key and action (or once
+        per ``ledger_key``, for an incident that is updated)."""
+        w = self.writer
+        key = ledger_key or "alert:" + idempotency_key(alert.dedup_key, alert.event_action)
+        if key in w.views.ledger:
+            return
+        if alert.runbook and self.runbook_base and "://" not in alert.runbook:
+            alert = replace(alert, runbook=f"{self.runbook_base}/{alert.runbook}")
+        await w.publish(w.topics.alerts, alert.dedup_key, alert.to_dict())
+        results: dict[str, str] = {}
+        for name in self.routes.get(alert.severity, []):
+            sink = self.sinks.get(name)
+            if sink is None:
+                metrics.ALERTS.labels(name, alert.severity, "unrouted").inc()
+                results[name] = "unconfigured"
+                continue
+            outcome = await self.executor.send_alert(name, sink, alert)
+            results[name] = outcome.status if outcome.error is None else f"failed: {outcome.error}"
+        await w.put_ledger(key, {"status": "sent", "sinks": results, "finished_at": w.clock()})
+        await w.audit("alert", alert.dedup_key, alert=alert.to_dict(), sinks=results)
+        log.info(
+            "alert.sent",
+            rule=alert.rule,
+            severity=alert.severity,
+            action=alert.event_action,
+            sinks=results,
+        )
+
+    # ---------------------------------------------------------------- provider outages
+    async def on_stuck(self, action: Action, exc: ProviderError, attempts: int) -> None:
+        """The executor's callback while an action keeps failing retryably."""
+        group = self.outages.stuck(action, exc, self.writer.clock())
+        self.stuck_gauge(group)
+        if not group.sent:
+            await self.send_outage(group, "trigger")
+
+    def stuck_gauge(self, group: Group) -> None:
+        metrics.PROVIDER_STUCK.labels(group.provider, group.failure).set(len(group.stuck))
+
+    async def send_outage(self, group: Group, event_action: str) -> None:
+        """Open, update (``trigger`` again, same dedup key) or resolve one provider incident.
+        An open retryable incident is kept in the ledger, so a restart can resolve it."""
+        alert = group.alert(event_action)
+        ledger_key = group.alert_ledger_key(event_action)
+        first = not group.sent
+        group.sent += 1
+        group.last_sent = self.writer.clock()
+        group.dirty = False
+        await self.send_alert(alert, ledger_key=ledger_key)
+        if group.retryable and (first or event_action == "resolve"):
+            status = "resolved" if event_action == "resolve" else "open"
+            await self.writer.put_ledger(group.ledger_key, group.to_ledger(status))
+        if event_action == "resolve":
+            self.stuck_gauge(group)
+
+    async def tick_outages(self, now: float | None = None) -> int:
+        """Update the open incidents whose counts changed (at most once per
+        ``alerts.outage_update_interval``). Returns the updates sent."""
+        groups = self.outages.due(self.writer.clock() if now is None else now)
+        for group in groups:
+            await self.send_outage(group, "trigger")
+        return len(groups)
+
+    def restore_outages(self) -> int:
+        """The retryable incidents an earlier process left open (from the ledger): resolved
+        here once the provider works again."""
+        restored = 0
+        for key, entry in list(self.writer.views.ledger.items()):
+            if (
+                key.startswith(LEDGER_PREFIX)
+                and entry.get("status") == "open"
+                and self.outages.restore(entry) is not None
+            ):
+                restored += 1
+        return restored
