@@ -15,7 +15,8 @@ from connectors.base.http import HttpClient, RetryPolicy
 from connectors.base.pollers import CheckpointStore
 from connectors.hibp.poller import BreachCatalogue, HibpFeed, normalise_breach, pair_key
 from streams.model.records import LeakRecord
-from streams.model.registry import Registry, parse_registry
+from streams.model.registry import Registry
+from streams.model.registry_yaml import parse_registry
 from streams.support.errors import AuthError, ConfigError, RetryableError, ValidationError
 from streams.support.secrets import Secret
 from tests import samples
@@ -341,3 +342,33 @@ def test_malformed_breach_objects_are_rejected_with_reasons() -> None:
         normalise_breach({"Name": "X", "IsSpamList": "yes"})
     with pytest.raises(ValidationError):
         normalise_breach(["not", "an", "object"])
+
+
+def test_a_failed_round_backs_off_from_a_minute_and_stop_ends_the_loop(
+    hibp: FakeHibp, tmp_path: Path
+) -> None:
+    """The feed runs on the pull sources' loop: a failed round waits about a minute (60 s
+    +-10 %, doubling up to ``interval``), and ``run`` returns once ``stop`` is set."""
+    feed = make_feed(hibp, tmp_path)
+
+    async def broken(records: list[LeakRecord]) -> None:
+        raise OSError("broker down")
+
+    delay = asyncio.run(feed.poll_once(registry(), broken))
+    assert 54.0 <= delay <= 66.0
+    assert feed.status["consecutive_failures"] == 1
+
+    published: list[LeakRecord] = []
+
+    async def main() -> None:
+        stop = asyncio.Event()
+
+        async def publish(records: list[LeakRecord]) -> None:
+            published.extend(records)
+            stop.set()
+
+        await asyncio.wait_for(feed.run(stop, registry, publish), timeout=10)
+
+    asyncio.run(main())
+    assert len(published) == 5
+    assert feed.status["failed"] is False

@@ -11,6 +11,8 @@ import requests
 
 from connectors.base.catalogue import PROVIDER_TYPES, SINK_TYPES, build_provider, build_sink
 from connectors.base.http import HttpClient
+from connectors.base.provider import ProviderBase, is_dry_run
+from connectors.base.sink import SinkBase
 from connectors.entra.provider import GraphProvider
 from connectors.generic.provider import GenericRestProvider
 from connectors.google.provider import GoogleProvider
@@ -171,7 +173,26 @@ def test_okta_dry_run_makes_no_call(server: FakeVendorServer, http: HttpClient) 
         "dry_run": True,
         "request": "DELETE /api/v1/users/{user_ref}/sessions?oauthTokens=true",
     }
+    assert is_dry_run(result)
     assert server.calls == server.rejected == []
+
+
+def test_every_connector_is_built_on_its_base() -> None:
+    """Every provider type subclasses ProviderBase and every sink type SinkBase: settings,
+    dry run, request preparation and status classification exist once."""
+    assert all(issubclass(cls, ProviderBase) for cls in PROVIDER_TYPES.values())
+    assert all(issubclass(cls, SinkBase) for cls in SINK_TYPES.values())
+
+
+def test_a_call_that_went_out_is_not_a_dry_run(server: FakeVendorServer, http: HttpClient) -> None:
+    """Only a dry run's result has the DryRun type the executor reads; a real call's is a
+    plain dict with the same keys as ever."""
+    result = _okta(server, http).perform(_action("revoke_sessions", user_ref="00u1"))
+    assert not is_dry_run(result)
+    assert result == {
+        "status": 204,
+        "request": "DELETE /api/v1/users/{user_ref}/sessions?oauthTokens=true",
+    }
 
 
 def test_provider_settings_are_validated(http: HttpClient) -> None:

@@ -1,8 +1,10 @@
 """The one base for pull sources: poll loop, checkpoint, rate-limit sleep, failure marking.
 
-A pull source (the Okta System Log, Graph sign-ins, ...) is a :class:`Poller` subclass that
-implements only :meth:`Poller.fetch` (ONE HTTP call for one cursor, returning a :class:`Page`)
-and names its vendor, whose normaliser comes from :data:`connectors.base.sources.NORMALISERS`.
+A pull source of login events (the Okta System Log, Graph sign-ins, ...) is a :class:`Poller`
+subclass that implements only :meth:`Poller.fetch` (ONE HTTP call for one cursor, returning a
+:class:`Page`) and names its vendor, whose normaliser comes from
+:data:`connectors.base.sources.NORMALISERS`. A leak feed (HIBP) subclasses the loop itself,
+:class:`PollLoop`, whose rounds also take the current registry and publish LeakRecords.
 Everything else lives here, once:
 
 * **Loop.** ``fetch`` runs in a thread (blocking ``requests`` must not stall the event loop);
@@ -36,7 +38,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import Executor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar
@@ -54,6 +56,8 @@ log = structlog.get_logger(__name__)
 #: None before the first successful page.
 Cursor = dict[str, Any] | None
 Publish = Callable[[list[LoginEvent]], Awaitable[None]]
+#: What a :class:`PollLoop` round publishes (LoginEvents for a Poller, LeakRecords for a feed).
+PublishAny = Callable[[list[Any]], Awaitable[None]]
 Reject = Callable[[Any, str], Awaitable[None]]
 Sleep = Callable[[float], Awaitable[None]]
 Clock = Callable[[], float]
@@ -73,12 +77,16 @@ class Page:
     fetch starts once these records are published. ``caught_up`` means the vendor has
     nothing more right now (wait ``interval``). ``rate_limit_sleep`` asks for a pause of
     that many seconds before the next call (the vendor's budget is nearly spent).
+    ``rejected`` are ``(payload, reason)`` the fetch itself refused (dead-lettered like the
+    normaliser's refusals); ``summary`` adds fields to the round's log line.
     """
 
     records: list[Any]
     next_cursor: Cursor
     caught_up: bool
     rate_limit_sleep: float | None = None
+    rejected: list[tuple[Any, str]] = field(default_factory=list)
+    summary: Mapping[str, Any] = field(default_factory=dict)
 
 
 class CheckpointStore:
@@ -190,13 +198,19 @@ class _Counters:
     rejected: int = 0
 
 
-class Poller(ABC):
-    """Base of every pull source. Subclasses set :attr:`vendor`, implement :meth:`fetch` and
-    read their own settings in :meth:`_configure`.
+class PollLoop(ABC):
+    """The loop every pull source shares: lazy checkpoint load, one round (fetch in a thread,
+    dead-letter, publish, checkpoint), failure marking and backoff, status, pause and stop.
 
-    Settings read here (under ``pollers.<name>``): ``interval`` (seconds between polls once
-    caught up, default 10), ``start`` (``"now"`` or an ISO time: where a poller without a
-    checkpoint begins), ``max_failure_backoff`` (seconds, default 300).
+    :class:`Poller` (login sources) and leak feeds subclass it. A subclass names its
+    :attr:`vendor`, reads its own settings in :meth:`_configure` and runs rounds with
+    :meth:`_round` (the fetch, publish and reject of that round). Hooks, each with the
+    login pollers' behaviour by default: :meth:`_check_cursor` (refuse a checkpoint this
+    source cannot read), :meth:`_split` (records -> published and rejected),
+    :meth:`_failure_delay`, :meth:`_log_round` and :meth:`_log_failure`.
+
+    Settings read here (under ``pollers.<name>``): ``interval`` (seconds between rounds once
+    caught up; default and minimum are class attributes).
 
     :attr:`status` is a plain dict for health endpoints: ``last_success`` and
     ``last_error_at`` (epoch seconds or None), ``last_error`` (a message without secrets or
@@ -204,8 +218,11 @@ class Poller(ABC):
     ``pages``, ``published``, ``rejected``.
     """
 
-    #: The login normaliser to use (a key of :data:`connectors.base.sources.NORMALISERS`).
-    vendor: ClassVar[str]
+    #: Set by each subclass in its class body (an instance annotation, so that protocols
+    #: that read ``vendor`` from an object accept every source).
+    vendor: str
+    default_interval: ClassVar[float] = DEFAULT_INTERVAL
+    min_interval: ClassVar[float] = 0.1
 
     def __init__(
         self,
@@ -214,8 +231,6 @@ class Poller(ABC):
         http: HttpClient,
         checkpoint_store: CheckpointStore,
         *,
-        publish: Publish,
-        reject: Reject,
         clock: Clock = time.time,
         sleep: Sleep | None = None,
         executor: Executor | None = None,
@@ -224,29 +239,17 @@ class Poller(ABC):
         self.config_prefix = f"pollers.{name}"
         checkpoint_store.path(name)  # validates the name now, not at the first save
         self.interval = setting_float(
-            settings, "interval", f"{self.config_prefix}.interval", DEFAULT_INTERVAL, minimum=0.1
-        )
-        self.max_failure_backoff = setting_float(
             settings,
-            "max_failure_backoff",
-            f"{self.config_prefix}.max_failure_backoff",
-            DEFAULT_MAX_FAILURE_BACKOFF,
-            minimum=1.0,
+            "interval",
+            f"{self.config_prefix}.interval",
+            self.default_interval,
+            minimum=self.min_interval,
         )
-        self.start = parse_start(settings.get("start"), f"{self.config_prefix}.start", clock())
         self.http = http
-        self.label = f"{self.vendor}-poller:{name}"
         self._store = checkpoint_store
-        self._publish = publish
-        self._reject = reject
         self._clock = clock
         self._sleep = sleep
         self._executor = executor
-        self._normalise = NORMALISERS[self.vendor]
-        #: Backoff after permanent failures: starts at ``interval``, doubles, capped.
-        self._failure_policy = RetryPolicy(
-            base_delay=self.interval, max_delay=self.max_failure_backoff, jitter=0.1
-        )
         self._cursor: Cursor = None
         self._loaded = False
         self._counters = _Counters()
@@ -261,21 +264,45 @@ class Poller(ABC):
             "published": 0,
             "rejected": 0,
         }
-        self._configure(settings)
 
-    # --- what a subclass provides -----------------------------------------------------
+    # --- hooks ------------------------------------------------------------------------
 
     def _configure(self, settings: Mapping[str, Any]) -> None:  # noqa: B027 - optional hook
         """Read the subclass's own settings (called at the end of ``__init__``)."""
 
-    @abstractmethod
-    def fetch(self, cursor: Cursor) -> Page:
-        """Make ONE request for the page at ``cursor`` (None: begin at ``self.start``).
+    def _check_cursor(self, cursor: Cursor) -> None:  # noqa: B027 - optional hook
+        """Raise ConfigError for a checkpoint this source cannot continue from."""
 
-        Runs in a worker thread. Must not change ``self``: the same cursor may be fetched
-        again (publish failed, or a restart), and must give the same or a later answer.
-        Raises RetryableError, PermanentError or AuthError (via :class:`HttpClient`).
-        """
+    def _split(self, page: Page) -> tuple[list[Any], list[tuple[Any, str]]]:
+        """The page's records to publish and ``(payload, reason)`` to dead-letter."""
+        return page.records, page.rejected
+
+    @abstractmethod
+    def _failure_delay(self, failures: int, exc: BaseException, stage: str) -> float:
+        """Seconds to wait after the ``failures``-th failed round in a row (``stage``:
+        fetch, publish or checkpoint)."""
+
+    def _log_round(self, page: Page, published: int, rejected: int) -> None:
+        log.info(
+            "poller_page",
+            poller=self.name,
+            records=len(page.records),
+            published=published,
+            rejected=rejected,
+            caught_up=page.caught_up,
+            **page.summary,
+        )
+
+    def _log_failure(self, exc: BaseException, stage: str, failures: int, message: str) -> None:
+        log.warning(
+            "poller_round_failed",
+            poller=self.name,
+            stage=stage,
+            error_type=type(exc).__name__,
+            status=getattr(exc, "status", None),
+            consecutive_failures=failures,
+            error=message[:500],
+        )
 
     # --- the loop ---------------------------------------------------------------------
 
@@ -284,61 +311,73 @@ class Poller(ABC):
         """The cursor of the next fetch (the last one checkpointed)."""
         return self._cursor
 
-    async def run(self, stop: asyncio.Event) -> None:
-        """Poll until ``stop`` is set. Never raises for a failed round; see the module doc."""
+    def load_cursor(self) -> Cursor:
+        """The checkpointed cursor, read from the store the first time.
+
+        A corrupt checkpoint raises ConfigError: refusing to start beats silently
+        re-reading (or skipping) days of events.
+        """
+        if not self._loaded:
+            cursor = self._store.load(self.name)
+            self._check_cursor(cursor)
+            self._cursor = cursor
+            self._loaded = True
+        return self._cursor
+
+    def advance(self, next_cursor: Cursor) -> None:
+        """Move to ``next_cursor`` and checkpoint it (OSError if it cannot be saved: the
+        cursor is kept in memory all the same, so nothing is published twice now)."""
+        if next_cursor != self._cursor:
+            self._cursor = next_cursor
+            self._store.save(self.name, next_cursor)
+
+    async def _loop(self, stop: asyncio.Event, one_round: Callable[[], Awaitable[float]]) -> None:
+        """Run rounds until ``stop`` is set, pausing as each round asks."""
         log.info("poller_started", poller=self.name, vendor=self.vendor)
         while not stop.is_set():
-            delay = await self.poll_once()
+            delay = await one_round()
             if stop.is_set():
                 break
             await self._pause(delay, stop)
         log.info("poller_stopped", poller=self.name)
 
-    async def poll_once(self) -> float:
-        """One round: fetch, normalise, publish, checkpoint. Returns seconds to wait."""
-        if not self._loaded:
-            # A corrupt checkpoint raises ConfigError here: refusing to start beats
-            # silently re-reading (or skipping) days of events.
-            self._cursor = self._store.load(self.name)
-            self._loaded = True
-        cursor = self._cursor
+    async def _round(
+        self, fetch: Callable[[Cursor], Page], publish: PublishAny, reject: Reject | None
+    ) -> float:
+        """One round: fetch, dead-letter, publish, checkpoint. Returns seconds to wait.
+        Never raises for a failed round (a corrupt checkpoint raises ConfigError)."""
+        cursor = self.load_cursor()
         try:
-            page = await self._fetch(cursor)
+            page = await self._in_thread(fetch, cursor)
         except RetryableError as exc:
-            failures = self._failed(exc, "fetch")
-            return backoff_delay(failures, self.http.policy, exc.retry_after)
+            return self._failure_delay(self._failed(exc, "fetch"), exc, "fetch")
         except PermanentError as exc:  # AuthError included
-            failures = self._failed(exc, "fetch")
-            return backoff_delay(failures, self._failure_policy)
+            return self._failure_delay(self._failed(exc, "fetch"), exc, "fetch")
         except Exception as exc:
             # A bug in one round must not end the poller: logged with its traceback, marked.
             log.exception("poller_fetch_crashed", poller=self.name)
-            failures = self._failed(exc, "fetch")
-            return backoff_delay(failures, self._failure_policy)
+            return self._failure_delay(self._failed(exc, "fetch"), exc, "fetch")
 
-        events, rejected = self._normalise_all(page.records)
+        records, rejected = self._split(page)
         try:
             for payload, reason in rejected:
-                await self._reject(payload, reason)
-            if events:
-                await self._publish(events)
+                if reject is not None:
+                    await reject(payload, reason)
+            if records:
+                await publish(records)
         except Exception as exc:  # noqa: BLE001 - the sink's errors are not ours to type; the page is re-fetched, never skipped
-            failures = self._failed(exc, "publish")
-            return backoff_delay(failures, self.http.policy)
+            return self._failure_delay(self._failed(exc, "publish"), exc, "publish")
 
         # Only now is it safe to move on: everything up to next_cursor has been handed off.
-        if page.next_cursor != cursor:
-            self._cursor = page.next_cursor
-            try:
-                self._store.save(self.name, page.next_cursor)
-            except OSError as exc:
-                # Published already: keep going from memory (no duplicates now); a restart
-                # before the next good save replays from the old checkpoint (at-least-once).
-                failures = self._failed(exc, "checkpoint")
-                return backoff_delay(failures, self._failure_policy)
+        try:
+            self.advance(page.next_cursor)
+        except OSError as exc:
+            # Published already: keep going from memory (no duplicates now); a restart
+            # before the next good save replays from the old checkpoint (at-least-once).
+            return self._failure_delay(self._failed(exc, "checkpoint"), exc, "checkpoint")
 
         self._counters.pages += 1
-        self._counters.published += len(events)
+        self._counters.published += len(records)
         self._counters.rejected += len(rejected)
         self.status.update(
             last_success=self._clock(),
@@ -349,14 +388,7 @@ class Poller(ABC):
             published=self._counters.published,
             rejected=self._counters.rejected,
         )
-        log.info(
-            "poller_page",
-            poller=self.name,
-            records=len(page.records),
-            published=len(events),
-            rejected=len(rejected),
-            caught_up=page.caught_up,
-        )
+        self._log_round(page, len(records), len(rejected))
         delay = self.interval if page.caught_up else 0.0
         if page.rate_limit_sleep is not None and page.rate_limit_sleep > delay:
             log.info(
@@ -367,25 +399,11 @@ class Poller(ABC):
 
     # --- internals --------------------------------------------------------------------
 
-    async def _fetch(self, cursor: Cursor) -> Page:
+    async def _in_thread(self, fn: Callable[[Cursor], Page], cursor: Cursor) -> Page:
         if self._executor is None:
-            return await asyncio.to_thread(self.fetch, cursor)
+            return await asyncio.to_thread(fn, cursor)
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self.fetch, cursor)
-
-    def _normalise_all(self, records: list[Any]) -> tuple[list[LoginEvent], list[tuple[Any, str]]]:
-        events: list[LoginEvent] = []
-        rejected: list[tuple[Any, str]] = []
-        for payload in records:
-            try:
-                events.extend(self._normalise(payload))
-            except ValidationError as exc:
-                rejected.append((payload, exc.reason))
-            except Exception as exc:
-                # One poison record must not block the stream: dead-lettered and logged.
-                log.exception("poller_normaliser_crashed", poller=self.name)
-                rejected.append((payload, f"normaliser error: {type(exc).__name__}"))
-        return events, rejected
+        return await loop.run_in_executor(self._executor, fn, cursor)
 
     def _failed(self, exc: BaseException, stage: str) -> int:
         failures = int(self.status["consecutive_failures"]) + 1
@@ -396,15 +414,7 @@ class Poller(ABC):
             consecutive_failures=failures,
             failed=True,
         )
-        log.warning(
-            "poller_round_failed",
-            poller=self.name,
-            stage=stage,
-            error_type=type(exc).__name__,
-            status=getattr(exc, "status", None),
-            consecutive_failures=failures,
-            error=message[:500],
-        )
+        self._log_failure(exc, stage, failures, message)
         return failures
 
     async def _pause(self, delay: float, stop: asyncio.Event) -> None:
@@ -416,3 +426,90 @@ class Poller(ABC):
             return
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=delay)
+
+
+class Poller(PollLoop):
+    """Base of every pull source of login events. Subclasses set :attr:`vendor`, implement
+    :meth:`fetch` and read their own settings in :meth:`_configure`.
+
+    Settings read here (under ``pollers.<name>``), besides ``interval`` (default 10):
+    ``start`` (``"now"`` or an ISO time: where a poller without a checkpoint begins),
+    ``max_failure_backoff`` (seconds, default 300).
+    """
+
+    # ``vendor`` also names the login normaliser to use (a key of
+    # :data:`connectors.base.sources.NORMALISERS`).
+
+    def __init__(
+        self,
+        name: str,
+        settings: Mapping[str, Any],
+        http: HttpClient,
+        checkpoint_store: CheckpointStore,
+        *,
+        publish: Publish,
+        reject: Reject,
+        clock: Clock = time.time,
+        sleep: Sleep | None = None,
+        executor: Executor | None = None,
+    ) -> None:
+        super().__init__(
+            name, settings, http, checkpoint_store, clock=clock, sleep=sleep, executor=executor
+        )
+        self.max_failure_backoff = setting_float(
+            settings,
+            "max_failure_backoff",
+            f"{self.config_prefix}.max_failure_backoff",
+            DEFAULT_MAX_FAILURE_BACKOFF,
+            minimum=1.0,
+        )
+        self.start = parse_start(settings.get("start"), f"{self.config_prefix}.start", clock())
+        #: Backoff after permanent failures: starts at ``interval``, doubles, capped.
+        self._failure_policy = RetryPolicy(
+            base_delay=self.interval, max_delay=self.max_failure_backoff, jitter=0.1
+        )
+        self.label = f"{self.vendor}-poller:{name}"
+        self._publish = publish
+        self._reject = reject
+        self._normalise = NORMALISERS[self.vendor]
+        self._configure(settings)
+
+    def _failure_delay(self, failures: int, exc: BaseException, stage: str) -> float:
+        """A failed fetch waits ``retry_after`` or the HTTP policy's backoff when retryable,
+        else the failure backoff; a failed publish the HTTP policy's backoff."""
+        if stage == "fetch" and isinstance(exc, RetryableError):
+            return backoff_delay(failures, self.http.policy, exc.retry_after)
+        if stage == "publish":
+            return backoff_delay(failures, self.http.policy)
+        return backoff_delay(failures, self._failure_policy)
+
+    @abstractmethod
+    def fetch(self, cursor: Cursor) -> Page:
+        """Make ONE request for the page at ``cursor`` (None: begin at ``self.start``).
+
+        Runs in a worker thread. Must not change ``self``: the same cursor may be fetched
+        again (publish failed, or a restart), and must give the same or a later answer.
+        Raises RetryableError, PermanentError or AuthError (via :class:`HttpClient`).
+        """
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Poll until ``stop`` is set. Never raises for a failed round; see the module doc."""
+        await self._loop(stop, self.poll_once)
+
+    async def poll_once(self) -> float:
+        """One round: fetch, normalise, publish, checkpoint. Returns seconds to wait."""
+        return await self._round(self.fetch, self._publish, self._reject)
+
+    def _split(self, page: Page) -> tuple[list[Any], list[tuple[Any, str]]]:
+        events: list[LoginEvent] = []
+        rejected: list[tuple[Any, str]] = list(page.rejected)
+        for payload in page.records:
+            try:
+                events.extend(self._normalise(payload))
+            except ValidationError as exc:
+                rejected.append((payload, exc.reason))
+            except Exception as exc:
+                # One poison record must not block the stream: dead-lettered and logged.
+                log.exception("poller_normaliser_crashed", poller=self.name)
+                rejected.append((payload, f"normaliser error: {type(exc).__name__}"))
+        return events, rejected

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import Any
 from urllib.parse import urlsplit
 
 from connectors.base.http import reveal, setting_secret, setting_url
@@ -73,7 +73,7 @@ def _origin(url: str) -> tuple[str, str, int]:
 class GraphSignInPoller(Poller):
     """Reads Entra sign-ins in windows. See the module docstring for the cursor."""
 
-    vendor: ClassVar[str] = "entra"
+    vendor = "entra"
 
     def _configure(self, settings: Mapping[str, Any]) -> None:
         prefix = self.config_prefix

@@ -2,19 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any, ClassVar
 from urllib.parse import quote, urlsplit
 
-from connectors.base.http import (
-    HttpClient,
-    base_path,
-    path_part,
-    reveal,
-    setting_bool,
-    setting_secret,
-    setting_url,
-)
+from connectors.base.provider import ProviderBase, Request
 from streams.model.records import Action
 from streams.support.errors import PermanentError
 
@@ -37,7 +28,7 @@ PASSWORD_TYPE = "#microsoft.graph.passwordAuthenticationMethod"  # noqa: S105 - 
 MAX_PAGES = 10
 
 
-class GraphProvider:
+class GraphProvider(ProviderBase):
     """Microsoft Graph provider.
 
     ``revokeSignInSessions`` invalidates refresh tokens and session cookies; access tokens
@@ -55,79 +46,55 @@ class GraphProvider:
     type: ClassVar[str] = "graph"
     supports: ClassVar[frozenset[str]] = frozenset({"revoke_sessions", "force_mfa_reenrolment"})
 
-    def __init__(self, name: str, settings: Mapping[str, Any], http: HttpClient) -> None:
-        self.name = name
-        prefix = f"providers.{name}"
-        self.dry_run = setting_bool(settings, "dry_run", f"{prefix}.dry_run")
-        self.base_url = setting_url(settings, "base_url", f"{prefix}.base_url")
-        self._base_path = base_path(self.base_url)
-        self._token = setting_secret(
-            settings, "token", f"{prefix}.token", required=not self.dry_run
-        )
-        self._http = http
-        self._label = f"graph:{name}"
-
-    def _headers(self) -> dict[str, str]:
-        return {
-            "Authorization": f"Bearer {reveal(self._token, self._label)}",
-            "Accept": "application/json",
-        }
-
-    def perform(self, action: Action) -> dict[str, Any]:
-        """Make ONE attempt at ``action``; the executor owns retries."""
-        if action.action not in self.supports:
-            raise PermanentError(self._label, f"action {action.action!r} is not supported by graph")
-        user = path_part(action.params.get("user_ref"), self._label, "user_ref")
+    def prepare(self, action: Action) -> Request:
+        values = {"user_ref": self.path_value(action, "user_ref")}
         if action.action == "revoke_sessions":
-            return self._revoke(user)
-        return self._reset_methods(user)
-
-    def _revoke(self, user: str) -> dict[str, Any]:
-        request = "POST /v1.0/users/{user_ref}/revokeSignInSessions"
-        if self.dry_run:
-            return {"dry_run": True, "request": request}
-        response = self._http.request(
-            self._label,
-            "POST",
-            f"{self.base_url}/v1.0/users/{user}/revokeSignInSessions",
-            headers={**self._headers(), "Content-Type": "application/json"},
-            path_template="/v1.0/users/{user_ref}/revokeSignInSessions",
-            path_prefix=self._base_path,
+            return Request(
+                "POST",
+                "/v1.0/users/{user_ref}/revokeSignInSessions",
+                values,
+                headers={"Content-Type": "application/json"},
+            )
+        # Several calls: the list, then one DELETE per method (see _reset_methods).
+        return Request(
+            "GET",
+            "/v1.0/users/{user_ref}/authentication/methods",
+            values,
+            describe=(
+                "GET /v1.0/users/{user_ref}/authentication/methods; "
+                "DELETE /v1.0/users/{user_ref}/authentication/{collection}/{method_id}"
+            ),
         )
-        try:
-            value = response.json().get("value")
-        except (ValueError, AttributeError):
-            value = None
-        return {"status": response.status_code, "request": request, "value": value}
 
-    def _list_methods(self, user: str) -> list[dict[str, Any]]:
-        url: str | None = f"{self.base_url}/v1.0/users/{user}/authentication/methods"
+    def execute(self, request: Request, action: Action) -> dict[str, Any]:
+        if action.action == "revoke_sessions":
+            response = self.send_request(request)
+            try:
+                value = response.json().get("value")
+            except (ValueError, AttributeError):
+                value = None
+            return {**self.result(request, response), "value": value}
+        return self._reset_methods(request)
+
+    def _list_methods(self, listing: Request) -> list[dict[str, Any]]:
         base_host = urlsplit(self.base_url).netloc
         methods: list[dict[str, Any]] = []
         # The first page is ours and checked against its template; @odata.nextLink pages
         # are the vendor's own URLs (same host only, below).
-        template: str | None = "/v1.0/users/{user_ref}/authentication/methods"
-        for _ in range(MAX_PAGES):
-            if url is None:
+        url: str | None = None
+        for page_number in range(MAX_PAGES):
+            if page_number and url is None:
                 break
-            response = self._http.request(
-                self._label,
-                "GET",
-                url,
-                headers=self._headers(),
-                path_template=template,
-                path_prefix=self._base_path,
-            )
-            template = None
+            response = self.send_request(listing, url=url)
             try:
                 body = response.json()
             except ValueError:
                 raise PermanentError(
-                    self._label, "authentication/methods: body is not JSON"
+                    self.label, "authentication/methods: body is not JSON"
                 ) from None
             page = body.get("value") if isinstance(body, dict) else None
             if not isinstance(page, list):
-                raise PermanentError(self._label, "authentication/methods: no 'value' list")
+                raise PermanentError(self.label, "authentication/methods: no 'value' list")
             methods.extend(m for m in page if isinstance(m, dict))
             next_link = body.get("@odata.nextLink")
             # Only follow links to the same host: the bearer token goes with the request.
@@ -137,16 +104,10 @@ class GraphProvider:
                 url = None
         return methods
 
-    def _reset_methods(self, user: str) -> dict[str, Any]:
-        request = (
-            "GET /v1.0/users/{user_ref}/authentication/methods; "
-            "DELETE /v1.0/users/{user_ref}/authentication/{collection}/{method_id}"
-        )
-        if self.dry_run:
-            return {"dry_run": True, "request": request}
+    def _reset_methods(self, listing: Request) -> dict[str, Any]:
         deleted: dict[str, int] = {}
         skipped: list[str] = []
-        for method in self._list_methods(user):
+        for method in self._list_methods(listing):
             odata_type = method.get("@odata.type")
             method_id = method.get("id")
             if odata_type == PASSWORD_TYPE:
@@ -157,18 +118,16 @@ class GraphProvider:
                 # would 404 and look like success.
                 skipped.append(str(odata_type))
                 continue
-            self._http.request(
-                self._label,
-                "DELETE",
-                f"{self.base_url}/v1.0/users/{user}/authentication/{collection}/"
-                f"{quote(method_id, safe='')}",
-                headers=self._headers(),
-                ok=(200, 204, 404),
-                path_template=f"/v1.0/users/{{user_ref}}/authentication/{collection}/{{method_id}}",
-                path_prefix=self._base_path,
+            self.send_request(
+                Request(
+                    "DELETE",
+                    f"/v1.0/users/{{user_ref}}/authentication/{collection}/{{method_id}}",
+                    {**listing.values, "method_id": quote(method_id, safe="")},
+                    ok=(200, 204, 404),
+                )
             )
             deleted[collection] = deleted.get(collection, 0) + 1
-        result: dict[str, Any] = {"status": 204, "request": request, "deleted": deleted}
+        result: dict[str, Any] = {"status": 204, "request": listing.request, "deleted": deleted}
         if skipped:
             result["skipped_types"] = skipped
         return result

@@ -14,16 +14,8 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 from urllib.parse import quote
 
-from connectors.base.http import (
-    HttpClient,
-    base_path,
-    is_dot_segment,
-    reveal,
-    setting_bool,
-    setting_secret,
-    setting_str,
-    setting_url,
-)
+from connectors.base.http import is_dot_segment, setting_str
+from connectors.base.provider import ProviderBase, Request
 from streams.model.records import ACTION_KINDS, Action
 from streams.support.errors import ConfigError, PermanentError
 
@@ -87,7 +79,7 @@ class _Call:
     path_fields: frozenset[str] = frozenset()
 
 
-class GenericRestProvider:
+class GenericRestProvider(ProviderBase):
     """Calls a platform's REST admin API as configured per action kind.
 
     Every request carries ``Idempotency-Key: <action.idempotency_key>`` so a platform that
@@ -103,15 +95,8 @@ class GenericRestProvider:
     #: What it can be configured for; what it *is* configured for is :attr:`configured`.
     supports: ClassVar[frozenset[str]] = frozenset(ACTION_KINDS)
 
-    def __init__(self, name: str, settings: Mapping[str, Any], http: HttpClient) -> None:
-        self.name = name
-        self._prefix = prefix = f"providers.{name}"
-        self.dry_run = setting_bool(settings, "dry_run", f"{prefix}.dry_run")
-        self.base_url = setting_url(settings, "base_url", f"{prefix}.base_url")
-        self._base_path = base_path(self.base_url)
-        self._token = setting_secret(
-            settings, "token", f"{prefix}.token", required=not self.dry_run
-        )
+    def _configure(self, settings: Mapping[str, Any]) -> None:
+        prefix = self.config_prefix
         self.auth_header = setting_str(
             settings, "auth_header", f"{prefix}.auth_header", "Authorization"
         )
@@ -119,8 +104,6 @@ class GenericRestProvider:
         if not self.auth_header.strip():
             raise ConfigError(f"{prefix}.auth_header", "must not be empty")
         self._calls = self._parse_actions(settings.get("actions"), f"{prefix}.actions")
-        self._http = http
-        self._label = f"generic:{name}"
 
     @property
     def configured(self) -> frozenset[str]:
@@ -165,15 +148,16 @@ class GenericRestProvider:
             calls[kind] = _Call(method, path, body, ok, frozenset(fields), path_fields)
         return calls
 
-    def perform(self, action: Action) -> dict[str, Any]:
-        """Make ONE attempt at ``action``; the executor owns retries."""
-        call = self._calls.get(action.action)
-        if call is None:
+    def check_supported(self, action: Action) -> None:
+        if action.action not in self._calls:
             raise PermanentError(
-                self._label,
+                self.label,
                 f"action {action.action!r} is not configured; "
-                f"add {self._prefix}.actions.{action.action}",
+                f"add {self.config_prefix}.actions.{action.action}",
             )
+
+    def prepare(self, action: Action) -> Request:
+        call = self._calls[action.action]
         values: dict[str, str] = {}
         for name in call.fields:
             value = (
@@ -183,13 +167,13 @@ class GenericRestProvider:
             )
             if value is None or value == "":
                 raise PermanentError(
-                    self._label,
+                    self.label,
                     f"template field {{{name}}} has no value for {action.action}; "
                     "fix the registry entry",
                 )
             if name in call.path_fields and is_dot_segment(str(value).strip()):
                 raise PermanentError(
-                    self._label,
+                    self.label,
                     f"template field {{{name}}} is a dot segment ('.' or '..'), not an id; "
                     "fix the registry entry",
                 )
@@ -198,26 +182,11 @@ class GenericRestProvider:
         # cannot reach another endpoint (quote() leaves "." alone, hence the dot-segment
         # check above and the shape check in the HTTP layer); body values are JSON and need
         # no encoding.
-        path = call.path.format_map({k: quote(v, safe="") for k, v in values.items()})
-        request = f"{call.method} {call.path}"
-        if self.dry_run:
-            return {"dry_run": True, "request": request}
-        token = reveal(self._token, self._label)
-        auth = f"{self.auth_scheme} {token}" if self.auth_scheme else token
-        headers = {
-            self.auth_header: auth,
-            "Accept": "application/json",
-            "Idempotency-Key": action.idempotency_key,
-        }
-        body = _render_body(call.body, values) if call.body is not None else None
-        response = self._http.request(
-            self._label,
+        return Request(
             call.method,
-            self.base_url + path,
-            headers=headers,
-            json=body,
+            call.path,
+            {k: quote(v, safe="") for k, v in values.items()},
+            json=_render_body(call.body, values) if call.body is not None else None,
+            headers={"Idempotency-Key": action.idempotency_key},
             ok=call.ok if call.ok is not None else range(200, 300),
-            path_template=call.path,
-            path_prefix=self._base_path,
         )
-        return {"status": response.status_code, "request": request}

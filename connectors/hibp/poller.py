@@ -22,10 +22,13 @@ Breaches flagged ``IsSpamList`` or ``IsFabricated`` are skipped unless
 ``include_spam_lists`` / ``include_fabricated``; ``IsRetired``, ``IsStealerLog``,
 ``IsSensitive``, ``IsMalware`` and ``IsVerified: false`` become LeakRecord flags.
 
-**Reported once.** The checkpoint (:class:`~connectors.base.pollers.CheckpointStore`) keeps a
-hash of every (breach, account) pair already handed off, and is saved only after the
-caller's ``publish`` returned: a crash in between reports a round again (at-least-once), and
-the leak decision's idempotency keys turn that into no new effect.
+**Reported once.** The loop is the pull sources' one loop
+(:class:`~connectors.base.pollers.PollLoop`: scheduling, backoff, checkpoint, status, stop);
+the feed's cursor is a hash of every (breach, account) pair already handed off plus where
+the account scan continues, checkpointed only after the caller's ``publish`` returned: a
+crash in between reports a round again (at-least-once), and the leak decision's idempotency
+keys turn that into no new effect. A failed round waits from 60 s doubling up to
+``interval`` (``retry-after`` when HIBP gave one).
 
 Settings: ``api_key`` (required, Secret), ``domains`` (list), ``user_agent``, ``base_url``
 (default https://haveibeenpwned.com/api/v3), ``interval`` (seconds between rounds, default
@@ -36,14 +39,13 @@ Settings: ``api_key`` (required, Secret), ``domains`` (list), ``user_agent``, ``
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import hashlib
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar
 
 import requests
 import structlog
@@ -60,7 +62,13 @@ from connectors.base.http import (
     setting_str,
     setting_url,
 )
-from connectors.base.pollers import CheckpointStore, setting_float, setting_int
+from connectors.base.pollers import (
+    CheckpointStore,
+    Cursor,
+    Page,
+    PollLoop,
+    setting_int,
+)
 from streams.model.records import LeakRecord, parse_date_or_time
 from streams.model.registry import Registry, normalise_email
 from streams.support.errors import (
@@ -256,11 +264,13 @@ Publish = Callable[[list[LeakRecord]], Awaitable[None]]
 Reject = Callable[[Any, str], Awaitable[None]]
 
 
-class HibpFeed:
+class HibpFeed(PollLoop):
     """The HIBP client and feed. Blocking methods (every HTTP call) run in a thread; see the
     module docstring for endpoints, flags and the checkpoint."""
 
     vendor = "hibp"
+    default_interval: ClassVar[float] = DEFAULT_INTERVAL
+    min_interval: ClassVar[float] = 1.0
 
     def __init__(
         self,
@@ -272,9 +282,8 @@ class HibpFeed:
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         prefix = f"pollers.{name}"
-        self.name = name
+        checkpoint_store.path(name)  # validates the name before the settings, as ever
         self.label = f"hibp:{name}"
-        checkpoint_store.path(name)  # validates the name now
         self.base_url = setting_url(settings, "base_url", f"{prefix}.base_url", DEFAULT_BASE_URL)
         self._api_key = setting_secret(settings, "api_key", f"{prefix}.api_key", required=True)
         self.user_agent = setting_str(
@@ -288,9 +297,7 @@ class HibpFeed:
         if not isinstance(raw_domains, list) or not all(isinstance(d, str) for d in raw_domains):
             raise ConfigError(f"{prefix}.domains", "must be a list of domain names")
         self.domains = tuple(dict.fromkeys(d.strip().lower().lstrip("@") for d in raw_domains))
-        self.interval = setting_float(
-            settings, "interval", f"{prefix}.interval", DEFAULT_INTERVAL, minimum=1.0
-        )
+        super().__init__(name, settings, http, checkpoint_store)  # reads ``interval``
         self.max_accounts = setting_int(
             settings,
             "max_accounts_per_round",
@@ -305,19 +312,12 @@ class HibpFeed:
         self.include_fabricated = setting_bool(
             settings, "include_fabricated", f"{prefix}.include_fabricated"
         )
-        self.http = http
-        self._store = checkpoint_store
-        self._sleep = sleep
-        self._reported: set[str] | None = None
-        self._offset = 0
-        self.status: dict[str, Any] = {
-            "last_success": None,
-            "last_error": None,
-            "consecutive_failures": 0,
-            "failed": False,
-            "published": 0,
-            "rejected": 0,
-        }
+        #: Sleeps between retries inside a round (blocking: the round runs in a thread).
+        self._retry_sleep = sleep
+        #: Failed rounds: from a minute, doubling, up to the round interval.
+        self._round_failure_policy = RetryPolicy(
+            base_delay=60.0, max_delay=self.interval, jitter=0.1
+        )
 
     # ---- the client: ONE request each ---------------------------------------------------
 
@@ -402,21 +402,10 @@ class HibpFeed:
     # ---- one round ----------------------------------------------------------------------
 
     def _retry(self, fn: Callable[[], Any], what: str) -> Any:
-        return call_with_retries(fn, self.http.policy, sleep=self._sleep, operation=what)
+        return call_with_retries(fn, self.http.policy, sleep=self._retry_sleep, operation=what)
 
-    def _load(self) -> set[str]:
-        if self._reported is None:
-            cursor = self._store.load(self.name) or {}
-            reported = cursor.get("reported") or []
-            offset = cursor.get("account_offset") or 0
-            if not isinstance(reported, list) or not isinstance(offset, int):
-                raise ConfigError(
-                    f"pollers.{self.name}",
-                    "checkpoint is unreadable; restore it or delete it to report again",
-                )
-            self._reported = {str(k) for k in reported}
-            self._offset = offset
-        return self._reported
+    def _check_cursor(self, cursor: Cursor) -> None:
+        _reported_and_offset(cursor, self.name)
 
     def accounts_to_check(self, registry: Registry) -> list[str]:
         """Registry addresses outside the configured domains, in a stable order: identity
@@ -454,8 +443,11 @@ class HibpFeed:
     def fetch(self, registry: Registry) -> Round:
         """One round of HTTP calls (blocking; retries 429/5xx honouring ``retry-after``).
         New (breach, account) pairs only; nothing is checkpointed here (see :meth:`commit`)."""
-        reported = self._load()
-        out = Round(account_offset=self._offset)
+        return self._fetch_round(registry, self.load_cursor())
+
+    def _fetch_round(self, registry: Registry, cursor: Cursor) -> Round:
+        reported, offset = _reported_and_offset(cursor, self.name)
+        out = Round(account_offset=offset)
         catalogue = BreachCatalogue()
         raw = self._retry(self.breaches, "hibp.breaches")
         out.calls += 1
@@ -478,7 +470,7 @@ class HibpFeed:
                     self._add(out, reported, breach, principal)
         accounts = self.accounts_to_check(registry)
         if accounts and self.max_accounts:
-            start = self._offset % len(accounts)
+            start = offset % len(accounts)
             count = min(self.max_accounts, len(accounts))
             for i in range(count):
                 account = accounts[(start + i) % len(accounts)]
@@ -497,13 +489,24 @@ class HibpFeed:
             out.account_offset = (start + count) % len(accounts)
         return out
 
+    def _next_cursor(self, cursor: Cursor, done: Round) -> Cursor:
+        reported, _ = _reported_and_offset(cursor, self.name)
+        reported.update(done.pairs)
+        return {"reported": sorted(reported), "account_offset": done.account_offset}
+
     def commit(self, done: Round) -> None:
         """Checkpoint a round whose records were published."""
-        reported = self._load()
-        reported.update(done.pairs)
-        self._offset = done.account_offset
-        self._store.save(
-            self.name, {"reported": sorted(reported), "account_offset": done.account_offset}
+        self.advance(self._next_cursor(self.load_cursor(), done))
+
+    def _page(self, registry: Registry, cursor: Cursor) -> Page:
+        """A round as the loop's page: every round ends caught up (wait ``interval``)."""
+        done = self._fetch_round(registry, cursor)
+        return Page(
+            records=list(done.records),
+            next_cursor=self._next_cursor(cursor, done),
+            caught_up=True,
+            rejected=done.rejected,
+            summary={"calls": done.calls, "skipped": done.skipped_flags},
         )
 
     async def poll_once(
@@ -511,43 +514,7 @@ class HibpFeed:
     ) -> float:
         """fetch (in a thread) -> publish -> checkpoint. Returns seconds to wait. Never
         raises for a failed round: it is marked in :attr:`status` and retried later."""
-        try:
-            done = await asyncio.to_thread(self.fetch, registry)
-            for payload, reason in done.rejected:
-                if reject is not None:
-                    await reject(payload, reason)
-            if done.records:
-                await publish(done.records)
-            self.commit(done)
-        except ConfigError:
-            raise
-        except RetryableError as exc:
-            return self._failed(exc, exc.retry_after)
-        except Exception as exc:  # noqa: BLE001 - marked and retried; one round never ends the feed
-            return self._failed(exc, None)
-        self.status.update(
-            last_success=time.time(),
-            consecutive_failures=0,
-            failed=False,
-            published=int(self.status["published"]) + len(done.records),
-            rejected=int(self.status["rejected"]) + len(done.rejected),
-        )
-        log.info(
-            "hibp_round",
-            feed=self.name,
-            calls=done.calls,
-            published=len(done.records),
-            rejected=len(done.rejected),
-            skipped=done.skipped_flags,
-        )
-        return self.interval
-
-    def _failed(self, exc: Exception, retry_after: float | None) -> float:
-        failures = int(self.status["consecutive_failures"]) + 1
-        self.status.update(last_error=str(exc)[:500], consecutive_failures=failures, failed=True)
-        log.warning("hibp_round_failed", feed=self.name, error=str(exc)[:500], failures=failures)
-        policy = RetryPolicy(base_delay=60.0, max_delay=self.interval, jitter=0.1)
-        return backoff_delay(failures, policy, retry_after)
+        return await self._round(functools.partial(self._page, registry), publish, reject)
 
     async def run(
         self,
@@ -557,10 +524,38 @@ class HibpFeed:
         reject: Reject | None = None,
     ) -> None:
         """Poll until ``stop`` is set; ``registry()`` gives the current registry each round."""
-        while not stop.is_set():
-            delay = await self.poll_once(registry(), publish, reject)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=delay)
+        await self._loop(stop, lambda: self.poll_once(registry(), publish, reject))
+
+    # ---- the loop's hooks -----------------------------------------------------------------
+
+    def _failure_delay(self, failures: int, exc: BaseException, stage: str) -> float:
+        retry_after = exc.retry_after if isinstance(exc, RetryableError) else None
+        return backoff_delay(failures, self._round_failure_policy, retry_after)
+
+    def _log_round(self, page: Page, published: int, rejected: int) -> None:
+        log.info(
+            "hibp_round",
+            feed=self.name,
+            calls=page.summary.get("calls"),
+            published=published,
+            rejected=rejected,
+            skipped=page.summary.get("skipped"),
+        )
+
+    def _log_failure(self, exc: BaseException, stage: str, failures: int, message: str) -> None:
+        log.warning("hibp_round_failed", feed=self.name, error=str(exc)[:500], failures=failures)
+
+
+def _reported_and_offset(cursor: Cursor, name: str) -> tuple[set[str], int]:
+    """The pair hashes already reported and the account offset of a checkpointed cursor."""
+    cursor = cursor or {}
+    reported = cursor.get("reported") or []
+    offset = cursor.get("account_offset") or 0
+    if not isinstance(reported, list) or not isinstance(offset, int):
+        raise ConfigError(
+            f"pollers.{name}", "checkpoint is unreadable; restore it or delete it to report again"
+        )
+    return {str(k) for k in reported}, offset
 
 
 def _name_of(obj: Any) -> str | None:

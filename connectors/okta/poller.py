@@ -33,7 +33,7 @@ Settings (``pollers.<name>``): ``base_url`` (https://<org>.okta.com, required), 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import Any
 from urllib.parse import urlsplit
 
 import requests
@@ -65,7 +65,7 @@ def _origin(url: str) -> tuple[str, str, int | None]:
 class OktaLogPoller(Poller):
     """Tails the Okta System Log. See the module docstring for cursor and rate limits."""
 
-    vendor: ClassVar[str] = "okta"
+    vendor = "okta"
 
     def _configure(self, settings: Mapping[str, Any]) -> None:
         prefix = self.config_prefix

@@ -3,22 +3,13 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import requests
 
-from connectors.base.http import (
-    HttpClient,
-    base_path,
-    path_part,
-    reveal,
-    setting_bool,
-    setting_secret,
-    setting_url,
-)
+from connectors.base.provider import ProviderBase, Request
 from streams.model.records import Action
-from streams.support.errors import PermanentError, ProviderError, RetryableError
+from streams.support.errors import ProviderError, RetryableError
 
 
 def classify_okta_error(provider: str, response: requests.Response) -> ProviderError | None:
@@ -37,7 +28,7 @@ def classify_okta_error(provider: str, response: requests.Response) -> ProviderE
     )
 
 
-class OktaProvider:
+class OktaProvider(ProviderBase):
     """Okta Users API provider.
 
     ``revoke_sessions`` passes ``oauthTokens=true``: Okta's default keeps OIDC/OAuth tokens
@@ -51,51 +42,24 @@ class OktaProvider:
 
     type: ClassVar[str] = "okta"
     supports: ClassVar[frozenset[str]] = frozenset({"revoke_sessions", "force_mfa_reenrolment"})
+    auth_scheme = "SSWS"
 
-    def __init__(self, name: str, settings: Mapping[str, Any], http: HttpClient) -> None:
-        self.name = name
-        prefix = f"providers.{name}"
-        self.dry_run = setting_bool(settings, "dry_run", f"{prefix}.dry_run")
-        self.base_url = setting_url(settings, "base_url", f"{prefix}.base_url")
-        self._base_path = base_path(self.base_url)
-        self._token = setting_secret(
-            settings, "token", f"{prefix}.token", required=not self.dry_run
-        )
-        self._http = http
-        self._label = f"okta:{name}"
-
-    def perform(self, action: Action) -> dict[str, Any]:
-        """Make ONE attempt at ``action``; the executor owns retries."""
-        if action.action not in self.supports:
-            raise PermanentError(self._label, f"action {action.action!r} is not supported by okta")
-        user = path_part(action.params.get("user_ref"), self._label, "user_ref")
+    def prepare(self, action: Action) -> Request:
+        values = {"user_ref": self.path_value(action, "user_ref")}
         if action.action == "revoke_sessions":
-            method = "DELETE"
-            template = "/api/v1/users/{user_ref}/sessions?oauthTokens=true"
-            shape = "/api/v1/users/{user_ref}/sessions"
-            path = f"/api/v1/users/{user}/sessions"
-            params: dict[str, str] | None = {"oauthTokens": "true"}
-        else:
-            method = "POST"
-            template = "/api/v1/users/{user_ref}/lifecycle/reset_factors"
-            shape = template
-            path = f"/api/v1/users/{user}/lifecycle/reset_factors"
-            params = None
-        request = f"{method} {template}"
-        if self.dry_run:
-            return {"dry_run": True, "request": request}
-        response = self._http.request(
-            self._label,
-            method,
-            self.base_url + path,
-            headers={
-                "Authorization": f"SSWS {reveal(self._token, self._label)}",
-                "Accept": "application/json",
-                "Content-Type": "application/json",
-            },
-            params=params,
-            classify=classify_okta_error,
-            path_template=shape,
-            path_prefix=self._base_path,
+            return Request(
+                "DELETE",
+                "/api/v1/users/{user_ref}/sessions",
+                values,
+                params={"oauthTokens": "true"},
+                headers={"Content-Type": "application/json"},
+            )
+        return Request(
+            "POST",
+            "/api/v1/users/{user_ref}/lifecycle/reset_factors",
+            values,
+            headers={"Content-Type": "application/json"},
         )
-        return {"status": response.status_code, "request": request}
+
+    def classify(self, provider: str, response: requests.Response) -> ProviderError | None:
+        return classify_okta_error(provider, response)

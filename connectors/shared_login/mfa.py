@@ -13,7 +13,8 @@ from typing import Any, ClassVar
 import pyotp
 import structlog
 
-from connectors.base.http import HttpClient, setting_bool
+from connectors.base.http import HttpClient
+from connectors.base.provider import ProviderBase, Request
 from connectors.shared_login.secret_store import FileSecretStore, validate_ref
 from streams.model.records import Action
 from streams.support.errors import ConfigError, PermanentError, RetryableError
@@ -32,7 +33,7 @@ def provisioning_uri(store: FileSecretStore, ref: str, account_name: str, issuer
     return Secret(pyotp.TOTP(seed).provisioning_uri(name=account_name, issuer_name=issuer))
 
 
-class SharedCredentialRotator:
+class SharedCredentialRotator(ProviderBase):
     """Provider type ``secret_store``: rotates a shared TOTP seed.
 
     Idempotent per ``action.idempotency_key``: the store remembers which rotation each key
@@ -40,43 +41,44 @@ class SharedCredentialRotator:
     would lock out holders who already re-enrolled). The new seed never appears in the
     result, in logs or in exceptions.
 
-    Settings: ``path`` (the store directory), ``dry_run``.
+    Settings: ``path`` (the store directory), ``dry_run``. No endpoint, no credential and no
+    HTTP: the "request" of the audit trail is ``rotate {credential_ref}``.
     """
 
     type: ClassVar[str] = "secret_store"
     supports: ClassVar[frozenset[str]] = frozenset({"rotate_shared_credential"})
+    url_setting: ClassVar[str | None] = None
+    credential_setting: ClassVar[str | None] = None
 
     def __init__(
         self, name: str, settings: Mapping[str, Any], http: HttpClient | None = None
     ) -> None:
-        self.name = name
-        prefix = f"providers.{name}"
-        self.dry_run = setting_bool(settings, "dry_run", f"{prefix}.dry_run")
+        super().__init__(name, settings, http)
+
+    def _configure(self, settings: Mapping[str, Any]) -> None:
         path = settings.get("path")
         if not isinstance(path, str) or not path.strip():
             raise ConfigError(
-                f"{prefix}.path", "required: directory of the shared-credential store"
+                f"{self.config_prefix}.path", "required: directory of the shared-credential store"
             )
         self.store = FileSecretStore(path)
-        self._label = f"secret_store:{name}"
 
-    def perform(self, action: Action) -> dict[str, Any]:
-        """Rotate the seed named by ``action.params['credential_ref']`` (once per key)."""
-        if action.action not in self.supports:
-            raise PermanentError(
-                self._label, f"action {action.action!r} is not supported by secret_store"
-            )
+    def prepare(self, action: Action) -> Request:
+        """Check ``action.params['credential_ref']`` names a seed of the store."""
         ref = action.params.get("credential_ref")
         if not isinstance(ref, str) or not ref:
             raise PermanentError(
-                self._label, "action.params.credential_ref is missing; fix the registry entry"
+                self.label, "action.params.credential_ref is missing; fix the registry entry"
             )
         try:
             validate_ref(ref)
         except ValueError as exc:
-            raise PermanentError(self._label, str(exc)) from None
-        if self.dry_run:
-            return {"dry_run": True, "request": "rotate {credential_ref}", "credential_ref": ref}
+            raise PermanentError(self.label, str(exc)) from None
+        return Request("rotate", "{credential_ref}", extra={"credential_ref": ref})
+
+    def execute(self, request: Request, action: Action) -> dict[str, Any]:
+        """Rotate the seed (once per idempotency key)."""
+        ref = str(request.extra["credential_ref"])
         done = self.store.version_for_key(ref, action.idempotency_key)
         if done is not None:
             log.info("credential_rotation_already_done", credential_ref=ref, version=done)
@@ -87,9 +89,7 @@ class SharedCredentialRotator:
             )
         except OSError as exc:
             # Disk full or a remounted volume may recover; strerror never holds the seed.
-            raise RetryableError(
-                self._label, f"secret store write failed: {exc.strerror}"
-            ) from None
+            raise RetryableError(self.label, f"secret store write failed: {exc.strerror}") from None
         log.info("credential_rotated", credential_ref=ref, version=version)
         return {"credential_ref": ref, "version": version, "rotated": True}
 

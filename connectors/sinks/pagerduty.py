@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from connectors.base.http import HttpClient, reveal, setting_bool, setting_secret, setting_url
+from connectors.base.provider import Request
+from connectors.base.sink import SinkBase
 from streams.model.records import Alert
 from streams.support.errors import PermanentError
 
@@ -38,7 +38,7 @@ def _truncate(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "\u2026"
 
 
-class PagerDutySink:
+class PagerDutySink(SinkBase):
     """Sends alerts to PagerDuty Events v2 (``POST /v2/enqueue``, 202 expected).
 
     Idempotent by ``dedup_key``: PagerDuty folds a repeated trigger into the open incident.
@@ -50,24 +50,23 @@ class PagerDutySink:
 
     type: ClassVar[str] = "pagerduty"
 
-    def __init__(self, name: str, settings: Mapping[str, Any], http: HttpClient) -> None:
-        self.name = name
-        prefix = f"sinks.{name}"
-        self.dry_run = setting_bool(settings, "dry_run", f"{prefix}.dry_run")
-        self.url = setting_url(
-            settings, "url", f"{prefix}.url", default="https://events.pagerduty.com"
-        )
-        self._routing_key = setting_secret(
-            settings, "routing_key", f"{prefix}.routing_key", required=not self.dry_run
-        )
-        self._http = http
-        self._label = f"pagerduty:{name}"
+    url_setting: ClassVar[str | None] = "url"
+    default_url: ClassVar[str | None] = "https://events.pagerduty.com"
+    credential_setting: ClassVar[str | None] = "routing_key"
+
+    @property
+    def url(self) -> str:
+        return self.base_url
+
+    def auth_headers(self) -> dict[str, str]:
+        # The routing key travels in the body (see prepare), not in a header.
+        return {"Accept": "application/json"}
 
     def event(self, alert: Alert, routing_key: str) -> dict[str, Any]:
         """The Events v2 body for ``alert``."""
         if alert.event_action not in EVENT_ACTIONS:
             raise PermanentError(
-                self._label,
+                self.label,
                 f"event_action {alert.event_action!r} is not trigger|resolve|acknowledge",
             )
         body: dict[str, Any] = {
@@ -91,20 +90,13 @@ class PagerDutySink:
                 body["links"] = [{"href": alert.runbook, "text": "Runbook"}]
         return body
 
-    def send(self, alert: Alert) -> dict[str, Any]:
-        """Make ONE attempt to enqueue ``alert``; the caller owns retries."""
-        request = "POST /v2/enqueue"
-        dedup_key = pd_dedup_key(alert.dedup_key)
-        if self.dry_run:
-            self.event(alert, "<dry-run>")
-            return {"dry_run": True, "request": request, "dedup_key": dedup_key}
-        body = self.event(alert, reveal(self._routing_key, self._label))
-        response = self._http.request(
-            self._label,
+    def prepare(self, alert: Alert) -> Request:
+        """``POST /v2/enqueue`` with the event (a dry run builds it with a placeholder key)."""
+        return Request(
             "POST",
-            f"{self.url}/v2/enqueue",
-            headers={"Accept": "application/json"},
-            json=body,
+            "/v2/enqueue",
+            json=self.event(alert, self.credential(dry_run_placeholder="<dry-run>")),
             ok=(200, 201, 202),
+            extra={"dedup_key": pd_dedup_key(alert.dedup_key)},
+            check_shape=False,
         )
-        return {"status": response.status_code, "request": request, "dedup_key": dedup_key}

@@ -6,7 +6,9 @@ import json
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from connectors.base.http import HttpClient, reveal, setting_bool, setting_secret, validate_url
+from connectors.base.http import validate_url
+from connectors.base.provider import Request
+from connectors.base.sink import SinkBase
 from streams.model.records import Alert
 from streams.support.errors import ConfigError, PermanentError
 
@@ -35,7 +37,7 @@ def _value_text(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value, default=str)
 
 
-class SlackSink:
+class SlackSink(SinkBase):
     """Posts alerts to a Slack incoming webhook (about 1 message/s per channel).
 
     Not idempotent: Slack has no dedup key, so a retried post can show twice. Retries are
@@ -47,19 +49,14 @@ class SlackSink:
 
     type: ClassVar[str] = "slack"
 
-    def __init__(self, name: str, settings: Mapping[str, Any], http: HttpClient) -> None:
-        self.name = name
-        prefix = f"sinks.{name}"
-        self.dry_run = setting_bool(settings, "dry_run", f"{prefix}.dry_run")
-        self._webhook = setting_secret(
-            settings, "webhook_url", f"{prefix}.webhook_url", required=not self.dry_run
-        )
-        self._url_key = f"{prefix}.webhook_url"
+    url_setting: ClassVar[str | None] = None
+    credential_setting: ClassVar[str | None] = "webhook_url"
+
+    def _configure(self, settings: Mapping[str, Any]) -> None:
+        self._url_key = f"{self.config_prefix}.webhook_url"
         # Inline URLs are checked now; env:/file: ones at use, since they may rotate.
-        if self._webhook is not None and self._webhook.reference == "<inline>":
-            validate_url(self._webhook.reveal(), self._url_key)
-        self._http = http
-        self._label = f"slack:{name}"
+        if self._credential is not None and self._credential.reference == "<inline>":
+            validate_url(self._credential.reveal(), self._url_key)
 
     def message(self, alert: Alert) -> dict[str, Any]:
         """The webhook body for ``alert``: fallback ``text`` plus Block Kit ``blocks``."""
@@ -111,18 +108,23 @@ class SlackSink:
         )
         return {"text": text, "blocks": blocks}
 
-    def send(self, alert: Alert) -> dict[str, Any]:
-        """Make ONE attempt to post ``alert``; the caller owns retries."""
-        body = self.message(alert)
-        request = "POST {webhook_url}"
-        if self.dry_run:
-            return {"dry_run": True, "request": request}
-        url = reveal(self._webhook, self._label)
+    def prepare(self, alert: Alert) -> Request:
+        """``POST`` of :meth:`message` to the webhook (the URL is the credential)."""
+        return Request(
+            "POST",
+            "{webhook_url}",
+            json=self.message(alert),
+            headers={"Content-Type": "application/json"},
+            check_shape=False,
+        )
+
+    def deliver(self, request: Request, alert: Alert) -> dict[str, Any]:
+        url = self.credential()
         try:
             validate_url(url, self._url_key)
         except ConfigError as exc:
-            raise PermanentError(self._label, str(exc)) from None
-        response = self._http.request(
-            self._label, "POST", url, headers={"Content-Type": "application/json"}, json=body
+            raise PermanentError(self.label, str(exc)) from None
+        response = self.http.request(
+            self.label, request.method, url, headers=dict(request.headers), json=request.json
         )
-        return {"status": response.status_code, "request": request}
+        return self.result(request, response)

@@ -5,6 +5,13 @@ so one slow provider cannot take every thread. Retries happen on the event loop 
 between attempts), so a provider in backoff holds no thread. After ``retry.max_attempts`` fast
 attempts the action is reported as stuck (the caller pages) and keeps being retried every
 ``retry.slow_retry_interval`` until it succeeds or fails permanently.
+
+Dry runs are not the executor's business per connector: a provider or sink in dry run
+(``providers.<name>.dry_run``) returns a :class:`~connectors.base.provider.DryRun` result,
+and the executor reads only that type (:func:`~connectors.base.provider.is_dry_run`). The
+global ``executor.dry_run`` is the one switch kept here, because it must act before any
+provider is looked up (an action for a provider that is not configured is a dry run too) and
+makes no attempt at all (``attempts`` 0, result ``{"dry_run": true}`` in the journal).
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from typing import Any, Protocol
 import structlog
 
 from connectors.base.http import RetryPolicy, backoff_delay
+from connectors.base.provider import dry_run_result, is_dry_run
 from streams.model.records import Action, Alert
 from streams.runtime.outages import failure_class
 from streams.support import metrics
@@ -97,8 +105,7 @@ class Executor:
         """Run one action until it succeeds or fails permanently. Idempotency is the caller's:
         it checks the ledger before and records the outcome after."""
         if self.dry_run:
-            metrics.ACTIONS.labels(action.provider, action.action, "dry_run").inc()
-            return Outcome("dry_run", 0, {"dry_run": True}, finished_at=time.time())
+            return self._settled(action, dry_run_result(), 0, False)
         provider = self.providers.get(action.provider)
         if provider is None:
             metrics.ACTIONS.labels(action.provider, action.action, "failed").inc()
@@ -163,11 +170,21 @@ class Executor:
                     failure="crashed",
                 )
             latency.observe(time.perf_counter() - started)
-            status = "dry_run" if result.get("dry_run") else "done"
-            metrics.ACTIONS.labels(
-                action.provider, action.action, "dry_run" if status == "dry_run" else "success"
-            ).inc()
-            return Outcome(status, attempt, result, finished_at=time.time(), was_stuck=stuck)
+            return self._settled(action, result, attempt, stuck)
+
+    @staticmethod
+    def _settled(action: Action, result: dict[str, Any], attempts: int, stuck: bool) -> Outcome:
+        """The outcome of an action that did not fail: ``dry_run`` or ``done``."""
+        dry = is_dry_run(result)
+        label = "dry_run" if dry else "success"
+        metrics.ACTIONS.labels(action.provider, action.action, label).inc()
+        return Outcome(
+            "dry_run" if dry else "done",
+            attempts,
+            dict(result) if dry else result,
+            finished_at=time.time(),
+            was_stuck=stuck,
+        )
 
     async def send_alert(self, sink_name: str, sink: Sink, alert: Alert) -> Outcome:
         """Send to one sink with the fast retries only: a page that cannot go out after those
@@ -187,7 +204,9 @@ class Executor:
             except Exception as exc:  # noqa: BLE001 - a failed page is counted and audited
                 metrics.ALERTS.labels(sink_name, alert.severity, "failed").inc()
                 return Outcome("failed", attempt, error=str(exc), finished_at=time.time())
-            dry = bool(result.get("dry_run"))
+            dry = is_dry_run(result)
+            if dry:
+                result = dict(result)
             metrics.ALERTS.labels(sink_name, alert.severity, "dry_run" if dry else "sent").inc()
             return Outcome("dry_run" if dry else "done", attempt, result, finished_at=time.time())
 
