@@ -2,13 +2,28 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import yaml
+from click.testing import CliRunner
 
-from streams.config import KEYS, Config, load_config
+from connectors.base.catalogue import build_provider, check_connectors, poller_settings
+from streams.cli import main
+from streams.config import (
+    DEFAULT_ROUTE_SINKS,
+    KEYS,
+    SEVERITIES,
+    AccessGuardSettings,
+    Config,
+    check_config,
+    load_config,
+)
+from streams.runtime.secretcheck import reference_problems
 from streams.support.errors import ConfigError
 from streams.support.secrets import Secret
 
@@ -295,3 +310,268 @@ class TestWithOverrides:
         with pytest.raises(ConfigError, match="auto, json or console") as info:
             load_config(env={}).with_overrides(log__format="xml")
         assert info.value.key == "log.format"
+
+
+# --- typed settings, every problem at once, `accessguard config check` ------------------------
+
+UNSET = "ACCESSGUARD_TEST_SURELY_UNSET_VARIABLE"
+REPO = Path(__file__).resolve().parent.parent
+
+#: One file with the four mistakes `config check` must report together, each at its line.
+FOUR_MISTAKES = f"""\
+http:
+  port: abc
+providers:
+  okta:
+    type: okta
+    base_url: https://example.okta.com
+    token: env:{UNSET}
+  google:
+    type: google
+    base_url: https://admin.googleapis.com
+    token: inline-token
+    dryrun: true
+  directory:
+    type: ldap
+"""
+
+
+def _four_mistakes(tmp_path: Path) -> tuple[Path, list[str]]:
+    path = tmp_path / "config.yaml"
+    path.write_text(FOUR_MISTAKES, encoding="utf-8")
+    return path, [
+        f"{path}:2: http.port: invalid literal for int() with base 10: 'abc'",
+        f"{path}:7: providers.okta.token: secret (env:{UNSET}) does not resolve: "
+        f"environment variable {UNSET} is not set",
+        f"{path}:12: providers.google.dryrun: unknown key (did you mean dry_run?)",
+        f"{path}:14: providers.directory.type: must be one of generic, google, graph, okta, "
+        "secret_store",
+    ]
+
+
+def _clean_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("ACCESSGUARD_") and k != UNSET}
+
+
+def _all_problems(path: Path | None, env: dict[str, str]) -> list[str]:
+    """What `config check` finds: fixed keys, connectors, secret references."""
+    config, problems = check_config(path, env=env)
+    assert config is not None
+    problems += check_connectors(config)
+    problems += reference_problems(config)[0]
+    return sorted((p.located() for p in problems), key=lambda line: int(line.split(":")[1]))
+
+
+class TestEveryProblemAtOnce:
+    def test_config_check_finds_the_four_mistakes_in_one_run(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A misspelt provider key (which used to be ignored while the provider made real
+        calls), a wrong type, an unresolvable secret reference and an unknown provider type
+        are all reported in one run, each at its file:line."""
+        monkeypatch.delenv(UNSET, raising=False)
+        path, expected = _four_mistakes(tmp_path)
+        assert _all_problems(path, {}) == expected
+
+    def test_the_cli_reports_the_four_mistakes_and_exits_1(self, tmp_path: Path) -> None:
+        """`accessguard config check --config F`: one line per problem, exit 1."""
+        path, expected = _four_mistakes(tmp_path)
+        result = subprocess.run(
+            [sys.executable, "-m", "streams.cli", "config", "check", "--config", str(path)],
+            cwd=REPO,
+            env=_clean_env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert result.returncode == 1, result.stderr
+        assert result.stdout.splitlines() == expected
+        assert result.stderr.strip() == f"4 problem(s) in {path}"
+
+    def test_load_config_reports_every_fixed_key_problem_with_its_line(
+        self, tmp_path: Path
+    ) -> None:
+        """load_config raises one ConfigError carrying every problem; str() is one line per
+        problem, the first as a single error reads."""
+        path = tmp_path / "config.yaml"
+        path.write_text(
+            "http:\n  port: abc\n  prot: 1\nlog:\n  level: loud\ntopics:\n  partitions: 0\n",
+            encoding="utf-8",
+        )
+        err = _error(path)
+        located = sorted(p.located() for p in err.problems)
+        assert located == [
+            f"{path}:2: http.port: invalid literal for int() with base 10: 'abc'",
+            f"{path}:3: http.prot: unknown key (did you mean port?)",
+            f"{path}:5: log.level: must be debug, info, warning or error",
+            f"{path}:7: topics.partitions: must be >= 1, got 0",
+        ]
+        lines = str(err).splitlines()
+        assert len(lines) == 4
+        assert all(line.startswith("config ") for line in lines)
+        assert err.key == err.problems[0].key
+
+    def test_environment_overrides_are_located_by_their_variable(self) -> None:
+        """A bad override names its variable; a provider key given in the environment is
+        checked against the provider's model like one from the file."""
+        config, problems = check_config(
+            None,
+            env={
+                "ACCESSGUARD_HTTP_PORT": "abc",
+                "ACCESSGUARD_PROVIDERS__OKTA__TYPE": "okta",
+                "ACCESSGUARD_PROVIDERS__OKTA__BASE_URL": "https://x.okta.com",
+                "ACCESSGUARD_PROVIDERS__OKTA__DRY_RUN": "true",
+                "ACCESSGUARD_PROVIDERS__OKTA__DRYRUN": "true",
+            },
+        )
+        assert config is not None
+        assert [p.located() for p in problems] == [
+            "env ACCESSGUARD_HTTP_PORT: http.port: invalid literal for int() with base 10: 'abc'"
+        ]
+        assert [p.located() for p in check_connectors(config)] == [
+            "env ACCESSGUARD_PROVIDERS__OKTA__DRYRUN: providers.okta.dryrun: unknown key "
+            "(did you mean dry_run?)"
+        ]
+
+    def test_connector_models_know_each_types_keys(self, tmp_path: Path) -> None:
+        """Pollers, generic request templates and sinks have typed keys too; a valid entry
+        of every kind passes."""
+        data = {
+            "providers": {
+                "platform": {
+                    "type": "generic",
+                    "base_url": "https://p.example",
+                    "token": "t",
+                    "actions": {"revoke_session": {"method": "POST", "path": "/x"}},
+                },
+                "okta": {"type": "oktaa", "base_url": "https://x.okta.com", "token": "t"},
+                "store": {"type": "secret_store", "path": "data/secrets"},
+            },
+            "pollers": {
+                "logs": {
+                    "type": "graph",
+                    "token": "t",
+                    "intervall": 5,
+                    "start": "yesterday",
+                },
+                "leaks": {"type": "hibp", "api_key": "k", "domains": "a.example, b.example"},
+                "okta-logs": {"type": "okta", "base_url": "https://x.okta.com", "token": "t"},
+            },
+            "alerts": {
+                "sinks": {
+                    "pd": {"type": "pagerduty", "routing_key": "rk", "url": "http://pd.example"},
+                    "chat": {"type": "slack", "dry_run": True},
+                },
+                "routes": {key: ["pd", "chat"] for key in SEVERITIES},
+            },
+        }
+        config = load_config(_yaml(tmp_path, data), env={})
+        found = {p.key: p.message for p in check_connectors(config)}
+        assert found == {
+            "providers.platform.actions.revoke_session": "unknown key (did you mean "
+            "revoke_sessions?)",
+            "providers.okta.type": "must be one of generic, google, graph, okta, secret_store "
+            "(did you mean okta?)",
+            "pollers.logs.intervall": "unknown key (did you mean interval?)",
+            "pollers.logs.start": 'must be "now" or an ISO 8601 time',
+            "alerts.sinks.pd.url": "must use https:// (plain http only for loopback hosts)",
+        }
+
+    def test_build_provider_refuses_a_misspelt_key(self) -> None:
+        """`dryrun: true` no longer builds a provider that makes real calls."""
+        with pytest.raises(ConfigError, match=r"providers\.x\.dryrun: unknown key") as info:
+            build_provider(
+                "x",
+                {
+                    "type": "okta",
+                    "base_url": "https://x.okta.com",
+                    "token": Secret("t"),
+                    "dryrun": True,
+                },
+                cast(Any, None),  # refused before any HTTP client is needed
+            )
+        assert "did you mean dry_run?" in str(info.value)
+
+    def test_validated_settings_are_the_mapping_the_constructor_takes(self) -> None:
+        """Only the keys given, typed (an environment string becomes a number), secrets as
+        Secret objects."""
+        values = poller_settings(
+            "logs",
+            {"type": "okta", "base_url": "https://x.okta.com", "token": "env:X", "limit": "50"},
+        )
+        assert values["limit"] == 50
+        assert isinstance(values["token"], Secret)
+        assert set(values) == {"type", "base_url", "token", "limit"}
+
+
+class TestTypedSettings:
+    def test_the_typed_model_is_exposed(self, tmp_path: Path) -> None:
+        """``config.settings.http.port`` is an int; maps keep their names."""
+        config = load_config(
+            _yaml(tmp_path, {"http": {"port": "9001"}}), env={"ACCESSGUARD_RETRY_BASE_DELAY": "2"}
+        )
+        assert config.settings.http.port == 9001
+        assert config.settings.retry.base_delay == 2.0
+        assert config.routes() == {s: list(DEFAULT_ROUTE_SINKS[s]) for s in SEVERITIES}
+
+    def test_pydantic_settings_reads_the_process_environment(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setenv("ACCESSGUARD_HTTP_PORT", "9100")
+        monkeypatch.setenv("ACCESSGUARD_PROVIDERS__OKTA__TYPE", "okta")
+        settings = AccessGuardSettings()
+        assert settings.http.port == 9100
+        assert settings.providers["okta"].type == "okta"
+
+    def test_secrets_never_show_in_repr_dump_or_errors(self, tmp_path: Path) -> None:
+        """A Secret stays a Secret: its value is in no repr, dump or error message."""
+        config = load_config(
+            _yaml(tmp_path, {"hr": {"webhook_secret": "s3cr3t-value"}, "auth": {}}), env={}
+        )
+        assert "s3cr3t" not in repr(config.settings)
+        assert config.settings.model_dump()["hr"]["webhook_secret"] == "<inline>"
+        err = _error(_yaml(tmp_path, {"hr": {"webhook_secret": ["s3cr3t-value"]}}))
+        assert "s3cr3t" not in str(err)
+        schema = AccessGuardSettings.model_json_schema()
+        assert "password" in str(schema["$defs"]["HrSettings"])
+
+
+class TestConfigCheckCommand:
+    def _run(self, *args: str, env: dict[str, str] | None = None) -> Any:
+        return CliRunner().invoke(main, ["config", "check", *args], env=env or {})
+
+    def test_the_example_configuration_passes(self) -> None:
+        """examples/config.yaml: its tokens belong to dry-run providers, so they need not
+        resolve; the summary says so."""
+        env = {k: None for k in os.environ if k.startswith("ACCESSGUARD_")}
+        result = CliRunner().invoke(
+            main, ["config", "check", "--config", "examples/config.yaml"], env=env
+        )
+        assert result.exit_code == 0, result.output
+        assert result.output.startswith("examples/config.yaml: ok (6 providers, 0 pollers, 2 ")
+        assert len(result.output.splitlines()) == 1
+
+    def test_the_kubernetes_configuration_passes(self, tmp_path: Path) -> None:
+        """deploy/k8s/base/config.yaml passes without its mounted secrets (--no-secrets), and
+        with them (here: the same file names in a temporary directory)."""
+        source = REPO / "deploy" / "k8s" / "base" / "config.yaml"
+        env = {
+            **{k: None for k in os.environ if k.startswith("ACCESSGUARD_")},
+            "ACCESSGUARD_BROKER": "kafka://kafka:9092",
+        }
+        result = CliRunner().invoke(
+            main, ["config", "check", "--no-secrets", "--config", str(source)], env=env
+        )
+        assert result.exit_code == 0, result.output
+        text = source.read_text(encoding="utf-8")
+        mounted = "/var/run/secrets/accessguard/"
+        for name in {
+            line.split(mounted)[1].strip() for line in text.splitlines() if mounted in line
+        }:
+            (tmp_path / name).write_text("value\n", encoding="utf-8")
+        local = tmp_path / "config.yaml"
+        local.write_text(text.replace(mounted, f"{tmp_path}/"), encoding="utf-8")
+        result = CliRunner().invoke(main, ["config", "check", "--config", str(local)], env=env)
+        assert result.exit_code == 0, result.output
+        assert "secrets resolve" in result.output

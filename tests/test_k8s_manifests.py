@@ -28,7 +28,7 @@ import yaml
 
 from streams.bus.topics import topic_specs
 from streams.config import SECRET_KEYS, load_config
-from streams.detect.rules import load_rules
+from streams.detect.load import load_rules
 from tests.kustomize_lite import CLUSTER_SCOPED, build, split_image
 
 REPO = Path(__file__).resolve().parents[1]

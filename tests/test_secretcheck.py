@@ -13,7 +13,12 @@ from click.testing import CliRunner
 
 from streams.cli import main
 from streams.config import load_config
-from streams.runtime.secretcheck import SecretWatch, check_secrets, secret_uses
+from streams.runtime.secretcheck import (
+    SecretWatch,
+    check_secrets,
+    reference_problems,
+    secret_uses,
+)
 from streams.support.errors import ConfigError
 from streams.support.secrets import Secret
 from tests.edge_harness import edge_server
@@ -175,3 +180,29 @@ def test_a_vanished_hr_secret_file_answers_503_not_500(tmp_path: Path) -> None:
         resp = edge.post_hr(b'{"event_id": "x"}')
     assert resp.status_code == 503
     assert resp.headers["Retry-After"]
+
+
+def test_config_check_asks_every_used_reference_to_resolve_now(tmp_path: Path) -> None:
+    """`accessguard config check` (reference_problems): what `run` would use must resolve now,
+    a `file:` one included, each located at its line; a dry-run provider's token is only
+    counted as unused."""
+    config = _config(
+        tmp_path,
+        {
+            "hr": {"webhook_secret": f"file:{tmp_path}/missing"},
+            "providers": {
+                "okta": {
+                    "type": "okta",
+                    "base_url": "https://x.okta.com",
+                    "token": f"env:{UNSET}",
+                    "dry_run": True,
+                }
+            },
+        },
+    )
+    problems, unused = reference_problems(config)
+    assert [(p.key, p.where) for p in problems] == [
+        ("hr.webhook_secret", f"{tmp_path}/config.yaml:2")
+    ]
+    assert f"file:{tmp_path}/missing" in problems[0].message
+    assert unused == ["providers.okta.token"]

@@ -1,25 +1,43 @@
-"""The explicit connector registry: one line per provider or alert sink type.
+"""The explicit connector registry: one line per provider, poller or alert sink type, and
+one per settings model.
 
-Adding a connector means writing its module and adding its line here; nothing else.
+Adding a connector means writing its module and its settings model (connectors/<vendor>/
+settings.py) and adding their lines here; nothing else. Every entry of ``providers``,
+``pollers`` and ``alerts.sinks`` is validated against its type's model
+(:func:`check_connectors` for ``accessguard config check``; :func:`build_provider`,
+:func:`build_sink`, :func:`poller_class` before constructing), since the configuration
+package, which must not import connectors, checks only their ``type``, secrets and
+``dry_run``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, Protocol
 
+from pydantic import ValidationError as PydanticValidationError
+
 from connectors.base.http import HttpClient
+from connectors.base.settings import ConnectorSettings
 from connectors.entra.poller import GraphSignInPoller
 from connectors.entra.provider import GraphProvider
+from connectors.entra.settings import GraphPollerSettings, GraphProviderSettings
 from connectors.generic.provider import GenericRestProvider
+from connectors.generic.settings import GenericProviderSettings
 from connectors.google.provider import GoogleProvider
+from connectors.google.settings import GoogleProviderSettings
+from connectors.hibp.settings import HibpSettings
 from connectors.okta.poller import OktaLogPoller
 from connectors.okta.provider import OktaProvider
+from connectors.okta.settings import OktaPollerSettings, OktaProviderSettings
 from connectors.shared_login.mfa import SharedCredentialRotator
+from connectors.shared_login.settings import SecretStoreSettings
 from connectors.sinks.pagerduty import PagerDutySink
+from connectors.sinks.settings import PagerDutySettings, SlackSettings
 from connectors.sinks.slack import SlackSink
+from streams.config import Config, did_you_mean, problems_from
 from streams.model.records import Action, Alert
-from streams.support.errors import ConfigError
+from streams.support.errors import ConfigError, ConfigProblem
 
 
 class Provider(Protocol):
@@ -60,35 +78,113 @@ SINK_TYPES: dict[str, type[Any]] = {
     "slack": SlackSink,
 }
 
-#: Provider types that do not talk HTTP and so have no base_url.
-_NO_BASE_URL = frozenset({"secret_store"})
+#: The settings model of each type (connectors/<vendor>/settings.py): the keys each accepts.
+PROVIDER_SETTINGS: dict[str, type[ConnectorSettings]] = {
+    "okta": OktaProviderSettings,
+    "graph": GraphProviderSettings,
+    "google": GoogleProviderSettings,
+    "generic": GenericProviderSettings,
+    "secret_store": SecretStoreSettings,
+}
+#: Login pollers, and the leak feed (``hibp``, run by the worker, not by :func:`poller_class`).
+POLLER_SETTINGS: dict[str, type[ConnectorSettings]] = {
+    "okta": OktaPollerSettings,
+    "graph": GraphPollerSettings,
+    "hibp": HibpSettings,
+}
+SINK_SETTINGS: dict[str, type[ConnectorSettings]] = {
+    "pagerduty": PagerDutySettings,
+    "slack": SlackSettings,
+}
+#: Each named map of the configuration and the models its entries are checked against.
+SECTIONS: dict[str, dict[str, type[ConnectorSettings]]] = {
+    "providers": PROVIDER_SETTINGS,
+    "pollers": POLLER_SETTINGS,
+    "alerts.sinks": SINK_SETTINGS,
+}
+
+Locate = Callable[[str], "str | None"]
 
 
-def _type_of(name: str, settings: Mapping[str, Any], section: str, known: Mapping[str, Any]) -> Any:
+def validate_settings(
+    section: str,
+    name: str,
+    settings: Mapping[str, Any],
+    locate: Locate = lambda key: None,
+) -> tuple[dict[str, Any] | None, list[ConfigProblem]]:
+    """Check ``<section>.<name>`` against its type's model: (the validated mapping a
+    constructor takes, []) or (None, every problem, each located by ``locate``)."""
+    models = SECTIONS[section]
+    prefix = f"{section}.{name}"
     kind = settings.get("type")
-    if not isinstance(kind, str) or kind not in known:
-        raise ConfigError(f"{section}.{name}.type", f"must be one of {', '.join(sorted(known))}")
-    return known[kind]
+    if not isinstance(kind, str) or kind not in models:
+        hint = did_you_mean(kind, models) if isinstance(kind, str) else ""
+        key = f"{prefix}.type"
+        reason = f"must be one of {', '.join(sorted(models))}{hint}"
+        return None, [ConfigProblem(key, reason, locate(key))]
+    model = models[kind]
+    try:
+        validated = model.model_validate(dict(settings))
+    except PydanticValidationError as exc:
+        return None, problems_from(exc, model, prefix=prefix, locate=locate)
+    problems = [
+        ConfigProblem(f"{prefix}.{key}", reason, locate(f"{prefix}.{key}"))
+        for key, reason in validated.missing()
+    ]
+    return (None if problems else validated.values()), problems
+
+
+def checked_settings(section: str, name: str, settings: Mapping[str, Any]) -> dict[str, Any]:
+    """The validated settings of ``<section>.<name>``; ConfigError naming every problem."""
+    values, problems = validate_settings(section, name, settings)
+    if values is None:
+        raise ConfigError.of(problems)
+    return values
+
+
+def check_connectors(config: Config) -> list[ConfigProblem]:
+    """Every problem of every provider, poller and alert sink of ``config`` (type known,
+    keys known, values valid, required secrets set), each with where it was given."""
+    problems: list[ConfigProblem] = []
+    entries = {
+        "providers": config.providers,
+        "pollers": config.pollers,
+        "alerts.sinks": config.sinks,
+    }
+    for section, named in entries.items():
+        for name, settings in named.items():
+            problems += validate_settings(section, name, settings, config.locate)[1]
+    return problems
 
 
 def build_provider(name: str, settings: Mapping[str, Any], http: HttpClient) -> Provider:
-    """Build the provider named ``name`` from its settings (``type`` picks the class)."""
-    cls = _type_of(name, settings, "providers", PROVIDER_TYPES)
-    if cls.type not in _NO_BASE_URL and not settings.get("base_url"):
-        raise ConfigError(
-            f"providers.{name}.base_url", "required: the provider's https:// base URL"
-        )
-    provider: Provider = cls(name, settings, http)
+    """Build the provider named ``name`` from its settings (``type`` picks the class),
+    validated through the type's settings model first."""
+    values = checked_settings("providers", name, settings)
+    provider: Provider = PROVIDER_TYPES[values["type"]](name, values, http)
     return provider
 
 
 def build_sink(name: str, settings: Mapping[str, Any], http: HttpClient) -> AlertSink:
-    """Build the alert sink named ``name`` from its settings (``type`` picks the class)."""
-    cls = _type_of(name, settings, "alerts.sinks", SINK_TYPES)
-    sink: AlertSink = cls(name, settings, http)
+    """Build the alert sink named ``name`` from its settings (``type`` picks the class),
+    validated through the type's settings model first."""
+    values = checked_settings("alerts.sinks", name, settings)
+    sink: AlertSink = SINK_TYPES[values["type"]](name, values, http)
     return sink
 
 
+def poller_settings(name: str, settings: Mapping[str, Any]) -> dict[str, Any]:
+    """The validated settings of ``pollers.<name>`` (a login poller or the leak feed), to
+    hand its constructor."""
+    return checked_settings("pollers", name, settings)
+
+
 def poller_class(name: str, settings: Mapping[str, Any]) -> Any:
-    """The Poller subclass for ``pollers.<name>`` (``type`` picks it)."""
-    return _type_of(name, settings, "pollers", POLLER_TYPES)
+    """The Poller subclass for ``pollers.<name>`` (``type`` picks it), after validating its
+    settings; a leak feed type is not a login poller."""
+    kind = poller_settings(name, settings)["type"]
+    if kind not in POLLER_TYPES:
+        raise ConfigError(
+            f"pollers.{name}.type", f"must be one of {', '.join(sorted(POLLER_TYPES))}"
+        )
+    return POLLER_TYPES[kind]

@@ -11,6 +11,10 @@ secrets a process uses (:func:`secret_uses`):
   (:class:`SecretWatch`);
 - one the process does not use (a dry-run provider's token, the HR secret in a bare worker)
   is only mentioned, once, at info level.
+
+``accessguard config check`` asks :func:`reference_problems`: every secret ``accessguard run``
+would use must resolve now, ``file:`` ones included (the check runs where the secrets are
+mounted, or is told not to look with ``--no-secrets``).
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from typing import Any
 import structlog
 
 from streams.config import SECRET_KEYS, Config
-from streams.support.errors import ConfigError
+from streams.support.errors import ConfigError, ConfigProblem
 from streams.support.secrets import Secret
 
 log = structlog.get_logger(__name__)
@@ -91,6 +95,33 @@ def secret_uses(
                 if key in SECRET_KEYS and isinstance(value, Secret):
                     uses.append(SecretUse(f"{section}.{name}.{key}", value, used))
     return uses
+
+
+def reference_problems(config: Config) -> tuple[list[ConfigProblem], list[str]]:
+    """For ``accessguard config check``: a located problem for each secret ``accessguard
+    run`` would use (and ``hr.webhook_secret`` when set) whose reference does not resolve
+    now (``env:`` unset or empty, ``file:`` missing, unreadable or empty, inline empty); and
+    the keys of the unresolved ones it would not use (dry run), which are not problems."""
+    uses = secret_uses(
+        config,
+        serve_hr=config["hr.webhook_secret"] is not None,
+        serve_ingest=True,
+        execute=True,
+        pollers=config.pollers,
+        leaks=True,
+    )
+    problems: list[ConfigProblem] = []
+    unused: list[str] = []
+    for use in uses:
+        problem = use.secret.problem()
+        if problem is None:
+            continue
+        if use.needed:
+            reason = f"secret ({use.secret.reference}) does not resolve: {problem}"
+            problems.append(ConfigProblem(use.path, reason, config.locate(use.path)))
+        else:
+            unused.append(use.path)
+    return problems, unused
 
 
 def check_secrets(uses: Iterable[SecretUse]) -> SecretWatch:

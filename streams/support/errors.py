@@ -1,7 +1,7 @@
 """One exception tree for accessguard.
 
 AccessGuardError
-├── ConfigError            a configuration key is missing or invalid (names the key)
+├── ConfigError            configuration keys are missing or invalid (names each key, where)
 ├── ValidationError        an input record is invalid (``reason`` is safe to return to the sender)
 ├── RegistryError          the registry file is invalid (carries every problem with file:line)
 ├── RuleError              the rule set is invalid (carries every problem with file:line)
@@ -15,17 +15,57 @@ AccessGuardError
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
+
 
 class AccessGuardError(Exception):
     """Base of every error accessguard raises on purpose."""
 
 
-class ConfigError(AccessGuardError):
-    """A configuration value is missing or invalid; the message names the key."""
+@dataclass(frozen=True)
+class ConfigProblem:
+    """One configuration problem: the dotted ``key``, what is wrong, and ``where`` it was
+    given (``file:line`` of the YAML, ``env NAME`` for an environment override; None when
+    only the default applies)."""
 
-    def __init__(self, key: str, message: str) -> None:
-        super().__init__(f"config {key}: {message}")
-        self.key = key
+    key: str
+    message: str
+    where: str | None = None
+
+    def located(self) -> str:
+        """``<file>:<line>: <dotted.key>: <reason>`` (the ``accessguard config check`` line)."""
+        head = f"{self.where}: " if self.where else ""
+        return f"{head}{self.key}: {self.message}"
+
+
+class ConfigError(AccessGuardError):
+    """Configuration values are missing or invalid. ``problems`` holds every one (each names
+    its key and where it was given); ``key`` is the first one's. ``str()`` is one line per
+    problem, ``config <key>: <message>``, the location appended in parentheses."""
+
+    def __init__(
+        self,
+        key: str,
+        message: str,
+        *,
+        where: str | None = None,
+        problems: Sequence[ConfigProblem] = (),
+    ) -> None:
+        self.problems = list(problems) or [ConfigProblem(key, message, where)]
+        super().__init__(
+            "\n".join(
+                f"config {p.key}: {p.message}" + (f" (at {p.where})" if p.where else "")
+                for p in self.problems
+            )
+        )
+        self.key = self.problems[0].key
+
+    @classmethod
+    def of(cls, problems: Sequence[ConfigProblem]) -> ConfigError:
+        """One error carrying several problems (at least one)."""
+        first = problems[0]
+        return cls(first.key, first.message, problems=problems)
 
 
 class ValidationError(AccessGuardError):
