@@ -8,18 +8,22 @@ import asyncio
 import time
 from pathlib import Path
 from typing import Any
+from unittest.mock import Mock
 
 import orjson
 import pytest
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from kafka import KafkaConsumer, TopicPartition
 
+from connectors.base.http import HttpClient, RetryPolicy
 from streams.bus.broker import EmbeddedBroker
 from streams.bus.topics import Topics, create_topics
 from streams.config import Config, load_config
 from streams.runtime.app import create_app
+from streams.runtime.parts import LeakFeedRunner, build_pollers
 from streams.runtime.worker import WorkerServices, build_worker
-from streams.support.errors import BrokerError
+from streams.support.errors import BrokerError, ConfigError
+from streams.support.secrets import Secret
 
 AGENT = "accessguard.hr-events"
 
@@ -247,3 +251,30 @@ class TestHrAgent:
         assert records[1]["reason"].startswith("invalid: type: must be one of")
         journal = (config.data_dir / "journal.jsonl").read_bytes().splitlines()
         assert [orjson.loads(x)["kind"] for x in journal] == ["dead_letter", "dead_letter"]
+
+
+class TestPollerTable:
+    """build_pollers looks a poller's ``type`` up in the connector tables: a leak feed type
+    (connectors.base.leak_sources.LEAK_FEEDS) runs as a LeakFeedRunner on leak.records, a
+    login poller type as itself; the runtime names no vendor."""
+
+    POLLERS: dict[str, dict[str, Any]] = {
+        "breaches": {"type": "hibp", "api_key": Secret("k"), "base_url": "http://127.0.0.1:9"},
+        "idp": {"type": "okta", "base_url": "http://127.0.0.1:9", "token": Secret("t")},
+    }
+
+    def test_leak_feeds_and_login_pollers(self, tmp_path: Path) -> None:
+        config = _config(tmp_path).with_pollers(self.POLLERS)
+        out, leaks = Mock(), Mock()
+        with HttpClient(RetryPolicy()) as http:
+            feed, poller = build_pollers(config, http, out, leaks=leaks, registry=lambda: None)
+        assert isinstance(feed, LeakFeedRunner)
+        assert (feed.name, feed.vendor, feed.out) == ("breaches", "hibp", leaks)
+        assert not isinstance(poller, LeakFeedRunner)
+        assert (poller.name, poller.vendor) == ("idp", "okta")
+
+    def test_a_leak_feed_needs_the_leak_publisher(self, tmp_path: Path) -> None:
+        config = _config(tmp_path).with_pollers({"breaches": self.POLLERS["breaches"]})
+        with HttpClient(RetryPolicy()) as http, pytest.raises(ConfigError) as raised:
+            build_pollers(config, http, Mock())
+        assert raised.value.key == "pollers.breaches"

@@ -285,16 +285,29 @@ class TestStartupErrors:
 
     @pytest.mark.parametrize(
         "command",
-        [("worker",), ("connect", "hr-webhook"), ("registry", "import", str(REGISTRY))],
-        ids=["worker", "connect", "import"],
+        [
+            ("worker",),
+            ("connect", "hr-webhook"),
+            ("connect", "poller", "nope"),
+            ("registry", "import", str(REGISTRY)),
+        ],
+        ids=["worker", "connect", "poller", "import"],
     )
     def test_commands_for_an_external_broker_require_it(self, command: tuple[str, ...]) -> None:
-        """worker, connect hr-webhook and registry import refuse to run without
-        ACCESSGUARD_BROKER, naming the `broker` key."""
+        """worker, connect hr-webhook, connect poller and registry import refuse to run
+        without ACCESSGUARD_BROKER, naming the `broker` key (before anything else)."""
         result = cli(*command)
         assert result.exit_code == 2
         assert result.stderr.startswith("error: config broker: ")
         assert "ACCESSGUARD_BROKER=kafka://" in result.stderr
+
+    def test_connect_poller_names_an_unknown_poller(self) -> None:
+        """The poller NAME must be configured; the error names ``pollers.NAME``."""
+        result = cli("connect", "poller", "nope", ACCESSGUARD_BROKER="kafka://127.0.0.1:1")
+        assert result.exit_code == 2
+        assert result.stderr == (
+            "error: config pollers.nope: no such poller in the configuration\n"
+        )
 
     def test_hr_send_without_secret_names_the_key(self, tmp_path: Path) -> None:
         """Signing needs hr.webhook_secret; without it the error names that key."""
@@ -540,6 +553,26 @@ class TestHttpPortErrors:
         )
         one_error_line(proc.stderr, proc.returncode, "data_dir", str(path))
         assert "broker.started" not in proc.stdout + proc.stderr
+
+    @pytest.mark.parametrize("command", [("worker",), ("connect", "hr-webhook")])
+    def test_external_broker_commands_when_data_dir_is_a_file(
+        self, tmp_path: Path, command: tuple[str, ...]
+    ) -> None:
+        """The shared start-up (streams.cli.wiring) checks the data directory of every
+        long-running command before it waits for the broker: one line, no wait."""
+        path = tmp_path / "data"
+        path.write_text("not a directory", encoding="utf-8")
+        proc = accessguard(
+            *command,
+            "--port",
+            "0",
+            tmp_path=tmp_path,
+            ACCESSGUARD_BROKER=f"kafka://127.0.0.1:{closed_port()}",
+            ACCESSGUARD_STARTUP_BROKER_TIMEOUT="30",
+            timeout=20,
+            **self.SECRET,
+        )
+        one_error_line(proc.stderr, proc.returncode, "data_dir", str(path))
 
 
 @pytest.mark.integration

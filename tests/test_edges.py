@@ -163,7 +163,7 @@ class TestLeakTokens:
 
     def test_one_token_for_both_only_when_configured(self) -> None:
         from streams.config import load_config
-        from streams.runtime.worker import leak_token
+        from streams.runtime.parts import leak_token
 
         env = {"ACCESSGUARD_AUTH_INGEST_TOKEN": "one"}
         assert leak_token(load_config(env=env)) is None

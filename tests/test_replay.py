@@ -9,8 +9,9 @@ from typing import Any
 import orjson
 import pytest
 
-from streams.detect.rules import load_rules
-from streams.model.registry import Registry, load_registry
+from streams.detect.load import load_rules
+from streams.model.registry import Registry
+from streams.model.registry_yaml import load_registry
 from streams.runtime.replay import replay
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -244,3 +245,25 @@ def test_leak_lines_are_decided_in_order_and_once(registry: Registry) -> None:
     assert [r["line"] for r in rejected] == [5]
     assert rejected[0]["reason"].startswith("breach")
     assert "alice.nguyen" not in orjson.dumps(out).decode()
+
+
+def test_wrapped_lines_name_the_vendors_of_the_connector_tables(registry: Registry) -> None:
+    """A wrapped login or leak object of an unknown vendor is rejected with the vendors the
+    connector tables know (connectors.base.sources, connectors.base.leak_sources), in their
+    order: the messages the replay always gave."""
+    lines = [
+        '{"kind":"login","vendor":"generic","event":{}}',
+        '{"kind":"login","vendor":["okta"],"event":{}}',
+        '{"kind":"leak","vendor":"okta","account":"a@b.example","event":{}}',
+        '{"kind":"leak","vendor":{"x":1},"account":"a@b.example","event":{}}',
+        '{"kind":"leak","vendor":"hibp","event":{}}',
+    ]
+    rules = load_rules(ROOT / "rules")
+    out = list(replay(registry, lines, at=AT, providers=PROVIDERS, rules=rules))
+    assert [o["reason"] for o in out] == [
+        "vendor: wrapped login events need vendor okta, entra or google",
+        "vendor: wrapped login events need vendor okta, entra or google",
+        "vendor: wrapped leak events need vendor hibp",
+        "vendor: wrapped leak events need vendor hibp",
+        "account: the e-mail or username the breach object is about",
+    ]

@@ -1,7 +1,9 @@
 """The login-event sources: one normaliser per vendor, in one explicit registry.
 
-Adding a source means writing ``connectors/login_<name>.py`` with a pure
+Adding a source means writing ``connectors/<name>/normaliser.py`` with a pure
 ``normalise(payload) -> list[LoginEvent]`` and adding one line to :data:`NORMALISERS`.
+Leak-record sources (feeds, replay wrappers) have their tables in
+:mod:`connectors.base.leak_sources`.
 Every normaliser raises :class:`~streams.support.errors.ValidationError` with a reason for a payload
 it cannot use (route it to the dead-letter topic); identity resolution happens afterwards in
 :func:`streams.decide.resolve.resolve`.
@@ -43,3 +45,11 @@ def normalise(vendor: str, payload: Any) -> list[LoginEvent]:
             f"vendor: {str(vendor)[:40]!r} is not one of {', '.join(NORMALISERS)}"
         )
     return normaliser(payload)
+
+
+# ---- replay lines ---------------------------------------------------------------------------
+
+#: The vendors whose payloads an ``accessguard replay`` line may wrap
+#: (``{"kind":"login","vendor":...,"event":{...}}``), in this order in its messages: every
+#: normaliser but ``generic``, whose canonical fields a line carries unwrapped.
+WRAPPED_LOGIN_VENDORS: tuple[str, ...] = tuple(v for v in NORMALISERS if v != "generic")

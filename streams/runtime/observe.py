@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from streams.decide.hr import is_offboarded
+from streams.model.access import held_grants, is_offboarded
 from streams.model.records import ACTION_KINDS, IDENTITY_KINDS, ROLES
 from streams.model.registry import Registry
 from streams.model.state import StateStore
@@ -67,16 +67,14 @@ def registry_figures(registry: Registry, lifecycle: StateStore, now: datetime) -
     for identity_id in registry.identities:
         if not is_offboarded(registry, lifecycle, identity_id):
             continue
-        removed = set(lifecycle.identity(identity_id).removed_grants)
-        if any(g.account not in removed for g in registry.grants_of(identity_id)):
+        if held_grants(registry, lifecycle.identity(identity_id)):
             offboarded += 1
     past_end = 0
     for agency in registry.agencies.values():
         if agency.contract_ends > now:
             continue
         for member in agency.members:
-            removed = set(lifecycle.identity(member).removed_grants)
-            past_end += sum(g.account not in removed for g in registry.grants_of(member))
+            past_end += len(held_grants(registry, lifecycle.identity(member)))
     return RegistryFigures(identities, grants, without_mfa, offboarded, past_end)
 
 

@@ -39,39 +39,51 @@ from typing import Any
 
 import orjson
 
-from connectors.base.sources import NORMALISERS, normalise
-from connectors.hibp.poller import normalise_breach
+from connectors.base.leak_sources import LEAK_WRAPPERS
+from connectors.base.sources import WRAPPED_LOGIN_VENDORS, normalise
 from streams.decide.hr import HrDecision, decide_hr
 from streams.decide.leaks import (
-    LeakIndex,
     LeakSettings,
     decide_leak,
     leak_decision_view,
     state_after_action,
 )
 from streams.decide.login import LoginPipeline
-from streams.detect.rules import Detection, RuleSet
-from streams.model.records import HrEvent, LeakRecord, LoginEvent, format_time
+from streams.detect.model import Detection, RuleSet
+from streams.model.leak_index import LeakIndex
+from streams.model.records import HrEvent, LeakRecord, LoginEvent
 from streams.model.registry import Registry
 from streams.model.state import StateStore
 from streams.support.errors import ValidationError
+from streams.support.times import format_time
 
 #: Input kinds later issues add; named so their lines are rejected with a clear reason.
 FUTURE_KINDS: tuple[str, ...] = ()
 KINDS: tuple[str, ...] = ("hr", "login", "leak")
 
 
+def _either(names: Iterable[str]) -> str:
+    """``a, b or c``: the choices of a message, in table order."""
+    *rest, last = names
+    return f"{', '.join(rest)} or {last}" if rest else last
+
+
 def leak_lines_to_records(data: dict[str, Any]) -> list[LeakRecord]:
     """The LeakRecords of one ``accessguard replay`` line (raises ValidationError):
     ``{"kind":"leak", ...LeakRecord fields}`` or
-    ``{"kind":"leak","vendor":"hibp","account":"a@b","event":{...one breach object...}}``."""
+    ``{"kind":"leak","vendor":"hibp","account":"a@b","event":{...one breach object...}}``
+    (the vendors of :data:`connectors.base.leak_sources.LEAK_WRAPPERS`)."""
     if "event" in data:
-        if data.get("vendor") != "hibp":
-            raise ValidationError("vendor: wrapped leak events need vendor hibp")
+        vendor = data.get("vendor")
+        wrapper = LEAK_WRAPPERS.get(vendor) if isinstance(vendor, str) else None
+        if wrapper is None:
+            raise ValidationError(
+                f"vendor: wrapped leak events need vendor {_either(LEAK_WRAPPERS)}"
+            )
         account = data.get("account")
         if not isinstance(account, str) or not account.strip() or len(account) > 320:
             raise ValidationError("account: the e-mail or username the breach object is about")
-        return [normalise_breach(data.get("event")).record_for(account, "hibp")]
+        return wrapper(data.get("event"), account)
     return [LeakRecord.from_dict({k: v for k, v in data.items() if k != "kind"})]
 
 
@@ -110,8 +122,10 @@ def _login_events(data: dict[str, Any]) -> list[LoginEvent]:
     """The LoginEvents of one replay line (raises ValidationError with the reason)."""
     if "event" in data:
         vendor = data.get("vendor")
-        if not isinstance(vendor, str) or vendor not in NORMALISERS or vendor == "generic":
-            raise ValidationError("vendor: wrapped login events need vendor okta, entra or google")
+        if not isinstance(vendor, str) or vendor not in WRAPPED_LOGIN_VENDORS:
+            raise ValidationError(
+                f"vendor: wrapped login events need vendor {_either(WRAPPED_LOGIN_VENDORS)}"
+            )
         return normalise(vendor, data.get("event"))
     fields = {k: v for k, v in data.items() if k != "kind"}
     return normalise("generic", fields)

@@ -99,7 +99,7 @@ def wait_for_broker(
         while True:
             attempt += 1
             try:
-                _accepts(bootstrap)
+                accepts(bootstrap)
                 wait_for_kafka(bootstrap, timeout=5.0)
             except BrokerError as exc:
                 waited = time.monotonic() - started
@@ -140,7 +140,7 @@ def wait_for_broker(
             server.server_close()
 
 
-def _accepts(bootstrap: str) -> None:
+def accepts(bootstrap: str) -> None:
     """Raise BrokerError unless some bootstrap server accepts a TCP connection: a refused
     port fails here in a millisecond, quietly (a Kafka client would back off for seconds
     and log each refusal)."""

@@ -1,10 +1,14 @@
-"""Assembles a worker process: Faust app + agents, views, engine, executor, HTTP server, timers."""
+"""Assembles a worker process: Faust app + agents, views, engine, executor, HTTP server, timers.
+
+The parts it builds from the configuration (outputs, pollers, the HR edge) come from
+:mod:`streams.runtime.parts`, shared with the single-connector commands; the process
+start-up around it (logging, secrets, broker) is the CLI's (:mod:`streams.cli.wiring`).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -12,27 +16,19 @@ from typing import Any
 import mode
 import structlog
 
-from connectors.base.catalogue import build_provider, build_sink, poller_class
-from connectors.base.http import HttpClient, RetryPolicy
-from connectors.base.pollers import CheckpointStore
-from connectors.hibp.poller import HibpFeed
-from connectors.ingest.auth_ingest import AuthIngest, LoginPublisher
+from connectors.base.http import HttpClient
+from connectors.ingest.auth_ingest import AuthIngest
 from connectors.ingest.dumps import DumpOptions
-from connectors.ingest.edge import AuthGuard
-from connectors.ingest.hr_webhook import HrWebhook
 from connectors.ingest.leak_ingest import LeakIngest, LeakPublisher
-from streams.bus.bootstrap import read_hr_seen
-from streams.bus.journal import Journal
 from streams.bus.topics import Topics
 from streams.bus.views import Publisher, Views
 from streams.config import Config
-from streams.decide.leaks import LeakIndex
 from streams.decide.login import LoginPipeline
-from streams.detect.rules import load_rules
-from streams.model.registry import Registry
+from streams.detect.load import load_rules
+from streams.model.leak_index import LeakIndex
 from streams.runtime.app import AccessGuardApp, create_app
-from streams.runtime.engine import Engine, leak_settings, with_broker_retry
-from streams.runtime.executor import Executor, Provider, Sink
+from streams.runtime.engine import Engine, leak_settings
+from streams.runtime.executor import Executor
 from streams.runtime.observe import (
     Progress,
     consumer_lag,
@@ -41,141 +37,23 @@ from streams.runtime.observe import (
     update_readiness_gauges,
     update_registry_gauges,
 )
+from streams.runtime.parts import (
+    auth_guard,
+    build_outputs,
+    build_pollers,
+    hr_webhook,
+    journal,
+    leak_publisher,
+    leak_token,
+    login_publisher,
+    restore_seen,
+    retry_policy,
+)
 from streams.runtime.secretcheck import SecretWatch
 from streams.runtime.web import WebServer, build_web_app
-from streams.support.errors import ConfigError
-from streams.support.secrets import Secret
+from streams.runtime.writes import with_broker_retry
 
 log = structlog.get_logger(__name__)
-
-
-def retry_policy(config: Config) -> RetryPolicy:
-    return RetryPolicy(
-        max_attempts=int(config["retry.max_attempts"]),
-        base_delay=float(config["retry.base_delay"]),
-        max_delay=float(config["retry.max_delay"]),
-        connect_timeout=float(config["retry.connect_timeout"]),
-        read_timeout=float(config["retry.read_timeout"]),
-        slow_retry_interval=float(config["retry.slow_retry_interval"]),
-    )
-
-
-def build_outputs(config: Config, http: HttpClient) -> tuple[dict[str, Provider], dict[str, Sink]]:
-    providers: dict[str, Provider] = {}
-    for name, settings in config.providers.items():
-        try:
-            providers[name] = build_provider(name, settings, http)
-        except ConfigError:
-            raise
-        except Exception as exc:  # any constructor failure names the config key
-            raise ConfigError(f"providers.{name}", str(exc)) from exc
-    sinks: dict[str, Sink] = {}
-    for name, settings in config.sinks.items():
-        try:
-            sinks[name] = build_sink(name, settings, http)
-        except ConfigError:
-            raise
-        except Exception as exc:  # any constructor failure names the config key
-            raise ConfigError(f"alerts.sinks.{name}", str(exc)) from exc
-    return providers, sinks
-
-
-class LeakFeedRunner:
-    """A leak feed (``type: hibp``) run like a poller: each round reads the current
-    registry and publishes its LeakRecords to leak.records."""
-
-    def __init__(
-        self, feed: HibpFeed, registry: Callable[[], Registry], out: LeakPublisher
-    ) -> None:
-        self.feed = feed
-        self.name = feed.name
-        self.vendor = feed.vendor
-        self.registry = registry
-        self.out = out
-
-    async def _reject(self, payload: Any, reason: str) -> None:
-        await self.out.reject(payload, reason, source=self.feed.label)
-
-    async def run(self, stop: asyncio.Event) -> None:
-        await self.feed.run(stop, self.registry, self.out.publish, self._reject)
-
-
-def build_pollers(
-    config: Config,
-    http: HttpClient,
-    out: LoginPublisher,
-    *,
-    leaks: LeakPublisher | None = None,
-    registry: Callable[[], Registry] | None = None,
-) -> list[Any]:
-    """The configured pollers (``pollers.<name>``), publishing through ``out``; leak feeds
-    (``type: hibp``) publish through ``leaks`` and read ``registry()`` each round."""
-    store = CheckpointStore(config.data_dir / "checkpoints")
-    pollers: list[Any] = []
-    for name, settings in config.pollers.items():
-        if settings.get("type") == "hibp":
-            if leaks is None or registry is None:
-                raise ConfigError(f"pollers.{name}", "a leak feed runs inside `accessguard run`")
-            feed = HibpFeed(name, settings, http, store)
-            pollers.append(LeakFeedRunner(feed, registry, leaks))
-            continue
-        cls = poller_class(name, settings)
-
-        async def reject(payload: Any, reason: str, vendor: str = cls.vendor) -> None:
-            await out.reject(payload, reason, vendor=vendor)
-
-        pollers.append(cls(name, settings, http, store, publish=out.publish, reject=reject))
-    return pollers
-
-
-def auth_guard(config: Config) -> AuthGuard:
-    """The throttle of failed authentications, shared by a process's endpoints."""
-    return AuthGuard(
-        limit=int(config["http.auth_failure_limit"]),
-        window=float(config["http.auth_failure_window"]),
-        block=float(config["http.auth_block_seconds"]),
-        trusted_proxies=config["http.trusted_proxies"],
-    )
-
-
-def leak_token(config: Config) -> Secret | None:
-    """The bearer token of POST /v1/leaks: its own, and the login-ingest one only when
-    ``leaks.accept_auth_token`` says so (one leaked token must not open both doors)."""
-    token: Secret | None = config["leaks.ingest_token"]
-    if token is None and config["leaks.accept_auth_token"]:
-        token = config["auth.ingest_token"]
-    return token
-
-
-def hr_webhook(
-    config: Config, publisher: Publisher, journal: Journal, topics: Topics, guard: AuthGuard
-) -> HrWebhook:
-    return HrWebhook(
-        secret=config["hr.webhook_secret"],
-        tolerance=int(config["hr.tolerance_seconds"]),
-        dedup_ttl=float(config["hr.dedup_ttl_seconds"]),
-        max_body=int(config["http.max_body_bytes"]),
-        publisher=publisher,
-        journal=journal,
-        topic=topics.hr_events,
-        guard=guard,
-    )
-
-
-async def restore_seen(hr: HrWebhook, bootstrap: str, topic: str) -> None:
-    """Refill the HR edge's memory of accepted event ids from the hr.events topic."""
-    started = time.monotonic()
-    seen, unreadable = await asyncio.get_running_loop().run_in_executor(
-        None, read_hr_seen, bootstrap, topic
-    )
-    kept = hr.seen.load(seen, time.time())
-    log.info(
-        "hr.seen_restored",
-        events=len(seen),
-        remembered=kept,
-        unreadable=unreadable,
-        seconds=round(time.monotonic() - started, 3),
-    )
 
 
 class WorkerServices(mode.Service):  # type: ignore[misc]
@@ -200,9 +78,7 @@ class WorkerServices(mode.Service):  # type: ignore[misc]
         self.on_listening = on_listening
         self.ready = asyncio.Event()
         self.assigned_event = asyncio.Event()
-        self.journal = Journal(
-            config.data_dir / "journal.jsonl", fsync=bool(config["journal.fsync"])
-        )
+        self.journal = journal(config)
         self.http = HttpClient(retry_policy(config))
         providers, sinks = build_outputs(config, self.http)
         self.executor = Executor(
@@ -317,12 +193,7 @@ class WorkerServices(mode.Service):  # type: ignore[misc]
         self.ready.set()
 
     def leak_publisher(self) -> LeakPublisher:
-        return LeakPublisher(
-            self.publisher,
-            topic=self.topics.leak_records,
-            dlq_topic=self.topics.leak_dlq,
-            partitions=int(self.config["topics.partitions"]),
-        )
+        return leak_publisher(self.config, self.publisher, self.topics)
 
     def dump_options(self) -> DumpOptions:
         return DumpOptions(
@@ -335,16 +206,10 @@ class WorkerServices(mode.Service):  # type: ignore[misc]
 
     def start_pollers(self) -> None:
         """Run every configured login-log poller in this process (``accessguard run``)."""
-        out = LoginPublisher(
-            self.publisher,
-            topic=self.topics.auth_events,
-            dlq_topic=self.topics.auth_dlq,
-            partitions=int(self.config["topics.partitions"]),
-        )
         self.pollers = build_pollers(
             self.config,
             self.http,
-            out,
+            login_publisher(self.config, self.publisher, self.topics),
             leaks=self.leak_publisher(),
             registry=lambda: self.views.registry,
         )

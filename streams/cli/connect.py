@@ -1,0 +1,108 @@
+"""``accessguard connect``: one connector on its own beside an external Kafka."""
+
+from __future__ import annotations
+
+import click
+
+from streams.cli.wiring import config_option, load, require_kafka, start, stop_on_signals
+from streams.support.errors import ConfigError
+
+
+@click.group()
+def connect() -> None:
+    """Run one connector on its own against an external Kafka."""
+
+
+@connect.command("hr-webhook")
+@config_option
+@click.option("--port", type=int, help="HTTP port (http.port).")
+def connect_hr_webhook(config_path: str | None, port: int | None) -> None:
+    """Serve POST /v1/hr/events (and /metrics, health) and publish to the hr.events topic."""
+    import asyncio  # noqa: PLC0415
+
+    from streams.bus.topics import Topics  # noqa: PLC0415
+    from streams.bus.views import Publisher  # noqa: PLC0415
+    from streams.runtime.parts import auth_guard, hr_webhook, journal, restore_seen  # noqa: PLC0415
+    from streams.runtime.web import WebServer, build_web_app  # noqa: PLC0415
+
+    config = load(config_path, http__port=port)
+    require_kafka(config, "connect hr-webhook")
+    started = start(config, "hr-webhook", {"serve_hr": True})
+    bootstrap, secrets = started.bootstrap, started.secrets
+
+    async def serve() -> None:
+        publisher = Publisher(bootstrap, client_id="accessguard-hr-webhook")
+        await publisher.start()
+        hr_journal = journal(config)
+        topics = Topics.from_config(config)
+        hr = hr_webhook(config, publisher, hr_journal, topics, auth_guard(config))
+        await restore_seen(hr, bootstrap, topics.hr_events)
+        server = WebServer(
+            build_web_app(
+                hr=hr,
+                readiness=lambda: {
+                    "broker": publisher.reachable,
+                    "journal_writable": hr_journal.check_writable(),
+                    "secrets": secrets.ready(),
+                },
+                max_body=int(config["http.max_body_bytes"]),
+            ),
+            config["http.host"],
+            int(config["http.port"]),
+        )
+        await server.start()
+        click.echo(f"hr-webhook listening on {server.url}/v1/hr/events")
+        await stop_on_signals().wait()
+        # Stop taking requests first; in-flight requests finish before the producer closes.
+        await server.stop()
+        await publisher.stop()
+        hr_journal.close()
+
+    asyncio.run(serve())
+
+
+@connect.command("poller")
+@config_option
+@click.argument("name")
+def connect_poller(config_path: str | None, name: str) -> None:
+    """Run the poller NAME (pollers.NAME: okta, graph or hibp) against an external Kafka."""
+    import asyncio  # noqa: PLC0415
+
+    from connectors.base.http import HttpClient  # noqa: PLC0415
+    from streams.bus.bootstrap import read_registry_topic  # noqa: PLC0415
+    from streams.bus.topics import Topics  # noqa: PLC0415
+    from streams.bus.views import Publisher  # noqa: PLC0415
+    from streams.runtime.parts import (  # noqa: PLC0415
+        build_pollers,
+        leak_publisher,
+        login_publisher,
+        retry_policy,
+    )
+
+    config = load(config_path)
+    require_kafka(config, "connect poller")
+    if name not in config.pollers:
+        raise ConfigError(f"pollers.{name}", "no such poller in the configuration")
+    started = start(config, f"poller {name}", {"pollers": [name]}, serve_http=False)
+    bootstrap = started.bootstrap
+    topics = Topics.from_config(config)
+    only = config.with_pollers({name: config.pollers[name]})
+
+    async def serve() -> None:
+        publisher = Publisher(bootstrap, client_id=f"accessguard-poller-{name}")
+        await publisher.start()
+        # A leak feed checks the registry as it stands when it starts.
+        registry = read_registry_topic(bootstrap, topics.registry)
+        (poller,) = build_pollers(
+            only,
+            HttpClient(retry_policy(config)),
+            login_publisher(config, publisher, topics),
+            leaks=leak_publisher(config, publisher, topics),
+            registry=lambda: registry,
+        )
+        stop = stop_on_signals()
+        click.echo(f"poller {name} ({poller.vendor}) publishing to {topics.auth_events}")
+        await poller.run(stop)
+        await publisher.stop()
+
+    asyncio.run(serve())

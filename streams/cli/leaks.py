@@ -1,0 +1,199 @@
+"""``accessguard leaks``: import leaked-credential dumps into leak.records for the worker."""
+
+from __future__ import annotations
+
+import io
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+import orjson
+
+from streams.cli.wiring import begin, config_option, load, open_broker
+from streams.support.errors import ConfigError, ValidationError
+
+
+@click.group()
+def leaks() -> None:
+    """Import leaked-credential dumps."""
+
+
+@leaks.command("import")
+@config_option
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.option(
+    "--broker",
+    "broker_url",
+    help="kafka://host:port of the broker (ACCESSGUARD_BROKER; for `accessguard run` with the "
+    "embedded broker, the URL it printed at start).",
+)
+@click.option("--breach", help="Breach name when records do not say (default: the file's stem).")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["csv", "json", "ndjson", "combo"]),
+    help="Dump format (default: from the extension, else the first bytes).",
+)
+@click.option("--progress/--no-progress", default=True, help="Progress bar on stderr.")
+@click.option(
+    "--jobs",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="Processes parsing byte ranges of an uncompressed CSV/NDJSON/combo file (8 MiB+).",
+)
+def leaks_import(
+    config_path: str | None,
+    file: str,
+    *,
+    broker_url: str | None,
+    breach: str | None,
+    fmt: str | None,
+    progress: bool,
+    jobs: int,
+) -> None:
+    """Stream FILE (CSV, JSON, NDJSON or email:password lines, gzip too), match it against
+    the registry topic and publish the matched records to leak.records for the worker.
+    Prints a JSON summary (read, matched, rejected with reasons) on stdout."""
+    from kafka import KafkaProducer  # noqa: PLC0415
+
+    from connectors.ingest.dumps import DumpOptions, check_breach_name  # noqa: PLC0415
+    from connectors.ingest.leak_import import (  # noqa: PLC0415
+        dump_names,
+        import_dump,
+        import_dump_parallel,
+    )
+    from streams.bus.bootstrap import read_leak_index  # noqa: PLC0415
+    from streams.bus.topics import Topics  # noqa: PLC0415
+    from streams.runtime.engine import leak_settings  # noqa: PLC0415
+
+    config = load(config_path)
+    url = broker_url or config["broker"]
+    if not url:
+        raise ConfigError(
+            "broker",
+            "`leaks import` publishes to a broker: pass --broker kafka://host:port (the URL "
+            "`accessguard run` printed) or set ACCESSGUARD_BROKER",
+        )
+    # The breach name is checked here, at the edge, not refused later by the worker.
+    try:
+        names = dump_names(Path(file), DumpOptions(breach=breach and check_breach_name(breach)))
+    except ValidationError as exc:
+        raise click.BadParameter(exc.reason, param_hint="--breach") from None
+    begin(config, {"leaks": True})  # logs to stderr: stdout is the summary
+    bootstrap = open_broker(
+        config,
+        url,
+        "Pass --broker with the URL `accessguard run` printed, or set ACCESSGUARD_BROKER.",
+    )
+    topics = Topics.from_config(config)
+    settings = leak_settings(config)
+    t_registry = time.monotonic()
+    index, index_read = read_leak_index(
+        bootstrap,
+        topics.registry,
+        settings.plus_tag_domains,
+        snapshot_topic=topics.leak_index,
+    )
+    registry_seconds = time.monotonic() - t_registry
+    options = DumpOptions(
+        hmac_key=settings.hmac_key,
+        breach=names.breach,
+        format=fmt,
+        max_record_bytes=int(config["leaks.max_record_bytes"]),
+    )
+    producer = KafkaProducer(
+        bootstrap_servers=bootstrap,
+        acks="all",
+        linger_ms=5,
+        max_request_size=4 * 1048576,
+        client_id="accessguard-leaks-import",
+    )
+    futures: list[Any] = []
+
+    def send(partition: int, message: bytes) -> None:
+        futures.append(
+            producer.send(
+                topics.leak_records,
+                key=f"batch:{partition}".encode(),
+                value=message,
+                partition=partition,
+            )
+        )
+
+    size = Path(file).stat().st_size
+    summary = None
+    # Wall clock (comparable across processes: bench/leak_matching.py times the path from
+    # here to the worker's last decision) and monotonic for the duration.
+    started_unix, t_import = time.time(), time.monotonic()
+    if jobs > 1:
+        summary = import_dump_parallel(
+            file,
+            index=index,
+            partitions=int(config["topics.partitions"]),
+            bootstrap=bootstrap,
+            topic=topics.leak_records,
+            options=options,
+            jobs=jobs,
+        )
+    try:
+        with click.progressbar(
+            length=size,
+            label=f"importing {Path(file).name}",
+            file=sys.stderr if progress else io.StringIO(),
+        ) as bar:
+            done = 0
+
+            def advance(position: int) -> None:
+                nonlocal done
+                if position > done:
+                    bar.update(position - done)
+                    done = position
+
+            if summary is not None:  # done in parallel
+                bar.update(size)
+            else:
+                summary = import_dump(
+                    file,
+                    index=index,
+                    partitions=int(config["topics.partitions"]),
+                    send=send,
+                    options=options,
+                    progress=advance,
+                )
+        for fut in futures:
+            fut.get(timeout=30)
+        producer.flush()
+    finally:
+        producer.close()
+    import_seconds = time.monotonic() - t_import
+    summary["timing"] = {
+        "registry_read_seconds": round(registry_seconds, 3),
+        "registry_changes_read": index_read.changes,
+        "index_snapshot": index_read.snapshot,
+        "import_seconds": round(import_seconds, 3),
+        "records_per_second": round(summary["read"] / import_seconds) if import_seconds else 0,
+        "import_started_unix": round(started_unix, 6),
+    }
+    click.echo(orjson.dumps(summary).decode())
+    reasons = ", ".join(f"{k} {v}" for k, v in summary["reasons"].items())
+    click.echo(
+        f"read {summary['read']}, matched {summary['matched']}, rejected {summary['rejected']}"
+        + (f" ({reasons})" if reasons else "")
+        + f" in {import_seconds:.1f} s ({summary['timing']['records_per_second']:,} records/s)",
+        err=True,
+    )
+    if summary["format"] == "unreadable":
+        sys.exit(1)
+    if summary["parsed"] == 0:
+        # Nothing understood is a failed import, not a quiet "0 matched".
+        what = (
+            "holds no records"
+            if summary["format"] == "empty"
+            else f"had no record accessguard understood (read as {summary['format']}: "
+            f"{summary['rejected']} rejected); check the file, or pass --format"
+        )
+        click.echo(f"error: {file} {what}", err=True)
+        sys.exit(1)

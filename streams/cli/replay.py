@@ -1,0 +1,70 @@
+"""``accessguard replay``: the decisions offline, NDJSON in and out, no broker."""
+
+from __future__ import annotations
+
+import sys
+from datetime import UTC, datetime
+
+import click
+import orjson
+
+from streams.cli.wiring import config_option, error, load
+from streams.support.errors import ValidationError
+
+
+@click.command()
+@config_option
+@click.option(
+    "--registry", "registry_file", required=True, type=click.Path(exists=True, dir_okay=False)
+)
+@click.option(
+    "--input",
+    "input_file",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, allow_dash=True),
+)
+@click.option("--at", "at_text", help="Clock for scheduled effects (ISO-8601; default now).")
+@click.option("--rules", "rules_dir", help="Rule directory for login lines (default: rules.dir).")
+def replay(
+    config_path: str | None,
+    registry_file: str,
+    input_file: str,
+    at_text: str | None,
+    rules_dir: str | None,
+) -> None:
+    """Run the decisions offline (no broker): HR, login and leak lines in, decisions out as
+    NDJSON."""
+    from streams.detect.load import load_rules  # noqa: PLC0415
+    from streams.model.registry_yaml import load_registry  # noqa: PLC0415
+    from streams.runtime.engine import leak_settings  # noqa: PLC0415
+    from streams.runtime.replay import replay as run_replay  # noqa: PLC0415
+    from streams.support.times import parse_time  # noqa: PLC0415
+
+    config = load(config_path)
+    try:
+        at = parse_time(at_text, "--at") if at_text else datetime.now(UTC)
+    except ValidationError as exc:
+        raise click.BadParameter(exc.reason, param_hint="--at") from None
+    reg = load_registry(registry_file)
+    ruleset = load_rules(rules_dir or config["rules.dir"])
+    try:
+        stream = sys.stdin if input_file == "-" else open(input_file, encoding="utf-8")  # noqa: SIM115
+    except OSError as exc:
+        error(f"cannot read --input {input_file}: {exc.strerror or exc}")
+    out = sys.stdout.buffer
+    try:
+        for record in run_replay(
+            reg,
+            stream,
+            at=at,
+            providers=config.provider_types(),
+            rules=ruleset,
+            leak_settings=leak_settings(config),
+        ):
+            out.write(orjson.dumps(record) + b"\n")
+    except UnicodeDecodeError as exc:
+        error(f"--input {input_file} is not UTF-8 text (compressed? binary?): {exc.reason}")
+    finally:
+        if stream is not sys.stdin:
+            stream.close()
+        out.flush()

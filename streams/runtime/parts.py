@@ -1,0 +1,196 @@
+"""The parts a process builds from its configuration, shared by the worker
+(:mod:`streams.runtime.worker`) and the single-connector commands (``accessguard connect
+hr-webhook``, ``accessguard connect poller``): the HTTP retry policy, providers and alert
+sinks, login pollers and leak feeds with their publishers, and the HR edge.
+
+Connector classes are looked up by ``type`` in the connector tables
+(:mod:`connectors.base.catalogue`, :mod:`connectors.base.leak_sources`), so no vendor is named
+here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+
+from connectors.base.catalogue import build_provider, build_sink, poller_class
+from connectors.base.http import HttpClient, RetryPolicy
+from connectors.base.leak_sources import LEAK_FEEDS, LeakFeed
+from connectors.base.pollers import CheckpointStore
+from connectors.ingest.auth_ingest import LoginPublisher
+from connectors.ingest.edge import AuthGuard
+from connectors.ingest.hr_webhook import HrWebhook
+from connectors.ingest.leak_ingest import LeakPublisher
+from streams.bus.bootstrap import read_hr_seen
+from streams.bus.journal import Journal
+from streams.bus.topics import Topics
+from streams.bus.views import Publisher
+from streams.config import Config
+from streams.model.registry import Registry
+from streams.runtime.executor import Provider, Sink
+from streams.support.errors import ConfigError
+from streams.support.secrets import Secret
+
+log = structlog.get_logger(__name__)
+
+
+def retry_policy(config: Config) -> RetryPolicy:
+    return RetryPolicy(
+        max_attempts=int(config["retry.max_attempts"]),
+        base_delay=float(config["retry.base_delay"]),
+        max_delay=float(config["retry.max_delay"]),
+        connect_timeout=float(config["retry.connect_timeout"]),
+        read_timeout=float(config["retry.read_timeout"]),
+        slow_retry_interval=float(config["retry.slow_retry_interval"]),
+    )
+
+
+def build_outputs(config: Config, http: HttpClient) -> tuple[dict[str, Provider], dict[str, Sink]]:
+    providers: dict[str, Provider] = {}
+    for name, settings in config.providers.items():
+        try:
+            providers[name] = build_provider(name, settings, http)
+        except ConfigError:
+            raise
+        except Exception as exc:  # any constructor failure names the config key
+            raise ConfigError(f"providers.{name}", str(exc)) from exc
+    sinks: dict[str, Sink] = {}
+    for name, settings in config.sinks.items():
+        try:
+            sinks[name] = build_sink(name, settings, http)
+        except ConfigError:
+            raise
+        except Exception as exc:  # any constructor failure names the config key
+            raise ConfigError(f"alerts.sinks.{name}", str(exc)) from exc
+    return providers, sinks
+
+
+def journal(config: Config) -> Journal:
+    """The process's journal: ``<data_dir>/journal.jsonl``."""
+    return Journal(config.data_dir / "journal.jsonl", fsync=bool(config["journal.fsync"]))
+
+
+def login_publisher(config: Config, publisher: Publisher, topics: Topics) -> LoginPublisher:
+    """Login events (of pollers) to auth.events, unusable payloads to its dead-letter topic."""
+    return LoginPublisher(
+        publisher,
+        topic=topics.auth_events,
+        dlq_topic=topics.auth_dlq,
+        partitions=int(config["topics.partitions"]),
+    )
+
+
+def leak_publisher(config: Config, publisher: Publisher, topics: Topics) -> LeakPublisher:
+    """LeakRecords (of feeds and POST /v1/leaks) to leak.records, unusable ones to its
+    dead-letter topic."""
+    return LeakPublisher(
+        publisher,
+        topic=topics.leak_records,
+        dlq_topic=topics.leak_dlq,
+        partitions=int(config["topics.partitions"]),
+    )
+
+
+class LeakFeedRunner:
+    """A leak feed (a ``type`` of :data:`connectors.base.leak_sources.LEAK_FEEDS`) run like a
+    poller: each round reads the current registry and publishes its LeakRecords to
+    leak.records."""
+
+    def __init__(
+        self, feed: LeakFeed, registry: Callable[[], Registry], out: LeakPublisher
+    ) -> None:
+        self.feed = feed
+        self.name = feed.name
+        self.vendor = feed.vendor
+        self.registry = registry
+        self.out = out
+
+    async def _reject(self, payload: Any, reason: str) -> None:
+        await self.out.reject(payload, reason, source=self.feed.label)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await self.feed.run(stop, self.registry, self.out.publish, self._reject)
+
+
+def build_pollers(
+    config: Config,
+    http: HttpClient,
+    out: LoginPublisher,
+    *,
+    leaks: LeakPublisher | None = None,
+    registry: Callable[[], Registry] | None = None,
+) -> list[Any]:
+    """The configured pollers (``pollers.<name>``), publishing through ``out``; leak feeds
+    (``type: hibp``) publish through ``leaks`` and read ``registry()`` each round."""
+    store = CheckpointStore(config.data_dir / "checkpoints")
+    pollers: list[Any] = []
+    for name, settings in config.pollers.items():
+        kind = settings.get("type")
+        feed_class = LEAK_FEEDS.get(kind) if isinstance(kind, str) else None
+        if feed_class is not None:
+            if leaks is None or registry is None:
+                raise ConfigError(f"pollers.{name}", "a leak feed runs inside `accessguard run`")
+            feed = feed_class(name, settings, http, store)
+            pollers.append(LeakFeedRunner(feed, registry, leaks))
+            continue
+        cls = poller_class(name, settings)
+
+        async def reject(payload: Any, reason: str, vendor: str = cls.vendor) -> None:
+            await out.reject(payload, reason, vendor=vendor)
+
+        pollers.append(cls(name, settings, http, store, publish=out.publish, reject=reject))
+    return pollers
+
+
+def auth_guard(config: Config) -> AuthGuard:
+    """The throttle of failed authentications, shared by a process's endpoints."""
+    return AuthGuard(
+        limit=int(config["http.auth_failure_limit"]),
+        window=float(config["http.auth_failure_window"]),
+        block=float(config["http.auth_block_seconds"]),
+        trusted_proxies=config["http.trusted_proxies"],
+    )
+
+
+def leak_token(config: Config) -> Secret | None:
+    """The bearer token of POST /v1/leaks: its own, and the login-ingest one only when
+    ``leaks.accept_auth_token`` says so (one leaked token must not open both doors)."""
+    token: Secret | None = config["leaks.ingest_token"]
+    if token is None and config["leaks.accept_auth_token"]:
+        token = config["auth.ingest_token"]
+    return token
+
+
+def hr_webhook(
+    config: Config, publisher: Publisher, journal: Journal, topics: Topics, guard: AuthGuard
+) -> HrWebhook:
+    return HrWebhook(
+        secret=config["hr.webhook_secret"],
+        tolerance=int(config["hr.tolerance_seconds"]),
+        dedup_ttl=float(config["hr.dedup_ttl_seconds"]),
+        max_body=int(config["http.max_body_bytes"]),
+        publisher=publisher,
+        journal=journal,
+        topic=topics.hr_events,
+        guard=guard,
+    )
+
+
+async def restore_seen(hr: HrWebhook, bootstrap: str, topic: str) -> None:
+    """Refill the HR edge's memory of accepted event ids from the hr.events topic."""
+    started = time.monotonic()
+    seen, unreadable = await asyncio.get_running_loop().run_in_executor(
+        None, read_hr_seen, bootstrap, topic
+    )
+    kept = hr.seen.load(seen, time.time())
+    log.info(
+        "hr.seen_restored",
+        events=len(seen),
+        remembered=kept,
+        unreadable=unreadable,
+        seconds=round(time.monotonic() - started, 3),
+    )
