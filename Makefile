@@ -4,10 +4,14 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+SUM    := $(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+# Two stamps: `make run` installs only what the service needs; `make test`/`make lint` add the
+# dev extras (pytest, ruff, mypy, moto, schema bundles: several hundred MB) on top.
+STAMP  := $(VENV)/.installed-run-$(SUM)
+DEVSTAMP := $(VENV)/.installed-dev-$(SUM)
 PYTEST_ARGS ?=
 
-.PHONY: help install run test lint bench clean prometheus
+.PHONY: help install install-dev run test lint bench clean prometheus
 
 help:
 	@echo "make run    start accessguard (embedded broker, example registry) on http://127.0.0.1:8080"
@@ -16,14 +20,23 @@ help:
 	@echo "make bench  run the benchmarks under bench/"
 	@echo "make prometheus  install prometheus + promtool (Debian package) for the tests"
 
-$(STAMP): pyproject.toml
+$(VENV)/.python-ok:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "accessguard needs Python 3.11+ (set PYTHON=python3.11)")'
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+	@touch $@
+
+$(STAMP): pyproject.toml | $(VENV)/.python-ok
+	$(BIN)/python -m pip install --quiet -e .
+	@rm -f $(VENV)/.installed-run-* && touch $@
+
+$(DEVSTAMP): pyproject.toml | $(VENV)/.python-ok
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
-	@rm -f $(VENV)/.installed-* && touch $@
+	@rm -f $(VENV)/.installed-* && touch $@ $(STAMP)
 
 install: $(STAMP)
+
+install-dev: $(DEVSTAMP)
 
 run: install
 	$(BIN)/accessguard run --config examples/config.yaml
@@ -45,14 +58,14 @@ prometheus:
 	  exit 1; \
 	fi
 
-test: install prometheus
+test: install-dev prometheus
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-lint: install
+lint: install-dev
 	$(BIN)/ruff check streams connectors tests bench
 	$(BIN)/mypy
 
-bench: install
+bench: install-dev
 	$(BIN)/python bench/time_to_revoke.py
 	$(BIN)/python bench/metrics_overhead.py
 

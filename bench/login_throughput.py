@@ -65,8 +65,9 @@ import orjson  # noqa: E402
 import requests  # noqa: E402
 import yaml  # noqa: E402
 
-from streams.model.records import LoginEvent, format_time  # noqa: E402
-from streams.model.registry import load_registry  # noqa: E402
+from streams.model.records import LoginEvent  # noqa: E402
+from streams.model.registry_yaml import load_registry  # noqa: E402
+from streams.support.times import format_time  # noqa: E402
 
 RESULTS = REPO / "bench" / "results"
 METRIC = "accessguard_login_events_evaluated_total"
@@ -858,7 +859,7 @@ def inproc_profile(world: World, events: list[dict[str, Any]], out_dir: Path) ->
     stage (timer overhead included) and one run under cProfile (top functions by own time)."""
     from streams.decide.login import LoginPipeline
     from streams.decide.resolve import resolve
-    from streams.detect.rules import load_rules
+    from streams.detect.load import load_rules
     from streams.model.state import StateStore
     from streams.support import metrics
 

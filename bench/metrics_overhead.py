@@ -42,9 +42,11 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from streams.decide.login import LoginPipeline  # noqa: E402
-from streams.detect.rules import RuleSet, load_rules  # noqa: E402
+from streams.detect.load import load_rules  # noqa: E402
+from streams.detect.model import RuleSet  # noqa: E402
 from streams.model.records import Geo, LoginEvent  # noqa: E402
-from streams.model.registry import Registry, load_registry  # noqa: E402
+from streams.model.registry import Registry  # noqa: E402
+from streams.model.registry_yaml import load_registry  # noqa: E402
 from streams.model.state import StateStore  # noqa: E402
 from streams.support import metrics  # noqa: E402
 

@@ -47,7 +47,7 @@ if str(REPO) not in sys.path:
 
 import yaml  # noqa: E402
 
-from streams.model.registry import load_registry  # noqa: E402
+from streams.model.registry_yaml import load_registry  # noqa: E402
 from tests.fakes import FakeVendorServer  # noqa: E402
 from tests.stack import Stack, metric_value, write_config  # noqa: E402
 

@@ -42,7 +42,7 @@ import orjson
 import requests
 import yaml
 
-from streams.model.registry import load_registry
+from streams.model.registry_yaml import load_registry
 from tests.fakes import FakeVendorServer
 from tests.stack import INGEST_TOKEN, Stack, metric_value, write_config
 

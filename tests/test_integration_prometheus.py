@@ -19,7 +19,7 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from streams.model.registry import load_registry
+from streams.model.registry_yaml import load_registry
 from tests.fakes import FakeVendorServer
 from tests.promtools import (
     CATALOGUE,

@@ -6,9 +6,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from streams.decide.login import LoginPipeline
-from streams.detect.rules import load_rules
+from streams.detect.load import load_rules
 from streams.model.records import LoginEvent
-from streams.model.registry import load_registry
+from streams.model.registry_yaml import load_registry
 from streams.model.state import StateStore
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -12,7 +12,7 @@ from typing import Any, NamedTuple
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from streams.model.registry import load_registry
+from streams.model.registry_yaml import load_registry
 from streams.model.state import IdentityState, StateStore
 from streams.runtime.observe import LagReport, Progress, consumer_lag, registry_figures
 from streams.support import metrics

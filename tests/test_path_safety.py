@@ -23,13 +23,8 @@ from connectors.generic.provider import GenericRestProvider
 from connectors.google.provider import GoogleProvider
 from connectors.okta.provider import OktaProvider
 from streams.model.records import Action
-from streams.model.registry import (
-    MAX_ALIAS_LEN,
-    Registry,
-    check_registry,
-    load_registry,
-    validate_alias,
-)
+from streams.model.registry import MAX_ALIAS_LEN, Registry, validate_alias
+from streams.model.registry_yaml import check_registry, load_registry
 from streams.runtime.executor import Executor
 from streams.support.errors import PermanentError, ProviderError, RegistryError
 from streams.support.secrets import Secret

@@ -16,8 +16,8 @@ import yaml
 from yaml.constructor import ConstructorError, SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from streams.model.records import parse_time
 from streams.support.errors import ValidationError
+from streams.support.times import parse_time
 
 #: Registry ids: letters, digits and ``._@+-`` (no ``:``, so change keys split unambiguously).
 REG_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+\-]{0,127}$")
