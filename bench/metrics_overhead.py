@@ -10,7 +10,7 @@ evaluated_total.inc(n)`` and one pre-bound ``inc(n)`` per rule on
 - ``off``:      the metric calls replaced by no-ops;
 - ``on``:       the metric calls as shipped (pre-bound children, counted per batch);
 - ``naive``:    for comparison, what per-event ``labels(...).inc()`` would cost (one lookup per
-                rule and event) — the pattern FIELD-NOTES warns about.
+                rule and event) — the pattern docs/operations-notes.md warns about.
 
 Each round builds a fresh pipeline (empty rule state) per variant, so every variant does the
 same rule work. The variants run in lockstep, batch by batch with a rotating order, and each is

@@ -4,7 +4,7 @@
 Tansu (object_store) signs its requests with the AWS settings it reads from the environment;
 :meth:`LocalS3.broker_env` gives them. With that storage a Tansu broker can be SIGKILLed and
 started again on the same port and keeps its topics, records and committed offsets, which the
-in-memory engine cannot (FIELD-NOTES)."""
+in-memory engine cannot (docs/operations-notes.md)."""
 
 from __future__ import annotations
 

@@ -241,6 +241,18 @@ def test_layers_import_only_what_they_may() -> None:
     assert layer_violations(import_graph()) == []
 
 
+def test_the_package_root_brings_in_only_the_vendor_kinds() -> None:
+    """``streams/__init__.py`` imports ``connectors.base.kinds`` (the vendor facts the core may
+    not spell, declared into ``streams.model.kinds`` before any record is validated); that
+    module must stay data: it imports nothing but the table it fills. Anything more would make
+    every pure module load connector code."""
+    graph = import_graph()
+    assert graph["streams"] <= {"connectors.base.kinds"}
+    assert graph["connectors.base.kinds"] <= {"streams.model.kinds"}
+    assert graph["connectors"] == set()
+    assert graph["connectors.base"] == set()
+
+
 def test_there_is_no_import_cycle() -> None:
     assert cycles(import_graph()) == []
 

@@ -234,6 +234,30 @@ class TestStartupErrors:
         assert "absent.yaml" in lines[0]
         assert "broker.started" not in proc.stdout + proc.stderr
 
+    def test_run_refuses_every_connector_problem_at_once_before_any_broker(
+        self, tmp_path: Path
+    ) -> None:
+        """A misspelt provider key (which would make a dry-run provider call for real) and a
+        poller of an unknown type stop `run` together, each named, before a broker starts."""
+        config = tmp_path / "config.yaml"
+        config.write_text(
+            "providers:\n"
+            "  idp:\n"
+            "    type: okta\n"
+            "    base_url: https://example.okta.com\n"
+            "    dryrun: true\n"
+            "pollers:\n"
+            "  logs:\n"
+            "    type: ldap\n",
+            encoding="utf-8",
+        )
+        proc = accessguard("run", "--config", str(config), tmp_path=tmp_path)
+        assert proc.returncode == 2, proc.stderr
+        assert "config providers.idp.dryrun: " in proc.stderr
+        assert "did you mean dry_run?" in proc.stderr
+        assert "config pollers.logs.type: " in proc.stderr
+        assert "broker.started" not in proc.stdout + proc.stderr
+
     @pytest.mark.parametrize(
         ("env", "key"),
         [

@@ -1,5 +1,6 @@
-"""The Grafana dashboards and provisioning files follow CONVENTIONS: a stable uid, `id: null`,
-a `${datasource}` Prometheus variable and no hard-coded data source; every query names only
+"""The Grafana dashboards and provisioning files follow the usual provisioning conventions:
+a stable uid, `id: null`, a `${datasource}` Prometheus variable and no hard-coded data source;
+every query names only
 catalogued metrics and defined recording rules. (That each query returns data on a real
 Prometheus is tests/test_integration_prometheus.py.)"""
 

@@ -86,3 +86,34 @@ def test_readme_answer_tables_match_the_openapi_responses() -> None:
         assert codes == documented, (
             f"{operation}: README {sorted(codes)} != spec {sorted(documented)}"
         )
+
+
+def test_the_config_check_example_gives_the_output_shown(tmp_path: Path) -> None:
+    """The README's `config check` example: its bad.yaml, run for real, prints exactly the
+    lines shown (stdout, then the count on stderr)."""
+    import os
+    import re
+    import subprocess
+    import sys
+
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    yaml_block = re.search(r"```yaml\n# bad.yaml\n(.*?)```", text, re.S)
+    out_block = re.search(
+        r"```sh\n\$ accessguard config check --config bad.yaml\n(.*?)```", text, re.S
+    )
+    assert yaml_block
+    assert out_block
+    (tmp_path / "bad.yaml").write_text(yaml_block.group(1), encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ACCESSGUARD_")}
+    env.pop("UNSET_VAR", None)
+    proc = subprocess.run(
+        [sys.executable, "-m", "streams.cli", "config", "check", "--config", "bad.yaml"],
+        cwd=tmp_path,
+        env={**env, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 1
+    assert proc.stdout + proc.stderr == out_block.group(1)

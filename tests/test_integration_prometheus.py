@@ -246,7 +246,7 @@ def test_no_identity_email_or_ip_in_metrics(
     scenario: tuple[Stack, PrometheusServer, FakeVendorServer],
 ) -> None:
     """After offboardings, a detection and rejected input, no label value on /metrics is an
-    identity id, an e-mail, an alias or an IP address (ARCHITECTURE decision 8)."""
+    identity id, an e-mail, an alias or an IP address (docs/architecture.md, decision 8)."""
     stack, _, _ = scenario
     registry = load_registry(REPO / "examples" / "registry.yaml")
     forbidden = {LOGIN_IP}

@@ -108,8 +108,9 @@ def test_test_providers_are_data_next_to_the_registry() -> None:
 
 
 def test_test_providers_file_is_optional_and_checked(tmp_path: Path) -> None:
-    """No providers.yaml: no provider; a broken one stops `rules test` like an invalid rule."""
-    assert load_test_providers(tmp_path) == {}
+    """No providers.yaml: the shipped rules' providers (what the built-in table gave before
+    they became data); a broken one stops `rules test` like an invalid rule."""
+    assert load_test_providers(tmp_path) == load_test_providers(RULES_DIR)
     (tmp_path / "tests").mkdir()
     (tmp_path / "tests" / "providers.yaml").write_text("providers:\n  a: [x]\nother: 1\n")
     with pytest.raises(RuleError) as err:

@@ -20,7 +20,8 @@ What must hold (each bound is explained where it is asserted):
   objective of issue 2: p99 <= 1 s at 10 grants), with every expected call made exactly once;
 - memory flat: the worker's RSS grows by at most max(10 %, 24 MiB) from the median of the
   second third of the load to the median of the last third. The Tansu broker keeps everything
-  it is sent in memory (FIELD-NOTES), so it is only bounded loosely, relative to bytes sent.
+  it is sent in memory (docs/operations-notes.md), so it is only bounded loosely, relative to
+  bytes sent.
 
 The figures (events/s, time to revoke, RSS, lag) are printed with ``-s``; bench/soak.py runs
 the same scenario for longer and writes them to bench/results/.
@@ -117,8 +118,9 @@ def test_worker_memory_stays_flat(soak: SoakResult) -> None:
 
 
 def test_broker_memory_grows_only_with_what_it_is_sent(soak: SoakResult) -> None:
-    """Tansu keeps every record in memory (the memory engine never compacts, FIELD-NOTES), so
-    it grows with what is written: login events, rule-state checkpoints, audit (measured:
+    """Tansu keeps every record in memory (the memory engine never compacts,
+    docs/operations-notes.md), so it grows with what is written: login events, rule-state
+    checkpoints, audit (measured:
     ~1.6x the bytes of login bodies posted, ~130 MiB a minute at 2,500 events/s). Bounded
     loosely, to catch a runaway (records written over and over), not the growth itself."""
     b = soak.broker_memory

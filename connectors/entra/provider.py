@@ -32,8 +32,8 @@ class GraphProvider(ProviderBase):
     """Microsoft Graph provider.
 
     ``revokeSignInSessions`` invalidates refresh tokens and session cookies; access tokens
-    already issued live on for up to about an hour (field notes). Graph answers 200 even
-    for guests it cannot affect, so the returned ``value`` is kept in the result.
+    already issued live on for up to about an hour (docs/operations-notes.md). Graph answers
+    200 even for guests it cannot affect, so the returned ``value`` is kept in the result.
 
     ``force_mfa_reenrolment`` lists the user's methods and deletes every non-password one.
     It is idempotent: a re-run lists again, and a 404 on delete (already gone) counts as

@@ -39,7 +39,7 @@ def classify_google_error(provider: str, response: requests.Response) -> Provide
 class GoogleProvider(ProviderBase):
     """Google Admin SDK Directory provider.
 
-    ``users.signOut`` ends web and mobile sessions but not desktop apps (field notes).
+    ``users.signOut`` ends web and mobile sessions but not desktop apps (docs/operations-notes.md).
     ``twoStepVerification.turnOff`` forces the user to enrol 2SV again at next sign-in when
     the organisation enforces it. Both are idempotent at Google.
 

@@ -6,8 +6,9 @@ LoginEvents; one bad record never rejects its batch: the answer lists per-record
 every rejected record goes to the dead-letter topic with its reason.
 
 Accepted events are published in batches — many events per Kafka message, one message per
-partition — because the cost of a Faust hop is per message, not per event (FIELD-NOTES). The
-200 is returned only after the broker acknowledged every batch.
+partition — because the cost of a Faust hop is per message, not per event
+(docs/operations-notes.md). The 200 is returned only after the broker acknowledged every
+batch.
 """
 
 from __future__ import annotations

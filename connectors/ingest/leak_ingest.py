@@ -5,8 +5,9 @@ Records are matched against the registry **before** they travel (:class:`LeakMat
 dump of a million addresses usually holds a few hundred of ours, and only those are worth a
 Kafka message. Matched records go many to a message (a JSON array, :class:`LeakBatcher`), one
 message stream per partition keyed like the worker's partitioner, because the cost of a Faust
-hop is per message (FIELD-NOTES). The worker matches again against its own, current registry
-view and decides (:func:`streams.decide.leaks.decide_leak`); every effect is keyed by the record's
+hop is per message (docs/operations-notes.md). The worker matches again against its own,
+current registry view and decides (:func:`streams.decide.leaks.decide_leak`); every effect is keyed
+by the record's
 cause, so publishing the same records twice (a re-import, a retried request, a feed round
 replayed after a crash) does nothing twice. Importing a dump file, in one process or several,
 is :mod:`connectors.ingest.leak_import`.

@@ -42,7 +42,7 @@ class PagerDutySink(SinkBase):
     """Sends alerts to PagerDuty Events v2 (``POST /v2/enqueue``, 202 expected).
 
     Idempotent by ``dedup_key``: PagerDuty folds a repeated trigger into the open incident.
-    After a resolve the same key opens a new incident (field notes).
+    After a resolve the same key opens a new incident (docs/operations-notes.md).
 
     Settings: ``url`` (default https://events.pagerduty.com), ``routing_key`` (integration
     key, a Secret), ``dry_run``.

@@ -396,7 +396,7 @@ def import_registry(config: Config, bootstrap: str, path: Path) -> dict[str, Any
     topics = Topics.from_config(config)
     current = read_registry_topic(bootstrap, topics.registry)
     changes = diff_changes(current, new)
-    journal = Journal(config.data_dir / "journal.jsonl", fsync=bool(config["journal.fsync"]))
+    journal = Journal(config.data_dir / "journal.jsonl", fsync=config.settings.journal.fsync)
     producer = _producer(bootstrap)
     try:
         futures = []

@@ -1,5 +1,5 @@
 """The append-only JSONL journal: the audit trail on disk and the restart journal of the
-embedded stack (ARCHITECTURE decision 5).
+embedded stack (docs/architecture.md, decision 5).
 
 Each line is one JSON object ``{"ts": unix, "kind": ..., ...}``. Kinds that carry durable state
 (``hr_event``, ``registry``, ``state``, ``ledger``) are replayed into empty topics when the

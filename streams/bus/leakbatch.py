@@ -21,7 +21,7 @@ from streams.support.errors import ValidationError
 class LeakBatcher:
     """Groups records into Kafka messages: many records per message (a JSON array), one
     message stream per partition, keyed like :func:`streams.bus.topics.partition_for`. The
-    per-message cost of a Faust hop is what caps throughput, so batch (FIELD-NOTES)."""
+    per-message cost of a Faust hop is what caps throughput, so batch (docs/operations-notes.md)."""
 
     partitions: int
     batch_size: int = 1000

@@ -56,7 +56,7 @@ class Topics:
 
 
 def topic_specs(config: Config) -> list[TopicSpec]:
-    parts = int(config["topics.partitions"])
+    parts = config.settings.topics.partitions
     t = Topics.from_config(config)
     return [
         TopicSpec(t.hr_events, parts),
@@ -80,4 +80,4 @@ def topic_specs(config: Config) -> list[TopicSpec]:
 
 
 def create_topics(config: Config, bootstrap: str) -> list[str]:
-    return ensure_topics(bootstrap, topic_specs(config), int(config["topics.replication"]))
+    return ensure_topics(bootstrap, topic_specs(config), config.settings.topics.replication)

@@ -65,7 +65,7 @@ def config_check(config_path: str | None, no_secrets: bool) -> None:
         f"{len(config.providers)} providers, {len(config.pollers)} pollers, "
         f"{len(config.sinks)} sinks"
     )
-    secrets = "secrets not checked" if no_secrets else "secrets resolve"
+    secrets = "secrets not checked" if no_secrets else "every secret in use resolves"
     if unused:
-        secrets += f"; {len(unused)} unused (dry run) do not"
+        secrets += f"; {len(unused)} of dry-run connectors unset, not needed"
     click.echo(f"{source}: ok ({counts}; {secrets})")

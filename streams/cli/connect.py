@@ -45,10 +45,10 @@ def connect_hr_webhook(config_path: str | None, port: int | None) -> None:
                     "journal_writable": hr_journal.check_writable(),
                     "secrets": secrets.ready(),
                 },
-                max_body=int(config["http.max_body_bytes"]),
+                max_body=config.settings.http.max_body_bytes,
             ),
             config["http.host"],
-            int(config["http.port"]),
+            config.settings.http.port,
         )
         await server.start()
         click.echo(f"hr-webhook listening on {server.url}/v1/hr/events")

@@ -102,7 +102,7 @@ def leaks_import(
         hmac_key=settings.hmac_key,
         breach=names.breach,
         format=fmt,
-        max_record_bytes=int(config["leaks.max_record_bytes"]),
+        max_record_bytes=config.settings.leaks.max_record_bytes,
     )
     producer = KafkaProducer(
         bootstrap_servers=bootstrap,
@@ -132,7 +132,7 @@ def leaks_import(
         summary = import_dump_parallel(
             file,
             index=index,
-            partitions=int(config["topics.partitions"]),
+            partitions=config.settings.topics.partitions,
             bootstrap=bootstrap,
             topic=topics.leak_records,
             options=options,
@@ -158,7 +158,7 @@ def leaks_import(
                 summary = import_dump(
                     file,
                     index=index,
-                    partitions=int(config["topics.partitions"]),
+                    partitions=config.settings.topics.partitions,
                     send=send,
                     options=options,
                     progress=advance,

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
+from connectors.base.catalogue import check_connectors
 from streams.config import Config, load_config
 from streams.support.errors import BrokerError, ConfigError
 from streams.support.logs import configure_logging
@@ -41,10 +42,16 @@ config_option = click.option(
 
 
 def load(config_path: str | None, **overrides: Any) -> Config:
-    """The configuration, with the command line's options (those given) over it."""
+    """The configuration, with the command line's options (those given) over it, and every
+    provider, poller and alert sink checked against its type's settings model: all problems
+    in one ConfigError, as ``accessguard config check`` lists them."""
     config = load_config(config_path)
     clean = {k: v for k, v in overrides.items() if v is not None}
-    return config.with_overrides(**clean) if clean else config
+    config = config.with_overrides(**clean) if clean else config
+    problems = check_connectors(config)
+    if problems:
+        raise ConfigError.of(problems)
+    return config
 
 
 def error(message: str, code: int = 2) -> NoReturn:
@@ -76,7 +83,7 @@ def check_http(config: Config) -> None:
     be bound now: before a broker is started or waited for."""
     from streams.runtime.web import check_listen  # noqa: PLC0415
 
-    check_listen(config["http.host"], int(config["http.port"]))
+    check_listen(config["http.host"], config.settings.http.port)
 
 
 def make_data_dir(config: Config) -> None:
@@ -106,8 +113,8 @@ def await_broker(config: Config, bootstrap: str, what: str, *, serve_http: bool 
 
     wait_for_broker(
         bootstrap,
-        timeout=float(config["startup.broker_timeout"]),
-        http=(config["http.host"], int(config["http.port"])) if serve_http else None,
+        timeout=config.settings.startup.broker_timeout,
+        http=(config["http.host"], config.settings.http.port) if serve_http else None,
         what=what,
     )
 
@@ -156,9 +163,9 @@ def start(
         binary = find_tansu(config["embedded.tansu_bin"] or None)
         broker = EmbeddedBroker(
             binary,
-            port=int(config["embedded.port"]),
+            port=config.settings.embedded.port,
             log_path=config.data_dir / "tansu.log",
-            avoid=(int(config["http.port"]),),
+            avoid=(config.settings.http.port,),
             storage=config["embedded.storage"],
         ).start()
         bootstrap = broker.bootstrap

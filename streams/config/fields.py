@@ -46,14 +46,20 @@ def to_int(value: Any) -> int:
     if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
         raise ValueError(f"expected an integer, got {value!r}")
     if isinstance(value, int | float | str):
-        return int(value)  # "abc" -> "invalid literal for int() with base 10: 'abc'"
+        try:
+            return int(value)
+        except ValueError:  # not Python's "invalid literal for int() with base 10"
+            raise ValueError(f"expected an integer, got {value!r}") from None
     raise ValueError(f"expected an integer, got {type(value).__name__}")
 
 
 def to_float(value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float | str):
         raise ValueError(f"expected a number, got {value!r}")  # noqa: TRY004 - pydantic
-    result = float(value)  # "soon" -> "could not convert string to float: 'soon'"
+    try:
+        result = float(value)
+    except ValueError:  # not Python's "could not convert string to float"
+        raise ValueError(f"expected a number, got {value!r}") from None
     if not math.isfinite(result):
         # nan slips past every `< minimum` check; inf makes timeouts and sleeps endless
         raise ValueError(f"expected a finite number, got {value!r}")

@@ -3,7 +3,7 @@ cases), the set of rules loaded from one directory (:class:`RuleSet`) and what o
 concluded about one event (:class:`Detection`); :func:`compile_condition` turns a condition
 into a predicate over :class:`~streams.detect.fields.Ctx`.
 
-Rules are data (ARCHITECTURE decision 6): one YAML file per rule in ``rules/``, read with a
+Rules are data (docs/architecture.md, decision 6): one YAML file per rule in ``rules/``, read with a
 strict schema by :func:`streams.detect.load.load_rules`.
 
 Lifecycle: ``deprecated`` rules do not run; ``staged`` rules alert and never act (declaring an

@@ -27,12 +27,18 @@ from streams.support.yamlcheck import Entry, Problems, compose, line_of
 
 #: The file under ``<rules dir>/tests/`` naming the providers the inline tests assume.
 PROVIDERS_FILE = "providers.yaml"
+#: The shipped rules' test providers: used for a rule directory without its own file, as the
+#: provider table built into earlier versions was.
+SHIPPED_PROVIDERS = Path(__file__).resolve().parents[2] / "rules" / "tests" / PROVIDERS_FILE
 
 
 def load_test_providers(directory: Path | None) -> dict[str, str]:
-    """``<directory>/tests/providers.yaml``'s ``providers:`` mapping (empty when the directory
-    has no such file). Raises RuleError listing every problem as ``path:line: message``."""
+    """``<directory>/tests/providers.yaml``'s ``providers:`` mapping; the shipped rules' file
+    when the directory has none (empty when neither exists). Raises RuleError listing every
+    problem as ``path:line: message``."""
     path = (directory or Path()) / "tests" / PROVIDERS_FILE
+    if not path.is_file():
+        path = SHIPPED_PROVIDERS
     if not path.is_file():
         return {}
     problems = Problems(str(path))

@@ -6,8 +6,9 @@ several apps in one process, so the app is not a module-level singleton bound at
 
 The app uses a transport whose worker consumer takes ``worker.fetch_max_wait_ms`` instead of
 Faust's hard-coded 1500 ms: with the embedded Tansu broker a waiting fetch does not return when
-data arrives, so every hop would cost up to 1.5 s (FIELD-NOTES). This is done through the
-classes Faust lets you subclass (Transport -> Consumer -> ConsumerThread), not by patching.
+data arrives, so every hop would cost up to 1.5 s
+(docs/operations-notes.md). This is done through the classes Faust lets you subclass
+(Transport -> Consumer -> ConsumerThread), not by patching.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ class AccessGuardApp(faust.App):  # type: ignore[misc]
 
 def create_app(config: Config, bootstrap: str) -> AccessGuardApp:
     """Build the Faust app for one worker process against ``bootstrap`` (host:port,...)."""
-    fetch_wait = int(config["worker.fetch_max_wait_ms"])
+    fetch_wait = config.settings.worker.fetch_max_wait_ms
     thread_cls = type(
         "ConfiguredConsumerThread", (TunedConsumerThread,), {"fetch_max_wait_ms": fetch_wait}
     )
@@ -77,9 +78,9 @@ def create_app(config: Config, bootstrap: str) -> AccessGuardApp:
         # compaction; Faust creating them with defaults would race and get them wrong.
         topic_allow_declare=False,
         topic_disable_leader=True,
-        broker_rebalance_timeout=float(config["worker.rebalance_timeout"]),
-        broker_session_timeout=float(config["worker.session_timeout"]),
-        broker_heartbeat_interval=float(config["worker.heartbeat_interval"]),
+        broker_rebalance_timeout=config.settings.worker.rebalance_timeout,
+        broker_session_timeout=config.settings.worker.session_timeout,
+        broker_heartbeat_interval=config.settings.worker.heartbeat_interval,
         broker_commit_every=100,
         broker_commit_interval=0.5,
         consumer_auto_offset_reset="earliest",

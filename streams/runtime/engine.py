@@ -53,8 +53,8 @@ def leak_settings(config: Config) -> LeakSettings:
             d.strip().lower().lstrip("@") for d in config["leaks.plus_tag_domains"] if d.strip()
         ),
         hmac_key=config["leaks.hmac_key"],
-        include_spam_lists=bool(config["leaks.include_spam_lists"]),
-        include_fabricated=bool(config["leaks.include_fabricated"]),
+        include_spam_lists=config.settings.leaks.include_spam_lists,
+        include_fabricated=config.settings.leaks.include_fabricated,
     )
 
 
@@ -88,12 +88,12 @@ class Engine(Writer):
         #: Provider types that are identity providers: the connectors' fact.
         self.idp_types = IDP_TYPES
         self.routes = config.routes()
-        self.runbook_base = str(config["alerts.runbook_base_url"]).rstrip("/")
-        self.partitions = int(config["topics.partitions"])
+        self.runbook_base = config.settings.alerts.runbook_base_url.rstrip("/")
+        self.partitions = config.settings.topics.partitions
         self.leak_settings = leak_settings(config)
         #: Partitions of hr.events this worker owns; None = all (single worker, replay, tests).
         self.owned: set[int] | None = None
-        self.outages = Outages(update_interval=float(config["alerts.outage_update_interval"]))
+        self.outages = Outages(update_interval=config.settings.alerts.outage_update_interval)
         self.alerts = AlertRouter(
             self,
             executor=executor,
@@ -103,8 +103,9 @@ class Engine(Writer):
             outages=self.outages,
         )
         self.plans = PlanRunner(self, executor=executor, alerts=self.alerts, owns=self.owns)
-        # Pre-bound children (labels() per event costs more than a rule, FIELD-NOTES); binding
-        # them here also exports every rule's series at 0, so rates exist before a first match.
+        # Pre-bound children (labels() per event costs more than a rule,
+        # docs/operations-notes.md); binding them here also exports every rule's series at 0, so
+        # rates exist before a first match.
         rules = login.engine.rules if login is not None else ()
         self._rule_evaluations = tuple(
             metrics.RULE_EVALUATIONS.labels(r.id) for r in rules if "login" in r.inputs

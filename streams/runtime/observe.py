@@ -3,7 +3,7 @@ registry figures and the readiness checks. Each refresh is a walk over in-memory
 one ListOffsets request, so its cost does not grow with the event rate.
 
 Label values are closed sets (identity kinds, roles, readiness check names) or configured
-topic names — never an identity, an e-mail or an IP (ARCHITECTURE decision 8).
+topic names — never an identity, an e-mail or an IP (docs/architecture.md, decision 8).
 """
 
 from __future__ import annotations

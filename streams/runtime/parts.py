@@ -17,7 +17,7 @@ from typing import Any
 
 import structlog
 
-from connectors.base.catalogue import build_provider, build_sink, poller_class
+from connectors.base.catalogue import build_provider, build_sink, poller_class, poller_settings
 from connectors.base.http import HttpClient, RetryPolicy
 from connectors.base.leak_sources import LEAK_FEEDS, LeakFeed
 from connectors.base.pollers import CheckpointStore
@@ -40,12 +40,12 @@ log = structlog.get_logger(__name__)
 
 def retry_policy(config: Config) -> RetryPolicy:
     return RetryPolicy(
-        max_attempts=int(config["retry.max_attempts"]),
-        base_delay=float(config["retry.base_delay"]),
-        max_delay=float(config["retry.max_delay"]),
-        connect_timeout=float(config["retry.connect_timeout"]),
-        read_timeout=float(config["retry.read_timeout"]),
-        slow_retry_interval=float(config["retry.slow_retry_interval"]),
+        max_attempts=config.settings.retry.max_attempts,
+        base_delay=config.settings.retry.base_delay,
+        max_delay=config.settings.retry.max_delay,
+        connect_timeout=config.settings.retry.connect_timeout,
+        read_timeout=config.settings.retry.read_timeout,
+        slow_retry_interval=config.settings.retry.slow_retry_interval,
     )
 
 
@@ -71,7 +71,7 @@ def build_outputs(config: Config, http: HttpClient) -> tuple[dict[str, Provider]
 
 def journal(config: Config) -> Journal:
     """The process's journal: ``<data_dir>/journal.jsonl``."""
-    return Journal(config.data_dir / "journal.jsonl", fsync=bool(config["journal.fsync"]))
+    return Journal(config.data_dir / "journal.jsonl", fsync=config.settings.journal.fsync)
 
 
 def login_publisher(config: Config, publisher: Publisher, topics: Topics) -> LoginPublisher:
@@ -80,7 +80,7 @@ def login_publisher(config: Config, publisher: Publisher, topics: Topics) -> Log
         publisher,
         topic=topics.auth_events,
         dlq_topic=topics.auth_dlq,
-        partitions=int(config["topics.partitions"]),
+        partitions=config.settings.topics.partitions,
     )
 
 
@@ -91,7 +91,7 @@ def leak_publisher(config: Config, publisher: Publisher, topics: Topics) -> Leak
         publisher,
         topic=topics.leak_records,
         dlq_topic=topics.leak_dlq,
-        partitions=int(config["topics.partitions"]),
+        partitions=config.settings.topics.partitions,
     )
 
 
@@ -128,9 +128,9 @@ def build_pollers(
     (``type: hibp``) publish through ``leaks`` and read ``registry()`` each round."""
     store = CheckpointStore(config.data_dir / "checkpoints")
     pollers: list[Any] = []
-    for name, settings in config.pollers.items():
-        kind = settings.get("type")
-        feed_class = LEAK_FEEDS.get(kind) if isinstance(kind, str) else None
+    for name, raw in config.pollers.items():
+        settings = poller_settings(name, raw)  # validated against the type's model
+        feed_class = LEAK_FEEDS.get(settings["type"])
         if feed_class is not None:
             if leaks is None or registry is None:
                 raise ConfigError(f"pollers.{name}", "a leak feed runs inside `accessguard run`")
@@ -149,9 +149,9 @@ def build_pollers(
 def auth_guard(config: Config) -> AuthGuard:
     """The throttle of failed authentications, shared by a process's endpoints."""
     return AuthGuard(
-        limit=int(config["http.auth_failure_limit"]),
-        window=float(config["http.auth_failure_window"]),
-        block=float(config["http.auth_block_seconds"]),
+        limit=config.settings.http.auth_failure_limit,
+        window=config.settings.http.auth_failure_window,
+        block=config.settings.http.auth_block_seconds,
         trusted_proxies=config["http.trusted_proxies"],
     )
 
@@ -170,9 +170,9 @@ def hr_webhook(
 ) -> HrWebhook:
     return HrWebhook(
         secret=config["hr.webhook_secret"],
-        tolerance=int(config["hr.tolerance_seconds"]),
-        dedup_ttl=float(config["hr.dedup_ttl_seconds"]),
-        max_body=int(config["http.max_body_bytes"]),
+        tolerance=config.settings.hr.tolerance_seconds,
+        dedup_ttl=config.settings.hr.dedup_ttl_seconds,
+        max_body=config.settings.http.max_body_bytes,
         publisher=publisher,
         journal=journal,
         topic=topics.hr_events,

@@ -84,9 +84,9 @@ class WorkerServices(mode.Service):  # type: ignore[misc]
         self.executor = Executor(
             providers,
             retry_policy(config),
-            threads=int(config["executor.threads"]),
-            per_provider_concurrency=int(config["executor.per_provider_concurrency"]),
-            dry_run=bool(config["executor.dry_run"]),
+            threads=config.settings.executor.threads,
+            per_provider_concurrency=config.settings.executor.per_provider_concurrency,
+            dry_run=config.settings.executor.dry_run,
         )
         # An invalid rule set refuses to start (RuleError lists every problem with file:line).
         self.login = LoginPipeline(load_rules(config["rules.dir"]), config.provider_types())
@@ -133,8 +133,9 @@ class WorkerServices(mode.Service):  # type: ignore[misc]
             "views_caught_up": self.views.ready.is_set(),
             "registry_loaded": len(self.views.registry.identities) > 0,
             "consumers_assigned": self.assigned,
-            # "Recovered and making progress", not "HTTP answers" (FIELD-NOTES): the views
-            # still follow their topics, and the consumer is not stalled with lag.
+            # "Recovered and making progress", not "HTTP answers"
+            # (docs/operations-notes.md): the views still follow their topics, and the consumer is
+            # not stalled with lag.
             "views_tailing": self.views.tailing,
             "consumers_progressing": self.progress.ok,
             # False from a failed journal write (disk full) until a write succeeds; while
@@ -381,7 +382,7 @@ def build_worker(
             topic_name,
             value_serializer="raw",
             key_serializer="raw",
-            partitions=int(config["topics.partitions"]),
+            partitions=config.settings.topics.partitions,
         )
 
         async def agent(stream: Any) -> None:
