@@ -258,6 +258,32 @@ class TestStartupErrors:
         assert "config pollers.logs.type: " in proc.stderr
         assert "broker.started" not in proc.stdout + proc.stderr
 
+    def test_run_refuses_a_registry_relying_on_unconfigured_providers(self, tmp_path: Path) -> None:
+        """Only okta configured: the example registry's other identity providers and its
+        management platforms would silently get no action, so `run` stops with exit 2 and
+        one line per provider, before serving anything."""
+        config = tmp_path / "config.yaml"
+        config.write_text(
+            "hr: {webhook_secret: s3cret}\n"
+            "providers:\n"
+            "  okta: {type: okta, base_url: 'https://example.okta.com', dry_run: true}\n",
+            encoding="utf-8",
+        )
+        proc = accessguard("run", "--config", str(config), "--port", "0", tmp_path=tmp_path)
+        assert proc.returncode == 2, proc.stderr
+        keys = [
+            line.removeprefix("error: ").split(":")[0]
+            for line in proc.stderr.splitlines()
+            if "config providers." in line
+        ]
+        assert keys == [
+            "config providers.hootsuite",
+            "config providers.meta-business",
+            "config providers.entra",
+            "config providers.google",
+        ]
+        assert " ready\n" not in proc.stdout
+
     @pytest.mark.parametrize(
         ("env", "key"),
         [
@@ -454,7 +480,10 @@ class TestInputFileErrors:
         """A compressed or binary --input: one line saying it is not UTF-8 text."""
         path = tmp_path / "events.ndjson.gz"
         path.write_bytes(b"\x1f\x8b\x08\x00\xff\xfe binary")
-        result = cli("replay", "--registry", str(REGISTRY), "--input", str(path))
+        config = str(REPO / "examples" / "config.yaml")  # no provider warning, only the error
+        result = cli(
+            "replay", "--config", config, "--registry", str(REGISTRY), "--input", str(path)
+        )
         one_error_line(result.stderr, result.exit_code, str(path), "not UTF-8 text")
 
     @pytest.mark.parametrize("command", [("registry", "show"), ("registry", "import")])

@@ -378,8 +378,8 @@ class TestEveryProblemAtOnce:
         path, expected = _four_mistakes(tmp_path)
         result = subprocess.run(
             [sys.executable, "-m", "streams.cli", "config", "check", "--config", str(path)],
-            cwd=REPO,
-            env=_clean_env(),
+            cwd=tmp_path,  # the default registry file is not here: not checked
+            env={**_clean_env(), "PYTHONPATH": str(REPO)},
             capture_output=True,
             text=True,
             timeout=60,

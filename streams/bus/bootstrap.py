@@ -19,11 +19,12 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from streams.bus.journal import Journal, replay_records
 from streams.bus.topics import LEAK_INDEX_MAX_BYTES, Topics
 from streams.config import Config
+from streams.model.coverage import gap_problems, provider_gaps
 from streams.model.leak_index import LeakIndex
 from streams.model.records import HrEvent
 from streams.model.registry import Registry, diff_changes
 from streams.model.registry_yaml import load_registry
-from streams.support.errors import AccessGuardError, RegistryError, ValidationError
+from streams.support.errors import AccessGuardError, ConfigError, RegistryError, ValidationError
 
 log = structlog.get_logger(__name__)
 
@@ -391,8 +392,22 @@ def _from_snapshot(
 
 def import_registry(config: Config, bootstrap: str, path: Path) -> dict[str, Any]:
     """Publish the difference between the file and the registry topic (tombstones included).
-    Raises RegistryError listing every problem when the file is invalid."""
+    Raises RegistryError listing every problem when the file is invalid, and ConfigError when
+    it relies on a provider that is neither configured nor in ``ignored_providers``
+    (:mod:`streams.model.coverage`): those actions would silently never happen. A
+    configuration with no provider at all (a publishing-only or demo one) gets a warning
+    naming each gap instead."""
     new = load_registry(path)
+    gaps = provider_gaps(new, config.provider_types(), config.settings.ignored_providers)
+    if gaps and config.providers:
+        raise ConfigError.of(gap_problems(gaps, str(path)))
+    for gap in gaps:
+        log.warning(
+            "registry.provider_not_configured",
+            path=str(path),
+            provider=gap.provider,
+            problem=gap.message(),
+        )
     topics = Topics.from_config(config)
     current = read_registry_topic(bootstrap, topics.registry)
     changes = diff_changes(current, new)

@@ -6,18 +6,23 @@ fixed keys (types, minimums, unknown keys with the nearest valid name), each pro
 poller and alert sink against its type's settings model (connectors/base/catalogue.py), the
 alert routes naming configured sinks, and that every secret reference ``accessguard run``
 would use resolves now (``env:`` set, ``file:`` readable; ``--no-secrets`` skips this where
-the secrets are not mounted, e.g. in CI). Exit 1 on any problem, else 0 with one OK line.
+the secrets are not mounted, e.g. in CI), and that the registry (``registry``, or
+``--registry``) is valid and relies on no provider that is neither configured nor in
+``ignored_providers`` (:mod:`streams.model.coverage`: such actions would silently never
+happen). Exit 1 on any problem, else 0 with one OK line.
 """
 
 from __future__ import annotations
 
 import re
 import sys
+from pathlib import Path
 
 import click
 
 from streams.cli.wiring import config_option
-from streams.support.errors import ConfigProblem
+from streams.config import Config
+from streams.support.errors import ConfigProblem, RegistryError
 
 config_group = click.Group("config", help="Check the configuration.")
 
@@ -33,14 +38,37 @@ def _order(problem: ConfigProblem) -> tuple[int, str, int]:
     return (1 if where.startswith("env ") else 2, where, 0)
 
 
+def registry_problems(config: Config, path: str) -> tuple[list[ConfigProblem], str]:
+    """The registry file's problems (invalid, or a provider gap) and the OK line's part."""
+    from streams.model.coverage import gap_problems, provider_gaps  # noqa: PLC0415
+    from streams.model.registry_yaml import load_registry  # noqa: PLC0415
+
+    if not path:
+        return [], "no registry file"
+    try:
+        registry = load_registry(path)
+    except RegistryError as exc:
+        return [ConfigProblem("registry", p, None) for p in exc.problems], ""
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        return [ConfigProblem("registry", f"cannot read {path}: {reason}", None)], ""
+    gaps = provider_gaps(registry, config.provider_types(), config.settings.ignored_providers)
+    return gap_problems(gaps, path), f"registry {path}: every provider it uses is configured"
+
+
 @config_group.command("check")
 @config_option
+@click.option(
+    "--registry",
+    "registry_path",
+    help="Registry YAML to check against the providers (default: the registry key).",
+)
 @click.option(
     "--no-secrets",
     is_flag=True,
     help="Do not check that secret references resolve (where the secrets are not mounted).",
 )
-def config_check(config_path: str | None, no_secrets: bool) -> None:
+def config_check(config_path: str | None, registry_path: str | None, no_secrets: bool) -> None:
     """Validate the configuration (file and ACCESSGUARD_* overrides) and print every problem
     as file:line: key: reason (exit 1 when there are any)."""
     from connectors.base.catalogue import check_connectors  # noqa: PLC0415
@@ -49,8 +77,15 @@ def config_check(config_path: str | None, no_secrets: bool) -> None:
 
     config, problems = check_config(config_path)
     unused: list[str] = []
+    registry_ok = ""
     if config is not None:
         problems += check_connectors(config)
+        path = registry_path or config["registry"]
+        if registry_path or not path or Path(path).is_file():
+            found, registry_ok = registry_problems(config, path)
+        else:  # the configured file is `run`'s; elsewhere the registry comes from its topic
+            found, registry_ok = [], f"registry {path} not found here, not checked"
+        problems += found
         if not no_secrets:
             secret_problems, unused = reference_problems(config)
             problems += secret_problems
@@ -68,4 +103,4 @@ def config_check(config_path: str | None, no_secrets: bool) -> None:
     secrets = "secrets not checked" if no_secrets else "every secret in use resolves"
     if unused:
         secrets += f"; {len(unused)} of dry-run connectors unset, not needed"
-    click.echo(f"{source}: ok ({counts}; {secrets})")
+    click.echo(f"{source}: ok ({counts}; {secrets}; {registry_ok})")

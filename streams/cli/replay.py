@@ -9,7 +9,31 @@ import click
 import orjson
 
 from streams.cli.wiring import config_option, error, load
+from streams.config import Config
+from streams.model.coverage import provider_gaps
+from streams.model.registry import Registry
 from streams.support.errors import ValidationError
+
+
+def _warn_undecidable(registry: Registry, config: Config, registry_file: str) -> None:
+    """One stderr line per provider the registry relies on that the configuration lacks:
+    what would happen there is not decided, so the output is not the service's (stdout stays
+    the decisions only)."""
+    gaps = provider_gaps(registry, config.provider_types(), config.settings.ignored_providers)
+    if gaps and not config.providers:
+        aliases = ", ".join(g.provider for g in gaps if g.kind == "alias")
+        accounts = ", ".join(g.provider for g in gaps if g.kind == "account")
+        parts = [f"sessions and MFA factors at {aliases} are not decided"] if aliases else []
+        if accounts:
+            parts.append(f"actions at {accounts} go to providers that do not exist")
+        click.echo(
+            "warning: no provider is configured (replay without --config?): "
+            f"{'; '.join(parts)}. Pass the service's --config to decide as it would.",
+            err=True,
+        )
+        return
+    for gap in gaps:
+        click.echo(f"warning: {registry_file}: {gap.message()}", err=True)
 
 
 @click.command()
@@ -46,6 +70,7 @@ def replay(
     except ValidationError as exc:
         raise click.BadParameter(exc.reason, param_hint="--at") from None
     reg = load_registry(registry_file)
+    _warn_undecidable(reg, config, registry_file)
     ruleset = load_rules(rules_dir or config["rules.dir"])
     try:
         stream = sys.stdin if input_file == "-" else open(input_file, encoding="utf-8")  # noqa: SIM115

@@ -321,6 +321,11 @@ class ConfigModel(BaseModel):
     registry: Str = _doc(
         "Registry YAML imported by `accessguard run`", default="examples/registry.yaml"
     )
+    ignored_providers: Names = _doc(
+        "Provider names the registry may use with no provider configured (their actions are "
+        "knowingly not carried out); any other unconfigured one stops start-up",
+        default_factory=list,
+    )
     embedded: EmbeddedSettings = Field(default_factory=EmbeddedSettings)
     startup: StartupSettings = Field(default_factory=StartupSettings)
     topics: TopicSettings = Field(default_factory=TopicSettings)
