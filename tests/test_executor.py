@@ -210,7 +210,7 @@ class TestConfiguration:
         (outcome,), _, _ = run({"okta": okta(vendor, http, dry_run=True)}, [revoke()])
         assert outcome.status == "dry_run"
         assert (
-            outcome.result["request"] == "DELETE /api/v1/users/{user_ref}/sessions?oauthTokens=true"
+            outcome.result["request"] == "DELETE /api/v1/users/00u1alice/sessions?oauthTokens=true"
         )
         assert vendor.calls == []
         assert vendor.rejected == []

@@ -11,7 +11,7 @@ import requests
 
 from connectors.base.catalogue import PROVIDER_TYPES, SINK_TYPES, build_provider, build_sink
 from connectors.base.http import HttpClient
-from connectors.base.provider import ProviderBase, is_dry_run
+from connectors.base.provider import ProviderBase, Request, is_dry_run
 from connectors.base.sink import SinkBase
 from connectors.entra.provider import GraphProvider
 from connectors.generic.provider import GenericRestProvider
@@ -166,12 +166,13 @@ def test_okta_unsupported_action_is_permanent(server: FakeVendorServer, http: Ht
 
 
 def test_okta_dry_run_makes_no_call(server: FakeVendorServer, http: HttpClient) -> None:
-    """dry_run returns the request it would make and calls nothing (no token needed)."""
+    """dry_run returns the request it would make, with the real user id in its path, and
+    calls nothing (no token needed)."""
     provider = OktaProvider("okta", {"base_url": server.url, "dry_run": True}, http)
     result = provider.perform(_action("revoke_sessions", user_ref="00u1"))
     assert result == {
         "dry_run": True,
-        "request": "DELETE /api/v1/users/{user_ref}/sessions?oauthTokens=true",
+        "request": "DELETE /api/v1/users/00u1/sessions?oauthTokens=true",
     }
     assert is_dry_run(result)
     assert server.calls == server.rejected == []
@@ -663,3 +664,26 @@ def test_okta_rate_limit_reset_header_becomes_retry_after() -> None:
     assert 28 <= error.retry_after <= 30
     response.headers["Retry-After"] = "5"
     assert classify_okta_error("okta:test", response) is None
+
+
+def test_a_dry_run_shows_the_filled_request_and_never_a_secret() -> None:
+    """The dry-run text fills the request's own values (ids, handles); a placeholder with no
+    value (Slack's webhook URL, a Graph method id) stays a placeholder and a query parameter
+    named like a secret shows ***. The audit text of a real call keeps the template."""
+    graph = Request(
+        "GET",
+        "/v1.0/users/{user_ref}/authentication/methods",
+        {"user_ref": "ana%40example.com"},
+        describe="GET /v1.0/users/{user_ref}/authentication/methods; "
+        "DELETE /v1.0/users/{user_ref}/authentication/{collection}/{method_id}",
+    )
+    assert graph.filled == (
+        "GET /v1.0/users/ana%40example.com/authentication/methods; "
+        "DELETE /v1.0/users/ana%40example.com/authentication/{collection}/{method_id}"
+    )
+    slack = Request("POST", "{webhook_url}", check_shape=False)
+    assert slack.filled == "POST {webhook_url}"
+    keyed = Request("GET", "/v1/{id}", {"id": "42"}, params={"api_key": "s3cret", "a": "1"})
+    assert keyed.filled == "GET /v1/42?api_key=%2A%2A%2A&a=1"
+    assert keyed.request == "GET /v1/{id}?api_key=%2A%2A%2A&a=1"
+    assert "s3cret" not in keyed.filled + keyed.request

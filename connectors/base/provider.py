@@ -26,6 +26,7 @@ for the audit trail. What every provider did the same way, each in its own copy,
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Container, Mapping
 from dataclasses import dataclass, field
@@ -72,6 +73,14 @@ def is_dry_run(result: Mapping[str, Any]) -> bool:
     return isinstance(result, DryRun)
 
 
+#: ``{field}`` placeholders of a request template.
+_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+#: Query parameter names whose values an audit or dry-run text never shows.
+SECRET_PARAMS = frozenset(
+    {"token", "access_token", "api_key", "key", "secret", "client_secret", "password", "sig"}
+)
+
+
 @dataclass(frozen=True, slots=True)
 class Request:
     """One prepared call.
@@ -96,11 +105,26 @@ class Request:
 
     @property
     def request(self) -> str:
-        """What the audit trail records as ``request``: never a value, never a secret."""
+        """What the audit trail records as ``request`` of a call that went out: the template,
+        never a value, never a secret."""
         if self.describe is not None:
             return self.describe
-        query = f"?{urlencode(dict(self.params))}" if self.params else ""
-        return f"{self.method} {self.template}{query}"
+        return f"{self.method} {self.template}{self._query()}"
+
+    @property
+    def filled(self) -> str:
+        """What a dry run records as ``request``: the same text with the request's own values
+        in place (the real user id and path), so a dry run shows exactly what would be sent.
+        Never a secret: credentials travel in headers set at the point of use, a placeholder
+        with no value (a webhook URL) stays a placeholder, and a query parameter named like a
+        secret shows ``***``."""
+        return _PLACEHOLDER.sub(lambda m: self.values.get(m.group(1), m.group(0)), self.request)
+
+    def _query(self) -> str:
+        if not self.params:
+            return ""
+        shown = {k: "***" if k.lower() in SECRET_PARAMS else v for k, v in self.params.items()}
+        return f"?{urlencode(shown)}"
 
     @property
     def path(self) -> str:
@@ -151,7 +175,7 @@ class ConnectorBase:
     # --- dry run ----------------------------------------------------------------------
 
     def dry_result(self, request: Request) -> DryRun:
-        return dry_run_result(request.request, **request.extra)
+        return dry_run_result(request.filled, **request.extra)
 
     def credential(self, dry_run_placeholder: str | None = None) -> str:
         """The credential's value at the point of use. In a dry run, ``dry_run_placeholder``
