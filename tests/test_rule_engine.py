@@ -19,7 +19,7 @@ from streams.detect.state import RuleState
 from streams.detect.testing import load_test_providers
 from streams.model.records import LeakRecord, LoginEvent
 from streams.model.registry import Registry
-from streams.model.registry_yaml import load_registry
+from streams.model.registry_yaml import load_registry, parse_registry
 from streams.model.state import IdentityState, StateStore
 from streams.support.errors import RuleError
 
@@ -385,6 +385,28 @@ def test_unknown_principal_cannot_be_acted_on_but_is_noted(registry: Registry) -
     assert det.alerts[0].details["notes"] == [
         "revoke_sessions: skipped, the principal is not a registry identity"
     ]
+
+
+def test_a_response_with_nowhere_to_go_is_said_in_the_alert() -> None:
+    """An identity whose only alias is at an unconfigured provider and who holds no grant:
+    the stable rule's revoke and re-enrolment cannot be carried out, and the alert says so
+    instead of "a human decides"."""
+    lone, problems = parse_registry(
+        "identities:\n"
+        "  - {id: lee, name: Lee, kind: employee, emails: [lee@brand.example],"
+        " aliases: {okta: 00u-lee}}\n"
+    )
+    assert problems == []
+    rules = make_rule("nowhere", "match", response="[revoke_sessions, force_mfa_reenrolment]")
+    engine = RuleEngine(rules, {})
+    (det,) = engine.evaluate(ev(1, 0, identity="lee"), lone, StateStore(), RuleState())
+    assert det.actions == ()
+    details = det.alerts[0].details
+    assert details["notes"] == [
+        "revoke_sessions: no configured provider holds a session of the identity",
+        "force_mfa_reenrolment: the identity has no alias at a configured IdP",
+    ]
+    assert details["done"].startswith("nothing: its response could not be carried out (")
 
 
 def test_an_exception_in_one_rule_is_reported_not_swallowed(registry: Registry) -> None:

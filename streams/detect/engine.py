@@ -528,6 +528,8 @@ class RuleEngine:
                 f"nothing: rule is {rule.status}, so its response ({', '.join(dropped)}) "
                 "was not executed"
             )
+        elif notes:  # a response was asked for and none could be carried out: say so
+            done = f"nothing: its response could not be carried out ({'; '.join(notes)})"
         else:
             done = "nothing automatic: a human decides"
         route = "page" if "page" in rule.response else "notify" if "notify" in rule.response else ""

@@ -58,6 +58,8 @@ def respond(
             made = identity_actions(kind, ident, ctx.registry, providers, cause)
             if kind == "force_mfa_reenrolment" and not made:
                 notes.append(f"{kind}: the identity has no alias at a configured IdP")
+            elif not made:
+                notes.append(f"{kind}: no configured provider holds a session of the identity")
             actions.extend(made)
         elif kind == "remove_grant":
             grant, account = ctx.grant(), ctx.account()
@@ -100,5 +102,7 @@ def respond_leak(
         made = identity_actions(kind, ident, ctx.registry, providers, cause)
         if kind == "force_mfa_reenrolment" and not made:
             notes.append("no alias at a configured IdP: re-enrol by hand")
+        elif not made:
+            notes.append(f"{kind}: no configured provider holds a session: revoke by hand")
         actions.extend(made)
     return actions, notes, ()
