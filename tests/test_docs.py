@@ -117,3 +117,25 @@ def test_the_config_check_example_gives_the_output_shown(tmp_path: Path) -> None
     )
     assert proc.returncode == 1
     assert proc.stdout + proc.stderr == out_block.group(1)
+
+
+def test_the_real_provider_examples_are_valid_settings() -> None:
+    """Every YAML example of "Connecting to real providers" validates against its provider
+    type's settings model (placeholders such as `<kid>` filled with a dummy value), so the
+    README cannot name a key the code does not take."""
+    import re
+
+    import yaml
+
+    from connectors.base.catalogue import validate_settings
+
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    section = text.split("## Connecting to real providers", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```yaml\n(.*?)```", section, re.S)
+    assert len(blocks) == 3
+    for block in blocks:
+        filled = re.sub(r"<[^>\n]+>", "placeholder", block)
+        for name, settings in yaml.safe_load(filled)["providers"].items():
+            values, problems = validate_settings("providers", name, settings)
+            assert problems == [], (name, problems)
+            assert values is not None

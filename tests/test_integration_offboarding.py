@@ -320,6 +320,7 @@ class TestBadInput:
             "consumers_progressing",
             "journal_writable",
             "secrets",
+            "credentials",
         }
 
 

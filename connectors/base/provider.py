@@ -35,6 +35,7 @@ from urllib.parse import urlencode
 
 import requests
 
+from connectors.base.credentials import Credential, StaticToken
 from connectors.base.http import (
     OK_2XX,
     HttpClient,
@@ -46,7 +47,7 @@ from connectors.base.http import (
     setting_url,
 )
 from streams.model.records import Action
-from streams.support.errors import PermanentError, ProviderError
+from streams.support.errors import AuthError, PermanentError, ProviderError
 from streams.support.secrets import Secret
 
 
@@ -157,17 +158,35 @@ class ConnectorBase:
                 settings, self.url_setting, f"{prefix}.{self.url_setting}", self.default_url
             )
         self._base_path = base_path(self.base_url)
-        self._credential: Secret | None = None
-        if self.credential_setting is not None:
-            self._credential = setting_secret(
-                settings,
-                self.credential_setting,
-                f"{prefix}.{self.credential_setting}",
-                required=not self.dry_run,
-            )
         self._http = http
         self.label = f"{self.type}:{name}"
+        self._credential: Secret | None = None
+        #: Where :meth:`auth_headers` gets fresh headers (None: no credential, or a dry run
+        #: without one). connectors/base/credentials.py.
+        self.credentials: Credential | None = self.build_credentials(settings)
         self._configure(settings)
+
+    def build_credentials(self, settings: Mapping[str, Any]) -> Credential | None:
+        """The connector's credential. By default the static ``credential_setting`` (the
+        ``token:``), sent as ``<auth_scheme> <token>``; a vendor with token flows overrides
+        this (connectors/<vendor>/credentials.py)."""
+        if self.credential_setting is None:
+            return None
+        self._credential = setting_secret(
+            settings,
+            self.credential_setting,
+            f"{self.config_prefix}.{self.credential_setting}",
+            required=not self.dry_run,
+        )
+        if self._credential is None:
+            return None
+        # Read at each use: a subclass may set its header or scheme in _configure.
+        return StaticToken(
+            self._credential,
+            self.label,
+            header=lambda: self.auth_header,
+            scheme=lambda: self.auth_scheme,
+        )
 
     def _configure(self, settings: Mapping[str, Any]) -> None:
         """Read the connector's own settings (called at the end of ``__init__``)."""
@@ -193,13 +212,14 @@ class ConnectorBase:
         return self._http
 
     def auth_headers(self) -> dict[str, str]:
-        """The credential as headers (``<auth_header>: <auth_scheme> <token>``, or the raw
-        token without a scheme), then ``Accept: application/json``."""
-        token = self.credential()
-        return {
-            self.auth_header: f"{self.auth_scheme} {token}" if self.auth_scheme else token,
-            "Accept": "application/json",
-        }
+        """The credential's headers, fresh at the point of use (a static token as
+        ``<auth_header>: <auth_scheme> <token>``, or the raw token without a scheme; a minted
+        token as ``Authorization: Bearer``, refreshed before it expires), then
+        ``Accept: application/json``. AuthError when there is none."""
+        credentials = self.credentials
+        if credentials is None:
+            raise AuthError(self.label, "no credential configured")
+        return {**credentials.headers(), "Accept": "application/json"}
 
     def classify(self, provider: str, response: requests.Response) -> ProviderError | None:
         """Vendor hook: the typed error for a non-OK response, or None for the default

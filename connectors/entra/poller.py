@@ -24,10 +24,12 @@ pages already published come again (at-least-once; consumers dedupe on ``event_i
 Not covered: Entra writes some sign-ins minutes late with an older ``createdDateTime``; a
 record that appears after the window that should have held it has closed is not read.
 
-Settings (``pollers.<name>``): ``base_url`` (https://graph.microsoft.com), ``token`` (access
-token with AuditLog.Read.All, a Secret: inline, ``env:`` or ``file:`` re-read at each call,
-sent as ``Authorization: Bearer``; required), ``interval`` (10 s), ``top`` (500), ``start``
-("now" or an ISO time), plus the base's ``max_failure_backoff``.
+Settings (``pollers.<name>``): ``base_url`` (https://graph.microsoft.com), one credential:
+the app registration (``tenant_id``, ``client_id``, ``client_secret`` or
+``client_certificate`` + ``client_certificate_thumbprint``; connectors/entra/credentials.py)
+with AuditLog.Read.All, or ``token`` (an access token, a Secret: inline, ``env:`` or
+``file:`` re-read at each call), sent as ``Authorization: Bearer``; ``interval`` (10 s),
+``top`` (500), ``start`` ("now" or an ISO time), plus the base's ``max_failure_backoff``.
 """
 
 from __future__ import annotations
@@ -37,9 +39,11 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from connectors.base.http import reveal, setting_secret, setting_url
+from connectors.base.credentials import Credential
+from connectors.base.http import setting_url
 from connectors.base.normalise import parse_timestamp
 from connectors.base.pollers import Cursor, Page, Poller, setting_int
+from connectors.entra.credentials import graph_credential
 from streams.support.errors import AuthError, PermanentError, RetryableError, ValidationError
 
 SIGNINS_PATH = "/v1.0/auditLogs/signIns"
@@ -78,7 +82,9 @@ class GraphSignInPoller(Poller):
     def _configure(self, settings: Mapping[str, Any]) -> None:
         prefix = self.config_prefix
         self.base_url = setting_url(settings, "base_url", f"{prefix}.base_url", DEFAULT_BASE_URL)
-        self._token = setting_secret(settings, "token", f"{prefix}.token", required=True)
+        credentials = graph_credential(settings, prefix, self.label, required=True)
+        assert credentials is not None
+        self.credentials: Credential = credentials
         self.top = setting_int(settings, "top", f"{prefix}.top", 500, low=1, high=MAX_TOP)
         self.signins_url = self.base_url + SIGNINS_PATH
 
@@ -89,10 +95,7 @@ class GraphSignInPoller(Poller):
             since = _second(self.start)
         seen = {str(i) for i in state.get("seen") or []}
         next_link = state.get("next_link")
-        headers = {
-            "Authorization": f"Bearer {reveal(self._token, self.label)}",
-            "Accept": "application/json",
-        }
+        headers = {**self.credentials.headers(), "Accept": "application/json"}
         if isinstance(next_link, str):
             self._check_link(next_link)
             try:

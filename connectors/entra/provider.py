@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, ClassVar
 from urllib.parse import quote, urlsplit
 
+from connectors.base.credentials import Credential
 from connectors.base.provider import ProviderBase, Request
+from connectors.entra.credentials import graph_credential
 from streams.model.records import Action
 from streams.support.errors import PermanentError
 
@@ -39,12 +42,18 @@ class GraphProvider(ProviderBase):
     It is idempotent: a re-run lists again, and a 404 on delete (already gone) counts as
     done, so partial progress before a retry is never a failure.
 
-    Settings: ``base_url`` (https://graph.microsoft.com), ``token`` (app access token with
-    User.RevokeSessions.All and UserAuthenticationMethod.ReadWrite.All, a Secret), ``dry_run``.
+    Settings: ``base_url`` (https://graph.microsoft.com), ``dry_run``, and the app
+    registration (``tenant_id``, ``client_id``, ``client_secret`` or ``client_certificate`` +
+    ``client_certificate_thumbprint``, ``authority``; connectors/entra/credentials.py) with
+    User.RevokeSessions.All and UserAuthenticationMethod.ReadWrite.All, or a static
+    ``token`` (app access token, a Secret).
     """
 
     type: ClassVar[str] = "graph"
     supports: ClassVar[frozenset[str]] = frozenset({"revoke_sessions", "force_mfa_reenrolment"})
+
+    def build_credentials(self, settings: Mapping[str, Any]) -> Credential | None:
+        return graph_credential(settings, self.config_prefix, self.label, required=not self.dry_run)
 
     def prepare(self, action: Action) -> Request:
         values = {"user_ref": self.path_value(action, "user_ref")}

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 import requests
 
+from connectors.base.credentials import Credential
 from connectors.base.provider import ProviderBase, Request
+from connectors.google.credentials import google_credential
 from streams.model.records import Action
 from streams.support.errors import ProviderError, RetryableError
 
@@ -43,12 +46,19 @@ class GoogleProvider(ProviderBase):
     ``twoStepVerification.turnOff`` forces the user to enrol 2SV again at next sign-in when
     the organisation enforces it. Both are idempotent at Google.
 
-    Settings: ``base_url`` (https://admin.googleapis.com), ``token`` (OAuth access token of
-    a service account with domain-wide delegation, a Secret), ``dry_run``.
+    Settings: ``base_url`` (https://admin.googleapis.com), ``dry_run``, and a service account
+    with domain-wide delegation (``service_account``: its JSON key, a Secret; ``subject``: the
+    admin to act as; ``scopes``; connectors/google/credentials.py) or a static ``token`` (an
+    OAuth access token, a Secret).
     """
 
     type: ClassVar[str] = "google"
     supports: ClassVar[frozenset[str]] = frozenset({"revoke_sessions", "force_mfa_reenrolment"})
+
+    def build_credentials(self, settings: Mapping[str, Any]) -> Credential | None:
+        return google_credential(
+            settings, self.config_prefix, self.label, required=not self.dry_run
+        )
 
     def prepare(self, action: Action) -> Request:
         user = self.path_value(action, "user_ref")

@@ -23,8 +23,10 @@ Rate limits: every answer carries ``X-Rate-Limit-Limit``, ``-Remaining`` and ``-
 pauses until ``Reset``, leaving the rest of the budget to other clients of the same org.
 A 429 without ``Retry-After`` is retried after ``Reset`` as well.
 
-Settings (``pollers.<name>``): ``base_url`` (https://<org>.okta.com, required), ``token``
-(API token, a Secret, sent as ``Authorization: SSWS <token>``, required), ``interval`` (10 s),
+Settings (``pollers.<name>``): ``base_url`` (https://<org>.okta.com, required), one
+credential: an OAuth service app (``client_id``, ``private_key``, ``key_id``, ``scopes``,
+default ``okta.logs.read``; connectors/okta/credentials.py) or ``token`` (API token, a
+Secret, sent as ``Authorization: SSWS <token>``), ``interval`` (10 s),
 ``limit`` (1000, Okta's maximum for this endpoint), ``start`` ("now" or an ISO time),
 ``filter`` (Okta filter expression, default :data:`DEFAULT_FILTER`; "" for every event),
 ``rate_limit_reserve`` (5), plus the base's ``max_failure_backoff``.
@@ -38,8 +40,10 @@ from urllib.parse import urlsplit
 
 import requests
 
-from connectors.base.http import reveal, setting_secret, setting_str, setting_url
+from connectors.base.credentials import Credential
+from connectors.base.http import setting_str, setting_url
 from connectors.base.pollers import Cursor, Page, Poller, iso_millis, setting_int
+from connectors.okta.credentials import POLLER_SCOPES, okta_credential
 from streams.support.errors import PermanentError, ProviderError, RetryableError
 
 LOGS_PATH = "/api/v1/logs"
@@ -70,7 +74,16 @@ class OktaLogPoller(Poller):
     def _configure(self, settings: Mapping[str, Any]) -> None:
         prefix = self.config_prefix
         self.base_url = setting_url(settings, "base_url", f"{prefix}.base_url")
-        self._token = setting_secret(settings, "token", f"{prefix}.token", required=True)
+        credentials = okta_credential(
+            settings,
+            prefix,
+            self.label,
+            base_url=self.base_url,
+            default_scopes=POLLER_SCOPES,
+            required=True,
+        )
+        assert credentials is not None
+        self.credentials: Credential = credentials
         self.limit = setting_int(
             settings, "limit", f"{prefix}.limit", MAX_LIMIT, low=1, high=MAX_LIMIT
         )
@@ -89,10 +102,7 @@ class OktaLogPoller(Poller):
             self.label,
             "GET",
             url,
-            headers={
-                "Authorization": f"SSWS {reveal(self._token, self.label)}",
-                "Accept": "application/json",
-            },
+            headers={**self.credentials.headers(), "Accept": "application/json"},
             params=params,
             classify=self._classify,
         )

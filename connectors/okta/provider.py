@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import time
-from typing import ClassVar
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 import requests
 
+from connectors.base.credentials import Credential
 from connectors.base.provider import ProviderBase, Request
+from connectors.okta.credentials import PROVIDER_SCOPES, okta_credential
 from streams.model.records import Action
 from streams.support.errors import ProviderError, RetryableError
 
@@ -36,13 +39,25 @@ class OktaProvider(ProviderBase):
     idempotent at Okta (clearing cleared sessions or factors is a no-op), so a redelivered
     action is harmless.
 
-    Settings: ``base_url`` (https://<org>.okta.com), ``token`` (API token, a Secret),
-    ``dry_run``.
+    Settings: ``base_url`` (https://<org>.okta.com), ``dry_run``, and one credential: an
+    OAuth service app (``client_id``, ``private_key`` (a Secret PEM), ``key_id``, ``scopes``,
+    default ``okta.users.manage``; connectors/okta/credentials.py) or the legacy ``token``
+    (SSWS API token, a Secret).
     """
 
     type: ClassVar[str] = "okta"
     supports: ClassVar[frozenset[str]] = frozenset({"revoke_sessions", "force_mfa_reenrolment"})
     auth_scheme = "SSWS"
+
+    def build_credentials(self, settings: Mapping[str, Any]) -> Credential | None:
+        return okta_credential(
+            settings,
+            self.config_prefix,
+            self.label,
+            base_url=self.base_url,
+            default_scopes=PROVIDER_SCOPES,
+            required=not self.dry_run,
+        )
 
     def prepare(self, action: Action) -> Request:
         values = {"user_ref": self.path_value(action, "user_ref")}

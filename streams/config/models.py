@@ -46,6 +46,11 @@ SECRET_KEYS = frozenset(
         "password",
         "api_key",
         "ingest_token",
+        # vendor credentials that mint short-lived tokens (connectors/base/credentials.py)
+        "client_secret",
+        "client_certificate",
+        "private_key",
+        "service_account",
     }
 )
 
@@ -270,6 +275,10 @@ class ConnectorEntry(BaseModel):
     password: SecretValue | None = None
     api_key: SecretValue | None = None
     ingest_token: SecretValue | None = None
+    client_secret: SecretValue | None = None
+    client_certificate: SecretValue | None = None
+    private_key: SecretValue | None = None
+    service_account: SecretValue | None = None
 
     _order: list[str] = PrivateAttr(default_factory=list)
 

@@ -55,9 +55,7 @@ class ProviderGap:
                 "provider: sessions and MFA factors there would never be revoked"
             )
         hint = f" (did you mean {self.nearest!r}?)" if self.nearest else ""
-        return (
-            f"{what}{hint}; configure providers.{self.provider} or list it in ignored_providers"
-        )
+        return f"{what}{hint}; configure providers.{self.provider} or list it in ignored_providers"
 
 
 def _nearest(name: str, configured: Collection[str]) -> str | None:

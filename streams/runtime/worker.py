@@ -16,6 +16,7 @@ from typing import Any
 import mode
 import structlog
 
+from connectors.base.credentials import credentials_ready
 from connectors.base.http import HttpClient
 from connectors.ingest.auth_ingest import AuthIngest
 from connectors.ingest.dumps import DumpOptions
@@ -143,6 +144,9 @@ class WorkerServices(mode.Service):  # type: ignore[misc]
             "journal_writable": self.journal.check_writable(),
             # Every secret this process uses resolves (a mounted file may vanish or be late).
             "secrets": self.secrets.ready() if self.secrets is not None else True,
+            # No provider or poller is failing to obtain its access token
+            # (connectors/base/credentials.py; docs/runbooks/provider-credentials.md).
+            "credentials": credentials_ready([*self.executor.providers.values(), *self.pollers]),
         }
 
     async def on_start(self) -> None:

@@ -30,6 +30,21 @@ REJECT_REASONS = (
 #: one, a stale signature timestamp, or refused unchecked while the client is throttled.
 AUTH_FAILURE_REASONS = ("missing", "wrong", "stale", "throttled")
 
+#: Why a provider could not obtain an access token
+#: (``accessguard_provider_credential_failures_total``): an OAuth error code the token
+#: endpoint returned, another refusal, the endpoint unreachable, an answer without a usable
+#: token, or a credential setting that is empty or unreadable.
+CREDENTIAL_FAILURE_REASONS = (
+    "invalid_client",
+    "invalid_grant",
+    "unauthorized_client",
+    "invalid_scope",
+    "rejected",
+    "unreachable",
+    "invalid_response",
+    "misconfigured",
+)
+
 EVENTS_ACCEPTED = Counter(
     "accessguard_events_accepted_total",
     "Input events accepted (acknowledged by the broker), by source.",
@@ -180,5 +195,12 @@ READINESS = Gauge(
 OBSERVED_AT = Gauge(
     "accessguard_observed_timestamp_seconds",
     "Unix time the lag, registry and readiness gauges were last refreshed.",
+    registry=REGISTRY,
+)
+CREDENTIAL_FAILURES = Counter(
+    "accessguard_provider_credential_failures_total",
+    "Failed attempts to obtain a provider access token (client credentials, service account, "
+    "private_key_jwt), by connector and reason class. Never a secret.",
+    ["provider", "reason"],
     registry=REGISTRY,
 )

@@ -1,0 +1,358 @@
+"""Local token endpoints (and the APIs behind them) that really verify what they are sent.
+
+Each server runs on 127.0.0.1 in a thread (started and stopped by fixtures in
+tests/test_credentials.py) and serves one vendor's token endpoint next to a tiny version of
+its API. The token endpoint checks the client's proof the way the vendor does:
+
+* :class:`OktaServer`: ``private_key_jwt`` client assertion, RS256 signature against the
+  registered public key, ``aud`` = the org token endpoint, ``iss`` = ``sub`` = client id,
+  ``exp`` at most 5 minutes after ``iat`` and not past, a ``jti`` never seen before, and
+  scopes granted to the app.
+* :class:`GoogleServer`: the JWT-bearer grant of a service account: signature with the
+  service account's public key, ``aud`` = Google's token endpoint (what Google requires
+  and google-auth signs for, whatever ``token_uri`` says), ``iss`` = the client e-mail,
+  ``sub`` = the delegated admin, ``scope`` among those delegated.
+* :class:`EntraServer` (TLS: MSAL only talks https): OpenID configuration, then client
+  credentials with a client secret or a certificate assertion (RS256 with ``x5t``).
+
+Tokens live ``lifetime`` seconds (a few, so tests cross several). The API endpoints answer
+401 to an unknown or expired token, so a client that sends a stale token is caught; their
+clock runs ``skew`` (0.1 s) ahead of the token endpoint's, as between real servers (and as
+network latency does), so a client that uses a token up to its last instant is caught too. Counts:
+``token_requests``, ``issued``, ``api_calls``, ``api_unauthorized``.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import jwt
+
+Reply = tuple[int, dict[str, Any] | list[Any]]
+GOOGLE_AUDIENCE = "https://oauth2.googleapis.com/token"
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    # 8 client threads: the default backlog (5) overflows and a SYN is retried after 1 s,
+    # which would make a valid token arrive expired.
+    request_queue_size = 128
+
+
+class TokenServer:
+    """Shared machinery: the HTTP server, issued tokens, counters, faults."""
+
+    scheme = "http"
+
+    def __init__(self, lifetime: float = 2.0, skew: float = 0.1) -> None:
+        self.lifetime = lifetime
+        self.skew = skew
+        self.lock = threading.Lock()
+        self.tokens: dict[str, float] = {}
+        self.token_requests = 0
+        self.issued = 0
+        self.api_calls = 0
+        self.api_unauthorized = 0
+        #: When set, the token endpoint answers this (status, body) instead.
+        self.fault: Reply | None = None
+        self._server = _Server(("127.0.0.1", 0), self._handler())
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"{self.scheme}://{host!s}:{port}"
+
+    def start(self) -> TokenServer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    # --- tokens -----------------------------------------------------------------------
+
+    def issue(self) -> Reply:
+        token = secrets.token_urlsafe(24)
+        with self.lock:
+            self.tokens[token] = time.monotonic() + self.lifetime
+            self.issued += 1
+        return 200, {"access_token": token, "token_type": "Bearer", "expires_in": self.lifetime}
+
+    def authorised(self, header: str | None) -> bool:
+        scheme, _, token = (header or "").partition(" ")
+        with self.lock:
+            expires = self.tokens.get(token) if scheme == "Bearer" else None
+            ok = expires is not None and time.monotonic() + self.skew < expires
+            self.api_calls += 1
+            if not ok:
+                self.api_unauthorized += 1
+        return ok
+
+    # --- routing ----------------------------------------------------------------------
+
+    def token(self, path: str, form: dict[str, str]) -> Reply | None:
+        """The token endpoint's answer, or None when ``path`` is not it."""
+        raise NotImplementedError
+
+    def get(self, path: str) -> Reply | None:
+        return None
+
+    def api(self, method: str, path: str) -> Reply:
+        return 200, {}
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive, as the vendors
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def _reply(self, reply: Reply) -> None:
+                status, body = reply
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def _handle(self, method: str) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length).decode() if length else ""
+                path = urlsplit(self.path).path
+                if method == "GET":
+                    reply = server.get(path)
+                    if reply is not None:
+                        self._reply(reply)
+                        return
+                if method == "POST" and "x-www-form-urlencoded" in (
+                    self.headers.get("Content-Type") or ""
+                ):
+                    form = {k: v[0] for k, v in parse_qs(raw).items()}
+                    with server.lock:
+                        server.token_requests += 1
+                        fault = server.fault
+                    if fault is not None:
+                        self._reply(fault)
+                        return
+                    reply = server.token(path, form)
+                    if reply is not None:
+                        self._reply(reply)
+                        return
+                if not server.authorised(self.headers.get("Authorization")):
+                    self._reply((401, {"error": "invalid_token"}))
+                    return
+                self._reply(server.api(method, path))
+
+            def do_GET(self) -> None:
+                self._handle("GET")
+
+            def do_POST(self) -> None:
+                self._handle("POST")
+
+            def do_DELETE(self) -> None:
+                self._handle("DELETE")
+
+        return Handler
+
+
+def _error(status: int, code: str, description: str) -> Reply:
+    return status, {"error": code, "error_description": description}
+
+
+def verify_assertion(
+    assertion: str,
+    public_key: Any,
+    *,
+    audience: str,
+    issuer: str,
+    seen: set[str] | None = None,
+    max_lifetime: int = 300,
+) -> dict[str, Any] | str:
+    """The verified claims, or why the assertion is refused."""
+    try:
+        claims: dict[str, Any] = jwt.decode(
+            assertion,
+            public_key,
+            algorithms=["RS256"],
+            audience=audience,
+            issuer=issuer,
+            options={"require": ["exp", "iat", "iss", "aud", "sub"]},
+        )
+    except jwt.PyJWTError as exc:
+        return f"assertion refused: {type(exc).__name__}"
+    if claims["exp"] - claims["iat"] > max_lifetime:
+        return "assertion lives too long"
+    if seen is not None:
+        jti = claims.get("jti")
+        if not isinstance(jti, str) or jti in seen:
+            return "jti missing or reused"
+        seen.add(jti)
+    return claims
+
+
+class OktaServer(TokenServer):
+    """An Okta org: ``/oauth2/v1/token`` (private_key_jwt) and the Users/Logs API."""
+
+    def __init__(
+        self, public_key: Any, client_id: str, scopes: set[str], lifetime: float = 2.0
+    ) -> None:
+        super().__init__(lifetime)
+        self.public_key = public_key
+        self.client_id = client_id
+        self.scopes = scopes
+        self.jtis: set[str] = set()
+
+    def token(self, path: str, form: dict[str, str]) -> Reply | None:
+        if path != "/oauth2/v1/token":
+            return None
+        if form.get("grant_type") != "client_credentials":
+            return _error(400, "unsupported_grant_type", "grant_type")
+        if form.get("client_assertion_type") != (
+            "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+        ):
+            return _error(401, "invalid_client", "client_assertion_type")
+        with self.lock:
+            claims = verify_assertion(
+                form.get("client_assertion", ""),
+                self.public_key,
+                audience=f"{self.url}/oauth2/v1/token",
+                issuer=self.client_id,
+                seen=self.jtis,
+            )
+        if isinstance(claims, str):
+            return _error(401, "invalid_client", claims)
+        if claims["sub"] != self.client_id:
+            return _error(401, "invalid_client", "sub")
+        asked = set(form.get("scope", "").split())
+        if not asked or not asked <= self.scopes:
+            return _error(400, "invalid_scope", "scope not granted")
+        return self.issue()
+
+    def api(self, method: str, path: str) -> Reply:
+        if path.endswith("/api/v1/logs"):
+            return 200, []
+        return 200, {}
+
+
+class GoogleServer(TokenServer):
+    """Google's OAuth token endpoint (JWT-bearer grant) and the Directory API."""
+
+    def __init__(
+        self,
+        public_key: Any,
+        client_email: str,
+        subject: str,
+        scopes: set[str],
+        lifetime: float = 2.0,
+    ) -> None:
+        super().__init__(lifetime)
+        self.public_key = public_key
+        self.client_email = client_email
+        self.subject = subject
+        self.scopes = scopes
+
+    def token(self, path: str, form: dict[str, str]) -> Reply | None:
+        if path != "/token":
+            return None
+        if form.get("grant_type") != "urn:ietf:params:oauth:grant-type:jwt-bearer":
+            return _error(400, "unsupported_grant_type", "grant_type")
+        claims = verify_assertion(
+            form.get("assertion", ""),
+            self.public_key,
+            # google-auth signs for Google's token endpoint whatever token_uri says, and
+            # Google requires exactly that audience.
+            audience=GOOGLE_AUDIENCE,
+            issuer=self.client_email,
+            max_lifetime=3600,
+        )
+        if isinstance(claims, str):
+            return _error(400, "invalid_grant", f"Invalid JWT Signature. ({claims})")
+        if claims["sub"] != self.subject:
+            return _error(401, "unauthorized_client", "Client is unauthorized for this subject")
+        asked = set(str(claims.get("scope", "")).split())
+        if not asked or not asked <= self.scopes:
+            return _error(401, "unauthorized_client", "scope not delegated")
+        return self.issue()
+
+
+class EntraServer(TokenServer):
+    """The Microsoft identity platform for one tenant (over TLS) and Graph's endpoints."""
+
+    scheme = "https"
+
+    def __init__(
+        self,
+        tenant: str,
+        client_id: str,
+        *,
+        wrap_tls: Callable[[Any], Any],
+        client_secret: str | None = None,
+        certificate_key: Any = None,
+        lifetime: float = 2.0,
+    ) -> None:
+        super().__init__(lifetime)
+        self.tenant = tenant
+        self.client_id = client_id
+        self.client_secret = client_secret
+        self.certificate_key = certificate_key
+        self.jtis: set[str] = set()
+        self._server.socket = wrap_tls(self._server.socket)
+
+    @property
+    def token_endpoint(self) -> str:
+        return f"{self.url}/{self.tenant}/oauth2/v2.0/token"
+
+    def get(self, path: str) -> Reply | None:
+        if path == f"/{self.tenant}/v2.0/.well-known/openid-configuration":
+            base = f"{self.url}/{self.tenant}"
+            return 200, {
+                "issuer": f"{base}/v2.0",
+                "authorization_endpoint": f"{base}/oauth2/v2.0/authorize",
+                "token_endpoint": self.token_endpoint,
+                "device_authorization_endpoint": f"{base}/oauth2/v2.0/devicecode",
+            }
+        return None
+
+    def token(self, path: str, form: dict[str, str]) -> Reply | None:
+        if path != f"/{self.tenant}/oauth2/v2.0/token":
+            return None
+        if form.get("grant_type") != "client_credentials":
+            return _error(400, "unsupported_grant_type", "AADSTS70003")
+        if form.get("client_id") != self.client_id:
+            return _error(400, "unauthorized_client", "AADSTS700016: application not found")
+        if form.get("scope", "").split() != ["https://graph.microsoft.com/.default"]:
+            return _error(400, "invalid_scope", "AADSTS1002012")
+        if "client_assertion" in form:
+            if self.certificate_key is None:
+                return _error(401, "invalid_client", "AADSTS700027: no certificate")
+            with self.lock:
+                claims = verify_assertion(
+                    form["client_assertion"],
+                    self.certificate_key,
+                    audience=self.token_endpoint,
+                    issuer=self.client_id,
+                    seen=self.jtis,
+                    max_lifetime=3600,
+                )
+            if isinstance(claims, str):
+                return _error(401, "invalid_client", f"AADSTS700027: {claims}")
+        elif self.client_secret is None or form.get("client_secret") != self.client_secret:
+            return _error(401, "invalid_client", "AADSTS7000215: Invalid client secret provided.")
+        return self.issue()
+
+    def api(self, method: str, path: str) -> Reply:
+        if path.endswith(("/authentication/methods", "/auditLogs/signIns")):
+            return 200, {"value": []}
+        return 200, {"value": True}
