@@ -36,6 +36,27 @@ log = structlog.get_logger("streams.runtime.engine")
 REVOKING = frozenset({"revoke_sessions", "remove_grant", "downgrade_grant"})
 
 
+def observe_revocations(revoking: list[tuple[Action, Outcome]], accepted_at: float) -> None:
+    """The time-to-revoke metrics of one offboarding's revocations: each real acknowledgement
+    by provider; the whole offboarding's time only when every revocation went out for real and
+    none failed; a failed one counted by provider and the offboarding as unrevoked (the SLO
+    ratio counts it as over the objective). Dry runs revoke nothing and count nowhere."""
+    failed = False
+    real: list[float] = []
+    for action, outcome in revoking:
+        if outcome.status == "done":
+            took = max(outcome.finished_at - accepted_at, 0.0)
+            metrics.REVOCATION_ACKNOWLEDGED.labels(action.provider).observe(took)
+            real.append(took)
+        elif outcome.status == "failed":
+            metrics.REVOCATION_FAILURES.labels(action.provider).inc()
+            failed = True
+    if failed:
+        metrics.OFFBOARDINGS_UNREVOKED.inc()
+    elif real and len(real) == len(revoking):
+        metrics.TIME_TO_REVOKE.observe(max(real))
+
+
 class PlanRunner:
     """Runs the plans of the lifecycle state this worker owns. Event loop only."""
 
@@ -113,15 +134,13 @@ class PlanRunner:
             outcomes = await asyncio.gather(*(self._run_action(a) for a in actions))
         finally:
             metrics.PENDING_ACTIONS.dec(len(actions))
-        revoked_at = [
-            o.finished_at
-            for a, o in zip(actions, outcomes, strict=True)
-            if a.action in REVOKING and o.status in ("done", "dry_run")
-        ]
+        revoking = [(a, o) for a, o in zip(actions, outcomes, strict=True) if a.action in REVOKING]
+        revoked_at = [o.finished_at for _, o in revoking if o.status in ("done", "dry_run")]
         took = None
         if plan.accepted_at and revoked_at:
             took = max(revoked_at) - float(plan.accepted_at)
-            metrics.TIME_TO_REVOKE.observe(max(took, 0.0))
+        if plan.accepted_at:
+            observe_revocations(revoking, float(plan.accepted_at))
         failed = [(a, o) for a, o in zip(actions, outcomes, strict=True) if o.status == "failed"]
         for alert in plan.alerts:
             if alert.rule == "offboarding.completed":

@@ -90,10 +90,33 @@ PROVIDER_LATENCY = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
     registry=REGISTRY,
 )
+REVOKE_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1, 2, 5, 10, 30, 60, 300, 900)
 TIME_TO_REVOKE = Histogram(
     "accessguard_time_to_revoke_seconds",
-    "From an offboarding accepted at the edge to its last revocation confirmed.",
-    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1, 2, 5, 10, 30, 60, 300, 900),
+    "From an offboarding accepted at the edge to its last revocation acknowledged by its "
+    "provider, when every revocation went out for real and none failed (dry runs are not "
+    "revocations; failed ones are counted in accessguard_offboardings_unrevoked_total).",
+    buckets=REVOKE_BUCKETS,
+    registry=REGISTRY,
+)
+REVOCATION_ACKNOWLEDGED = Histogram(
+    "accessguard_revocation_acknowledge_seconds",
+    "From an offboarding accepted at the edge to one revocation acknowledged, by provider "
+    "(real calls only; dry runs excluded).",
+    ["provider"],
+    buckets=REVOKE_BUCKETS,
+    registry=REGISTRY,
+)
+REVOCATION_FAILURES = Counter(
+    "accessguard_revocation_failures_total",
+    "Revocations of an offboarding that failed for good, by provider.",
+    ["provider"],
+    registry=REGISTRY,
+)
+OFFBOARDINGS_UNREVOKED = Counter(
+    "accessguard_offboardings_unrevoked_total",
+    "Offboardings with at least one revocation that failed for good: they miss the "
+    "time-to-revoke objective (the SLO ratio counts them as over it).",
     registry=REGISTRY,
 )
 ALERTS = Counter(
