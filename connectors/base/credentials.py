@@ -85,6 +85,10 @@ class Credential(ABC):
 
     def __init__(self, label: str) -> None:
         self.label = label
+        # every reason's series exists from the start (at 0), so the alert's increase() has
+        # data before a first failure and a failure is a change, not a new series
+        for reason in CREDENTIAL_FAILURE_REASONS:
+            CREDENTIAL_FAILURES.labels(provider=label, reason=reason)
 
     @abstractmethod
     def headers(self) -> dict[str, str]:

@@ -35,6 +35,8 @@ def initialise_series(provider_types: Mapping[str, str], input_topics: Iterable[
         for action in ACTION_KINDS:
             if (action == "rotate_shared_credential") == (kind == "secret_store"):
                 metrics.ACTIONS.labels(provider, action, "failed")
+        metrics.REVOCATION_ACKNOWLEDGED.labels(provider)
+        metrics.REVOCATION_FAILURES.labels(provider)
     for topic in input_topics:
         for reason in DEAD_LETTER_REASONS:
             metrics.DEAD_LETTERS.labels(topic, reason)
