@@ -153,6 +153,22 @@ class TestHrPlan:
 
         run(scenario)
 
+    def test_the_decision_is_recorded_before_the_state_that_applies_it(
+        self, h: EngineHarness
+    ) -> None:
+        """A stop between the two writes must not leave an applied event with no decision in
+        the audit trail (the replayed event would then be a duplicate and never recorded):
+        the ``decision`` journal entry comes before the ``state`` entries it causes."""
+
+        async def scenario() -> None:
+            await h.engine.handle_hr(hr_event())
+            kinds = [e["kind"] for e in h.journal_entries() if e["kind"] in ("decision", "state")]
+            assert kinds[0] == "decision"
+            assert "state" in kinds
+            await settle(h)
+
+        run(scenario)
+
     def test_every_action_runs_once_and_its_outcome_is_recorded(self, h: EngineHarness) -> None:
         """Each action of the plan is performed once, and its outcome is recorded under its
         idempotency key three times over: in the ledger view, as a durable ``ledger`` journal

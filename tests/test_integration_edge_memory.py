@@ -71,6 +71,9 @@ def test_a_restarted_edge_still_answers_duplicate_and_409(
             for e in stack.journal_so_far()
             if e.get("kind") == "decision" and e.get("event_id") == "edge-mem-1"
         ]
-        assert [d["event_type"] for d in decisions] == ["suspended"]
+        # the suspension only (recorded twice at most: a stop right after the decision was
+        # recorded and before its state was re-decides it at the next start)
+        assert decisions
+        assert {d["event_type"] for d in decisions} == {"suspended"}
     finally:
         stack.stop()

@@ -164,10 +164,14 @@ class Engine(Writer):
             )
             return decision
         plan_id = decision.plan_id
+        # The audit record first, then the state that makes the event applied: a stop between
+        # the two re-decides the event at the next start (a second record of the same
+        # decision, its actions kept once by the ledger) instead of leaving a decision that
+        # happened with no record of it (the applied state made the replayed event a duplicate).
+        await self.audit("decision", event.event_id, source=event.source, **decision.to_dict())
         for value in decision.state_updates:
             await self.put_state(value)
         self._update_scheduled_gauge()
-        await self.audit("decision", event.event_id, source=event.source, **decision.to_dict())
         bound.info("hr.decided", actions=len(decision.actions), reason=decision.reason)
         if decision.identity and plan_id and decision.actions:
             self.start_plan(decision.identity, plan_id)
