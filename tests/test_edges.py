@@ -61,6 +61,12 @@ def rss_kib() -> int:
     return 0
 
 
+#: Longest /healthz answer allowed while a big upload is handled. Work on the event loop shows
+#: as the whole parse (a 10 MB batch: about a second; the gzip bomb's inflation: ~0.3 s);
+#: 0.1 s was within reach of scheduler noise on a busy 2-core CI machine (0.1006 s seen).
+HEALTH_BOUND = 0.2
+
+
 @pytest.fixture
 def edge(tmp_path: Path) -> Edge:
     with edge_server(tmp_path) as running:
@@ -94,7 +100,7 @@ class TestLeakUploadBounds:
             assert took < 5
             assert rss_kib() - before < 150_000
             assert latencies
-            assert max(latencies) < 0.1, sorted(latencies)[-5:]
+            assert max(latencies) < HEALTH_BOUND, sorted(latencies)[-5:]
             assert e.publisher.on(TOPIC_LEAKS) == []  # nothing of a refused upload travels
 
     def test_decompressed_size_is_bounded(self, tmp_path: Path) -> None:
@@ -128,7 +134,7 @@ class TestLeakUploadBounds:
             assert resp.status_code == 200, resp.text[:300]
             assert resp.json()["matched"] == 1
             assert len(latencies) >= 3
-            assert max(latencies) < 0.1, sorted(latencies)[-5:]
+            assert max(latencies) < HEALTH_BOUND, sorted(latencies)[-5:]
 
     def test_content_encoding_is_refused(self, edge: Edge) -> None:
         """aiohttp would inflate a Content-Encoding body before any bound: 415, say why."""
@@ -203,7 +209,7 @@ class TestHostileBodies:
             probe.join()
         assert resp.status_code == 200, resp.text[:200]
         assert len(latencies) >= 3
-        assert max(latencies) < 0.1, sorted(latencies)[-5:]
+        assert max(latencies) < HEALTH_BOUND, sorted(latencies)[-5:]
 
     def test_very_long_lines_are_rejected_one_by_one(self, edge: Edge) -> None:
         """A line over the record cap is rejected unread (memory flat), the rest is read."""
