@@ -77,6 +77,12 @@ PROVIDERS = ("okta", "hootsuite", "secret-store")
 SINKS = ("pagerduty", "slack")
 
 #: Providers, sinks and fast retries; every other key keeps its default.
+MACHINERY_STEPS: dict[str, list[list[str]]] = {
+    "terminated": [["revoke_sessions", "remove_grant", "rotate_shared_credential"]],
+    "contract_ended": [["revoke_sessions", "remove_grant", "rotate_shared_credential"]],
+    "suspended": [["revoke_sessions"]],
+    "device_lost": [["revoke_sessions", "force_mfa_reenrolment", "rotate_shared_credential"]],
+}
 CONFIG: dict[str, Any] = {
     "providers": {
         "okta": {"type": "okta"},
@@ -91,6 +97,10 @@ CONFIG: dict[str, Any] = {
         "slow_retry_interval": 0.05,
     },
     "journal": {"fsync": False},
+    # The plan machinery these tests drive, with the policy of one step (every action at
+    # once, sessions and grants only); the default policy's order, lifecycle actions and
+    # read-back are tested in tests/test_lifecycle_plans.py.
+    "offboarding": {"steps": MACHINERY_STEPS},
 }
 
 #: Fixed engine clock (2026-03-02T12:00:00Z): ``finished_at`` of alerts and plan timestamps.

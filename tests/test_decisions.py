@@ -100,6 +100,10 @@ def _no_secrets_or_emails(decision: HrDecision) -> None:
 # ------------------------------------------------------------------------------ terminated
 
 
+def ident_plan_steps(state: StateStore) -> tuple[int, ...]:
+    return state.identity("alice").plans["evt-term-1"].steps
+
+
 def test_terminated_full_story(registry: Registry, state: StateStore) -> None:
     """Termination revokes sessions at every provider that holds alice or manages one of her
     accounts, removes each grant at the account's provider, rotates the shared TOTP login she
@@ -127,10 +131,29 @@ def test_terminated_full_story(registry: Registry, state: StateStore) -> None:
         ("yt-lumen", "hootsuite"),
     ]
     assert of(decision, "rotate_shared_credential") == [("x-lumen", "vault")]
+    # the account is disabled at every identity provider, OAuth tokens and app passwords
+    # revoked where the provider has them (Graph ends them with the sessions)
+    assert sorted(of(decision, "disable_account")) == [
+        (None, "entra"),
+        (None, "google"),
+        (None, "okta"),
+    ]
+    assert sorted(of(decision, "revoke_tokens")) == [(None, "google"), (None, "okta")]
+    # in the default order: disable, then revoke, then remove grants and rotate
+    steps = {a.action: n for a, n in zip(decision.actions, ident_plan_steps(state), strict=True)}
+    assert steps == {
+        "disable_account": 0,
+        "revoke_sessions": 1,
+        "revoke_tokens": 1,
+        "remove_grant": 2,
+        "rotate_shared_credential": 2,
+    }
     rotate = next(a for a in decision.actions if a.action == "rotate_shared_credential")
     assert rotate.params["credential_ref"] == "shared/x-lumen"
 
-    okta = next(a for a in decision.actions if a.provider == "okta")
+    okta = next(
+        a for a in decision.actions if a.provider == "okta" and a.action == "revoke_sessions"
+    )
     assert okta.params == {"user_ref": "00u1alicexyz0A1b2C3d4"}
     remove_ig = next(a for a in decision.actions if a.account == "ig-lumen")
     assert remove_ig.params["user_ref"] == "100200300400501"
@@ -150,6 +173,7 @@ def test_terminated_full_story(registry: Registry, state: StateStore) -> None:
         "yt-lumen",
     ]
     assert ident.applied_events == ("evt-term-1",)
+    assert ident.disabled_at == ("entra", "google", "okta")
     plan = ident.plans["evt-term-1"]
     assert plan.actions == decision.actions
     assert plan.accepted_at == 1_772_000_000.0
@@ -163,6 +187,7 @@ def test_terminated_full_story(registry: Registry, state: StateStore) -> None:
         "event_type": "terminated",
         "decided_at": NOW.timestamp(),
         "partition_key": decision.event.partition_key,
+        "steps": list(plan.steps),
     }
     assert list(plan.to_dict()) == [
         "actions",
@@ -171,6 +196,7 @@ def test_terminated_full_story(registry: Registry, state: StateStore) -> None:
         "event_type",
         "decided_at",
         "partition_key",
+        "steps",
     ]
 
     account = state.account("x-lumen")
@@ -184,8 +210,9 @@ def test_terminated_full_story(registry: Registry, state: StateStore) -> None:
     assert summary.severity == "info"
     assert summary.dedup_key == "offboarding:evt-term-1"
     assert summary.title == (
-        "Offboarded Alice Nguyen: 5 sessions revoked, 5 grants removed, "
-        "1 shared credentials rotated"
+        "Offboarded Alice Nguyen: account disabled at 3 identity provider(s), "
+        "5 sessions revoked, OAuth tokens and app passwords revoked at 2 provider(s), "
+        "5 grants removed, 1 shared credentials rotated"
     )
     assert summary.details["accounts"] == sorted(ident.removed_grants)
     assert summary.details["providers"] == [
@@ -210,8 +237,12 @@ def test_terminated_twice_revokes_sessions_only(registry: Registry, state: State
     decide(registry, state, hr("alice", "terminated", "evt-term-1"))
     again = decide(registry, state, hr("alice", "terminated", "evt-term-2", at=NOW))
     assert again.outcome == "applied"
-    assert {a.action for a in again.actions} == {"revoke_sessions"}
-    assert len(again.actions) == 5
+    assert {a.action for a in again.actions} == {
+        "disable_account",
+        "revoke_sessions",
+        "revoke_tokens",
+    }
+    assert len(of(again, "revoke_sessions")) == 5
     ident = state.identity("alice")
     assert ident.status_cause == "hr:terminated:evt-term-1"
     assert ident.applied_events == ("evt-term-1", "evt-term-2")
@@ -277,24 +308,35 @@ def test_unconfigured_alias_providers_are_skipped(registry: Registry, state: Sta
 
 
 def test_suspended_then_reinstated(registry: Registry, state: StateStore) -> None:
-    """Suspension revokes sessions and keeps grants; reinstatement clears it and re-grants
+    """Suspension disables the account at the identity providers, revokes sessions and
+    tokens and keeps grants; reinstatement re-enables exactly where it disabled and re-grants
     nothing."""
     suspended = decide(registry, state, hr("bob", "suspended", "evt-s"))
     assert suspended.outcome == "applied"
-    assert {a.action for a in suspended.actions} == {"revoke_sessions"}
+    assert {a.action for a in suspended.actions} == {
+        "disable_account",
+        "revoke_sessions",
+        "revoke_tokens",
+    }
     assert sorted(p for _, p in of(suspended, "revoke_sessions")) == ["google", "hootsuite", "okta"]
+    assert sorted(p for _, p in of(suspended, "disable_account")) == ["google", "okta"]
     assert suspended.alerts[0].rule == "suspension.completed"
+    assert "account disabled at 2 identity provider(s)" in suspended.alerts[0].title
     assert state.identity("bob").status == "suspended"
     assert state.identity("bob").removed_grants == ()
+    assert state.identity("bob").disabled_at == ("google", "okta")
 
     reinstated = decide(registry, state, hr("bob", "reinstated", "evt-r", at=NOW))
     assert reinstated.outcome == "applied"
-    assert reinstated.actions == ()
-    assert reinstated.alerts == ()
-    assert reinstated.plan_id is None
+    assert sorted(of(reinstated, "enable_account")) == [(None, "google"), (None, "okta")]
+    assert {a.cause for a in reinstated.actions} == {"hr:reinstated:evt-r"}
+    assert reinstated.plan_id == "evt-r"
+    assert reinstated.alerts[0].rule == "reinstatement.completed"
+    assert "re-enabled at 2 identity provider(s)" in reinstated.alerts[0].title
     ident = state.identity("bob")
     assert ident.status == "active"
     assert ident.status_cause == "hr:reinstated:evt-r"
+    assert ident.disabled_at == ()
 
 
 def test_reinstated_when_active_or_offboarded_is_noop(

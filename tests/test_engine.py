@@ -113,7 +113,14 @@ def page(dedup_key: str = "test:page:1", **fields: Any) -> Alert:
 def seed_plan(h: EngineHarness, event: HrEvent) -> tuple[Action, ...]:
     """Decide ``event`` and store its state as a crashed worker left it: the plan is in the
     lifecycle state, nothing has run yet. Returns the plan's actions."""
-    decision = decide_hr(h.views.registry, h.views.state, event, NOW, h.config.provider_types())
+    decision = decide_hr(
+        h.views.registry,
+        h.views.state,
+        event,
+        NOW,
+        h.config.provider_types(),
+        policy=h.engine.policy,
+    )
     assert decision.plan_id == event.event_id
     for value in decision.state_updates:
         h.views.state.put(value)

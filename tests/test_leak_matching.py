@@ -270,12 +270,13 @@ def test_lookup_is_fast(registry: Registry) -> None:
 
 
 def test_a_publisher_or_admin_loses_sessions_and_re_enrols(registry: Registry) -> None:
-    """admin/full_publishing anywhere: revoke sessions everywhere, force MFA at the IdPs,
-    high alert without the e-mail."""
+    """admin/full_publishing anywhere: revoke sessions everywhere, expire the password and
+    force MFA at the IdPs, high alert without the e-mail."""
     decision = decide(registry, leak("alice@brand.example"))
     assert decision.outcome == "applied"
     kinds = sorted({(a.action, a.provider) for a in decision.actions})
     assert kinds == [
+        ("expire_password", "okta"),
         ("force_mfa_reenrolment", "okta"),
         ("revoke_sessions", "hootsuite"),
         ("revoke_sessions", "meta-business"),
@@ -292,9 +293,10 @@ def test_a_publisher_or_admin_loses_sessions_and_re_enrols(registry: Registry) -
 
 
 def test_another_grant_holder_re_enrols_and_is_notified(registry: Registry) -> None:
-    """can_reply only: force re-enrolment, medium alert, sessions untouched."""
+    """can_reply only: expire the password and force re-enrolment (a reset MFA alone lets
+    the holder of the leaked password enrol a factor), medium alert, sessions untouched."""
     decision = decide(registry, leak("bob@brand.example"))
-    assert {a.action for a in decision.actions} == {"force_mfa_reenrolment"}
+    assert {a.action for a in decision.actions} == {"expire_password", "force_mfa_reenrolment"}
     assert decision.alerts[0].severity == "medium"
 
 
@@ -394,7 +396,7 @@ def test_a_completed_re_enrolment_makes_the_breach_stale(registry: Registry) -> 
     decision = decide(registry, leak("bob@brand.example"), life)
     for update in decision.state_updates:
         life.put(update)
-    (action,) = decision.actions
+    (action,) = [a for a in decision.actions if a.action == "force_mfa_reenrolment"]
     done_at = datetime(2026, 3, 2, 9, 1, tzinfo=UTC).timestamp()
     after = state_after_action(life, action, done_at)
     assert after is not None
@@ -493,7 +495,11 @@ def test_responses_come_from_the_leak_rules(registry: Registry) -> None:
     assert quiet.actions == ()
     assert quiet.state_updates == ()
     (alert,) = quiet.alerts
-    assert alert.details["dropped_response"] == ["revoke_sessions", "force_mfa_reenrolment"]
+    assert alert.details["dropped_response"] == [
+        "revoke_sessions",
+        "expire_password",
+        "force_mfa_reenrolment",
+    ]
 
     default = decide(registry, leak("social@brand.example"))
     assert [d.rule for d in default.detections] == ["leak_shared_credential"]

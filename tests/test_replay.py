@@ -59,7 +59,9 @@ def test_output_shapes(registry: Registry) -> None:
     for obj in out:
         assert set(obj) == (ACTION_KEYS if obj["type"] == "action" else ALERT_KEYS)
     assert {o["action"] for o in out if o["type"] == "action"} == {
+        "disable_account",
         "revoke_sessions",
+        "revoke_tokens",
         "remove_grant",
         "rotate_shared_credential",
     }
@@ -198,8 +200,9 @@ def test_example_events_file(registry: Registry) -> None:
     ]
     summaries = [o["title"] for o in out if o["type"] == "alert" and o["severity"] == "info"]
     assert summaries[0] == (
-        "Offboarded Alice Nguyen: 5 sessions revoked, 5 grants removed, "
-        "1 shared credentials rotated"
+        "Offboarded Alice Nguyen: account disabled at 3 identity provider(s), "
+        "5 sessions revoked, OAuth tokens and app passwords revoked at 2 provider(s), "
+        "5 grants removed, 1 shared credentials rotated"
     )
 
 

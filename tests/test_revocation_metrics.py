@@ -4,6 +4,7 @@ failed)."""
 
 from __future__ import annotations
 
+from connectors.base.provider import UNVERIFIED, VERIFIED, Verification
 from streams.model.records import Action
 from streams.runtime.executor import Outcome
 from streams.runtime.plans import observe_revocations
@@ -47,8 +48,8 @@ def test_every_revocation_done_for_real_counts_once_per_provider_and_overall() -
     before = _snapshot()
     observe_revocations(
         [
-            (_revoke("okta-t"), Outcome("done", 1, finished_at=ACCEPTED + 0.2)),
-            (_revoke("entra-t"), Outcome("done", 1, finished_at=ACCEPTED + 0.4)),
+            (_revoke("okta-t"), Outcome("done", 1, finished_at=ACCEPTED + 0.2), None),
+            (_revoke("entra-t"), Outcome("done", 1, finished_at=ACCEPTED + 0.4), None),
         ],
         ACCEPTED,
     )
@@ -62,8 +63,12 @@ def test_a_failed_revocation_makes_the_offboarding_unrevoked_not_fast() -> None:
     before = _snapshot()
     observe_revocations(
         [
-            (_revoke("okta-t"), Outcome("done", 1, finished_at=ACCEPTED + 0.2)),
-            (_revoke("entra-t"), Outcome("failed", 3, error="401", finished_at=ACCEPTED + 0.3)),
+            (_revoke("okta-t"), Outcome("done", 1, finished_at=ACCEPTED + 0.2), None),
+            (
+                _revoke("entra-t"),
+                Outcome("failed", 3, error="401", finished_at=ACCEPTED + 0.3),
+                None,
+            ),
         ],
         ACCEPTED,
     )
@@ -74,8 +79,8 @@ def test_dry_runs_revoke_nothing_and_count_nowhere() -> None:
     before = _snapshot()
     observe_revocations(
         [
-            (_revoke("okta-t"), Outcome("dry_run", 0, finished_at=ACCEPTED + 0.01)),
-            (_revoke("entra-t"), Outcome("dry_run", 0, finished_at=ACCEPTED + 0.01)),
+            (_revoke("okta-t"), Outcome("dry_run", 0, finished_at=ACCEPTED + 0.01), None),
+            (_revoke("entra-t"), Outcome("dry_run", 0, finished_at=ACCEPTED + 0.01), None),
         ],
         ACCEPTED,
     )
@@ -88,9 +93,31 @@ def test_a_partly_dry_offboarding_is_not_a_time_to_revoke() -> None:
     before = _snapshot()
     observe_revocations(
         [
-            (_revoke("okta-t"), Outcome("done", 1, finished_at=ACCEPTED + 0.2)),
-            (_revoke("entra-t"), Outcome("dry_run", 0, finished_at=ACCEPTED + 0.01)),
+            (_revoke("okta-t"), Outcome("done", 1, finished_at=ACCEPTED + 0.2), None),
+            (_revoke("entra-t"), Outcome("dry_run", 0, finished_at=ACCEPTED + 0.01), None),
         ],
         ACCEPTED,
     )
     assert _delta(before) == {"ack_okta": 1}
+
+
+def test_a_revocation_read_back_as_not_done_makes_the_offboarding_unrevoked() -> None:
+    """Acknowledged is not done: a revocation whose read-back failed keeps the offboarding
+    out of the time-to-revoke objective and counts it as unrevoked."""
+    before = _snapshot()
+    observe_revocations(
+        [
+            (
+                _revoke("okta-t"),
+                Outcome("done", 1, finished_at=ACCEPTED + 0.2),
+                Verification(UNVERIFIED, {"status": "ACTIVE"}, "still active"),
+            ),
+            (
+                _revoke("entra-t"),
+                Outcome("done", 1, finished_at=ACCEPTED + 0.3),
+                Verification(VERIFIED, {"accountEnabled": False}),
+            ),
+        ],
+        ACCEPTED,
+    )
+    assert _delta(before) == {"ack_okta": 1, "ack_entra": 1, "unrevoked": 1}

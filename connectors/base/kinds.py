@@ -21,8 +21,43 @@ IDP_TYPES: frozenset[str] = frozenset({"okta", "graph", "google"})
 #: ``generic`` source is not one): an event's principal is looked up there first.
 ALIAS_VENDORS: frozenset[str] = frozenset({"okta", "entra", "google"})
 
+#: What each identity-provider type does to a person's account (each provider's ``supports``
+#: says the same; tests/test_providers.py checks they agree).
+PROVIDER_ACTIONS: dict[str, frozenset[str]] = {
+    "okta": frozenset(
+        {
+            "revoke_sessions",
+            "force_mfa_reenrolment",
+            "disable_account",
+            "enable_account",
+            "expire_password",
+            "revoke_tokens",
+        }
+    ),
+    "graph": frozenset(
+        {
+            "revoke_sessions",
+            "force_mfa_reenrolment",
+            "disable_account",
+            "enable_account",
+            "expire_password",
+        }
+    ),
+    "google": frozenset(
+        {
+            "revoke_sessions",
+            "force_mfa_reenrolment",
+            "disable_account",
+            "enable_account",
+            "expire_password",
+            "revoke_tokens",
+        }
+    ),
+}
+
 declare(
     login_vendors=LOGIN_VENDORS,
     identity_provider_types=IDP_TYPES,
     alias_vendors=ALIAS_VENDORS,
+    provider_actions=PROVIDER_ACTIONS,
 )

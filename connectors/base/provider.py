@@ -17,6 +17,11 @@ for the audit trail. What every provider did the same way, each in its own copy,
 * **Dry run.** A dry run returns the prepared request as a :class:`DryRun` result and calls
   nothing (no credential needed). This is the only place a provider's dry run is decided; the
   executor tells a dry run from a call by the result's type, without knowing any connector.
+* **Read-back.** :meth:`ProviderBase.verify` makes ONE read of the provider's own state after
+  an action was acknowledged and says whether it took effect (:class:`Verification`). The
+  default is "acknowledged, not verifiable": a provider that can read an action back lists it
+  in ``verifies`` and overrides :meth:`verify`. The executor polls it until verified, failed
+  or out of time (streams/runtime/executor.py).
 * **Sending.** :meth:`ConnectorBase.send_request` makes the HTTP call with the credential at
   the point of use (:meth:`auth_headers`), the path-shape check of
   ``HttpClient.request(path_template=...)`` and the vendor's :meth:`classify` hook in front of
@@ -72,6 +77,31 @@ def dry_run_result(request: str | None = None, **extra: Any) -> DryRun:
 def is_dry_run(result: Mapping[str, Any]) -> bool:
     """Whether ``result`` (what ``perform``/``send`` returned) is a dry run's."""
     return isinstance(result, DryRun)
+
+
+#: Verification states: read back and as asked; not there yet (read again later); read back
+#: and NOT as asked (evidence says what was found); the vendor offers no way to read it back.
+VERIFIED = "verified"
+PENDING = "pending"
+UNVERIFIED = "failed"
+NOT_VERIFIABLE = "not_verifiable"
+
+
+@dataclass(frozen=True, slots=True)
+class Verification:
+    """The answer of one read-back.
+
+    ``evidence``: what was read (field values such as ``{"status": "SUSPENDED"}``, a System Log
+    event id, the remaining token count), never a secret or an e-mail address: it goes into
+    the ledger, the audit trail and, on failure, the page. ``reason``: one line for a person.
+    """
+
+    status: str
+    evidence: Mapping[str, Any] = field(default_factory=dict)
+    reason: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"status": self.status, "evidence": dict(self.evidence), "reason": self.reason}
 
 
 #: ``{field}`` placeholders of a request template.
@@ -257,6 +287,8 @@ class ProviderBase(ConnectorBase, ABC):
     """
 
     supports: ClassVar[frozenset[str]]
+    #: The actions :meth:`verify` can read back; any other is "acknowledged, not verifiable".
+    verifies: ClassVar[frozenset[str]] = frozenset()
 
     def perform(self, action: Action) -> dict[str, Any]:
         """Make ONE attempt at ``action``; the executor owns retries."""
@@ -284,3 +316,21 @@ class ProviderBase(ConnectorBase, ABC):
     def execute(self, request: Request, action: Action) -> dict[str, Any]:
         """Carry out a prepared request (not in a dry run)."""
         return self.result(request, self.send_request(request))
+
+    def can_verify(self, action: Action) -> bool:
+        """Whether :meth:`verify` reads ``action`` back (configuration may decide, as in the
+        generic provider)."""
+        return action.action in self.verifies
+
+    def verify(self, action: Action, result: Mapping[str, Any], issued_at: float) -> Verification:
+        """ONE read of the provider's state after ``action`` was acknowledged (``result`` is
+        what :meth:`perform` returned, ``issued_at`` when it was sent, epoch seconds).
+
+        Returns VERIFIED with the evidence, PENDING when the provider does not show it yet
+        (eventual consistency: read again later), UNVERIFIED when it shows the opposite.
+        HTTP errors raise as in :meth:`perform` (RetryableError: read again later). The
+        default, for an action not in ``verifies``: NOT_VERIFIABLE."""
+        return Verification(
+            NOT_VERIFIABLE,
+            reason=f"{self.type} offers no read-back of {action.action}: acknowledged only",
+        )

@@ -73,6 +73,7 @@ def config_check(config_path: str | None, registry_path: str | None, no_secrets:
     as file:line: key: reason (exit 1 when there are any)."""
     from connectors.base.catalogue import check_connectors  # noqa: PLC0415
     from streams.config import check_config  # noqa: PLC0415
+    from streams.runtime.policy import offboarding_problems  # noqa: PLC0415
     from streams.runtime.secretcheck import reference_problems  # noqa: PLC0415
 
     config, problems = check_config(config_path)
@@ -80,6 +81,7 @@ def config_check(config_path: str | None, registry_path: str | None, no_secrets:
     registry_ok = ""
     if config is not None:
         problems += check_connectors(config)
+        problems += offboarding_problems(config)
         path = registry_path or config["registry"]
         if registry_path or not path or Path(path).is_file():
             found, registry_ok = registry_problems(config, path)

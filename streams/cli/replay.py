@@ -61,6 +61,7 @@ def replay(
     from streams.detect.load import load_rules  # noqa: PLC0415
     from streams.model.registry_yaml import load_registry  # noqa: PLC0415
     from streams.runtime.engine import leak_settings  # noqa: PLC0415
+    from streams.runtime.policy import offboarding_policy  # noqa: PLC0415
     from streams.runtime.replay import replay as run_replay  # noqa: PLC0415
     from streams.support.times import parse_time  # noqa: PLC0415
 
@@ -85,6 +86,7 @@ def replay(
             providers=config.provider_types(),
             rules=ruleset,
             leak_settings=leak_settings(config),
+            policy=offboarding_policy(config),
         ):
             out.write(orjson.dumps(record) + b"\n")
     except UnicodeDecodeError as exc:

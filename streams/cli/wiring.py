@@ -48,7 +48,9 @@ def load(config_path: str | None, **overrides: Any) -> Config:
     config = load_config(config_path)
     clean = {k: v for k, v in overrides.items() if v is not None}
     config = config.with_overrides(**clean) if clean else config
-    problems = check_connectors(config)
+    from streams.runtime.policy import offboarding_problems  # noqa: PLC0415
+
+    problems = check_connectors(config) + offboarding_problems(config)
     if problems:
         raise ConfigError.of(problems)
     return config

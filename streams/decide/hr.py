@@ -26,6 +26,7 @@ from datetime import datetime
 from typing import Any
 
 from streams.decide import responses
+from streams.decide.policy import DEFAULT_POLICY, IDENTITY_KINDS, OffboardingPolicy
 from streams.model.access import (
     effective_grant,
     held_grants,
@@ -56,6 +57,7 @@ _SUMMARY_RULES: dict[str, tuple[str, str]] = {
     "suspended": ("suspension.completed", "suspension"),
     "device_lost": ("device_lost.completed", "device-lost"),
     "role_changed": ("role_change.completed", "role-change"),
+    "reinstated": ("reinstatement.completed", "reinstatement"),
 }
 
 
@@ -103,10 +105,37 @@ class _Effects:
         return sum(1 for a in self.actions if a.action == action)
 
 
-def _revoke_sessions(
-    identity: Identity, registry: Registry, providers: Mapping[str, str], cause: str
+def _identity_actions(
+    event_type: str,
+    identity: Identity,
+    *,
+    registry: Registry,
+    providers: Mapping[str, str],
+    cause: str,
+    policy: OffboardingPolicy,
+    idp_types: Collection[str] | None,
 ) -> list[Action]:
-    return responses.identity_actions("revoke_sessions", identity, registry, providers, cause)
+    """The identity-level actions (disable, revoke sessions and tokens, expire the password,
+    reset MFA) the policy asks for on ``event_type``, at every provider that carries each out
+    and that the policy does not narrow it away from."""
+    actions: list[Action] = []
+    for kind in IDENTITY_KINDS:
+        if not policy.wants(event_type, kind):
+            continue
+        actions += [
+            a
+            for a in responses.identity_actions(
+                kind, identity, registry, providers, cause, idp_types=idp_types
+            )
+            if policy.allows(event_type, kind, a.provider)
+        ]
+    return actions
+
+
+def _disabled(current: IdentityState, actions: Iterable[Action]) -> tuple[str, ...]:
+    """The providers the identity is disabled at once ``actions`` are done."""
+    asked = {a.provider for a in actions if a.action == "disable_account"}
+    return tuple(sorted({*current.disabled_at, *asked}))
 
 
 def _rotate_shared(
@@ -170,6 +199,10 @@ def _rotate_shared(
 def _summary(plan: _Effects, event: HrEvent, verb: str) -> Alert:
     rule, prefix = _SUMMARY_RULES[event.type]
     sessions = plan.count("revoke_sessions")
+    disabled = plan.count("disable_account")
+    enabled = plan.count("enable_account")
+    tokens = plan.count("revoke_tokens")
+    expired = plan.count("expire_password")
     removed = plan.count("remove_grant")
     rotated = plan.count("rotate_shared_credential")
     downgraded = plan.count("downgrade_grant")
@@ -181,6 +214,14 @@ def _summary(plan: _Effects, event: HrEvent, verb: str) -> Alert:
         parts += [f"MFA reset at {mfa} identity providers", f"{rotated} shared credentials rotated"]
     elif event.type == "role_changed":
         parts = [f"{downgraded} grants downgraded to {event.new_role}"]
+    elif event.type == "reinstated":
+        parts = [f"account re-enabled at {enabled} identity provider(s)"]
+    if tokens:  # right after the sessions
+        parts.insert(1, f"OAuth tokens and app passwords revoked at {tokens} provider(s)")
+    if disabled:
+        parts.insert(0, f"account disabled at {disabled} identity provider(s)")
+    if expired:
+        parts.append(f"password expired at {expired} identity provider(s)")
     return Alert(
         severity="info",
         rule=rule,
@@ -196,6 +237,10 @@ def _summary(plan: _Effects, event: HrEvent, verb: str) -> Alert:
             "grants_downgraded": downgraded,
             "shared_credentials_rotated": rotated,
             "mfa_reenrolments": mfa,
+            "accounts_disabled": disabled,
+            "accounts_enabled": enabled,
+            "tokens_revoked": tokens,
+            "passwords_expired": expired,
             "accounts": sorted({a.account for a in plan.actions if a.account is not None}),
             "providers": sorted({a.provider for a in plan.actions}),
         },
@@ -238,12 +283,14 @@ def decide_hr(
     providers: Mapping[str, str],
     *,
     idp_types: Collection[str] | None = None,
+    policy: OffboardingPolicy = DEFAULT_POLICY,
 ) -> HrDecision:
     """Decide what ``event`` means for the identity it names, at time ``now``.
 
     ``providers`` maps each configured provider name to its type (``providers.<name>.type``);
     ``idp_types`` are the types that are identity providers (default: what the connectors
-    declared, :data:`streams.model.kinds.IDENTITY_PROVIDER_TYPES`). Idempotent: an event
+    declared, :data:`streams.model.kinds.IDENTITY_PROVIDER_TYPES`); ``policy`` says which actions
+    each event type asks for, in which steps (:mod:`streams.decide.policy`). Idempotent: an event
     already applied (or already scheduled, when still in the future) is a ``duplicate`` with
     no effects; the same event_id carrying a different event (:meth:`HrEvent.digest`) is a
     ``conflict`` with no effects, which the worker dead-letters with the reason rather than
@@ -303,19 +350,34 @@ def decide_hr(
     new_state = current
 
     if event.type in ("terminated", "contract_ended"):
-        plan.actions += _revoke_sessions(identity, registry, providers, cause)
+        plan.actions += _identity_actions(
+            event.type,
+            identity,
+            registry=registry,
+            providers=providers,
+            cause=cause,
+            policy=policy,
+            idp_types=idp_types,
+        )
         pending = held_grants(registry, current)
         removed: list[str] = []
-        for grant in pending:
-            account = registry.accounts.get(grant.account)
-            if account is None:
-                continue
-            plan.actions.append(responses.remove_grant(identity, account, grant, cause))
-            removed.append(account.id)
-        _rotate_shared(plan, registry, state, pending, providers, holder_must_reenrol=False)
+        if policy.wants(event.type, "remove_grant"):
+            for grant in pending:
+                account = registry.accounts.get(grant.account)
+                if account is None or not policy.allows(
+                    event.type, "remove_grant", account.provider
+                ):
+                    continue
+                plan.actions.append(responses.remove_grant(identity, account, grant, cause))
+                removed.append(account.id)
+        if policy.wants(event.type, "rotate_shared_credential"):
+            _rotate_shared(plan, registry, state, pending, providers, holder_must_reenrol=False)
+        disabled = _disabled(current, plan.actions)
         if current.status == "offboarded":
             reason = "already offboarded: sessions revoked again, only new grants removed"
-            new_state = replace(current, removed_grants=(*current.removed_grants, *removed))
+            new_state = replace(
+                current, removed_grants=(*current.removed_grants, *removed), disabled_at=disabled
+            )
         else:
             new_state = replace(
                 current,
@@ -323,36 +385,78 @@ def decide_hr(
                 status_since=since,
                 status_cause=cause,
                 removed_grants=(*current.removed_grants, *removed),
+                disabled_at=disabled,
             )
     elif event.type == "suspended":
         verb = "Suspended"
-        plan.actions += _revoke_sessions(identity, registry, providers, cause)
+        plan.actions += _identity_actions(
+            event.type,
+            identity,
+            registry=registry,
+            providers=providers,
+            cause=cause,
+            policy=policy,
+            idp_types=idp_types,
+        )
+        disabled = _disabled(current, plan.actions)
         if offboarded:
             reason = "already offboarded: sessions revoked again, status unchanged"
+            new_state = replace(current, disabled_at=disabled)
             if current.status != "offboarded":
                 new_state = replace(
-                    current, status="offboarded", status_since=since, status_cause=cause
+                    new_state, status="offboarded", status_since=since, status_cause=cause
                 )
         else:
-            new_state = replace(current, status="suspended", status_since=since, status_cause=cause)
+            new_state = replace(
+                current,
+                status="suspended",
+                status_since=since,
+                status_cause=cause,
+                disabled_at=disabled,
+            )
     elif event.type == "reinstated":
+        verb = "Reinstated"
         if offboarded:
             outcome = "noop"
             reason = "identity is offboarded: re-onboarding goes through the registry"
         elif current.status == "suspended" or identity.status == "suspended":
-            new_state = replace(current, status="active", status_since=since, status_cause=cause)
+            # Re-enable exactly where the suspension disabled the account.
+            can_enable = responses.account_providers("enable_account", identity, providers)
+            plan.actions += [
+                Action.make(
+                    "enable_account",
+                    identity=identity.id,
+                    account=None,
+                    provider=provider,
+                    cause=cause,
+                    params={"user_ref": responses.user_ref(identity, provider)},
+                )
+                for provider in current.disabled_at
+                if provider in can_enable
+            ]
+            new_state = replace(
+                current, status="active", status_since=since, status_cause=cause, disabled_at=()
+            )
             reason = "suspension cleared; grants are not restored automatically"
         else:
             outcome = "noop"
             reason = "identity is not suspended"
     elif event.type == "device_lost":
         verb = "Secured lost device of"
-        plan.actions += _revoke_sessions(identity, registry, providers, cause)
-        plan.actions += responses.identity_actions(
-            "force_mfa_reenrolment", identity, registry, providers, cause, idp_types=idp_types
+        plan.actions += _identity_actions(
+            event.type,
+            identity,
+            registry=registry,
+            providers=providers,
+            cause=cause,
+            policy=policy,
+            idp_types=idp_types,
         )
-        held = held_grants(registry, current)
-        _rotate_shared(plan, registry, state, held, providers, holder_must_reenrol=not offboarded)
+        if policy.wants(event.type, "rotate_shared_credential"):
+            held = held_grants(registry, current)
+            _rotate_shared(
+                plan, registry, state, held, providers, holder_must_reenrol=not offboarded
+            )
         new_state = replace(current, mfa_reenrolment_required=True)
     elif event.type == "role_changed":
         verb = "Changed role of"
@@ -393,6 +497,7 @@ def decide_hr(
                 accepted_at=event.accepted_at,
                 event_type=event.type,
                 decided_at=now.timestamp(),
+                steps=[policy.step(event.type, a.action) for a in plan.actions],
                 # which worker owns the plan after a rebalance: the partition of this key
                 partition_key=event.partition_key,
             ),

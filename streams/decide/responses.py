@@ -74,6 +74,14 @@ def mfa_providers(
     return [p for p in sorted(identity.aliases) if providers.get(p) in idps]
 
 
+def account_providers(kind: str, identity: Identity, providers: Mapping[str, str]) -> list[str]:
+    """The configured identity providers ``identity`` has an alias at whose type carries out
+    ``kind`` on a person's account (disable, enable, expire the password, revoke OAuth
+    tokens; :data:`streams.model.kinds.PROVIDER_ACTIONS`), sorted."""
+    table = kinds.PROVIDER_ACTIONS
+    return [p for p in sorted(identity.aliases) if kind in table.get(providers.get(p, ""), ())]
+
+
 def secret_store(providers: Mapping[str, str]) -> str:
     """The configured secret store that rotations go to (a loud default when none is)."""
     stores = sorted(name for name, kind in providers.items() if kind == SECRET_STORE_TYPE)
@@ -90,12 +98,16 @@ def identity_actions(
     idp_types: Collection[str] | None = None,
 ) -> list[Action]:
     """``revoke_sessions`` at every provider that may hold a session of the identity
-    (:func:`session_providers`), or ``force_mfa_reenrolment`` at each identity provider it has
-    an alias at (:func:`mfa_providers`): one action per provider."""
+    (:func:`session_providers`), ``force_mfa_reenrolment`` at each identity provider it has
+    an alias at (:func:`mfa_providers`), any other kind (``disable_account``,
+    ``expire_password`` ...) at each of those whose type carries it out
+    (:func:`account_providers`): one action per provider."""
     if kind == "revoke_sessions":
         targets = session_providers(registry, identity, providers)
-    else:
+    elif kind == "force_mfa_reenrolment":
         targets = mfa_providers(identity, providers, idp_types)
+    else:
+        targets = account_providers(kind, identity, providers)
     return [
         Action.make(
             kind,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from streams.decide.policy import IDENTITY_KINDS
 from streams.decide.responses import identity_actions, remove_grant, rotate_shared_credential
 from streams.detect.fields import Ctx, LeakCtx
 from streams.detect.model import Rule
@@ -54,12 +55,14 @@ def respond(
         if ident is None:
             notes.append(f"{kind}: skipped, the principal is not a registry identity")
             continue
-        if kind in ("revoke_sessions", "force_mfa_reenrolment"):
+        if kind in IDENTITY_KINDS:
             made = identity_actions(kind, ident, ctx.registry, providers, cause)
-            if kind == "force_mfa_reenrolment" and not made:
+            if kind == "revoke_sessions" and not made:
+                notes.append(f"{kind}: no configured provider holds a session of the identity")
+            elif kind == "force_mfa_reenrolment" and not made:
                 notes.append(f"{kind}: the identity has no alias at a configured IdP")
             elif not made:
-                notes.append(f"{kind}: no configured provider holds a session of the identity")
+                notes.append(f"{kind}: the identity has no alias at a configured IdP that can")
             actions.extend(made)
         elif kind == "remove_grant":
             grant, account = ctx.grant(), ctx.account()
@@ -102,7 +105,9 @@ def respond_leak(
         made = identity_actions(kind, ident, ctx.registry, providers, cause)
         if kind == "force_mfa_reenrolment" and not made:
             notes.append("no alias at a configured IdP: re-enrol by hand")
-        elif not made:
+        elif kind == "revoke_sessions" and not made:
             notes.append(f"{kind}: no configured provider holds a session: revoke by hand")
+        elif not made:
+            notes.append(f"{kind}: no alias at a configured IdP that can: do it by hand")
         actions.extend(made)
     return actions, notes, ()

@@ -14,7 +14,7 @@ refused), which fails loudly rather than quietly.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 #: Vendors a canonical login event may carry (each has a normaliser under ``connectors/``),
 #: in the order error messages list them.
@@ -23,6 +23,9 @@ LOGIN_VENDORS: tuple[str, ...] = ()
 IDENTITY_PROVIDER_TYPES: frozenset[str] = frozenset()
 #: Login vendors whose name is also a provider name in the registry's ``aliases``.
 ALIAS_VENDORS: frozenset[str] = frozenset()
+#: Identity-provider type -> the actions on a person's account it carries out (disable,
+#: expire the password, revoke OAuth tokens ...): a decision asks a provider only for those.
+PROVIDER_ACTIONS: Mapping[str, frozenset[str]] = {}
 
 
 def declare(
@@ -30,9 +33,11 @@ def declare(
     login_vendors: Iterable[str],
     identity_provider_types: Iterable[str],
     alias_vendors: Iterable[str],
+    provider_actions: Mapping[str, Iterable[str]],
 ) -> None:
     """Set the tables (called by :mod:`connectors.base.kinds` at import)."""
-    global LOGIN_VENDORS, IDENTITY_PROVIDER_TYPES, ALIAS_VENDORS
+    global LOGIN_VENDORS, IDENTITY_PROVIDER_TYPES, ALIAS_VENDORS, PROVIDER_ACTIONS
+    PROVIDER_ACTIONS = {k: frozenset(v) for k, v in provider_actions.items()}
     LOGIN_VENDORS = tuple(login_vendors)
     IDENTITY_PROVIDER_TYPES = frozenset(identity_provider_types)
     ALIAS_VENDORS = frozenset(alias_vendors)

@@ -38,6 +38,10 @@ class Plan:
     #: Which worker owns the plan after a rebalance: the partition of this key. Records
     #: written before it existed lack it (the identity id is used then).
     partition_key: str | None = None
+    #: The policy step of each action (same order as ``actions``): a step starts when the one
+    #: before has settled (streams/runtime/plans.py). Empty: every action at once (plans
+    #: written before steps existed, rule and leak plans).
+    steps: tuple[int, ...] = ()
 
     @classmethod
     def make(
@@ -49,8 +53,11 @@ class Plan:
         partition_key: str,
         alerts: Iterable[Alert] = (),
         accepted_at: float | None = None,
+        steps: Iterable[int] = (),
     ) -> Plan:
+        ordered = tuple(steps)
         return cls(
+            steps=ordered if any(ordered) else (),
             actions=tuple(actions),
             alerts=tuple(alerts),
             accepted_at=accepted_at,
@@ -58,6 +65,15 @@ class Plan:
             decided_at=decided_at,
             partition_key=partition_key,
         )
+
+    def step_groups(self) -> list[list[int]]:
+        """Indexes of ``actions`` per step, in step order (one group when unordered)."""
+        if len(self.steps) != len(self.actions):
+            return [list(range(len(self.actions)))] if self.actions else []
+        groups: dict[int, list[int]] = {}
+        for index, step in enumerate(self.steps):
+            groups.setdefault(step, []).append(index)
+        return [groups[step] for step in sorted(groups)]
 
     def owner_key(self, identity: str) -> str:
         """The partition key that says which worker runs the plan."""
@@ -73,6 +89,8 @@ class Plan:
         }
         if self.partition_key is not None:
             data["partition_key"] = self.partition_key
+        if self.steps:
+            data["steps"] = list(self.steps)
         return data
 
     @classmethod
@@ -84,4 +102,5 @@ class Plan:
             event_type=str(data.get("event_type") or ""),
             decided_at=data.get("decided_at"),
             partition_key=data.get("partition_key"),
+            steps=tuple(int(n) for n in data.get("steps") or ()),
         )

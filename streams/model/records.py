@@ -51,6 +51,10 @@ ACTION_KINDS: tuple[str, ...] = (
     "downgrade_grant",
     "rotate_shared_credential",
     "force_mfa_reenrolment",
+    "disable_account",
+    "enable_account",
+    "expire_password",
+    "revoke_tokens",
 )
 SEVERITIES: tuple[str, ...] = ("info", "low", "medium", "high", "critical")
 

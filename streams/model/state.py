@@ -44,6 +44,9 @@ class IdentityState:
     credential_changed_at: str | None = None
     #: When a re-enrolment the product forced (force_mfa_reenrolment) completed (RFC 3339).
     reenrolled_at: str | None = None
+    #: Providers where an offboarding or suspension disabled the account (reinstatement
+    #: re-enables exactly these).
+    disabled_at: tuple[str, ...] = ()
 
     @property
     def key(self) -> str:
@@ -80,6 +83,7 @@ class IdentityState:
             "plans": {plan_id: plan.to_dict() for plan_id, plan in self.plans.items()},
             "credential_changed_at": self.credential_changed_at,
             "reenrolled_at": self.reenrolled_at,
+            **({"disabled_at": list(self.disabled_at)} if self.disabled_at else {}),
         }
 
     @classmethod
@@ -100,6 +104,7 @@ class IdentityState:
             },
             credential_changed_at=data.get("credential_changed_at"),
             reenrolled_at=data.get("reenrolled_at"),
+            disabled_at=tuple(data.get("disabled_at") or ()),
         )
 
 

@@ -39,6 +39,7 @@ from streams.runtime.alerts import AlertRouter
 from streams.runtime.executor import Executor, Sink
 from streams.runtime.outages import Outages
 from streams.runtime.plans import PlanRunner
+from streams.runtime.policy import offboarding_policy
 from streams.runtime.writes import Writer
 from streams.support import metrics
 from streams.support.errors import ConfigError, JournalError, ValidationError
@@ -102,7 +103,14 @@ class Engine(Writer):
             runbook_base=self.runbook_base,
             outages=self.outages,
         )
-        self.plans = PlanRunner(self, executor=executor, alerts=self.alerts, owns=self.owns)
+        self.policy = offboarding_policy(config)
+        self.plans = PlanRunner(
+            self,
+            executor=executor,
+            alerts=self.alerts,
+            owns=self.owns,
+            step_timeout=config.settings.offboarding.step_timeout,
+        )
         # Pre-bound children (labels() per event costs more than a rule,
         # docs/operations-notes.md); binding them here also exports every rule's series at 0, so
         # rates exist before a first match.
@@ -144,6 +152,7 @@ class Engine(Writer):
             now,
             self.provider_types,
             idp_types=self.idp_types,
+            policy=self.policy,
         )
         metrics.DECISIONS.labels(event.type, decision.outcome).inc()
         bound = log.bind(

@@ -12,6 +12,11 @@ and the executor reads only that type (:func:`~connectors.base.provider.is_dry_r
 global ``executor.dry_run`` is the one switch kept here, because it must act before any
 provider is looked up (an action for a provider that is not configured is a dry run too) and
 makes no attempt at all (``attempts`` 0, result ``{"dry_run": true}`` in the journal).
+
+Read-back (:meth:`Executor.verify`): after an action was acknowledged, the provider's own state
+is read until it shows the effect (verified), shows the opposite or cannot be read (failed),
+or ``verify.timeout`` passes (failed, with the last evidence). A provider that offers no
+read-back for the action answers "not verifiable" at once, without a call.
 """
 
 from __future__ import annotations
@@ -21,22 +26,39 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import structlog
 
 from connectors.base.http import RetryPolicy, backoff_delay
-from connectors.base.provider import dry_run_result, is_dry_run
+from connectors.base.provider import (
+    NOT_VERIFIABLE,
+    PENDING,
+    UNVERIFIED,
+    Verification,
+    dry_run_result,
+    is_dry_run,
+)
 from streams.model.records import Action, Alert
 from streams.runtime.outages import failure_class
 from streams.support import metrics
 from streams.support.errors import PermanentError, ProviderError, RetryableError
 
 log = structlog.get_logger(__name__)
+T = TypeVar("T")
 
 
 class Provider(Protocol):
     def perform(self, action: Action) -> dict[str, Any]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyPolicy:
+    """How long and how often an acknowledged action is read back (config ``verify.*``)."""
+
+    timeout: float = 60.0
+    first_interval: float = 0.25
+    max_interval: float = 2.0
 
 
 class Sink(Protocol):
@@ -56,6 +78,8 @@ class Outcome:
     was_stuck: bool = False
     #: For a failed action, what kind of failure (:func:`streams.runtime.outages.failure_class`).
     failure: str | None = None
+    #: When the first attempt went out (epoch seconds; 0: none did).
+    issued_at: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         out = {
@@ -67,6 +91,10 @@ class Outcome:
         }
         if self.failure is not None:
             out["failure"] = self.failure
+        if self.issued_at:
+            out["issued_at"] = self.issued_at
+        if self.status == "done":
+            out["acknowledged_at"] = self.finished_at
         return out
 
 
@@ -82,9 +110,11 @@ class Executor:
         threads: int = 16,
         per_provider_concurrency: int = 8,
         dry_run: bool = False,
+        verify: VerifyPolicy | None = None,
     ) -> None:
         self.providers = dict(providers)
         self.policy = policy
+        self.verify_policy = verify or VerifyPolicy()
         self.dry_run = dry_run
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="provider")
         self._limits = {name: asyncio.Semaphore(per_provider_concurrency) for name in providers}
@@ -95,9 +125,7 @@ class Executor:
             self._limits[provider] = asyncio.Semaphore(self._per_provider)
         return self._limits[provider]
 
-    async def call(
-        self, fn: Callable[[], dict[str, Any]], limit: asyncio.Semaphore
-    ) -> dict[str, Any]:
+    async def call(self, fn: Callable[[], T], limit: asyncio.Semaphore) -> T:
         async with limit:
             return await asyncio.get_running_loop().run_in_executor(self._pool, fn)
 
@@ -120,6 +148,7 @@ class Executor:
         stuck = False
         latency = metrics.PROVIDER_LATENCY.labels(action.provider, action.action)
         limit = self._limit(action.provider)
+        issued_at = time.time()
         while True:
             attempt += 1
             started = time.perf_counter()
@@ -156,6 +185,7 @@ class Executor:
                     finished_at=time.time(),
                     was_stuck=stuck,
                     failure=failure_class(exc),
+                    issued_at=issued_at,
                 )
             except Exception as exc:
                 latency.observe(time.perf_counter() - started)
@@ -168,9 +198,63 @@ class Executor:
                     finished_at=time.time(),
                     was_stuck=stuck,
                     failure="crashed",
+                    issued_at=issued_at,
                 )
             latency.observe(time.perf_counter() - started)
-            return self._settled(action, result, attempt, stuck)
+            settled = self._settled(action, result, attempt, stuck)
+            settled.issued_at = issued_at
+            return settled
+
+    def can_verify(self, action: Action) -> bool:
+        """Whether the action's provider reads ``action`` back (False in a global dry run)."""
+        if self.dry_run:
+            return False
+        provider = self.providers.get(action.provider)
+        can_verify = getattr(provider, "can_verify", None)
+        return bool(can_verify is not None and can_verify(action))
+
+    def not_verifiable(self, action: Action) -> Verification:
+        kind = getattr(self.providers.get(action.provider), "type", "the provider")
+        return Verification(
+            NOT_VERIFIABLE,
+            reason=f"{kind} offers no read-back of {action.action}: acknowledged, not verifiable",
+        )
+
+    async def verify(self, action: Action, outcome: Outcome) -> Verification:
+        """Read ``action`` back at its provider until verified, failed or out of time (only
+        for an action that was acknowledged: ``outcome.status == "done"``)."""
+        if not self.can_verify(action):
+            return self.not_verifiable(action)
+        provider = self.providers[action.provider]
+        read = provider.verify  # type: ignore[attr-defined]
+        policy = self.verify_policy
+        limit = self._limit(action.provider)
+        deadline = time.monotonic() + policy.timeout
+        interval = policy.first_interval
+        issued_at = outcome.issued_at or outcome.finished_at
+        while True:
+            try:
+                answer: Verification = await self.call(
+                    lambda: read(action, outcome.result, issued_at), limit
+                )
+            except RetryableError as exc:
+                answer = Verification(PENDING, reason=f"read-back not answered: {exc}")
+            except ProviderError as exc:
+                return Verification(UNVERIFIED, reason=f"read-back refused: {exc}")
+            except Exception as exc:
+                log.exception("verify.crashed", provider=action.provider, action=action.action)
+                return Verification(UNVERIFIED, reason=f"read-back crashed: {exc!r}")
+            if answer.status != PENDING:
+                return answer
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return Verification(
+                    UNVERIFIED,
+                    answer.evidence,
+                    f"not read back within {policy.timeout:g}s: {answer.reason}",
+                )
+            await asyncio.sleep(min(interval, left))
+            interval = min(interval * 1.5, policy.max_interval)
 
     @staticmethod
     def _settled(action: Action, result: dict[str, Any], attempts: int, stuck: bool) -> Outcome:

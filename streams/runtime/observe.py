@@ -37,6 +37,10 @@ def initialise_series(provider_types: Mapping[str, str], input_topics: Iterable[
                 metrics.ACTIONS.labels(provider, action, "failed")
         metrics.REVOCATION_ACKNOWLEDGED.labels(provider)
         metrics.REVOCATION_FAILURES.labels(provider)
+        metrics.REVOCATION_VERIFIED.labels(provider)
+        metrics.REVOCATION_UNVERIFIED.labels(provider)
+        for result in ("verified", "not_verifiable", "failed"):
+            metrics.VERIFICATIONS.labels(provider, result)
     for topic in input_topics:
         for reason in DEAD_LETTER_REASONS:
             metrics.DEAD_LETTERS.labels(topic, reason)

@@ -1,26 +1,35 @@
 """Plan execution: the actions of a plan run through the executor, each once, then its alerts.
 
 A plan (:class:`~streams.model.plan.Plan`) waits in the lifecycle state from the decision on.
-Each runs as its own task on the event loop: its actions concurrently (the executor retries
-them), each outcome recorded in the ledger under the action's idempotency key before anything
-else, so a plan re-run after a crash or a rebalance skips what was done. Once every action has
-an outcome the plan's alerts go out (the offboarding summary completed with what happened) and
-the plan is removed from the state.
+Each runs as its own task on the event loop: its actions step by step (the policy's order:
+disable, then revoke, then remove grants; a step starts once the step before is acknowledged
+or ``offboarding.step_timeout`` passed), the actions of one step concurrently (the executor
+retries them). Each outcome is recorded in the ledger under the action's idempotency key before
+anything else, so a plan re-run after a crash or a rebalance skips what was done.
+
+Every acknowledged action is then read back at its provider (issued -> acknowledged ->
+verified, each time in the ledger and the audit trail): the ledger record gains its
+``verification`` when the read-back settles, so a restart re-reads only what was not settled.
+A read-back that shows the action did not hold (or never shows it) pages once with the
+evidence. Once every action is settled and read back the plan's alerts go out (the offboarding
+summary says what happened, "verified at N of M providers") and the plan leaves the state.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import time
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 
 import structlog
 
+from connectors.base.provider import NOT_VERIFIABLE, UNVERIFIED, VERIFIED, Verification
 from streams.decide.leaks import state_after_action
 from streams.model.plan import Plan
-from streams.model.records import Action
+from streams.model.records import Action, Alert
 from streams.model.state import AccountState
 from streams.runtime.alerts import AlertRouter
 from streams.runtime.executor import Executor, Outcome
@@ -33,21 +42,28 @@ from streams.support.times import format_time
 log = structlog.get_logger("streams.runtime.engine")
 
 #: Actions whose confirmation ends "time to revoke" (access is cut once these are done).
-REVOKING = frozenset({"revoke_sessions", "remove_grant", "downgrade_grant"})
+REVOKING = frozenset(
+    {"revoke_sessions", "remove_grant", "downgrade_grant", "disable_account", "revoke_tokens"}
+)
 
 
-def observe_revocations(revoking: list[tuple[Action, Outcome]], accepted_at: float) -> None:
+def observe_revocations(
+    revoking: list[tuple[Action, Outcome, Verification | None]], accepted_at: float
+) -> None:
     """The time-to-revoke metrics of one offboarding's revocations: each real acknowledgement
-    by provider; the whole offboarding's time only when every revocation went out for real and
-    none failed; a failed one counted by provider and the offboarding as unrevoked (the SLO
-    ratio counts it as over the objective). Dry runs revoke nothing and count nowhere."""
+    by provider; the whole offboarding's time only when every revocation went out for real,
+    none failed and none was read back as not done; a failed or unverified one counted by
+    provider and the offboarding as unrevoked (the SLO ratio counts it as over the
+    objective). Dry runs revoke nothing and count nowhere."""
     failed = False
     real: list[float] = []
-    for action, outcome in revoking:
+    for action, outcome, verification in revoking:
         if outcome.status == "done":
             took = max(outcome.finished_at - accepted_at, 0.0)
             metrics.REVOCATION_ACKNOWLEDGED.labels(action.provider).observe(took)
             real.append(took)
+            if verification is not None and verification.status == UNVERIFIED:
+                failed = True
         elif outcome.status == "failed":
             metrics.REVOCATION_FAILURES.labels(action.provider).inc()
             failed = True
@@ -67,11 +83,13 @@ class PlanRunner:
         executor: Executor,
         alerts: AlertRouter,
         owns: Callable[[str], bool],
+        step_timeout: float = 5.0,
     ) -> None:
         self.writer = writer
         self.executor = executor
         self.alerts = alerts
         self.owns = owns
+        self.step_timeout = step_timeout
         self._tasks: dict[tuple[str, str], asyncio.Task[None]] = {}
         self.completed = 0
 
@@ -131,16 +149,21 @@ class PlanRunner:
         actions = list(plan.actions)
         metrics.PENDING_ACTIONS.inc(len(actions))
         try:
-            outcomes = await asyncio.gather(*(self._run_action(a) for a in actions))
+            settled = await self._run_steps(plan)
         finally:
             metrics.PENDING_ACTIONS.dec(len(actions))
-        revoking = [(a, o) for a, o in zip(actions, outcomes, strict=True) if a.action in REVOKING]
-        revoked_at = [o.finished_at for _, o in revoking if o.status in ("done", "dry_run")]
+        outcomes = [o for o, _ in settled]
+        checks = [v for _, v in settled]
+        revoking = [
+            (a, o, v) for a, (o, v) in zip(actions, settled, strict=True) if a.action in REVOKING
+        ]
+        revoked_at = [o.finished_at for _, o, _ in revoking if o.status in ("done", "dry_run")]
         took = None
         if plan.accepted_at and revoked_at:
             took = max(revoked_at) - float(plan.accepted_at)
         if plan.accepted_at:
             observe_revocations(revoking, float(plan.accepted_at))
+        proof = proof_by_provider(actions, settled)
         failed = [(a, o) for a, o in zip(actions, outcomes, strict=True) if o.status == "failed"]
         for alert in plan.alerts:
             if alert.rule == "offboarding.completed":
@@ -150,10 +173,17 @@ class PlanRunner:
                     actions_done=sum(o.status in ("done", "dry_run") for o in outcomes),
                     actions_failed=len(failed),
                     dry_run=any(o.status == "dry_run" for o in outcomes),
+                    actions_verified=sum(v is not None and v.status == VERIFIED for v in checks),
+                    actions_unverified=sum(
+                        v is not None and v.status == UNVERIFIED for v in checks
+                    ),
+                    verification=proof,
                 )
                 title = alert.title
                 if took is not None:
                     title = f"{title} in {took:.2f}s"
+                if proof:
+                    title = f"{title}; {proof_text(proof)}"
                 if failed:
                     title = f"{title} — {len(failed)} action(s) FAILED"
                 alert = replace(alert, details=details, title=title)  # noqa: PLW2901
@@ -171,6 +201,95 @@ class PlanRunner:
             seconds=None if took is None else round(took, 3),
         )
 
+    async def _run_steps(self, plan: Plan) -> list[tuple[Outcome, Verification | None]]:
+        """Every action of ``plan``, step by step: a step starts when each action of the one
+        before is acknowledged (or has failed), or after ``step_timeout`` at the latest; the
+        read-backs run on meanwhile. Results in the order of ``plan.actions``."""
+        actions = plan.actions
+        tasks: dict[int, asyncio.Task[tuple[Outcome, Verification | None]]] = {}
+        groups = plan.step_groups()
+        for number, group in enumerate(groups):
+            acked: list[asyncio.Future[None]] = []
+            for index in group:
+                done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+                acked.append(done)
+                tasks[index] = asyncio.create_task(self._settle(actions[index], done))
+            if number + 1 < len(groups) and acked:
+                _, late = await asyncio.wait(acked, timeout=self.step_timeout)
+                if late:
+                    log.warning(
+                        "plan.step_timeout",
+                        step=number,
+                        waiting=len(late),
+                        seconds=self.step_timeout,
+                    )
+        try:
+            results = await asyncio.gather(*(tasks[i] for i in range(len(actions))))
+        except BaseException:
+            for task in tasks.values():
+                task.cancel()
+            raise
+        return list(results)
+
+    async def _settle(
+        self, action: Action, acknowledged: asyncio.Future[None]
+    ) -> tuple[Outcome, Verification | None]:
+        try:
+            outcome = await self._run_action(action)
+        finally:
+            if not acknowledged.done():
+                acknowledged.set_result(None)
+        return outcome, await self._verify_action(action, outcome)
+
+    async def _verify_action(self, action: Action, outcome: Outcome) -> Verification | None:
+        """Read an acknowledged action back (None for a dry run or a failure), once: the
+        ledger keeps the settled verification, so a re-run plan does not read again."""
+        if outcome.status != "done":
+            return None
+        w = self.writer
+        record = w.views.ledger.get(action.idempotency_key) or {}
+        kept = record.get("verification")
+        if isinstance(kept, dict) and kept.get("status") in (VERIFIED, NOT_VERIFIABLE, UNVERIFIED):
+            return Verification(
+                str(kept["status"]), dict(kept.get("evidence") or {}), str(kept.get("reason", ""))
+            )
+        if not self.executor.can_verify(action):
+            # Nothing to read back (recorded so on the first write; an older ledger record
+            # without it is not rewritten).
+            return self.executor.not_verifiable(action)
+        verification = await self.executor.verify(action, outcome)
+        now = time.time()  # the executor's clock, as issued_at and acknowledged_at
+        entry: dict[str, object] = verification.to_dict()
+        if verification.status == VERIFIED:
+            entry["verified_at"] = now
+        await w.put_ledger(action.idempotency_key, {**record, "verification": entry})
+        await w.audit(
+            "action.verification",
+            action.idempotency_key,
+            **action.replay_view(),
+            acknowledged_at=outcome.finished_at,
+            verification=entry,
+        )
+        provider = action.provider
+        metrics.VERIFICATIONS.labels(provider, verification.status).inc()
+        if action.action in REVOKING:
+            if verification.status == VERIFIED:
+                metrics.REVOCATION_VERIFIED.labels(provider).observe(
+                    max(now - outcome.finished_at, 0.0)
+                )
+            elif verification.status == UNVERIFIED:
+                metrics.REVOCATION_UNVERIFIED.labels(provider).inc()
+        if verification.status == UNVERIFIED:
+            log.warning(
+                "action.unverified",
+                provider=provider,
+                action=action.action,
+                key=action.idempotency_key,
+                reason=verification.reason,
+            )
+            await self.alerts.send_alert(unverified_alert(action, verification))
+        return verification
+
     async def _run_action(self, action: Action) -> Outcome:
         w = self.writer
         done = w.views.ledger.get(action.idempotency_key)
@@ -182,9 +301,10 @@ class PlanRunner:
                 dict(done.get("result") or {}),
                 done.get("error"),
                 float(done.get("finished_at") or w.clock()),
+                issued_at=float(done.get("issued_at") or 0.0),
             )
         outcome = await self.executor.execute(action, self.alerts.on_stuck)
-        record = {
+        record: dict[str, object] = {
             **outcome.to_dict(),
             "action": action.action,
             "provider": action.provider,
@@ -192,9 +312,18 @@ class PlanRunner:
             "account": action.account,
             "cause": action.cause,
         }
-        await w.put_ledger(action.idempotency_key, record)
+        extra: dict[str, object] = {}
+        if outcome.status == "done" and not self.executor.can_verify(action):
+            # Nothing to read back: the one ledger write says so (no second write later).
+            extra["verification"] = self.executor.not_verifiable(action).to_dict()
+            metrics.VERIFICATIONS.labels(action.provider, NOT_VERIFIABLE).inc()
+        await w.put_ledger(action.idempotency_key, {**record, **extra})
         await w.audit(
-            "action", action.idempotency_key, **action.replay_view(), outcome=outcome.to_dict()
+            "action",
+            action.idempotency_key,
+            **action.replay_view(),
+            outcome=outcome.to_dict(),
+            **extra,
         )
         if action.action == "rotate_shared_credential" and outcome.status == "done":
             await self._record_rotation(action, outcome)
@@ -235,3 +364,60 @@ class PlanRunner:
                 reenrolment_required=acct.reenrolment_required,
             )
         )
+
+
+def unverified_alert(action: Action, verification: Verification) -> Alert:
+    """The one page for an action that was acknowledged but does not hold at the provider:
+    what was asked, where, and what the read-back found (field values, no secret)."""
+    return Alert(
+        severity="high",
+        rule="action.unverified",
+        identity=action.identity,
+        dedup_key=f"unverified:{action.idempotency_key}",
+        title=(
+            f"{action.action} of {action.identity} at {action.provider} was acknowledged but "
+            f"is not verified: {verification.reason}"
+        ),
+        details={
+            "provider": action.provider,
+            "action": action.action,
+            "account": action.account,
+            "cause": action.cause,
+            "idempotency_key": action.idempotency_key,
+            "evidence": dict(verification.evidence),
+            "reason": verification.reason,
+        },
+        runbook="docs/runbooks/action-unverified.md",
+    )
+
+
+def proof_by_provider(
+    actions: list[Action], settled: list[tuple[Outcome, Verification | None]]
+) -> dict[str, str]:
+    """Per provider acted at for real: ``verified`` (every action read back as done),
+    ``unverified`` (one read back as not done), ``not_verifiable`` (acknowledged only)."""
+    proof: dict[str, str] = {}
+    for action, (outcome, verification) in zip(actions, settled, strict=True):
+        if outcome.status != "done" or verification is None:
+            continue
+        now = {VERIFIED: "verified", UNVERIFIED: "unverified"}.get(
+            verification.status, "not_verifiable"
+        )
+        before = proof.get(action.provider)
+        rank = ("verified", "not_verifiable", "unverified")
+        if before is None or rank.index(now) > rank.index(before):
+            proof[action.provider] = now
+    return dict(sorted(proof.items()))
+
+
+def proof_text(proof: dict[str, str]) -> str:
+    """``verified at N of M providers`` (+ how many only acknowledged, how many failed it)."""
+    verified = sum(v == "verified" for v in proof.values())
+    text = f"verified at {verified} of {len(proof)} providers"
+    only = sum(v == "not_verifiable" for v in proof.values())
+    bad = sum(v == "unverified" for v in proof.values())
+    if only:
+        text += f" ({only} acknowledged, not verifiable)"
+    if bad:
+        text += f", {bad} NOT VERIFIED"
+    return text

@@ -49,6 +49,7 @@ from streams.decide.leaks import (
     state_after_action,
 )
 from streams.decide.login import LoginPipeline
+from streams.decide.policy import DEFAULT_POLICY, OffboardingPolicy
 from streams.detect.model import Detection, RuleSet
 from streams.model.leak_index import LeakIndex
 from streams.model.records import HrEvent, LeakRecord, LoginEvent
@@ -147,6 +148,7 @@ def replay(
     providers: Mapping[str, str],
     rules: RuleSet | None = None,
     leak_settings: LeakSettings | None = None,
+    policy: OffboardingPolicy = DEFAULT_POLICY,
 ) -> Iterator[dict[str, Any]]:
     """Decide every input line in order at clock ``at`` and yield the output objects.
 
@@ -227,7 +229,7 @@ def replay(
         except ValidationError as exc:
             yield _rejected(number, exc.reason)
             continue
-        decision = decide_hr(registry, state, event, at, providers)
+        decision = decide_hr(registry, state, event, at, providers, policy=policy)
         for update in decision.state_updates:
             state.put(update)
         yield from decision_view(decision)

@@ -50,6 +50,7 @@ from streams.runtime.parts import (
     restore_seen,
     retry_policy,
 )
+from streams.runtime.policy import verify_policy
 from streams.runtime.secretcheck import SecretWatch
 from streams.runtime.web import WebServer, build_web_app
 from streams.runtime.writes import with_broker_retry
@@ -88,6 +89,7 @@ class WorkerServices(mode.Service):  # type: ignore[misc]
             threads=config.settings.executor.threads,
             per_provider_concurrency=config.settings.executor.per_provider_concurrency,
             dry_run=config.settings.executor.dry_run,
+            verify=verify_policy(config),
         )
         # An invalid rule set refuses to start (RuleError lists every problem with file:line).
         self.login = LoginPipeline(load_rules(config["rules.dir"]), config.provider_types())

@@ -115,8 +115,30 @@ REVOCATION_FAILURES = Counter(
 )
 OFFBOARDINGS_UNREVOKED = Counter(
     "accessguard_offboardings_unrevoked_total",
-    "Offboardings with at least one revocation that failed for good: they miss the "
-    "time-to-revoke objective (the SLO ratio counts them as over it).",
+    "Offboardings with at least one revocation that failed for good or was read back as "
+    "not done: they miss the time-to-revoke objective (the SLO ratio counts them as over it).",
+    registry=REGISTRY,
+)
+REVOCATION_VERIFIED = Histogram(
+    "accessguard_revocation_verify_seconds",
+    "From a revocation acknowledged to the provider's own state read back as revoked, by "
+    "provider (real calls only).",
+    ["provider"],
+    buckets=REVOKE_BUCKETS,
+    registry=REGISTRY,
+)
+REVOCATION_UNVERIFIED = Counter(
+    "accessguard_revocation_unverified_total",
+    "Revocations acknowledged but read back as not done (or not read back in time), by "
+    "provider: each pages once with the evidence.",
+    ["provider"],
+    registry=REGISTRY,
+)
+VERIFICATIONS = Counter(
+    "accessguard_action_verifications_total",
+    "Read-backs of acknowledged actions, by provider and outcome (verified, not_verifiable: "
+    "the vendor offers no read-back, failed).",
+    ["provider", "outcome"],
     registry=REGISTRY,
 )
 ALERTS = Counter(
