@@ -53,6 +53,7 @@ CLIENT_ID = "0oa-accessguard"
 ADMIN = "admin@example.com"
 SA_EMAIL = "accessguard@project.iam.gserviceaccount.com"
 SECURITY_SCOPE = "https://www.googleapis.com/auth/admin.directory.user.security"
+USER_SCOPE = "https://www.googleapis.com/auth/admin.directory.user"
 
 
 def _key() -> rsa.RSAPrivateKey:
@@ -374,7 +375,10 @@ def google_key() -> rsa.RSAPrivateKey:
 
 @pytest.fixture
 def google(google_key: rsa.RSAPrivateKey) -> Iterator[GoogleServer]:
-    server = GoogleServer(google_key.public_key(), SA_EMAIL, ADMIN, {SECURITY_SCOPE}).start()
+    # Delegated: what the provider asks for by default (connectors/google/credentials.py).
+    server = GoogleServer(
+        google_key.public_key(), SA_EMAIL, ADMIN, {SECURITY_SCOPE, USER_SCOPE}
+    ).start()
     yield server
     server.stop()
 

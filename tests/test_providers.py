@@ -687,3 +687,14 @@ def test_a_dry_run_shows_the_filled_request_and_never_a_secret() -> None:
     assert keyed.filled == "GET /v1/42?api_key=%2A%2A%2A&a=1"
     assert keyed.request == "GET /v1/{id}?api_key=%2A%2A%2A&a=1"
     assert "s3cret" not in keyed.filled + keyed.request
+
+
+@pytest.mark.parametrize("kind", ["okta", "graph", "google"])
+def test_each_identity_provider_supports_what_the_kinds_table_says(kind: str) -> None:
+    """connectors/base/kinds.py PROVIDER_ACTIONS is what the core asks of each type; the
+    provider class must support exactly that."""
+    from connectors.base.kinds import PROVIDER_ACTIONS
+
+    assert PROVIDER_TYPES[kind].supports == PROVIDER_ACTIONS[kind]
+    # What a provider reads back it must also do.
+    assert PROVIDER_TYPES[kind].verifies <= PROVIDER_TYPES[kind].supports

@@ -20,6 +20,12 @@ Tokens live ``lifetime`` seconds (a few, so tests cross several). The API endpoi
 clock runs ``skew`` (0.1 s) ahead of the token endpoint's, as between real servers (and as
 network latency does), so a client that uses a token up to its last instant is caught too. Counts:
 ``token_requests``, ``issued``, ``api_calls``, ``api_unauthorized``.
+
+Each token remembers what it was granted (``token_grants``: Okta's and Google's scopes, the
+app roles an Entra fake hands out), and :meth:`TokenServer.handle_api` receives the whole call
+(:class:`ApiCall`: method, path, query, JSON body, bearer token) so that a fake directory
+(tests/idp_fakes.py) can check scopes and body shapes; by default it answers
+:meth:`TokenServer.api` as before. ``latency`` (seconds) delays every API answer.
 """
 
 from __future__ import annotations
@@ -28,14 +34,16 @@ import json
 import secrets
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Self
 from urllib.parse import parse_qs, urlsplit
 
 import jwt
 
-Reply = tuple[int, dict[str, Any] | list[Any]]
+#: (status, JSON body); a body of None answers with no content (a 204).
+Reply = tuple[int, dict[str, Any] | list[Any] | None]
 GOOGLE_AUDIENCE = "https://oauth2.googleapis.com/token"
 
 
@@ -44,6 +52,24 @@ class _Server(ThreadingHTTPServer):
     # 8 client threads: the default backlog (5) overflows and a SYN is retried after 1 s,
     # which would make a valid token arrive expired.
     request_queue_size = 128
+
+
+#: The body of a request whose body is not JSON.
+NOT_JSON = object()
+
+
+@dataclass(frozen=True)
+class ApiCall:
+    """One authorised API request, as a fake directory sees it."""
+
+    method: str
+    path: str
+    query: dict[str, str] = field(default_factory=dict)
+    #: The parsed JSON body, None when empty, :data:`NOT_JSON` when not JSON.
+    body: Any = None
+    token: str = ""
+    #: What the token was granted (scopes or app roles).
+    grants: frozenset[str] = frozenset()
 
 
 class TokenServer:
@@ -56,6 +82,9 @@ class TokenServer:
         self.skew = skew
         self.lock = threading.Lock()
         self.tokens: dict[str, float] = {}
+        self.token_grants: dict[str, frozenset[str]] = {}
+        #: Seconds added to every API answer (a benchmark's network and vendor time).
+        self.latency = 0.0
         self.token_requests = 0
         self.issued = 0
         self.api_calls = 0
@@ -70,7 +99,7 @@ class TokenServer:
         host, port = self._server.server_address[:2]
         return f"{self.scheme}://{host!s}:{port}"
 
-    def start(self) -> TokenServer:
+    def start(self) -> Self:
         self._thread.start()
         return self
 
@@ -80,10 +109,11 @@ class TokenServer:
 
     # --- tokens -----------------------------------------------------------------------
 
-    def issue(self) -> Reply:
+    def issue(self, grants: Iterable[str] = ()) -> Reply:
         token = secrets.token_urlsafe(24)
         with self.lock:
             self.tokens[token] = time.monotonic() + self.lifetime
+            self.token_grants[token] = frozenset(grants)
             self.issued += 1
         return 200, {"access_token": token, "token_type": "Bearer", "expires_in": self.lifetime}
 
@@ -109,6 +139,10 @@ class TokenServer:
     def api(self, method: str, path: str) -> Reply:
         return 200, {}
 
+    def handle_api(self, call: ApiCall) -> Reply:
+        """The answer to an authorised API call (a fake directory overrides this)."""
+        return self.api(call.method, call.path)
+
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         server = self
 
@@ -120,9 +154,10 @@ class TokenServer:
 
             def _reply(self, reply: Reply) -> None:
                 status, body = reply
-                data = json.dumps(body).encode()
+                data = json.dumps(body).encode() if body is not None else b""
                 self.send_response(status)
-                self.send_header("Content-Type", "application/json")
+                if body is not None:
+                    self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
@@ -130,7 +165,8 @@ class TokenServer:
             def _handle(self, method: str) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length).decode() if length else ""
-                path = urlsplit(self.path).path
+                split = urlsplit(self.path)
+                path = split.path
                 if method == "GET":
                     reply = server.get(path)
                     if reply is not None:
@@ -150,10 +186,29 @@ class TokenServer:
                     if reply is not None:
                         self._reply(reply)
                         return
-                if not server.authorised(self.headers.get("Authorization")):
+                header = self.headers.get("Authorization")
+                if not server.authorised(header):
                     self._reply((401, {"error": "invalid_token"}))
                     return
-                self._reply(server.api(method, path))
+                token = (header or "").partition(" ")[2]
+                body: Any = None
+                if raw:
+                    try:
+                        body = json.loads(raw)
+                    except ValueError:
+                        body = NOT_JSON
+                call = ApiCall(
+                    method,
+                    path,
+                    {k: v[0] for k, v in parse_qs(split.query, keep_blank_values=True).items()},
+                    body,
+                    token,
+                    server.token_grants.get(token, frozenset()),
+                )
+                reply = server.handle_api(call)
+                if server.latency:
+                    time.sleep(server.latency)
+                self._reply(reply)
 
             def do_GET(self) -> None:
                 self._handle("GET")
@@ -163,6 +218,12 @@ class TokenServer:
 
             def do_DELETE(self) -> None:
                 self._handle("DELETE")
+
+            def do_PATCH(self) -> None:
+                self._handle("PATCH")
+
+            def do_PUT(self) -> None:
+                self._handle("PUT")
 
         return Handler
 
@@ -238,7 +299,7 @@ class OktaServer(TokenServer):
         asked = set(form.get("scope", "").split())
         if not asked or not asked <= self.scopes:
             return _error(400, "invalid_scope", "scope not granted")
-        return self.issue()
+        return self.issue(asked)
 
     def api(self, method: str, path: str) -> Reply:
         if path.endswith("/api/v1/logs"):
@@ -284,7 +345,7 @@ class GoogleServer(TokenServer):
         asked = set(str(claims.get("scope", "")).split())
         if not asked or not asked <= self.scopes:
             return _error(401, "unauthorized_client", "scope not delegated")
-        return self.issue()
+        return self.issue(asked)
 
 
 class EntraServer(TokenServer):
@@ -307,6 +368,8 @@ class EntraServer(TokenServer):
         self.client_id = client_id
         self.client_secret = client_secret
         self.certificate_key = certificate_key
+        #: Application permissions (app roles) granted to the app, put into each token.
+        self.roles: set[str] = set()
         self.jtis: set[str] = set()
         self._server.socket = wrap_tls(self._server.socket)
 
@@ -350,7 +413,7 @@ class EntraServer(TokenServer):
                 return _error(401, "invalid_client", f"AADSTS700027: {claims}")
         elif self.client_secret is None or form.get("client_secret") != self.client_secret:
             return _error(401, "invalid_client", "AADSTS7000215: Invalid client secret provided.")
-        return self.issue()
+        return self.issue(self.roles)
 
     def api(self, method: str, path: str) -> Reply:
         if path.endswith(("/authentication/methods", "/auditLogs/signIns")):

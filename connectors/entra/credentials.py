@@ -1,8 +1,12 @@
 """Microsoft Graph credentials: the client credentials flow through MSAL, or a static token.
 
 **Client credentials (recommended).** An Entra app registration with *application*
-permissions (User.RevokeSessions.All and UserAuthenticationMethod.ReadWrite.All for the
-provider, AuditLog.Read.All for the sign-in poller) and admin consent. The app proves itself
+permissions (for the provider: User.RevokeSessions.All for revokeSignInSessions,
+UserAuthenticationMethod.ReadWrite.All for listing and deleting authentication methods,
+User.EnableDisableAccount.All for ``accountEnabled``, User-PasswordProfile.ReadWrite.All for
+``passwordProfile.forceChangePasswordNextSignIn`` and User.Read.All for reading users back;
+AuditLog.Read.All for the sign-in poller) and admin consent. Application permissions come
+as roles in the token minted for ``https://graph.microsoft.com/.default``. The app proves itself
 with a client secret (``client_secret``) or, better, a certificate (``client_certificate``:
 the private key PEM, a Secret, with ``client_certificate_thumbprint``: the SHA-1 thumbprint
 Entra shows for the uploaded certificate). :class:`MsalClientCredentials` asks

@@ -16,7 +16,7 @@ from connectors.base.credentials import one_auth_method
 from connectors.base.settings import ConnectorSettings, HttpProviderSettings, PollerSettings, Url
 from connectors.entra.credentials import DEFAULT_AUTHORITY, GRAPH_SCOPES
 from connectors.entra.poller import DEFAULT_BASE_URL, MAX_TOP
-from streams.config import Int, Names, SecretValue, Str
+from streams.config import Float, Int, Names, SecretValue, Str
 
 _HINT = "an app registration (tenant_id, client_id, client_secret or client_certificate) or a token"
 
@@ -58,7 +58,15 @@ class GraphAuthSettings(ConnectorSettings):
 class GraphProviderSettings(HttpProviderSettings, GraphAuthSettings):
     """``base_url`` (https://graph.microsoft.com), ``dry_run``, and the app registration
     (``tenant_id``, ``client_id``, ``client_secret`` or ``client_certificate``) or a
-    static ``token`` (app access token)."""
+    static ``token`` (app access token); ``verify_clock_skew`` for the read-back of
+    ``revoke_sessions``."""
+
+    verify_clock_skew: Float = Field(
+        5.0,
+        ge=0,
+        le=3600,
+        description="seconds signInSessionsValidFromDateTime may precede the revocation",
+    )
 
     required_unless_dry_run: ClassVar[tuple[str, ...]] = ()
 

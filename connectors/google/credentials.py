@@ -10,13 +10,15 @@ the JWT-bearer grant with the key and posts it to the key's ``token_uri``
 .with_scopes(scopes)``); the access token (an hour) is refreshed before expiry by
 :class:`~connectors.base.credentials.MintedToken`.
 
-**Scopes, minimal per action.** Both actions this provider takes, ``users.signOut`` and
-``users.twoStepVerification.turnOff``, are user-security operations of the Directory API and
-accept ``https://www.googleapis.com/auth/admin.directory.user.security`` (the scope that also
-covers tokens and application-specific passwords), so that is the default and the only scope
-to delegate. ``admin.directory.user`` (read and update whole user records) would also work
-but grants much more (renaming, suspending, deleting users); add it to ``scopes`` only when an
-action that updates users is added.
+**Scopes, minimal per action.** ``users.signOut``, ``users.twoStepVerification.turnOff``
+and the ``tokens``/``asps`` list and delete calls are user-security operations of the
+Directory API and accept ``https://www.googleapis.com/auth/admin.directory.user.security``.
+Suspending, restoring and forcing a password change are updates of the user resource
+(``users.patch``) and reading the user back is ``users.get``: both need
+``https://www.googleapis.com/auth/admin.directory.user`` (``.readonly`` would do for the
+read, but the patch needs the full scope, which covers reading). The default is exactly those
+two; a deployment that never disables accounts or expires passwords may narrow ``scopes`` to
+the security scope (the account actions and their read-back then fail with 403).
 
 **Static.** ``token:`` is an OAuth access token minted elsewhere, sent as ``Bearer`` (kept
 for existing configurations; it expires within the hour).
@@ -49,7 +51,8 @@ from streams.support.errors import ConfigError
 from streams.support.secrets import Secret
 
 USER_SECURITY_SCOPE = "https://www.googleapis.com/auth/admin.directory.user.security"
-DEFAULT_SCOPES = (USER_SECURITY_SCOPE,)
+USER_SCOPE = "https://www.googleapis.com/auth/admin.directory.user"
+DEFAULT_SCOPES = (USER_SCOPE, USER_SECURITY_SCOPE)
 _OAUTH_CODES = ("invalid_client", "invalid_grant", "unauthorized_client", "invalid_scope")
 
 

@@ -6,11 +6,15 @@ authentication is ``private_key_jwt``: for each token request we sign a client a
 ``https://<org>/oauth2/v1/token``, ``exp`` 5 minutes ahead, a unique ``jti``, ``kid`` = the
 registered key's id) and POST ``grant_type=client_credentials`` with the scopes. The access
 token (an hour at Okta) is sent as ``Authorization: Bearer`` and refreshed before expiry
-(:class:`~connectors.base.credentials.MintedToken`). Scopes: ``okta.users.manage`` for the
-provider (clearing a user's sessions and resetting factors are Users API operations;
-``okta.sessions.manage`` covers only the Sessions API by session id, which we do not call),
-``okta.logs.read`` for the System Log poller. The app also needs an admin role that allows
-those operations (a custom role with the user permissions, or Org Admin): scopes alone do not
+(:class:`~connectors.base.credentials.MintedToken`). Scopes: the provider needs
+``okta.users.manage`` (clearing sessions, resetting factors, the lifecycle operations
+suspend/unsuspend/deactivate/activate/expire_password and revoking a user's OAuth grants are
+all Users API operations, and a manage scope includes reading users, factors and grants for
+the read-back; ``okta.sessions.manage`` covers only the Sessions API by session id, which we
+do not call) and ``okta.logs.read`` (the read-back of ``revoke_sessions`` searches the System
+Log for the ``user.session.clear`` event); the System Log poller needs ``okta.logs.read``. The
+app also needs an admin role that allows those operations (a custom role with the user
+lifecycle and user permissions, or Org Admin, plus report/log access): scopes alone do not
 grant access. Okta's optional DPoP requirement for the app must be off (not supported here).
 
 **Why PyJWT and not authlib.** The whole flow is one signed JWT and one form POST. PyJWT
@@ -53,7 +57,7 @@ TOKEN_PATH = "/oauth2/v1/token"  # noqa: S105 - a path
 #: A client assertion lives this long (Okta accepts at most one hour; 5 minutes is plenty).
 ASSERTION_LIFETIME = 300
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
-PROVIDER_SCOPES = ("okta.users.manage",)
+PROVIDER_SCOPES = ("okta.users.manage", "okta.logs.read")
 POLLER_SCOPES = ("okta.logs.read",)
 
 

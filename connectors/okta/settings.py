@@ -8,7 +8,7 @@ connectors/okta/credentials.py) or the legacy SSWS API ``token``.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from pydantic import Field
 
@@ -45,10 +45,15 @@ class OktaAuthSettings(ConnectorSettings):
 
 
 class OktaProviderSettings(HttpProviderSettings, OktaAuthSettings):
-    """``base_url`` (https://<org>.okta.com), ``dry_run``, and ``client_id`` +
-    ``private_key`` (+ ``key_id``, ``scopes``) or the legacy ``token`` (API token)."""
+    """``base_url`` (https://<org>.okta.com), ``dry_run``, ``disable_mode``, and
+    ``client_id`` + ``private_key`` (+ ``key_id``, ``scopes``) or the legacy ``token``
+    (API token)."""
 
     scopes: Names = Field(list(PROVIDER_SCOPES), description="OAuth scopes to request")
+    disable_mode: Literal["suspend", "deactivate"] = Field(
+        "suspend",
+        description="disable_account suspends (reversible) or deactivates the user",
+    )
 
     required_unless_dry_run: ClassVar[tuple[str, ...]] = ()
 
