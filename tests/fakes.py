@@ -21,6 +21,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
@@ -86,6 +87,9 @@ class _Response:
     headers: dict[str, str] = field(default_factory=dict)
     #: An Idempotency-Key replay: the first answer again, no effect (``.replays``).
     replay: bool = False
+    #: A read-back (GET of the user, its grants, factors, tokens, the System Log): recorded
+    #: in ``.reads``, not ``.calls``, which count the calls that act.
+    read: bool = False
 
     @classmethod
     def json(cls, status: int, payload: Any, **headers: str) -> _Response:
@@ -202,11 +206,21 @@ class FakeVendorServer:
         self.slack_webhook_path = slack_webhook_path
         self._slack_hook: tuple[str, str, str] = (hook.group(1), hook.group(2), hook.group(3))
         self.known_users: set[str] | None = set(known_users) if known_users is not None else None
+        #: Seconds before Graph shows a revocation in signInSessionsValidFromDateTime.
+        self.graph_session_delay = 0.0
         #: user id -> methods; users not listed get :func:`default_graph_methods` on first use.
         self.graph_methods: dict[str, list[dict[str, Any]]] = {
             k: [dict(m) for m in v] for k, v in (graph_methods or {}).items()
         }
         self.calls: list[Call] = []
+        #: Successful read-backs (``_Response.read``), apart from the calls that act.
+        self.reads: list[Call] = []
+        #: Per-user vendor state, created on first use and kept across reset() (see
+        #: :meth:`okta_user`, :meth:`graph_user`, :meth:`google_user`); the System Log.
+        self.okta_users: dict[str, dict[str, Any]] = {}
+        self.okta_log: list[dict[str, Any]] = []
+        self.graph_users: dict[str, dict[str, Any]] = {}
+        self.google_users: dict[str, dict[str, Any]] = {}
         self.rejected: list[Call] = []
         #: Platform requests that repeated an Idempotency-Key: answered, not acted on.
         self.replays: list[Call] = []
@@ -219,6 +233,7 @@ class FakeVendorServer:
         self._down_until = 0.0
         self._down_status = 503
         self._delay = 0.0
+        self._latency: dict[str, float] = {}
         self._stall_until = 0.0
         self._stall_hold_s = 0.0
         self.stalled: list[dict[str, str]] = []
@@ -260,6 +275,7 @@ class FakeVendorServer:
         """Forget calls and faults (configuration such as tokens and users stays)."""
         with self._cond:
             self.calls.clear()
+            self.reads.clear()
             self.rejected.clear()
             self.replays.clear()
             self._faults.clear()
@@ -352,6 +368,13 @@ class FakeVendorServer:
         with self._cond:
             self._delay = seconds
 
+    def set_latency(self, prefix: str, seconds: float) -> None:
+        """Answer requests whose path starts with ``prefix`` after ``seconds`` (a vendor's
+        typical latency: ``/api/v1/`` Okta, ``/v1.0/`` Graph, ``/admin/directory/v1/`` Google).
+        Kept across reset(), like set_delay."""
+        with self._cond:
+            self._latency[prefix] = seconds
+
     def force_status(self, path_substring: str, status: int, body: Any = None) -> None:
         """Always answer requests whose path contains ``path_substring`` with ``status``.
 
@@ -383,7 +406,9 @@ class FakeVendorServer:
 
     def _handle(self, req: _Request) -> _Response:
         with self._cond:
-            delay = self._delay
+            delay = self._delay + next(
+                (v for k, v in self._latency.items() if req.path.startswith(k)), 0.0
+            )
         if delay:
             time.sleep(delay)
         injected = self._injected(req)
@@ -419,6 +444,8 @@ class FakeVendorServer:
             if resp.replay:
                 call["status"] = resp.status
                 self.replays.append(call)
+            elif resp.read and 200 <= resp.status < 300:
+                self.reads.append(call)
             elif 200 <= resp.status < 300:
                 self.calls.append(call)
             else:
@@ -431,39 +458,153 @@ class FakeVendorServer:
 
     # --- Okta -----------------------------------------------------------------------
 
+    def okta_user(self, ref: str) -> dict[str, Any]:
+        """Okta's state of user ``ref`` (login or id), created ACTIVE with one OAuth grant
+        and one active factor. Call with ``_cond`` held, or in a test between requests."""
+        if ref not in self.okta_users:
+            self.okta_users[ref] = {
+                "id": f"00u{abs(hash(ref)) % 10**12:012d}",
+                "status": "ACTIVE",
+                "grants": [{"id": "oag1", "clientId": "0oa-brand-tool", "status": "ACTIVE"}],
+                "factors": [{"id": "opf1", "factorType": "push", "status": "ACTIVE"}],
+            }
+        return self.okta_users[ref]
+
+    #: Okta lifecycle operation -> (allowed from, new status). Anything else is Okta's 400
+    #: E0000001 ("not allowed from the user's state").
+    OKTA_LIFECYCLE: dict[str, tuple[frozenset[str], str]] = {
+        "suspend": (frozenset({"ACTIVE"}), "SUSPENDED"),
+        "unsuspend": (frozenset({"SUSPENDED"}), "ACTIVE"),
+        "deactivate": (
+            frozenset({"ACTIVE", "PASSWORD_EXPIRED", "SUSPENDED", "PROVISIONED"}),
+            "DEPROVISIONED",
+        ),
+        "activate": (frozenset({"DEPROVISIONED"}), "ACTIVE"),
+        "expire_password": (frozenset({"ACTIVE", "PASSWORD_EXPIRED"}), "PASSWORD_EXPIRED"),
+    }
+
     def _okta(self, req: _Request) -> _Response:
-        m = re.fullmatch(r"/api/v1/users/([^/]+)/(sessions|lifecycle/reset_factors)", req.path)
+        if req.headers.get("authorization") != f"SSWS {self.okta_token}":
+            return _okta_error(401, "E0000011", "Invalid token provided")
+        if req.path == "/api/v1/logs":
+            return self._okta_logs(req)
+        m = re.fullmatch(
+            r"/api/v1/users/([^/]+)(?:/(sessions|grants|factors|lifecycle/([a-z_]+)))?", req.path
+        )
         if m is None:
             return _okta_error(
                 404, "E0000022", "The endpoint does not support the provided HTTP method"
             )
-        expected = {"sessions": "DELETE", "lifecycle/reset_factors": "POST"}[m.group(2)]
-        if req.method != expected:
+        sub, operation = m.group(2), m.group(3)
+        expected = {
+            None: "GET",
+            "sessions": "DELETE",
+            "factors": "GET",
+        }.get(sub, "POST")
+        if sub == "grants":
+            expected = req.method if req.method in ("GET", "DELETE") else "DELETE"
+        if req.method != expected or (
+            operation is not None
+            and operation != "reset_factors"
+            and operation not in self.OKTA_LIFECYCLE
+        ):
             return _okta_error(
                 405, "E0000022", "The endpoint does not support the provided HTTP method"
             )
-        if req.headers.get("authorization") != f"SSWS {self.okta_token}":
-            return _okta_error(401, "E0000011", "Invalid token provided")
-        allowed = {"sessions": {"oauthTokens", "forgetDevices"}}.get(m.group(2), set())
+        allowed = {
+            "sessions": {"oauthTokens", "forgetDevices"},
+            "lifecycle/deactivate": {"sendEmail"},
+            "lifecycle/activate": {"sendEmail"},
+        }.get(sub or "", set())
         unknown = sorted(set(req.query) - allowed)
         if unknown:
             return _okta_error(
                 400, "E0000001", f"Api validation failed: unknown parameter(s) {unknown}"
             )
-        if m.group(2) == "sessions" and req.query.get("oauthTokens") != ["true"]:
+        if sub == "sessions" and req.query.get("oauthTokens") != ["true"]:
             # Okta itself defaults to false, which leaves OAuth tokens alive: accessguard
             # promises oauthTokens=true, so the fake refuses anything else.
             return _okta_error(400, "E0000001", "Api validation failed: oauthTokens must be true")
         user = unquote(m.group(1))
         if self._user_unknown(user):
             return _okta_error(404, "E0000007", f"Not found: Resource not found: {user} (User)")
-        if m.group(2) == "sessions":
-            return _Response(204)
+        with self._cond:
+            state = self.okta_user(user)
+            if sub is None:
+                return _Response(
+                    200,
+                    json.dumps(
+                        {"id": state["id"], "status": state["status"], "profile": {"login": user}}
+                    ).encode(),
+                    read=True,
+                )
+            if sub == "factors":
+                return _Response(200, json.dumps(state["factors"]).encode(), read=True)
+            if sub == "grants":
+                if req.method == "GET":
+                    return _Response(200, json.dumps(state["grants"]).encode(), read=True)
+                state["grants"] = []
+                return _Response(204)
+            if sub == "sessions":
+                self.okta_log.append(
+                    {
+                        "uuid": f"evt-{len(self.okta_log) + 1}",
+                        "eventType": "user.session.clear",
+                        "published": time.time(),
+                        "target": [{"id": state["id"], "type": "User"}],
+                    }
+                )
+                return _Response(204)
+            if operation == "reset_factors":
+                state["factors"] = []
+                return _Response.json(200, {})
+            assert operation is not None
+            sources, target = self.OKTA_LIFECYCLE[operation]
+            if state["status"] not in sources:
+                return _okta_error(
+                    400,
+                    "E0000001",
+                    f"Api validation failed: {operation} is not allowed for status "
+                    f"{state['status']}",
+                )
+            state["status"] = target
         return _Response.json(200, {})
+
+    def _okta_logs(self, req: _Request) -> _Response:
+        if req.method != "GET":
+            return _okta_error(405, "E0000022", "The endpoint does not support the method")
+        unknown = sorted(set(req.query) - {"since", "until", "filter", "limit", "sortOrder"})
+        if unknown:
+            return _okta_error(400, "E0000001", f"unknown parameter(s) {unknown}")
+        since = (req.query.get("since") or [""])[0]
+        wanted = re.fullmatch(
+            r'eventType eq "([a-z._]+)" and target\.id eq "([^"]+)"',
+            (req.query.get("filter") or [""])[0],
+        )
+        if wanted is None:
+            return _okta_error(400, "E0000031", "Invalid search criteria (filter)")
+        try:
+            from_time = (
+                datetime.fromisoformat(since.replace("Z", "+00:00")).timestamp() if since else 0.0
+            )
+        except ValueError:
+            return _okta_error(400, "E0000001", "since: not an ISO 8601 time")
+        with self._cond:
+            found = [
+                {**e, "published": _iso(e["published"])}
+                for e in self.okta_log
+                if e["eventType"] == wanted.group(1)
+                and any(t["id"] == wanted.group(2) for t in e["target"])
+                and e["published"] >= from_time
+            ]
+        return _Response(200, json.dumps(found).encode(), read=True)
 
     # --- Microsoft Graph ------------------------------------------------------------
 
     def _graph(self, req: _Request) -> _Response:
+        user_path = re.fullmatch(r"/v1\.0/users/([^/]+)", req.path)
+        if user_path is not None:
+            return self._graph_user(req, unquote(user_path.group(1)))
         revoke = re.fullmatch(r"/v1\.0/users/([^/]+)/revokeSignInSessions", req.path)
         listing = re.fullmatch(r"/v1\.0/users/([^/]+)/authentication/methods", req.path)
         delete = re.fullmatch(
@@ -485,6 +626,14 @@ class FakeVendorServer:
                 404, "Request_ResourceNotFound", f"Resource '{user}' does not exist"
             )
         if revoke:
+            with self._cond:
+                state = self.graph_user(user)
+                # Graph truncates to whole seconds and shows the new value a moment later
+                # (graph_session_delay).
+                state["_sessions_from"] = (
+                    int(time.time()),
+                    time.monotonic() + self.graph_session_delay,
+                )
             return _Response.json(
                 200,
                 {
@@ -513,22 +662,157 @@ class FakeVendorServer:
             404, "itemNotFound", "The requested authentication method was not found"
         )
 
+    def graph_user(self, user: str) -> dict[str, Any]:
+        """Graph's state of ``user``: enabled, no forced password change, sessions valid
+        since long ago. Call with ``_cond`` held, or in a test between requests."""
+        if user not in self.graph_users:
+            self.graph_users[user] = {
+                "accountEnabled": True,
+                "passwordProfile": {"forceChangePasswordNextSignIn": False},
+                "_sessions_shown": "2026-01-01T00:00:00Z",
+                "_sessions_from": None,
+            }
+        return self.graph_users[user]
+
+    #: The user properties accessguard may PATCH, and their shapes.
+    GRAPH_PATCHABLE = frozenset({"accountEnabled", "passwordProfile"})
+    GRAPH_SELECTABLE = frozenset(
+        {"id", "accountEnabled", "signInSessionsValidFromDateTime", "passwordProfile"}
+    )
+
+    def _graph_user(self, req: _Request, user: str) -> _Response:
+        if req.method not in ("GET", "PATCH"):
+            return _graph_error(405, "Request_BadRequest", "Method not allowed")
+        if req.headers.get("authorization") != f"Bearer {self.graph_token}":
+            return _graph_error(
+                401, "InvalidAuthenticationToken", "Access token validation failure."
+            )
+        if self._user_unknown(user):
+            return _graph_error(
+                404, "Request_ResourceNotFound", f"Resource '{user}' does not exist"
+            )
+        with self._cond:
+            state = self.graph_user(user)
+            if req.method == "PATCH":
+                body = req.json
+                if not isinstance(body, dict) or not body:
+                    return _graph_error(400, "Request_BadRequest", "Invalid request body")
+                bad = sorted(set(body) - self.GRAPH_PATCHABLE)
+                if bad:
+                    return _graph_error(
+                        400, "Request_BadRequest", f"Property {bad[0]} is not writable here"
+                    )
+                if "accountEnabled" in body and not isinstance(body["accountEnabled"], bool):
+                    return _graph_error(400, "Request_BadRequest", "accountEnabled: boolean")
+                profile = body.get("passwordProfile")
+                if profile is not None and (
+                    not isinstance(profile, dict)
+                    or set(profile) - {"forceChangePasswordNextSignIn", "password"}
+                    or not isinstance(profile.get("forceChangePasswordNextSignIn"), bool)
+                ):
+                    return _graph_error(400, "Request_BadRequest", "passwordProfile: invalid")
+                if "accountEnabled" in body:
+                    state["accountEnabled"] = body["accountEnabled"]
+                if profile is not None:
+                    state["passwordProfile"] = {
+                        "forceChangePasswordNextSignIn": profile["forceChangePasswordNextSignIn"]
+                    }
+                return _Response(204)
+            select = (req.query.get("$select") or [""])[0]
+            fields = [f for f in select.split(",") if f]
+            bad = sorted(set(fields) - self.GRAPH_SELECTABLE)
+            if not fields or bad:
+                return _graph_error(400, "Request_BadRequest", f"Invalid $select: {bad}")
+            pending = state["_sessions_from"]
+            if pending is not None and time.monotonic() >= pending[1]:
+                state["_sessions_shown"] = _iso(pending[0])
+                state["_sessions_from"] = None
+            view = {
+                "id": user,
+                "accountEnabled": state["accountEnabled"],
+                "passwordProfile": dict(state["passwordProfile"]),
+                "signInSessionsValidFromDateTime": state["_sessions_shown"],
+            }
+            body_out = {"@odata.context": "https://graph.microsoft.com/v1.0/$metadata#users"}
+            body_out.update({f: view[f] for f in fields})
+        return _Response(200, json.dumps(body_out).encode(), read=True)
+
     # --- Google Admin SDK -----------------------------------------------------------
+
+    def google_user(self, key: str) -> dict[str, Any]:
+        """Google's state of user ``key``: active, enrolled in 2SV, one OAuth token and one
+        app password. Call with ``_cond`` held, or in a test between requests."""
+        if key not in self.google_users:
+            self.google_users[key] = {
+                "suspended": False,
+                "changePasswordAtNextLogin": False,
+                "isEnrolledIn2Sv": True,
+                "tokens": [{"kind": "admin#directory#token", "clientId": "brand-tool.apps"}],
+                "asps": [{"kind": "admin#directory#asp", "codeId": 17, "name": "mail"}],
+            }
+        return self.google_users[key]
+
+    #: The user fields accessguard may PATCH (users.patch takes any; it sends only these).
+    GOOGLE_PATCHABLE = frozenset({"suspended", "changePasswordAtNextLogin"})
 
     def _google(self, req: _Request) -> _Response:
         m = re.fullmatch(
-            r"/admin/directory/v1/users/([^/]+)/(signOut|twoStepVerification/turnOff)", req.path
+            r"/admin/directory/v1/users/([^/]+)"
+            r"(?:/(signOut|twoStepVerification/turnOff|tokens|asps)(?:/([^/]+))?)?",
+            req.path,
         )
         if m is None:
             return _google_error(404, "notFound", "Not Found")
-        if req.method != "POST":
+        sub, item = m.group(2), m.group(3)
+        if sub in (None, "tokens", "asps") and item is None:
+            allowed = ("GET", "PATCH", "PUT") if sub is None else ("GET",)
+        elif sub in ("tokens", "asps"):
+            allowed = ("DELETE",)
+        else:
+            allowed = ("POST",)
+        if req.method not in allowed:
             return _google_error(405, "httpMethodNotAllowed", "Method not allowed")
         if req.headers.get("authorization") != f"Bearer {self.google_token}":
             return _google_error(
                 401, "authError", "Request had invalid authentication credentials."
             )
-        if self._user_unknown(unquote(m.group(1))):
+        key = unquote(m.group(1))
+        if self._user_unknown(key):
             return _google_error(404, "notFound", "Resource Not Found: userKey")
+        with self._cond:
+            state = self.google_user(key)
+            if sub is None and req.method == "GET":
+                public = {k: v for k, v in state.items() if k not in ("tokens", "asps")}
+                return _Response(
+                    200,
+                    json.dumps(
+                        {"kind": "admin#directory#user", "primaryEmail": key, **public}
+                    ).encode(),
+                    read=True,
+                )
+            if sub is None:
+                body = req.json
+                if not isinstance(body, dict) or not body:
+                    return _google_error(400, "invalid", "Invalid Input: user body")
+                bad = sorted(k for k in body if k not in self.GOOGLE_PATCHABLE)
+                if bad or not all(isinstance(v, bool) for v in body.values()):
+                    return _google_error(400, "invalid", f"Invalid Input: {bad or 'value'}")
+                state.update(body)
+                return _Response.json(200, {"kind": "admin#directory#user", "primaryEmail": key})
+            if sub in ("tokens", "asps") and item is None:
+                listing: dict[str, Any] = {"kind": f"admin#directory#{sub[:-1]}List"}
+                if state[sub]:  # Google leaves out an empty items list
+                    listing["items"] = state[sub]
+                return _Response(200, json.dumps(listing).encode(), read=True)
+            if sub in ("tokens", "asps"):
+                field_name = "clientId" if sub == "tokens" else "codeId"
+                before = len(state[sub])
+                state[sub] = [i for i in state[sub] if str(i[field_name]) != unquote(item or "")]
+                if len(state[sub]) == before:
+                    return _google_error(404, "notFound", f"Resource Not Found: {field_name}")
+                return _Response(204)
+            if sub == "twoStepVerification/turnOff":
+                state["isEnrolledIn2Sv"] = False
         return _Response(204)
 
     # --- generic platform -----------------------------------------------------------
@@ -716,6 +1000,11 @@ def _fmt_retry(value: float | str) -> str:
     if isinstance(value, str):
         return value
     return str(int(value)) if float(value).is_integer() else str(value)
+
+
+def _iso(epoch: float) -> str:
+    """RFC 3339 UTC with seconds, as Graph and Okta write times."""
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _okta_error(status: int, code: str, summary: str) -> _Response:

@@ -26,6 +26,7 @@ from tests.fakes import FakeVendorServer
 from tests.s3 import LocalS3
 from tests.stack import Stack, free_port, metric_value, plans_done, wait_until, write_config
 from tests.test_integration_external import (
+    ALICE_CALLS,
     EXAMPLE_REGISTRY,
     alice_calls,
     hr_event,
@@ -125,9 +126,9 @@ def test_services_wait_for_an_unreachable_broker_then_start(
             assert events(worker, "broker.reachable")
             resp = connector.post_hr(hr_event("wait-1"))
             assert resp.status_code == 202, resp.text
-            wait_until(lambda: len(alice_calls(vendor)) >= 10, 30, what="alice revoked")
+            wait_until(lambda: len(alice_calls(vendor)) >= ALICE_CALLS, 30, what="alice revoked")
             time.sleep(0.5)
-            assert len(alice_calls(vendor)) == 10
+            assert len(alice_calls(vendor)) == ALICE_CALLS
             worker.stop()
             connector.stop()
     finally:
@@ -157,7 +158,7 @@ def test_a_durable_broker_killed_and_restarted_under_running_services(
             connector.start()
             worker.start(timeout=90)
             assert connector.post_hr(hr_event("dur-1")).status_code == 202
-            wait_until(lambda: len(alice_calls(vendor)) >= 10, 30, what="alice revoked")
+            wait_until(lambda: len(alice_calls(vendor)) >= ALICE_CALLS, 30, what="alice revoked")
             assert s3.objects() > 0  # the records are in the S3 store, not in Tansu's memory
 
             os.kill(broker.pid or 0, signal.SIGKILL)
@@ -184,7 +185,7 @@ def test_a_durable_broker_killed_and_restarted_under_running_services(
             time.sleep(2.0)
             calls = dan_calls(vendor)
             assert len(calls) == len(set(calls))
-            assert len(alice_calls(vendor)) == 10  # nothing before the outage ran again
+            assert len(alice_calls(vendor)) == ALICE_CALLS  # nothing before the outage ran again
             for stack in (connector, worker):
                 assert stack.proc is not None
                 assert stack.proc.poll() is None
@@ -208,7 +209,7 @@ def test_run_stops_with_code_3_when_its_in_memory_broker_dies(
     event = hr_event("mem-1")
     try:
         assert stack.post_hr(event).status_code == 202
-        wait_until(lambda: len(alice_calls(vendor)) >= 10, 30, what="alice revoked")
+        wait_until(lambda: len(alice_calls(vendor)) >= ALICE_CALLS, 30, what="alice revoked")
         # the kill comes once the plan is over in the journal (every action in the ledger,
         # the summary sent): what the next start replays
         wait_until(lambda: plans_done((stack,), ("alice",)), 15, what="alice's plan journaled")
@@ -223,7 +224,7 @@ def test_run_stops_with_code_3_when_its_in_memory_broker_dies(
         resp = stack.post_hr(event)  # the sender retries it: the journal knows it
         assert resp.status_code == 202, resp.text
         time.sleep(1.5)
-        assert len(alice_calls(vendor)) == 10
+        assert len(alice_calls(vendor)) == ALICE_CALLS
     finally:
         stack.stop()
 
@@ -242,7 +243,7 @@ def test_run_restarts_a_durable_embedded_broker_in_place(
         try:
             assert "durable: s3://tansu/" in stack.stdout()
             assert stack.post_hr(hr_event("inplace-1")).status_code == 202
-            wait_until(lambda: len(alice_calls(vendor)) >= 10, 30, what="alice revoked")
+            wait_until(lambda: len(alice_calls(vendor)) >= ALICE_CALLS, 30, what="alice revoked")
             os.kill(tansu_pid(stack), signal.SIGKILL)
             wait_until(lambda: events(stack, "broker.restarted"), 20, what="broker restarted")
             wait_until(lambda: ready(stack), 60, interval=0.3, what="ready again")
@@ -250,7 +251,7 @@ def test_run_restarts_a_durable_embedded_broker_in_place(
             assert resp.status_code == 202, resp.text
             wait_until(lambda: dan_calls(vendor), 30, what="dan's suspension processed")
             time.sleep(1.5)
-            assert len(alice_calls(vendor)) == 10
+            assert len(alice_calls(vendor)) == ALICE_CALLS
             assert stack.proc is not None
             assert stack.proc.poll() is None  # the same process carried on
         finally:

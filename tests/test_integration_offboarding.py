@@ -53,6 +53,16 @@ def hr_event(
     }
 
 
+#: The calls of alice's termination under the default policy: disable at the three
+#: identity providers, sessions at five providers, tokens at Okta (one DELETE) and Google
+#: (one token and one app password), five grants removed.
+ALICE_CALLS = 16
+#: Terminated again: sessions (5), disable again where that is a call (Graph and Google
+#: PATCH; Okta answers 400 for a suspended user, read back as done), Okta grants (Google
+#: lists none left).
+ALICE_AGAIN_CALLS = 8
+
+
 def alice_calls(server: FakeVendorServer) -> list[dict[str, Any]]:
     refs = set(ALICE_USER_REFS.values()) | {
         "alice.nguyen%40lumen-outdoor.example",
@@ -79,18 +89,33 @@ class TestTerminationStory:
     def test_termination_revokes_everywhere_removes_grants_rotates_and_audits(
         self, stack: Stack, module_vendor: FakeVendorServer
     ) -> None:
-        """A signed `terminated` event revokes Alice's sessions at every provider that holds
-        her or manages one of her accounts, removes each grant, rotates the shared X TOTP
-        secret (only into the secret store), sends the summary, and audits every step."""
+        """A signed `terminated` event disables Alice at the three identity providers, then
+        revokes her sessions at every provider that holds her or manages one of her accounts
+        and her OAuth tokens and app passwords, then removes each grant and rotates the shared
+        X TOTP secret (only into the secret store); each disable is read back at the vendor,
+        the summary says where it was proven, and every step is audited."""
         resp = stack.post_hr(hr_event("story-1"))
         assert resp.status_code == 202, resp.text
         assert resp.json() == {"status": "accepted", "event_id": "story-1"}
 
-        wait_until(lambda: len(alice_calls(module_vendor)) >= 10, 15, what="10 provider calls")
+        wait_until(
+            lambda: len(alice_calls(module_vendor)) >= ALICE_CALLS, 15, what="every provider call"
+        )
         calls = effective_keys(alice_calls(module_vendor))
         assert ("DELETE", "/api/v1/users/00u1alicexyz0A1b2C3d4/sessions") in calls
-        okta = next(c for c in alice_calls(module_vendor) if c["path"].startswith("/api/v1/"))
+        okta = next(c for c in alice_calls(module_vendor) if c["path"].endswith("/sessions"))
         assert okta["query"] == {"oauthTokens": "true"}
+        # disabled first: each identity provider's disable before any of its revocations
+        first = alice_calls(module_vendor)[:3]
+        assert sorted(c["method"] for c in first) == ["PATCH", "PATCH", "POST"], first
+        assert ("POST", "/api/v1/users/00u1alicexyz0A1b2C3d4/lifecycle/suspend") in calls
+        assert ("DELETE", "/api/v1/users/00u1alicexyz0A1b2C3d4/grants") in calls
+        assert module_vendor.okta_user("00u1alicexyz0A1b2C3d4")["status"] == "SUSPENDED"
+        assert not module_vendor.graph_user(ALICE_USER_REFS["entra"])["accountEnabled"]
+        google = next(k for k in module_vendor.google_users if "alice" in k)
+        assert module_vendor.google_users[google]["suspended"] is True
+        assert module_vendor.google_users[google]["tokens"] == []
+        assert module_vendor.google_users[google]["asps"] == []
         assert okta["headers"]["authorization"] == "SSWS okta-test-token"
         assert (
             "POST",
@@ -111,7 +136,7 @@ class TestTerminationStory:
                 "/platform/profiles/yt-lumen/members/hs-2231",
             ]
         )
-        assert len(calls) == 10, calls  # each action exactly once
+        assert len(calls) == ALICE_CALLS, calls  # each action exactly once
 
         # The shared X credential is rotated into the secret store, and nowhere else.
         secret_file = stack.data_dir / "secrets"
@@ -139,7 +164,24 @@ class TestTerminationStory:
                 e for e in stack.journal() if e["kind"] == "action" and e.get("identity") == "alice"
             ]
 
-        wait_until(lambda: len(audited()) == 11, 10, what="11 audited actions")
+        wait_until(lambda: len(audited()) == 16, 10, what="16 audited actions")
+
+        # every disable read back at its vendor; sign-out at Google is not verifiable
+        def read_back() -> dict[tuple[str, str], str]:
+            return {
+                (e["provider"], e["action"]): e["verification"]["status"]
+                for e in stack.journal()
+                if e["kind"] == "action.verification" and e.get("identity") == "alice"
+            }
+
+        # okta: disable, sessions (System Log), tokens; entra: disable, sessions; google:
+        # disable, tokens
+        proof = wait_until(lambda: len(read_back()) >= 7 and read_back(), 15, what="read-backs")
+        assert set(proof.values()) == {"verified"}, proof
+        assert proof[("okta", "disable_account")] == "verified"
+        assert proof[("entra", "disable_account")] == "verified"
+        assert proof[("google", "disable_account")] == "verified"
+        assert proof[("google", "revoke_tokens")] == "verified"
         journal_text = (stack.data_dir / "journal.jsonl").read_text()
         assert new_secret not in journal_text
         assert new_secret not in stack.stderr()
@@ -367,11 +409,13 @@ class TestRestarts:
             assert stack.stop() == 0
         stack.start()
         try:
-            wait_until(lambda: len(alice_calls(vendor)) >= 10, 40, what="scheduled offboarding")
+            wait_until(
+                lambda: len(alice_calls(vendor)) >= ALICE_CALLS, 40, what="scheduled offboarding"
+            )
             first = min(c["time"] for c in alice_calls(vendor))
             assert first >= when.timestamp() - 0.5
             time.sleep(1.5)
-            assert len(alice_calls(vendor)) == 10
+            assert len(alice_calls(vendor)) == ALICE_CALLS
         finally:
             stack.stop()
 
@@ -383,7 +427,9 @@ class TestRestarts:
         stack = Stack(_config(tmp_path, vendor)).start()
         try:
             assert stack.post_hr(hr_event("first-term")).status_code == 202
-            wait_until(lambda: len(alice_calls(vendor)) >= 10, 15, what="first offboarding")
+            wait_until(
+                lambda: len(alice_calls(vendor)) >= ALICE_CALLS, 15, what="first offboarding"
+            )
             time.sleep(0.5)
         finally:
             stack.stop()
@@ -391,11 +437,13 @@ class TestRestarts:
         stack.start()
         try:
             assert stack.post_hr(hr_event("second-term")).status_code == 202
-            wait_until(lambda: len(alice_calls(vendor)) >= 5, 15, what="second revocation")
+            wait_until(
+                lambda: len(alice_calls(vendor)) >= ALICE_AGAIN_CALLS, 15, what="second revocation"
+            )
             time.sleep(1.0)
             calls = effective_keys(alice_calls(vendor))
             assert not [c for c in calls if c[1].startswith("/platform/profiles/")], calls
-            assert len(calls) == 5
+            assert len(calls) == ALICE_AGAIN_CALLS
             decisions = [
                 e
                 for e in stack.journal()
@@ -417,14 +465,16 @@ class TestRestarts:
             stack = Stack(_config(tmp_path, vendor, google_url=google.url)).start()
             broker_pid = _broker_pid(stack)
             assert stack.post_hr(hr_event("kill-1")).status_code == 202
-            wait_until(lambda: len(alice_calls(vendor)) >= 9, 15, what="9 of 10 calls")
+            wait_until(
+                lambda: len(alice_calls(vendor)) >= ALICE_CALLS - 4, 15, what="all but Google's"
+            )
             wait_until(lambda: len(google.rejected) >= 2, 10, what="google retried")
             # every action but Google's is in the ledger (what the restart consults) first
             stack.wait_for_ledger("kill-1", skip=lambda a: a["provider"] == "google")
             stack.kill()
             wait_until(lambda: _process_gone(broker_pid), 10, what="broker gone with its parent")
             before = effective_keys(alice_calls(vendor))
-            assert len(before) == 9
+            assert len(before) == ALICE_CALLS - 4
             google.reset()  # Google is back
             stack.start()
             try:
@@ -463,7 +513,9 @@ class TestRestarts:
                 google.stall_for(45, hold=3.0)
                 started = time.time()
                 assert stack.post_hr(hr_event("stall-1")).status_code == 202
-                wait_until(lambda: len(alice_calls(vendor)) >= 9, 15, what="other providers")
+                wait_until(
+                    lambda: len(alice_calls(vendor)) >= ALICE_CALLS - 4, 15, what="other providers"
+                )
                 second = stack.post_hr(hr_event("stall-2", "suspended", who="dan"))
                 assert second.status_code == 202
                 wait_until(
@@ -491,7 +543,7 @@ class TestRestarts:
                 assert resolved[0]["json"]["dedup_key"] == pages[0]["json"]["dedup_key"]
                 assert len(google.calls_to("/signOut")) == 1
                 # retried while it hung, but with backoff: not a request per read timeout
-                tries = len(google.stalled)
+                tries = len([s for s in google.stalled if s["path"].endswith("/signOut")])
                 assert 4 <= tries <= 45 / 2
             calls = effective_keys(alice_calls(vendor))
             assert len(set(calls)) == len(calls)  # no provider asked twice
@@ -513,7 +565,9 @@ class TestRestarts:
                 started = time.time()
                 google.down_for(30, status=503)
                 assert stack.post_hr(hr_event("down-1")).status_code == 202
-                wait_until(lambda: len(alice_calls(vendor)) >= 9, 15, what="other providers")
+                wait_until(
+                    lambda: len(alice_calls(vendor)) >= ALICE_CALLS - 4, 15, what="other providers"
+                )
                 pages = wait_until(
                     lambda: [
                         c

@@ -199,6 +199,7 @@ class PlanRunner:
             actions=len(actions),
             failed=len(failed),
             seconds=None if took is None else round(took, 3),
+            proof=proof_text(proof) if proof else None,
         )
 
     async def _run_steps(self, plan: Plan) -> list[tuple[Outcome, Verification | None]]:
@@ -235,7 +236,7 @@ class PlanRunner:
         self, action: Action, acknowledged: asyncio.Future[None]
     ) -> tuple[Outcome, Verification | None]:
         try:
-            outcome = await self._run_action(action)
+            outcome = await self._run_action(action, acknowledged)
         finally:
             if not acknowledged.done():
                 acknowledged.set_result(None)
@@ -290,7 +291,9 @@ class PlanRunner:
             await self.alerts.send_alert(unverified_alert(action, verification))
         return verification
 
-    async def _run_action(self, action: Action) -> Outcome:
+    async def _run_action(
+        self, action: Action, acknowledged: asyncio.Future[None] | None = None
+    ) -> Outcome:
         w = self.writer
         done = w.views.ledger.get(action.idempotency_key)
         if done is not None:
@@ -304,6 +307,10 @@ class PlanRunner:
                 issued_at=float(done.get("issued_at") or 0.0),
             )
         outcome = await self.executor.execute(action, self.alerts.on_stuck)
+        if acknowledged is not None and not acknowledged.done():
+            # The next step may start now: the order is about what the providers did, and
+            # recording the outcome (a durable write) would only delay it.
+            acknowledged.set_result(None)
         record: dict[str, object] = {
             **outcome.to_dict(),
             "action": action.action,
