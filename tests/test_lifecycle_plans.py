@@ -70,6 +70,7 @@ class ReadBackProvider(FakeProvider):
         self.reads: list[tuple[str, float]] = []
         self.spans: list[tuple[str, float, float]] = []
         self._blocked: dict[str, threading.Event] = {}
+        self.delays: dict[str, float] = {}
         self.dry = False
 
     def block(self, action: str) -> None:
@@ -83,6 +84,7 @@ class ReadBackProvider(FakeProvider):
         gate = self._blocked.get(action.action)
         if gate is not None:
             gate.wait(5.0)
+        time.sleep(self.delays.get(action.action, 0.0))
         if self.dry:
             return dry_run_result(f"POST /{action.action}")
         result = super().perform(action)
@@ -169,8 +171,10 @@ def summary_of(h: EngineHarness) -> Any:
 def test_default_policy_disables_first_then_revokes_then_removes_grants(
     h: EngineHarness,
 ) -> None:
-    """ana's termination: disable at okta is acknowledged before any session or token is
-    revoked, and every revocation before a grant is removed."""
+    """ana's termination: disable at okta (a slow vendor here) is acknowledged before any
+    session or token is revoked anywhere, and every revocation before a grant is removed."""
+    okta_of(h).delays["disable_account"] = 0.15
+    okta_of(h).delays["revoke_tokens"] = 0.1
     actions = terminate(h)
     kinds = {a.action for a in actions}
     assert kinds == {
