@@ -106,6 +106,23 @@ def route(table: Routes, path: str) -> tuple[str, tuple[str, ...], list[str]]:
 # --- Okta ---------------------------------------------------------------------------------
 
 
+class Recording:
+    """What every directory's API shares: one lock over the vendor state, each call kept in
+    ``calls`` as (method, path, query), the answer from the directory's ``_answer``."""
+
+    def recording(self) -> None:
+        self.calls: list[tuple[str, str, dict[str, str]]] = []
+        self._state = threading.Lock()
+
+    def handle_api(self, call: ApiCall) -> Reply:
+        with self._state:
+            self.calls.append((call.method, call.path, call.query))
+            return self._answer(call)
+
+    def _answer(self, call: ApiCall) -> Reply:
+        raise NotImplementedError
+
+
 @dataclass
 class OktaUser:
     id: str
@@ -168,7 +185,7 @@ OKTA_LIFECYCLE: dict[str, tuple[frozenset[str], str | None]] = {
 _OKTA_LOG_FILTER = re.compile(r'eventType eq "user\.session\.clear" and target\.id eq "([^"]+)"')
 
 
-class OktaDirectory(OktaServer):
+class OktaDirectory(Recording, OktaServer):
     """An Okta org with users (see the module). ``log_delay``: seconds before a System Log
     event is searchable."""
 
@@ -188,8 +205,7 @@ class OktaDirectory(OktaServer):
         self.users: dict[str, OktaUser] = {}
         #: (published epoch, event) of the System Log.
         self.events: list[tuple[float, dict[str, Any]]] = []
-        self.calls: list[tuple[str, str, dict[str, str]]] = []
-        self._state = threading.Lock()
+        self.recording()
 
     def add_user(self, login: str, **kw: Any) -> OktaUser:
         user = OktaUser(id=f"00u{uuid.uuid4().hex[:17]}", login=login, **kw)
@@ -201,11 +217,6 @@ class OktaDirectory(OktaServer):
         if user is None:
             user = next((u for u in self.users.values() if u.login == ref), None)
         return user
-
-    def handle_api(self, call: ApiCall) -> Reply:
-        with self._state:
-            self.calls.append((call.method, call.path, call.query))
-            return self._answer(call)
 
     def _answer(self, call: ApiCall) -> Reply:
         name, groups, methods = route(OKTA_ROUTES, call.path)
@@ -368,7 +379,7 @@ def _graph_error(status: int, code: str, message: str) -> Reply:
 _DENIED = (403, "Authorization_RequestDenied", "Insufficient privileges to complete the operation.")
 
 
-class GraphDirectory(EntraServer):
+class GraphDirectory(Recording, EntraServer):
     """An Entra tenant with users behind Graph (see the module). ``roles``: the application
     permissions granted to the app (default :data:`GRAPH_ROLES`);
     ``session_readback_delay``: seconds before a new ``signInSessionsValidFromDateTime`` is
@@ -399,8 +410,7 @@ class GraphDirectory(EntraServer):
         self.session_readback_delay = session_readback_delay
         self.latency = latency
         self.users: dict[str, GraphUser] = {}
-        self.calls: list[tuple[str, str, dict[str, str]]] = []
-        self._state = threading.Lock()
+        self.recording()
 
     def add_user(self, upn: str, **kw: Any) -> GraphUser:
         user = GraphUser(id=str(uuid.uuid4()), upn=upn, **kw)
@@ -411,11 +421,6 @@ class GraphDirectory(EntraServer):
         return self.users.get(ref) or next(
             (u for u in self.users.values() if u.upn.lower() == ref.lower()), None
         )
-
-    def handle_api(self, call: ApiCall) -> Reply:
-        with self._state:
-            self.calls.append((call.method, call.path, call.query))
-            return self._answer(call)
 
     def _answer(self, call: ApiCall) -> Reply:
         name, groups, methods = route(GRAPH_ROUTES, call.path)
@@ -567,7 +572,7 @@ def _google_error(status: int, reason: str, message: str) -> Reply:
 _INSUFFICIENT = (403, "insufficientPermissions", "Request had insufficient authentication scopes.")
 
 
-class GoogleDirectory(GoogleServer):
+class GoogleDirectory(Recording, GoogleServer):
     """A Workspace domain behind the Directory API (see the module). ``scopes``: what the
     service account may be delegated."""
 
@@ -584,8 +589,7 @@ class GoogleDirectory(GoogleServer):
         super().__init__(public_key, client_email, subject, scopes, lifetime)
         self.latency = latency
         self.users: dict[str, GoogleUser] = {}
-        self.calls: list[tuple[str, str, dict[str, str]]] = []
-        self._state = threading.Lock()
+        self.recording()
 
     def add_user(self, email: str, **kw: Any) -> GoogleUser:
         user = GoogleUser(id=str(uuid.uuid4().int)[:21], primaryEmail=email, **kw)
@@ -596,11 +600,6 @@ class GoogleDirectory(GoogleServer):
         return self.users.get(ref) or next(
             (u for u in self.users.values() if u.primaryEmail.lower() == ref.lower()), None
         )
-
-    def handle_api(self, call: ApiCall) -> Reply:
-        with self._state:
-            self.calls.append((call.method, call.path, call.query))
-            return self._answer(call)
 
     def _answer(self, call: ApiCall) -> Reply:
         name, groups, methods = route(GOOGLE_ROUTES, call.path)

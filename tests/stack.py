@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -439,6 +440,19 @@ def metric_value(text: str, name: str, **labels: str) -> float:
         if all(f'{k}="{v}"' in label_text for k, v in labels.items()):
             total += float(value)
     return total
+
+
+def terminated_event(event_id: str, employee_id: str, email: str) -> dict[str, Any]:
+    """A ``terminated`` HR event that took effect a minute ago (the webhook's body)."""
+    when = datetime.now(UTC) - timedelta(minutes=1)
+    return {
+        "event_id": event_id,
+        "type": "terminated",
+        "employee_id": employee_id,
+        "email": email,
+        "effective_at": when.isoformat().replace("+00:00", "Z"),
+        "source": "workday",
+    }
 
 
 def wait_until(

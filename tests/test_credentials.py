@@ -182,6 +182,34 @@ def test_one_refresh_at_a_time_and_the_valid_token_is_used_meanwhile() -> None:
     assert seen <= {"Bearer t1", "Bearer t2"}  # the old token while the refresh ran
 
 
+def test_a_token_near_its_end_is_not_handed_out_while_another_thread_refreshes() -> None:
+    """Inside the last three quarters of the refresh margin the old token is too close to
+    expiry for a request to arrive in time (the vendor's clock runs ahead of ours): callers
+    wait for the refresh instead. Found by the stack test: a token with 0.02 s left got a
+    401."""
+    now = [0.0]
+    cred = _Counting(100.0, lambda: now[0])
+    assert cred.headers() == {"Authorization": "Bearer t1"}
+    now[0] = 98.0  # margin 10 s: refresh due at 90, old token usable until 92.5
+    with ThreadPoolExecutor(16) as pool:
+        seen = set(pool.map(lambda _: cred.headers()["Authorization"], range(32)))
+    assert seen == {"Bearer t2"}
+    assert cred.mints == 2
+
+
+def test_a_401_to_a_minted_token_is_sent_once_more_with_a_new_one() -> None:
+    """The vendor revoked the cached token early: ``rejected`` forgets it (the next call
+    mints), and only when it is still the token that was refused."""
+    now = [0.0]
+    cred = _Counting(100.0, lambda: now[0])
+    refused = cred.headers()
+    assert cred.rejected({"Authorization": "Bearer someone-else"})
+    assert cred.headers() == refused  # another token was refused: the cache stays
+    assert cred.rejected(refused)
+    assert cred.headers() == {"Authorization": "Bearer t2"}
+    assert not StaticToken(Secret("abc"), "okta:x").rejected({"Authorization": "Bearer abc"})
+
+
 def test_static_token_is_sent_as_before() -> None:
     assert StaticToken(Secret("abc"), "okta:x", scheme="SSWS").headers() == {
         "Authorization": "SSWS abc"

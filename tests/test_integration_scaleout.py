@@ -23,7 +23,6 @@ import signal
 import time
 from collections import Counter
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +34,14 @@ from streams.bus.broker import EmbeddedBroker
 from streams.bus.topics import partition_for
 from tests.fakes import FakeVendorServer
 from tests.s3 import LocalS3
-from tests.stack import Stack, free_port, plans_done, wait_until, write_config
+from tests.stack import (
+    Stack,
+    free_port,
+    plans_done,
+    terminated_event,
+    wait_until,
+    write_config,
+)
 from tests.test_integration_external import EXAMPLE_REGISTRY, imported
 
 pytestmark = [pytest.mark.integration]
@@ -91,15 +97,7 @@ WORKER_TIMING = {
 
 def hr_event(event_id: str, who: str) -> dict[str, Any]:
     employee_id, email, _ = PEOPLE[who]
-    when = datetime.now(UTC) - timedelta(minutes=1)
-    return {
-        "event_id": event_id,
-        "type": "terminated",
-        "employee_id": employee_id,
-        "email": email,
-        "effective_at": when.isoformat().replace("+00:00", "Z"),
-        "source": "workday",
-    }
+    return terminated_event(event_id, employee_id, email)
 
 
 def calls_of(server: FakeVendorServer, who: str) -> list[tuple[str, str]]:

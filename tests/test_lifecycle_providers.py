@@ -150,6 +150,23 @@ def test_okta_every_action_is_performed_and_verified(
     assert logs[0]["since"].endswith("Z")
 
 
+def test_a_token_revoked_at_the_vendor_is_replaced_after_one_401(
+    okta: OktaDirectory, okta_built: Built, http: HttpClient
+) -> None:
+    """Okta forgets every token it issued (a key rotation, an admin revoking the app's
+    tokens): the next action gets one 401, mints a new token and is sent once more."""
+    user = okta.add_user("gail@example.com")
+    provider = _provider(okta_built, http)
+    provider.perform(_action("revoke_tokens", user.id))
+    minted = okta.issued
+    with okta.lock:
+        okta.tokens.clear()
+    assert provider.perform(_action("disable_account", user.id))["status"] == 200
+    assert user.status == "SUSPENDED"
+    assert okta.api_unauthorized == 1
+    assert okta.issued == minted + 1
+
+
 def test_okta_already_suspended_400_is_done(
     okta: OktaDirectory, okta_built: Built, http: HttpClient
 ) -> None:

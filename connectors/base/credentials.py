@@ -98,6 +98,12 @@ class Credential(ABC):
     def status(self) -> CredentialStatus:
         """ok, or failing with the reason class of the last failure."""
 
+    def rejected(self, headers: Mapping[str, str]) -> bool:
+        """The vendor answered 401 to a request sent with ``headers``: forget that token if
+        it is the cached one. True when a retry may get another token (a minted token);
+        False for a static one (nothing else to send)."""
+        return False
+
 
 class StaticToken(Credential):
     """A configured token (``token:``), sent as ``<scheme> <token>`` (the raw token when the
@@ -183,6 +189,7 @@ class MintedToken(Credential):
         self._token: Minted | None = None
         self._expires_at = 0.0
         self._refresh_at = 0.0
+        self._usable_until = 0.0
         self._last_success: float | None = None
         self._failure: tuple[str, str, float] | None = None
         #: Token requests made (successful or not); tests bound it.
@@ -209,8 +216,11 @@ class MintedToken(Credential):
         return token if token is not None and now < self._refresh_at else None
 
     def _usable(self, now: float) -> Minted | None:
+        """The cached token while another thread refreshes it, if it still has a quarter of
+        the refresh margin or more to live: one handed out at its last instant expires on
+        the way (the vendor's clock is not ours), so later callers wait for the new one."""
         token = self._token
-        return token if token is not None and now < self._expires_at else None
+        return token if token is not None and now < self._usable_until else None
 
     def _current(self) -> Minted:
         fresh = self._fresh(self._clock())
@@ -245,11 +255,24 @@ class MintedToken(Credential):
             raise self._failed("invalid_response", "token response without a usable token")
         self._token = minted
         self._expires_at = started + minted.expires_in
-        self._refresh_at = self._expires_at - refresh_margin(minted.expires_in)
+        margin = refresh_margin(minted.expires_in)
+        self._refresh_at = self._expires_at - margin
+        self._usable_until = self._expires_at - 0.75 * margin
         if self._failure is not None:
             log.info("credential_recovered", provider=self.label, kind=self.kind)
         self._last_success, self._failure = time.time(), None
         return minted
+
+    def rejected(self, headers: Mapping[str, str]) -> bool:
+        with self._lock:
+            token = self._token
+            if token is not None and headers.get("Authorization") == (
+                f"{token.scheme} {token.access_token}"
+            ):
+                # revoked or expired early at the vendor: mint a new one at the next call
+                self._token = None
+                self._expires_at = self._refresh_at = self._usable_until = 0.0
+        return True
 
     def _failed(self, reason: str, detail: str) -> ProviderError:
         detail = self.scrub(detail)

@@ -258,19 +258,38 @@ class ConnectorBase:
 
     def send_request(self, request: Request, *, url: str | None = None) -> requests.Response:
         """ONE HTTP attempt for ``request`` (at ``url`` instead of base URL + path when given:
-        a vendor's own next link, not checked against the template)."""
-        return self.http.request(
-            self.label,
-            request.method,
-            url if url is not None else self.base_url + request.path,
-            headers={**self.auth_headers(), **request.headers},
-            json=request.json,
-            params=request.params,
-            ok=request.ok,
-            classify=self.classify,
-            path_template=request.template if url is None and request.check_shape else None,
-            path_prefix=self._base_path,
-        )
+        a vendor's own next link, not checked against the template).
+
+        A 401 to a minted token (expired early or revoked at the vendor) forgets that token
+        and sends once more with a new one: a 401 means the vendor did nothing, so the second
+        send is safe. A static token's 401 is final (AuthError)."""
+        for attempt in (1, 2):
+            headers = {**self.auth_headers(), **request.headers}
+            try:
+                return self.http.request(
+                    self.label,
+                    request.method,
+                    url if url is not None else self.base_url + request.path,
+                    headers=headers,
+                    json=request.json,
+                    params=request.params,
+                    ok=request.ok,
+                    classify=self.classify,
+                    path_template=(
+                        request.template if url is None and request.check_shape else None
+                    ),
+                    path_prefix=self._base_path,
+                )
+            except AuthError as exc:
+                credentials = self.credentials
+                if (
+                    attempt == 2
+                    or exc.status != 401
+                    or credentials is None
+                    or not credentials.rejected(headers)
+                ):
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def result(self, request: Request, response: requests.Response) -> dict[str, Any]:
         """The audit result of a call that went out."""
