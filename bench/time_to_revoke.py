@@ -35,6 +35,7 @@ Prints a table and writes bench/results/time_to_revoke-<UTC time>.json.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import os
@@ -63,6 +64,14 @@ from tests.fakes import FakeVendorServer  # noqa: E402
 from tests.stack import Stack, metric_value, write_config  # noqa: E402
 
 PLATFORM_PROVIDERS = ("hootsuite", "meta-business")
+#: The default policy's step of each action kind (streams/decide/policy.py).
+STEP_OF = {
+    "disable_account": 0,
+    "revoke_sessions": 1,
+    "revoke_tokens": 1,
+    "remove_grant": 2,
+    "rotate_shared_credential": 2,
+}
 #: The verified phase's vendor latency, by path prefix of the fake: Okta, Graph, Google.
 VENDOR_LATENCY = {"/api/v1/": 0.150, "/v1.0/": 0.300, "/admin/directory/v1/": 0.250}
 SESSION_PROVIDERS = ("okta", *PLATFORM_PROVIDERS)
@@ -183,6 +192,7 @@ class Sample:
     verified: int = 0
     not_verifiable: int = 0
     unverified: int = 0
+    own: float | None = None  # accessguard's own time on the critical path (own_time)
 
     @property
     def to_ack(self) -> float | None:
@@ -285,6 +295,8 @@ class AuditTail:
     offset: int = 0
     acks: dict[str, list[float]] = field(default_factory=dict)
     proofs: dict[str, list[tuple[str, float | None]]] = field(default_factory=dict)
+    #: cause -> (policy step, issued_at, acknowledged_at) of each action done
+    spans: dict[str, list[tuple[int, float, float]]] = field(default_factory=dict)
 
     def read(self) -> None:
         try:
@@ -304,6 +316,13 @@ class AuditTail:
                 outcome = entry.get("outcome") or {}
                 if outcome.get("status") == "done":
                     self.acks.setdefault(cause, []).append(float(outcome["finished_at"]))
+                    self.spans.setdefault(cause, []).append(
+                        (
+                            STEP_OF.get(str(entry.get("action")), 0),
+                            float(outcome.get("issued_at") or outcome["finished_at"]),
+                            float(outcome["finished_at"]),
+                        )
+                    )
                 check = entry.get("verification")
                 if isinstance(check, dict):
                     self.proofs.setdefault(cause, []).append((str(check["status"]), None))
@@ -324,6 +343,23 @@ class AuditTail:
         sample.verified = sum(status == "verified" for status, _ in proofs)
         sample.not_verifiable = sum(status == "not_verifiable" for status, _ in proofs)
         sample.unverified = sum(status == "failed" for status, _ in proofs)
+        sample.own = own_time(sample.accepted, self.spans.get(cause, []))
+
+
+def own_time(accepted: float, spans: list[tuple[int, float, float]]) -> float | None:
+    """accessguard's own time on an offboarding's critical path, when no vendor call of it
+    is in flight: from the 202 to the first call (pick-up, decision, plan), plus each gap
+    between a step's last acknowledgement and the next step's first call."""
+    if not spans:
+        return None
+    steps = sorted({step for step, _, _ in spans})
+    first = min(issued for step, issued, _ in spans if step == steps[0])
+    own = first - accepted
+    for before, after in itertools.pairwise(steps):
+        acked = max(ack for step, _, ack in spans if step == before)
+        issued = min(issued for step, issued, _ in spans if step == after)
+        own += max(issued - acked, 0.0)
+    return own
 
 
 def offboard(
@@ -430,6 +466,7 @@ def summarise(samples: list[Sample]) -> dict[str, Any]:
         "first_to_last_call": stats([s.spread for s in ok if s.spread is not None]),
         "to_last_ack": stats([s.to_ack for s in ok if s.to_ack is not None]),
         "to_last_verified": stats([s.to_verified for s in ok if s.to_verified is not None]),
+        "own_time": stats([s.own for s in ok if s.own is not None]),
         "read_backs": {
             "verified": sum(s.verified for s in ok),
             "not_verifiable": sum(s.not_verifiable for s in ok),
@@ -659,10 +696,10 @@ def main() -> int:
     worst_verified = max(
         (summaries[n]["to_last_verified"]["p99"] or 0.0 for n in verified_names), default=None
     )
-    # With vendors answering at once and reading back at once, 202 -> last verified is all
-    # accessguard's own time: decide, journal and broker writes, the steps, the read-backs.
+    # accessguard's own time on the critical path (no vendor call in flight), every phase
     overhead = max(
-        (summaries[n]["to_last_verified"]["p99"] or 0.0 for n in instant_names), default=None
+        (summaries[n]["own_time"]["p99"] or 0.0 for n in [*instant_names, *verified_names]),
+        default=None,
     )
     goal["verified"] = {
         "target_p99_s": 5.0,
@@ -721,10 +758,15 @@ def main() -> int:
     print_table("request sent -> 202 (HTTP, journal fsync, broker ack)", rows, "http_202")
     print_table("'202 returned' -> last action acknowledged (audit trail)", rows, "to_last_ack")
     print_table("'202 returned' -> last action verified by read-back", rows, "to_last_verified")
+    print_table(
+        "accessguard's own time on the critical path (202 -> first call + gaps between steps)",
+        rows,
+        "own_time",
+    )
     v = goal["verified"]
     print(
         f"verified phase: worst p99 202 -> last verified {ms(v['worst_p99_to_last_verified_s'])}"
-        f" ms (goal 5000); own overhead p99 (instant vendors) {ms(v['overhead_p99_s'])} ms "
+        f" ms (goal 5000); own time p99 (worst phase) {ms(v['overhead_p99_s'])} ms "
         f"(goal 50); read-backs failed {v['read_back_failures']}"
         f" -> {'MET' if v['met'] else 'NOT MET'}"
     )
