@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import socket
 import threading
 import time
 from pathlib import Path
@@ -16,14 +17,16 @@ from pathlib import Path
 import orjson
 import pytest
 
+from connectors.ingest import edge as edge_module
 from connectors.ingest.edge import AuthGuard
-from connectors.ingest.hr_webhook import SeenEvents
+from connectors.ingest.hr_webhook import SIGNATURE_HEADER, SeenEvents, sign
 from streams.bus.journal import replay_records
 from streams.model.records import HrEvent
 from streams.support.errors import BrokerError
 from streams.support.metrics import REGISTRY
 from tests.edge_harness import (
     AUTH_TOKEN,
+    HR_SECRET,
     LEAK_TOKEN,
     TOPIC_HR,
     TOPIC_LEAKS,
@@ -71,6 +74,56 @@ HEALTH_BOUND = 0.2
 def edge(tmp_path: Path) -> Edge:
     with edge_server(tmp_path) as running:
         yield running  # type: ignore[misc]
+
+
+# ---- 0. a body that never ends ------------------------------------------------------------
+
+
+def _raw_exchange(url: str, head: bytes, body: bytes, pause: float) -> tuple[bytes, bytes]:
+    """Send ``head``, wait ``pause``, send ``body``; the first answer and what comes next
+    on the same connection after a second request (b"" once the server closed it)."""
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=15) as sock:
+        sock.sendall(head)
+        time.sleep(pause)
+        sock.sendall(body)
+        first = sock.recv(65536)
+        try:
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            after = sock.recv(65536)
+        except OSError:
+            after = b""
+    return first, after
+
+
+# (/v1/leaks refuses any Content-Encoding before it reads: 415)
+@pytest.mark.parametrize("path", ["/v1/auth/events?vendor=generic", "/v1/hr/events"])
+def test_a_deflate_body_that_does_not_decode_is_refused_not_left_hanging(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, path: str
+) -> None:
+    """``Content-Encoding: deflate`` over bytes that do not decode, arriving after the
+    headers: aiohttp never ends that body (it hung the fuzz test for 120 s, now and then).
+    The edge waits BODY_IDLE_TIMEOUT for the next piece, answers a JSON 400 and closes the
+    connection (the rest of the body will never be read)."""
+    monkeypatch.setattr(edge_module, "BODY_IDLE_TIMEOUT", 0.3)
+    auth = {
+        "/v1/auth/events?vendor=generic": f"Authorization: Bearer {AUTH_TOKEN}",
+        "/v1/hr/events": f"{SIGNATURE_HEADER}: {sign(HR_SECRET, b'{}')}",
+    }[path]
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: x\r\n{auth}\r\n"
+        "Content-Type: application/json\r\nContent-Encoding: deflate\r\n"
+        "Content-Length: 2\r\n\r\n"
+    ).encode()
+    with edge_server(tmp_path) as e:
+        started = time.monotonic()
+        first, after = _raw_exchange(e.url, head, b"{}", pause=0.2)
+        took = time.monotonic() - started
+    status_line, _, rest = first.partition(b"\r\n")
+    assert status_line == b"HTTP/1.1 400 Bad Request", first
+    assert b"nothing for 0.3 s" in rest
+    assert took < 5
+    assert after == b""  # closed after the answer, not lingering over the body
 
 
 # ---- 1. uploads: bounded, off the event loop, their own token -----------------------------

@@ -8,6 +8,7 @@ those (not all traffic) is the point — a sender that authenticates is never sl
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import ipaddress
 import time
@@ -26,17 +27,49 @@ from streams.support.secrets import Secret
 log = structlog.get_logger(__name__)
 
 
+#: Longest wait for the next piece of a request body before the request is refused.
+BODY_IDLE_TIMEOUT = 10.0
+
+
+class BodyStalled(web.HTTPBadRequest):
+    """No body data for :data:`BODY_IDLE_TIMEOUT` seconds: a 400, and the connection is
+    closed after it (the error middleware, streams/runtime/web.py), since what remains of the
+    body will never be read.
+
+    aiohttp (3.14) leaves a handler waiting forever when a ``Content-Encoding: deflate`` body
+    that does not decode arrives after the headers, in a later read: its parser raises at
+    the end of the message, answers nothing for the request already dispatched, and never
+    ends that request's body stream. The same bytes in one read get aiohttp's own 400. A
+    client that stops sending mid-body (slowloris) ends here too.
+    """
+
+    close_connection = True
+
+
 async def read_body(request: web.Request, limit: int) -> bytes | None:
     """The request body, or None when it is larger than ``limit`` bytes (answer 413).
 
     Checks Content-Length first, then counts while streaming, so a chunked upload or a lying
-    header never makes the server buffer more than ``limit`` bytes.
+    header never makes the server buffer more than ``limit`` bytes. Waits at most
+    :data:`BODY_IDLE_TIMEOUT` for each next piece (:class:`BodyStalled`).
     """
     if request.content_length is not None and request.content_length > limit:
         return None
     body = bytearray()
+    content = request.content
     try:
-        async for chunk in request.content.iter_chunked(1 << 16):
+        while True:
+            try:
+                chunk = await asyncio.wait_for(content.readany(), BODY_IDLE_TIMEOUT)
+            except TimeoutError:
+                raise BodyStalled(
+                    reason=(
+                        f"request body could not be read: nothing for {BODY_IDLE_TIMEOUT:g} s "
+                        "(incomplete, or a Content-Encoding that does not decode)"
+                    )
+                ) from None
+            if not chunk:
+                break
             body += chunk
             if len(body) > limit:
                 return None

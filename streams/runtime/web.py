@@ -36,7 +36,16 @@ async def errors_as_json(
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        return _json(exc.status, {"error": exc.reason})
+        answer = _json(exc.status, {"error": exc.reason})
+        if getattr(exc, "close_connection", False):
+            # The rest of the body will never be read (connectors/ingest/edge.py
+            # BodyStalled): answer, then close, instead of aiohttp lingering over it.
+            answer.force_close()
+            await answer.prepare(request)
+            await answer.write_eof()
+            if request.protocol is not None:
+                request.protocol.force_close()
+        return answer
     except Exception:
         # A bug, not user input: log it with the traceback, tell the client nothing internal.
         log.exception("http.unhandled", path=request.path)
