@@ -13,6 +13,7 @@ state is what was asked, the fakes never answered 401, and tokens were minted ag
 
 from __future__ import annotations
 
+import json
 import ssl
 import time
 from collections.abc import Iterator
@@ -22,6 +23,7 @@ from typing import Any
 from urllib.parse import unquote
 
 import pytest
+import requests
 import yaml
 
 from tests.fakes import FakeVendorServer
@@ -41,7 +43,7 @@ from tests.idp_fakes import (
     rsa_key,
     tls_context,
 )
-from tests.stack import Stack, terminated_event, wait_until, write_config
+from tests.stack import LEAK_TOKEN, Stack, terminated_event, wait_until, write_config
 from tests.token_servers import ApiCall, Reply, TokenServer
 
 pytestmark = [pytest.mark.integration]
@@ -65,6 +67,22 @@ PEOPLE = [
     ("dev", "Dev Rao", "E3004", "dev.rao@brand.example", ("ig-brand", "x-brand")),
     ("eva", "Eva Berg", "E3005", "eva.berg@brand.example", ("li-brand", "x-brand")),
 ]
+#: Someone whose password leaked (full publishing, so leak_privileged_holder acts): not
+#: terminated, the leak response must leave the password expired and MFA reset everywhere.
+LEAKED = ("lena", "Lena Holm", "E3009", "lena.holm@brand.example", ("ig-brand",))
+#: What that leak response asks for (sign-out at Google is not verifiable).
+LEAK_EXPECTED = {
+    ("okta", "revoke_sessions"),
+    ("okta", "expire_password"),
+    ("okta", "force_mfa_reenrolment"),
+    ("entra", "revoke_sessions"),
+    ("entra", "expire_password"),
+    ("entra", "force_mfa_reenrolment"),
+    ("google", "revoke_sessions"),
+    ("google", "expire_password"),
+    ("google", "force_mfa_reenrolment"),
+    ("platform", "revoke_sessions"),
+}
 #: What a termination asks for at each provider kind under the default policy.
 EXPECTED = {
     ("okta", "disable_account"),
@@ -224,7 +242,7 @@ def _registry(path: Path, refs: dict[str, dict[str, str]]) -> Path:
                 "emails": [email],
                 "aliases": refs[who],
             }
-            for who, name, employee_id, email, _ in PEOPLE
+            for who, name, employee_id, email, _ in (*PEOPLE, LEAKED)
         ],
         "grants": [
             {
@@ -234,7 +252,7 @@ def _registry(path: Path, refs: dict[str, dict[str, str]]) -> Path:
                 "via": "sso",
                 "mfa": "webauthn",
             }
-            for who, *_, held in PEOPLE
+            for who, *_, held in (*PEOPLE, LEAKED)
             for account in held
         ],
     }
@@ -272,7 +290,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
     }
     try:
         refs: dict[str, dict[str, str]] = {}
-        for n, (who, _, _, email, held) in enumerate(PEOPLE):
+        for n, (who, _, _, email, held) in enumerate((*PEOPLE, LEAKED)):
             platform_id = f"pl-{4100 + n}"
             platform.add_user(platform_id, dict.fromkeys(held, "full_publishing"))
             refs[who] = {
@@ -322,6 +340,17 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
         )
         stack = Stack(cfg, env={"REQUESTS_CA_BUNDLE": str(tls[1])}).start()
         try:
+            leak = {"email": LEAKED[3], "password": "pw", "date": "2026-11-01"}
+            resp = requests.post(
+                f"{stack.url}/v1/leaks?breach=PasteSite",
+                data=json.dumps(leak).encode(),
+                headers={
+                    "Authorization": f"Bearer {LEAK_TOKEN}",
+                    "Content-Type": "application/x-ndjson",
+                },
+                timeout=15,
+            )
+            assert resp.status_code == 200, resp.text
             started = time.monotonic()
             for n, (who, _, employee_id, email, _) in enumerate(PEOPLE):
                 if n:
@@ -337,6 +366,12 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
                     f"stderr:\n{stack.stderr()[-4000:]}"
                 )
             took = time.monotonic() - started
+            wait_until(
+                lambda: len(_leak_read_backs(stack.journal_so_far())) >= len(LEAK_EXPECTED),
+                30,
+                0.1,
+                "every read-back of the leak response",
+            )
             journal = stack.journal()
             yield Run(stack, okta, graph, google, platform, refs, journal, took, seen)
         finally:
@@ -347,7 +382,26 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
 
 
 def _actions(run: Run) -> list[dict[str, Any]]:
-    return [e for e in run.journal if e.get("kind") == "action"]
+    """The terminations' actions (the leak response's are apart: _leak_read_backs)."""
+    return [
+        e
+        for e in run.journal
+        if e.get("kind") == "action" and str(e.get("cause", "")).startswith("hr:")
+    ]
+
+
+def _leak_read_backs(journal: list[dict[str, Any]]) -> dict[tuple[str, str], str]:
+    """(provider, action) -> read-back status of the leak response to LEAKED."""
+    return {
+        (e["provider"], e["action"]): e["verification"]["status"]
+        for e in journal
+        if e.get("identity") == LEAKED[0]
+        and str(e.get("cause", "")).startswith("leak:")
+        and (
+            e.get("kind") == "action.verification"
+            or (e.get("kind") == "action" and "verification" in e)
+        )
+    }
 
 
 def _read_backs(run: Run) -> dict[str, dict[str, Any]]:
@@ -425,7 +479,8 @@ def test_every_summary_says_where_it_was_proven(run: Run) -> None:
     assert not [
         e
         for e in run.journal
-        if e.get("kind") == "alert" and e["alert"]["rule"] != "offboarding.completed"
+        if e.get("kind") == "alert"
+        and e["alert"]["rule"] not in ("offboarding.completed", "leak_privileged_holder")
     ]
 
 
@@ -508,3 +563,31 @@ def test_no_configured_secret_leaks(run: Run) -> None:
     """The key, client secret, service account and platform token (given as file:
     references) appear in no output, journal or /metrics."""
     run.stack.assert_no_secret_leaked()
+
+
+def test_a_leak_response_leaves_the_password_expired_and_mfa_reset_verified(run: Run) -> None:
+    """lena's password leaked: her sessions are revoked, her password expired and her MFA
+    reset at every identity provider, each read back at the vendor; she is not disabled."""
+    proof = _leak_read_backs(run.journal)
+    assert set(proof) == LEAK_EXPECTED
+    wrong = {
+        k: v
+        for k, v in proof.items()
+        if v != ("not_verifiable" if k == ("google", "revoke_sessions") else "verified")
+    }
+    assert not wrong, wrong
+    refs = run.refs[LEAKED[0]]
+    okta = run.okta.users[refs["okta"]]
+    assert okta.status == "PASSWORD_EXPIRED"
+    assert "ACTIVE" not in okta.factors.values()
+    graph = run.graph.users[refs["entra"]]
+    assert graph.accountEnabled is True
+    assert graph.forceChangePasswordNextSignIn is True
+    assert graph.methods == []
+    google = run.google.find(refs["google"])
+    assert google is not None
+    assert (google.suspended, google.changePasswordAtNextLogin, google.isEnrolledIn2Sv) == (
+        False,
+        True,
+        False,
+    )

@@ -82,7 +82,9 @@ PEOPLE: dict[str, tuple[str, str, tuple[str, ...]]] = {
     ),
 }
 #: provider actions per offboarding (examples/registry.yaml with tests/stack.py's providers)
-EXPECTED_CALLS = {"alice": 10, "bob": 6, "carol": 7, "dan": 6}
+# the default policy: disable at each identity provider, sessions, tokens (Okta one DELETE,
+# Google a token and an app password), grants
+EXPECTED_CALLS = {"alice": 16, "bob": 11, "carol": 10, "dan": 8}
 #: gina's grants, revoked by the agency timer (her agency's contract has ended)
 GINA_REFS = ("hs-6001", "100200300400601")
 GINA_CALLS = 4
@@ -198,7 +200,11 @@ def test_two_workers_share_partitions_and_survive_a_sigkill(
 
         assert connector.post_hr(hr_event("so-alice", "alice")).status_code == 202
         assert connector.post_hr(hr_event("so-bob", "bob")).status_code == 202
-        wait_until(lambda: len(calls_of(vendor, "alice")) >= 10, 30, what="alice's 10 calls")
+        wait_until(
+            lambda: len(calls_of(vendor, "alice")) >= EXPECTED_CALLS["alice"],
+            30,
+            what="alice's calls",
+        )
         wait_until(lambda: calls_of(vendor, "bob"), 30, what="bob's calls")
         # nothing in flight at the kill: every plan so far is over in the journals (each
         # action's outcome in the ledger, the plan's alerts sent)
@@ -314,7 +320,11 @@ def test_two_workers_ride_out_a_durable_broker_restart(
             wait_until(lambda: len(gina_calls(vendor)) >= GINA_CALLS, 30, what="the agency timer")
             assert connector.post_hr(hr_event("br-alice", "alice")).status_code == 202
             assert connector.post_hr(hr_event("br-bob", "bob")).status_code == 202
-            wait_until(lambda: len(calls_of(vendor, "alice")) >= 10, 30, what="alice's calls")
+            wait_until(
+                lambda: len(calls_of(vendor, "alice")) >= EXPECTED_CALLS["alice"],
+                30,
+                what="alice's calls",
+            )
             wait_until(lambda: calls_of(vendor, "bob"), 30, what="bob's calls")
             wait_until(
                 lambda: plans_done((one, two), ("alice", "bob", "gina")),
