@@ -71,6 +71,8 @@ class ReadBackProvider(FakeProvider):
         self.spans: list[tuple[str, float, float]] = []
         self._blocked: dict[str, threading.Event] = {}
         self.delays: dict[str, float] = {}
+        #: actions whose perform began (before any block)
+        self.entered: list[str] = []
         self.dry = False
 
     def block(self, action: str) -> None:
@@ -81,6 +83,7 @@ class ReadBackProvider(FakeProvider):
 
     def perform(self, action: Action) -> dict[str, Any]:
         start = time.monotonic()
+        self.entered.append(action.action)
         gate = self._blocked.get(action.action)
         if gate is not None:
             gate.wait(5.0)
@@ -465,3 +468,24 @@ def test_a_provider_can_be_narrowed_per_event_type(tmp_path: Path) -> None:
         assert at_okta == ["revoke_sessions"]
     finally:
         h.close()
+
+
+def test_a_plan_cancelled_between_steps_starts_nothing_more(h: EngineHarness) -> None:
+    """A stop (or a lost partition) while a step waits for the one before: the plan stays in
+    the state to resume, no later step's action is started, and the step in flight is
+    cancelled with it (no orphan records an outcome beside the worker that resumes it)."""
+    okta = okta_of(h)
+    okta.block("disable_account")
+
+    async def scenario() -> None:
+        await h.engine.handle_hr(hr_event())
+        while "disable_account" not in okta.entered:
+            await asyncio.sleep(0.01)
+        await h.engine.plans.cancel()
+        okta.unblock("disable_account")
+        await asyncio.sleep(0.3)
+
+    run(scenario)
+    assert [a.action for a in h.providers["hootsuite"].calls] == []
+    assert "evt-1" in h.views.state.identity("ana").plans
+    assert not [r for r in h.views.ledger.values() if r.get("action") == "disable_account"]

@@ -209,24 +209,25 @@ class PlanRunner:
         actions = plan.actions
         tasks: dict[int, asyncio.Task[tuple[Outcome, Verification | None]]] = {}
         groups = plan.step_groups()
-        for number, group in enumerate(groups):
-            acked: list[asyncio.Future[None]] = []
-            for index in group:
-                done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-                acked.append(done)
-                tasks[index] = asyncio.create_task(self._settle(actions[index], done))
-            if number + 1 < len(groups) and acked:
-                _, late = await asyncio.wait(acked, timeout=self.step_timeout)
-                if late:
-                    log.warning(
-                        "plan.step_timeout",
-                        step=number,
-                        waiting=len(late),
-                        seconds=self.step_timeout,
-                    )
         try:
+            for number, group in enumerate(groups):
+                acked: list[asyncio.Future[None]] = []
+                for index in group:
+                    done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+                    acked.append(done)
+                    tasks[index] = asyncio.create_task(self._settle(actions[index], done))
+                if number + 1 < len(groups) and acked:
+                    _, late = await asyncio.wait(acked, timeout=self.step_timeout)
+                    if late:
+                        log.warning(
+                            "plan.step_timeout",
+                            step=number,
+                            waiting=len(late),
+                            seconds=self.step_timeout,
+                        )
             results = await asyncio.gather(*(tasks[i] for i in range(len(actions))))
         except BaseException:
+            # cancelled (a stop, a lost partition) between steps too: no action runs on
             for task in tasks.values():
                 task.cancel()
             raise
