@@ -348,17 +348,19 @@ def decide_hr(
     reason = ""
     verb = "Offboarded"
     new_state = current
+    # Disable, revoke sessions and tokens, expire the password, reset MFA: whatever the policy
+    # asks for on this event type (nothing for a reinstatement or a role change).
+    plan.actions += _identity_actions(
+        event.type,
+        identity,
+        registry=registry,
+        providers=providers,
+        cause=cause,
+        policy=policy,
+        idp_types=idp_types,
+    )
 
     if event.type in ("terminated", "contract_ended"):
-        plan.actions += _identity_actions(
-            event.type,
-            identity,
-            registry=registry,
-            providers=providers,
-            cause=cause,
-            policy=policy,
-            idp_types=idp_types,
-        )
         pending = held_grants(registry, current)
         removed: list[str] = []
         if policy.wants(event.type, "remove_grant"):
@@ -389,15 +391,6 @@ def decide_hr(
             )
     elif event.type == "suspended":
         verb = "Suspended"
-        plan.actions += _identity_actions(
-            event.type,
-            identity,
-            registry=registry,
-            providers=providers,
-            cause=cause,
-            policy=policy,
-            idp_types=idp_types,
-        )
         disabled = _disabled(current, plan.actions)
         if offboarded:
             reason = "already offboarded: sessions revoked again, status unchanged"
@@ -443,15 +436,6 @@ def decide_hr(
             reason = "identity is not suspended"
     elif event.type == "device_lost":
         verb = "Secured lost device of"
-        plan.actions += _identity_actions(
-            event.type,
-            identity,
-            registry=registry,
-            providers=providers,
-            cause=cause,
-            policy=policy,
-            idp_types=idp_types,
-        )
         if policy.wants(event.type, "rotate_shared_credential"):
             held = held_grants(registry, current)
             _rotate_shared(
