@@ -21,38 +21,24 @@ IDP_TYPES: frozenset[str] = frozenset({"okta", "graph", "google"})
 #: ``generic`` source is not one): an event's principal is looked up there first.
 ALIAS_VENDORS: frozenset[str] = frozenset({"okta", "entra", "google"})
 
-#: What each identity-provider type does to a person's account (each provider's ``supports``
-#: says the same; tests/test_providers.py checks they agree).
+#: What every identity-provider type here does to a person's account ...
+_ACCOUNT_ACTIONS = frozenset(
+    {
+        "revoke_sessions",
+        "force_mfa_reenrolment",
+        "disable_account",
+        "enable_account",
+        "expire_password",
+    }
+)
+#: Per identity-provider type: the core asks a provider of that type for these actions only,
+#: and the provider's ``supports`` is its entry.
 PROVIDER_ACTIONS: dict[str, frozenset[str]] = {
-    "okta": frozenset(
-        {
-            "revoke_sessions",
-            "force_mfa_reenrolment",
-            "disable_account",
-            "enable_account",
-            "expire_password",
-            "revoke_tokens",
-        }
-    ),
-    "graph": frozenset(
-        {
-            "revoke_sessions",
-            "force_mfa_reenrolment",
-            "disable_account",
-            "enable_account",
-            "expire_password",
-        }
-    ),
-    "google": frozenset(
-        {
-            "revoke_sessions",
-            "force_mfa_reenrolment",
-            "disable_account",
-            "enable_account",
-            "expire_password",
-            "revoke_tokens",
-        }
-    ),
+    # ... and revoking OAuth grants / tokens and app passwords where they outlive sessions
+    "okta": _ACCOUNT_ACTIONS | {"revoke_tokens"},
+    # (Graph ends refresh tokens with the sessions: no revoke_tokens)
+    "graph": _ACCOUNT_ACTIONS,
+    "google": _ACCOUNT_ACTIONS | {"revoke_tokens"},
 }
 
 declare(

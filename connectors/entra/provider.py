@@ -25,6 +25,7 @@ from typing import Any, ClassVar
 from urllib.parse import quote, urlsplit
 
 from connectors.base.credentials import Credential
+from connectors.base.kinds import PROVIDER_ACTIONS
 from connectors.base.provider import (
     PENDING,
     UNVERIFIED,
@@ -105,15 +106,7 @@ class GraphProvider(ProviderBase):
     """
 
     type: ClassVar[str] = "graph"
-    supports: ClassVar[frozenset[str]] = frozenset(
-        {
-            "revoke_sessions",
-            "force_mfa_reenrolment",
-            "disable_account",
-            "enable_account",
-            "expire_password",
-        }
-    )
+    supports: ClassVar[frozenset[str]] = PROVIDER_ACTIONS["graph"]
     verifies: ClassVar[frozenset[str]] = supports
 
     def build_credentials(self, settings: Mapping[str, Any]) -> Credential | None:

@@ -30,6 +30,7 @@ from urllib.parse import quote
 import requests
 
 from connectors.base.credentials import Credential
+from connectors.base.kinds import PROVIDER_ACTIONS
 from connectors.base.provider import (
     PENDING,
     UNVERIFIED,
@@ -99,16 +100,7 @@ class GoogleProvider(ProviderBase):
     """
 
     type: ClassVar[str] = "google"
-    supports: ClassVar[frozenset[str]] = frozenset(
-        {
-            "revoke_sessions",
-            "force_mfa_reenrolment",
-            "disable_account",
-            "enable_account",
-            "expire_password",
-            "revoke_tokens",
-        }
-    )
+    supports: ClassVar[frozenset[str]] = PROVIDER_ACTIONS["google"]
     #: ``revoke_sessions`` (signOut) cannot be read back.
     verifies: ClassVar[frozenset[str]] = supports - {"revoke_sessions"}
 

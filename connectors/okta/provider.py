@@ -39,6 +39,7 @@ import requests
 
 from connectors.base.credentials import Credential
 from connectors.base.http import setting_str
+from connectors.base.kinds import PROVIDER_ACTIONS
 from connectors.base.provider import (
     PENDING,
     UNVERIFIED,
@@ -100,16 +101,7 @@ class OktaProvider(ProviderBase):
     """
 
     type: ClassVar[str] = "okta"
-    supports: ClassVar[frozenset[str]] = frozenset(
-        {
-            "revoke_sessions",
-            "force_mfa_reenrolment",
-            "disable_account",
-            "enable_account",
-            "expire_password",
-            "revoke_tokens",
-        }
-    )
+    supports: ClassVar[frozenset[str]] = PROVIDER_ACTIONS["okta"]
     verifies: ClassVar[frozenset[str]] = supports
     auth_scheme = "SSWS"
 
