@@ -34,8 +34,6 @@ its file while the provider talks to the fake (MSAL and requests read it).
 
 from __future__ import annotations
 
-import datetime as dt
-import ipaddress
 import json
 import re
 import ssl
@@ -45,14 +43,10 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import NameOID
 
 from streams.support.secrets import Secret
 from tests.token_servers import (
@@ -62,6 +56,7 @@ from tests.token_servers import (
     GoogleServer,
     OktaServer,
     Reply,
+    pem,
 )
 
 #: Typical answer times of the real APIs, for a benchmark's ``latency`` knob.
@@ -685,47 +680,6 @@ GRAPH_CLIENT_ID = "app-1"
 GRAPH_SECRET = "graph-client-secret"
 GOOGLE_SA = "accessguard@project.iam.gserviceaccount.com"
 GOOGLE_ADMIN = "admin@example.com"
-
-
-def rsa_key() -> rsa.RSAPrivateKey:
-    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
-
-
-def pem(key: rsa.RSAPrivateKey) -> str:
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    ).decode()
-
-
-def tls_context(folder: Path) -> tuple[ssl.SSLContext, Path]:
-    """A server context with a self-signed certificate for 127.0.0.1, and the certificate's
-    file (set ``REQUESTS_CA_BUNDLE`` to it)."""
-    key = rsa_key()
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(hours=6))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (folder / "key.pem").write_text(pem(key))
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(folder / "cert.pem", folder / "key.pem")
-    return context, folder / "cert.pem"
 
 
 def okta_directory(

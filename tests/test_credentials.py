@@ -10,8 +10,6 @@ one auth method; the static ``token:`` keeps working as before.
 
 from __future__ import annotations
 
-import datetime as dt
-import ipaddress
 import json
 import ssl
 import threading
@@ -25,10 +23,7 @@ from typing import Any
 import pytest
 import requests
 import structlog
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import NameOID
 
 from connectors.base.catalogue import build_provider, validate_settings
 from connectors.base.credentials import (
@@ -47,25 +42,20 @@ from streams.runtime.worker import WorkerServices
 from streams.support.errors import AuthError, RetryableError
 from streams.support.metrics import REGISTRY
 from streams.support.secrets import Secret
-from tests.token_servers import EntraServer, GoogleServer, OktaServer
+from tests.token_servers import (
+    EntraServer,
+    GoogleServer,
+    OktaServer,
+    pem,
+    rsa_key,
+    tls_context,
+)
 
 CLIENT_ID = "0oa-accessguard"
 ADMIN = "admin@example.com"
 SA_EMAIL = "accessguard@project.iam.gserviceaccount.com"
 SECURITY_SCOPE = "https://www.googleapis.com/auth/admin.directory.user.security"
 USER_SCOPE = "https://www.googleapis.com/auth/admin.directory.user"
-
-
-def _key() -> rsa.RSAPrivateKey:
-    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
-
-
-def _pem(key: rsa.RSAPrivateKey) -> str:
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    ).decode()
 
 
 def _failures(provider: str, reason: str) -> float:
@@ -88,7 +78,7 @@ def _action(n: int = 0, action: str = "revoke_sessions") -> Action:
 
 @pytest.fixture(scope="module")
 def okta_key() -> rsa.RSAPrivateKey:
-    return _key()
+    return rsa_key()
 
 
 @pytest.fixture
@@ -227,7 +217,7 @@ def test_okta_refreshes_under_load_without_401(
     okta: OktaServer, okta_key: rsa.RSAPrivateKey, tmp_path: Path, http: HttpClient
 ) -> None:
     key_file = tmp_path / "okta.pem"
-    key_file.write_text(_pem(okta_key))
+    key_file.write_text(pem(okta_key))
     provider = _okta_provider(okta, key_file, http)
     seconds = 7.0  # 3.5 lifetimes of 2 s
     calls, errors = _hammer(lambda n: provider.perform(_action(n)), seconds)
@@ -250,7 +240,7 @@ def test_okta_assertion_is_refused_when_reused(
         "okta:x",
         org_url=okta.url,
         client_id=CLIENT_ID,
-        private_key=Secret(_pem(okta_key)),
+        private_key=Secret(pem(okta_key)),
         key_id=None,
         scopes=["okta.users.manage"],
     )
@@ -270,7 +260,7 @@ def test_okta_assertion_is_refused_when_reused(
 def test_okta_revoked_key_fails_visibly_and_recovers(
     okta: OktaServer, okta_key: rsa.RSAPrivateKey, tmp_path: Path, http: HttpClient
 ) -> None:
-    wrong = _pem(_key())
+    wrong = pem(rsa_key())
     key_file = tmp_path / "okta.pem"
     key_file.write_text(wrong)
     provider = _okta_provider(okta, key_file, http)
@@ -293,7 +283,7 @@ def test_okta_revoked_key_fails_visibly_and_recovers(
     assert not credentials_ready([provider])
     assert _readiness([provider])["credentials"] is False
 
-    key_file.write_text(_pem(okta_key))  # the registered key mounted again
+    key_file.write_text(pem(okta_key))  # the registered key mounted again
     with structlog.testing.capture_logs() as logs:
         assert provider.perform(_action())["status"] == 200
     assert [e["event"] for e in logs if "credential" in e["event"]] == ["credential_recovered"]
@@ -305,7 +295,7 @@ def test_okta_scope_not_granted_is_invalid_scope(
     okta: OktaServer, okta_key: rsa.RSAPrivateKey, tmp_path: Path, http: HttpClient
 ) -> None:
     key_file = tmp_path / "okta.pem"
-    key_file.write_text(_pem(okta_key))
+    key_file.write_text(pem(okta_key))
     settings = {
         "type": "okta",
         "base_url": okta.url,
@@ -325,7 +315,7 @@ def test_okta_endpoint_down_is_retryable(
     url = server.url
     server.stop()
     key_file = tmp_path / "okta.pem"
-    key_file.write_text(_pem(okta_key))
+    key_file.write_text(pem(okta_key))
     provider = build_provider(
         "down",
         {
@@ -351,7 +341,7 @@ def test_okta_poller_uses_the_service_app_with_logs_scope(
             "type": "okta",
             "base_url": okta.url,
             "client_id": CLIENT_ID,
-            "private_key": Secret(_pem(okta_key)),
+            "private_key": Secret(pem(okta_key)),
         },
         http,
         tmp_path,
@@ -398,7 +388,7 @@ def _readiness(providers: list[Any], pollers: list[Any] | None = None) -> dict[s
 
 @pytest.fixture
 def google_key() -> rsa.RSAPrivateKey:
-    return _key()
+    return rsa_key()
 
 
 @pytest.fixture
@@ -417,7 +407,7 @@ def _sa_json(server: GoogleServer, key: rsa.RSAPrivateKey) -> str:
             "type": "service_account",
             "project_id": "project",
             "private_key_id": "abc123",
-            "private_key": _pem(key),
+            "private_key": pem(key),
             "client_email": SA_EMAIL,
             "client_id": "1234567890",
             "token_uri": f"{server.url}/token",
@@ -470,7 +460,7 @@ def test_google_subject_without_delegation_fails_visibly(
     assert "(unauthorized_client)" in str(info.value)
     assert _failures("google:workspace2", "unauthorized_client") >= 1
     assert "BEGIN PRIVATE KEY" not in repr(logs) + str(info.value)
-    assert _pem(google_key).splitlines()[2] not in repr(logs) + str(info.value)
+    assert pem(google_key).splitlines()[2] not in repr(logs) + str(info.value)
     assert not provider.credentials.status().ok
 
 
@@ -480,30 +470,7 @@ def test_google_subject_without_delegation_fails_visibly(
 @pytest.fixture(scope="module")
 def tls(tmp_path_factory: pytest.TempPathFactory) -> tuple[ssl.SSLContext, Path]:
     """A self-signed certificate for 127.0.0.1 (MSAL talks only https)."""
-    key = _key()
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(hours=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    folder = tmp_path_factory.mktemp("tls")
-    (folder / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (folder / "key.pem").write_text(_pem(key))
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(folder / "cert.pem", folder / "key.pem")
-    return context, folder / "cert.pem"
+    return tls_context(tmp_path_factory.mktemp("tls"))
 
 
 @pytest.fixture
@@ -579,12 +546,12 @@ def test_entra_wrong_secret_fails_visibly_and_recovers(
 def test_entra_certificate_and_the_poller(
     entra_env: ssl.SSLContext, tmp_path: Path, http: HttpClient
 ) -> None:
-    cert_key = _key()
+    cert_key = rsa_key()
     server = _entra(entra_env, certificate_key=cert_key.public_key())
     try:
         settings = _graph_settings(
             server,
-            client_certificate=Secret(_pem(cert_key)),
+            client_certificate=Secret(pem(cert_key)),
             client_certificate_thumbprint="A1B2C3D4E5F60718293A4B5C6D7E8F9012345678",
         )
         poller = _poller(GraphSignInPoller, settings, http, tmp_path)
