@@ -37,14 +37,11 @@ from tests.idp_fakes import (
     google_directory,
     graph_directory,
     okta_directory,
-    pem,
     route,
     routes,
-    rsa_key,
-    tls_context,
 )
 from tests.stack import LEAK_TOKEN, Stack, terminated_event, wait_until, write_config
-from tests.token_servers import ApiCall, Reply, TokenServer
+from tests.token_servers import ApiCall, Reply, TokenServer, pem, rsa_key, tls_context
 
 pytestmark = [pytest.mark.integration]
 

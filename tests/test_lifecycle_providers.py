@@ -46,10 +46,8 @@ from tests.idp_fakes import (
     google_directory,
     graph_directory,
     okta_directory,
-    rsa_key,
-    tls_context,
 )
-from tests.token_servers import ApiCall, Reply, TokenServer
+from tests.token_servers import ApiCall, Reply, TokenServer, rsa_key, tls_context
 
 #: Token lifetime at the fakes (refreshed 0.2 s before expiry; the fakes' clock runs 0.1 s
 #: ahead). Each "every action" test runs longer than this, so it crosses a refresh.
