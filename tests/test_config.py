@@ -345,7 +345,7 @@ def _four_mistakes(tmp_path: Path) -> tuple[Path, list[str]]:
         f"environment variable {UNSET} is not set",
         f"{path}:12: providers.google.dryrun: unknown key (did you mean dry_run?)",
         f"{path}:14: providers.directory.type: must be one of generic, google, graph, okta, "
-        "secret_store",
+        "openbao, secret_store",
     ]
 
 
@@ -471,8 +471,8 @@ class TestEveryProblemAtOnce:
         assert found == {
             "providers.platform.actions.revoke_session": "unknown key (did you mean "
             "revoke_sessions?)",
-            "providers.okta.type": "must be one of generic, google, graph, okta, secret_store "
-            "(did you mean okta?)",
+            "providers.okta.type": "must be one of generic, google, graph, okta, openbao, "
+            "secret_store (did you mean okta?)",
             "pollers.logs.intervall": "unknown key (did you mean interval?)",
             "pollers.logs.start": 'must be "now" or an ISO 8601 time',
             "alerts.sinks.pd.url": "must use https:// (plain http only for loopback hosts)",

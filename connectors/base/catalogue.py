@@ -19,6 +19,8 @@ from pydantic import ValidationError as PydanticValidationError
 
 from connectors.base.http import HttpClient
 from connectors.base.settings import ConnectorSettings
+from connectors.custody.provider import OpenBaoCustody
+from connectors.custody.settings import OpenBaoSettings
 from connectors.entra.poller import GraphSignInPoller
 from connectors.entra.provider import GraphProvider
 from connectors.entra.settings import GraphPollerSettings, GraphProviderSettings
@@ -65,6 +67,7 @@ PROVIDER_TYPES: dict[str, type[Any]] = {
     "google": GoogleProvider,
     "generic": GenericRestProvider,
     "secret_store": SharedCredentialRotator,
+    "openbao": OpenBaoCustody,
 }
 
 #: Pull sources of login events (constructed by the worker with publish/reject callbacks).
@@ -85,6 +88,7 @@ PROVIDER_SETTINGS: dict[str, type[ConnectorSettings]] = {
     "google": GoogleProviderSettings,
     "generic": GenericProviderSettings,
     "secret_store": SecretStoreSettings,
+    "openbao": OpenBaoSettings,
 }
 #: Login pollers, and the leak feed (``hibp``, run by the worker, not by :func:`poller_class`).
 POLLER_SETTINGS: dict[str, type[ConnectorSettings]] = {

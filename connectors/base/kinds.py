@@ -41,7 +41,11 @@ PROVIDER_ACTIONS: dict[str, frozenset[str]] = {
     "google": _ACCOUNT_ACTIONS | {"revoke_tokens"},
 }
 
+#: Provider types that hold shared brand logins in custody (connectors/custody).
+CUSTODY_TYPES: frozenset[str] = frozenset({"openbao"})
+
 declare(
+    custody_types=CUSTODY_TYPES,
     login_vendors=LOGIN_VENDORS,
     identity_provider_types=IDP_TYPES,
     alias_vendors=ALIAS_VENDORS,

@@ -26,6 +26,9 @@ ALIAS_VENDORS: frozenset[str] = frozenset()
 #: Identity-provider type -> the actions on a person's account it carries out (disable,
 #: expire the password, revoke OAuth tokens ...): a decision asks a provider only for those.
 PROVIDER_ACTIONS: Mapping[str, frozenset[str]] = {}
+#: Provider types that hold shared logins in custody (a vault): cutting a person's access to
+#: them (``revoke_shared_access``) and rotations of shared logins go there.
+CUSTODY_TYPES: frozenset[str] = frozenset()
 
 
 def declare(
@@ -34,9 +37,11 @@ def declare(
     identity_provider_types: Iterable[str],
     alias_vendors: Iterable[str],
     provider_actions: Mapping[str, Iterable[str]],
+    custody_types: Iterable[str] = (),
 ) -> None:
     """Set the tables (called by :mod:`connectors.base.kinds` at import)."""
-    global LOGIN_VENDORS, IDENTITY_PROVIDER_TYPES, ALIAS_VENDORS, PROVIDER_ACTIONS
+    global LOGIN_VENDORS, IDENTITY_PROVIDER_TYPES, ALIAS_VENDORS, PROVIDER_ACTIONS, CUSTODY_TYPES
+    CUSTODY_TYPES = frozenset(custody_types)
     PROVIDER_ACTIONS = {k: frozenset(v) for k, v in provider_actions.items()}
     LOGIN_VENDORS = tuple(login_vendors)
     IDENTITY_PROVIDER_TYPES = frozenset(identity_provider_types)

@@ -249,3 +249,54 @@ CREDENTIAL_FAILURES = Counter(
     ["provider", "reason"],
     registry=REGISTRY,
 )
+
+# Custody of shared logins (connectors/custody): the vault's reachability and the
+# re-enrolment tasks of rotated logins. Labels are registry account ids, platforms and
+# criticalities: configured names, bounded by the registry.
+CUSTODY_UP = Gauge(
+    "accessguard_custody_up",
+    "1 when the custody vault answered the last check with accessguard's own token, else 0.",
+    ["provider"],
+    registry=REGISTRY,
+)
+CUSTODY_EXPOSED_SINCE = Gauge(
+    "accessguard_custody_exposed_since_seconds",
+    "Unix time the open re-enrolment task of a rotated shared login was opened: until it "
+    "closes, the platform still accepts the old seed. No series once the task is closed.",
+    ["account", "platform", "criticality"],
+    registry=REGISTRY,
+)
+CUSTODY_DUE = Gauge(
+    "accessguard_custody_task_due_seconds",
+    "Unix time the open re-enrolment task of a shared login is due (pages once after it).",
+    ["account", "platform", "criticality"],
+    registry=REGISTRY,
+)
+CUSTODY_TASKS_OPEN = Gauge(
+    "accessguard_custody_tasks_open",
+    "Open re-enrolment tasks of rotated shared logins.",
+    registry=REGISTRY,
+)
+CUSTODY_TASKS_OVERDUE = Gauge(
+    "accessguard_custody_tasks_overdue",
+    "Open re-enrolment tasks past their deadline.",
+    registry=REGISTRY,
+)
+#: What happens to re-enrolment tasks (``accessguard_custody_task_events_total``).
+CUSTODY_TASK_EVENTS = (
+    "opened",
+    "joined",
+    "reminded",
+    "overdue_paged",
+    "code_rejected",
+    "closed",
+)
+CUSTODY_TASK_EVENTS_TOTAL = Counter(
+    "accessguard_custody_task_events_total",
+    "Re-enrolment task events: opened, joined (a second rotation folded into an open task), "
+    "reminded, overdue_paged, code_rejected, closed.",
+    ["event"],
+    registry=REGISTRY,
+)
+for _event in CUSTODY_TASK_EVENTS:
+    CUSTODY_TASK_EVENTS_TOTAL.labels(_event)

@@ -1,0 +1,1 @@
+"""Custody of shared brand logins in OpenBao/Vault (provider type ``openbao``)."""
