@@ -16,6 +16,10 @@ when the plan completes (the summary then tells on-call what actually happened);
 
 Secrets never appear here: rotation actions carry the secret store reference
 (``credential_ref``), and alerts carry identity and account ids, never e-mails.
+
+Why one module: every HR event type is one branch of the same state machine (one identity's
+lifecycle state, one plan of ordered steps, one summary); split by event type, each branch
+would need the shared accumulation and the duplicate/conflict/schedule checks in front of it.
 """
 
 from __future__ import annotations
@@ -27,11 +31,13 @@ from typing import Any
 
 from streams.decide import responses
 from streams.decide.policy import DEFAULT_POLICY, IDENTITY_KINDS, OffboardingPolicy
+from streams.model import kinds
 from streams.model.access import (
     effective_grant,
     held_grants,
     holds_shared_credential,
     is_offboarded,
+    reenrolment_owner,
 )
 from streams.model.plan import Plan
 from streams.model.records import ROLE_RANK, Action, Alert, HrEvent, subject_hash
@@ -133,9 +139,35 @@ def _identity_actions(
 
 
 def _disabled(current: IdentityState, actions: Iterable[Action]) -> tuple[str, ...]:
-    """The providers the identity is disabled at once ``actions`` are done."""
-    asked = {a.provider for a in actions if a.action == "disable_account"}
+    """The providers the identity is disabled at once ``actions`` are done (the custody
+    vault counts: the person's vault identity is disabled there)."""
+    asked = {a.provider for a in actions if a.action in ("disable_account", "revoke_shared_access")}
     return tuple(sorted({*current.disabled_at, *asked}))
+
+
+def _cut_shared_access(
+    plan: _Effects,
+    event_type: str,
+    registry: Registry,
+    providers: Mapping[str, str],
+    policy: OffboardingPolicy,
+) -> None:
+    """Cut the person out of the custody vault's shared logins, when the policy asks for it
+    and they hold any."""
+    if not policy.wants(event_type, "revoke_shared_access"):
+        return
+    vault = responses.custody(providers)
+    if vault is None or not policy.allows(event_type, "revoke_shared_access", vault):
+        return
+    action = responses.shared_access(
+        "revoke_shared_access",
+        plan.identity,
+        responses.shared_logins(registry, plan.identity),
+        providers,
+        plan.cause,
+    )
+    if action is not None:
+        plan.actions.append(action)
 
 
 def _rotate_shared(
@@ -154,12 +186,6 @@ def _rotate_shared(
         account = registry.accounts.get(grant.account)
         if grant.via != "shared_credential" or account is None:
             continue
-        rotation = responses.rotate_shared_credential(
-            account, identity=plan.identity.id, providers=providers, cause=plan.cause
-        )
-        if rotation is None:
-            continue
-        plan.actions.append(rotation)
         remaining = sorted(
             holder.identity
             for holder in registry.holders(account.id, via="shared_credential")
@@ -169,6 +195,20 @@ def _rotate_shared(
                 else holds_shared_credential(registry, state, holder.identity, account.id)
             )
         )
+        # The owner re-enrols the login at the platform; not the person whose device is lost
+        # (their access is cut until the device is replaced).
+        others = [h for h in remaining if h != plan.identity.id]
+        rotation = responses.rotate_shared_credential(
+            account,
+            identity=plan.identity.id,
+            providers=providers,
+            cause=plan.cause,
+            holders=remaining,
+            owner=reenrolment_owner(registry, state, account.id, others),
+        )
+        if rotation is None:
+            continue
+        plan.actions.append(rotation)
         plan.accounts[account.id] = replace(
             plan.accounts.get(account.id) or state.account(account.id),
             reenrolment_required=tuple(remaining),
@@ -218,6 +258,14 @@ def _summary(plan: _Effects, event: HrEvent, verb: str) -> Alert:
         parts = [f"account re-enabled at {enabled} identity provider(s)"]
     if tokens:  # right after the sessions
         parts.insert(1, f"OAuth tokens and app passwords revoked at {tokens} provider(s)")
+    cut = [a for a in plan.actions if a.action == "revoke_shared_access"]
+    restored = [a for a in plan.actions if a.action == "restore_shared_access"]
+    if cut:
+        logins = len(cut[0].params.get("accounts") or ())
+        parts.insert(0, f"vault access to {logins} shared login(s) cut")
+    if restored:
+        logins = len(restored[0].params.get("accounts") or ())
+        parts.append(f"vault access to {logins} shared login(s) restored")
     if disabled:
         parts.insert(0, f"account disabled at {disabled} identity provider(s)")
     if expired:
@@ -241,6 +289,7 @@ def _summary(plan: _Effects, event: HrEvent, verb: str) -> Alert:
             "accounts_enabled": enabled,
             "tokens_revoked": tokens,
             "passwords_expired": expired,
+            "shared_access_cut": bool(cut),
             "accounts": sorted({a.account for a in plan.actions if a.account is not None}),
             "providers": sorted({a.provider for a in plan.actions}),
         },
@@ -374,6 +423,7 @@ def decide_hr(
                 removed.append(account.id)
         if policy.wants(event.type, "rotate_shared_credential"):
             _rotate_shared(plan, registry, state, pending, providers, holder_must_reenrol=False)
+        _cut_shared_access(plan, event.type, registry, providers, policy)
         disabled = _disabled(current, plan.actions)
         if current.status == "offboarded":
             reason = "already offboarded: sessions revoked again, only new grants removed"
@@ -391,6 +441,7 @@ def decide_hr(
             )
     elif event.type == "suspended":
         verb = "Suspended"
+        _cut_shared_access(plan, event.type, registry, providers, policy)
         disabled = _disabled(current, plan.actions)
         if offboarded:
             reason = "already offboarded: sessions revoked again, status unchanged"
@@ -427,6 +478,16 @@ def decide_hr(
                 for provider in current.disabled_at
                 if provider in can_enable
             ]
+            kept = {g.account for g in held_grants(registry, current)}
+            for provider in current.disabled_at:
+                if providers.get(provider) not in kinds.CUSTODY_TYPES:
+                    continue
+                accounts = [a for a in responses.shared_logins(registry, identity) if a in kept]
+                restore = responses.shared_access(
+                    "restore_shared_access", identity, accounts, providers, cause, provider=provider
+                )
+                if restore is not None:
+                    plan.actions.append(restore)
             new_state = replace(
                 current, status="active", status_since=since, status_cause=cause, disabled_at=()
             )
@@ -441,7 +502,12 @@ def decide_hr(
             _rotate_shared(
                 plan, registry, state, held, providers, holder_must_reenrol=not offboarded
             )
-        new_state = replace(current, mfa_reenrolment_required=True)
+        _cut_shared_access(plan, event.type, registry, providers, policy)
+        new_state = replace(
+            current,
+            mfa_reenrolment_required=True,
+            disabled_at=_disabled(current, plan.actions),
+        )
     elif event.type == "role_changed":
         verb = "Changed role of"
         new_role = event.new_role or "no_access"

@@ -34,10 +34,12 @@ ALLOWED: dict[str, frozenset[str]] = {
             "force_mfa_reenrolment",
             "remove_grant",
             "rotate_shared_credential",
+            "revoke_shared_access",
         }
     ),
     "suspended": frozenset(
         {
+            "revoke_shared_access",
             "disable_account",
             "revoke_sessions",
             "revoke_tokens",
@@ -47,6 +49,7 @@ ALLOWED: dict[str, frozenset[str]] = {
     ),
     "device_lost": frozenset(
         {
+            "revoke_shared_access",
             "revoke_sessions",
             "revoke_tokens",
             "expire_password",
@@ -66,7 +69,9 @@ IDENTITY_KINDS: tuple[str, ...] = (
 )
 
 _LEAVER: tuple[tuple[str, ...], ...] = (
-    ("disable_account",),
+    # First, nobody can sign back in: the account is disabled and the person's vault access
+    # to shared logins is cut (no more codes or passwords from the vault).
+    ("disable_account", "revoke_shared_access"),
     ("revoke_sessions", "revoke_tokens"),
     ("remove_grant", "rotate_shared_credential"),
 )
@@ -75,9 +80,16 @@ DEFAULT_STEPS: dict[str, tuple[tuple[str, ...], ...]] = {
     "contract_ended": _LEAVER,
     # Suspended: the account is disabled (re-enabled on reinstatement), sessions and tokens
     # end; grants stay, since a suspension is often lifted.
-    "suspended": (("disable_account",), ("revoke_sessions", "revoke_tokens")),
+    "suspended": (
+        ("disable_account", "revoke_shared_access"),
+        ("revoke_sessions", "revoke_tokens"),
+    ),
     # A lost phone: the person keeps the account but not the factor on the device.
-    "device_lost": (("revoke_sessions", "force_mfa_reenrolment"), ("rotate_shared_credential",)),
+    # Whoever holds the device must not reach the vault with the token on it.
+    "device_lost": (
+        ("revoke_sessions", "force_mfa_reenrolment", "revoke_shared_access"),
+        ("rotate_shared_credential",),
+    ),
 }
 
 

@@ -56,7 +56,9 @@ def session_providers(
     names = {
         name
         for name in identity.aliases
-        if name in providers and providers[name] != SECRET_STORE_TYPE
+        if name in providers
+        and providers[name] != SECRET_STORE_TYPE
+        and providers[name] not in kinds.CUSTODY_TYPES
     }
     for grant in registry.grants_of(identity.id):
         account = registry.accounts.get(grant.account)
@@ -82,10 +84,57 @@ def account_providers(kind: str, identity: Identity, providers: Mapping[str, str
     return [p for p in sorted(identity.aliases) if kind in table.get(providers.get(p, ""), ())]
 
 
+def custody(providers: Mapping[str, str]) -> str | None:
+    """The configured custody vault of shared logins (:data:`kinds.CUSTODY_TYPES`), if any."""
+    vaults = sorted(name for name, kind in providers.items() if kind in kinds.CUSTODY_TYPES)
+    return vaults[0] if vaults else None
+
+
 def secret_store(providers: Mapping[str, str]) -> str:
-    """The configured secret store that rotations go to (a loud default when none is)."""
+    """Where rotations go: the custody vault when one is configured, else the file secret
+    store (a loud default when neither is)."""
+    vault = custody(providers)
+    if vault is not None:
+        return vault
     stores = sorted(name for name, kind in providers.items() if kind == SECRET_STORE_TYPE)
     return stores[0] if stores else DEFAULT_SECRET_STORE
+
+
+def shared_logins(registry: Registry, identity: Identity) -> list[str]:
+    """The shared logins (accounts with a shared credential) ``identity`` is granted through
+    ``shared_credential``, sorted."""
+    out = set()
+    for grant in registry.grants_of(identity.id):
+        account = registry.accounts.get(grant.account)
+        if grant.via == "shared_credential" and account and account.shared_credential:
+            out.add(account.id)
+    return sorted(out)
+
+
+def shared_access(
+    kind: str,
+    identity: Identity,
+    accounts: Collection[str],
+    providers: Mapping[str, str],
+    cause: str,
+    *,
+    provider: str | None = None,
+) -> Action | None:
+    """``revoke_shared_access`` (cut the person out of the custody vault: their vault
+    identity disabled, removed from the groups of ``accounts``) or ``restore_shared_access``
+    at the custody vault (``provider``, default the configured one); None when there is no
+    custody vault or, for a cut, no shared login to cut."""
+    vault = provider or custody(providers)
+    if vault is None or (kind == "revoke_shared_access" and not accounts):
+        return None
+    return Action.make(
+        kind,
+        identity=identity.id,
+        account=None,
+        provider=vault,
+        cause=cause,
+        params={"accounts": sorted(accounts)},
+    )
 
 
 def identity_actions(
@@ -153,25 +202,41 @@ def downgrade_grant(
 
 
 def rotate_shared_credential(
-    account: Account, *, identity: str, providers: Mapping[str, str], cause: str
+    account: Account,
+    *,
+    identity: str,
+    providers: Mapping[str, str],
+    cause: str,
+    holders: Collection[str] = (),
+    owner: str | None = None,
 ) -> Action | None:
-    """Rotate the TOTP seed of ``account``'s shared credential at the secret store, on behalf
-    of ``identity`` (who the action is recorded against); None when the account has no shared
-    TOTP credential (nothing to rotate)."""
+    """Rotate the TOTP seed (and, in custody, the password) of ``account``'s shared
+    credential, on behalf of ``identity`` (who the action is recorded against); None when the
+    account has no shared TOTP credential (nothing to rotate). ``holders`` keep the login and
+    must re-enrol; ``owner`` is the one who re-enrols it at the platform (the custody vault
+    opens a task for them)."""
     shared = account.shared_credential
     if shared is None or not shared.totp:
         return None
+    params: dict[str, Any] = {
+        "credential_ref": shared.ref,
+        "account_handle": account.handle,
+        "platform": account.platform,
+    }
+    if custody(providers) is not None:
+        params.update(
+            criticality=account.criticality,
+            holders=sorted(holders),
+            owner=owner,
+            login=shared.login,
+        )
     return Action.make(
         "rotate_shared_credential",
         identity=identity,
         account=account.id,
         provider=secret_store(providers),
         cause=cause,
-        params={
-            "credential_ref": shared.ref,
-            "account_handle": account.handle,
-            "platform": account.platform,
-        },
+        params=params,
     )
 
 

@@ -83,3 +83,23 @@ def shared_credential_holders(
         for g in registry.holders(account_id, via="shared_credential")
         if holds_shared_credential(registry, lifecycle, g.identity, account_id)
     )
+
+
+def reenrolment_owner(
+    registry: Registry, lifecycle: StateStore, account_id: str, remaining: list[str]
+) -> str | None:
+    """Who re-enrols a rotated shared login at its platform: the account's admin (a holder
+    of the admin role on it, by any path, who keeps access; one among ``remaining`` first),
+    else the first of ``remaining`` by id, else nobody."""
+    admins = sorted(
+        g.identity
+        for g in registry.holders(account_id)
+        if g.role == "admin"
+        and holds_shared_credential(registry, lifecycle, g.identity, account_id)
+    )
+    for admin in admins:
+        if admin in remaining:
+            return admin
+    if admins:
+        return admins[0]
+    return min(remaining) if remaining else None

@@ -55,6 +55,8 @@ ACTION_KINDS: tuple[str, ...] = (
     "enable_account",
     "expire_password",
     "revoke_tokens",
+    "revoke_shared_access",
+    "restore_shared_access",
 )
 SEVERITIES: tuple[str, ...] = ("info", "low", "medium", "high", "critical")
 

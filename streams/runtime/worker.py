@@ -28,6 +28,7 @@ from streams.decide.login import LoginPipeline
 from streams.detect.load import load_rules
 from streams.model.leak_index import LeakIndex
 from streams.runtime.app import AccessGuardApp, create_app
+from streams.runtime.custody import CustodyMonitor, custody_providers
 from streams.runtime.engine import Engine, leak_settings
 from streams.runtime.executor import Executor
 from streams.runtime.observe import (
@@ -113,6 +114,22 @@ class WorkerServices(mode.Service):  # type: ignore[misc]
             sinks=sinks,
             login=self.login,
         )
+        vaults = custody_providers(self.executor.providers)
+        #: Health, re-enrolment tasks and registry sync of the custody vaults (if any).
+        self.custody: CustodyMonitor | None = None
+        if vaults:
+            self.custody = CustodyMonitor(
+                vaults,
+                send_alert=self.engine.send_alert,
+                audit=self.engine.audit,
+                registry=lambda: self.views.registry,
+                cut=lambda: [
+                    s.identity
+                    for s in self.views.state.identities()
+                    if s.status in ("offboarded", "suspended")
+                ],
+            )
+            self.views.on_registry_change.append(self.custody.on_registry_change)
         self.web: WebServer | None = None
         self.leak_ingest: LeakIngest | None = None
         #: The needed ``file:`` secrets (set by the CLI after its start-up check).
@@ -337,6 +354,17 @@ class WorkerServices(mode.Service):  # type: ignore[misc]
             except Exception:
                 log.exception("timer.agency_failed")
             await asyncio.sleep(interval)
+
+    @mode.Service.task  # type: ignore[untyped-decorator]
+    async def _custody_timer(self) -> None:
+        """Custody vault health, re-enrolment tasks (reminders, one page when overdue) and
+        sync after registry changes (streams/runtime/custody.py)."""
+        if self.custody is None:
+            return
+        await self.ready.wait()
+        await self.views.ready.wait()
+        self.custody.registry_changed.set()  # sync once at start
+        await self.custody.run(lambda: bool(self.should_stop))
 
     @mode.Service.task  # type: ignore[untyped-decorator]
     async def _metrics_timer(self) -> None:
