@@ -1,20 +1,31 @@
-"""``accessguard run``: the whole service in one process, its embedded broker watched."""
+"""``accessguard run``: the whole service in one process, its embedded broker watched, and
+the embedded OpenBao (connectors/custody/embedded.py) when a provider asks for one."""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from streams import __version__
-from streams.cli.wiring import build_worker, config_option, load, start
+from streams.cli.wiring import build_worker, config_option, load, start, start_vault
 from streams.support.errors import ConfigError
+
+if TYPE_CHECKING:
+    from connectors.custody.embedded import EmbeddedOpenBao
+    from streams.config import Config
 
 #: `accessguard run` exit code when its in-memory broker died: restart it (the journal
 #: restores the state), as a supervisor (systemd, Kubernetes) does.
 EXIT_BROKER_LOST = 3
+
+
+def _vault_line(vault: EmbeddedOpenBao | None) -> str:
+    if vault is None:
+        return ""
+    return f"\n  vault    {vault.url} (embedded OpenBao, data {vault.directory})"
 
 
 def _embedded_note(broker: Any) -> str:
@@ -29,9 +40,8 @@ def _embedded_note(broker: Any) -> str:
 @click.option("--port", type=int, help="HTTP port (http.port).")
 def run(config_path: str | None, registry: str | None, port: int | None) -> None:
     """Start everything: the embedded broker (unless `broker` is set), topics, the registry,
-    the Faust worker, the HTTP server and metrics. Ctrl-C stops it all cleanly."""
-    from streams.runtime.worker import run_worker  # noqa: PLC0415
-
+    the Faust worker, the HTTP server and metrics; the embedded OpenBao when a provider
+    asks for one. Ctrl-C stops it all cleanly."""
     config = load(config_path, registry=registry, http__port=port)
     registry_file = config["registry"]
     if registry_file and not Path(registry_file).is_file():
@@ -39,6 +49,20 @@ def run(config_path: str | None, registry: str | None, port: int | None) -> None
         raise ConfigError(
             "registry", f"{registry_file} is not a file (--registry or ACCESSGUARD_REGISTRY)"
         )
+    # The embedded vault (an `openbao` provider with embedded: true) first: the provider
+    # is pointed at it (address, token file) before anything reads its settings.
+    config, vault = start_vault(config)
+    try:
+        code = _run(config, registry_file, vault)
+    finally:
+        if vault is not None:
+            vault.stop()
+    sys.exit(code)
+
+
+def _run(config: Config, registry_file: str | None, vault: EmbeddedOpenBao | None) -> int:
+    from streams.runtime.worker import run_worker  # noqa: PLC0415
+
     started = start(
         config,
         "run",
@@ -58,7 +82,8 @@ def run(config_path: str | None, registry: str | None, port: int | None) -> None
                 f"  http     {url}/v1/hr/events\n"
                 f"  metrics  {url}/metrics\n"
                 f"  health   {url}/healthz  {url}/readyz\n"
-                f"  journal  {config.data_dir / 'journal.jsonl'}",
+                f"  journal  {config.data_dir / 'journal.jsonl'}"
+                f"{_vault_line(vault)}",
                 err=False,
             )
             sys.stdout.flush()
@@ -75,7 +100,7 @@ def run(config_path: str | None, registry: str | None, port: int | None) -> None
             broker.stop()  # SIGINT, before the watch thread ends (see join)
             if watch is not None:
                 watch.join()
-    sys.exit(code)
+    return int(code)
 
 
 class _BrokerWatch:

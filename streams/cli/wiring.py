@@ -27,6 +27,8 @@ from streams.support.errors import BrokerError, ConfigError
 from streams.support.logs import configure_logging
 
 if TYPE_CHECKING:  # the runtime is imported when a command runs: `--help` stays light
+    from connectors.custody.embedded import EmbeddedOpenBao
+    from connectors.custody.settings import OpenBaoSettings
     from streams.bus.broker import EmbeddedBroker
     from streams.runtime.app import AccessGuardApp
     from streams.runtime.secretcheck import SecretWatch
@@ -121,6 +123,76 @@ def await_broker(config: Config, bootstrap: str, what: str, *, serve_http: bool 
     )
 
 
+def embedded_vaults(config: Config) -> list[tuple[str, OpenBaoSettings]]:
+    """The ``openbao`` providers with ``embedded: true`` (name, validated settings)."""
+    from connectors.custody.settings import OpenBaoSettings  # noqa: PLC0415
+
+    found = []
+    for name, settings in config.providers.items():
+        if settings.get("type") == "openbao":
+            values = OpenBaoSettings.model_validate(dict(settings))
+            if values.embedded:
+                found.append((name, values))
+    return found
+
+
+def start_vault(config: Config) -> tuple[Config, EmbeddedOpenBao | None]:
+    """``accessguard run``: the embedded OpenBao of the ``openbao`` provider with ``embedded:
+    true`` started (persistent, under ``<data_dir>/openbao``; on the port of its ``address``
+    when free), and the configuration with that provider pointed at it: ``address`` its URL,
+    ``token`` the file of accessguard's token (only accessguard's policy), ``embedded``
+    false. Before the broker: a vault that cannot start fails in one line."""
+    wanted = embedded_vaults(config)
+    if not wanted:
+        return config, None
+    if len(wanted) > 1:
+        names = ", ".join(name for name, _ in wanted)
+        raise ConfigError(
+            f"providers.{wanted[1][0]}.embedded",
+            f"only one provider may have embedded: true (found {names})",
+        )
+    from connectors.custody.embedded import EmbeddedOpenBao, address_port  # noqa: PLC0415
+    from connectors.custody.names import Mounts  # noqa: PLC0415
+
+    name, settings = wanted[0]
+    configure_logging(config["log.level"], config["log.format"])
+    check_http(config)  # local problems first, as start() finds them: nothing to stop
+    make_data_dir(config)
+    directory = (config.data_dir / "openbao").resolve()
+    vault = EmbeddedOpenBao(
+        directory,
+        port=address_port(settings.address),
+        log_path=config.data_dir / "openbao.log",
+        mounts=Mounts(kv=settings.kv_mount, totp=settings.totp_mount),
+        avoid=(config.settings.http.port,),
+    ).start()
+    try:
+        pointed = config.with_overrides(
+            **{
+                f"providers__{name}__address": vault.url,
+                f"providers__{name}__auth": "token",
+                f"providers__{name}__token": f"file:{vault.token_file}",
+                f"providers__{name}__embedded": False,
+            }
+        )
+    except BaseException:
+        vault.stop()
+        raise
+    return pointed, vault
+
+
+def refuse_embedded_vault(config: Config, command: str) -> None:
+    """ConfigError when a provider still asks for an embedded vault: only ``accessguard
+    run`` starts one (:func:`start_vault`)."""
+    for name, _ in embedded_vaults(config):
+        raise ConfigError(
+            f"providers.{name}.embedded",
+            f"`{command}` does not start a vault (only `accessguard run` does): run OpenBao "
+            "or Vault and set address and auth, with embedded: false",
+            where=config.locate(f"providers.{name}.embedded"),
+        )
+
+
 @dataclass
 class Started:
     """A process past its start-up: the broker reached, its topics there."""
@@ -155,6 +227,8 @@ def start(
     )
     from streams.bus.topics import create_topics  # noqa: PLC0415
 
+    if uses.get("execute"):
+        refuse_embedded_vault(config, f"accessguard {what}")
     secrets = begin(config, uses)
     assert secrets is not None
     if serve_http:
