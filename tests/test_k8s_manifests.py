@@ -3,7 +3,9 @@ object validates offline against the Kubernetes schemas (kubernetes-validate, st
 CRD schemas in tests/schemas/; pods run non-root on a read-only root filesystem with every
 capability dropped, with limits, pinned images and probes; secrets are referenced, never
 inlined; every topic of streams/bus/topics.py has its KafkaTopic; Prometheus scrapes everything
-as job "accessguard"; and the Dockerfile builds a pinned, non-root image.
+as job "accessguard"; the custody vault is reached with a projected service-account token
+(audience vault), never a stored vault token; and the Dockerfile builds a pinned, non-root
+image.
 
 Rendering is tests/kustomize_lite.py (kustomize is not installable from the package index);
 where `kubectl` is on PATH its built-in kustomize must give the same objects."""
@@ -18,6 +20,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +29,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from connectors.base.catalogue import validate_settings
+from connectors.custody.settings import OpenBaoSettings
 from streams.bus.topics import topic_specs
 from streams.config import SECRET_KEYS, load_config
 from streams.detect.load import load_rules
@@ -64,6 +69,10 @@ HTTP_PORT = 8080
 SECRET_NAME = "accessguard-secrets"
 SECRET_MOUNT = "/var/run/secrets/accessguard"
 IMAGE = "ghcr.io/example/accessguard"
+#: The custody vault login: the projected service-account token the workers mount.
+VAULT_TOKEN_DIR = "/var/run/secrets/vault"
+VAULT_AUDIENCE = "vault"
+VAULT_PORT = 8200
 
 
 @pytest.fixture(scope="module", params=OVERLAYS)
@@ -259,10 +268,10 @@ def test_pods_are_locked_down(rendered: tuple[str, list[dict[str, Any]]]) -> Non
 
 def test_writable_paths_are_volumes(rendered: tuple[str, list[dict[str, Any]]]) -> None:
     """With a read-only root, /tmp and data_dir are volumes (emptyDir with a size limit, or a
-    PVC) in every container, and nothing else is mounted writable but the secret store."""
+    PVC) in every container, and nothing else is mounted writable."""
     objects = rendered[1]
     config, _ = _effective_config(objects)
-    writable_allowed = {"/tmp", str(config.data_dir), "/var/lib/accessguard-secret-store"}
+    writable_allowed = {"/tmp", str(config.data_dir)}
     for obj, spec in _pods(objects):
         volumes = {v["name"]: v for v in spec.get("volumes", [])}
         for volume in volumes.values():
@@ -273,7 +282,7 @@ def test_writable_paths_are_volumes(rendered: tuple[str, list[dict[str, Any]]]) 
             assert {"/tmp", str(config.data_dir)} <= set(mounts), obj["metadata"]["name"]
             for path, mount in mounts.items():
                 kind = next(k for k in volumes[mount["name"]] if k != "name")
-                if kind in ("configMap", "secret"):
+                if kind in ("configMap", "secret", "projected"):
                     assert mount.get("readOnly") is True, (obj["metadata"]["name"], path)
                 if not mount.get("readOnly"):
                     assert path in writable_allowed, (obj["metadata"]["name"], path)
@@ -386,8 +395,7 @@ def test_config_loads_and_matches_the_pods(rendered: tuple[str, list[dict[str, A
     assert mounts["rules"] == config["rules.dir"]
     assert volumes["rules"]["configMap"]["name"] == "accessguard-rules"
     assert volumes["config"]["configMap"]["name"] == "accessguard-config"
-    store = config.providers["secret-store"]["path"]
-    assert volumes[next(n for n, p in mounts.items() if p == store)]["persistentVolumeClaim"]
+    assert not [v for v in volumes.values() if "persistentVolumeClaim" in v]  # nothing shared
 
 
 def test_rules_configmap_loads(tmp_path: Path) -> None:
@@ -455,6 +463,157 @@ def test_secret_example_lists_exactly_the_mounted_keys() -> None:
                 if "secret" in volume:
                     keys |= {i["key"] for i in volume["secret"]["items"]}
     assert set(example["stringData"]) == keys
+
+
+# --- custody vault --------------------------------------------------------------------------
+
+
+def _custody(config: Any) -> tuple[str, OpenBaoSettings]:
+    """The one custody provider (type openbao) of the configuration, validated as
+    `accessguard config check` does, and as its settings model."""
+    (found,) = [(n, s) for n, s in config.providers.items() if s["type"] == "openbao"]
+    name, settings = found
+    values, problems = validate_settings("providers", name, settings)
+    assert problems == [], problems
+    assert values is not None
+    return name, OpenBaoSettings.model_validate(dict(settings))
+
+
+def _vault_token_volumes(spec: dict[str, Any]) -> list[dict[str, Any]]:
+    return [
+        v
+        for v in spec.get("volumes", [])
+        if any("serviceAccountToken" in s for s in v.get("projected", {}).get("sources", []))
+    ]
+
+
+def test_custody_logs_in_with_kubernetes_auth(rendered: tuple[str, list[dict[str, Any]]]) -> None:
+    """The shared logins are in custody of the vault (provider type openbao), not a volume:
+    no secret_store provider is left; the openbao provider logs in with `auth: kubernetes`
+    as role accessguard, from the projected token's path, over TLS, with the holders' login
+    mount named; it holds no vault token, AppRole secret or anything else secret."""
+    objects = rendered[1]
+    config, _ = _effective_config(objects)
+    assert not [n for n, s in config.providers.items() if s["type"] == "secret_store"]
+    _, custody = _custody(config)
+    assert custody.missing() == []
+    assert custody.auth == "kubernetes"
+    assert custody.role == "accessguard"
+    assert custody.jwt_path == f"{VAULT_TOKEN_DIR}/token"
+    assert custody.token is None
+    assert custody.role_id is None
+    assert custody.secret_id is None
+    assert not custody.dry_run
+    assert not custody.embedded
+    assert custody.alias_mount
+    address = urllib.parse.urlsplit(str(custody.address))
+    assert address.scheme == "https", custody.address
+    assert address.port == VAULT_PORT, custody.address
+    worker = _one(objects, "Deployment", "accessguard-worker")["spec"]["template"]["spec"]
+    if custody.ca_cert:  # mounted from a ConfigMap
+        volumes = {v["name"]: v for v in worker["volumes"]}
+        (mount,) = [
+            m
+            for m in worker["containers"][0]["volumeMounts"]
+            if custody.ca_cert.startswith(m["mountPath"].rstrip("/") + "/")
+        ]
+        assert "configMap" in volumes[mount["name"]], mount
+        assert mount["readOnly"] is True
+
+
+def test_workers_mount_a_projected_vault_token(rendered: tuple[str, list[dict[str, Any]]]) -> None:
+    """The workers (the only pods running providers) mount one projected service-account token
+    for audience `vault`, valid an hour (the kubelet renews it), read-only where jwt_path
+    points; the API token stays unmounted (automountServiceAccountToken false) and no other
+    pod gets a token at all."""
+    objects = rendered[1]
+    config, _ = _effective_config(objects)
+    _, custody = _custody(config)
+    for obj, spec in _pods(objects):
+        assert spec["automountServiceAccountToken"] is False, obj["metadata"]["name"]
+        if obj["metadata"]["name"] != "accessguard-worker":
+            assert _vault_token_volumes(spec) == [], obj["metadata"]["name"]
+    worker = _one(objects, "Deployment", "accessguard-worker")["spec"]["template"]["spec"]
+    (account,) = _objects(rendered, "ServiceAccount")
+    assert worker["serviceAccountName"] == account["metadata"]["name"]
+    assert account["automountServiceAccountToken"] is False
+    (volume,) = _vault_token_volumes(worker)
+    (source,) = volume["projected"]["sources"]
+    assert source["serviceAccountToken"] == {
+        "audience": VAULT_AUDIENCE,
+        "expirationSeconds": 3600,
+        "path": "token",
+    }
+    (container,) = worker["containers"]
+    (mount,) = [m for m in container["volumeMounts"] if m["name"] == volume["name"]]
+    assert mount == {"name": volume["name"], "mountPath": VAULT_TOKEN_DIR, "readOnly": True}
+    assert custody.jwt_path == f"{mount['mountPath']}/{source['serviceAccountToken']['path']}"
+
+
+#: What would betray a stored vault token: the CLI's variables, a root token, a token value.
+VAULT_TOKEN_PATTERN = re.compile(
+    r"VAULT_TOKEN|BAO_TOKEN|root[-_ ]?token|\bhvs\.[A-Za-z0-9_-]{10,}|\bs\.[A-Za-z0-9]{20,}",
+    re.IGNORECASE,
+)
+
+
+def test_no_vault_token_anywhere(rendered: tuple[str, list[dict[str, Any]]]) -> None:
+    """No rendered object (Secret, ConfigMap, environment, volume), no file under deploy/k8s/
+    and no key of secrets.example.yaml carries or names a vault token: a root token above all,
+    but any stored one too. The workers log in with their projected token only."""
+    overlay, objects = rendered
+    for obj in objects:
+        text = yaml.safe_dump(obj)
+        assert not VAULT_TOKEN_PATTERN.search(text), (overlay, obj["kind"], obj["metadata"]["name"])
+    for path in K8S.rglob("*.yaml"):
+        text = path.read_text(encoding="utf-8")
+        assert not VAULT_TOKEN_PATTERN.search(text), path.relative_to(REPO)
+    example = yaml.safe_load((K8S / "secrets.example.yaml").read_text(encoding="utf-8"))
+    assert not [k for k in example["stringData"] if re.search(r"vault|bao|custody", k, re.I)]
+    for _, spec in _pods(objects):
+        for container in _containers(spec):
+            names = [v["name"] for v in container.get("env", [])]
+            assert not [n for n in names if re.match(r"(VAULT|BAO)_", n)], names
+            for source in container.get("envFrom", []):
+                assert "secretRef" not in source, source
+        for volume in spec.get("volumes", []):
+            for item in volume.get("secret", {}).get("items", []):
+                assert not re.search(r"vault|bao|custody", item["key"], re.I), item
+
+
+def test_pattern_catches_vault_tokens() -> None:
+    """The token check above is live."""
+    for leak in ("VAULT_TOKEN", "BAO_TOKEN", "root_token: x", "hvs.CAESIJ0123456789abcdef"):
+        assert VAULT_TOKEN_PATTERN.search(leak), leak
+    assert not VAULT_TOKEN_PATTERN.search("jwt_path: /var/run/secrets/vault/token")
+
+
+def test_workers_may_reach_the_vault(rendered: tuple[str, list[dict[str, Any]]]) -> None:
+    """A NetworkPolicy lets the workers open TCP connections to the vault's port, in the
+    namespace of providers.custody.address (a `<service>.<namespace>.svc` name)."""
+    objects = rendered[1]
+    config, _ = _effective_config(objects)
+    _, custody = _custody(config)
+    address = urllib.parse.urlsplit(str(custody.address))
+    host = address.hostname or ""
+    assert re.fullmatch(r"[a-z0-9-]+\.[a-z0-9-]+\.svc(\.cluster\.local)?", host), host
+    namespace = host.split(".")[1]
+    worker = _one(objects, "Deployment", "accessguard-worker")
+    labels = worker["spec"]["template"]["metadata"]["labels"]
+    allowed = []
+    for policy in _objects(rendered, "NetworkPolicy"):
+        spec = policy["spec"]
+        if "Egress" not in spec["policyTypes"]:
+            continue
+        if not _labels_match(spec["podSelector"].get("matchLabels", {}), labels):
+            continue
+        for rule in spec.get("egress", []):
+            if {"port": address.port, "protocol": "TCP"} not in rule["ports"]:
+                continue
+            for peer in rule["to"]:
+                selector = peer["namespaceSelector"]["matchLabels"]
+                allowed.append(selector["kubernetes.io/metadata.name"])
+    assert allowed == [namespace]
 
 
 # --- topics ---------------------------------------------------------------------------------
@@ -552,7 +711,8 @@ def test_services_select_pods_and_pdbs_allow_drains(
 def test_network_policy(rendered: tuple[str, list[dict[str, Any]]]) -> None:
     """Default deny for every accessguard pod; ingress only to the `http` port, only from the
     ingress controller's namespace (HR webhook) and Prometheus; egress only DNS (53), Kafka
-    (9092) and HTTPS (443) to public addresses, the last only for workers and pollers."""
+    (9092), HTTPS (443) to public addresses, the last only for workers and pollers, and the
+    custody vault (8200) for workers only, to a namespace and pods, never an address range."""
     policies = {p["metadata"]["name"]: p["spec"] for p in _objects(rendered, "NetworkPolicy")}
     deny = policies["accessguard-default-deny"]
     assert deny["podSelector"] == {"matchLabels": {"app.kubernetes.io/name": "accessguard"}}
@@ -572,7 +732,14 @@ def test_network_policy(rendered: tuple[str, list[dict[str, Any]]]) -> None:
                 assert peer == prometheus or namespace == "ingress-nginx", peer
         for rule in spec.get("egress", []):
             ports = {p["port"] for p in rule["ports"]}
-            assert ports <= {53, 9092, 443}, ports
+            assert ports <= {53, 9092, 443, VAULT_PORT}, ports
+            if VAULT_PORT in ports:
+                assert ports == {VAULT_PORT}, ports
+                assert spec["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == (
+                    "worker"
+                )
+                for peer in rule["to"]:
+                    assert set(peer) == {"namespaceSelector", "podSelector"}, peer
             if 443 in ports:
                 components = spec["podSelector"]["matchExpressions"][0]["values"]
                 assert sorted(components) == ["poller", "worker"]

@@ -29,8 +29,8 @@ REPO = K8S.parents[1]
 if str(REPO) not in sys.path:  # run as a script: make `streams` importable
     sys.path.insert(0, str(REPO))
 
-from streams.config import load_config  # noqa: E402
 from streams.bus.topics import topic_specs  # noqa: E402
+from streams.config import load_config  # noqa: E402
 
 BASE = K8S / "base"
 CONTENT = BASE / "content"
