@@ -3,8 +3,11 @@
 `accessguard run` (embedded broker) and Prometheus (Debian's package, on loopback, scraping
 every second with deploy/prometheus/accessguard-rules.yaml loaded) run side by side. A
 scenario drives offboardings, a login detection, a failing provider and rejected input; then
-every panel query of every dashboard and every alert expression must return data. Needs
-/usr/bin/prometheus: `make prometheus` installs it; without it these tests fail, never skip.
+every panel query of every dashboard and every alert expression must return data. A custody
+vault (``bao server -dev``, tests/openbao.py) holds the shared logins: the leavers are cut
+from it and their shared logins' re-enrolment tasks stay open, so the custody gauges have
+series. Needs /usr/bin/prometheus: `make prometheus` installs it; without it these tests fail,
+never skip.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from streams.model.registry_yaml import load_registry
 from tests.fakes import FakeVendorServer
+from tests.openbao import DevVault
 from tests.promtools import (
     CATALOGUE,
     REPO,
@@ -46,12 +50,23 @@ def scenario(
 ) -> Iterator[tuple[Stack, PrometheusServer, FakeVendorServer]]:
     """The stack and Prometheus after the scenario, with Prometheus holding its results."""
     base = tmp_path_factory.mktemp("prometheus")
-    with FakeVendorServer() as vendor:
+    with FakeVendorServer() as vendor, DevVault(log_path=base / "bao.log") as vault:
+        custody = {
+            "type": "openbao",
+            "address": vault.url,
+            "token": vault.accessguard_token(),
+            "alias_mount": "userpass/",
+            "poll_interval": 1,
+        }
         cfg = write_config(
             base / "config.yaml",
             data_dir=base / "data",
             vendor_url=vendor.url,
-            extra={"worker.metrics_interval": 0.5, "retry.max_attempts": 2},
+            extra={
+                "worker.metrics_interval": 0.5,
+                "retry.max_attempts": 2,
+                "providers.custody": custody,
+            },
         )
         stack = Stack(cfg)
         target = stack.url.removeprefix("http://")
@@ -65,6 +80,7 @@ def scenario(
                 what="first scrape",
             )
             _drive(stack, vendor)
+            _wait_custody(stack)
             _wait_scraped(prom)
             yield stack, prom, vendor
 
@@ -121,6 +137,26 @@ def _drive(stack: Stack, vendor: FakeVendorServer) -> None:
     )
 
 
+def _wait_custody(stack: Stack) -> None:
+    """Alice and Carol (and Gina, offboarded by the agency timer) held the shared X and
+    TikTok logins: each offboarding cut them from the vault (read back: verified) and rotated
+    the logins, leaving re-enrolment tasks open (deadlines of hours: open, not overdue) that
+    the worker's custody monitor exports."""
+
+    def cut() -> bool:
+        records = [r for r in stack.ledger().values() if r.get("action") == "revoke_shared_access"]
+        done = {r["identity"] for r in records if r["status"] == "done"}
+        checked = all((r.get("verification") or {}).get("status") == "verified" for r in records)
+        return done >= {"alice", "carol"} and checked
+
+    wait_until(cut, 20, what="alice and carol cut from the vault, read back")
+    wait_until(
+        lambda: metric_value(stack.metrics(), "accessguard_custody_tasks_open") >= 1,
+        20,
+        what="a re-enrolment task open in the vault",
+    )
+
+
 def _wait_scraped(prom: PrometheusServer) -> None:
     """Until Prometheus holds the scenario's results and enough samples for 1m rates."""
     wait_until(
@@ -142,6 +178,15 @@ def _wait_scraped(prom: PrometheusServer) -> None:
         30,
         interval=0.5,
         what="five scrapes",
+    )
+    wait_until(
+        lambda: (
+            prom.query("accessguard_custody_tasks_open > 0")
+            and prom.query("accessguard_custody_up == 1")
+        ),
+        30,
+        interval=0.5,
+        what="prometheus scraped the custody gauges",
     )
     wait_until(
         lambda: prom.query("accessguard:time_to_revoke_over_objective:ratio_rate6h"),

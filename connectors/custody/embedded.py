@@ -90,7 +90,11 @@ def address_port(address: str | None) -> int | None:
 
 
 def port_free(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether a listener could bind ``port`` now. With SO_REUSEADDR, as the vault's own
+    listener binds: connections of a stopped vault still in TIME_WAIT do not make its port
+    look taken, so a restart keeps its address."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError:

@@ -204,7 +204,7 @@ def _rotate_shared(
             providers=providers,
             cause=plan.cause,
             holders=remaining,
-            owner=reenrolment_owner(registry, state, account.id, others),
+            owner=reenrolment_owner(registry, state, account.id, others, leaving=plan.identity.id),
         )
         if rotation is None:
             continue

@@ -86,15 +86,22 @@ def shared_credential_holders(
 
 
 def reenrolment_owner(
-    registry: Registry, lifecycle: StateStore, account_id: str, remaining: list[str]
+    registry: Registry,
+    lifecycle: StateStore,
+    account_id: str,
+    remaining: list[str],
+    *,
+    leaving: str | None = None,
 ) -> str | None:
     """Who re-enrols a rotated shared login at its platform: the account's admin (a holder
     of the admin role on it, by any path, who keeps access; one among ``remaining`` first),
-    else the first of ``remaining`` by id, else nobody."""
+    else the first of ``remaining`` by id, else nobody. Never ``leaving``: the person whose
+    exit or lost device caused the rotation, even as the account's admin."""
     admins = sorted(
         g.identity
         for g in registry.holders(account_id)
         if g.role == "admin"
+        and g.identity != leaving
         and holds_shared_credential(registry, lifecycle, g.identity, account_id)
     )
     for admin in admins:
