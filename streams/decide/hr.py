@@ -215,23 +215,35 @@ def _rotate_shared(
             rotated_cause=plan.cause,
         )
         who = ", ".join(remaining) if remaining else "nobody"
+        login = f"Shared login for {account.platform} {account.handle} ({account.id})"
+        if "owner" in rotation.params:  # in custody: one owner enrols, holders read codes
+            owner = rotation.params["owner"] or "nobody (no holder left: assign one)"
+            title = (
+                f"{login}: new seed and password staged in the vault; {owner} must enrol them "
+                f"at {account.platform} and run `accessguard custody confirm {account.id} "
+                f"--code NNNNNN`. Until then {account.platform} still accepts the old seed"
+            )
+        else:
+            title = f"{login} rotated: {len(remaining)} holder(s) must re-enrol TOTP: {who}"
         plan.alerts.append(
             Alert(
                 severity="low",
                 rule="shared_credential.reenrolment",
                 identity=plan.identity.id,
                 dedup_key=f"reenrol:{account.id}:{plan.cause}",
-                title=(
-                    f"Shared login for {account.platform} {account.handle} ({account.id}) "
-                    f"rotated: {len(remaining)} holder(s) must re-enrol TOTP: {who}"
-                ),
+                title=title,
                 details={
                     "account": account.id,
                     "credential_ref": rotation.params["credential_ref"],
                     "holders": remaining,
+                    "owner": rotation.params.get("owner"),
                     "cause": plan.cause,
                 },
-                runbook="docs/runbooks/shared-credential-reenrolment.md",
+                runbook=(
+                    "docs/runbooks/custody.md"
+                    if "owner" in rotation.params
+                    else "docs/runbooks/shared-credential-reenrolment.md"
+                ),
             )
         )
 
