@@ -239,7 +239,7 @@ def test_sync_puts_active_holders_in_their_groups_and_nobody_else(
     again = custody.custody.sync(registry())
     assert (again.members_added, again.members_removed, again.entities_created) == (0, 0, 0)
     assert again.missing_seed == []
-    assert again.missing_password == ["tt-brand"]
+    assert again.missing_credential == ["tt-brand"]
 
 
 def test_a_cut_holder_is_refused_within_a_second_and_the_others_keep_access(

@@ -103,7 +103,9 @@ class SyncReport:
     members_removed: int = 0
     groups_deleted: int = 0
     missing_seed: list[str] = field(default_factory=list)
-    missing_password: list[str] = field(default_factory=list)
+    #: Logins with no username/password in custody (not named "password": the log
+    #: redaction would hide this list of account ids).
+    missing_credential: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -114,7 +116,7 @@ class SyncReport:
             "members_removed": self.members_removed,
             "groups_deleted": self.groups_deleted,
             "missing_seed": self.missing_seed,
-            "missing_password": self.missing_password,
+            "missing_credential": self.missing_credential,
         }
 
 
@@ -485,7 +487,7 @@ class Custody:
             if account.shared_credential.totp and not self.vault.totp_exists(names.totp_key):
                 report.missing_seed.append(account.id)
             if self.vault.kv_read(names.secret_path) is None:
-                report.missing_password.append(account.id)
+                report.missing_credential.append(account.id)
         if prune:
             for group in self.vault.groups():
                 if group.startswith(GROUP_PREFIX) and group not in wanted_groups:

@@ -357,8 +357,17 @@ class VaultClient:
 
     def health(self) -> None:
         """Raise unless the vault answers and accessguard's credential works (a read of a
-        path its policy allows; 404 is fine)."""
+        path its policy allows; 404 is fine). A renewable token past half its lifetime is
+        renewed (a token file's token would otherwise expire under a long run; AppRole and
+        Kubernetes logins are simply made again when theirs expires)."""
         self.kv_list("accessguard/tasks")
+        if self.auth != "token":
+            return
+        me = self.read("look up its own token", "auth/token/lookup-self") or {}
+        ttl = int(me.get("ttl") or 0)
+        full = int(me.get("period") or me.get("creation_ttl") or 0)
+        if me.get("renewable") and full and 0 < ttl < full / 2:
+            self.call("renew its own token", lambda c: c.auth.token.renew_self())
 
 
 def _kind(exc: hvac.exceptions.VaultError) -> str:

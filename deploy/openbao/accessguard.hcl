@@ -73,3 +73,11 @@ path "identity/group/id/*" {
 path "sys/auth" {
   capabilities = ["read"]
 }
+
+# Its own token: looked up and renewed before it expires (a token file of a local run).
+path "auth/token/lookup-self" {
+  capabilities = ["read"]
+}
+path "auth/token/renew-self" {
+  capabilities = ["update"]
+}
