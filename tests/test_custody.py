@@ -17,6 +17,7 @@ import hvac.exceptions
 import pyotp
 import pytest
 
+from connectors.base.credentials import credentials_ready
 from connectors.base.provider import UNVERIFIED, VERIFIED
 from connectors.custody import tasks as custody_tasks
 from connectors.custody.names import Names, entity_name, slug
@@ -444,8 +445,14 @@ def test_an_unreachable_vault_is_retryable_and_a_bad_token_is_an_auth_error(
     with pytest.raises(RetryableError, match="vault unreachable"):
         down.perform(cut)
     bad = OpenBaoCustody("custody", {"address": dev_vault.url, "token": Secret("s.wrong")})
+    assert credentials_ready([bad])
     with pytest.raises(AuthError, match="permission denied"):
         bad.perform(cut)
+    # a refused credential is loud: the `credentials` readiness check fails until a success
+    assert not credentials_ready([bad])
+    assert bad.credentials is not None
+    assert bad.credentials.status().reason == "rejected"
+    assert credentials_ready([down])  # unreachable is an outage, not a credential problem
     dev_vault.pause()
     try:
         slow = OpenBaoCustody(

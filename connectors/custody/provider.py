@@ -53,6 +53,8 @@ class OpenBaoCustody(ProviderBase):
         deadlines = settings.get("deadlines") or {}
         self.vault = VaultClient(self.label, settings)
         self.base_url = self.vault.address
+        # readiness: a refused vault credential turns the `credentials` check false
+        self.credentials = None if self.dry_run else self.vault.login_state
         self.poll_interval = float(settings.get("poll_interval") or 30.0)
         self.custody = Custody(
             self.vault,

@@ -19,6 +19,7 @@ guard (a lost update shows as "still a member" and pages).
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -28,8 +29,10 @@ import hvac
 import hvac.exceptions
 import requests
 
+from connectors.base.credentials import Credential, CredentialStatus
 from connectors.custody.names import Mounts
 from streams.support.errors import AuthError, PermanentError, RetryableError
+from streams.support.metrics import CREDENTIAL_FAILURES
 from streams.support.secrets import Secret
 
 T = TypeVar("T")
@@ -41,6 +44,36 @@ _RETRYABLE = (
     hvac.exceptions.RateLimitExceeded,
     hvac.exceptions.UnexpectedError,
 )
+
+
+class VaultLogin(Credential):
+    """The state of accessguard's vault credential, for the ``credentials`` readiness check
+    and ``accessguard_provider_credential_failures_total``: failing from a refused login or a
+    401/403 until the next call the vault accepts. hvac sends the token itself, so there are
+    no headers to hand out."""
+
+    kind = "vault"
+
+    def __init__(self, label: str) -> None:
+        super().__init__(label)
+        self._last_success: float | None = None
+        self._failure: tuple[str, str, float] | None = None
+
+    def headers(self) -> dict[str, str]:  # pragma: no cover - hvac authenticates itself
+        return {}
+
+    def succeeded(self) -> None:
+        self._last_success, self._failure = time.time(), None
+
+    def failed(self, detail: str) -> None:
+        CREDENTIAL_FAILURES.labels(provider=self.label, reason="rejected").inc()
+        self._failure = ("rejected", detail, time.time())
+
+    def status(self) -> CredentialStatus:
+        if self._failure is not None:
+            reason, detail, when = self._failure
+            return CredentialStatus(False, self.kind, reason, detail, self._last_success, when)
+        return CredentialStatus(True, self.kind, last_success=self._last_success)
 
 
 class VaultClient:
@@ -65,6 +98,8 @@ class VaultClient:
             totp=str(settings.get("totp_mount") or "totp"),
         )
         self._client: hvac.Client | None = None
+        #: accessguard's own credential state (readiness: ``credentials``).
+        self.login_state = VaultLogin(label)
         self._login_lock = threading.Lock()
         self._locks: dict[str, threading.Lock] = {}
         self._locks_lock = threading.Lock()
@@ -149,17 +184,23 @@ class VaultClient:
 
     def call(self, what: str, fn: Callable[[hvac.Client], T], *, quiet: bool = False) -> T:
         """``fn(client)`` logged in; a login-based token that expired is renewed once."""
-        client = self.client()
         try:
-            return self._call_raw(what, lambda: fn(client), quiet=quiet)
-        except AuthError:
-            if self.auth == "token":
-                # A token file may have been rotated: read it again on the next call.
+            try:
+                client = self.client()
+                answer = self._call_raw(what, lambda: fn(client), quiet=quiet)
+            except AuthError:
+                # A token file may have been rotated, a login token expired: log in again
+                # (read the file again) on the next call, or right now for a login.
                 self.relogin()
-                raise
-            self.relogin()
-            client = self.client()
-            return self._call_raw(what, lambda: fn(client), quiet=quiet)
+                if self.auth == "token":
+                    raise
+                client = self.client()
+                answer = self._call_raw(what, lambda: fn(client), quiet=quiet)
+        except AuthError as exc:
+            self.login_state.failed(str(exc))
+            raise
+        self.login_state.succeeded()
+        return answer
 
     def read(self, what: str, path: str) -> dict[str, Any] | None:
         """GET ``/v1/<path>``'s ``data``; None when the path does not exist (404)."""
