@@ -16,6 +16,7 @@ completes, read back, with nothing lost.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -36,6 +37,7 @@ from streams.support.secrets import Secret
 from tests.fakes import FakeVendorServer
 from tests.openbao import DevVault
 from tests.stack import REPO, Stack, terminated_event, wait_until, write_config
+from tests.test_integration_external import topic_records
 
 pytestmark = [pytest.mark.integration]
 
@@ -252,6 +254,7 @@ def test_a_leaver_loses_the_shared_login_at_once_and_the_rotation_is_tracked_to_
             )
             places["alerts sent"] = json.dumps([c["json"] for c in vendor.calls])
             places["replay output"] = replay(stack, tmp_path)
+            places.update(topics(stack))
             leaks = [
                 f"{name} in {where}"
                 for name, value in secrets.items()
@@ -275,6 +278,21 @@ def written_by(stack: Stack, tmp_path: Path) -> dict[str, str]:
             )
     assert any("custody" in text for text in places.values())
     return places
+
+
+def topics(stack: Stack) -> dict[str, str]:
+    """Every record of the audit, ledger and lifecycle topics, as the broker holds them."""
+    broker = re.search(r"broker\s+kafka://(\S+)", stack.stdout())
+    assert broker is not None, stack.stdout()
+    out = {}
+    for name in ("audit", "ledger", "lifecycle"):
+        records = topic_records(broker.group(1), f"accessguard.{name}", 10**6, timeout=3.0)
+        assert records, f"nothing on accessguard.{name}"
+        out[f"topic accessguard.{name}"] = "\n".join(
+            (r.value or b"").decode(errors="replace") for r in records
+        )
+    assert "custody.task_closed" in out["topic accessguard.audit"]
+    return out
 
 
 def replay(stack: Stack, tmp_path: Path) -> str:
