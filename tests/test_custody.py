@@ -558,3 +558,41 @@ def metric(name: str, **labels: str) -> float | None:
             if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
                 return float(sample.value)
     return None
+
+
+def test_a_registry_change_is_synced_by_the_monitor(dev_vault: DevVault) -> None:  # noqa: F811
+    """A grant taken out of the registry takes the person out of the login's group at the
+    monitor's next round after the change, and putting it back puts them back."""
+    vault = provider(dev_vault)
+    current = [registry()]
+    sent = Sent()
+    monitor = CustodyMonitor(
+        [vault], send_alert=sent.alert, audit=sent.audit, registry=lambda: current[0]
+    )
+    without = REGISTRY.replace(
+        "  - {identity: cleo, account: x-brand, role: can_reply, via: shared_credential, "
+        "mfa: totp}\n",
+        "",
+    )
+    assert without != REGISTRY
+    parsed, problems = parse_registry(without, "changed.yaml")
+    assert problems == []
+    current[0] = parsed
+    asyncio.run(monitor.tick())  # no change announced: no sync
+    cleo_id = dev_vault.root().secrets.identity.read_entity_by_name(entity_name("cleo"))["data"][
+        "id"
+    ]
+
+    def members() -> list[str]:
+        group = dev_vault.root().secrets.identity.read_group_by_name(Names("x-brand").group)
+        return list(group["data"]["member_entity_ids"])
+
+    assert cleo_id in members()
+    monitor.on_registry_change()
+    done = asyncio.run(monitor.tick(sync=monitor.registry_changed.is_set()))
+    assert done["synced"] == 1
+    assert cleo_id not in members()
+    current[0] = registry()
+    monitor.on_registry_change()
+    asyncio.run(monitor.tick(sync=True))
+    assert cleo_id in members()

@@ -188,7 +188,7 @@ def migrate(
     registry = _registry(config, registry_file)
     vault = _provider(config, provider)
     files = FileSecretStore(store)
-    moved, missing = [], []
+    moved, missing, held = [], [], []
     for acct in sorted(registry.accounts.values(), key=lambda a: a.id):
         shared = acct.shared_credential
         if shared is None or not shared.totp:
@@ -197,6 +197,9 @@ def migrate(
             seed = files.get(shared.ref)
         except KeyError:
             missing.append(acct.id)
+            continue
+        if not replace and vault.vault.totp_exists(vault.custody.names(acct.id).totp_key):
+            held.append(acct.id)  # custody's seed is what holders use now: kept
             continue
         vault.custody.import_credential(
             acct.id,
@@ -208,7 +211,7 @@ def migrate(
             replace_existing=replace,
         )
         moved.append(acct.id)
-    _echo({"moved": moved, "not_in_store": missing})
+    _echo({"moved": moved, "not_in_store": missing, "already_in_custody": held})
 
 
 @custody.command("tasks")
