@@ -596,3 +596,23 @@ def test_a_registry_change_is_synced_by_the_monitor(dev_vault: DevVault) -> None
     monitor.on_registry_change()
     asyncio.run(monitor.tick(sync=True))
     assert cleo_id in members()
+
+
+def test_failure_series_exist_from_the_start_for_what_each_provider_does() -> None:
+    """The failure alerts take increase() of accessguard_actions_total: the custody vault's
+    three kinds start at 0, and no series is made for kinds it is never asked for."""
+    from streams.runtime.observe import initialise_series
+
+    initialise_series({"vault-x": "openbao", "files-x": "secret_store", "okta-x": "okta"}, ())
+    failed = {
+        (s.labels["provider"], s.labels["action"])
+        for family in metrics.REGISTRY.collect()
+        for s in family.samples
+        if s.name == "accessguard_actions_total" and s.labels.get("outcome") == "failed"
+    }
+    vault = {a for p, a in failed if p == "vault-x"}
+    assert vault == {"revoke_shared_access", "restore_shared_access", "rotate_shared_credential"}
+    assert {a for p, a in failed if p == "files-x"} == {"rotate_shared_credential"}
+    okta = {a for p, a in failed if p == "okta-x"}
+    assert "revoke_sessions" in okta
+    assert not okta & vault

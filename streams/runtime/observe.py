@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from streams.model import kinds
 from streams.model.access import held_grants, is_offboarded
 from streams.model.records import ACTION_KINDS, IDENTITY_KINDS, ROLES
 from streams.model.registry import Registry
@@ -28,12 +29,27 @@ STALL_SECONDS = 120.0
 DEAD_LETTER_REASONS = ("invalid", "rule_error", "processing_error")
 
 
+#: What a custody vault does (streams.model.kinds.CUSTODY_TYPES); a secret store only rotates.
+CUSTODY_ACTIONS = frozenset(
+    {"revoke_shared_access", "restore_shared_access", "rotate_shared_credential"}
+)
+
+
+def _kinds_of(provider_type: str) -> frozenset[str]:
+    """The action kinds a provider of ``provider_type`` may be asked for."""
+    if provider_type in kinds.CUSTODY_TYPES:
+        return CUSTODY_ACTIONS
+    if provider_type == "secret_store":
+        return frozenset({"rotate_shared_credential"})
+    return frozenset(ACTION_KINDS) - CUSTODY_ACTIONS
+
+
 def initialise_series(provider_types: Mapping[str, str], input_topics: Iterable[str]) -> None:
     """Export at 0 the failure series that alerts take ``increase()`` of. A counter whose
     first sample is already 1 shows no increase, so the first failure ever would not alert."""
     for provider, kind in provider_types.items():
         for action in ACTION_KINDS:
-            if (action == "rotate_shared_credential") == (kind == "secret_store"):
+            if action in _kinds_of(kind):
                 metrics.ACTIONS.labels(provider, action, "failed")
         metrics.REVOCATION_ACKNOWLEDGED.labels(provider)
         metrics.REVOCATION_FAILURES.labels(provider)
