@@ -9,6 +9,7 @@ answer (200 or 403), not ours.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from typing import Any
 
@@ -616,3 +617,27 @@ def test_failure_series_exist_from_the_start_for_what_each_provider_does() -> No
     okta = {a for p, a in failed if p == "okta-x"}
     assert "revoke_sessions" in okta
     assert not okta & vault
+
+
+def test_a_rotation_after_a_confirmed_code_puts_that_credential_in_force_first(
+    dev_vault: DevVault,  # noqa: F811
+    custody: OpenBaoCustody,
+) -> None:
+    """A crash after the vault accepted the owner's code leaves the task confirmed; the next
+    rotation of the login finishes that promotion (the platform has that seed now) before it
+    stages a new credential, instead of overwriting it."""
+    custody.perform(rotation("ana", "hr:terminated:p1", "ben", ["ben", "cleo"]))
+    first = staged(dev_vault.holder_login("ben"), "x-brand")
+    found = custody.custody.task("x-brand")
+    assert found is not None
+    task, version = found
+    custody.custody.save(dataclasses.replace(task, status=custody_tasks.CONFIRMED), version)
+    again = custody.perform(rotation("cleo", "hr:terminated:p2", "ben", ["ben"]))
+    assert again["outcome"] == "opened"
+    ben = dev_vault.holder_login("ben")
+    assert code(ben, "x-brand") == pyotp.parse_uri(first["otpauth_uri"]).now()
+    assert password(ben, "x-brand") == first["password"]
+    second = staged(ben, "x-brand")
+    assert second["otpauth_uri"] != first["otpauth_uri"]
+    fresh = pyotp.parse_uri(second["otpauth_uri"])
+    assert custody.custody.confirm("x-brand", fresh.now()).status == custody_tasks.CLOSED

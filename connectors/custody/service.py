@@ -298,6 +298,15 @@ class Custody:
         with self.vault.locked(names.task_path):
             found = self.task(account)
             current, version = found if found else (None, 0)
+            if (
+                current is not None
+                and current.status == tasks.CONFIRMED
+                and key not in current.keys
+            ):
+                # Its code was accepted: finish putting that credential in force first, so
+                # the new rotation starts from it instead of overwriting what is staged.
+                self._promote(names, current, version)
+                current, version = self.task(account) or (None, 0)
             if current is not None and current.active:
                 if key in current.keys:
                     return _rotation_result(current, "already_done")

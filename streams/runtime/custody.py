@@ -151,7 +151,10 @@ class CustodyMonitor:
                 self._set_up(vault, False, exc)
                 answered = False  # keep the last task gauges: still exposed, just unseen
                 continue
-            if sync:
+            if sync and not self.registry().identities:
+                # An empty registry (not loaded, or a bad import) would prune every group.
+                log.warning("custody.sync_skipped", provider=vault.name, reason="empty registry")
+            elif sync:
                 try:
                     report = await asyncio.to_thread(
                         vault.custody.sync, self.registry(), cut=set(self.cut())
