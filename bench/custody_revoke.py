@@ -42,11 +42,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
-import os
-import platform
 import shutil
-import subprocess
 import sys
 import tempfile
 import threading
@@ -66,6 +62,8 @@ import pyotp  # noqa: E402
 import requests  # noqa: E402
 import yaml  # noqa: E402
 
+# The same nearest-rank percentiles, run facts and formatting as the time-to-revoke bench.
+from bench.time_to_revoke import machine, ms, stats  # noqa: E402
 from connectors.custody.names import Names  # noqa: E402
 from connectors.custody.provider import OpenBaoCustody  # noqa: E402
 from streams.model.registry_yaml import load_registry  # noqa: E402
@@ -469,27 +467,6 @@ def wait_plan_done(stack: Stack, sample: Sample, timeout: float = 30.0) -> None:
 # ------------------------------------------------------------------------------ reporting
 
 
-def percentile(values: list[float], p: float) -> float:
-    """Nearest-rank percentile."""
-    ordered = sorted(values)
-    rank = max(1, math.ceil(p / 100 * len(ordered)))
-    return ordered[rank - 1]
-
-
-def stats(values: list[float]) -> dict[str, float | int | None]:
-    if not values:
-        return {"count": 0, "p50": None, "p90": None, "p99": None, "max": None, "min": None}
-    return {
-        "count": len(values),
-        "min": min(values),
-        "p50": percentile(values, 50),
-        "p90": percentile(values, 90),
-        "p99": percentile(values, 99),
-        "max": max(values),
-        "mean": sum(values) / len(values),
-    }
-
-
 METRICS = {
     "refused": "to_refused",
     "verified": "to_verified",
@@ -512,44 +489,6 @@ def summarise(samples: list[Sample]) -> dict[str, Any]:
     out["others_checked"] = sum(s.others_checked for s in samples)
     out["others_failed"] = sum(len(s.others_failed) for s in samples)
     return out
-
-
-def machine() -> dict[str, Any]:
-    model = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    git = shutil.which("git") or "/usr/bin/git"
-    try:
-        commit = subprocess.run(
-            [git, "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=False
-        ).stdout.strip()
-        dirty = subprocess.run(
-            [git, "status", "--porcelain", "--untracked-files=no"],
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            check=False,
-        ).stdout.splitlines()
-    except OSError:
-        commit, dirty = "", []
-    return {
-        "nproc": len(os.sched_getaffinity(0)),
-        "cpu_count": os.cpu_count(),
-        "cpu_model": model,
-        "python": sys.version.split()[0],
-        "platform": platform.platform(),
-        "git_commit": commit,
-        "git_modified": [line[3:] for line in dirty if line.strip()],
-    }
-
-
-def ms(value: float | None) -> str:
-    return "-" if value is None else f"{value * 1000:8.1f}"
 
 
 def print_table(summaries: dict[str, dict[str, Any]]) -> None:

@@ -120,6 +120,17 @@ def ledger_of(stack: Stack, event_id: str, kind: str) -> dict[str, Any] | None:
     return None
 
 
+def verified(stack: Stack, event_id: str, kind: str, timeout: float) -> dict[str, Any]:
+    """The ledger record of ``event_id``'s ``kind`` action once read back as verified."""
+
+    def record() -> dict[str, Any] | None:
+        found = ledger_of(stack, event_id, kind)
+        status = ((found or {}).get("verification") or {}).get("status")
+        return found if status == "verified" else None
+
+    return dict(wait_until(record, timeout, 0.05, f"{kind} of {event_id} verified"))
+
+
 @pytest.fixture
 def vault(tmp_path: Path) -> Iterator[DevVault]:
     with DevVault(log_path=tmp_path / "bao.log") as running:
@@ -160,29 +171,13 @@ def test_a_leaver_loses_the_shared_login_at_once_and_the_rotation_is_tracked_to_
             assert read_code(carol, "tiktok-lumen") == pyotp.TOTP(TIKTOK_SEED).now()
 
             # The ledger says issued -> acknowledged -> verified (read back from the vault).
-            cut = wait_until(
-                lambda: (
-                    (r := ledger_of(stack, "off-alice", "revoke_shared_access"))
-                    and (r.get("verification") or {}).get("status") == "verified"
-                    and r
-                ),
-                20.0,
-                0.05,
-            )
+            cut = verified(stack, "off-alice", "revoke_shared_access", timeout=20.0)
             assert cut["verification"]["evidence"] == {
                 "cut": True,
                 "disabled": True,
                 "member_of": [],
             }
-            rotation = wait_until(
-                lambda: (
-                    (r := ledger_of(stack, "off-alice", "rotate_shared_credential"))
-                    and (r.get("verification") or {}).get("status") == "verified"
-                    and r
-                ),
-                20.0,
-                0.05,
-            )
+            rotation = verified(stack, "off-alice", "rotate_shared_credential", timeout=20.0)
             assert rotation["status"] == "done"
 
             # The task: bob re-enrols (no admin on x-lumen; first remaining holder).
@@ -374,15 +369,7 @@ def test_a_vault_outage_holds_back_nothing_else_and_loses_nothing(tmp_path: Path
                     0.2,
                 )
                 bao.start()  # same directory and port: sealed data back, auto-unsealed
-                cut = wait_until(
-                    lambda: (
-                        (r := ledger_of(stack, "off-alice", "revoke_shared_access"))
-                        and (r.get("verification") or {}).get("status") == "verified"
-                        and r
-                    ),
-                    60.0,
-                    0.1,
-                )
+                cut = verified(stack, "off-alice", "revoke_shared_access", timeout=60.0)
                 assert cut["status"] == "done"
                 assert is_refused(alice)
                 stack.wait_for_ledger("off-alice", timeout=60.0)
