@@ -33,12 +33,10 @@ from urllib.parse import quote
 
 from connectors.custody import tasks
 from connectors.custody.names import (
-    ENROL_POLICY_PREFIX,
     GROUP_PREFIX,
     TASKS_DIR,
     Names,
     entity_name,
-    slug,
 )
 from connectors.custody.policy import enrol_policy, holder_policy
 from connectors.custody.settings import DEFAULT_DEADLINES
@@ -588,15 +586,3 @@ def _rotation_result(task: Task, outcome: str) -> dict[str, Any]:
 
 def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-__all__ = [
-    "ENROL_POLICY_PREFIX",
-    "CodeRejected",
-    "Custody",
-    "SyncReport",
-    "new_password",
-    "otpauth_uri",
-    "quote",
-    "slug",
-]
