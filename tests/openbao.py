@@ -92,6 +92,19 @@ class DevVault:
         """SIGSTOP: the vault stops answering (a hung vault, connections time out)."""
         assert self.proc is not None
         self.proc.send_signal(signal.SIGSTOP)
+        # The stop is asynchronous: wait until every thread of the server is stopped, or a
+        # request sent right now may still be answered.
+        tasks = Path(f"/proc/{self.proc.pid}/task")
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            states = []
+            for task in tasks.iterdir():
+                with contextlib.suppress(OSError):
+                    states.append((task / "stat").read_text().rsplit(")", 1)[1].split()[0])
+            if states and all(state in ("T", "t") for state in states):
+                return
+            time.sleep(0.005)
+        raise RuntimeError("bao server did not stop")
 
     def resume(self) -> None:
         assert self.proc is not None

@@ -641,3 +641,32 @@ def test_a_rotation_after_a_confirmed_code_puts_that_credential_in_force_first(
     assert second["otpauth_uri"] != first["otpauth_uri"]
     fresh = pyotp.parse_uri(second["otpauth_uri"])
     assert custody.custody.confirm("x-brand", fresh.now()).status == custody_tasks.CLOSED
+
+
+def test_a_task_nobody_can_close_pages_at_once(dev_vault: DevVault) -> None:  # noqa: F811
+    """The last holder left: nobody remains to enrol the new seed, so the task pages at
+    the first round, once, instead of waiting for its deadline."""
+    vault = provider(dev_vault)
+    vault.perform(
+        action(
+            "rotate_shared_credential",
+            "ben",
+            "hr:terminated:last",
+            account="tt-brand",
+            platform="tiktok",
+            account_handle="@brandtok",
+            criticality="medium",
+            owner=None,
+            holders=[],
+        )
+    )
+    sent = Sent()
+    monitor = CustodyMonitor([vault], send_alert=sent.alert, audit=sent.audit, registry=registry)
+    asyncio.run(monitor.tick())
+    asyncio.run(monitor.tick())
+    pages = [a for a in sent.alerts if a.rule == "custody.reenrolment_overdue"]
+    assert len(pages) == 1
+    assert "nobody" in pages[0].title
+    vault.custody.reassign("tt-brand", "cleo")
+    fresh = pyotp.parse_uri(staged(dev_vault.holder_login("cleo"), "tt-brand")["otpauth_uri"])
+    assert vault.custody.confirm("tt-brand", fresh.now()).status == custody_tasks.CLOSED

@@ -9,7 +9,8 @@ Every ``poll_interval`` seconds, for each custody vault (provider type in
 * **Tasks.** The open re-enrolment tasks become the ``accessguard_custody_*`` gauges (the
   dashboard's "shared logins exposed since"). A task past its deadline pages once; before
   that its owner is reminded every ``remind_every`` seconds (low severity: chat, never the
-  pager). A confirmed task whose promotion was interrupted is finished; a closed task gets its
+  pager). A task nobody owns (no holder keeps the login) pages at once. A confirmed task
+  whose promotion was interrupted is finished; a closed task gets its
   audit record. Several workers run this monitor: each of those effects is claimed first
   with a check-and-set write of the task in the vault, so exactly one worker pages, reminds or
   audits, and a restart never repeats one.
@@ -224,9 +225,11 @@ class CustodyMonitor:
                 )
                 done["closed"] += 1
             return
-        if task.overdue(now):
+        if task.overdue(now) or task.owner is None:
+            # Overdue, or nobody is left to re-enrol it (no holder keeps the login): a person
+            # must act now either way.
             if task.paged_at is None and await self._claim(
-                vault, task, replace(task, paged_at=now).noted("paged: overdue")
+                vault, task, replace(task, paged_at=now).noted("paged: overdue or no owner")
             ):
                 metrics.CUSTODY_TASK_EVENTS_TOTAL.labels("overdue_paged").inc()
                 await self.send_alert(overdue_alert(task, names))
