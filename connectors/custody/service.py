@@ -140,16 +140,34 @@ class Custody:
 
     # -- cut and restore -------------------------------------------------------------------
 
-    def _managed_groups(self, entity: Mapping[str, Any], accounts: Iterable[str]) -> list[str]:
-        """Names of the shared-login groups the entity is (or should not be) in: the groups
-        of ``accounts`` and any accessguard group the vault lists the entity in."""
-        wanted = {self.names(a).group for a in accounts}
+    def _entity(self, identity: str) -> tuple[dict[str, Any], bool]:
+        """The vault entity of ``identity``, created (with its registry id as metadata) when
+        there is none; and whether it was created now."""
+        name = entity_name(identity)
+        entity = self.vault.entity(name)
+        if entity is not None:
+            return entity, False
+        self.vault.write_entity(name, metadata={"identity": identity[:200]})
+        entity = self.vault.entity(name)
+        if entity is None:
+            raise RetryableError(self.label, f"entity {name} not readable after creation")
+        return entity, True
+
+    def _managed_groups(
+        self, entity: Mapping[str, Any], accounts: Iterable[str]
+    ) -> dict[str, dict[str, Any] | None]:
+        """The shared-login groups the entity is (or should not be) in, by name: the groups
+        of ``accounts`` (not read here: None) and any accessguard group the vault lists the
+        entity in (as read, by id)."""
+        found: dict[str, dict[str, Any] | None] = dict.fromkeys(
+            (self.names(a).group for a in accounts), None
+        )
         for group_id in entity.get("direct_group_ids") or []:
             group = self.vault.read(f"read group {group_id}", f"identity/group/id/{group_id}")
             name = str((group or {}).get("name") or "")
             if name.startswith(GROUP_PREFIX):
-                wanted.add(name)
-        return sorted(wanted)
+                found[name] = group
+        return dict(sorted(found.items()))
 
     def _set_membership(self, group: str, entity_id: str, member: bool) -> bool:
         """Add or remove one entity; whether the group changed. Absent group: nothing to
@@ -188,11 +206,11 @@ class Custody:
         if entity is None:
             return {"cut": True, "entity": "absent", "member_of": []}
         entity_id = str(entity["id"])
-        still = [
-            g
-            for g in self._managed_groups(entity, accounts)
-            if entity_id in ((self.vault.group(g) or {}).get("member_entity_ids") or [])
-        ]
+        still = []
+        for name, group in self._managed_groups(entity, accounts).items():
+            members = (group if group is not None else self.vault.group(name)) or {}
+            if entity_id in (members.get("member_entity_ids") or []):
+                still.append(name)
         disabled = bool(entity.get("disabled"))
         return {"cut": disabled and not still, "disabled": disabled, "member_of": still}
 
@@ -200,12 +218,7 @@ class Custody:
         """Re-enable the entity and put it back in the groups of ``accounts`` (the shared
         logins the registry says it holds)."""
         name = entity_name(identity)
-        entity = self.vault.entity(name)
-        if entity is None:
-            self.vault.write_entity(name, metadata={"identity": identity[:200]})
-            entity = self.vault.entity(name)
-            if entity is None:
-                raise RetryableError(self.label, f"entity {name} not readable after creation")
+        entity, _ = self._entity(identity)
         metadata = {k: v for k, v in (entity.get("metadata") or {}).items() if k != "cut_cause"}
         self.vault.write_entity(name, disabled=False, metadata=metadata)
         added = [
@@ -261,12 +274,13 @@ class Custody:
         if grant:
             self.vault.write_policy(names.enrol_policy, enrol_policy(names))
         name = entity_name(owner)
-        entity = self.vault.entity(name)
-        if entity is None:
-            if not grant:
+        if grant:
+            entity, _ = self._entity(owner)
+        else:
+            found = self.vault.entity(name)
+            if found is None:
                 return
-            self.vault.write_entity(name, metadata={"identity": owner[:200]})
-            entity = self.vault.entity(name) or {}
+            entity = found
         policies = [p for p in entity.get("policies") or [] if p != names.enrol_policy]
         if grant:
             policies.append(names.enrol_policy)
@@ -506,14 +520,10 @@ class Custody:
 
     def _ensure_entity(
         self, identity: str, alias: str, accessor: str | None, report: SyncReport
-    ) -> dict[str, Any] | None:
-        name = entity_name(identity)
-        entity = self.vault.entity(name)
-        if entity is None:
-            self.vault.write_entity(name, metadata={"identity": identity[:200]})
-            entity = self.vault.entity(name)
-            report.entities_created += 1
-        if entity is not None and accessor is not None:
+    ) -> dict[str, Any]:
+        entity, created = self._entity(identity)
+        report.entities_created += created
+        if accessor is not None:
             aliases = entity.get("aliases") or []
             if not any(a.get("mount_accessor") == accessor for a in aliases):
                 self.vault.alias(alias, str(entity["id"]), accessor)

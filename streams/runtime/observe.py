@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from connectors.custody.provider import CUSTODY_ACTIONS
 from streams.model import kinds
 from streams.model.access import held_grants, is_offboarded
 from streams.model.records import ACTION_KINDS, IDENTITY_KINDS, ROLES
@@ -29,14 +30,9 @@ STALL_SECONDS = 120.0
 DEAD_LETTER_REASONS = ("invalid", "rule_error", "processing_error")
 
 
-#: What a custody vault does (streams.model.kinds.CUSTODY_TYPES); a secret store only rotates.
-CUSTODY_ACTIONS = frozenset(
-    {"revoke_shared_access", "restore_shared_access", "rotate_shared_credential"}
-)
-
-
 def _kinds_of(provider_type: str) -> frozenset[str]:
-    """The action kinds a provider of ``provider_type`` may be asked for."""
+    """The action kinds a provider of ``provider_type`` may be asked for (a custody vault's
+    are its provider's ``supports``; a secret store only rotates)."""
     if provider_type in kinds.CUSTODY_TYPES:
         return CUSTODY_ACTIONS
     if provider_type == "secret_store":
