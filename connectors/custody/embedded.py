@@ -40,7 +40,7 @@ import structlog
 
 from connectors.custody.names import Mounts
 from connectors.custody.policy import accessguard_policy
-from streams.bus.broker import _die_with_parent, free_port
+from streams.bus.broker import ChildProcess, _die_with_parent, free_port
 from streams.support.errors import AccessGuardError
 
 log = structlog.get_logger(__name__)
@@ -113,7 +113,7 @@ def _write_private(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-class EmbeddedOpenBao:
+class EmbeddedOpenBao(ChildProcess):
     """A persistent OpenBao on loopback under ``directory``. Use as a context manager or call
     :meth:`start`/:meth:`stop`. ``port`` is the API port wanted (a free one when it is None
     or taken); the effective address is :attr:`url`."""
@@ -222,27 +222,9 @@ class EmbeddedOpenBao:
         return self
 
     def stop(self, timeout: float = 10.0) -> None:
-        proc, self._proc = self._proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGTERM)  # OpenBao shuts down cleanly on SIGTERM (raft)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout)
-        log.info("vault.stopped", url=self.url)
-
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc else None
-
-    def alive(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
-
-    def exit_code(self) -> int | None:
-        """The server's exit status if it was started and has exited on its own, else None."""
-        return None if self._proc is None else self._proc.poll()
+        # OpenBao shuts down cleanly on SIGTERM (raft)
+        if self._terminate(signal.SIGTERM, timeout):
+            log.info("vault.stopped", url=self.url)
 
     def __enter__(self) -> EmbeddedOpenBao:
         return self.start()

@@ -77,8 +77,39 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child between 
     os.setpgid(0, 0)
 
 
+class ChildProcess:
+    """Pid, liveness and a bounded stop of one child server process (``_proc``): the
+    embedded broker's and the embedded vault's (connectors/custody/embedded.py)."""
+
+    _proc: subprocess.Popen[bytes] | None
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    def alive(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def exit_code(self) -> int | None:
+        """The exit status if it was started and has exited on its own, else None."""
+        return None if self._proc is None else self._proc.poll()
+
+    def _terminate(self, sig: int, timeout: float) -> bool:
+        """Send ``sig``, then kill after ``timeout`` s; whether a running process stopped."""
+        proc, self._proc = self._proc, None
+        if proc is None or proc.poll() is not None:
+            return False
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout)
+        return True
+
+
 @dataclass
-class EmbeddedBroker:
+class EmbeddedBroker(ChildProcess):
     """A Tansu process on loopback. Use as a context manager or call start()/stop()."""
 
     binary: str
@@ -148,17 +179,6 @@ class EmbeddedBroker:
         log.info("broker.started", url=self.url, pid=self._proc.pid, storage=self.storage)
         return self
 
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc else None
-
-    def alive(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
-
-    def exit_code(self) -> int | None:
-        """The broker's exit status if it was started and has exited on its own, else None."""
-        return None if self._proc is None else self._proc.poll()
-
     def restart(self, timeout: float = 20.0) -> EmbeddedBroker:
         """Start it again on the same port (after it exited or was stopped). Like
         :meth:`start`, call it from a thread that outlives the broker: Linux sends the
@@ -169,17 +189,9 @@ class EmbeddedBroker:
         return self.start(timeout)
 
     def stop(self, timeout: float = 5.0) -> None:
-        proc, self._proc = self._proc, None
-        if proc is None or proc.poll() is not None:
-            return
         # Tansu exits at once on SIGINT but ignores SIGTERM for several seconds.
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout)
-        log.info("broker.stopped", url=self.url)
+        if self._terminate(signal.SIGINT, timeout):
+            log.info("broker.stopped", url=self.url)
 
     def __enter__(self) -> EmbeddedBroker:
         return self.start()
