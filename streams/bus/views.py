@@ -23,7 +23,7 @@ import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 
-from streams.detect.state import RuleState
+from streams.bus.rulelog import RuleStateLog
 from streams.model.leak_index import LeakIndex
 from streams.model.registry import Registry
 from streams.model.state import StateStore
@@ -173,7 +173,7 @@ class Views:
         ledger_topic: str,
         writer_id: bytes,
         rule_state_topic: str | None = None,
-        rule_state: RuleState | None = None,
+        rule_state: RuleStateLog | None = None,
         plus_tag_domains: frozenset[str] = frozenset(),
     ) -> None:
         self.bootstrap = bootstrap
@@ -221,7 +221,7 @@ class Views:
 
     def _apply_rule_state(self, key: str, value: Any) -> None:
         if self.rule_state is not None:
-            self.rule_state.load_key(key, value)
+            self.rule_state.apply(key, value)
 
     async def start(self, timeout: float = 60.0) -> None:
         consumer = AIOKafkaConsumer(

@@ -25,6 +25,7 @@ import structlog
 from connectors.base.kinds import IDP_TYPES
 from streams.bus.journal import Journal
 from streams.bus.leakbatch import decode_batch
+from streams.bus.rulelog import RuleStateLog
 from streams.bus.topics import Topics, partition_for
 from streams.bus.views import Publisher, Views
 from streams.config import Config
@@ -72,6 +73,7 @@ class Engine(Writer):
         executor: Executor,
         sinks: dict[str, Sink],
         login: LoginPipeline | None = None,
+        rule_log: RuleStateLog | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         super().__init__(
@@ -85,6 +87,14 @@ class Engine(Writer):
         self.executor = executor
         self.sinks = sinks
         self.login = login
+        #: The rule state's checkpoint records (the views read the same object).
+        self.rule_log = rule_log
+        if rule_log is None and login is not None:
+            self.rule_log = RuleStateLog(
+                login.state,
+                shards=config.settings.topics.partitions,
+                writer=publisher.writer_id.decode(),
+            )
         self.provider_types = config.provider_types()
         #: Provider types that are identity providers: the connectors' fact.
         self.idp_types = IDP_TYPES
@@ -385,27 +395,66 @@ class Engine(Writer):
             for alert in detection.alerts:
                 await self.send_alert(alert)
         pipeline.state.expire(now, pipeline.engine.horizons)
+        return await self.checkpoint_rules()
+
+    async def checkpoint_rules(self) -> int:
+        """Write the keys that changed since the last checkpoint: a few batched records per
+        shard (streams/bus/rulelog.py), journal first, then the compacted topic, all sent at
+        once so the producer batches them. Returns the state keys written."""
+        pipeline, log_ = self.login, self.rule_log
+        if pipeline is None or log_ is None:
+            return 0
         dirty = pipeline.state.take_dirty()
-        sends = []
-        for done, key in enumerate(dirty):
-            value = pipeline.state.key_to_dict(key)
-            try:
+        if not dirty:
+            return 0
+        owned = self.owned
+        checkpoint = log_.prepare(dirty, lambda shard: owned is None or shard in owned)
+        try:
+            for key, value in checkpoint.writes:
                 self.journal.append("rule_state", key=key, value=value)
+        except JournalError:
+            # Not waited for (this also runs at shutdown): the keys stay dirty and the next
+            # checkpoint writes them; the journal logged why.
+            pipeline.state.mark_dirty(checkpoint.keys)
+            return 0
+        results = await asyncio.gather(
+            *(self.publisher.send_json(self.topics.rule_state, k, v) for k, v in checkpoint.writes),
+            return_exceptions=True,
+        )
+        if any(isinstance(r, BaseException) for r in results):
+            # the broker did not take them all: the next checkpoint writes these keys again
+            # (the records that did land are kept in the books, for a base to fold away)
+            pipeline.state.mark_dirty(checkpoint.keys)
+            landed = [
+                w
+                for w, r in zip(checkpoint.writes, results, strict=True)
+                if not isinstance(r, BaseException)
+            ]
+            log_.written(checkpoint, tombstoned=False, landed=landed)
+            log.warning("rule_state.checkpoint_deferred", keys=len(checkpoint.keys))
+            return 0
+        tombstoned = True
+        if checkpoint.tombstones:
+            # Only now: a tombstone that overtook the base it is folded into would lose state.
+            # A tombstone that does not land leaves a record that the base repeats: harmless,
+            # and the shard's next base tombstones it again.
+            try:
+                for key in checkpoint.tombstones:
+                    self.journal.append("rule_state", key=key, value=None)
             except JournalError:
-                # Not waited for (this also runs at shutdown): the keys stay dirty and the
-                # next checkpoint writes them; the journal logged why.
-                pipeline.state.mark_dirty(dirty[done:])
-                break
-            sends.append(self.publisher.send_json(self.topics.rule_state, key, value))
-        # Concurrently: the producer batches them, instead of one broker round trip per key
-        # (one at a time, a busy login agent starved the checkpoint for seconds).
-        results = await asyncio.gather(*sends, return_exceptions=True)
-        failed = [k for k, r in zip(dirty, results, strict=False) if isinstance(r, BaseException)]
-        if failed:
-            # the broker did not take them: the next checkpoint sends them again
-            pipeline.state.mark_dirty(failed)
-            log.warning("rule_state.checkpoint_deferred", keys=len(failed))
-        return len(sends) - len(failed)
+                tombstoned = False
+            else:
+                done = await asyncio.gather(
+                    *(
+                        self.publisher.send(self.topics.rule_state, k, None)
+                        for k in checkpoint.tombstones
+                    ),
+                    return_exceptions=True,
+                )
+                tombstoned = not any(isinstance(r, BaseException) for r in done)
+        log_.written(checkpoint, tombstoned=tombstoned)
+        metrics.RULE_STATE_RECORDS.inc(checkpoint.records)
+        return len(checkpoint.keys)
 
     # ---------------------------------------------------------------- plans and alerts
     @property

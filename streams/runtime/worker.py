@@ -21,6 +21,7 @@ from connectors.base.http import HttpClient
 from connectors.ingest.auth_ingest import AuthIngest
 from connectors.ingest.dumps import DumpOptions
 from connectors.ingest.leak_ingest import LeakIngest, LeakPublisher
+from streams.bus.rulelog import RuleStateLog
 from streams.bus.topics import Topics
 from streams.bus.views import Publisher, Views
 from streams.config import Config
@@ -95,6 +96,13 @@ class WorkerServices(mode.Service):  # type: ignore[misc]
         # An invalid rule set refuses to start (RuleError lists every problem with file:line).
         self.login = LoginPipeline(load_rules(config["rules.dir"]), config.provider_types())
         self.publisher = Publisher(bootstrap, client_id=f"{config['worker.id']}-producer")
+        #: The rule state's batched checkpoint records (streams/bus/rulelog.py): read by the
+        #: views, written by the engine.
+        self.rule_log = RuleStateLog(
+            self.login.state,
+            shards=config.settings.topics.partitions,
+            writer=self.publisher.writer_id.decode(),
+        )
         self.views = Views(
             bootstrap,
             registry_topic=self.topics.registry,
@@ -102,7 +110,7 @@ class WorkerServices(mode.Service):  # type: ignore[misc]
             ledger_topic=self.topics.ledger,
             writer_id=self.publisher.writer_id,
             rule_state_topic=self.topics.rule_state,
-            rule_state=self.login.state,
+            rule_state=self.rule_log,
             plus_tag_domains=leak_settings(config).plus_tag_domains,
         )
         self.engine = Engine(
@@ -113,6 +121,7 @@ class WorkerServices(mode.Service):  # type: ignore[misc]
             executor=self.executor,
             sinks=sinks,
             login=self.login,
+            rule_log=self.rule_log,
         )
         vaults = custody_providers(self.executor.providers)
         #: Health, re-enrolment tasks and registry sync of the custody vaults (if any).

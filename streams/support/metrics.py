@@ -170,6 +170,11 @@ RULE_ERRORS = Counter(
     ["rule"],
     registry=REGISTRY,
 )
+RULE_STATE_RECORDS = Counter(
+    "accessguard_rule_state_records_total",
+    "Records (batched deltas, base chunks, tombstones) written by the rule-state checkpoint.",
+    registry=REGISTRY,
+)
 PENDING_ACTIONS = Gauge(
     "accessguard_pending_actions",
     "Actions waiting for a provider (in backoff or in flight).",
