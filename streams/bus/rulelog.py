@@ -27,7 +27,7 @@ removes, and no library here offers a batched, compacted changelog.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -223,7 +223,7 @@ class RuleStateLog:
         return sum(len(k.deltas) + len(k.legacy) + k.base_chunks for k in self._known.values())
 
     def _chunks(
-        self, items: list[tuple[str, dict[str, Any] | None]]
+        self, items: Sequence[tuple[str, dict[str, Any] | None]]
     ) -> Iterable[tuple[dict[str, Any], int]]:
         chunk: dict[str, Any] = {}
         size = 0
