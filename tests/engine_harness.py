@@ -319,6 +319,7 @@ class EngineHarness:
     providers: dict[str, FakeProvider]
     sinks: dict[str, FakeSink]
     topics: Any = field(init=False)
+    _dispatched: int = field(init=False, default=0)
 
     def __post_init__(self) -> None:
         self.topics = self.engine.topics
@@ -329,6 +330,16 @@ class EngineHarness:
 
     def alerts(self, sink: str) -> list[Alert]:
         return self.sinks[sink].sent()
+
+    async def dispatch_alerts(self) -> int:
+        """Be the worker's alert agent: send every alert queued on ``alerts.pending`` since
+        the last call (the event path only queues them). Returns how many were dispatched."""
+        queued = self.publisher.on(self.topics.alert_queue)
+        fresh = queued[self._dispatched :]
+        self._dispatched = len(queued)
+        for _key, value in fresh:
+            await self.engine.dispatch_alert(orjson.dumps(value))
+        return len(fresh)
 
     def journal_entries(self, kind: str | None = None) -> list[dict[str, Any]]:
         return [e for e in read_journal(self.journal.path) if kind in (None, e.get("kind"))]

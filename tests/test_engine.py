@@ -464,12 +464,16 @@ class TestAlertDedup:
         async def scenario() -> None:
             await h.engine.handle_detection(login, detection)
             await settle(h)
+            # the event path queued the alert and sent nothing itself
+            assert h.alerts("pagerduty") == []
+            assert await h.dispatch_alerts() == 1
             await h.engine.handle_detection(login, detection)
             await settle(h)
             await h.engine.handle_detection(
                 login, replace(detection, event_id="login-2", alerts=(), deduplicated=True)
             )
             await settle(h)
+            await h.dispatch_alerts()
 
         run(scenario)
         assert [a.dedup_key for a in h.alerts("pagerduty")] == ["takeover:ana"]

@@ -116,7 +116,14 @@ def test_replay_keeps_every_hr_event_in_order_and_skips_audit_kinds(journal: Jou
         ("E2", "2"),
         ("E1", "3"),
     ]
-    assert set(records) == {"registry.changes", "lifecycle", "ledger", "rule.state", "hr.events"}
+    assert set(records) == {
+        "registry.changes",
+        "lifecycle",
+        "ledger",
+        "rule.state",
+        "hr.events",
+        "alerts.pending",
+    }
     assert sum(len(v) for v in records.values()) == 3
 
 

@@ -32,6 +32,8 @@ REPLAYED_KINDS: dict[str, tuple[str, bool]] = {
     "ledger": ("ledger", True),
     "rule_state": ("rule.state", True),
     "hr_event": ("hr.events", False),
+    # alerts decided but maybe not yet sent (the alert agent skips what the ledger has)
+    "alert_pending": ("alerts.pending", False),
 }
 
 

@@ -29,6 +29,7 @@ class Topics:
     ledger: str
     audit: str
     alerts: str
+    alert_queue: str
     auth_events: str
     auth_dlq: str
     rule_state: str
@@ -46,6 +47,7 @@ class Topics:
             ledger=config.topic("ledger"),
             audit=config.topic("audit"),
             alerts=config.topic("alerts"),
+            alert_queue=config.topic("alerts.pending"),
             auth_events=config.topic("auth.events"),
             auth_dlq=config.topic("auth.events.dlq"),
             rule_state=config.topic("rule.state"),
@@ -68,6 +70,9 @@ def topic_specs(config: Config) -> list[TopicSpec]:
         TopicSpec(t.ledger, 1, compacted=True),
         TopicSpec(t.audit, parts),
         TopicSpec(t.alerts, 1),
+        # Alerts decided on the event path, waiting for the alert agent to send them: a slow
+        # pager never stalls detection (streams/runtime/alerts.py).
+        TopicSpec(t.alert_queue, parts),
         TopicSpec(t.auth_events, parts),
         TopicSpec(t.auth_dlq, 1),
         TopicSpec(t.rule_state, 1, compacted=True),

@@ -6,6 +6,11 @@ it, so a redelivered event or a re-run plan sends nothing twice. A provider that
 actions opens one incident (:mod:`streams.runtime.outages` keeps the count), updated at most
 once per ``alerts.outage_update_interval`` and resolved when the provider answers again; an
 open retryable incident is kept in the ledger, so a restarted worker can resolve it.
+
+Detections (login rules, leaks) do not wait for the pagers: the event path only *queues* the
+alert (:meth:`AlertRouter.enqueue`: journal and the ``alerts.pending`` topic, acknowledged),
+and the worker's alert agent sends it (:meth:`AlertRouter.dispatch`) with the executor's
+retries. A slow Slack or PagerDuty then delays other alerts, never detection (issue 17).
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import replace
 
+import orjson
 import structlog
 
 from streams.model.records import Action, Alert, idempotency_key
@@ -21,6 +27,9 @@ from streams.runtime.outages import LEDGER_PREFIX, Group, Outages
 from streams.runtime.writes import Writer
 from streams.support import metrics
 from streams.support.errors import ProviderError
+
+#: At most this many queued ledger keys are remembered (then forgotten all at once).
+QUEUED_MEMORY = 100_000
 
 # One logger name for the worker's core, as before it was split into modules.
 log = structlog.get_logger("streams.runtime.engine")
@@ -45,6 +54,39 @@ class AlertRouter:
         self.routes = routes
         self.runbook_base = runbook_base
         self.outages = outages
+        #: Ledger keys queued by this process (most recent first to go): saves re-queueing
+        #: an alert that a rule repeats before the alert agent sent it.
+        self._queued: set[str] = set()
+
+    async def enqueue(self, alert: Alert) -> None:
+        """Hand a detection's alert to the alert agent and return: recorded in the journal
+        (replayed for the embedded stack) and acknowledged on the ``alerts.pending`` topic,
+        so it survives a crash, but sent by :meth:`dispatch` on its own consumer, where a
+        slow or failing pager stalls nothing but other alerts. Already sent (ledger), or
+        queued by this process since it started: nothing."""
+        w = self.writer
+        key = "alert:" + idempotency_key(alert.dedup_key, alert.event_action)
+        if key in w.views.ledger or key in self._queued:
+            return
+        data = alert.to_dict()
+        await w.record("alert_pending", key=alert.dedup_key, value=data)
+        await w.publish(w.topics.alert_queue, alert.dedup_key, data)
+        if len(self._queued) >= QUEUED_MEMORY:
+            self._queued.clear()  # only saves sends: the ledger is what keeps a page single
+        self._queued.add(key)
+        metrics.ALERTS_QUEUED.inc()
+
+    async def dispatch(self, raw: bytes | None) -> None:
+        """One record of ``alerts.pending``: route it (:meth:`send_alert`, which skips what the
+        ledger says was sent, so a redelivery or a replay sends nothing twice)."""
+        try:
+            alert = Alert.from_dict(orjson.loads(raw or b""))
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            await self.writer.dead_letter(
+                self.writer.topics.alert_queue, raw, f"invalid: {exc!r}"[:300]
+            )
+            return
+        await self.send_alert(alert)
 
     async def send_alert(self, alert: Alert, *, ledger_key: str | None = None) -> None:
         """Route by severity to the configured sinks, once per dedup key and action (or once

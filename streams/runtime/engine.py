@@ -270,7 +270,7 @@ class Engine(Writer):
             dropped=list(detection.dropped),
         )
         for alert in detection.alerts:
-            await self.send_alert(alert)
+            await self.alerts.enqueue(alert)
         if detection.actions and detection.identity:
             # a redelivered event finds the plan already there (maybe running): nothing
             await self.plans.add(
@@ -359,7 +359,7 @@ class Engine(Writer):
         for value in decision.state_updates:
             await self.put_state(value)
         for alert in decision.alerts:
-            await self.send_alert(alert)
+            await self.alerts.enqueue(alert)
         by_identity: dict[str, list[Action]] = {}
         for action in decision.actions:
             by_identity.setdefault(action.identity, []).append(action)
@@ -393,7 +393,7 @@ class Engine(Writer):
                 continue
             metrics.RULE_MATCHES.labels(detection.rule, detection.severity).inc()
             for alert in detection.alerts:
-                await self.send_alert(alert)
+                await self.alerts.enqueue(alert)
         pipeline.state.expire(now, pipeline.engine.horizons)
         return await self.checkpoint_rules()
 
@@ -478,6 +478,10 @@ class Engine(Writer):
         """Route by severity to the configured sinks, once per dedup key and action (or once
         per ``ledger_key``, for an incident that is updated)."""
         await self.alerts.send_alert(alert, ledger_key=ledger_key)
+
+    async def dispatch_alert(self, raw: bytes | None) -> None:
+        """One record of the ``alerts.pending`` topic (the alert agent)."""
+        await self.alerts.dispatch(raw)
 
     async def tick_outages(self, now: float | None = None) -> int:
         """Update the open provider incidents whose counts changed. Returns the updates sent."""

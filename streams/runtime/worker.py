@@ -326,6 +326,16 @@ class WorkerServices(mode.Service):  # type: ignore[misc]
             self.topics.leak_dlq,
         )
 
+    async def process_alert(self, value: bytes | None) -> None:
+        """One alerts.pending record: a detection's alert, sent to its sinks."""
+        await self._process(
+            "alert",
+            self.engine.dispatch_alert,
+            value,
+            self.topics.alert_queue,
+            self.topics.hr_dlq,
+        )
+
     @mode.Service.task  # type: ignore[untyped-decorator]
     async def _rule_timer(self) -> None:
         await self.ready.wait()
@@ -439,6 +449,7 @@ def build_worker(
     topic = raw_agent("accessguard.hr-events", services.topics.hr_events, services.process_hr)
     raw_agent("accessguard.auth-events", services.topics.auth_events, services.process_login)
     raw_agent("accessguard.leak-records", services.topics.leak_records, services.process_leaks)
+    raw_agent("accessguard.alerts", services.topics.alert_queue, services.process_alert)
 
     @app.on_partitions_assigned.connect  # type: ignore[untyped-decorator]
     async def _assigned(_sender: Any, assigned: Any, **_kw: Any) -> None:

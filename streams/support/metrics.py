@@ -170,6 +170,11 @@ RULE_ERRORS = Counter(
     ["rule"],
     registry=REGISTRY,
 )
+ALERTS_QUEUED = Counter(
+    "accessguard_alerts_queued_total",
+    "Detection alerts handed to the alert agent (the alerts.pending topic) by the event path.",
+    registry=REGISTRY,
+)
 RULE_STATE_RECORDS = Counter(
     "accessguard_rule_state_records_total",
     "Records (batched deltas, base chunks, tombstones) written by the rule-state checkpoint.",
