@@ -1,0 +1,194 @@
+"""The audit trail lasts and can be trusted: every audit record is a link of its writer's hash
+chain (streams/bus/auditchain.py), the chain survives a restart, and verification names the
+first broken link of each chain when a record is edited, deleted, replaced or reordered;
+``accessguard audit export`` and ``verify`` read it from the real embedded broker; the audit,
+alert and dead-letter topics carry explicit retention."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import itertools
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from streams.bus.auditchain import GENESIS, AuditChain, Verifier, last_link, record_hash
+from tests.engine_harness import build_engine, hr_event
+
+# --- the chain, unit --------------------------------------------------------------------------
+
+
+def _chain(n: int, chain_id: str = "worker-0-abcd") -> list[dict[str, Any]]:
+    """``n`` sealed records of one chain, as they are stored (JSON round trip)."""
+    chain = AuditChain(chain_id)
+    records = []
+    for i in range(n):
+        record = chain.seal("decision", 1700000000.0 + i, {"event_id": f"e{i}", "n": i * 1.5})
+        chain.advance(record)
+        records.append(orjson.loads(orjson.dumps(record)))
+    return records
+
+
+def _verify(records: list[dict[str, Any]]) -> Any:
+    verifier = Verifier()
+    for i, record in enumerate(records, 1):
+        verifier.add(record, f"line {i}")
+    (report,) = verifier.report()
+    return report
+
+
+def test_an_untouched_chain_verifies_in_any_line_order() -> None:
+    """Sealed records verify after a JSON round trip; the order of lines does not matter (a
+    topic's partitions interleave a chain): seq gives the order."""
+    records = _chain(6)
+    assert records[0]["seq"] == 1
+    assert records[0]["prev_hash"] == GENESIS
+    assert all(r["prev_hash"] == p["hash"] for p, r in itertools.pairwise(records))
+    report = _verify(list(reversed(records)))
+    assert report.broken is None
+    assert (report.records, report.first_seq, report.last_seq) == (6, 1, 6)
+    assert report.head == records[-1]["hash"]
+
+
+def test_an_edited_field_is_found_at_that_record() -> None:
+    """Changing any field of one record (here a nested value) is a hash mismatch named at
+    that record."""
+    records = _chain(6)
+    records[3]["n"] = 99.0
+    report = _verify(records)
+    assert report.broken is not None
+    assert (report.broken.seq, report.broken.where, report.broken.finding) == (
+        4,
+        "line 4",
+        "edited",
+    )
+    assert report.records == 3
+
+
+def test_a_deleted_record_leaves_a_gap_named_at_the_next_record() -> None:
+    """Deleting one record is a seq gap: the record after it is named, with what is missing."""
+    records = _chain(6)
+    del records[2]
+    report = _verify(records)
+    assert report.broken is not None
+    assert report.broken.finding == "deleted"
+    assert report.broken.seq == 4
+    assert "seq 3 missing" in report.broken.problem
+
+
+def test_a_truncated_middle_is_found() -> None:
+    """Cutting several records out of the middle names the first record after the cut and
+    the whole missing range."""
+    records = _chain(10)
+    kept = records[:3] + records[7:]
+    report = _verify(kept)
+    assert report.broken is not None
+    assert (report.broken.seq, report.broken.finding) == (8, "deleted")
+    assert "seq 4..7 missing" in report.broken.problem
+
+
+def test_two_swapped_records_are_found_at_the_first() -> None:
+    """Swapping two records' places in the chain (their seq and prev_hash) breaks the hash of
+    the first of them."""
+    records = _chain(6)
+    a, b = records[1], records[2]
+    for key in ("seq", "prev_hash"):
+        a[key], b[key] = b[key], a[key]
+    report = _verify(records)
+    assert report.broken is not None
+    assert (report.broken.seq, report.broken.finding) == (2, "edited")
+
+
+def test_a_rehashed_replacement_breaks_the_next_link() -> None:
+    """A record edited and re-hashed passes its own check, but the next record's prev_hash no
+    longer matches: the break is named at the next record, as a replacement."""
+    records = _chain(6)
+    records[2]["event_id"] = "forged"
+    records[2]["hash"] = record_hash(records[2])
+    report = _verify(records)
+    assert report.broken is not None
+    assert (report.broken.seq, report.broken.finding) == (4, "replaced")
+    assert "seq 3" in report.broken.problem
+
+
+def test_duplicates_are_accepted_but_a_conflicting_seq_is_not() -> None:
+    """The same record delivered twice (a producer retry) is counted, not a break; two
+    different records with one seq are a conflict."""
+    records = _chain(4)
+    report = _verify([*records, copy.deepcopy(records[1])])
+    assert report.broken is None
+    assert report.duplicates == 1
+    other = _chain(4, chain_id=records[0]["chain"])[1]
+    other["event_id"] = "other"
+    other["hash"] = record_hash(other)
+    report = _verify([*records, other])
+    assert report.broken is not None
+    assert report.broken.finding == "conflict"
+
+
+def test_each_chain_is_checked_on_its_own() -> None:
+    """Two writers' chains in one input: a break in one leaves the other reported intact."""
+    first, second = _chain(3, "worker-0-aaaa"), _chain(3, "worker-1-bbbb")
+    del second[1]
+    verifier = Verifier()
+    for i, record in enumerate([*first, *second]):
+        verifier.add(record, f"line {i + 1}")
+    reports = {r.chain: r for r in verifier.report()}
+    assert reports["worker-0-aaaa"].broken is None
+    assert reports["worker-1-bbbb"].broken is not None
+
+
+def test_sealing_refuses_fields_that_shadow_the_chain() -> None:
+    """An audit field named like a chain field would let a caller forge the link."""
+    with pytest.raises(ValueError, match="may not use"):
+        AuditChain("c").seal("decision", 1.0, {"seq": 5})
+
+
+def test_the_head_is_found_from_the_end_of_a_long_journal(tmp_path: Path) -> None:
+    """The last chained entry is found from the end, across read blocks, past unchained
+    entries and a torn last line; a journal with none gives no head."""
+    path = tmp_path / "journal.jsonl"
+    records = _chain(3)
+    lines = [orjson.dumps(r) for r in records]
+    lines += [orjson.dumps({"kind": "state", "pad": "x" * 200_000})] * 2
+    path.write_bytes(b"\n".join(lines) + b'\n{"kind": "decis')
+    assert last_link(path) == (records[0]["chain"], 3, records[-1]["hash"])
+    empty = tmp_path / "empty.jsonl"
+    empty.write_bytes(b'{"kind": "state"}\n')
+    assert last_link(empty) is None
+    assert last_link(tmp_path / "missing.jsonl") is None
+
+
+# --- the worker writes the chain ---------------------------------------------------------------
+
+
+def test_the_worker_chains_its_audit_records_across_a_restart(tmp_path: Path) -> None:
+    """Every audit record the worker journals and publishes is a link; a worker started
+    again on the same journal continues the same chain (same id, next seq), so journal and
+    topic copies verify as one chain."""
+    published: list[dict[str, Any]] = []
+    for event_id in ("evt-1", "evt-2"):
+        h = build_engine(tmp_path)
+        try:
+
+            async def scenario(h: Any = h, event_id: str = event_id) -> None:
+                await h.engine.handle_hr(hr_event(event_id=event_id))
+                await asyncio.wait_for(h.engine.wait_plans(), 5.0)
+
+            asyncio.run(scenario())
+            published += [v for _, v in h.publisher.on(h.topics.audit)]
+        finally:
+            h.close()
+    assert len({r["chain"] for r in published}) == 1
+    assert sorted(r["seq"] for r in published) == list(range(1, len(published) + 1))
+    report = _verify(published)
+    assert report.broken is None
+    assert report.records == len(published)
+    verifier = Verifier()
+    verifier.add_lines((tmp_path / "data" / "journal.jsonl").read_bytes().splitlines(), "journal")
+    (journal_report,) = verifier.report()
+    assert journal_report.broken is None
+    assert journal_report.head == report.head
