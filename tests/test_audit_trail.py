@@ -16,7 +16,13 @@ import orjson
 import pytest
 
 from streams.bus.auditchain import GENESIS, AuditChain, Verifier, last_link, record_hash
+from streams.bus.broker import TopicSpec
+from streams.bus.topics import Topics, retention_ms, topic_specs
+from streams.config import Config, load_config
+from streams.config.models import RetentionSettings
+from streams.support.errors import ConfigError
 from tests.engine_harness import build_engine, hr_event
+from tests.kustomize_lite import build
 
 # --- the chain, unit --------------------------------------------------------------------------
 
@@ -192,3 +198,56 @@ def test_the_worker_chains_its_audit_records_across_a_restart(tmp_path: Path) ->
     (journal_report,) = verifier.report()
     assert journal_report.broken is None
     assert journal_report.head == report.head
+
+
+# --- retention ---------------------------------------------------------------------------------
+
+K8S = Path(__file__).resolve().parents[1] / "deploy" / "k8s"
+
+
+def _trail_specs(config: Config) -> dict[str, TopicSpec]:
+    t = Topics.from_config(config)
+    names = {t.audit, t.alerts, t.hr_dlq, t.auth_dlq, t.leak_dlq}
+    return {s.name: s for s in topic_specs(config) if s.name in names}
+
+
+def test_the_trail_topics_have_explicit_long_retention() -> None:
+    """Audit and alerts keep 400 days, every dead-letter topic 90 (the defaults of
+    topics.retention), with cleanup.policy delete said explicitly; every ``.dlq`` topic is
+    covered."""
+    config = load_config(None, env={})
+    specs = _trail_specs(config)
+    assert {s.name for s in topic_specs(config) if s.name.endswith(".dlq")} <= set(specs)
+    days = {"audit": 400, "alerts": 400}
+    for name, spec in specs.items():
+        want = days.get(name.rsplit(".", 1)[-1], 90) * 86_400_000
+        assert spec.configs() == {"cleanup.policy": "delete", "retention.ms": want}, name
+
+
+def test_retention_is_configurable_and_minus_one_keeps_for_ever() -> None:
+    """topics.retention.*_days comes from the configuration; -1 is retention.ms -1; 0 (which
+    would delete at once) is refused naming the key."""
+    config = load_config(None, env={"ACCESSGUARD_TOPICS_RETENTION_AUDIT_DAYS": "-1"})
+    audit = Topics.from_config(config).audit
+    assert _trail_specs(config)[audit].configs()["retention.ms"] == -1
+    with pytest.raises(ConfigError, match=r"topics\.retention\.dlq_days: must be -1"):
+        load_config(None, env={"ACCESSGUARD_TOPICS_RETENTION_DLQ_DAYS": "0"})
+
+
+@pytest.mark.parametrize("overlay", sorted(p.name for p in (K8S / "overlays").iterdir()))
+def test_the_strimzi_topics_carry_the_retention_defaults(overlay: str) -> None:
+    """Every overlay's KafkaTopics for the trail carry the retention the configuration model
+    defaults to (derived from RetentionSettings, not copied)."""
+    defaults = RetentionSettings()
+    days = {"audit": defaults.audit_days, "alerts": defaults.alerts_days}
+    topics = {
+        o["spec"]["topicName"]: o["spec"]["config"]
+        for o in build(K8S / "overlays" / overlay)
+        if o["kind"] == "KafkaTopic"
+    }
+    trail = [n for n in topics if n.endswith((".audit", ".alerts", ".dlq"))]
+    assert len(trail) == 5
+    for name in trail:
+        want = retention_ms(days.get(name.rsplit(".", 1)[-1], defaults.dlq_days))
+        assert topics[name]["retention.ms"] == want, name
+        assert topics[name]["cleanup.policy"] == "delete", name
