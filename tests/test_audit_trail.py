@@ -9,15 +9,22 @@ from __future__ import annotations
 import asyncio
 import copy
 import itertools
+import os
 from pathlib import Path
 from typing import Any
 
+import click
 import orjson
 import pytest
+from click.testing import CliRunner
 
 from streams.bus.auditchain import GENESIS, AuditChain, Verifier, last_link, record_hash
-from streams.bus.broker import TopicSpec
-from streams.bus.topics import Topics, retention_ms, topic_specs
+from streams.bus.broker import EmbeddedBroker, TopicSpec
+from streams.bus.journal import read_journal
+from streams.bus.topics import Topics, create_topics, retention_ms, topic_specs
+from streams.bus.views import Publisher
+from streams.cli import main
+from streams.cli.audit import parse_time
 from streams.config import Config, load_config
 from streams.config.models import RetentionSettings
 from streams.support.errors import ConfigError
@@ -251,3 +258,98 @@ def test_the_strimzi_topics_carry_the_retention_defaults(overlay: str) -> None:
         want = retention_ms(days.get(name.rsplit(".", 1)[-1], defaults.dlq_days))
         assert topics[name]["retention.ms"] == want, name
         assert topics[name]["cleanup.policy"] == "delete", name
+
+
+# --- export and verify against the real embedded broker ----------------------------------------
+
+
+def _audit_cli(*args: str, data: Path) -> Any:
+    env: dict[str, str | None] = {k: None for k in os.environ if k.startswith("ACCESSGUARD_")}
+    env["ACCESSGUARD_DATA_DIR"] = str(data)
+    return CliRunner().invoke(main, ["audit", *args], env=env)
+
+
+def test_export_and_verify_the_trail_a_worker_wrote(broker: EmbeddedBroker, tmp_path: Path) -> None:
+    """A worker (the engine, publishing to the real broker) writes audit records, is started
+    again and writes more; ``audit export`` returns every one of them, as stored, in its time
+    window; ``audit verify`` passes on the topic and on the export, and fails on a tampered
+    export, naming the first broken link."""
+    for event_id in ("evt-1", "evt-2"):
+        h = build_engine(tmp_path)
+        create_topics(h.config, broker.bootstrap)
+        try:
+
+            async def scenario(h: Any = h, event_id: str = event_id) -> None:
+                publisher = Publisher(broker.bootstrap)
+                await publisher.start()
+                h.engine.publisher = publisher
+                try:
+                    await h.engine.handle_hr(hr_event(event_id=event_id))
+                    await asyncio.wait_for(h.engine.wait_plans(), 10.0)
+                finally:
+                    await publisher.stop()
+
+            asyncio.run(scenario())
+        finally:
+            h.close()
+    journaled = [e for e in read_journal(tmp_path / "data" / "journal.jsonl") if "chain" in e]
+    assert len(journaled) >= 4
+
+    export = tmp_path / "audit.ndjson"
+    result = _audit_cli(
+        "export", "--broker", broker.url, "--since", "1h", "--output", str(export), data=tmp_path
+    )
+    assert result.exit_code == 0, result.output
+    lines = export.read_bytes().splitlines()
+    assert sorted(orjson.loads(x)["seq"] for x in lines) == [e["seq"] for e in journaled]
+    assert {orjson.loads(x)["hash"] for x in lines} == {e["hash"] for e in journaled}
+    empty = _audit_cli(
+        "export", "--broker", broker.url, "--since", "2020-01-01", "--until", "2020-02-01T00:00Z",
+        data=tmp_path,
+    )  # fmt: skip
+    assert empty.exit_code == 0, empty.output
+    assert empty.stdout == ""
+    assert '"exported":0' in empty.stderr
+
+    on_topic = _audit_cli("verify", "--broker", broker.url, data=tmp_path)
+    assert on_topic.exit_code == 0, on_topic.output
+    (chain,) = orjson.loads(on_topic.stdout)["chains"]
+    assert (chain["ok"], chain["records"], chain["last_seq"]) == (
+        True,
+        len(journaled),
+        len(journaled),
+    )
+    assert _audit_cli("verify", "--input", str(export), data=tmp_path).exit_code == 0
+
+    records = sorted((orjson.loads(x) for x in lines), key=lambda r: r["seq"])
+    records[2]["kind"] = "nothing_happened"
+    export.write_bytes(b"\n".join(orjson.dumps(r) for r in records) + b"\n")
+    tampered = _audit_cli("verify", "--input", str(export), data=tmp_path)
+    assert tampered.exit_code == 1
+    report = orjson.loads(tampered.stdout)
+    assert report["ok"] is False
+    assert report["chains"][0]["broken"]["seq"] == 3
+    assert report["chains"][0]["broken"]["finding"] == "edited"
+    assert "audit.ndjson:3): edited" in tampered.stderr
+
+
+def test_times_are_iso_8601_or_relative() -> None:
+    """--since/--until take ISO 8601 (UTC when no zone is given) or "N[smhdw]" ago; anything
+    else is refused with both forms named."""
+    now = 1_800_000_000.0
+    assert parse_time("2026-01-31T12:00:00Z", now) == 1_769_860_800.0
+    assert parse_time("2026-01-31T12:00:00", now) == 1_769_860_800.0
+    assert parse_time("2026-01-31T13:00:00+01:00", now) == 1_769_860_800.0
+    assert parse_time("7d", now) == now - 7 * 86400
+    assert parse_time("24h", now) == now - 86400
+    assert parse_time("90m", now) == now - 5400
+    with pytest.raises(click.BadParameter, match="neither ISO 8601"):
+        parse_time("last tuesday", now)
+
+
+def test_reading_the_topic_needs_a_broker(tmp_path: Path) -> None:
+    """Without --broker or ACCESSGUARD_BROKER the commands stop with one line naming the key."""
+    result = _audit_cli("verify", data=tmp_path)
+    assert result.exit_code == 2
+    assert "broker" in result.stderr
+    assert "--broker" in result.stderr

@@ -329,3 +329,48 @@ def _check(chain: str, links: list[_Link]) -> ChainReport:
         report.last_seq, report.head = link.seq, link.hash
         last = link
     return report
+
+
+# --- reading the audit topic -----------------------------------------------------------------
+
+
+def read_topic(
+    bootstrap: str, topic: str, *, timeout_ms: int = 10000
+) -> Iterator[tuple[bytes, str]]:
+    """Every record of ``topic`` (its value as stored, and where: ``topic[partition]@offset``)
+    from the beginning to the end offsets read at the start, partition by partition as
+    fetched. Tansu answers no ListOffsets by timestamp, so a time window is a filter on the
+    records, not a seek; its end offset can be short of the last batch's end, which reading
+    "until position >= end" still covers whole."""
+    from kafka import KafkaConsumer, TopicPartition  # noqa: PLC0415
+
+    from streams.support.errors import BrokerError  # noqa: PLC0415
+
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        client_id="accessguard-audit-reader",
+    )
+    try:
+        parts = [
+            TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())
+        ]
+        if not parts:
+            return
+        consumer.assign(parts)
+        consumer.seek_to_beginning(*parts)
+        end = consumer.end_offsets(parts)
+        remaining = {tp for tp in parts if end[tp] > consumer.position(tp)}
+        while remaining:
+            batch = consumer.poll(timeout_ms=timeout_ms, max_records=5000)
+            if not batch:
+                raise BrokerError(f"audit topic {topic} not readable to its end")
+            for tp, records in batch.items():
+                for rec in records:
+                    if rec.value is not None:
+                        yield rec.value, f"{topic}[{tp.partition}]@{rec.offset}"
+                if consumer.position(tp) >= end[tp]:
+                    remaining.discard(tp)
+    finally:
+        consumer.close()
