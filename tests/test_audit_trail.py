@@ -18,7 +18,14 @@ import orjson
 import pytest
 from click.testing import CliRunner
 
-from streams.bus.auditchain import GENESIS, AuditChain, Verifier, last_link, record_hash
+from streams.bus.auditchain import (
+    GENESIS,
+    REPUBLISH,
+    AuditChain,
+    Verifier,
+    last_link,
+    record_hash,
+)
 from streams.bus.broker import EmbeddedBroker, TopicSpec
 from streams.bus.journal import read_journal
 from streams.bus.topics import Topics, create_topics, retention_ms, topic_specs
@@ -178,33 +185,55 @@ def test_the_head_is_found_from_the_end_of_a_long_journal(tmp_path: Path) -> Non
 # --- the worker writes the chain ---------------------------------------------------------------
 
 
+def _run_engine(tmp_path: Path, event_id: str) -> list[tuple[str, dict[str, Any]]]:
+    """One worker life: an engine on ``tmp_path``'s journal decides one HR event; returns
+    what it published to the audit topic as (key, record)."""
+    h = build_engine(tmp_path)
+    try:
+
+        async def scenario() -> None:
+            await h.engine.handle_hr(hr_event(event_id=event_id))
+            await asyncio.wait_for(h.engine.wait_plans(), 5.0)
+
+        asyncio.run(scenario())
+        return list(h.publisher.on(h.topics.audit))
+    finally:
+        h.close()
+
+
 def test_the_worker_chains_its_audit_records_across_a_restart(tmp_path: Path) -> None:
     """Every audit record the worker journals and publishes is a link; a worker started
     again on the same journal continues the same chain (same id, next seq), so journal and
-    topic copies verify as one chain."""
-    published: list[dict[str, Any]] = []
-    for event_id in ("evt-1", "evt-2"):
-        h = build_engine(tmp_path)
-        try:
-
-            async def scenario(h: Any = h, event_id: str = event_id) -> None:
-                await h.engine.handle_hr(hr_event(event_id=event_id))
-                await asyncio.wait_for(h.engine.wait_plans(), 5.0)
-
-            asyncio.run(scenario())
-            published += [v for _, v in h.publisher.on(h.topics.audit)]
-        finally:
-            h.close()
+    topic copies verify as one chain with the same head."""
+    first = [r for _, r in _run_engine(tmp_path, "evt-1")]
+    again = [r for _, r in _run_engine(tmp_path, "evt-2")]
+    published = first + again
     assert len({r["chain"] for r in published}) == 1
-    assert sorted(r["seq"] for r in published) == list(range(1, len(published) + 1))
+    assert [r["seq"] for r in first] == list(range(1, len(first) + 1))
+    assert max(r["seq"] for r in again) > len(first)
     report = _verify(published)
     assert report.broken is None
-    assert report.records == len(published)
+    assert report.records == max(r["seq"] for r in published)
     verifier = Verifier()
     verifier.add_lines((tmp_path / "data" / "journal.jsonl").read_bytes().splitlines(), "journal")
     (journal_report,) = verifier.report()
     assert journal_report.broken is None
     assert journal_report.head == report.head
+
+
+def test_a_record_a_crash_kept_off_the_topic_is_published_at_restart(tmp_path: Path) -> None:
+    """A worker that died between journaling an audit record and publishing it leaves the
+    record off the topic; started again, it republishes its chain's last journaled records
+    (under the chain id as key) before going on, so the topic shows no gap, only duplicates."""
+    first = [r for _, r in _run_engine(tmp_path, "evt-1")]
+    lost = first.pop()  # journaled, never acknowledged by the broker
+    again = _run_engine(tmp_path, "evt-2")
+    republished = sorted((r for k, r in again if k == lost["chain"]), key=lambda r: r["seq"])
+    assert len(first) + 1 <= REPUBLISH
+    assert republished == [*first, lost]  # the whole (short) chain so far, once more
+    report = _verify(first + [r for _, r in again])
+    assert report.broken is None
+    assert report.duplicates == len(first)
 
 
 # --- retention ---------------------------------------------------------------------------------
@@ -301,8 +330,9 @@ def test_export_and_verify_the_trail_a_worker_wrote(broker: EmbeddedBroker, tmp_
     )
     assert result.exit_code == 0, result.output
     lines = export.read_bytes().splitlines()
-    assert sorted(orjson.loads(x)["seq"] for x in lines) == [e["seq"] for e in journaled]
+    # Every journaled record is there; the second life republished the first's (duplicates).
     assert {orjson.loads(x)["hash"] for x in lines} == {e["hash"] for e in journaled}
+    assert len(lines) > len(journaled)
     empty = _audit_cli(
         "export", "--broker", broker.url, "--since", "2020-01-01", "--until", "2020-02-01T00:00Z",
         data=tmp_path,
@@ -321,7 +351,8 @@ def test_export_and_verify_the_trail_a_worker_wrote(broker: EmbeddedBroker, tmp_
     )
     assert _audit_cli("verify", "--input", str(export), data=tmp_path).exit_code == 0
 
-    records = sorted((orjson.loads(x) for x in lines), key=lambda r: r["seq"])
+    records = list({r["seq"]: r for r in map(orjson.loads, lines)}.values())
+    records.sort(key=lambda r: r["seq"])
     records[2]["kind"] = "nothing_happened"
     export.write_bytes(b"\n".join(orjson.dumps(r) for r in records) + b"\n")
     tampered = _audit_cli("verify", "--input", str(export), data=tmp_path)

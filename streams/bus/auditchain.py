@@ -39,6 +39,10 @@ import orjson
 GENESIS = "0" * 64
 #: The fields the chain adds to an audit record; callers' own fields must not use them.
 CHAIN_KEYS = frozenset({"chain", "seq", "prev_hash", "hash"})
+#: Records of a resumed chain published again at start: more than the audit writes one
+#: worker has in flight at once (each waits for the broker's ack), so whatever a crash left
+#: journaled but not on the topic is among them.
+REPUBLISH = 64
 #: Bytes read per step when looking for the chain's head from the end of the journal.
 _TAIL_BLOCK = 65536
 
@@ -70,15 +74,22 @@ class AuditChain:
         self.chain_id = chain_id
         self.seq = seq
         self.head = head
+        #: Journaled records of a resumed chain that the topic may lack: publish them again
+        #: (exact duplicates, which :class:`Verifier` accepts) before the chain goes on.
+        self.unconfirmed: list[dict[str, Any]] = []
 
     @classmethod
     def resume(cls, journal_path: Path) -> AuditChain:
-        """The chain of the journal at ``journal_path``, at its last chained entry; a new
-        chain when it holds none."""
-        last = last_link(journal_path)
-        if last is None:
+        """The chain of the journal at ``journal_path``, at its last chained entry (a new
+        chain when it holds none), with its last :data:`REPUBLISH` records in
+        :attr:`unconfirmed`: a record is journaled before it is published, so those may be
+        missing from the topic after a crash, and a gap there would read as a deletion."""
+        tail = tail_links(journal_path, REPUBLISH)
+        if not tail:
             return cls(new_chain_id())
-        return cls(*last)
+        chain = cls(str(tail[-1]["chain"]), int(tail[-1]["seq"]), str(tail[-1]["hash"]))
+        chain.unconfirmed = tail
+        return chain
 
     def seal(self, kind: str, ts: float, fields: Mapping[str, Any]) -> dict[str, Any]:
         """The next record of the chain: ``{"ts", "kind", **fields}`` (the journal's entry
@@ -120,11 +131,12 @@ def _lines_backwards(path: Path) -> Iterator[bytes]:
         yield carry
 
 
-def last_link(path: Path) -> tuple[str, int, str] | None:
-    """(chain id, seq, hash) of the journal's last chained entry, or None. Reads from the
-    end: the last audit record is usually within the last block."""
+def tail_links(path: Path, limit: int) -> list[dict[str, Any]]:
+    """The journal's last ``limit`` chained entries of its newest chain, oldest first. Reads
+    from the end: the last audit records are usually within the last block."""
     if not path.exists():
-        return None
+        return []
+    found: list[dict[str, Any]] = []
     for raw in _lines_backwards(path):
         if b'"prev_hash"' not in raw:
             continue
@@ -132,9 +144,22 @@ def last_link(path: Path) -> tuple[str, int, str] | None:
             entry = orjson.loads(raw)
         except orjson.JSONDecodeError:
             continue  # a torn last line: the entry before it is the head
-        if isinstance(entry, dict) and isinstance(entry.get("seq"), int) and "hash" in entry:
-            return str(entry["chain"]), int(entry["seq"]), str(entry["hash"])
-    return None
+        if not (isinstance(entry, dict) and isinstance(entry.get("seq"), int) and "hash" in entry):
+            continue
+        if found and entry.get("chain") != found[0].get("chain"):
+            break
+        found.append(entry)
+        if len(found) >= limit:
+            break
+    return found[::-1]
+
+
+def last_link(path: Path) -> tuple[str, int, str] | None:
+    """(chain id, seq, hash) of the journal's last chained entry, or None."""
+    tail = tail_links(path, 1)
+    if not tail:
+        return None
+    return str(tail[0]["chain"]), int(tail[0]["seq"]), str(tail[0]["hash"])
 
 
 # --- verification ----------------------------------------------------------------------------

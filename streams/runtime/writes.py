@@ -100,7 +100,14 @@ class Writer:
     async def audit(self, kind: str, key: str, **fields: Any) -> None:
         """Journal, then publish, one link of the audit chain (:mod:`streams.bus.auditchain`).
         Sealed under the journal lock, so seq follows journal order; the head advances only
-        once the journal has the record (one cancelled while the disk is full leaves no gap)."""
+        once the journal has the record (one cancelled while the disk is full leaves no gap).
+        The first call after a restart first republishes the chain's last journaled records,
+        which a crash may have kept off the topic."""
+        if self.chain.unconfirmed:
+            pending, self.chain.unconfirmed = self.chain.unconfirmed, []
+            await asyncio.gather(
+                *(self.publish(self.topics.audit, self.chain.chain_id, old) for old in pending)
+            )
         async with self._journal_lock:
             sealed = self.chain.seal(kind, round(time.time(), 6), fields)
             del sealed["kind"]  # the journal's own argument; the entry it writes has it again
