@@ -10,6 +10,7 @@ import asyncio
 import copy
 import itertools
 import os
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +37,9 @@ from streams.config import Config, load_config
 from streams.config.models import RetentionSettings
 from streams.support.errors import ConfigError
 from tests.engine_harness import build_engine, hr_event
+from tests.fakes import FakeVendorServer
 from tests.kustomize_lite import build
+from tests.stack import Stack, terminated_event, wait_until, write_config
 
 # --- the chain, unit --------------------------------------------------------------------------
 
@@ -384,3 +387,37 @@ def test_reading_the_topic_needs_a_broker(tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert "broker" in result.stderr
     assert "--broker" in result.stderr
+
+
+@pytest.mark.integration
+def test_the_running_stack_writes_a_chain_that_verifies(
+    broker: EmbeddedBroker, vendor: FakeVendorServer, tmp_path: Path
+) -> None:
+    """`accessguard run` (Faust worker) against the real broker audits an offboarding as one
+    chain named after the host; `audit verify` on the topic finds it intact, holding every
+    chained record of the worker's journal."""
+    cfg = write_config(
+        tmp_path / "config.yaml",
+        data_dir=tmp_path / "data",
+        vendor_url=vendor.url,
+        broker=broker.url,
+    )
+    with Stack(cfg) as stack:
+        event = terminated_event("chain-1", "E1001", "alice.nguyen@lumen-outdoor.example")
+        assert stack.post_hr(event).status_code == 202
+        stack.wait_for_ledger("chain-1")
+
+        def on_topic() -> dict[str, Any] | None:
+            chained = [e for e in stack.journal_so_far() if "chain" in e]
+            result = _audit_cli("verify", "--broker", broker.url, data=tmp_path)
+            report = orjson.loads(result.stdout)
+            if chained and report["records"] == len(chained):
+                return {"report": report, "chained": chained, "exit": result.exit_code}
+            return None
+
+        seen = wait_until(on_topic, 20, 0.5, what="every journaled audit record on the topic")
+    assert seen["exit"] == 0
+    (chain,) = seen["report"]["chains"]
+    assert chain["ok"] is True
+    assert chain["chain"].startswith(socket.gethostname().split(".", 1)[0] + "-")
+    assert chain["head"] == seen["chained"][-1]["hash"]
