@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import itertools
+import json
 import os
 import socket
 from pathlib import Path
@@ -74,6 +75,22 @@ def test_an_untouched_chain_verifies_in_any_line_order() -> None:
     assert report.broken is None
     assert (report.records, report.first_seq, report.last_seq) == (6, 1, 6)
     assert report.head == records[-1]["hash"]
+
+
+def test_the_hash_does_not_depend_on_how_the_json_is_written() -> None:
+    """A copy re-serialised with other key order (nested too), indentation and ASCII escapes
+    (as a SIEM or a script may write it) still verifies: the hash is over canonical JSON."""
+    records = _chain(3)
+    records[1]["note"] = "Zürich"
+    records[1]["nested"] = {"z": 1, "a": [{"y": 2, "b": 3}]}
+    records[1]["hash"] = record_hash(records[1])
+    records[2]["prev_hash"] = records[1]["hash"]
+    records[2]["hash"] = record_hash(records[2])
+    rewritten = [
+        json.loads(json.dumps(dict(reversed(list(r.items()))), indent=2, ensure_ascii=True))
+        for r in records
+    ]
+    assert _verify(rewritten).broken is None
 
 
 def test_an_edited_field_is_found_at_that_record() -> None:
@@ -336,6 +353,9 @@ def test_export_and_verify_the_trail_a_worker_wrote(broker: EmbeddedBroker, tmp_
     # Every journaled record is there; the second life republished the first's (duplicates).
     assert {orjson.loads(x)["hash"] for x in lines} == {e["hash"] for e in journaled}
     assert len(lines) > len(journaled)
+    to_stdout = _audit_cli("export", "--broker", broker.url, "--since", "1h", data=tmp_path)
+    assert to_stdout.exit_code == 0, to_stdout.output
+    assert sorted(to_stdout.stdout_bytes.splitlines()) == sorted(lines)
     empty = _audit_cli(
         "export", "--broker", broker.url, "--since", "2020-01-01", "--until", "2020-02-01T00:00Z",
         data=tmp_path,
