@@ -227,8 +227,10 @@ def _merge(base: Any, patch: Any, kind: str, field: str = "") -> Any:
 
 
 def _pod_templates(obj: dict[str, Any]) -> list[dict[str, Any]]:
+    """The templates ``includeTemplates`` labels: pod templates, and a StatefulSet's volume
+    claim templates (kustomize labels those too)."""
     if obj["kind"] in WORKLOADS:
-        return [obj["spec"]["template"]]
+        return [obj["spec"]["template"], *obj["spec"].get("volumeClaimTemplates", [])]
     if obj["kind"] == "CronJob":
         return [obj["spec"]["jobTemplate"]["spec"]["template"]]
     return []

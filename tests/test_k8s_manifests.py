@@ -141,6 +141,7 @@ def test_overlays_exist_and_render() -> None:
         kinds = {o["kind"] for o in build(K8S / "overlays" / overlay)}
         assert {
             "Deployment",
+            "StatefulSet",
             "Service",
             "PodDisruptionBudget",
             "NetworkPolicy",
@@ -221,7 +222,7 @@ def test_the_validators_reject_what_they_should() -> None:
     """The validation above is live: a misspelt field, a wrong type and a removed apiVersion
     each fail."""
     objects = build(K8S / "overlays" / "production")
-    deployment = copy.deepcopy(_one(objects, "Deployment", "accessguard-worker"))
+    deployment = copy.deepcopy(_one(objects, "StatefulSet", "accessguard-worker"))
     deployment["spec"]["template"]["spec"]["containers"][0]["readinesProbe"] = {}
     with pytest.raises(kubernetes_validate.ValidationError, match="readinesProbe"):
         kubernetes_validate.validate(deployment, K8S_VERSIONS[-1], strict=True)
@@ -274,6 +275,8 @@ def test_writable_paths_are_volumes(rendered: tuple[str, list[dict[str, Any]]]) 
     writable_allowed = {"/tmp", str(config.data_dir)}
     for obj, spec in _pods(objects):
         volumes = {v["name"]: v for v in spec.get("volumes", [])}
+        for claim in obj["spec"].get("volumeClaimTemplates", []):
+            volumes[claim["metadata"]["name"]] = {"persistentVolumeClaim": claim["spec"]}
         for volume in volumes.values():
             if "emptyDir" in volume:
                 assert volume["emptyDir"].get("sizeLimit"), volume["name"]
@@ -287,6 +290,32 @@ def test_writable_paths_are_volumes(rendered: tuple[str, list[dict[str, Any]]]) 
                 if not mount.get("readOnly"):
                     assert path in writable_allowed, (obj["metadata"]["name"], path)
                     assert kind in ("emptyDir", "persistentVolumeClaim"), path
+
+
+def test_each_worker_keeps_its_journal_on_its_own_volume(
+    rendered: tuple[str, list[dict[str, Any]]],
+) -> None:
+    """The worker's data_dir (its journal: the audit copy and the audit chain's head) is a
+    PersistentVolumeClaim per pod (a StatefulSet's claim template, ReadWriteOnce), never an
+    emptyDir, and the claims are kept when the StatefulSet is scaled down or deleted; its
+    governing Service is the headless worker Service."""
+    objects = rendered[1]
+    config, _ = _effective_config(objects)
+    worker = _one(objects, "StatefulSet", "accessguard-worker")
+    spec = worker["spec"]
+    (container,) = spec["template"]["spec"]["containers"]
+    (mount,) = [m for m in container["volumeMounts"] if m["mountPath"] == str(config.data_dir)]
+    assert mount["name"] not in {v["name"] for v in spec["template"]["spec"]["volumes"]}
+    (claim,) = [c for c in spec["volumeClaimTemplates"] if c["metadata"]["name"] == mount["name"]]
+    assert claim["spec"]["accessModes"] == ["ReadWriteOnce"]
+    assert claim["spec"]["resources"]["requests"]["storage"]
+    assert spec["persistentVolumeClaimRetentionPolicy"] == {
+        "whenDeleted": "Retain",
+        "whenScaled": "Retain",
+    }
+    service = _one(objects, "Service", spec["serviceName"])
+    assert service["spec"]["clusterIP"] == "None"
+    assert _labels_match(service["spec"]["selector"], spec["template"]["metadata"]["labels"])
 
 
 def test_resources_requests_and_limits_everywhere(
@@ -389,7 +418,7 @@ def test_config_loads_and_matches_the_pods(rendered: tuple[str, list[dict[str, A
     assert config["topics.replication"] == 3
     rules = _one(objects, "ConfigMap", "accessguard-rules")["data"]
     assert rules == {p.name: p.read_text(encoding="utf-8") for p in (REPO / "rules").glob("*.yaml")}
-    worker = _one(objects, "Deployment", "accessguard-worker")["spec"]["template"]["spec"]
+    worker = _one(objects, "StatefulSet", "accessguard-worker")["spec"]["template"]["spec"]
     mounts = {m["name"]: m["mountPath"] for m in worker["containers"][0]["volumeMounts"]}
     volumes = {v["name"]: v for v in worker["volumes"]}
     assert mounts["rules"] == config["rules.dir"]
@@ -509,7 +538,7 @@ def test_custody_logs_in_with_kubernetes_auth(rendered: tuple[str, list[dict[str
     address = urllib.parse.urlsplit(str(custody.address))
     assert address.scheme == "https", custody.address
     assert address.port == VAULT_PORT, custody.address
-    worker = _one(objects, "Deployment", "accessguard-worker")["spec"]["template"]["spec"]
+    worker = _one(objects, "StatefulSet", "accessguard-worker")["spec"]["template"]["spec"]
     if custody.ca_cert:  # mounted from a ConfigMap
         volumes = {v["name"]: v for v in worker["volumes"]}
         (mount,) = [
@@ -533,7 +562,7 @@ def test_workers_mount_a_projected_vault_token(rendered: tuple[str, list[dict[st
         assert spec["automountServiceAccountToken"] is False, obj["metadata"]["name"]
         if obj["metadata"]["name"] != "accessguard-worker":
             assert _vault_token_volumes(spec) == [], obj["metadata"]["name"]
-    worker = _one(objects, "Deployment", "accessguard-worker")["spec"]["template"]["spec"]
+    worker = _one(objects, "StatefulSet", "accessguard-worker")["spec"]["template"]["spec"]
     (account,) = _objects(rendered, "ServiceAccount")
     assert worker["serviceAccountName"] == account["metadata"]["name"]
     assert account["automountServiceAccountToken"] is False
@@ -598,7 +627,7 @@ def test_workers_may_reach_the_vault(rendered: tuple[str, list[dict[str, Any]]])
     host = address.hostname or ""
     assert re.fullmatch(r"[a-z0-9-]+\.[a-z0-9-]+\.svc(\.cluster\.local)?", host), host
     namespace = host.split(".")[1]
-    worker = _one(objects, "Deployment", "accessguard-worker")
+    worker = _one(objects, "StatefulSet", "accessguard-worker")
     labels = worker["spec"]["template"]["metadata"]["labels"]
     allowed = []
     for policy in _objects(rendered, "NetworkPolicy"):
@@ -660,7 +689,7 @@ def test_kafka_cluster_is_one_and_the_same(rendered: tuple[str, list[dict[str, A
     (peer,) = rule["to"]
     assert peer["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": namespace}
     assert peer["podSelector"]["matchLabels"]["strimzi.io/cluster"] == cluster
-    workers = _one(objects, "Deployment", "accessguard-worker")["spec"]["replicas"]
+    workers = _one(objects, "StatefulSet", "accessguard-worker")["spec"]["replicas"]
     assert 2 <= workers <= int(config["topics.partitions"])
 
 
@@ -670,10 +699,10 @@ def test_kafka_cluster_is_one_and_the_same(rendered: tuple[str, list[dict[str, A
 def test_services_select_pods_and_pdbs_allow_drains(
     rendered: tuple[str, list[dict[str, Any]]],
 ) -> None:
-    """Every Service and PDB selects exactly one Deployment's pods; every Deployment with an
-    HTTP port has a Service; a PDB never forbids every voluntary eviction."""
+    """Every Service and PDB selects exactly one Deployment's or StatefulSet's pods; every one
+    with an HTTP port has a Service; a PDB never forbids every voluntary eviction."""
     objects = rendered[1]
-    deployments = _objects(rendered, "Deployment")
+    deployments = _objects(rendered, "Deployment") + _objects(rendered, "StatefulSet")
 
     def selected(selector: dict[str, str]) -> list[dict[str, Any]]:
         return [

@@ -99,7 +99,7 @@ def test_readme_kubernetes_role_matches_the_manifests() -> None:
     (worker,) = [
         o
         for o in objects
-        if o["kind"] == "Deployment" and o["metadata"]["name"] == "accessguard-worker"
+        if o["kind"] == "StatefulSet" and o["metadata"]["name"] == "accessguard-worker"
     ]
     pod = worker["spec"]["template"]["spec"]
     assert pod["serviceAccountName"] == account["metadata"]["name"]

@@ -239,6 +239,9 @@ class TopicSpec:
     partitions: int
     compacted: bool = False
     max_message_bytes: int | None = None
+    #: ``retention.ms`` (-1: for ever); None leaves the broker's default. Tansu's memory
+    #: engine applies no retention at all (it keeps everything until it stops).
+    retention_ms: int | None = None
 
     def configs(self) -> dict[str, str | int]:
         """The topic configs this spec sets beyond the broker's defaults (Kafka config names;
@@ -246,6 +249,11 @@ class TopicSpec:
         configs: dict[str, str | int] = {}
         if self.compacted:
             configs["cleanup.policy"] = "compact"
+        if self.retention_ms is not None:
+            # Said explicitly: a cluster whose default policy is compact would otherwise keep
+            # only the last record per key of a trail.
+            configs["cleanup.policy"] = "delete"
+            configs["retention.ms"] = self.retention_ms
         if self.max_message_bytes is not None:
             configs["max.message.bytes"] = self.max_message_bytes
         return configs

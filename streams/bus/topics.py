@@ -57,27 +57,43 @@ class Topics:
         )
 
 
+#: Milliseconds per day, for ``topics.retention.*_days``.
+DAY_MS = 86_400_000
+
+
+def retention_ms(days: int) -> int:
+    """``retention.ms`` of a ``topics.retention.*_days`` setting (-1 stays -1: for ever)."""
+    return -1 if days == -1 else days * DAY_MS
+
+
 def topic_specs(config: Config) -> list[TopicSpec]:
     parts = config.settings.topics.partitions
     t = Topics.from_config(config)
+    # The trail (what happened, what was rejected) is kept for configured, explicit times,
+    # not the cluster's default (often 7 days).
+    keep = config.settings.topics.retention
+    audit, alerts, dlq = (
+        retention_ms(d) for d in (keep.audit_days, keep.alerts_days, keep.dlq_days)
+    )
     return [
         TopicSpec(t.hr_events, parts),
-        TopicSpec(t.hr_dlq, 1),
+        TopicSpec(t.hr_dlq, 1, retention_ms=dlq),
         # State topics are read whole by every worker (materialised views), so one partition
         # keeps their order total; compaction bounds them on a real cluster.
         TopicSpec(t.registry, 1, compacted=True),
         TopicSpec(t.lifecycle, 1, compacted=True),
         TopicSpec(t.ledger, 1, compacted=True),
-        TopicSpec(t.audit, parts),
-        TopicSpec(t.alerts, 1),
+        TopicSpec(t.audit, parts, retention_ms=audit),
+        TopicSpec(t.alerts, 1, retention_ms=alerts),
         # Alerts decided on the event path, waiting for the alert agent to send them: a slow
-        # pager never stalls detection (streams/runtime/alerts.py).
+        # pager never stalls detection (streams/runtime/alerts.py). A work queue: the
+        # cluster's default retention is plenty (the alerts topic keeps what was sent).
         TopicSpec(t.alert_queue, parts),
         TopicSpec(t.auth_events, parts),
-        TopicSpec(t.auth_dlq, 1),
+        TopicSpec(t.auth_dlq, 1, retention_ms=dlq),
         TopicSpec(t.rule_state, 1, compacted=True),
         TopicSpec(t.leak_records, parts),
-        TopicSpec(t.leak_dlq, 1),
+        TopicSpec(t.leak_dlq, 1, retention_ms=dlq),
         # Snapshots of the LeakIndex `leaks import` builds from the registry, with the
         # registry offset they reflect: the next import reads only the changes since.
         TopicSpec(t.leak_index, 1, compacted=True, max_message_bytes=LEAK_INDEX_MAX_BYTES),

@@ -3,7 +3,7 @@
 One module per command group (:mod:`streams.cli.run`, :mod:`~streams.cli.worker`,
 :mod:`~streams.cli.connect`, :mod:`~streams.cli.registry`, :mod:`~streams.cli.replay`,
 :mod:`~streams.cli.leaks`, :mod:`~streams.cli.rules`, :mod:`~streams.cli.hr`,
-:mod:`~streams.cli.custody`,
+:mod:`~streams.cli.custody`, :mod:`~streams.cli.audit`,
 :mod:`~streams.cli.config_check`); what they share (the ``--config`` option, one-line errors,
 the start-up of a process that talks to the broker) is :mod:`streams.cli.wiring`. The command
 modules import their heavy dependencies inside the command, so ``--help`` stays fast.
@@ -16,7 +16,7 @@ from typing import Any
 import click
 
 from streams import __version__
-from streams.cli import connect, custody, hr, leaks, registry, replay, rules, run, worker
+from streams.cli import audit, connect, custody, hr, leaks, registry, replay, rules, run, worker
 from streams.cli.config_check import config_group
 from streams.cli.wiring import error
 from streams.support.errors import AccessGuardError
@@ -56,4 +56,5 @@ main.add_command(leaks.leaks)
 main.add_command(rules.rules)
 main.add_command(hr.hr)
 main.add_command(custody.custody)
+main.add_command(audit.audit)
 main.add_command(config_group)

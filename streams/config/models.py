@@ -95,10 +95,35 @@ class StartupSettings(Section):
     )
 
 
+class RetentionSettings(Section):
+    """How long the trail topics keep records (Kafka ``retention.ms``), in days; -1 keeps
+    them for ever. Defaults are long on purpose: an audit looks back over a year, and the
+    cluster's default (often 7 days) would lose the trail before anyone asks for it."""
+
+    # 400 days: a full year of evidence (SOC 2 type II and ISO 27001 audit periods are 12
+    # months) plus a month for the audit itself to take place after the period ends.
+    audit_days: Int = _doc("Retention of the audit topic, days (-1 = for ever)", default=400)
+    # Alerts are what an incident review or a regulator asks about next to the audit trail.
+    alerts_days: Int = _doc("Retention of the alerts topic, days (-1 = for ever)", default=400)
+    # Dead letters hold raw rejected input (addresses, IPs): long enough to notice, fix and
+    # replay after a holiday fortnight and a quarter's review, not a year of personal data.
+    dlq_days: Int = _doc(
+        "Retention of every dead-letter (.dlq) topic, days (-1 = for ever)", default=90
+    )
+
+    @field_validator("audit_days", "alerts_days", "dlq_days")
+    @classmethod
+    def _days(cls, value: int) -> int:
+        if value == -1 or value >= 1:
+            return value
+        raise ValueError("must be -1 (for ever) or at least 1 day")
+
+
 class TopicSettings(Section):
     prefix: Str = _doc("Prefix of every topic name", default="accessguard")
     partitions: Int = _doc("Partitions of the event topics", default=4, ge=1)
     replication: Int = _doc("Replication factor when accessguard creates topics", default=1, ge=1)
+    retention: RetentionSettings = Field(default_factory=RetentionSettings)
 
 
 class HttpSettings(Section):

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import time
 from collections.abc import Callable
 from typing import Any
 
 import structlog
 
+from streams.bus.auditchain import AuditChain
 from streams.bus.journal import Journal
 from streams.bus.topics import Topics
 from streams.bus.views import Publisher, Views
@@ -54,6 +56,8 @@ class Writer:
         #: Serialises the worker's journal writes while they wait for space (FIFO): two
         #: values of one key land in the order they were decided, never the older last.
         self._journal_lock = asyncio.Lock()
+        #: This writer's audit hash chain, resumed from the journal's last chained entry.
+        self.chain = AuditChain.resume(journal.path)
 
     async def record(self, kind: str, *, durable: bool = False, **fields: Any) -> dict[str, Any]:
         """Append to the journal, waiting in place while it cannot be written (disk full).
@@ -64,14 +68,20 @@ class Writer:
         Meanwhile the journal logs the failure and the ``journal_writable`` readiness check
         fails. Cancelled at shutdown: the unfinished plan resumes from the journal at the next
         start, and the ledger keeps what was recorded from being done twice."""
-        delay = JOURNAL_RETRY_MIN
         async with self._journal_lock:
-            while True:
-                try:
-                    return self.journal.append(kind, durable=durable, **fields)
-                except JournalError:
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, JOURNAL_RETRY_MAX)
+            return await self._append_waiting(kind, durable, fields)
+
+    async def _append_waiting(
+        self, kind: str, durable: bool, fields: dict[str, Any]
+    ) -> dict[str, Any]:
+        """:meth:`record`'s retry loop; the caller holds the journal lock."""
+        delay = JOURNAL_RETRY_MIN
+        while True:
+            try:
+                return self.journal.append(kind, durable=durable, **fields)
+            except JournalError:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, JOURNAL_RETRY_MAX)
 
     async def publish(self, topic: str, key: str, value: Any) -> None:
         await publish_waiting(self.publisher, topic, key, value)
@@ -88,7 +98,21 @@ class Writer:
         await self.publish(self.topics.ledger, key, value)
 
     async def audit(self, kind: str, key: str, **fields: Any) -> None:
-        entry = await self.record(kind, **fields)
+        """Journal, then publish, one link of the audit chain (:mod:`streams.bus.auditchain`).
+        Sealed under the journal lock, so seq follows journal order; the head advances only
+        once the journal has the record (one cancelled while the disk is full leaves no gap).
+        The first call after a restart first republishes the chain's last journaled records,
+        which a crash may have kept off the topic."""
+        if self.chain.unconfirmed:
+            pending, self.chain.unconfirmed = self.chain.unconfirmed, []
+            await asyncio.gather(
+                *(self.publish(self.topics.audit, self.chain.chain_id, old) for old in pending)
+            )
+        async with self._journal_lock:
+            sealed = self.chain.seal(kind, round(time.time(), 6), fields)
+            del sealed["kind"]  # the journal's own argument; the entry it writes has it again
+            entry = await self._append_waiting(kind, False, sealed)
+            self.chain.advance(entry)
         await self.publish(self.topics.audit, key, entry)
 
     async def dead_letter(
