@@ -244,8 +244,12 @@ class FakePublisher:
             raise BrokerError(f"broker did not acknowledge a write to {topic}: test outage")
         self.records.append((topic, key, None if value is None else orjson.loads(value)))
 
-    async def send_json(self, topic: str, key: str, value: Any) -> None:
-        await self.send(topic, key, None if value is None else orjson.dumps(value))
+    async def send_json(
+        self, topic: str, key: str, value: Any, *, partition: int | None = None
+    ) -> None:
+        await self.send(
+            topic, key, None if value is None else orjson.dumps(value), partition=partition
+        )
 
     def on(self, topic: str) -> list[tuple[str, Any]]:
         """``(key, value)`` of every record acknowledged on ``topic``, in order."""

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import orjson
@@ -108,12 +108,13 @@ class AuthIngest:
         dlq_topic: str,
         partitions: int,
         guard: AuthGuard | None = None,
+        key_of: Callable[[LoginEvent], str] | None = None,
     ) -> None:
         self.token = token
         self.guard = guard or AuthGuard()
         self.max_body = max_body
         self.out = LoginPublisher(
-            publisher, topic=topic, dlq_topic=dlq_topic, partitions=partitions
+            publisher, topic=topic, dlq_topic=dlq_topic, partitions=partitions, key_of=key_of
         )
         self._accepted = {v: metrics.EVENTS_ACCEPTED.labels(f"{SOURCE}:{v}") for v in NORMALISERS}
 
@@ -192,25 +193,41 @@ class AuthIngest:
             )
 
 
+def _principal_key(event: LoginEvent) -> str:
+    return event.partition_key
+
+
 class LoginPublisher:
     """Writes normalised login events to the auth.events topic, many per Kafka message and one
     message per partition, and rejected payloads to its dead-letter topic. Shared by the HTTP
     ingest and the pollers. Every call returns only after the broker acknowledged."""
 
     def __init__(
-        self, publisher: Publisher, *, topic: str, dlq_topic: str, partitions: int
+        self,
+        publisher: Publisher,
+        *,
+        topic: str,
+        dlq_topic: str,
+        partitions: int,
+        key_of: Callable[[LoginEvent], str] | None = None,
     ) -> None:
         self.publisher = publisher
         self.topic = topic
         self.dlq_topic = dlq_topic
         self.partitions = partitions
+        #: The key an event is partitioned by. Where the process holds the registry (the
+        #: worker's own edges and pollers) it is the resolved identity's key, so the worker
+        #: that owns that identity gets the event first hand; without it, the principal's,
+        #: and workers route events to the owner (streams/runtime/engine.py).
+        self.key_of = key_of or _principal_key
 
     def encode(self, events: list[LoginEvent]) -> list[tuple[int, bytes]]:
         """``(partition, message)`` batches of at most BATCH_EVENTS events (pure CPU: the
         HTTP edge runs it in a thread with the parse for a big body)."""
         by_partition: dict[int, list[bytes]] = defaultdict(list)
+        key_of = self.key_of
         for event in events:
-            by_partition[partition_for(event.partition_key, self.partitions)].append(
+            by_partition[partition_for(key_of(event), self.partitions)].append(
                 orjson.dumps(event.to_dict())
             )
         batches: list[tuple[int, bytes]] = []

@@ -32,6 +32,7 @@ class Topics:
     alert_queue: str
     auth_events: str
     auth_dlq: str
+    auth_routed: str
     rule_state: str
     leak_records: str
     leak_dlq: str
@@ -50,6 +51,7 @@ class Topics:
             alert_queue=config.topic("alerts.pending"),
             auth_events=config.topic("auth.events"),
             auth_dlq=config.topic("auth.events.dlq"),
+            auth_routed=config.topic("auth.routed"),
             rule_state=config.topic("rule.state"),
             leak_records=config.topic("leak.records"),
             leak_dlq=config.topic("leak.records.dlq"),
@@ -91,6 +93,9 @@ def topic_specs(config: Config) -> list[TopicSpec]:
         TopicSpec(t.alert_queue, parts),
         TopicSpec(t.auth_events, parts),
         TopicSpec(t.auth_dlq, 1, retention_ms=dlq),
+        # Login events a worker hands to the owner of their group key (identity, source
+        # IP): same partition count as auth.events, so partition p of both has one owner.
+        TopicSpec(t.auth_routed, parts),
         TopicSpec(t.rule_state, 1, compacted=True),
         TopicSpec(t.leak_records, parts),
         TopicSpec(t.leak_dlq, 1, retention_ms=dlq),

@@ -157,8 +157,12 @@ class Publisher:
                 self._poke.set()  # probe now: readiness follows within a second
             raise BrokerError(f"broker did not acknowledge a write to {topic}: {exc!r}") from exc
 
-    async def send_json(self, topic: str, key: str, value: Any) -> Any:
-        return await self.send(topic, key, None if value is None else orjson.dumps(value))
+    async def send_json(
+        self, topic: str, key: str, value: Any, *, partition: int | None = None
+    ) -> Any:
+        return await self.send(
+            topic, key, None if value is None else orjson.dumps(value), partition=partition
+        )
 
 
 class Views:

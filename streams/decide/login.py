@@ -4,7 +4,7 @@ against the registry, then run every rule with the per-key rule state."""
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 
 from streams.decide.resolve import resolve
@@ -32,13 +32,34 @@ class LoginPipeline:
         self._last_arrival = 0.0
 
     def process(
-        self, event: LoginEvent, registry: Registry, lifecycle: StateStore
+        self,
+        event: LoginEvent,
+        registry: Registry,
+        lifecycle: StateStore,
+        *,
+        home: Callable[[str], bool] | None = None,
+        deferred: list[tuple[str, str]] | None = None,
     ) -> tuple[LoginEvent, list[Detection]]:
+        """Resolve and evaluate. With ``home``, rules whose group key lives elsewhere are
+        left for its owner and listed in ``deferred`` (see :meth:`RuleEngine.evaluate`)."""
         resolved = resolve(event, registry)
+        self._arrived(event)
+        return resolved, self.engine.evaluate(
+            resolved, registry, lifecycle, self.state, home=home, deferred=deferred
+        )
+
+    def process_routed(
+        self, event: LoginEvent, registry: Registry, lifecycle: StateStore, groups: frozenset[str]
+    ) -> list[Detection]:
+        """The owner's side of a deferred event: already resolved where it arrived (its keys
+        were computed from that resolution), evaluated by the rules grouped by ``groups``."""
+        self._arrived(event)
+        return self.engine.evaluate(event, registry, lifecycle, self.state, groups=groups)
+
+    def _arrived(self, event: LoginEvent) -> None:
         if self.watermark is None or event.time > self.watermark:
             self.watermark = event.time
         self._last_arrival = time.monotonic()
-        return resolved, self.engine.evaluate(resolved, registry, lifecycle, self.state)
 
     def rule_clock(self, now: datetime, idle_after: float = IDLE_AFTER) -> datetime:
         """The time to expire state and close absence windows at. Rules window on event

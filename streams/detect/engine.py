@@ -293,20 +293,34 @@ class RuleEngine:
         registry: Registry,
         lifecycle: StateStore,
         state: RuleState,
+        *,
+        home: Callable[[str], bool] | None = None,
+        deferred: list[tuple[str, str]] | None = None,
+        groups: frozenset[str] | None = None,
     ) -> list[Detection]:
         """Every rule's conclusion about ``event`` (only rules that fired or failed appear).
 
         Updates ``state``. Deterministic: the same inputs give the same detections, actions
         and idempotency keys, so a redelivered event is harmless downstream.
+
+        Keyed (one worker among several): a rule whose group key is not at ``home`` (another
+        worker's state) is appended to ``deferred`` as ``(group_by, key)`` instead of being
+        checked; ``groups`` limits evaluation to the rules grouped by those fields.
         """
         ctx = Ctx(event, registry, lifecycle)
         out: list[Detection] = []
         for compiled in self._compiled:
+            if groups is not None and compiled.rule.group_by not in groups:
+                continue
             try:
                 if not compiled.match(ctx):
                     continue
                 key = compiled.group(ctx)
                 if key is None:
+                    continue
+                if home is not None and not home(key):
+                    if deferred is not None:
+                        deferred.append((compiled.rule.group_by, key))
                     continue
                 hits = compiled.check(ctx, key, state)
                 for subject, evidence in hits:
@@ -322,6 +336,8 @@ class RuleEngine:
         registry: Registry,
         lifecycle: StateStore,
         state: RuleState,
+        *,
+        home: Callable[[str], bool] | None = None,
     ) -> list[Detection]:
         """Fire every absent-sequence rule whose window has passed by ``now`` without the
         expected follow-up (call from a timer; ``evaluate`` also fires them for the group key
@@ -332,6 +348,8 @@ class RuleEngine:
         if not absent:
             return out
         for key in list(state._keys):
+            if home is not None and not home(key):
+                continue  # another worker's key: it fires there (the copy here is a replica)
             for compiled in absent:
                 try:
                     slots = state._keys.get(key) or {}
@@ -485,10 +503,11 @@ class RuleEngine:
         if rule.dedup > 0:
             slot = state.slot(key, rule.id)
             last = slot.get("alert")
-            if last is not None and 0 <= ctx.ts - float(last) < rule.dedup:
+            # either side: a late event (routed, backlog) near the last alert is that incident
+            if last is not None and abs(ctx.ts - float(last)) < rule.dedup:
                 deduplicated = True
             else:
-                slot["alert"] = ctx.ts
+                slot["alert"] = max(ctx.ts, float(last)) if last is not None else ctx.ts
                 slot["last"] = max(ctx.ts, slot.get("last", ctx.ts))
             bucket = str(int(ctx.ts // rule.dedup))
         who = event.identity or f"unknown principal {subject_hash(event.principal)}"

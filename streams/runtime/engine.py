@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 from datetime import UTC, datetime
+from typing import Any
 
 import orjson
 import structlog
@@ -37,15 +38,22 @@ from streams.model.leak_index import LeakIndex
 from streams.model.plan import Plan
 from streams.model.records import Action, Alert, HrEvent, LoginEvent, subject_hash
 from streams.runtime.alerts import AlertRouter
+from streams.runtime.checkpoint import write_checkpoint
 from streams.runtime.executor import Executor, Sink
 from streams.runtime.outages import Outages
 from streams.runtime.plans import PlanRunner
 from streams.runtime.policy import offboarding_policy
-from streams.runtime.writes import Writer
+from streams.runtime.writes import Writer, publish_waiting
 from streams.support import metrics
-from streams.support.errors import ConfigError, JournalError, ValidationError
+from streams.support.errors import ConfigError, ValidationError
 
 log = structlog.get_logger(__name__)
+
+
+#: Events routed to another partition per auth.routed message (like the edge's batches).
+ROUTED_BATCH = 500
+#: Group keys whose partition is remembered (then forgotten all at once).
+PARTITION_CACHE = 200_000
 
 
 def leak_settings(config: Config) -> LeakSettings:
@@ -101,6 +109,7 @@ class Engine(Writer):
         self.routes = config.routes()
         self.runbook_base = config.settings.alerts.runbook_base_url.rstrip("/")
         self.partitions = config.settings.topics.partitions
+        self._partition_cache: dict[str, int] = {}
         self.leak_settings = leak_settings(config)
         #: Partitions of hr.events this worker owns; None = all (single worker, replay, tests).
         self.owned: set[int] | None = None
@@ -203,9 +212,26 @@ class Engine(Writer):
         metrics.SCHEDULED.set(sum(len(s.scheduled) for s in self.views.state.identities()))
 
     # ---------------------------------------------------------------- login path
-    async def handle_login_batch(self, raw: bytes | None) -> int:
+    def partition_of(self, key: str) -> int:
+        """The partition a group key (an identity, ``principal:…``, ``ip:…``) lives on: its
+        rule state is that partition's owner's. Cached: murmur2 in Python costs microseconds."""
+        found = self._partition_cache.get(key)
+        if found is None:
+            if len(self._partition_cache) >= PARTITION_CACHE:
+                self._partition_cache.clear()
+            found = self._partition_cache[key] = partition_for(key, self.partitions)
+        return found
+
+    async def handle_login_batch(self, raw: bytes | None, partition: int | None = None) -> int:
         """One message of the auth.events topic: a JSON array of canonical LoginEvents (the
-        edge batches them) or one object. Returns the number of events evaluated."""
+        edge batches them) or one object. Returns the number of events evaluated.
+
+        ``partition`` is where the message arrived. Rule state is keyed: a rule whose group
+        key (the resolved identity, or the source IP for ``group_by: ip``) belongs to another
+        partition is evaluated by that partition's owner, to which the event is routed
+        through ``auth.routed`` (:meth:`handle_routed_batch`), so results do not depend on
+        how many workers run or on how the edge keyed the event. None (replay, tests): every
+        key is here."""
         if self.login is None:
             raise ConfigError("rules.dir", "login events arrived but no rule set is loaded")
         try:
@@ -218,6 +244,15 @@ class Engine(Writer):
         items = data if isinstance(data, list) else [data]
         registry, lifecycle = self.views.registry, self.views.state
         evaluated = 0
+        home: Callable[[str], bool] | None = None
+        deferred: list[tuple[str, str]] = []
+        routed: dict[int, list[dict[str, Any]]] = {}
+        if partition is not None and self.partitions > 1:
+            part = self.partition_of
+
+            def home(key: str) -> bool:
+                return part(key) == partition
+
         for item in items:
             try:
                 event = LoginEvent.from_dict(item)
@@ -229,15 +264,90 @@ class Engine(Writer):
                     dlq=self.topics.auth_dlq,
                 )
                 continue
-            resolved, detections = self.login.process(event, registry, lifecycle)
+            resolved, detections = self.login.process(
+                event, registry, lifecycle, home=home, deferred=deferred
+            )
             evaluated += 1
             for detection in detections:
                 await self.handle_detection(resolved, detection)
+            if deferred:
+                self._defer(resolved, deferred, routed)
+                deferred.clear()
+        if routed:
+            await self._route(routed)
         metrics.LOGIN_EVENTS.inc(evaluated)
         if evaluated:
             # Every rule sees every login event: one increment per rule and batch, not per event.
             for child in self._rule_evaluations:
                 child.inc(evaluated)
+        return evaluated
+
+    def _defer(
+        self,
+        event: LoginEvent,
+        deferred: list[tuple[str, str]],
+        routed: dict[int, list[dict[str, Any]]],
+    ) -> None:
+        """One entry per owner partition, naming the group fields evaluated there."""
+        by_owner: dict[int, list[str]] = {}
+        for group_by, key in deferred:
+            fields = by_owner.setdefault(self.partition_of(key), [])
+            if group_by not in fields:
+                fields.append(group_by)
+        data = event.to_dict()
+        for owner, fields in by_owner.items():
+            routed.setdefault(owner, []).append({"e": data, "g": fields})
+
+    async def _route(self, routed: dict[int, list[dict[str, Any]]]) -> None:
+        """Send the deferred events to their owners (acknowledged before the input message
+        is committed, waiting in place while the broker is away: a retry of the whole
+        message would evaluate its local events twice)."""
+        sends = []
+        for owner, entries in routed.items():
+            for start in range(0, len(entries), ROUTED_BATCH):
+                sends.append(
+                    publish_waiting(
+                        self.publisher,
+                        self.topics.auth_routed,
+                        f"route:{owner}",
+                        entries[start : start + ROUTED_BATCH],
+                        partition=owner,
+                    )
+                )
+            metrics.LOGIN_ROUTED.inc(len(entries))
+        await asyncio.gather(*sends)
+
+    async def handle_routed_batch(self, raw: bytes | None) -> int:
+        """One message of auth.routed: events another partition deferred to this one, each
+        with the group fields whose rules run here. Returns the events evaluated."""
+        if self.login is None:
+            raise ConfigError("rules.dir", "login events arrived but no rule set is loaded")
+        try:
+            items = orjson.loads(raw or b"")
+            if not isinstance(items, list):
+                raise TypeError("expected a JSON array")
+        except (orjson.JSONDecodeError, TypeError) as exc:
+            await self.dead_letter(
+                self.topics.auth_routed, raw, f"invalid: {exc}", dlq=self.topics.auth_dlq
+            )
+            return 0
+        registry, lifecycle = self.views.registry, self.views.state
+        evaluated = 0
+        for item in items:
+            try:
+                event = LoginEvent.from_dict(item.get("e") if isinstance(item, dict) else None)
+                groups = frozenset(str(g) for g in item.get("g") or ())
+            except ValidationError as exc:
+                await self.dead_letter(
+                    self.topics.auth_routed,
+                    orjson.dumps(item),
+                    f"invalid: {exc.reason}",
+                    dlq=self.topics.auth_dlq,
+                )
+                continue
+            for detection in self.login.process_routed(event, registry, lifecycle, groups):
+                await self.handle_detection(event, detection)
+            evaluated += 1
         return evaluated
 
     async def handle_detection(self, event: LoginEvent, detection: Detection) -> None:
@@ -384,8 +494,13 @@ class Engine(Writer):
             return 0
         pipeline = self.login
         now = pipeline.rule_clock(now or datetime.fromtimestamp(self.clock(), UTC))
+        owned = self.owned
         for detection in pipeline.engine.flush(
-            now, self.views.registry, self.views.state, pipeline.state
+            now,
+            self.views.registry,
+            self.views.state,
+            pipeline.state,
+            home=None if owned is None else (lambda key: self.partition_of(key) in owned),
         ):
             if detection.error is not None:
                 metrics.RULE_ERRORS.labels(detection.rule).inc()
@@ -398,63 +513,18 @@ class Engine(Writer):
         return await self.checkpoint_rules()
 
     async def checkpoint_rules(self) -> int:
-        """Write the keys that changed since the last checkpoint: a few batched records per
-        shard (streams/bus/rulelog.py), journal first, then the compacted topic, all sent at
-        once so the producer batches them. Returns the state keys written."""
-        pipeline, log_ = self.login, self.rule_log
-        if pipeline is None or log_ is None:
+        """Write the rule-state keys that changed since the last checkpoint
+        (:func:`streams.runtime.checkpoint.write_checkpoint`). Returns the keys written."""
+        if self.login is None or self.rule_log is None:
             return 0
-        dirty = pipeline.state.take_dirty()
-        if not dirty:
-            return 0
-        owned = self.owned
-        checkpoint = log_.prepare(dirty, lambda shard: owned is None or shard in owned)
-        try:
-            for key, value in checkpoint.writes:
-                self.journal.append("rule_state", key=key, value=value)
-        except JournalError:
-            # Not waited for (this also runs at shutdown): the keys stay dirty and the next
-            # checkpoint writes them; the journal logged why.
-            pipeline.state.mark_dirty(checkpoint.keys)
-            return 0
-        results = await asyncio.gather(
-            *(self.publisher.send_json(self.topics.rule_state, k, v) for k, v in checkpoint.writes),
-            return_exceptions=True,
+        return await write_checkpoint(
+            self.login.state,
+            self.rule_log,
+            journal=self.journal,
+            publisher=self.publisher,
+            topic=self.topics.rule_state,
+            owned=self.owned,
         )
-        if any(isinstance(r, BaseException) for r in results):
-            # the broker did not take them all: the next checkpoint writes these keys again
-            # (the records that did land are kept in the books, for a base to fold away)
-            pipeline.state.mark_dirty(checkpoint.keys)
-            landed = [
-                w
-                for w, r in zip(checkpoint.writes, results, strict=True)
-                if not isinstance(r, BaseException)
-            ]
-            log_.written(checkpoint, tombstoned=False, landed=landed)
-            log.warning("rule_state.checkpoint_deferred", keys=len(checkpoint.keys))
-            return 0
-        tombstoned = True
-        if checkpoint.tombstones:
-            # Only now: a tombstone that overtook the base it is folded into would lose state.
-            # A tombstone that does not land leaves a record that the base repeats: harmless,
-            # and the shard's next base tombstones it again.
-            try:
-                for key in checkpoint.tombstones:
-                    self.journal.append("rule_state", key=key, value=None)
-            except JournalError:
-                tombstoned = False
-            else:
-                done = await asyncio.gather(
-                    *(
-                        self.publisher.send(self.topics.rule_state, k, None)
-                        for k in checkpoint.tombstones
-                    ),
-                    return_exceptions=True,
-                )
-                tombstoned = not any(isinstance(r, BaseException) for r in done)
-        log_.written(checkpoint, tombstoned=tombstoned)
-        metrics.RULE_STATE_RECORDS.inc(checkpoint.records)
-        return len(checkpoint.keys)
 
     # ---------------------------------------------------------------- plans and alerts
     @property

@@ -30,6 +30,8 @@ from streams.bus.journal import Journal
 from streams.bus.topics import Topics
 from streams.bus.views import Publisher
 from streams.config import Config
+from streams.decide.resolve import resolve
+from streams.model.records import LoginEvent
 from streams.model.registry import Registry
 from streams.runtime.executor import Provider, Sink
 from streams.support.errors import ConfigError
@@ -74,14 +76,31 @@ def journal(config: Config) -> Journal:
     return Journal(config.data_dir / "journal.jsonl", fsync=config.settings.journal.fsync)
 
 
-def login_publisher(config: Config, publisher: Publisher, topics: Topics) -> LoginPublisher:
-    """Login events (of pollers) to auth.events, unusable payloads to its dead-letter topic."""
+def login_publisher(
+    config: Config,
+    publisher: Publisher,
+    topics: Topics,
+    registry: Callable[[], Registry] | None = None,
+) -> LoginPublisher:
+    """Login events (of pollers) to auth.events, unusable payloads to its dead-letter topic;
+    keyed by resolved identity when ``registry`` gives the process's registry view."""
     return LoginPublisher(
         publisher,
         topic=topics.auth_events,
         dlq_topic=topics.auth_dlq,
         partitions=config.settings.topics.partitions,
+        key_of=None if registry is None else identity_key(registry),
     )
+
+
+def identity_key(registry: Callable[[], Registry]) -> Callable[[LoginEvent], str]:
+    """The partition key of a login event as the worker will resolve it (its identity, or
+    its principal when unknown), from the current registry view."""
+
+    def key_of(event: LoginEvent) -> str:
+        return resolve(event, registry()).partition_key
+
+    return key_of
 
 
 def leak_publisher(config: Config, publisher: Publisher, topics: Topics) -> LeakPublisher:

@@ -45,6 +45,7 @@ from streams.runtime.parts import (
     build_outputs,
     build_pollers,
     hr_webhook,
+    identity_key,
     journal,
     leak_publisher,
     leak_token,
@@ -195,6 +196,7 @@ class WorkerServices(mode.Service):  # type: ignore[misc]
                     dlq_topic=self.topics.auth_dlq,
                     partitions=int(self.config["topics.partitions"]),
                     guard=guard,
+                    key_of=identity_key(lambda: self.views.registry),
                 )
                 leaks = LeakIngest(
                     token=leak_token(self.config),
@@ -242,7 +244,9 @@ class WorkerServices(mode.Service):  # type: ignore[misc]
         self.pollers = build_pollers(
             self.config,
             self.http,
-            login_publisher(self.config, self.publisher, self.topics),
+            login_publisher(
+                self.config, self.publisher, self.topics, registry=lambda: self.views.registry
+            ),
             leaks=self.leak_publisher(),
             registry=lambda: self.views.registry,
         )
@@ -306,13 +310,23 @@ class WorkerServices(mode.Service):  # type: ignore[misc]
         )
         self.events_processed += 1
 
-    async def process_login(self, value: bytes | None) -> None:
-        """One auth.events message (a batch of login events)."""
+    async def process_login(self, value: bytes | None, partition: int | None = None) -> None:
+        """One auth.events message (a batch of login events) from ``partition``."""
+
+        async def handle(raw: bytes | None) -> int:
+            return await self.engine.handle_login_batch(raw, partition)
+
         await self._process(
-            "auth-events",
-            self.engine.handle_login_batch,
+            "auth-events", handle, value, self.topics.auth_events, self.topics.auth_dlq
+        )
+
+    async def process_routed(self, value: bytes | None) -> None:
+        """One auth.routed message: login events whose group keys this worker owns."""
+        await self._process(
+            "auth-routed",
+            self.engine.handle_routed_batch,
             value,
-            self.topics.auth_events,
+            self.topics.auth_routed,
             self.topics.auth_dlq,
         )
 
@@ -447,7 +461,22 @@ def build_worker(
         return topic
 
     topic = raw_agent("accessguard.hr-events", services.topics.hr_events, services.process_hr)
-    raw_agent("accessguard.auth-events", services.topics.auth_events, services.process_login)
+    login_topic = app.topic(
+        services.topics.auth_events,
+        value_serializer="raw",
+        key_serializer="raw",
+        partitions=config.settings.topics.partitions,
+    )
+
+    async def login_agent(stream: Any) -> None:
+        # The partition each message came from: rule state is keyed, and a rule whose key
+        # belongs to another partition is routed to its owner (Engine.handle_login_batch).
+        await services.ready.wait()
+        async for value in stream:
+            await services.process_login(value, stream.current_event.message.partition)
+
+    app.agent(login_topic, name="accessguard.auth-events")(login_agent)
+    raw_agent("accessguard.auth-routed", services.topics.auth_routed, services.process_routed)
     raw_agent("accessguard.leak-records", services.topics.leak_records, services.process_leaks)
     raw_agent("accessguard.alerts", services.topics.alert_queue, services.process_alert)
 

@@ -138,7 +138,9 @@ class Writer:
         log.warning("record.dead_lettered", topic=source_topic, reason=reason)
 
 
-async def publish_waiting(publisher: Publisher, topic: str, key: str, value: Any) -> None:
+async def publish_waiting(
+    publisher: Publisher, topic: str, key: str, value: Any, *, partition: int | None = None
+) -> None:
     """Write to the broker, waiting in place while it is unreachable (like
     :meth:`Writer.record` for the journal). A write the worker has decided must land:
     failing here would leave the decision applied in memory and in the journal but not on
@@ -149,7 +151,7 @@ async def publish_waiting(publisher: Publisher, topic: str, key: str, value: Any
     failing = False
     while True:
         try:
-            await publisher.send_json(topic, key, value)
+            await publisher.send_json(topic, key, value, partition=partition)
         except BrokerError as exc:
             if not failing:
                 log.warning(

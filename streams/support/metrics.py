@@ -170,6 +170,12 @@ RULE_ERRORS = Counter(
     ["rule"],
     registry=REGISTRY,
 )
+LOGIN_ROUTED = Counter(
+    "accessguard_login_events_routed_total",
+    "Login events handed to the worker that owns their group key (auth.routed): the edge "
+    "keyed them by another key (a principal, not the identity) or an IP rule groups them.",
+    registry=REGISTRY,
+)
 ALERTS_QUEUED = Counter(
     "accessguard_alerts_queued_total",
     "Detection alerts handed to the alert agent (the alerts.pending topic) by the event path.",
