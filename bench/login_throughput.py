@@ -415,11 +415,24 @@ def registry_import(
 
 
 async def publish(
-    bootstrap: str, topic: str, partitions: int, events: list[LoginEvent]
+    bootstrap: str,
+    topic: str,
+    partitions: int,
+    events: list[LoginEvent],
+    registry_path: Path | None = None,
 ) -> dict[str, Any]:
-    """Publish through the edge's own code (LoginPublisher.publish): same batching, same keys."""
+    """Publish through the edge's own code (LoginPublisher.publish): same batching, same keys.
+    With ``registry_path`` the edge keys each event by the identity it resolves to (as the
+    worker's own edges and ``connect poller`` do); without, by the login name (an edge that
+    holds no registry: the workers then route most events to the identity's owner)."""
     from connectors.ingest.auth_ingest import BATCH_EVENTS, AuthIngest
     from streams.bus.views import Publisher
+    from streams.runtime.parts import identity_key
+
+    key_of = None
+    if registry_path is not None:
+        registry = load_registry(registry_path)
+        key_of = identity_key(lambda: registry)
 
     publisher = Publisher(bootstrap, client_id="bench-producer")
     await publisher.start()
@@ -438,6 +451,7 @@ async def publish(
         topic=topic,
         dlq_topic=f"{topic}.dlq",
         partitions=partitions,
+        key_of=key_of,
     )
     t = time.perf_counter()
     try:
@@ -845,6 +859,7 @@ def run_pipeline(
     result["alerts"] = metric_samples(text, "accessguard_alerts_total")
     result["rule_errors"] = metric_value(text, "accessguard_rule_errors_total")
     result["dead_letters"] = metric_value(text, "accessguard_dead_letters_total")
+    result["routed"] = metric_value(text, "accessguard_login_events_routed_total")
     result["actions"] = metric_samples(text, "accessguard_actions_total")
     return result
 
@@ -985,6 +1000,13 @@ def main() -> int:
     parser.add_argument("--inproc", action="store_true", help="no broker: per-stage costs only")
     parser.add_argument("--skip", default="", help="phases to skip, e.g. 'ab'")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs, journal)")
+    parser.add_argument(
+        "--keying",
+        choices=("identity", "principal"),
+        default="identity",
+        help="how the edge keys events: by resolved identity (the worker's edges and "
+        "`connect poller`) or by login name (an edge without the registry)",
+    )
     parser.add_argument("--out", type=Path, help="result JSON (default bench/results/...)")
     parser.add_argument("--_bare", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -1065,7 +1087,13 @@ def main() -> int:
             broker.url, tmp / "import", tmp / "registry.yaml"
         )
         extra["publish"] = asyncio.run(
-            publish(broker.bootstrap, topics.auth_events, partitions, events)
+            publish(
+                broker.bootstrap,
+                topics.auth_events,
+                partitions,
+                events,
+                None if args.keying == "principal" else tmp / "registry.yaml",
+            )
         )
         extra["end_offsets"] = end_offsets(broker.bootstrap, topics.auth_events)
         print(
@@ -1130,9 +1158,9 @@ def main() -> int:
         "c/a": c / a if a and c else None,
     }
     goal = {
-        "target_events_per_s": 20_000,
+        "target_events_per_s": 25_000,
         "target_c_over_b": 0.8,
-        "events_per_s_met": bool(c and c >= 20_000),
+        "events_per_s_met": bool(c and c >= 25_000),
         "c_over_b_met": bool(ratios["c/b"] and ratios["c/b"] >= 0.8),
     }
     worker_stderr = (tmp / "worker.err").read_text(errors="replace") if "c" in phases else ""
@@ -1196,10 +1224,11 @@ def main() -> int:
                 f"{pc.get('broker_cpu_util', 0):.0%}, other processes "
                 f"{pc.get('other_cpu_util', 0):.0%}; matches {sum(pc['rule_matches'].values()):g}"
                 f", alerts {sum(pc['alerts'].values()):g}, rule errors {pc['rule_errors']:g}, "
-                f"dead letters {pc['dead_letters']:g}"
+                f"dead letters {pc['dead_letters']:g}, routed to their owner "
+                f"{pc.get('routed', 0):g}"
             )
     print(
-        f"  goal: c >= 20,000 events/s {'MET' if goal['events_per_s_met'] else 'NOT MET'}; "
+        f"  goal: c >= 25,000 events/s {'MET' if goal['events_per_s_met'] else 'NOT MET'}; "
         f"c/b >= 0.8 {'MET' if goal['c_over_b_met'] else 'NOT MET'}"
     )
     if "worker_profile" in extra:

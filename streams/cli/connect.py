@@ -91,12 +91,13 @@ def connect_poller(config_path: str | None, name: str) -> None:
     async def serve() -> None:
         publisher = Publisher(bootstrap, client_id=f"accessguard-poller-{name}")
         await publisher.start()
-        # A leak feed checks the registry as it stands when it starts.
+        # A leak feed checks the registry as it stands when it starts; login events are
+        # keyed by the identity it resolves them to (workers route what changed since).
         registry = read_registry_topic(bootstrap, topics.registry)
         (poller,) = build_pollers(
             only,
             HttpClient(retry_policy(config)),
-            login_publisher(config, publisher, topics),
+            login_publisher(config, publisher, topics, registry=lambda: registry),
             leaks=leak_publisher(config, publisher, topics),
             registry=lambda: registry,
         )
