@@ -11,13 +11,20 @@ whole topic from the start:
 (2) two workers (same group, own ports and data dirs): the sum of both counters, measured
     from the first poll where both counters move (both own partitions) to the poll that sees
     the sum reach N;
-(3) two workers again; when the sum passes --kill-at of N, worker 2 is SIGKILLed. Recovery
+(3) four workers, likewise;
+(4) two workers again; when the sum passes --kill-at of N, worker 2 is SIGKILLed. Recovery
     time = time from the kill until the survivor's counter grows, over a 1 s window, at >= 80 %
     of its own rate before the kill
     (its rate over the 2 s before the kill). Also reported: the time until its rate is >= 80 %
     of the one-worker rate of (1), and the events re-evaluated (the victim's uncommitted work
     that the survivor reads again: sum of counters at the end minus N). This phase ends when the
     sum has passed N and the survivor's counter has not moved for 2 s (drained).
+
+Correctness across worker counts: after phases (1)-(3) the bench waits until the phase's
+audit topic stops growing and collects its detections as (rule, hashed group key); they must
+equal each other and what one in-process pipeline over the same events in order concludes
+(``accessguard replay``'s path: every key local). Events are keyed as the worker's own edges
+key them (resolved identity; ``--keying principal``: by login name, so most are routed).
 
 The workers use a short group session (session 2 s, rebalance 2 s, heartbeat 0.5 s), as the
 scale-out integration test does, so the dead member is noticed quickly. Two workers and the
@@ -41,6 +48,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -127,6 +135,68 @@ def responses(workers: list[WorkerProc]) -> dict[str, int]:
         counts["plans"] += text.count('"event": "plan.completed"')
         counts["alerts"] += text.count('"event": "alert.sent"')
     return counts
+
+
+def audit_detections(bootstrap: str, topic: str) -> Counter[tuple[str, str]]:
+    """(rule, hashed group key) of every detection record on an audit topic."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap, client_id="bench-audit", enable_auto_commit=False
+    )
+    try:
+        parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic))]
+        consumer.assign(parts)
+        consumer.seek_to_beginning(*parts)
+        end = consumer.end_offsets(parts)
+        found: Counter[tuple[str, str]] = Counter()
+        while any(consumer.position(tp) < end[tp] for tp in parts):
+            for records in consumer.poll(timeout_ms=500, max_records=5000).values():
+                for rec in records:
+                    value = json.loads(rec.value)
+                    if value.get("kind") == "detection":
+                        found[(value["rule"], value["group"])] += 1
+        return found
+    finally:
+        consumer.close()
+
+
+def settled_detections(bootstrap: str, topic: str, quiet: float = 3.0) -> Counter[tuple[str, str]]:
+    """The detections once the audit topic has not changed for ``quiet`` seconds (the routed
+    tail and the plans finish after the last event was counted)."""
+    last: Counter[tuple[str, str]] | None = None
+    still = time.monotonic()
+    deadline = still + 60
+    while time.monotonic() < deadline:
+        now = audit_detections(bootstrap, topic)
+        if now != last:
+            last, still = now, time.monotonic()
+        elif time.monotonic() - still >= quiet:
+            break
+        time.sleep(0.5)
+    return last or Counter()
+
+
+def replay_detections(
+    events: list[LoginEvent], registry_path: Path, config: Any
+) -> Counter[tuple[str, str]]:
+    """What one pipeline over the events in order concludes (every key local, as replay)."""
+    from streams.decide.login import LoginPipeline
+    from streams.detect.load import load_rules
+    from streams.model.records import subject_hash
+    from streams.model.registry_yaml import load_registry
+    from streams.model.state import StateStore
+
+    registry = load_registry(registry_path)
+    pipeline = LoginPipeline(load_rules(config["rules.dir"]), config.provider_types())
+    lifecycle = StateStore()
+    found: Counter[tuple[str, str]] = Counter()
+    for event in events:
+        _resolved, detections = pipeline.process(event, registry, lifecycle)
+        for d in detections:
+            if d.error is None and not d.deduplicated:
+                found[(d.rule, subject_hash(d.group_key))] += 1
+    return found
 
 
 def run_phase(
@@ -252,6 +322,12 @@ def main() -> int:
         help="a worker setting for every phase (e.g. worker.rule_interval=5)",
     )
     parser.add_argument("--out", type=Path)
+    parser.add_argument(
+        "--keying",
+        choices=("identity", "principal"),
+        default="identity",
+        help="how the edge keys events (see bench/login_throughput.py --keying)",
+    )
     args = parser.parse_args()
     if args.quick:
         args.events = 100_000
@@ -294,7 +370,13 @@ def main() -> int:
         offsets: dict[int, int] = {}
         timeout = max(180.0, n / 1000)
         partitions = 0
-        for key, count, kill in (("one", 1, None), ("two", 2, None), ("kill", 2, args.kill_at)):
+        detections: dict[str, Counter[tuple[str, str]]] = {}
+        for key, count, kill in (
+            ("one", 1, None),
+            ("two", 2, None),
+            ("four", 4, None),
+            ("kill", 2, args.kill_at),
+        ):
             # Each phase on topics of its own (registry, events, lifecycle, ledger, rule
             # state): the same work for each, not the rule state and ledger the phase before
             # left behind (which changes how many detections fire, and so the rate).
@@ -304,7 +386,15 @@ def main() -> int:
             partitions = int(config["topics.partitions"])
             create_topics(config, broker.bootstrap)
             registry_import(broker.url, tmp / f"import-{key}", registry, prefix=prefix)
-            pub = asyncio.run(publish(broker.bootstrap, topics.auth_events, partitions, events))
+            pub = asyncio.run(
+                publish(
+                    broker.bootstrap,
+                    topics.auth_events,
+                    partitions,
+                    events,
+                    None if args.keying == "principal" else registry,
+                )
+            )
             offsets = end_offsets(broker.bootstrap, topics.auth_events)
             print(f"  {key}: published {pub['messages']} messages; end offsets {offsets}")
             group = f"scaleout-{key}-{stamp.lower()}"
@@ -318,6 +408,9 @@ def main() -> int:
                 prefix=prefix,
             )
             phases[key] = run_phase(live, n, timeout, kill_at=kill)
+            if kill is None:
+                detections[key] = settled_detections(broker.bootstrap, topics.audit)
+                phases[key]["detections"] = sum(detections[key].values())
             codes = [w.stop() for w in live]
             phases[key]["exit_codes"] = codes
             phases[key]["responses"] = responses(live)
@@ -325,6 +418,16 @@ def main() -> int:
             rate = phases[key]["events_per_s"]
             print(f"  {key}: {rate and f'{rate:,.0f}'} events/s", flush=True)
         phases["kill"]["recovery"] = recovery(phases["kill"], phases["one"]["events_per_s"])
+        expected = replay_detections(events, registry, load_config(cfg))
+        same = {key: found == expected for key, found in detections.items()}
+        diff = {
+            key: {
+                "missing": sorted(map(list, (expected - found).keys())),
+                "extra": sorted(map(list, (found - expected).keys())),
+            }
+            for key, found in detections.items()
+            if found != expected
+        }
     finally:
         for w in live:
             w.stop()
@@ -332,6 +435,7 @@ def main() -> int:
         server.stop()
 
     one, two = phases["one"]["events_per_s"], phases["two"]["events_per_s"]
+    four = phases["four"]["events_per_s"]
     rec = phases["kill"]["recovery"]
     result = {
         "benchmark": "scaleout",
@@ -351,6 +455,17 @@ def main() -> int:
         "publish": pub,
         "phases": phases,
         "speedup_two_over_one": two / one if one and two else None,
+        "speedup_four_over_one": four / one if one and four else None,
+        "per_core_efficiency": {
+            "two": two / one / min(2, info["nproc"]) if one and two else None,
+            "four": four / one / min(4, info["nproc"]) if one and four else None,
+        },
+        "detections": {
+            "replay": sum(expected.values()),
+            "by_rule": dict(Counter(rule for rule, _ in expected.elements())),
+            "same_as_replay": same,
+            "differences": diff,
+        },
         "reevaluated_after_kill": phases["kill"]["events"] - n,
     }
     out = args.out or RESULTS / f"scaleout-{stamp}.json"
@@ -361,6 +476,7 @@ def main() -> int:
     names = {
         "one": "1 worker",
         "two": "2 workers",
+        "four": "4 workers",
         "kill": "2 workers, one SIGKILLed",
     }
     for key, r in phases.items():
@@ -378,6 +494,19 @@ def main() -> int:
             else f"{result['speedup_two_over_one']:.2f}"
         )
     )
+    print(
+        "  speedup 4/1 = "
+        + (
+            "-"
+            if result["speedup_four_over_one"] is None
+            else f"{result['speedup_four_over_one']:.2f}"
+        )
+        + f" on {info['nproc']} cores"
+    )
+    print(
+        f"  detections: replay {sum(expected.values())}; same as replay with 1/2/4 workers: "
+        + ", ".join(f"{k}={'yes' if v else 'NO'}" for k, v in same.items())
+    )
     pre = rec["survivor_pre_kill_rate"]
     print(
         f"  kill at {phases['kill']['killed_at_s']:.1f}s: survivor pre-kill "
@@ -391,7 +520,8 @@ def main() -> int:
     print(f"results: {out}")
     if not args.keep:
         shutil.rmtree(tmp, ignore_errors=True)
-    return 0 if all(r.get("complete") for r in phases.values()) else 1
+    ok = all(r.get("complete") for r in phases.values()) and all(same.values())
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":
