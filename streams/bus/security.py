@@ -1,0 +1,277 @@
+"""How every Kafka client of the process connects: TLS, mTLS and SASL, configured once.
+
+The ``kafka`` configuration section (streams/config/models.py, ``KafkaSettings``) becomes one
+:class:`KafkaSecurity`, and every client the project builds comes from the factories here:
+kafka-python's producer, consumer and admin client, aiokafka's producer and consumer (both
+libraries take the same ``security_protocol``/``ssl_context``/``sasl_*`` arguments), and
+Faust's ``broker_credentials`` (:meth:`KafkaSecurity.faust_credentials`: Faust's own
+``SSLCredentials``/``SASLCredentials``, which pass SCRAM-SHA-512 through to aiokafka
+unchanged). tests/test_kafka_security.py fails when a client is constructed anywhere else, so
+a new one cannot quietly connect in plaintext.
+
+The settings are process-wide (:func:`configure` at start, :func:`current` at each use), like
+the logging set-up: the broker address is threaded through every call already, and a second
+parameter beside it in every signature would be one more thing to forget. The embedded broker
+is plaintext on loopback and asks for :data:`PLAINTEXT` explicitly.
+
+The SSL context is built again for each client, from the files: a certificate the operator
+(Strimzi renews user and cluster CA certificates) rotated in is used by the next client
+without a restart, as ``file:`` secrets are re-read at each use.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import ssl
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from streams.support.errors import ConfigError, ConfigProblem
+from streams.support.secrets import Secret
+
+if TYPE_CHECKING:
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+    from faust.types.auth import CredentialsT
+    from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+
+    from streams.config import Config
+    from streams.config.models import KafkaSettings
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class KafkaSecurity:
+    """One validated ``kafka`` section (see ``KafkaSettings`` for each field's meaning)."""
+
+    protocol: str = "PLAINTEXT"
+    ca_file: str = ""
+    cert_file: str = ""
+    key_file: str = ""
+    key_password: Secret | None = None
+    check_hostname: bool = True
+    sasl_mechanism: str = "SCRAM-SHA-512"
+    sasl_username: str = ""
+    sasl_password: Secret | None = None
+
+    @classmethod
+    def from_settings(cls, kafka: KafkaSettings) -> KafkaSecurity:
+        return cls(
+            protocol=kafka.security_protocol,
+            ca_file=kafka.ca_file,
+            cert_file=kafka.cert_file,
+            key_file=kafka.key_file,
+            key_password=kafka.key_password,
+            check_hostname=kafka.check_hostname,
+            sasl_mechanism=kafka.sasl_mechanism,
+            sasl_username=kafka.sasl_username,
+            sasl_password=kafka.sasl_password,
+        )
+
+    @property
+    def tls(self) -> bool:
+        return self.protocol in ("SSL", "SASL_SSL")
+
+    @property
+    def sasl(self) -> bool:
+        return self.protocol.startswith("SASL_")
+
+    def describe(self) -> dict[str, Any]:
+        """What may be logged: the protocol and which parts are set, never a secret."""
+        return {
+            "protocol": self.protocol,
+            "ca_file": self.ca_file or ("system" if self.tls else None),
+            "client_cert": bool(self.cert_file),
+            "sasl_mechanism": self.sasl_mechanism if self.sasl else None,
+        }
+
+    def problems(self) -> list[ConfigProblem]:
+        """Every reason the settings cannot be used here and now (a file missing or not a
+        certificate or key, a secret that does not resolve), each naming its key."""
+        out: list[ConfigProblem] = []
+        if self.tls:
+            files = {"ca_file": self.ca_file, "cert_file": self.cert_file}
+            files["key_file"] = self.key_file
+            for key, path in files.items():
+                if path and not os.access(path, os.R_OK):
+                    reason = "does not exist" if not os.path.exists(path) else "is not readable"
+                    out.append(ConfigProblem(f"kafka.{key}", f"{path} {reason}"))
+        secrets = {"kafka.key_password": self.key_password}
+        if self.sasl:
+            secrets["kafka.sasl_password"] = self.sasl_password
+        for key, secret in secrets.items():
+            why = secret.problem() if secret is not None else None
+            if why is not None:
+                out.append(ConfigProblem(key, why))
+        if self.tls and not out:
+            try:
+                self.ssl_context()
+            except ssl.SSLError as exc:
+                key = "kafka.cert_file" if self.cert_file else "kafka.ca_file"
+                out.append(ConfigProblem(key, f"not a usable PEM certificate/key: {exc.reason}"))
+        return out
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """A client context that checks the broker against ``ca_file`` (else the system's
+        CAs) and its name (unless ``check_hostname`` is false), presenting the client
+        certificate when one is set; None without TLS."""
+        if not self.tls:
+            return None
+        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=self.ca_file or None)
+        context.check_hostname = self.check_hostname
+        if self.cert_file:
+            password = self.key_password.reveal() if self.key_password is not None else None
+            context.load_cert_chain(self.cert_file, self.key_file or None, password=password)
+        return context
+
+    def client_kwargs(self) -> dict[str, Any]:
+        """The security arguments of a kafka-python or aiokafka client (the same names)."""
+        kwargs: dict[str, Any] = {"security_protocol": self.protocol}
+        if self.tls:
+            kwargs["ssl_context"] = self.ssl_context()
+        if self.sasl:
+            kwargs["sasl_mechanism"] = self.sasl_mechanism
+            kwargs["sasl_plain_username"] = self.sasl_username
+            kwargs["sasl_plain_password"] = (
+                self.sasl_password.reveal() if self.sasl_password is not None else ""
+            )
+        return kwargs
+
+    def faust_credentials(self) -> CredentialsT | None:
+        """Faust's ``broker_credentials`` for these settings (None: plaintext). Faust turns
+        them into the same aiokafka arguments for its consumers and producer."""
+        import faust  # noqa: PLC0415 - the Faust app only
+
+        if self.sasl:
+            password = self.sasl_password.reveal() if self.sasl_password is not None else ""
+            # With an SSL context SASLCredentials says SASL_SSL, without it SASL_PLAINTEXT.
+            return faust.SASLCredentials(
+                username=self.sasl_username,
+                password=password,
+                ssl_context=self.ssl_context(),
+                mechanism=self.sasl_mechanism,
+            )
+        if self.tls:
+            return faust.SSLCredentials(self.ssl_context())
+        return None
+
+
+#: The embedded broker's settings, and the default until :func:`configure` runs.
+PLAINTEXT = KafkaSecurity()
+
+_current: KafkaSecurity = PLAINTEXT
+
+
+def configure(config: Config) -> KafkaSecurity:
+    """Check the ``kafka`` section against the files here (ConfigError naming every bad key)
+    and make it the settings of every Kafka client this process builds from now on."""
+    global _current  # process-wide on purpose (module docstring)
+    security = KafkaSecurity.from_settings(config.settings.kafka)
+    problems = [ConfigProblem(p.key, p.message, config.locate(p.key)) for p in security.problems()]
+    if problems:
+        raise ConfigError.of(problems)
+    _current = security
+    log.info("kafka.security", **security.describe())
+    return security
+
+
+def current() -> KafkaSecurity:
+    return _current
+
+
+@contextlib.contextmanager
+def using(security: KafkaSecurity) -> Iterator[KafkaSecurity]:
+    """``security`` as the process's settings inside the block (the previous ones after)."""
+    global _current
+    before, _current = _current, security
+    try:
+        yield security
+    finally:
+        _current = before
+
+
+def check_tls(bootstrap: str, security: KafkaSecurity | None = None, timeout: float = 5.0) -> None:
+    """ConfigError naming the key to fix when the first bootstrap server that accepts a
+    connection presents a certificate these settings do not trust (or for another name):
+    the Kafka clients would only retry that handshake until their timeout, saying "no
+    brokers available". Nothing without TLS or when no server accepts (a broker not up
+    yet is waited for by the caller)."""
+    context = (security or _current).ssl_context()
+    if context is None:
+        return
+    for server in bootstrap.split(","):
+        host, _, port = server.strip().rpartition(":")
+        host = host.strip("[]")
+        try:
+            with (
+                socket.create_connection((host, int(port)), timeout=timeout) as raw,
+                context.wrap_socket(raw, server_hostname=host),
+            ):
+                return
+        except ssl.SSLCertVerificationError as exc:
+            why = exc.verify_message or exc.reason or str(exc)
+            if "hostname" in str(why).lower() or "ip address mismatch" in str(why).lower():
+                key = "kafka.check_hostname"
+                fix = "connect by a name the certificate holds"
+            else:
+                key = "kafka.ca_file"
+                fix = "set it to the CA that signed the brokers' certificates"
+            raise ConfigError(
+                key, f"the broker at {server.strip()} is not trusted ({why}): {fix}"
+            ) from None
+        except (OSError, ValueError):
+            continue  # refused, reset, or an SSL error the server raised: the clients' wait
+
+
+def _kwargs(security: KafkaSecurity | None, options: dict[str, Any]) -> dict[str, Any]:
+    return {**options, **(security or _current).client_kwargs()}
+
+
+def kafka_producer(
+    bootstrap: str, *, security: KafkaSecurity | None = None, **options: Any
+) -> KafkaProducer:
+    """A kafka-python producer with the process's (or ``security``'s) settings."""
+    from kafka import KafkaProducer  # noqa: PLC0415 - keep CLI start-up light
+
+    return KafkaProducer(bootstrap_servers=bootstrap, **_kwargs(security, options))
+
+
+def kafka_consumer(
+    bootstrap: str, *topics: str, security: KafkaSecurity | None = None, **options: Any
+) -> KafkaConsumer:
+    """A kafka-python consumer with the process's (or ``security``'s) settings."""
+    from kafka import KafkaConsumer  # noqa: PLC0415
+
+    return KafkaConsumer(*topics, bootstrap_servers=bootstrap, **_kwargs(security, options))
+
+
+def kafka_admin(
+    bootstrap: str, *, security: KafkaSecurity | None = None, **options: Any
+) -> KafkaAdminClient:
+    """A kafka-python admin client with the process's (or ``security``'s) settings."""
+    from kafka import KafkaAdminClient  # noqa: PLC0415
+
+    return KafkaAdminClient(bootstrap_servers=bootstrap, **_kwargs(security, options))
+
+
+def aio_producer(
+    bootstrap: str, *, security: KafkaSecurity | None = None, **options: Any
+) -> AIOKafkaProducer:
+    """An aiokafka producer (build it inside the running loop, which it binds)."""
+    from aiokafka import AIOKafkaProducer  # noqa: PLC0415
+
+    return AIOKafkaProducer(bootstrap_servers=bootstrap, **_kwargs(security, options))
+
+
+def aio_consumer(
+    bootstrap: str, *topics: str, security: KafkaSecurity | None = None, **options: Any
+) -> AIOKafkaConsumer:
+    """An aiokafka consumer (build it inside the running loop, which it binds)."""
+    from aiokafka import AIOKafkaConsumer  # noqa: PLC0415
+
+    return AIOKafkaConsumer(*topics, bootstrap_servers=bootstrap, **_kwargs(security, options))
