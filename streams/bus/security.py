@@ -25,6 +25,7 @@ import contextlib
 import os
 import socket
 import ssl
+import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -195,13 +196,21 @@ def using(security: KafkaSecurity) -> Iterator[KafkaSecurity]:
         _current = before
 
 
+#: A Kafka ApiVersions v0 request (size, api key 18, version 0, correlation id 1, client id
+#: "accessguard-tls-check"): any broker answers it before authentication.
+_API_VERSIONS = struct.pack(">ihhih", 31, 18, 0, 1, 21) + b"accessguard-tls-check"
+
+
 def check_tls(bootstrap: str, security: KafkaSecurity | None = None, timeout: float = 5.0) -> None:
     """ConfigError naming the key to fix when the first bootstrap server that accepts a
-    connection presents a certificate these settings do not trust (or for another name):
-    the Kafka clients would only retry that handshake until their timeout, saying "no
-    brokers available". Nothing without TLS or when no server accepts (a broker not up
-    yet is waited for by the caller)."""
-    context = (security or _current).ssl_context()
+    connection presents a certificate these settings do not trust (or for another name), or
+    refuses this client's certificate (or its absence) after the handshake: the Kafka
+    clients would only retry until their timeout, saying "no brokers available". The check
+    sends one ApiVersions request, so a broker that requires a client certificate has said
+    so by the time it answers. Nothing without TLS, or when no server accepts or answers (a
+    broker not up yet is waited for by the caller)."""
+    settings = security or _current
+    context = settings.ssl_context()
     if context is None:
         return
     for server in bootstrap.split(","):
@@ -210,22 +219,46 @@ def check_tls(bootstrap: str, security: KafkaSecurity | None = None, timeout: fl
         try:
             with (
                 socket.create_connection((host, int(port)), timeout=timeout) as raw,
-                context.wrap_socket(raw, server_hostname=host),
+                context.wrap_socket(raw, server_hostname=host) as tls,
             ):
-                return
+                tls.sendall(_API_VERSIONS)
+                answered = _answer(tls)
         except ssl.SSLCertVerificationError as exc:
-            why = exc.verify_message or exc.reason or str(exc)
-            if "hostname" in str(why).lower() or "ip address mismatch" in str(why).lower():
-                key = "kafka.check_hostname"
-                fix = "connect by a name the certificate holds"
+            why = str(exc.verify_message or exc.reason or exc)
+            if "hostname" in why.lower() or "ip address mismatch" in why.lower():
+                key, fix = "kafka.check_hostname", "connect by a name the certificate holds"
             else:
-                key = "kafka.ca_file"
-                fix = "set it to the CA that signed the brokers' certificates"
+                key, fix = "kafka.ca_file", "set it to the CA that signed the brokers' certificates"
             raise ConfigError(
                 key, f"the broker at {server.strip()} is not trusted ({why}): {fix}"
             ) from None
         except (OSError, ValueError):
-            continue  # refused, reset, or an SSL error the server raised: the clients' wait
+            continue  # refused, reset or silent before the handshake: the caller's wait decides
+        if answered is True:
+            return
+        if answered is not None:  # the handshake passed, then the broker hung up on us
+            given = "this client's certificate" if settings.cert_file else "a client without one"
+            raise ConfigError(
+                "kafka.cert_file",
+                f"the broker at {server.strip()} refused {given} after the TLS handshake "
+                f"({answered}): it requires a client certificate it trusts (mTLS); set "
+                "kafka.cert_file and kafka.key_file (Strimzi: the KafkaUser's secret, "
+                "user.crt and user.key)",
+            )
+
+
+def _answer(tls: ssl.SSLSocket) -> bool | str | None:
+    """True when the broker answered the request; why not when it closed the connection
+    (a TLS alert, or none: some servers drop a refused client without one); None when it
+    was only slow."""
+    try:
+        return len(tls.recv(4)) > 0 or "closed without an alert"
+    except TimeoutError:
+        return None
+    except ssl.SSLError as exc:
+        return str(exc.reason or exc)
+    except OSError as exc:
+        return exc.strerror or type(exc).__name__
 
 
 def _kwargs(security: KafkaSecurity | None, options: dict[str, Any]) -> dict[str, Any]:
