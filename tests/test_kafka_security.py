@@ -17,6 +17,7 @@ from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
 
 from streams.bus import security
 from streams.bus.security import KafkaSecurity
+from streams.cli.wiring import start
 from streams.config import Config, check_config, load_config
 from streams.runtime.app import create_app
 from streams.support.errors import ConfigError
@@ -86,11 +87,12 @@ class TestSettings:
         assert key in problems, problems
         assert message in problems[key]
 
-    def test_security_with_the_embedded_broker_is_refused(self) -> None:
-        """The embedded broker is plaintext on loopback: asking it for TLS is an error, not
-        silently ignored."""
-        problems = _problems({"ACCESSGUARD_KAFKA_SECURITY_PROTOCOL": "SSL"})
-        assert "PLAINTEXT only" in problems["kafka.security_protocol"]
+    def test_security_with_the_embedded_broker_is_refused(self, tmp_path: Path) -> None:
+        """The embedded broker is plaintext on loopback: a process that would start it with
+        TLS asked for stops before starting it, naming the key, rather than ignoring it."""
+        config = _config(tmp_path, {"ACCESSGUARD_KAFKA_SECURITY_PROTOCOL": "SSL"})
+        with pytest.raises(ConfigError, match=r"kafka\.security_protocol: SSL needs broker"):
+            start(config, "worker", {}, serve_http=False)
 
     def test_missing_files_and_unset_secrets_stop_start_up_naming_the_key(
         self, tmp_path: Path

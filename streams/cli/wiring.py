@@ -244,6 +244,14 @@ def start(
     make_data_dir(config)
     broker = None
     if config.embedded:
+        protocol = config.settings.kafka.security_protocol
+        if protocol != "PLAINTEXT":
+            raise ConfigError(
+                "kafka.security_protocol",
+                f"{protocol} needs broker: the embedded broker listens on loopback in "
+                "PLAINTEXT only",
+                where=config.locate("kafka.security_protocol"),
+            )
         binary = find_tansu(config["embedded.tansu_bin"] or None)
         broker = EmbeddedBroker(
             binary,

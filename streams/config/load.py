@@ -116,18 +116,12 @@ def kafka_checks(settings: ConfigModel) -> list[tuple[str, str]]:
     """(key, reason) for a ``kafka`` section whose keys contradict each other: each would
     otherwise surface later as a handshake or authentication failure against the broker.
     Whether the files exist is checked when the process connects
-    (:func:`streams.bus.security.configure`), where they are mounted."""
+    (:func:`streams.bus.security.configure`), where they are mounted; a secured protocol
+    with the embedded broker when it would be started (the file may get ``broker`` from the
+    environment of where it is deployed)."""
     kafka = settings.kafka
     protocol = kafka.security_protocol
     out: list[tuple[str, str]] = []
-    if protocol != "PLAINTEXT" and not settings.broker:
-        out.append(
-            (
-                "kafka.security_protocol",
-                f"{protocol} needs broker: the embedded broker listens on loopback in "
-                "PLAINTEXT only",
-            )
-        )
     if "SSL" not in protocol:
         for key in ("ca_file", "cert_file", "key_file"):
             if getattr(kafka, key):
