@@ -15,8 +15,9 @@ parameter beside it in every signature would be one more thing to forget. The em
 is plaintext on loopback and asks for :data:`PLAINTEXT` explicitly.
 
 The SSL context is built again for each client, from the files: a certificate the operator
-(Strimzi renews user and cluster CA certificates) rotated in is used by the next client
-without a restart, as ``file:`` secrets are re-read at each use.
+rotated in (Strimzi renews user and cluster CA certificates) is used by the next client built,
+as ``file:`` secrets are re-read at each use. Long-lived clients (the Faust app, the
+publisher, the views) keep the context they were built with until the process restarts.
 """
 
 from __future__ import annotations
