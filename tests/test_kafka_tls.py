@@ -1,9 +1,10 @@
 """Kafka over TLS for real: the embedded broker behind a TLS-terminating proxy that requires
 a client certificate (mTLS, as Strimzi's TLS listener with ``authentication: tls``), with a
 test CA. Through it, configured once by the ``kafka`` section: the start-up path (topics,
-registry import and read: kafka-python), the publisher and views (aiokafka), and the Faust
-app's worker consumer and producer. A client without a certificate, or one that does not trust
-the CA, fails at once with an error naming the key to fix, and nothing reaches the broker."""
+registry import and read: kafka-python), the publisher and views (aiokafka), the Faust app's
+worker consumer and producer, and the real `accessguard registry import` command. A client
+without a certificate, or one that does not trust the CA, fails at once with an error naming
+the key to fix, and nothing reaches the broker."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import asyncio
 import contextlib
 import datetime
 import ipaddress
+import json
 import ssl
 import threading
 import time
@@ -33,6 +35,7 @@ from streams.bus.views import Publisher, Views
 from streams.config import Config, load_config
 from streams.runtime.app import create_app
 from streams.support.errors import BrokerError, ConfigError
+from tests.test_cli import accessguard
 
 pytestmark = pytest.mark.integration
 
@@ -355,3 +358,25 @@ def test_the_aiokafka_publisher_does_not_hang_on_an_untrusted_broker(
     with security.using(untrusting), pytest.raises(BrokerError, match="cannot reach broker"):
         asyncio.run(scenario())
     assert time.monotonic() - started < 15
+
+
+def test_the_registry_import_command_runs_over_mtls(secured: Secured, tmp_path: Path) -> None:
+    """The real `accessguard registry import`, in its own process, configured only by
+    ACCESSGUARD_KAFKA_* variables: it checks the broker over TLS, sees the topics and
+    publishes the registry; without the client certificate it stops at once, naming the
+    key, and publishes nothing."""
+    env = {
+        "ACCESSGUARD_BROKER": f"kafka://{secured.bootstrap}",
+        "ACCESSGUARD_KAFKA_SECURITY_PROTOCOL": "SSL",
+        "ACCESSGUARD_KAFKA_CA_FILE": secured.config.settings.kafka.ca_file,
+    }
+    registry = str(REPO / "examples" / "registry.yaml")
+    refused = accessguard("registry", "import", registry, tmp_path=tmp_path, **env)
+    assert refused.returncode != 0
+    assert "kafka.cert_file" in refused.stderr
+    assert "refused a client without one" in refused.stderr
+    env["ACCESSGUARD_KAFKA_CERT_FILE"] = secured.config.settings.kafka.cert_file
+    env["ACCESSGUARD_KAFKA_KEY_FILE"] = secured.config.settings.kafka.key_file
+    done = accessguard("registry", "import", registry, tmp_path=tmp_path, **env)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["changes"] > 0
