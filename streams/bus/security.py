@@ -178,7 +178,8 @@ def configure(config: Config) -> KafkaSecurity:
     if problems:
         raise ConfigError.of(problems)
     _current = security
-    log.info("kafka.security", **security.describe())
+    if security != PLAINTEXT:  # the default says nothing worth a line in every command
+        log.info("kafka.security", **security.describe())
     return security
 
 
