@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from streams.support.errors import ConfigError, ConfigProblem
+from streams.support.errors import BrokerError, ConfigError, ConfigProblem
 from streams.support.secrets import Secret
 
 if TYPE_CHECKING:
@@ -206,11 +206,12 @@ _API_VERSIONS = struct.pack(">ihhih", 31, 18, 0, 1, 21) + b"accessguard-tls-chec
 def check_tls(bootstrap: str, security: KafkaSecurity | None = None, timeout: float = 5.0) -> None:
     """ConfigError naming the key to fix when the first bootstrap server that accepts a
     connection presents a certificate these settings do not trust (or for another name), or
-    refuses this client's certificate (or its absence) after the handshake: the Kafka
-    clients would only retry until their timeout, saying "no brokers available". The check
-    sends one ApiVersions request, so a broker that requires a client certificate has said
-    so by the time it answers. Nothing without TLS, or when no server accepts or answers (a
-    broker not up yet is waited for by the caller)."""
+    refuses this client's certificate (or its absence) with a TLS alert: the Kafka clients
+    would only retry until their timeout, saying "no brokers available". The check sends one
+    ApiVersions request, so a broker that requires a client certificate has said so by the
+    time it answers; one that hangs up without a word is a BrokerError saying what it may
+    mean. Nothing without TLS, or when no server accepts or answers (a broker not up yet is
+    waited for by the caller)."""
     settings = security or _current
     context = settings.ssl_context()
     if context is None:
@@ -223,7 +224,6 @@ def check_tls(bootstrap: str, security: KafkaSecurity | None = None, timeout: fl
                 socket.create_connection((host, int(port)), timeout=timeout) as raw,
                 context.wrap_socket(raw, server_hostname=host) as tls,
             ):
-                tls.sendall(_API_VERSIONS)
                 answered = _answer(tls)
         except ssl.SSLCertVerificationError as exc:
             why = str(exc.verify_message or exc.reason or exc)
@@ -236,31 +236,46 @@ def check_tls(bootstrap: str, security: KafkaSecurity | None = None, timeout: fl
             ) from None
         except (OSError, ValueError):
             continue  # refused, reset or silent before the handshake: the caller's wait decides
-        if answered is True:
+        if answered is None:
             return
-        if answered is not None:  # the handshake passed, then the broker hung up on us
-            given = "this client's certificate" if settings.cert_file else "a client without one"
+        alert, why = answered
+        given = "this client's certificate" if settings.cert_file else "a client without one"
+        if alert:  # the broker said so: a setting to fix, not a broker to wait for
             raise ConfigError(
                 "kafka.cert_file",
-                f"the broker at {server.strip()} refused {given} after the TLS handshake "
-                f"({answered}): it requires a client certificate it trusts (mTLS); set "
-                "kafka.cert_file and kafka.key_file (Strimzi: the KafkaUser's secret, "
-                "user.crt and user.key)",
+                f"the broker at {server.strip()} refused {given} ({why}): it requires a "
+                "client certificate it trusts (mTLS); set kafka.cert_file and "
+                "kafka.key_file (Strimzi: the KafkaUser's Secret, user.crt and user.key)",
             )
+        # Hung up without saying why: a refused client certificate where the server sends no
+        # alert, or a TLS proxy that cannot reach its broker. A BrokerError: waited out by a
+        # service (with this reason in its logs and /readyz), one line for a one-shot command.
+        raise BrokerError(
+            f"the broker at {server.strip()} closed the connection after the TLS handshake "
+            f"without answering ({why}): it may refuse {given} (mTLS: set kafka.cert_file "
+            "and kafka.key_file), or a TLS proxy in front of it cannot reach it"
+        )
 
 
-def _answer(tls: ssl.SSLSocket) -> bool | str | None:
-    """True when the broker answered the request; why not when it closed the connection
-    (a TLS alert, or none: some servers drop a refused client without one); None when it
-    was only slow."""
+def _answer(tls: ssl.SSLSocket) -> tuple[bool, str] | None:
+    """Send an ApiVersions request: None when the broker answered (or was only slow: the
+    caller's wait decides); else (whether it sent a TLS alert, why it closed the
+    connection). A server that refuses the client may close before the request is written:
+    its alert is then still there to read."""
     try:
-        return len(tls.recv(4)) > 0 or "closed without an alert"
+        try:
+            tls.sendall(_API_VERSIONS)
+        except OSError:
+            tls.recv(4)  # raises the alert, if the server sent one before closing
+            return False, "closed without an alert"
+        return None if tls.recv(4) else (False, "closed without an alert")
     except TimeoutError:
         return None
     except ssl.SSLError as exc:
-        return str(exc.reason or exc)
+        reason = str(exc.reason or exc)
+        return ("ALERT" in reason.upper() or "CERTIFICATE" in reason.upper()), reason
     except OSError as exc:
-        return exc.strerror or type(exc).__name__
+        return False, exc.strerror or type(exc).__name__
 
 
 def _kwargs(security: KafkaSecurity | None, options: dict[str, Any]) -> dict[str, Any]:
