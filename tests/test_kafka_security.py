@@ -23,6 +23,7 @@ from streams.runtime.app import create_app
 from streams.support.errors import ConfigError
 from streams.support.logs import redact_secrets
 from streams.support.secrets import Secret
+from tests.test_cli import cli
 
 REPO = Path(__file__).resolve().parent.parent
 BROKER = {"ACCESSGUARD_BROKER": "kafka://kafka.example:9093"}
@@ -115,6 +116,26 @@ class TestSettings:
             security.configure(config)
         assert {p.key for p in exc.value.problems} == {"kafka.ca_file", "kafka.sasl_password"}
         assert security.current() == security.PLAINTEXT
+
+    def test_config_check_names_a_missing_certificate(self, tmp_path: Path) -> None:
+        """`accessguard config check`, run where the files are mounted, finds a missing CA
+        or client certificate as start-up would, at its key."""
+        env = {
+            **BROKER,
+            "ACCESSGUARD_KAFKA_SECURITY_PROTOCOL": "SSL",
+            "ACCESSGUARD_KAFKA_CA_FILE": str(tmp_path / "ca.crt"),
+            "ACCESSGUARD_KAFKA_CERT_FILE": str(tmp_path / "user.crt"),
+            "ACCESSGUARD_KAFKA_KEY_FILE": str(tmp_path / "user.key"),
+        }
+        result = cli("config", "check", **env)
+        assert result.exit_code == 1
+        lines = [line for line in result.output.splitlines() if "kafka." in line]
+        assert [line.split(": ", 2)[1] for line in lines] == [
+            "kafka.ca_file",
+            "kafka.cert_file",
+            "kafka.key_file",
+        ]
+        assert all("does not exist" in line for line in lines)
 
     def test_a_file_that_is_not_a_certificate_is_refused(self, tmp_path: Path) -> None:
         """A CA file that is not PEM is named at start rather than at the first handshake."""
