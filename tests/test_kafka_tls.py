@@ -2,7 +2,8 @@
 a client certificate (mTLS, as Strimzi's TLS listener with ``authentication: tls``), with a
 test CA. Through it, configured once by the ``kafka`` section: the start-up path (topics,
 registry import and read: kafka-python), the publisher and views (aiokafka), the Faust app's
-worker consumer and producer, and the real `accessguard registry import` command. A client
+worker consumer and producer, the real `accessguard registry import` command, and a real
+`connect hr-webhook` and `worker` offboarding someone end to end. A client
 without a certificate, or one that does not trust the CA, fails at once with an error naming
 the key to fix, and nothing reaches the broker."""
 
@@ -36,7 +37,10 @@ from streams.bus.views import Publisher, Views
 from streams.config import Config, load_config
 from streams.runtime.app import create_app
 from streams.support.errors import BrokerError, ConfigError
+from tests.fakes import FakeVendorServer
+from tests.stack import Stack, wait_until, write_config
 from tests.test_cli import accessguard
+from tests.test_integration_external import ALICE_CALLS, alice_calls, hr_event
 
 pytestmark = pytest.mark.integration
 
@@ -423,3 +427,46 @@ def test_a_broker_alert_refusing_the_client_is_a_setting_to_fix(
         ConfigError, match=r"kafka\.cert_file: .* refused a client without one \(.*CERTIFICATE"
     ):
         security.check_tls(alerting_server, no_cert)
+
+
+@pytest.mark.slow
+def test_hr_webhook_and_worker_offboard_over_mtls(
+    secured: Secured, tmp_path: Path, vendor: FakeVendorServer
+) -> None:
+    """The real `connect hr-webhook` and `worker`, each its own process configured with the
+    kafka section, reach the broker only through the mTLS proxy: the event the edge accepts
+    is consumed by the worker's Faust agent and Alice is revoked everywhere, each call once,
+    and no configured secret shows up in their output."""
+    import_registry(secured.config, secured.bootstrap, REPO / "examples" / "registry.yaml")
+    kafka = secured.config.settings.kafka
+    tls = {
+        "kafka.security_protocol": "SSL",
+        "kafka.ca_file": kafka.ca_file,
+        "kafka.cert_file": kafka.cert_file,
+        "kafka.key_file": kafka.key_file,
+    }
+
+    def config(name: str) -> Path:
+        (tmp_path / name).mkdir()
+        return write_config(
+            tmp_path / name / "config.yaml",
+            data_dir=tmp_path / name / "data",
+            vendor_url=vendor.url,
+            broker=f"kafka://{secured.bootstrap}",
+            http_port=free_port(),
+            extra=tls,
+        )
+
+    before = secured.proxy.forwarded
+    with (
+        Stack(config("edge"), command=("connect", "hr-webhook")) as edge,
+        Stack(config("worker"), command=("worker",)) as worker,
+    ):
+        resp = edge.post_hr(hr_event("tls-1"))
+        assert resp.status_code == 202, resp.text
+        wait_until(lambda: len(alice_calls(vendor)) >= ALICE_CALLS, 30, what="every alice call")
+        calls = alice_calls(vendor)
+        assert len(calls) == len(set(calls)) == ALICE_CALLS
+        edge.assert_no_secret_leaked()
+        worker.assert_no_secret_leaked()
+    assert secured.proxy.forwarded > before
