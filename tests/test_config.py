@@ -26,6 +26,7 @@ from streams.config import (
 from streams.runtime.secretcheck import reference_problems
 from streams.support.errors import ConfigError
 from streams.support.secrets import Secret
+from tests.pki import write_pki
 
 
 def _yaml(tmp_path: Path, data: Any) -> Path:
@@ -554,7 +555,8 @@ class TestConfigCheckCommand:
 
     def test_the_kubernetes_configuration_passes(self, tmp_path: Path) -> None:
         """deploy/k8s/base/config.yaml passes without its mounted secrets (--no-secrets), and
-        with them (here: the same file names in a temporary directory)."""
+        with them (here: the same file names in a temporary directory, and a test CA's
+        certificates for the Kafka CA and client certificate it names)."""
         source = REPO / "deploy" / "k8s" / "base" / "config.yaml"
         env = {
             **{k: None for k in os.environ if k.startswith("ACCESSGUARD_")},
@@ -570,6 +572,15 @@ class TestConfigCheckCommand:
             line.split(mounted)[1].strip() for line in text.splitlines() if mounted in line
         }:
             (tmp_path / name).write_text("value\n", encoding="utf-8")
+        # the Kafka CA and client certificate, mounted from the KafkaUser's Secret in the pod
+        pki = write_pki(tmp_path)
+        for path, cert in (
+            ("/etc/accessguard/kafka-ca/ca.crt", pki.ca),
+            ("/var/run/secrets/kafka-user/user.crt", pki.client_cert),
+            ("/var/run/secrets/kafka-user/user.key", pki.client_key),
+        ):
+            assert path in text
+            text = text.replace(path, str(cert))
         local = tmp_path / "config.yaml"
         local.write_text(text.replace(mounted, f"{tmp_path}/"), encoding="utf-8")
         result = CliRunner().invoke(main, ["config", "check", "--config", str(local)], env=env)

@@ -2,7 +2,10 @@
 object validates offline against the Kubernetes schemas (kubernetes-validate, strict) or the
 CRD schemas in tests/schemas/; pods run non-root on a read-only root filesystem with every
 capability dropped, with limits, pinned images and probes; secrets are referenced, never
-inlined; every topic of streams/bus/topics.py has its KafkaTopic; Prometheus scrapes everything
+inlined; every topic of streams/bus/topics.py has its KafkaTopic; every workload reaches Kafka
+over mTLS as its own KafkaUser, whose ACLs are exactly its component's access
+(streams/bus/access.py) and never let an edge or poller write another's topics or the state
+topics; Prometheus scrapes everything
 as job "accessguard"; the custody vault is reached with a projected service-account token
 (audience vault), never a stored vault token; and the Dockerfile builds a pinned, non-root
 image.
@@ -30,8 +33,10 @@ import pytest
 import yaml
 
 from connectors.base.catalogue import validate_settings
+from connectors.base.leak_sources import LEAK_FEEDS
 from connectors.custody.settings import OpenBaoSettings
-from streams.bus.topics import topic_specs
+from streams.bus.access import Access, component_access
+from streams.bus.topics import Topics, topic_specs
 from streams.config import SECRET_KEYS, load_config
 from streams.detect.load import load_rules
 from tests.kustomize_lite import CLUSTER_SCOPED, build, split_image
@@ -47,6 +52,7 @@ CRD_SCHEMAS = {
     ("monitoring.coreos.com/v1", "ServiceMonitor"): "servicemonitor-monitoring-v1.json",
     ("monitoring.coreos.com/v1", "PrometheusRule"): "prometheusrule-monitoring-v1.json",
     ("kafka.strimzi.io/v1", "KafkaTopic"): "kafkatopic-kafka-v1.json",
+    ("kafka.strimzi.io/v1", "KafkaUser"): "kafkauser-kafka-v1.json",
 }
 #: Every apiVersion the manifests may use: current, none deprecated. Strimzi's KafkaTopic is
 #: v1 (v1beta2 is deprecated since Strimzi 0.49 and gone in 1.0).
@@ -73,6 +79,17 @@ IMAGE = "ghcr.io/example/accessguard"
 VAULT_TOKEN_DIR = "/var/run/secrets/vault"
 VAULT_AUDIENCE = "vault"
 VAULT_PORT = 8200
+#: Strimzi's TLS listener (port 9093, `tls: true`): the only Kafka port the pods reach.
+KAFKA_TLS_PORT = 9093
+#: The volume of a pod's own KafkaUser Secret (Strimzi's User Operator writes it), and of the
+#: cluster CA's ConfigMap.
+KAFKA_USER_VOLUME = "kafka-user"
+KAFKA_CA_VOLUME = "kafka-ca"
+#: KafkaUsers with no workload in an overlay, with the reason.
+USERS_WITHOUT_WORKLOAD = {
+    "accessguard-registry-import": "production imports the registry from the security team's "
+    "pipeline with this user's certificate (deploy/k8s/README.md)",
+}
 
 
 @pytest.fixture(scope="module", params=OVERLAYS)
@@ -473,7 +490,7 @@ def test_secrets_are_referenced_never_inlined(rendered: tuple[str, list[dict[str
                 assert "value" not in var or not secretish.search(var["name"]), var["name"]
         mounted: set[str] = set()
         for volume in spec.get("volumes", []):
-            if "secret" in volume:
+            if "secret" in volume and volume["name"] != KAFKA_USER_VOLUME:
                 assert volume["secret"]["secretName"] == SECRET_NAME
                 mounted |= {f"file:{SECRET_MOUNT}/{i['path']}" for i in volume["secret"]["items"]}
         component = obj["metadata"]["name"].removeprefix("accessguard-")
@@ -489,7 +506,7 @@ def test_secret_example_lists_exactly_the_mounted_keys() -> None:
     for overlay in OVERLAYS:
         for _, spec in _pods(build(K8S / "overlays" / overlay)):
             for volume in spec.get("volumes", []):
-                if "secret" in volume:
+                if "secret" in volume and volume["name"] != KAFKA_USER_VOLUME:
                     keys |= {i["key"] for i in volume["secret"]["items"]}
     assert set(example["stringData"]) == keys
 
@@ -676,12 +693,13 @@ def test_kafka_cluster_is_one_and_the_same(rendered: tuple[str, list[dict[str, A
     objects = rendered[1]
     config, _ = _effective_config(objects)
     clusters = {
-        t["metadata"]["labels"]["strimzi.io/cluster"] for t in _objects(rendered, "KafkaTopic")
+        t["metadata"]["labels"]["strimzi.io/cluster"]
+        for t in [*_objects(rendered, "KafkaTopic"), *_objects(rendered, "KafkaUser")]
     }
     (cluster,) = clusters
     host = config["broker"].removeprefix("kafka://").split(",")[0]
     assert re.fullmatch(
-        rf"{cluster}-kafka-bootstrap\.([a-z0-9-]+)\.svc(\.cluster\.local)?:9092", host
+        rf"{cluster}-kafka-bootstrap\.([a-z0-9-]+)\.svc(\.cluster\.local)?:{KAFKA_TLS_PORT}", host
     )
     namespace = host.split(".")[1]
     policy = _one(objects, "NetworkPolicy", "accessguard-egress-kafka")
@@ -691,6 +709,135 @@ def test_kafka_cluster_is_one_and_the_same(rendered: tuple[str, list[dict[str, A
     assert peer["podSelector"]["matchLabels"]["strimzi.io/cluster"] == cluster
     workers = _one(objects, "StatefulSet", "accessguard-worker")["spec"]["replicas"]
     assert 2 <= workers <= int(config["topics.partitions"])
+
+
+# --- Kafka users ----------------------------------------------------------------------------
+
+
+def _granted(user: dict[str, Any], prefix: str) -> Access:
+    """The topics a rendered KafkaUser may read and write and the groups it may join; every
+    ACL must be one of the three shapes accessguard uses (anything else fails here)."""
+    read: set[str] = set()
+    write: set[str] = set()
+    groups: set[str] = set()
+    for acl in user["spec"]["authorization"]["acls"]:
+        resource, operations = acl["resource"], acl["operations"]
+        assert acl.get("type", "allow") == "allow", acl
+        assert "host" not in acl, acl
+        if resource.get("patternType") == "prefix":
+            assert resource == {"type": "topic", "name": prefix, "patternType": "prefix"}, acl
+            assert operations == ["Describe"], acl
+        elif resource["type"] == "topic":
+            assert set(operations) <= {"Read", "Write"}, acl
+            if "Read" in operations:
+                read.add(resource["name"])
+            if "Write" in operations:
+                write.add(resource["name"])
+        else:
+            assert resource["type"] == "group", acl
+            assert operations == ["Read"], acl
+            groups.add(resource["name"])
+    return Access(frozenset(read), frozenset(write), frozenset(groups))
+
+
+def _users(rendered: tuple[str, list[dict[str, Any]]]) -> dict[str, dict[str, Any]]:
+    return {u["metadata"]["name"]: u for u in _objects(rendered, "KafkaUser")}
+
+
+def test_every_kafka_client_uses_its_own_kafkauser_over_mtls(
+    rendered: tuple[str, list[dict[str, Any]]],
+) -> None:
+    """Every workload (each talks to Kafka) mounts the Secret of the KafkaUser named after it
+    and no other user's, and the cluster CA, where the configuration's kafka section reads
+    them; the broker is the TLS listener; every KafkaUser is used (or says why not)."""
+    objects = rendered[1]
+    config, _ = _effective_config(objects)
+    kafka = config.settings.kafka
+    assert kafka.security_protocol == "SSL"
+    assert config["broker"].endswith(f":{KAFKA_TLS_PORT}")
+    users = _users(rendered)
+    used = set()
+    for obj, spec in _pods(objects):
+        name = obj["metadata"]["name"]
+        volumes = {v["name"]: v for v in spec["volumes"]}
+        own = [v for v in spec["volumes"] if v.get("secret", {}).get("secretName") in users]
+        assert [v["name"] for v in own] == [KAFKA_USER_VOLUME], name
+        assert own[0]["secret"]["secretName"] == name, name
+        assert {i["key"] for i in own[0]["secret"]["items"]} == {"user.crt", "user.key"}
+        assert volumes[KAFKA_CA_VOLUME]["configMap"]["items"] == [
+            {"key": "ca.crt", "path": "ca.crt"}
+        ]
+        (container,) = spec["containers"]
+        mounts = {m["name"]: m for m in container["volumeMounts"]}
+        for volume, path in (
+            (KAFKA_USER_VOLUME, kafka.cert_file),
+            (KAFKA_USER_VOLUME, kafka.key_file),
+            (KAFKA_CA_VOLUME, kafka.ca_file),
+        ):
+            assert mounts[volume]["readOnly"] is True
+            assert path.startswith(mounts[volume]["mountPath"] + "/"), (name, path)
+        used.add(name)
+    assert set(users) - used <= set(USERS_WITHOUT_WORKLOAD), set(users) - used
+
+
+def test_kafkauser_acls_are_what_the_code_needs(
+    rendered: tuple[str, list[dict[str, Any]]],
+) -> None:
+    """Each KafkaUser authenticates with mTLS and is granted exactly its component's access
+    (streams/bus/access.py, for this overlay's configuration: topic names from
+    streams.bus.topics, the worker's consumer group): no Create, Delete, Alter or cluster
+    operation for anyone, Describe on accessguard's topics only."""
+    config, _ = _effective_config(rendered[1])
+    access = component_access(config, LEAK_FEEDS)
+    prefix = config["topics.prefix"] + "."
+    users = _users(rendered)
+    assert users
+    for name, user in users.items():
+        assert user["spec"]["authentication"] == {"type": "tls"}, name
+        assert user["spec"]["authorization"]["type"] == "simple", name
+        assert _granted(user, prefix) == access[name.removeprefix("accessguard-")], name
+
+
+def _write_violations(users: dict[str, dict[str, Any]], config: Any) -> list[str]:
+    """Who writes what they must not: the registry and the leak-index snapshots are written
+    by the registry importer and the worker at most; the HR edge writes only hr.events and a
+    poller only its input topic (auth.events or leak.records) and that topic's dead letters."""
+    t = Topics.from_config(config)
+    prefix = config["topics.prefix"] + "."
+    inputs = {
+        "hr-webhook": [{t.hr_events}],
+        "poller": [{t.auth_events, t.auth_dlq}, {t.leak_records, t.leak_dlq}],
+    }
+    out = []
+    for name, user in users.items():
+        component = name.removeprefix("accessguard-")
+        writes = set(_granted(user, prefix).write)
+        for topic in writes & {t.registry, t.leak_index}:
+            if component not in ("registry-import", "worker"):
+                out.append(f"{component} writes {topic}")
+        kind = "poller" if component.startswith("poller-") else component
+        if kind in inputs and not any(writes <= allowed for allowed in inputs[kind]):
+            out.append(f"{component} writes {sorted(writes)}")
+    return out
+
+
+def test_only_the_importer_and_the_worker_write_state_and_edges_only_their_input(
+    rendered: tuple[str, list[dict[str, Any]]],
+) -> None:
+    """On the rendered ACLs themselves: nobody but the registry importer and the worker may
+    write the registry or leak-index topics, and the HR edge and pollers write only their
+    input topics. The check finds a poller given the registry."""
+    config, _ = _effective_config(rendered[1])
+    users = _users(rendered)
+    assert _write_violations(users, config) == []
+    doctored = copy.deepcopy(users)
+    poller = next(u for n, u in doctored.items() if n.startswith("accessguard-poller-"))
+    registry = Topics.from_config(config).registry
+    poller["spec"]["authorization"]["acls"].append(
+        {"resource": {"type": "topic", "name": registry}, "operations": ["Write"]}
+    )
+    violations = _write_violations(doctored, config)
+    assert any(v.endswith(f"writes {registry}") for v in violations), violations
 
 
 # --- services, disruption, network ----------------------------------------------------------
@@ -761,7 +908,7 @@ def test_network_policy(rendered: tuple[str, list[dict[str, Any]]]) -> None:
                 assert peer == prometheus or namespace == "ingress-nginx", peer
         for rule in spec.get("egress", []):
             ports = {p["port"] for p in rule["ports"]}
-            assert ports <= {53, 9092, 443, VAULT_PORT}, ports
+            assert ports <= {53, KAFKA_TLS_PORT, 443, VAULT_PORT}, ports
             if VAULT_PORT in ports:
                 assert ports == {VAULT_PORT}, ports
                 assert spec["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == (

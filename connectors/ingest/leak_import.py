@@ -201,12 +201,13 @@ def _import_range(
     bootstrap: str,
     topic: str,
 ) -> dict[str, Any]:
-    from kafka import KafkaProducer  # noqa: PLC0415 - only in the worker processes
+    # The parent configured the Kafka security settings before forking: they are inherited.
+    from streams.bus.security import kafka_producer  # noqa: PLC0415 - the worker processes only
 
     index: LeakIndex | None = _SHARED.get("index")
     options: DumpOptions = _SHARED["options"]
-    producer = KafkaProducer(
-        bootstrap_servers=bootstrap,
+    producer = kafka_producer(
+        bootstrap,
         acks="all",
         linger_ms=5,
         max_request_size=4 * 1048576,

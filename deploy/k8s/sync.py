@@ -7,6 +7,9 @@ elsewhere in the repository is copied in, and the Strimzi topics are derived fro
   (``dashboards/*.json``), with the ``kustomization.yaml`` that turns them into ConfigMaps;
 - ``base/kafkatopics.yaml``: one KafkaTopic per topic of ``streams.bus.topics.topic_specs``, with
   the partitions of ``base/config.yaml``;
+- ``base/kafkausers.yaml``: one Strimzi KafkaUser per component that talks to Kafka (mTLS,
+  ``simple`` ACLs), from ``streams.bus.access.component_access`` and the pollers of
+  ``base/config.yaml``;
 - ``overlays/staging/registry.yaml``: the example registry imported in staging.
 
 tests/test_k8s_manifests.py fails when any of these differ from what this script would write:
@@ -29,12 +32,17 @@ REPO = K8S.parents[1]
 if str(REPO) not in sys.path:  # run as a script: make `streams` importable
     sys.path.insert(0, str(REPO))
 
+from connectors.base.leak_sources import LEAK_FEEDS  # noqa: E402
+from streams.bus.access import Access, component_access  # noqa: E402
 from streams.bus.topics import topic_specs  # noqa: E402
 from streams.config import load_config  # noqa: E402
 
 BASE = K8S / "base"
 CONTENT = BASE / "content"
 TOPICS_FILE = BASE / "kafkatopics.yaml"
+USERS_FILE = BASE / "kafkausers.yaml"
+#: Components with a KafkaUser here (``leaks-import`` is an operator's command, not deployed).
+DEPLOYED = ("worker", "hr-webhook", "registry-import")
 STAGING_REGISTRY = K8S / "overlays" / "staging" / "registry.yaml"
 #: The Strimzi Kafka cluster the topics belong to (label strimzi.io/cluster); overlays patch it.
 KAFKA_CLUSTER = "accessguard-kafka"
@@ -89,6 +97,70 @@ def kafka_topics() -> str:
     return HEADER.format(source="streams/bus/topics.py and base/config.yaml") + body
 
 
+def kafka_user_name(component: str) -> str:
+    """The KafkaUser (and its Secret, and the workload using it) of a component."""
+    return f"accessguard-{component}"
+
+
+def acls(access: Access, prefix: str) -> list[dict[str, Any]]:
+    """Strimzi ``simple`` ACLs granting exactly ``access`` (Read and Write imply Describe),
+    and Describe on every topic under ``prefix`` (streams/bus/access.py says why)."""
+    rules: list[dict[str, Any]] = [
+        {
+            "resource": {"type": "topic", "name": prefix, "patternType": "prefix"},
+            "operations": ["Describe"],
+        }
+    ]
+    for topic in sorted(access.read | access.write):
+        operations = [
+            op for op, on in (("Read", access.read), ("Write", access.write)) if topic in on
+        ]
+        rules.append(
+            {
+                "resource": {"type": "topic", "name": topic, "patternType": "literal"},
+                "operations": operations,
+            }
+        )
+    for group in sorted(access.groups):
+        rules.append(
+            {
+                "resource": {"type": "group", "name": group, "patternType": "literal"},
+                "operations": ["Read"],
+            }
+        )
+    return rules
+
+
+def kafka_users() -> str:
+    config = load_config(BASE / "config.yaml", env={})
+    access = component_access(config, LEAK_FEEDS)
+    components = [*DEPLOYED, *(f"poller-{name}" for name in config.pollers)]
+    prefix = config["topics.prefix"] + "."
+    docs = [
+        {
+            "apiVersion": "kafka.strimzi.io/v1",
+            "kind": "KafkaUser",
+            "metadata": {
+                "name": kafka_user_name(component),
+                "labels": {
+                    "app.kubernetes.io/name": "accessguard",
+                    "app.kubernetes.io/component": "kafka-user",
+                    "strimzi.io/cluster": KAFKA_CLUSTER,
+                },
+            },
+            "spec": {
+                # mTLS, Strimzi's default: the User Operator issues user.crt/user.key into the
+                # Secret of this name. SCRAM-SHA-512 instead: deploy/k8s/README.md.
+                "authentication": {"type": "tls"},
+                "authorization": {"type": "simple", "acls": acls(access[component], prefix)},
+            },
+        }
+        for component in components
+    ]
+    body = "---\n".join(_dump(d) for d in docs)
+    return HEADER.format(source="streams/bus/access.py and base/config.yaml") + body
+
+
 def content_files() -> dict[Path, str]:
     """``base/content/``: copies of the rules and dashboards, and their kustomization."""
     rules = sorted((REPO / "rules").glob("*.yaml"))
@@ -133,6 +205,7 @@ def planned() -> dict[Path, str]:
     """Every generated file and its content."""
     files = content_files()
     files[TOPICS_FILE] = kafka_topics()
+    files[USERS_FILE] = kafka_users()
     files[STAGING_REGISTRY] = (REPO / "examples" / "registry.yaml").read_text(encoding="utf-8")
     return files
 

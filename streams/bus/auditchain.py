@@ -367,12 +367,13 @@ def read_topic(
     fetched. Tansu answers no ListOffsets by timestamp, so a time window is a filter on the
     records, not a seek; its end offset can be short of the last batch's end, which reading
     "until position >= end" still covers whole."""
-    from kafka import KafkaConsumer, TopicPartition  # noqa: PLC0415
+    from kafka import TopicPartition  # noqa: PLC0415
 
+    from streams.bus.security import kafka_consumer  # noqa: PLC0415
     from streams.support.errors import BrokerError  # noqa: PLC0415
 
-    consumer = KafkaConsumer(
-        bootstrap_servers=bootstrap,
+    consumer = kafka_consumer(
+        bootstrap,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         client_id="accessguard-audit-reader",

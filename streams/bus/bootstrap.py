@@ -14,9 +14,10 @@ from typing import Any
 
 import orjson
 import structlog
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaProducer, TopicPartition
 
 from streams.bus.journal import Journal, replay_records
+from streams.bus.security import kafka_consumer, kafka_producer
 from streams.bus.topics import LEAK_INDEX_MAX_BYTES, Topics
 from streams.config import Config
 from streams.model.coverage import gap_problems, provider_gaps
@@ -30,13 +31,11 @@ log = structlog.get_logger(__name__)
 
 
 def _producer(bootstrap: str) -> KafkaProducer:
-    return KafkaProducer(
-        bootstrap_servers=bootstrap, acks="all", linger_ms=5, client_id="accessguard-bootstrap"
-    )
+    return kafka_producer(bootstrap, acks="all", linger_ms=5, client_id="accessguard-bootstrap")
 
 
 def topics_empty(bootstrap: str, topics: list[str]) -> bool:
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, client_id="accessguard-probe")
+    consumer = kafka_consumer(bootstrap, client_id="accessguard-probe")
     try:
         parts = [
             TopicPartition(t, p) for t in topics for p in (consumer.partitions_for_topic(t) or {0})
@@ -101,8 +100,8 @@ def _read_changes(
     with ``after``, only for those after the record each partition's fingerprint names,
     which must still be there (:class:`_Moved` if not). Returns the fingerprint of each
     partition's last record (None for an empty partition)."""
-    consumer = KafkaConsumer(
-        bootstrap_servers=bootstrap,
+    consumer = kafka_consumer(
+        bootstrap,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         client_id=client_id,
@@ -226,8 +225,8 @@ def _snapshot_key(registry_topic: str, plus_tag_domains: frozenset[str]) -> byte
 
 def _load_snapshot(bootstrap: str, snapshot_topic: str, key: bytes) -> dict[str, Any] | None:
     """The newest snapshot under ``key`` among the last records of the topic, or None."""
-    consumer = KafkaConsumer(
-        bootstrap_servers=bootstrap,
+    consumer = kafka_consumer(
+        bootstrap,
         enable_auto_commit=False,
         client_id="accessguard-leak-index-reader",
         fetch_max_bytes=LEAK_INDEX_MAX_BYTES,
@@ -292,8 +291,8 @@ def _write_snapshot(
         }
     )
     try:
-        producer = KafkaProducer(
-            bootstrap_servers=bootstrap,
+        producer = kafka_producer(
+            bootstrap,
             acks="all",
             compression_type="gzip",
             max_request_size=LEAK_INDEX_MAX_BYTES,

@@ -125,6 +125,11 @@ class EmbeddedBroker(ChildProcess):
     storage: str = "memory://tansu/"
     #: Extra environment for the broker process (the S3 settings above, say).
     env: dict[str, str] | None = None
+    #: ``host:port`` the broker tells clients to connect to (metadata) when that is not its
+    #: own listener: a TLS-terminating proxy in front of it. Clients reconnect to the
+    #: advertised address, so only that proxy's clients can reach it, and start() waits for
+    #: the port only: the caller checks the broker through the proxy.
+    advertised: str = ""
     _proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -149,7 +154,7 @@ class EmbeddedBroker(ChildProcess):
             "--listener-url",
             listener,
             "--advertised-listener-url",
-            listener,
+            f"tcp://{self.advertised}" if self.advertised else listener,
             "--storage-engine",
             self.storage,
         ]
@@ -175,7 +180,8 @@ class EmbeddedBroker(ChildProcess):
         if not wait_for_port(self.host, self.port, timeout):
             self.stop()
             raise BrokerError(f"Tansu did not answer on {self.bootstrap} within {timeout:.0f}s")
-        wait_for_kafka(self.bootstrap, timeout=timeout)
+        if not self.advertised:
+            wait_for_kafka(self.bootstrap, timeout=timeout, plaintext=True)
         log.info("broker.started", url=self.url, pid=self._proc.pid, storage=self.storage)
         return self
 
@@ -210,17 +216,24 @@ def bootstrap_from_url(url: str) -> str:
     return ",".join(p.strip() for p in text.replace(";", ",").split(",") if p.strip())
 
 
-def wait_for_kafka(bootstrap: str, timeout: float = 20.0) -> None:
-    """Wait until the broker answers a metadata request (a port that accepts is not enough)."""
-    from kafka import KafkaAdminClient  # noqa: PLC0415 - keep CLI start-up light
-    from kafka.errors import KafkaError  # noqa: PLC0415
+def wait_for_kafka(bootstrap: str, timeout: float = 20.0, *, plaintext: bool = False) -> None:
+    """Wait until the broker answers a metadata request (a port that accepts is not enough);
+    with the process's Kafka security settings, or in plaintext (the embedded broker)."""
+    from kafka.errors import KafkaError  # noqa: PLC0415 - keep CLI start-up light
 
+    from streams.bus.security import PLAINTEXT, check_tls, kafka_admin  # noqa: PLC0415
+
+    if not plaintext:
+        check_tls(bootstrap)  # an untrusted certificate is a setting to fix, not to wait out
     deadline = time.monotonic() + timeout
     last: Exception | None = None
     while time.monotonic() < deadline:
         try:
-            admin = KafkaAdminClient(
-                bootstrap_servers=bootstrap, request_timeout_ms=3000, client_id="accessguard-probe"
+            admin = kafka_admin(
+                bootstrap,
+                security=PLAINTEXT if plaintext else None,
+                request_timeout_ms=3000,
+                client_id="accessguard-probe",
             )
             try:
                 admin.list_topics()
@@ -261,11 +274,12 @@ class TopicSpec:
 
 def ensure_topics(bootstrap: str, specs: Iterable[TopicSpec], replication: int = 1) -> list[str]:
     """Create the topics that do not exist yet; returns the names created."""
-    from kafka import KafkaAdminClient  # noqa: PLC0415
     from kafka.admin import NewTopic  # noqa: PLC0415
     from kafka.errors import TopicAlreadyExistsError  # noqa: PLC0415
 
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="accessguard-admin")
+    from streams.bus.security import kafka_admin  # noqa: PLC0415
+
+    admin = kafka_admin(bootstrap, client_id="accessguard-admin")
     try:
         existing = set(admin.list_topics())
         wanted = [s for s in specs if s.name not in existing]

@@ -24,6 +24,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from streams.bus.rulelog import RuleStateLog
+from streams.bus.security import aio_consumer, aio_producer
 from streams.model.leak_index import LeakIndex
 from streams.model.registry import Registry
 from streams.model.state import StateStore
@@ -97,8 +98,8 @@ class Publisher:
         deadline = asyncio.get_running_loop().time() + timeout
         while True:
             # aiokafka binds the running loop at construction, so build it here, not in __init__
-            self._producer = AIOKafkaProducer(
-                bootstrap_servers=self.bootstrap,
+            self._producer = aio_producer(
+                self.bootstrap,
                 client_id=self.client_id,
                 acks="all",
                 linger_ms=0,
@@ -228,8 +229,8 @@ class Views:
             self.rule_state.apply(key, value)
 
     async def start(self, timeout: float = 60.0) -> None:
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap,
+        consumer = aio_consumer(
+            self.bootstrap,
             group_id=None,
             enable_auto_commit=False,
             auto_offset_reset="earliest",

@@ -56,6 +56,22 @@ def registry_problems(config: Config, path: str) -> tuple[list[ConfigProblem], s
     return gap_problems(gaps, path), f"registry {path}: every provider it uses is configured"
 
 
+def kafka_file_problems(config: Config) -> list[ConfigProblem]:
+    """The ``kafka`` section's certificate and key files that are missing, unreadable or not
+    PEM here (the same check as at start; its secrets are among ``reference_problems``)."""
+    from streams.bus.security import KafkaSecurity  # noqa: PLC0415
+
+    if config.embedded:
+        return []
+    security = KafkaSecurity.from_settings(config.settings.kafka)
+    files = ("kafka.ca_file", "kafka.cert_file", "kafka.key_file")
+    return [
+        ConfigProblem(p.key, p.message, config.locate(p.key))
+        for p in security.problems()
+        if p.key in files
+    ]
+
+
 @config_group.command("check")
 @config_option
 @click.option(
@@ -91,6 +107,7 @@ def config_check(config_path: str | None, registry_path: str | None, no_secrets:
         if not no_secrets:
             secret_problems, unused = reference_problems(config)
             problems += secret_problems
+            problems += kafka_file_problems(config)
     problems.sort(key=_order)
     for problem in problems:
         click.echo(problem.located())

@@ -57,8 +57,6 @@ def leaks_import(
     """Stream FILE (CSV, JSON, NDJSON or email:password lines, gzip too), match it against
     the registry topic and publish the matched records to leak.records for the worker.
     Prints a JSON summary (read, matched, rejected with reasons) on stdout."""
-    from kafka import KafkaProducer  # noqa: PLC0415
-
     from connectors.ingest.dumps import DumpOptions, check_breach_name  # noqa: PLC0415
     from connectors.ingest.leak_import import (  # noqa: PLC0415
         dump_names,
@@ -66,6 +64,7 @@ def leaks_import(
         import_dump_parallel,
     )
     from streams.bus.bootstrap import read_leak_index  # noqa: PLC0415
+    from streams.bus.security import kafka_producer  # noqa: PLC0415
     from streams.bus.topics import Topics  # noqa: PLC0415
     from streams.runtime.engine import leak_settings  # noqa: PLC0415
 
@@ -104,8 +103,8 @@ def leaks_import(
         format=fmt,
         max_record_bytes=config.settings.leaks.max_record_bytes,
     )
-    producer = KafkaProducer(
-        bootstrap_servers=bootstrap,
+    producer = kafka_producer(
+        bootstrap,
         acks="all",
         linger_ms=5,
         max_request_size=4 * 1048576,

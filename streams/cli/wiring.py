@@ -100,6 +100,14 @@ def make_data_dir(config: Config) -> None:
         ) from None
 
 
+def configure_kafka(config: Config) -> None:
+    """The ``kafka`` section (TLS, SASL) checked against the files here and made the
+    settings of every Kafka client this process builds (streams/bus/security.py)."""
+    from streams.bus.security import configure  # noqa: PLC0415
+
+    configure(config)
+
+
 def check_broker_accepts(bootstrap: str, hint: str) -> None:
     """BrokerError in one line, at once, when no bootstrap server accepts a connection,
     rather than 30 s of client retries; ``hint`` says where the address came from."""
@@ -236,6 +244,14 @@ def start(
     make_data_dir(config)
     broker = None
     if config.embedded:
+        protocol = config.settings.kafka.security_protocol
+        if protocol != "PLAINTEXT":
+            raise ConfigError(
+                "kafka.security_protocol",
+                f"{protocol} needs broker: the embedded broker listens on loopback in "
+                "PLAINTEXT only",
+                where=config.locate("kafka.security_protocol"),
+            )
         binary = find_tansu(config["embedded.tansu_bin"] or None)
         broker = EmbeddedBroker(
             binary,
@@ -246,6 +262,7 @@ def start(
         ).start()
         bootstrap = broker.bootstrap
     else:
+        configure_kafka(config)  # its files and secrets are local: checked before the wait
         bootstrap = bootstrap_from_url(config["broker"])
         await_broker(config, bootstrap, what, serve_http=serve_http)
     try:
@@ -267,6 +284,7 @@ def open_broker(config: Config, url: str, hint: str) -> str:
     from streams.bus.broker import bootstrap_from_url, wait_for_kafka  # noqa: PLC0415
     from streams.bus.topics import create_topics  # noqa: PLC0415
 
+    configure_kafka(config)
     bootstrap = bootstrap_from_url(url)
     check_broker_accepts(bootstrap, hint)
     wait_for_kafka(bootstrap, timeout=30)

@@ -100,6 +100,7 @@ def cross_checks(
     out: list[tuple[str, str]] = []
     if settings.worker.session_timeout <= settings.worker.heartbeat_interval:
         out.append(("worker.session_timeout", "must be larger than worker.heartbeat_interval"))
+    out.extend(kafka_checks(settings))
     sinks = set(settings.alerts.sinks) | set(dropped_sinks)
     if sinks:
         for severity in SEVERITIES:
@@ -108,6 +109,37 @@ def cross_checks(
                     out.append(
                         (f"alerts.routes.{severity}", f"no sink named {name!r} in alerts.sinks")
                     )
+    return out
+
+
+def kafka_checks(settings: ConfigModel) -> list[tuple[str, str]]:
+    """(key, reason) for a ``kafka`` section whose keys contradict each other: each would
+    otherwise surface later as a handshake or authentication failure against the broker.
+    Whether the files exist is checked when the process connects
+    (:func:`streams.bus.security.configure`), where they are mounted; a secured protocol
+    with the embedded broker when it would be started (the file may get ``broker`` from the
+    environment of where it is deployed)."""
+    kafka = settings.kafka
+    protocol = kafka.security_protocol
+    out: list[tuple[str, str]] = []
+    if "SSL" not in protocol:
+        for key in ("ca_file", "cert_file", "key_file"):
+            if getattr(kafka, key):
+                reason = f"is a TLS setting but security_protocol is {protocol}"
+                out.append((f"kafka.{key}", reason))
+    if bool(kafka.cert_file) != bool(kafka.key_file):
+        given, missing = ("cert_file", "key_file") if kafka.cert_file else ("key_file", "cert_file")
+        out.append((f"kafka.{missing}", f"is required with kafka.{given} (mTLS needs both)"))
+    if kafka.key_password is not None and not kafka.key_file:
+        out.append(("kafka.key_password", "is set but kafka.key_file is not"))
+    if protocol.startswith("SASL_"):
+        if not kafka.sasl_username:
+            out.append(("kafka.sasl_username", f"is required with security_protocol {protocol}"))
+        if kafka.sasl_password is None:
+            out.append(("kafka.sasl_password", f"is required with security_protocol {protocol}"))
+    elif kafka.sasl_username or kafka.sasl_password is not None:
+        key = "kafka.sasl_username" if kafka.sasl_username else "kafka.sasl_password"
+        out.append((key, f"is a SASL setting but security_protocol is {protocol}"))
     return out
 
 

@@ -119,6 +119,37 @@ class RetentionSettings(Section):
         raise ValueError("must be -1 (for ever) or at least 1 day")
 
 
+#: Values of kafka.security_protocol and kafka.sasl_mechanism (the Kafka clients' names).
+KAFKA_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+SASL_MECHANISMS = ("SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN")
+
+
+class KafkaSettings(Section):
+    """How every Kafka client of the process connects (streams/bus/security.py builds them);
+    the rules across keys are in streams/config/load.py (``cross_checks``)."""
+
+    security_protocol: Str = _doc(
+        "PLAINTEXT, SSL (TLS, mTLS with cert_file), SASL_PLAINTEXT or SASL_SSL",
+        default="PLAINTEXT",
+    )
+    ca_file: Str = _doc("PEM CA bundle the brokers are checked against (empty: system)", default="")
+    cert_file: Str = _doc("PEM client certificate for mTLS (with kafka.key_file)", default="")
+    key_file: Str = _doc("PEM private key of kafka.cert_file", default="")
+    key_password: SecretValue | None = _doc("Password of kafka.key_file, if any", default=None)
+    check_hostname: Bool = _doc("Check the broker certificate names its address", default=True)
+    sasl_mechanism: Str = _doc("SCRAM-SHA-512, SCRAM-SHA-256 or PLAIN", default="SCRAM-SHA-512")
+    sasl_username: Str = _doc("SASL user (SASL_* protocols)", default="")
+    sasl_password: SecretValue | None = _doc("SASL password (file:/path or env:NAME)", default=None)
+
+    @field_validator("security_protocol", "sasl_mechanism")
+    @classmethod
+    def _choice(cls, value: str, info: Any) -> str:
+        allowed = KAFKA_PROTOCOLS if info.field_name == "security_protocol" else SASL_MECHANISMS
+        if value.upper() not in allowed:
+            raise ValueError("must be " + ", ".join(allowed))
+        return value.upper()
+
+
 class TopicSettings(Section):
     prefix: Str = _doc("Prefix of every topic name", default="accessguard")
     partitions: Int = _doc("Partitions of the event topics", default=4, ge=1)
@@ -391,6 +422,7 @@ class ConfigModel(BaseModel):
         default_factory=list,
     )
     embedded: EmbeddedSettings = Field(default_factory=EmbeddedSettings)
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     startup: StartupSettings = Field(default_factory=StartupSettings)
     topics: TopicSettings = Field(default_factory=TopicSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)

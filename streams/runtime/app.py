@@ -19,6 +19,7 @@ import aiokafka
 import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
+from streams.bus import security
 from streams.config import Config
 
 
@@ -67,10 +68,13 @@ def create_app(config: Config, bootstrap: str) -> AccessGuardApp:
             return transport_cls(url=self.conf.broker, app=self, loop=self.loop)
 
     brokers = ";".join(f"kafka://{b}" for b in bootstrap.split(","))
+    # TLS and SASL as every other client of the process has them (streams/bus/security.py).
+    credentials = security.current().faust_credentials()
     data_dir = config.data_dir / "faust"
     return ConfiguredApp(
         config["worker.id"],
         broker=brokers,
+        broker_credentials=credentials,
         autodiscover=False,
         datadir=str(data_dir),
         web_enabled=False,

@@ -66,6 +66,9 @@ def secret_uses(
         "auth.ingest_token": serve_ingest,
         "leaks.ingest_token": serve_ingest,
         "leaks.hmac_key": leaks or serve_ingest or execute,
+        # every process that reaches an external broker connects with these
+        "kafka.key_password": not config.embedded,
+        "kafka.sasl_password": not config.embedded,
     }
     if serve_hr and config["hr.webhook_secret"] is None:
         raise ConfigError(

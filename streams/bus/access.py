@@ -1,0 +1,79 @@
+"""What each component of accessguard reads and writes on Kafka: the least privilege of its
+Kafka user.
+
+deploy/k8s/sync.py turns this into one Strimzi ``KafkaUser`` per component (mTLS, ``simple``
+ACLs); tests/test_k8s_manifests.py checks the rendered users against it and checks, on the
+rendered ACLs themselves, that only the registry importer writes the registry, that nobody
+deployed writes the leak-index snapshots, and that pollers and the HR edge write only their
+input topic and its dead-letter topic. Read from the code that produces and consumes:
+
+- ``worker`` (``accessguard worker``): the Faust agents consume hr.events, auth.events,
+  leak.records, auth.routed (events handed to the owner of their group key) and
+  alerts.pending (alerts the event path queued) in the consumer group ``worker.id``, and
+  write the last two; the views (streams/bus/views.py) read
+  registry.changes, lifecycle, ledger and rule.state whole, without a group; it writes
+  lifecycle, ledger, audit, alerts, rule.state and the dead-letter topics
+  (streams/runtime/writes.py, engine.py) and hr.events (contract_ended events of agencies
+  past their end, streams/runtime/engine.py ``tick_agencies``). It never writes the registry.
+- ``hr-webhook`` (``accessguard connect hr-webhook``): writes hr.events, reads it back at start
+  to remember the event ids it accepted (``read_hr_seen``).
+- ``poller-<name>`` (``accessguard connect poller NAME``): a login poller writes auth.events
+  and auth.events.dlq, a leak feed leak.records and leak.records.dlq; both read the registry.
+- ``registry-import`` (``accessguard registry import``): reads and writes registry.changes.
+- ``leaks-import`` (``accessguard leaks import``, not deployed): reads the registry and the
+  leak-index snapshots, writes leak.records and new snapshots.
+
+Every user may also Describe every accessguard topic (a prefix ACL): each process lists the
+topics at start (``create_topics``) and would try to create, and be refused, any it cannot
+see. Describe shows names and partitions, never records; nobody is given Create.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass, field
+
+from streams.bus.topics import Topics
+from streams.config import Config
+
+
+@dataclass(frozen=True)
+class Access:
+    """Topics a component reads and writes, and the consumer groups it joins."""
+
+    read: frozenset[str] = field(default_factory=frozenset)
+    write: frozenset[str] = field(default_factory=frozenset)
+    groups: frozenset[str] = field(default_factory=frozenset)
+
+
+def component_access(config: Config, leak_feeds: Collection[str] = ()) -> dict[str, Access]:
+    """Every component's access under ``config``: the worker, the HR edge, one poller per
+    ``pollers`` entry (``leak_feeds``: the poller types that are leak feeds, as
+    connectors/base/leak_sources.py ``LEAK_FEEDS`` names them), and the two importers."""
+    t = Topics.from_config(config)
+    access = {
+        "worker": Access(
+            read=frozenset(
+                {t.hr_events, t.auth_events, t.leak_records, t.auth_routed, t.alert_queue}
+                | {t.registry, t.lifecycle, t.ledger, t.rule_state}
+            ),
+            write=frozenset(
+                {t.lifecycle, t.ledger, t.audit, t.alerts, t.rule_state, t.hr_events}
+                | {t.auth_routed, t.alert_queue, t.hr_dlq, t.auth_dlq, t.leak_dlq}
+            ),
+            groups=frozenset({config.settings.worker.id}),
+        ),
+        "hr-webhook": Access(read=frozenset({t.hr_events}), write=frozenset({t.hr_events})),
+        "registry-import": Access(read=frozenset({t.registry}), write=frozenset({t.registry})),
+        "leaks-import": Access(
+            read=frozenset({t.registry, t.leak_index}),
+            write=frozenset({t.leak_records, t.leak_index}),
+        ),
+    }
+    for name, settings in config.pollers.items():
+        feed = str(settings.get("type")) in leak_feeds
+        topic, dlq = (t.leak_records, t.leak_dlq) if feed else (t.auth_events, t.auth_dlq)
+        access[f"poller-{name}"] = Access(
+            read=frozenset({t.registry}), write=frozenset({topic, dlq})
+        )
+    return access
