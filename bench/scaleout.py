@@ -3,8 +3,9 @@
 The same world, events and pre-filled ``accessguard.auth.events`` topic as
 bench/login_throughput.py (its helpers are imported: build_world, make_events, publish,
 registry_import, WorkerProc), one embedded Tansu broker, every provider and sink on a local
-FakeVendorServer. Then, each phase on a fresh consumer group (``worker.id``) so it reads the
-whole topic from the start:
+FakeVendorServer. Then, each phase on topics and a consumer group (``worker.id``) of its own;
+its events are published once all its workers are up and the group has settled (with the topic
+filled before, the first worker up would take most of it alone):
 
 (1) one worker: login events/s from /metrics ``accessguard_login_events_evaluated_total``,
     from the first poll that sees it move to the poll that sees N;
@@ -200,12 +201,21 @@ def replay_detections(
 
 
 def run_phase(
-    workers: list[WorkerProc], n: int, timeout: float, kill_at: float | None = None
+    workers: list[WorkerProc],
+    n: int,
+    timeout: float,
+    kill_at: float | None = None,
+    feed: Any = None,
 ) -> dict[str, Any]:
-    """Start the workers, follow their counters until their sum reaches ``n``."""
-    t_start = time.perf_counter()
+    """Start the workers, then ``feed()`` (publish the events) once every one of them is up
+    and the group has settled, and follow their counters until their sum reaches ``n``:
+    with the topic filled before, the first worker up would take most of it alone."""
     for w in workers:
         w.start(timeout=90)
+    if feed is not None:
+        time.sleep(TIMING["worker.rebalance_timeout"] + 1.0)  # the last join's rebalance
+        feed()
+    t_start = time.perf_counter()
     series: list[tuple[float, list[float]]] = []
     t_all = t_last = None
     first = 0.0
@@ -386,17 +396,6 @@ def main() -> int:
             partitions = int(config["topics.partitions"])
             create_topics(config, broker.bootstrap)
             registry_import(broker.url, tmp / f"import-{key}", registry, prefix=prefix)
-            pub = asyncio.run(
-                publish(
-                    broker.bootstrap,
-                    topics.auth_events,
-                    partitions,
-                    events,
-                    None if args.keying == "principal" else registry,
-                )
-            )
-            offsets = end_offsets(broker.bootstrap, topics.auth_events)
-            print(f"  {key}: published {pub['messages']} messages; end offsets {offsets}")
             group = f"scaleout-{key}-{stamp.lower()}"
             live = make_workers(
                 tmp,
@@ -407,7 +406,22 @@ def main() -> int:
                 broker_url=broker.url,
                 prefix=prefix,
             )
-            phases[key] = run_phase(live, n, timeout, kill_at=kill)
+
+            def feed(topics: Topics = topics, key: str = key, parts: int = partitions) -> None:
+                nonlocal pub, offsets
+                pub = asyncio.run(
+                    publish(
+                        broker.bootstrap,
+                        topics.auth_events,
+                        parts,
+                        events,
+                        None if args.keying == "principal" else registry,
+                    )
+                )
+                offsets = end_offsets(broker.bootstrap, topics.auth_events)
+                print(f"  {key}: published {pub['messages']} messages; end offsets {offsets}")
+
+            phases[key] = run_phase(live, n, timeout, kill_at=kill, feed=feed)
             if kill is None:
                 detections[key] = settled_detections(broker.bootstrap, topics.audit)
                 phases[key]["detections"] = sum(detections[key].values())
