@@ -249,3 +249,29 @@ def test_routed_records_name_their_rules_groups_and_go_to_the_owner(tmp_path: Pa
             else:
                 assert entry["g"] == ["ip"]
                 assert partition_for(f"ip:{entry['e']['ip']}", PARTITIONS) == target
+
+
+def test_the_rule_clock_follows_the_slowest_origin_still_sending() -> None:
+    """One partition hours ahead of another must not expire the windows of keys the slower
+    one still feeds (that made detections depend on how partitions were interleaved); once
+    the slow one has gone quiet, the clock follows the others."""
+    import time
+
+    from streams.model.records import LoginEvent
+    from streams.model.registry import Registry
+    from streams.model.state import StateStore
+
+    pipeline = LoginPipeline(load_rules(RULES), {})
+    registry, lifecycle = Registry.from_changes([]), StateStore()
+    early = LoginEvent.from_dict(
+        event(1, "ana", outcome="success", ip="192.0.2.1", okta_id=False, minute=0)
+    )
+    late = LoginEvent.from_dict(
+        event(2, "ben", outcome="success", ip="192.0.2.2", okta_id=False, minute=300)
+    )
+    wall = T0 + timedelta(days=1)
+    pipeline.process(early, registry, lifecycle, origin=0)
+    time.sleep(0.2)
+    pipeline.process(late, registry, lifecycle, origin=1)
+    assert pipeline.rule_clock(wall, idle_after=30) == early.time
+    assert pipeline.rule_clock(wall, idle_after=0.1) == late.time

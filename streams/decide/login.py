@@ -30,6 +30,10 @@ class LoginPipeline:
         #: Newest event time seen, and when (wall clock) the last event arrived.
         self.watermark: datetime | None = None
         self._last_arrival = 0.0
+        #: Per origin partition (where the event entered auth.events): its newest event time
+        #: and when one last arrived. Partitions are worked through at different paces, so
+        #: the rule clock is the slowest active one's (see :meth:`rule_clock`).
+        self._marks: dict[int | None, tuple[datetime, float]] = {}
 
     def process(
         self,
@@ -39,34 +43,51 @@ class LoginPipeline:
         *,
         home: Callable[[str], bool] | None = None,
         deferred: list[tuple[str, str]] | None = None,
+        origin: int | None = None,
     ) -> tuple[LoginEvent, list[Detection]]:
         """Resolve and evaluate. With ``home``, rules whose group key lives elsewhere are
-        left for its owner and listed in ``deferred`` (see :meth:`RuleEngine.evaluate`)."""
+        left for its owner and listed in ``deferred`` (see :meth:`RuleEngine.evaluate`).
+        ``origin``: the auth.events partition the event came from."""
         resolved = resolve(event, registry)
-        self._arrived(event)
+        self._arrived(event, origin)
         return resolved, self.engine.evaluate(
             resolved, registry, lifecycle, self.state, home=home, deferred=deferred
         )
 
     def process_routed(
-        self, event: LoginEvent, registry: Registry, lifecycle: StateStore, groups: frozenset[str]
+        self,
+        event: LoginEvent,
+        registry: Registry,
+        lifecycle: StateStore,
+        groups: frozenset[str],
+        origin: int | None = None,
     ) -> list[Detection]:
         """The owner's side of a deferred event: already resolved where it arrived (its keys
         were computed from that resolution), evaluated by the rules grouped by ``groups``."""
-        self._arrived(event)
+        self._arrived(event, origin)
         return self.engine.evaluate(event, registry, lifecycle, self.state, groups=groups)
 
-    def _arrived(self, event: LoginEvent) -> None:
+    def _arrived(self, event: LoginEvent, origin: int | None = None) -> None:
+        now = time.monotonic()
         if self.watermark is None or event.time > self.watermark:
             self.watermark = event.time
-        self._last_arrival = time.monotonic()
+        self._last_arrival = now
+        mark = self._marks.get(origin)
+        self._marks[origin] = (event.time if mark is None else max(mark[0], event.time), now)
 
     def rule_clock(self, now: datetime, idle_after: float = IDLE_AFTER) -> datetime:
         """The time to expire state and close absence windows at. Rules window on event
         time, so while events flow (a backlog hours old included) this is the newest event
         time: expiring by the wall clock would wipe the windows of a backlog being worked
         through. Once no event has arrived for ``idle_after`` seconds, time moves on with the
-        wall clock, so absence rules still fire on a quiet stream."""
-        if self.watermark is None or time.monotonic() - self._last_arrival > idle_after:
+        wall clock, so absence rules still fire on a quiet stream.
+
+        With several origin partitions the clock is the newest event time of the *slowest*
+        one still sending: a worker (or a routed stream) far ahead on one partition must not
+        expire the windows of keys still fed from a partition hours behind — that made the
+        detections depend on how the partitions were interleaved, so on the worker count."""
+        mono = time.monotonic()
+        if self.watermark is None or mono - self._last_arrival > idle_after:
             return now
-        return min(now, self.watermark)
+        active = [t for t, seen in self._marks.values() if mono - seen <= idle_after]
+        return min(now, min(active) if active else self.watermark)

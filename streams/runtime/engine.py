@@ -265,13 +265,13 @@ class Engine(Writer):
                 )
                 continue
             resolved, detections = self.login.process(
-                event, registry, lifecycle, home=home, deferred=deferred
+                event, registry, lifecycle, home=home, deferred=deferred, origin=partition
             )
             evaluated += 1
             for detection in detections:
                 await self.handle_detection(resolved, detection)
             if deferred:
-                self._defer(resolved, deferred, routed)
+                self._defer(resolved, deferred, routed, partition)
                 deferred.clear()
         if routed:
             await self._route(routed)
@@ -287,8 +287,10 @@ class Engine(Writer):
         event: LoginEvent,
         deferred: list[tuple[str, str]],
         routed: dict[int, list[dict[str, Any]]],
+        origin: int | None,
     ) -> None:
-        """One entry per owner partition, naming the group fields evaluated there."""
+        """One entry per owner partition, naming the group fields evaluated there and the
+        partition the event came from (the owner's rule clock follows each origin)."""
         by_owner: dict[int, list[str]] = {}
         for group_by, key in deferred:
             fields = by_owner.setdefault(self.partition_of(key), [])
@@ -296,7 +298,7 @@ class Engine(Writer):
                 fields.append(group_by)
         data = event.to_dict()
         for owner, fields in by_owner.items():
-            routed.setdefault(owner, []).append({"e": data, "g": fields})
+            routed.setdefault(owner, []).append({"e": data, "g": fields, "o": origin})
 
     async def _route(self, routed: dict[int, list[dict[str, Any]]]) -> None:
         """Send the deferred events to their owners (acknowledged before the input message
@@ -337,6 +339,9 @@ class Engine(Writer):
             try:
                 event = LoginEvent.from_dict(item.get("e") if isinstance(item, dict) else None)
                 groups = frozenset(str(g) for g in item.get("g") or ())
+                origin = item.get("o")
+                if origin is not None and not isinstance(origin, int):
+                    raise ValidationError("o: expected a partition number")
             except ValidationError as exc:
                 await self.dead_letter(
                     self.topics.auth_routed,
@@ -345,7 +350,7 @@ class Engine(Writer):
                     dlq=self.topics.auth_dlq,
                 )
                 continue
-            for detection in self.login.process_routed(event, registry, lifecycle, groups):
+            for detection in self.login.process_routed(event, registry, lifecycle, groups, origin):
                 await self.handle_detection(event, detection)
             evaluated += 1
         return evaluated
