@@ -201,6 +201,8 @@ class Views:
         self._task: asyncio.Task[None] | None = None
         self.ready = asyncio.Event()
         self.records_applied = 0
+        #: Next offset to apply, per partition of the state topics (what caught_up waits for).
+        self._position: dict[TopicPartition, int] = {}
         self.on_registry_change: list[Callable[[], None]] = []
 
     @property
@@ -255,6 +257,8 @@ class Views:
             batch = await consumer.getmany(timeout_ms=200, max_records=5000)
             for tp, records in batch.items():
                 self._apply_batch(tp.topic, records, own_too=True)
+                if records:
+                    self._position[tp] = records[-1].offset + 1
                 if tp in pending and records and records[-1].offset + 1 >= pending[tp]:
                     del pending[tp]
             if asyncio.get_running_loop().time() > deadline:
@@ -287,6 +291,27 @@ class Views:
             except Exception as exc:  # noqa: BLE001 - one bad record must not stop the view
                 log.error("views.bad_record", topic=topic, offset=rec.offset, error=repr(exc))
 
+    async def caught_up(self, topic: str, timeout: float = 10.0) -> bool:
+        """Wait until everything on ``topic`` when called has been applied (a partition
+        handover: the new owner must hold the old owner's last checkpoint before it
+        evaluates a key). False when ``timeout`` passed first (logged; work goes on)."""
+        consumer = self._consumer
+        if consumer is None or topic not in self._topics:
+            return True
+        parts = [tp for tp in consumer.assignment() if tp.topic == topic]
+        try:
+            end = await consumer.end_offsets(parts)
+        except KafkaError as exc:
+            log.warning("views.catch_up_failed", topic=topic, error=str(exc))
+            return False
+        deadline = asyncio.get_running_loop().time() + timeout
+        while any(self._position.get(tp, 0) < off for tp, off in end.items()):
+            if asyncio.get_running_loop().time() > deadline:
+                log.warning("views.catch_up_timeout", topic=topic, timeout_s=timeout)
+                return False
+            await asyncio.sleep(0.01)
+        return True
+
     async def _tail(self) -> None:
         assert self._consumer is not None
         while True:
@@ -298,6 +323,8 @@ class Views:
                 continue
             for tp, records in batch.items():
                 self._apply_batch(tp.topic, records, own_too=False)
+                if records:
+                    self._position[tp] = records[-1].offset + 1
 
     async def stop(self) -> None:
         if self._task is not None:

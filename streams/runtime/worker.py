@@ -277,6 +277,16 @@ class WorkerServices(mode.Service):  # type: ignore[misc]
         self.executor.shutdown()
         self.journal.close()
 
+    async def on_revoked(self) -> None:
+        """Partitions are about to move: checkpoint the rule state now, so the next owner
+        of each key starts from its last value rather than from up to an interval before."""
+        if not self.publisher.started:
+            return
+        try:
+            await asyncio.wait_for(self.engine.checkpoint_rules(), 10.0)
+        except Exception:  # logged; the periodic checkpoint remains
+            log.exception("rebalance.rule_checkpoint_failed")
+
     def on_assigned(self, partitions: set[int]) -> None:
         self.assigned = True
         self.assigned_event.set()
@@ -480,11 +490,18 @@ def build_worker(
     raw_agent("accessguard.leak-records", services.topics.leak_records, services.process_leaks)
     raw_agent("accessguard.alerts", services.topics.alert_queue, services.process_alert)
 
+    @app.on_partitions_revoked.connect  # type: ignore[untyped-decorator]
+    async def _revoked(_sender: Any, revoked: Any, **_kw: Any) -> None:
+        await services.on_revoked()
+
     @app.on_partitions_assigned.connect  # type: ignore[untyped-decorator]
     async def _assigned(_sender: Any, assigned: Any, **_kw: Any) -> None:
         mine = {
             tp.partition for tp in app.consumer.assignment() if tp.topic == topic.get_topic_name()
         }
+        # The keys of a partition taken over: their last checkpoint (written by the old
+        # owner when it gave them up) applied before any of their events is evaluated.
+        await services.views.caught_up(services.topics.rule_state)
         services.on_assigned(mine)
 
     services.faust_app = app
