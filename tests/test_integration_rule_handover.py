@@ -57,6 +57,11 @@ def test_the_next_owner_holds_the_last_checkpoint_after_catching_up(
             rule_state=log_b,
         )
         await views_b.start(timeout=20)
+        # B is busy elsewhere while A writes: its tail reads nothing until A is done, so only
+        # caught_up can bring it level (a handover where the new owner lags behind).
+        tail = views_b._consumer
+        assert tail is not None
+        tail.pause(*tail.assignment())
         journal = Journal(tmp_path / "journal.jsonl", fsync=False)
         written = 0
         try:
@@ -72,6 +77,8 @@ def test_the_next_owner_holds_the_last_checkpoint_after_catching_up(
                     topic=topics.rule_state,
                     owned=None,
                 )
+            assert state_b.to_dict() != state_a.to_dict()
+            tail.resume(*tail.assignment())
             assert await views_b.caught_up(topics.rule_state, timeout=20)
             return state_a.to_dict(), state_b.to_dict(), written
         finally:
