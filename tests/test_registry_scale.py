@@ -7,6 +7,7 @@ identity small; bench/registry_load.py measures the 100k-identity figures.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import textwrap
 import tracemalloc
@@ -18,6 +19,11 @@ import yaml
 from structlog.testing import capture_logs
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
+from streams.bus.bootstrap import import_registry
+from streams.bus.broker import EmbeddedBroker
+from streams.bus.topics import Topics, create_topics
+from streams.bus.views import Views
+from streams.config import load_config
 from streams.model.registry_yaml import check_registry, load_registry, parse_registry
 from streams.support import yamlstream
 from streams.support.yamlstream import Composer, loader_class
@@ -280,4 +286,41 @@ def test_garbage_collector_is_back_on_after_a_syntax_error() -> None:
     _registry, problems = parse_registry("accounts: [unclosed\n")
     assert problems
     assert "YAML syntax error" in problems[0]
+    assert gc.isenabled()
+
+
+def test_the_topic_materialises_what_the_file_holds(broker: EmbeddedBroker, tmp_path: Path) -> None:
+    """Imported through the registry topic of a real broker and read back by a worker's
+    Views, the registry equals the one loaded from the file (aliases re-checked, indices
+    built, the garbage collector back on)."""
+    path = _write(tmp_path, FEATURES)
+    config = load_config(
+        None,
+        env={
+            "ACCESSGUARD_BROKER": broker.url,
+            "ACCESSGUARD_TOPICS_PREFIX": "scale",
+            "ACCESSGUARD_DATA_DIR": str(tmp_path / "data"),
+        },
+    )
+    create_topics(config, broker.bootstrap)
+    summary = import_registry(config, broker.bootstrap, path)
+    assert summary["changes"] == 3 + 5 + 6 + 2
+    topics = Topics.from_config(config)
+
+    async def materialise() -> Views:
+        views = Views(
+            broker.bootstrap,
+            registry_topic=topics.registry,
+            lifecycle_topic=topics.lifecycle,
+            ledger_topic=topics.ledger,
+            writer_id=b"test",
+        )
+        await views.start(timeout=30)
+        await views.stop()
+        return views
+
+    views = asyncio.run(materialise())
+    assert views.registry == load_registry(path)
+    assert views.registry.resolve_alias("00u1bobxyz0a1b2c3d4e5") == views.registry.identities["bob"]
+    assert views.leak_index is not None
     assert gc.isenabled()

@@ -58,10 +58,11 @@ from streams.model.registry import (
     validate_alias,
 )
 from streams.support.errors import RegistryError
+from streams.support.gcpause import gc_paused
 from streams.support.yamlcheck import Problems as _Problems
 from streams.support.yamlcheck import label as _label
 from streams.support.yamlcheck import line_of as _line
-from streams.support.yamlstream import MAP_TAG, NULL_TAG, STR_TAG, Composer, gc_paused, loader_class
+from streams.support.yamlstream import MAP_TAG, NULL_TAG, STR_TAG, Composer, loader_class
 from streams.support.yamlstream import MarkedEntry as Entry
 
 _EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,255}$")

@@ -10,9 +10,7 @@ caller can compose one entry of a long list, check it with its line numbers and 
 
 from __future__ import annotations
 
-import gc
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
 import structlog
@@ -222,14 +220,3 @@ class Composer:
             child = key
         node.end_mark = child.end_mark
         return node
-
-
-@contextmanager
-def gc_paused() -> Iterator[None]:
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
