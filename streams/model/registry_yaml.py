@@ -68,9 +68,14 @@ from streams.support.yamlstream import MarkedEntry as Entry
 _EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,255}$")
 
 _SECTIONS = ("accounts", "identities", "grants", "agencies")
-#: The sections an entry refers to: read them completely before validating it.
-_DEPENDS = {"accounts": (), "identities": (), "grants": ("accounts", "identities")}
-_DEPENDS["agencies"] = ("identities",)
+#: The sections an entry refers to: read them completely before validating it (a file that
+#: lists grants first keeps their nodes until identities and accounts are read).
+_DEPENDS: dict[str, tuple[str, ...]] = {
+    "accounts": (),
+    "identities": (),
+    "grants": ("accounts", "identities"),
+    "agencies": ("identities",),
+}
 _ACCOUNT_KEYS = {"id", "platform", "handle", "criticality", "provider", "shared_credential"}
 _SHARED_KEYS = {"totp", "ref", "login"}
 _IDENTITY_KEYS = {
@@ -241,24 +246,24 @@ class _Build:
             for key_node, value_node in alias_node.value:
                 key = e._scalar(key_node)
                 value = e._scalar(value_node)
-                if not isinstance(key, str) or not key.strip():
+                if not isinstance(key, str) or not (provider := key.strip()):
                     e.error(key_node, "aliases: keys must be provider or platform names")
                     ok = False
                 elif (
                     isinstance(value, bool)
                     or not isinstance(value, str | int)
-                    or not str(value).strip()
+                    or not (text := str(value).strip())
                 ):
                     e.error(value_node, f"aliases: {key}: expected a non-empty string")
                     ok = False
                 elif key in aliases:
                     e.error(key_node, f"aliases: {key} given twice")
                     ok = False
-                elif (problem := validate_alias(key.strip(), str(value).strip())) is not None:
+                elif (problem := validate_alias(provider, text)) is not None:
                     e.error(value_node, f"aliases: {key}: {problem}")
                     ok = False
                 else:
-                    aliases[intern(key.strip())] = str(value).strip()
+                    aliases[intern(provider)] = text
         if ident_id is not None and ident_id in self.identity_lines:
             e.error(
                 e.line,
