@@ -15,7 +15,9 @@ RSS, see FIELD-NOTES):
   ``accessguard registry import`` command into an embedded broker (timed on its own), then a
   fresh process materialises the registry from the compacted topic the way a worker does
   (:class:`streams.bus.views.Views.start` until ready; the leak index is built there too).
-  Records and bytes on the topic per identity are counted.
+  Records and bytes on the topic per identity are counted. The import is timed twice: the
+  first publishes everything, the second (``again``: what ``accessguard run`` does at every
+  start) reads the full topic back and publishes nothing.
 
     .venv/bin/python bench/registry_load.py                  # 10k/40k/100k + topic at 100k
     .venv/bin/python bench/registry_load.py --quick          # 2k/10k + topic at 10k
@@ -176,10 +178,10 @@ def hwm():
         if line.startswith("VmHWM"):
             return int(line.split()[1]) / 1024
 base = hwm()
-t = time.perf_counter()
+t, cpu = time.perf_counter(), time.process_time()
 reg = load_registry(sys.argv[1])
-seconds = time.perf_counter() - t
-print(json.dumps({"seconds": seconds, "vmhwm_mib": hwm(), "before_mib": base,
+seconds, cpu = time.perf_counter() - t, time.process_time() - cpu
+print(json.dumps({"seconds": seconds, "cpu_s": cpu, "vmhwm_mib": hwm(), "before_mib": base,
     "identities": len(reg.identities), "grants": len(reg.grants)}))
 """
 
@@ -201,11 +203,11 @@ async def main():
         lifecycle_topic=prefix + ".lifecycle", ledger_topic=prefix + ".ledger",
         writer_id=b"bench")
     base = hwm()
-    t = time.perf_counter()
+    t, cpu = time.perf_counter(), time.process_time()
     await views.start(timeout=600)
-    seconds = time.perf_counter() - t
+    seconds, cpu = time.perf_counter() - t, time.process_time() - cpu
     await views.stop()
-    return {"seconds": seconds, "vmhwm_mib": hwm(), "before_mib": base,
+    return {"seconds": seconds, "cpu_s": cpu, "vmhwm_mib": hwm(), "before_mib": base,
         "identities": len(views.registry.identities), "grants": len(views.registry.grants),
         "records": views.records_applied, "bytes": views.bytes_read}
 print(json.dumps(asyncio.run(main())))
@@ -284,6 +286,13 @@ def measure_topic(
         )
         if not imported["finished"]:
             return {"import": imported}
+        # what `accessguard run` does at every start: the file again, against a full topic
+        reimported = spawn(
+            [sys.executable, "-m", "streams.cli", "registry", "import", str(path)],
+            code=REPO,
+            timeout=timeout,
+            env=env,
+        )
         loaded = spawn(
             [sys.executable, "-c", _CHILD_TOPIC, broker.bootstrap, prefix],
             code=code,
@@ -293,7 +302,7 @@ def measure_topic(
         if loaded.get("records"):
             loaded["records_per_identity"] = loaded["records"] / identities
             loaded["bytes_per_identity"] = loaded["bytes"] / identities
-        return {"import": imported, "load": loaded}
+        return {"import": imported, "reimport": reimported, "load": loaded}
     finally:
         broker.stop()
 
@@ -306,7 +315,8 @@ def _cell(result: dict[str, Any]) -> str:
         return f"> {result['wall_s']:.0f} s (stopped), {result['vmhwm_mib']:.0f} MiB+"
     seconds = result.get("seconds", result["wall_s"])
     ok = seconds <= GOAL_SECONDS and result["vmhwm_mib"] <= GOAL_MIB
-    return f"{seconds:6.2f} s {result['vmhwm_mib']:6.0f} MiB  {'ok' if ok else 'OVER'}"
+    cpu = f" (cpu {result['cpu_s']:5.2f} s)" if "cpu_s" in result else " " * 15
+    return f"{seconds:6.2f} s{cpu} {result['vmhwm_mib']:6.0f} MiB  {'ok' if ok else 'OVER'}"
 
 
 def machine() -> dict[str, Any]:
@@ -362,13 +372,16 @@ def main(argv: list[str] | None = None) -> int:
         r = measure_topic(files[topic_size]["path"], topic_size, args.code, args.timeout, tmp)
         result["topic"][str(topic_size)] = r
         print(f"  import {topic_size:>6,} identities  {_cell(r['import'])}", flush=True)
+        if "reimport" in r:
+            print(f"  again  {topic_size:>6,} identities  {_cell(r['reimport'])}", flush=True)
         if "load" in r:
             print(f"  topic {topic_size:>7,} identities  {_cell(r['load'])}", flush=True)
     if args.profile:
         result["profile"] = profile_load(files[min(sizes)]["path"])
         print(result["profile"]["top_tottime"])
-    print(f"\ngoal: <= {GOAL_SECONDS:.0f} s and <= {GOAL_MIB:.0f} MiB (seconds: the load itself;")
-    print("MiB: the process's peak resident memory, interpreter and imports included)")
+    print(f"\ngoal: <= {GOAL_SECONDS:.0f} s and <= {GOAL_MIB:.0f} MiB")
+    print("(s: wall time of the load itself; cpu: its process time, steadier on a shared")
+    print("machine; MiB: the process's peak resident memory, interpreter and imports included)")
     stamp = f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}"
     out = args.out or RESULTS / f"registry_load-{stamp}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
