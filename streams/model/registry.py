@@ -15,25 +15,21 @@ catches up on 100k identities without rebuilding anything.
 Registry ids use letters, digits and ``._@+-`` (no ``:``) so change keys split unambiguously.
 Aliases become path segments of revocation requests, so :func:`validate_alias` accepts only
 plain identifiers (never ``.``/``..``); the YAML file and every change read from the topic
-are checked with it. A change the importer already checked is checked again when read back on
-purpose: the topic is a boundary of its own (SCIM and API updates write to it too, and so can
-anything with the topic's ACL), so the check is made cheap (one regex for the accepted case)
-rather than skipped.
+are checked with it, again when the importer already did: the topic is a boundary of its
+own (SCIM/API updates and anything with its ACL write there), so the check is cheap instead.
 
-Memory matters at enterprise size (100k identities): the records use ``__slots__``, the few
-values repeated on every record (kind, status, role, access path, MFA, platform, provider,
-alias keys) are interned, a grant shares its identity's and account's id strings, and the
-alias indices hold plain strings in the common one-owner case instead of a tuple key and a
-dict per alias.
+At 100k identities memory matters: slotted records, interned repeated values (kind, role,
+provider, alias keys...), grants sharing their identity's and account's id strings, and alias
+indices holding a plain id for a value with one owner.
 """
 
 from __future__ import annotations
 
 import re
-import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
+from sys import intern
 from typing import Any
 
 from streams.support.errors import RegistryError
@@ -99,11 +95,6 @@ def _norm_alias(value: str) -> str:
     return value if norm == value else norm  # keep one copy of an already-normal value
 
 
-def _tag(value: str) -> str:
-    """One shared string for the values every record repeats (role, kind, provider, ...)."""
-    return sys.intern(value)
-
-
 def _norm_account_ref(value: str) -> str:
     # Handles are written "@brand" or "brand" and compare case-insensitively on every platform.
     return value.strip().lower().lstrip("@")
@@ -161,10 +152,10 @@ class Account:
         shared = data.get("shared_credential")
         return cls(
             id=data["id"],
-            platform=_tag(data["platform"]),
+            platform=intern(data["platform"]),
             handle=data["handle"],
-            criticality=_tag(data["criticality"]),
-            provider=_tag(data["provider"]),
+            criticality=intern(data["criticality"]),
+            provider=intern(data["provider"]),
             shared_credential=SharedCredential.from_dict(shared) if shared else None,
         )
 
@@ -213,14 +204,14 @@ class Identity:
             problem = validate_alias(str(key), value)
             if problem is not None:
                 raise ValueError(f"aliases: {key}: {problem}")
-            aliases[_tag(str(key))] = str(value)
+            aliases[intern(str(key))] = str(value)
         return cls(
             id=data["id"],
             name=data["name"],
-            kind=_tag(data["kind"]),
+            kind=intern(data["kind"]),
             emails=tuple(normalise_email(e) for e in data.get("emails") or ()),
             aliases=aliases,
-            status=_tag(data.get("status", "active")),
+            status=intern(data.get("status", "active")),
             employee_id=data.get("employee_id") or data["id"],
             credential_changed_at=(
                 parse_time(changed, "credential_changed_at")
@@ -261,9 +252,9 @@ class Grant:
         return cls(
             identity=data["identity"],
             account=data["account"],
-            role=_tag(data["role"]),
-            via=_tag(data["via"]),
-            mfa=_tag(data["mfa"]),
+            role=intern(data["role"]),
+            via=intern(data["via"]),
+            mfa=intern(data["mfa"]),
             expires_at=parse_time(expires, "expires_at") if expires else None,
         )
 
@@ -433,7 +424,7 @@ class Registry:
             norm = _norm_alias(value)
             by_provider = self._by_alias.get(provider)
             if by_provider is None:
-                by_provider = self._by_alias[_tag(provider)] = {}
+                by_provider = self._by_alias[intern(provider)] = {}
             by_provider[norm] = identity.id
             owners = self._by_alias_value.get(norm)
             if owners is None:
@@ -588,9 +579,8 @@ def diff_changes(old: Registry, new: Registry) -> list[Change]:
     account is missing: removed grants and agencies first, then upserts parents before
     children, then removed identities and accounts.
 
-    Records are compared as their change values one pair at a time, so only the changes are
-    held (``accessguard run`` diffs the whole registry at every start; holding both sides'
-    values cost ~1.4 KB per identity)."""
+    Compared one record pair at a time: only the changes are held (``run`` diffs the whole
+    registry at every start)."""
     removed = [key for key, record in _records(old) if _counterpart(new, record) is None]
 
     def kind_of(key: str) -> str:
