@@ -345,6 +345,9 @@ class _Build:
             or account_ref not in self.registry.accounts
         ):
             return
+        # the id strings the identity and account already hold (put_grant would copy it else)
+        identity_ref = self.registry.identities[identity_ref].id
+        account_ref = self.registry.accounts[account_ref].id
         self.registry.put_grant(Grant(identity_ref, account_ref, role, via, mfa, expires_at))
 
     def agency(self, index: int, item: MappingNode) -> None:

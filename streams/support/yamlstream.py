@@ -132,6 +132,7 @@ class Composer:
         self.get: Callable[[], Any] = loader.get_event
         self.resolve: Callable[..., str] = loader.resolve
         self.anchors: dict[str, Node] = {}
+        self._key_tags: dict[tuple[str, str | None, tuple[bool, bool]], str] = {}
         resolvers = loader.yaml_implicit_resolvers
         #: first characters of plain scalars that may be something other than a string
         self.maybe_typed: frozenset[str] | None = (
@@ -207,13 +208,37 @@ class Composer:
         else:
             pairs = node.value
             key_node: Node
+            key_tags, typed = self._key_tags, self.maybe_typed
             while (key_kind := type(key := get())) is not MappingEndEvent:
                 if key_kind is ScalarEvent and key.anchor is None:
-                    key_node = scalar(key)
+                    # the same few keys in every entry: their resolved tags are remembered
+                    cached = (key.value, key.tag, key.implicit)
+                    tag = key_tags.get(cached)
+                    if tag is None:
+                        key_node = scalar(key)
+                        if len(key_tags) < 1024:
+                            key_tags[cached] = key_node.tag
+                    else:
+                        key_node = ScalarNode(
+                            tag, key.value, key.start_mark, key.end_mark, key.style
+                        )
                 else:
                     key_node = compose(key)
-                value = get()
-                if type(value) is ScalarEvent and value.anchor is None:
+                value_kind = type(value := get())
+                if value_kind is ScalarEvent and value.anchor is None and value.tag is None:
+                    # scalar() inlined for the commonest event of all (an untagged value)
+                    text = value.value
+                    if value.implicit[0] and (typed is None or text[:1] in typed):
+                        tag = self.resolve(ScalarNode, text, value.implicit)
+                    else:
+                        tag = STR_TAG
+                    pairs.append(
+                        (
+                            key_node,
+                            ScalarNode(tag, text, value.start_mark, value.end_mark, value.style),
+                        )
+                    )
+                elif value_kind is ScalarEvent and value.anchor is None:
                     pairs.append((key_node, scalar(value)))
                 else:
                     pairs.append((key_node, compose(value)))
