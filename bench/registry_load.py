@@ -358,30 +358,33 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     tmp = Path(tempfile.mkdtemp(prefix="accessguard-bench-registry-"))
-    files: dict[int, dict[str, Any]] = {}
-    for n in sorted({*sizes, *([] if args.no_topic else [topic_size])}):
-        path = tmp / f"registry-{n}.yaml"
-        files[n] = {"path": path, "bytes": write_registry_yaml(path, n)}
-    result: dict[str, Any] = {"machine": info, "code": str(args.code), "yaml": {}, "topic": {}}
-    for n in sizes:
-        r = measure_yaml(files[n]["path"], args.code, args.timeout)
-        r["file_bytes"] = files[n]["bytes"]
-        result["yaml"][str(n)] = r
-        print(f"  yaml  {n:>7,} identities  {_cell(r)}", flush=True)
-    if not args.no_topic:
-        r = measure_topic(files[topic_size]["path"], topic_size, args.code, args.timeout, tmp)
-        result["topic"][str(topic_size)] = r
-        print(f"  import {topic_size:>6,} identities  {_cell(r['import'])}", flush=True)
-        if "reimport" in r:
-            print(f"  again  {topic_size:>6,} identities  {_cell(r['reimport'])}", flush=True)
-        if "load" in r:
-            print(f"  topic {topic_size:>7,} identities  {_cell(r['load'])}", flush=True)
-    if args.profile:
-        result["profile"] = profile_load(files[min(sizes)]["path"])
-        print(result["profile"]["top_tottime"])
-    print(f"\ngoal: <= {GOAL_SECONDS:.0f} s and <= {GOAL_MIB:.0f} MiB")
-    print("(s: wall time of the load itself; cpu: its process time, steadier on a shared")
-    print("machine; MiB: the process's peak resident memory, interpreter and imports included)")
+    try:
+        files: dict[int, dict[str, Any]] = {}
+        for n in sorted({*sizes, *([] if args.no_topic else [topic_size])}):
+            path = tmp / f"registry-{n}.yaml"
+            files[n] = {"path": path, "bytes": write_registry_yaml(path, n)}
+        result: dict[str, Any] = {"machine": info, "code": str(args.code), "yaml": {}, "topic": {}}
+        for n in sizes:
+            r = measure_yaml(files[n]["path"], args.code, args.timeout)
+            r["file_bytes"] = files[n]["bytes"]
+            result["yaml"][str(n)] = r
+            print(f"  yaml  {n:>7,} identities  {_cell(r)}", flush=True)
+        if not args.no_topic:
+            r = measure_topic(files[topic_size]["path"], topic_size, args.code, args.timeout, tmp)
+            result["topic"][str(topic_size)] = r
+            print(f"  import {topic_size:>6,} identities  {_cell(r['import'])}", flush=True)
+            if "reimport" in r:
+                print(f"  again  {topic_size:>6,} identities  {_cell(r['reimport'])}", flush=True)
+            if "load" in r:
+                print(f"  topic {topic_size:>7,} identities  {_cell(r['load'])}", flush=True)
+        if args.profile:
+            result["profile"] = profile_load(files[min(sizes)]["path"])
+            print(result["profile"]["top_tottime"])
+        print(f"\ngoal: <= {GOAL_SECONDS:.0f} s and <= {GOAL_MIB:.0f} MiB")
+        print("(s: wall time of the load itself; cpu: its process time, steadier on a shared")
+        print("machine; MiB: the process's peak resident memory, interpreter and imports included)")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # ~50 MB of YAML per 100k identities
     stamp = f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}"
     out = args.out or RESULTS / f"registry_load-{stamp}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
