@@ -29,6 +29,7 @@ from streams.model.leak_index import LeakIndex
 from streams.model.registry import Registry
 from streams.model.state import StateStore
 from streams.support.errors import BrokerError
+from streams.support.gcpause import gc_paused
 
 log = structlog.get_logger(__name__)
 
@@ -256,14 +257,18 @@ class Views:
         while pending:
             batch = await consumer.getmany(timeout_ms=200, max_records=5000)
             for tp, records in batch.items():
-                self._apply_batch(tp.topic, records, own_too=True)
+                # Catching up builds the whole registry (2.6 records per identity): the cyclic
+                # collector's passes over it cost a quarter of the time and find no cycles.
+                with gc_paused():
+                    self._apply_batch(tp.topic, records, own_too=True)
                 if records:
                     self._position[tp] = records[-1].offset + 1
                 if tp in pending and records and records[-1].offset + 1 >= pending[tp]:
                     del pending[tp]
             if asyncio.get_running_loop().time() > deadline:
                 raise BrokerError(f"state topics not caught up after {timeout:.0f}s: {pending}")
-        self.leak_index = LeakIndex.build(self.registry, self.plus_tag_domains)
+        with gc_paused():
+            self.leak_index = LeakIndex.build(self.registry, self.plus_tag_domains)
         self.ready.set()
         log.info(
             "views.ready",

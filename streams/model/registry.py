@@ -15,14 +15,21 @@ catches up on 100k identities without rebuilding anything.
 Registry ids use letters, digits and ``._@+-`` (no ``:``) so change keys split unambiguously.
 Aliases become path segments of revocation requests, so :func:`validate_alias` accepts only
 plain identifiers (never ``.``/``..``); the YAML file and every change read from the topic
-are checked with it.
+are checked with it, again when the importer already did: the topic is a boundary of its
+own (SCIM/API updates and anything with its ACL write there), so the check is cheap instead.
+
+At 100k identities memory matters: slotted records, interned repeated values (kind, role,
+provider, alias keys...), grants sharing their identity's and account's id strings, and alias
+indices holding a plain id for a value with one owner.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import re
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
+from sys import intern
 from typing import Any
 
 from streams.support.errors import RegistryError
@@ -46,6 +53,10 @@ ALIAS_RULE = (
 )
 
 
+#: What every valid alias matches (the rule below, in one regex): the fast accept path.
+_ALIAS_OK = re.compile(rf"[A-Za-z0-9_][A-Za-z0-9._@+\-]{{0,{MAX_ALIAS_LEN - 1}}}")
+
+
 def validate_alias(provider: str, value: object) -> str | None:
     """The problem with ``value`` as the identity's id at ``provider``, or None when it is a
     plain identifier there.
@@ -57,6 +68,8 @@ def validate_alias(provider: str, value: object) -> str | None:
     registry (``registry check``/``import``, the registry topic, a SCIM/API update) must
     apply this one rule.
     """
+    if type(value) is str and _ALIAS_OK.fullmatch(value):
+        return None  # the common case, without building the explanation below
     where = f"an alias is the person's plain id at {provider} ({ALIAS_RULE})"
     if isinstance(value, bool) or not isinstance(value, str | int):
         return f"expected a string; {where}"
@@ -78,7 +91,8 @@ def validate_alias(provider: str, value: object) -> str | None:
 def _norm_alias(value: str) -> str:
     # Platform usernames and e-mail-like IdP logins are case-insensitive at the vendors that
     # matter here; opaque IdP ids are random enough that folding case cannot collide.
-    return value.strip().lower()
+    norm = value.strip().lower()
+    return value if norm == value else norm  # keep one copy of an already-normal value
 
 
 def _norm_account_ref(value: str) -> str:
@@ -138,10 +152,10 @@ class Account:
         shared = data.get("shared_credential")
         return cls(
             id=data["id"],
-            platform=data["platform"],
+            platform=intern(data["platform"]),
             handle=data["handle"],
-            criticality=data["criticality"],
-            provider=data["provider"],
+            criticality=intern(data["criticality"]),
+            provider=intern(data["provider"]),
             shared_credential=SharedCredential.from_dict(shared) if shared else None,
         )
 
@@ -190,14 +204,14 @@ class Identity:
             problem = validate_alias(str(key), value)
             if problem is not None:
                 raise ValueError(f"aliases: {key}: {problem}")
-            aliases[str(key)] = str(value)
+            aliases[intern(str(key))] = str(value)
         return cls(
             id=data["id"],
             name=data["name"],
-            kind=data["kind"],
+            kind=intern(data["kind"]),
             emails=tuple(normalise_email(e) for e in data.get("emails") or ()),
             aliases=aliases,
-            status=data.get("status", "active"),
+            status=intern(data.get("status", "active")),
             employee_id=data.get("employee_id") or data["id"],
             credential_changed_at=(
                 parse_time(changed, "credential_changed_at")
@@ -238,9 +252,9 @@ class Grant:
         return cls(
             identity=data["identity"],
             account=data["account"],
-            role=data["role"],
-            via=data["via"],
-            mfa=data["mfa"],
+            role=intern(data["role"]),
+            via=intern(data["via"]),
+            mfa=intern(data["mfa"]),
             expires_at=parse_time(expires, "expires_at") if expires else None,
         )
 
@@ -291,10 +305,11 @@ class Registry:
         self._by_account: dict[str, dict[str, Grant]] = {}
         self._by_employee_id: dict[str, str] = {}
         self._by_email: dict[str, str] = {}
-        #: (provider, normalised value) -> identity id
-        self._by_alias: dict[tuple[str, str], str] = {}
-        #: normalised value -> {identity id: number of providers using that value}
-        self._by_alias_value: dict[str, dict[str, int]] = {}
+        #: provider -> normalised value -> identity id
+        self._by_alias: dict[str, dict[str, str]] = {}
+        #: normalised value -> the identity id using it, or (with several providers or
+        #: owners using it) a tuple holding each owner's id once per provider
+        self._by_alias_value: dict[str, str | tuple[str, ...]] = {}
         #: normalised handle or "platform:handle" -> account ids using it
         self._by_account_ref: dict[str, set[str]] = {}
 
@@ -336,10 +351,10 @@ class Registry:
         on the wrong person is worse than raising an unknown-identity alert."""
         norm = _norm_alias(value)
         if provider is not None:
-            ident = self._by_alias.get((provider, norm))
+            ident = self._by_alias.get(provider, {}).get(norm)
             return self.identities.get(ident) if ident is not None else None
-        owners = self._by_alias_value.get(norm, {})
-        candidates = set(owners)
+        owners = self._by_alias_value.get(norm, ())
+        candidates = {owners} if isinstance(owners, str) else set(owners)
         by_email = self._by_email.get(norm)
         if by_email is not None:
             candidates.add(by_email)
@@ -407,9 +422,17 @@ class Registry:
             self._by_email[email] = identity.id
         for provider, value in identity.aliases.items():
             norm = _norm_alias(value)
-            self._by_alias[(provider, norm)] = identity.id
-            owners = self._by_alias_value.setdefault(norm, {})
-            owners[identity.id] = owners.get(identity.id, 0) + 1
+            by_provider = self._by_alias.get(provider)
+            if by_provider is None:
+                by_provider = self._by_alias[intern(provider)] = {}
+            by_provider[norm] = identity.id
+            owners = self._by_alias_value.get(norm)
+            if owners is None:
+                self._by_alias_value[norm] = identity.id
+            elif isinstance(owners, str):
+                self._by_alias_value[norm] = (owners, identity.id)
+            else:
+                self._by_alias_value[norm] = (*owners, identity.id)
 
     def remove_identity(self, identity_id: str) -> None:
         old = self.identities.pop(identity_id, None)
@@ -422,17 +445,34 @@ class Registry:
                 del self._by_email[email]
         for provider, value in old.aliases.items():
             norm = _norm_alias(value)
-            if self._by_alias.get((provider, norm)) == old.id:
-                del self._by_alias[(provider, norm)]
+            by_provider = self._by_alias.get(provider, {})
+            if by_provider.get(norm) == old.id:
+                del by_provider[norm]
+                if not by_provider:
+                    del self._by_alias[provider]
             owners = self._by_alias_value.get(norm)
-            if owners is not None and old.id in owners:
-                owners[old.id] -= 1
-                if owners[old.id] <= 0:
-                    del owners[old.id]
-                if not owners:
-                    del self._by_alias_value[norm]
+            if owners == old.id:
+                del self._by_alias_value[norm]
+            elif isinstance(owners, tuple) and old.id in owners:
+                rest = list(owners)
+                rest.remove(old.id)  # one provider's use of the value
+                self._by_alias_value[norm] = rest[0] if len(rest) == 1 else tuple(rest)
 
     def put_grant(self, grant: Grant) -> None:
+        ident = self.identities.get(grant.identity)
+        account = self.accounts.get(grant.account)
+        if (ident is not None and ident.id is not grant.identity) or (
+            account is not None and account.id is not grant.account
+        ):
+            # share the id strings the identity and account already hold (memory, not meaning)
+            grant = Grant(
+                ident.id if ident is not None else grant.identity,
+                account.id if account is not None else grant.account,
+                grant.role,
+                grant.via,
+                grant.mfa,
+                grant.expires_at,
+            )
         self._grants[(grant.identity, grant.account)] = grant
         self._by_identity.setdefault(grant.identity, {})[grant.account] = grant
         self._by_account.setdefault(grant.account, {})[grant.identity] = grant
@@ -511,21 +551,47 @@ class Registry:
         return registry
 
 
+Record = Account | Identity | Agency | Grant
+
+
+def _records(registry: Registry) -> Iterator[tuple[str, Record]]:
+    """Every record with its change key, in :meth:`Registry.to_changes` order."""
+    yield from ((f"account:{a.id}", a) for a in registry.accounts.values())
+    yield from ((f"identity:{i.id}", i) for i in registry.identities.values())
+    yield from ((f"agency:{a.id}", a) for a in registry.agencies.values())
+    yield from ((g.key, g) for g in registry.grants.values())
+
+
+def _counterpart(registry: Registry, record: Record) -> Record | None:
+    """The record with the same key in ``registry`` (None when it has none)."""
+    if isinstance(record, Grant):
+        return registry.grants.get((record.identity, record.account))
+    if isinstance(record, Account):
+        return registry.accounts.get(record.id)
+    if isinstance(record, Identity):
+        return registry.identities.get(record.id)
+    return registry.agencies.get(record.id)
+
+
 def diff_changes(old: Registry, new: Registry) -> list[Change]:
     """The changes that turn ``old`` into ``new``: upserts for new or changed records and
     tombstones for removed ones. Ordered so a consumer never sees a grant whose identity or
     account is missing: removed grants and agencies first, then upserts parents before
-    children, then removed identities and accounts."""
-    old_changes = dict(old.to_changes())
-    new_changes = new.to_changes()
-    new_keys = {k for k, _ in new_changes}
-    removed = [k for k in old_changes if k not in new_keys]
+    children, then removed identities and accounts.
+
+    Compared one record pair at a time: only the changes are held (``run`` diffs the whole
+    registry at every start)."""
+    removed = [key for key, record in _records(old) if _counterpart(new, record) is None]
 
     def kind_of(key: str) -> str:
         return key.partition(":")[0]
 
     out: list[Change] = [(k, None) for k in removed if kind_of(k) in ("grant", "agency")]
-    out.extend((k, v) for k, v in new_changes if old_changes.get(k) != v)
+    for key, record in _records(new):
+        value = record.to_dict()
+        previous = _counterpart(old, record)
+        if previous is None or previous.to_dict() != value:
+            out.append((key, value))
     out.extend((k, None) for k in removed if kind_of(k) == "identity")
     out.extend((k, None) for k in removed if kind_of(k) == "account")
     return out
