@@ -203,3 +203,30 @@ def test_the_engine_rewrites_the_keys_when_the_broker_refuses_and_never_tombston
             harness.close()
 
     asyncio.run(scenario())
+
+
+@pytest.mark.parametrize(
+    ("broker", "journaled"), [("", True), ("kafka://kafka.example:9093", False)]
+)
+def test_the_checkpoint_is_journaled_only_for_a_broker_that_forgets(
+    tmp_path: Path, broker: str, journaled: bool
+) -> None:
+    """With the embedded in-memory broker the journal must carry the rule state across a
+    restart; with a cluster the compacted topic does, and journaling every interval's changes
+    would only fill the volume."""
+
+    async def scenario() -> list[dict[str, Any]]:
+        harness = build_engine(tmp_path, config={"broker": broker})
+        try:
+            engine = harness.engine
+            engine.login = LoginPipeline(load_rules(RULES), harness.config.provider_types())
+            engine.rule_log = RuleStateLog(engine.login.state, shards=4, writer="w1")
+            for i in range(20):
+                touch(engine.login.state, f"id-{i}", 1.0)
+            assert await engine.checkpoint_rules() == 20
+            return harness.journal_entries("rule_state")
+        finally:
+            harness.close()
+
+    entries = asyncio.run(scenario())
+    assert bool(entries) is journaled

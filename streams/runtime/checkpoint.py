@@ -23,21 +23,23 @@ async def write_checkpoint(
     state: RuleState,
     rule_log: RuleStateLog,
     *,
-    journal: Journal,
+    journal: Journal | None,
     publisher: Publisher,
     topic: str,
     owned: set[int] | None,
 ) -> int:
-    """Persist the keys of ``state`` that changed since the last call. A base is written
-    only for shards (partitions) in ``owned`` (None: all). Returns the state keys written;
-    keys that could not be written stay dirty for the next call."""
+    """Persist the keys of ``state`` that changed since the last call (in ``journal`` too,
+    unless None). A base is written only for shards (partitions) in ``owned`` (None: all).
+    Returns the state keys written; keys that could not be written stay dirty for the next
+    call."""
     dirty = state.take_dirty()
     if not dirty:
         return 0
     checkpoint = rule_log.prepare(dirty, lambda shard: owned is None or shard in owned)
     try:
-        for key, value in checkpoint.writes:
-            journal.append("rule_state", key=key, value=value)
+        if journal is not None:
+            for key, value in checkpoint.writes:
+                journal.append("rule_state", key=key, value=value)
     except JournalError:
         # Not waited for (this also runs at shutdown): the keys stay dirty and the next
         # checkpoint writes them; the journal logged why.
@@ -65,8 +67,9 @@ async def write_checkpoint(
         # A tombstone that does not land leaves a record that the base repeats: harmless, and
         # the shard's next base tombstones it again.
         try:
-            for key in checkpoint.tombstones:
-                journal.append("rule_state", key=key, value=None)
+            if journal is not None:
+                for key in checkpoint.tombstones:
+                    journal.append("rule_state", key=key, value=None)
         except JournalError:
             tombstoned = False
         else:
