@@ -229,7 +229,12 @@ class Engine(Writer):
             found = self._partition_cache[key] = partition_for(key, self.partitions)
         return found
 
-    async def handle_login_batch(self, raw: bytes | None, partition: int | None = None) -> int:
+    async def handle_login_batch(
+        self,
+        raw: bytes | None,
+        partition: int | None = None,
+        routed_out: dict[int, list[dict[str, Any]]] | None = None,
+    ) -> int:
         """One message of the auth.events topic: a JSON array of canonical LoginEvents (the
         edge batches them) or one object. Returns the number of events evaluated.
 
@@ -238,7 +243,9 @@ class Engine(Writer):
         partition is evaluated by that partition's owner, to which the event is routed
         through ``auth.routed`` (:meth:`handle_routed_batch`), so results do not depend on
         how many workers run or on how the edge keyed the event. None (replay, tests): every
-        key is here."""
+        key is here. With ``routed_out`` the events to route are added there, for the caller
+        to send (:meth:`route`) once for several messages: an acknowledged round trip per
+        message cost the login agent a fifth of its time."""
         if self.login is None:
             raise ConfigError("rules.dir", "login events arrived but no rule set is loaded")
         try:
@@ -281,7 +288,11 @@ class Engine(Writer):
                 self._defer(resolved, deferred, routed, partition)
                 deferred.clear()
         if routed:
-            await self._route(routed)
+            if routed_out is None:
+                await self.route(routed)
+            else:
+                for owner, entries in routed.items():
+                    routed_out.setdefault(owner, []).extend(entries)
         metrics.LOGIN_EVENTS.inc(evaluated)
         if evaluated:
             # Every rule sees every login event: one increment per rule and batch, not per event.
@@ -307,7 +318,7 @@ class Engine(Writer):
         for owner, fields in by_owner.items():
             routed.setdefault(owner, []).append({"e": data, "g": fields, "o": origin})
 
-    async def _route(self, routed: dict[int, list[dict[str, Any]]]) -> None:
+    async def route(self, routed: dict[int, list[dict[str, Any]]]) -> None:
         """Send the deferred events to their owners (acknowledged before the input message
         is committed, waiting in place while the broker is away: a retry of the whole
         message would evaluate its local events twice)."""

@@ -60,6 +60,11 @@ from streams.runtime.writes import with_broker_retry
 
 log = structlog.get_logger(__name__)
 
+#: auth.events messages (of up to 500 events each) the login agent takes at a time, and how
+#: long it waits to fill a group when the topic is quiet (seconds: the added latency).
+LOGIN_TAKE = 8
+LOGIN_WITHIN = 0.01
+
 
 class WorkerServices(mode.Service):  # type: ignore[misc]
     """Everything of a worker that is not Faust itself. Started by the Faust worker."""
@@ -320,15 +325,27 @@ class WorkerServices(mode.Service):  # type: ignore[misc]
         )
         self.events_processed += 1
 
-    async def process_login(self, value: bytes | None, partition: int | None = None) -> None:
-        """One auth.events message (a batch of login events) from ``partition``."""
+    async def process_login(
+        self,
+        value: bytes | None,
+        partition: int | None = None,
+        routed: dict[int, list[dict[str, Any]]] | None = None,
+    ) -> None:
+        """One auth.events message (a batch of login events) from ``partition``; the events
+        it hands to other partitions' owners are added to ``routed`` when given (sent by
+        :meth:`send_routed` before the messages are acknowledged)."""
 
         async def handle(raw: bytes | None) -> int:
-            return await self.engine.handle_login_batch(raw, partition)
+            return await self.engine.handle_login_batch(raw, partition, routed)
 
         await self._process(
             "auth-events", handle, value, self.topics.auth_events, self.topics.auth_dlq
         )
+
+    async def send_routed(self, routed: dict[int, list[dict[str, Any]]]) -> None:
+        """The routed events of several auth.events messages, in one acknowledged round."""
+        if routed:
+            await self.engine.route(routed)
 
     async def process_routed(self, value: bytes | None) -> None:
         """One auth.routed message: login events whose group keys this worker owns."""
@@ -481,9 +498,14 @@ def build_worker(
     async def login_agent(stream: Any) -> None:
         # The partition each message came from: rule state is keyed, and a rule whose key
         # belongs to another partition is routed to its owner (Engine.handle_login_batch).
+        # A few messages at a time, so their routed events go out in one acknowledged round;
+        # Faust acknowledges them only when the next group is asked for, after that round.
         await services.ready.wait()
-        async for value in stream:
-            await services.process_login(value, stream.current_event.message.partition)
+        async for events in stream.take_events(LOGIN_TAKE, within=LOGIN_WITHIN):
+            routed: dict[int, list[dict[str, Any]]] = {}
+            for event in events:
+                await services.process_login(event.value, event.message.partition, routed)
+            await services.send_routed(routed)
 
     app.agent(login_topic, name="accessguard.auth-events")(login_agent)
     raw_agent("accessguard.auth-routed", services.topics.auth_routed, services.process_routed)
