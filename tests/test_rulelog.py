@@ -31,7 +31,7 @@ def touch(state: RuleState, key: str, ts: float, rule: str = "brute") -> None:
 def checkpoint(log: RuleStateLog, topic: list[tuple[str, Any]], *, owns: bool = True) -> Any:
     """One checkpoint written to ``topic`` (a list of records, as the broker keeps them)."""
     cp = log.prepare(log.state.take_dirty(), lambda _shard: owns)
-    topic.extend(cp.writes)
+    topic.extend((key, orjson.loads(orjson.dumps(value))) for key, value in cp.writes)
     topic.extend((k, None) for k in cp.tombstones)
     log.written(cp, tombstoned=True)
     return cp

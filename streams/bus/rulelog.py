@@ -158,7 +158,7 @@ class RuleStateLog:
         for shard in sorted(by_shard):
             changed = by_shard[shard]
             keys.extend(changed)
-            delta = list(self._chunks([(k, self.state.key_to_dict(k)) for k in changed]))
+            delta = list(self._chunks([(k, self.state.key_to_json(k)) for k in changed]))
             known = self._shard(shard)
             weight = sum(size for _, size in delta)
             due = owns(shard) and (
@@ -177,7 +177,7 @@ class RuleStateLog:
             items = [
                 (k, v)
                 for k in held
-                if self.shard_of(k) == shard and (v := self.state.key_to_dict(k)) is not None
+                if self.shard_of(k) == shard and (v := self.state.key_to_json(k)) is not None
             ]
             chunks = list(self._chunks(items)) or [({}, 0)]
             total = sum(size for _, size in chunks)
@@ -223,16 +223,18 @@ class RuleStateLog:
         return sum(len(k.deltas) + len(k.legacy) + k.base_chunks for k in self._known.values())
 
     def _chunks(
-        self, items: Sequence[tuple[str, dict[str, Any] | None]]
+        self, items: Sequence[tuple[str, bytes | None]]
     ) -> Iterable[tuple[dict[str, Any], int]]:
+        """Keys with their serialised values (embedded as they are: orjson.Fragment), cut
+        into chunks of about ``chunk_bytes``."""
         chunk: dict[str, Any] = {}
         size = 0
         for key, value in items:
-            weight = len(key) + len(orjson.dumps(value)) + 4
+            weight = len(key) + (4 if value is None else len(value)) + 4
             if chunk and size + weight > self.chunk_bytes:
                 yield chunk, size
                 chunk, size = {}, 0
-            chunk[key] = value
+            chunk[key] = None if value is None else orjson.Fragment(value)
             size += weight
         if chunk:
             yield chunk, size
