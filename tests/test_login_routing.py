@@ -91,6 +91,16 @@ def workload() -> list[dict[str, Any]]:
     return events
 
 
+def keyed_by_principal(events: list[dict[str, Any]]) -> dict[int, list[dict[str, Any]]]:
+    """The events per partition as an edge without the registry keys them."""
+    by_partition: dict[int, list[dict[str, Any]]] = {}
+    for e in events:
+        by_partition.setdefault(
+            partition_for(f"principal:{e['principal']}", PARTITIONS), []
+        ).append(e)
+    return by_partition
+
+
 def engine(tmp_path: Path) -> EngineHarness:
     h = build_engine(tmp_path, registry=REGISTRY, config={"topics": {"partitions": PARTITIONS}})
     h.engine.login = LoginPipeline(load_rules(RULES), h.config.provider_types())
@@ -118,11 +128,7 @@ def run_cluster(
     owner = {p: cluster[p % workers] for p in range(PARTITIONS)}
     for h in cluster:
         h.engine.owned = {p for p, o in owner.items() if o is h}
-    by_partition: dict[int, list[dict[str, Any]]] = {}
-    for e in events:
-        by_partition.setdefault(
-            partition_for(f"principal:{e['principal']}", PARTITIONS), []
-        ).append(e)
+    by_partition = keyed_by_principal(events)
 
     async def scenario() -> None:
         for p, batch in sorted(by_partition.items()):
@@ -201,11 +207,7 @@ def test_without_routing_the_split_identity_is_missed(tmp_path: Path) -> None:
     ana's failures and the spray, and both detections are lost."""
     events = workload()
     h = engine(tmp_path / "split")
-    by_partition: dict[int, list[dict[str, Any]]] = {}
-    for e in events:
-        by_partition.setdefault(
-            partition_for(f"principal:{e['principal']}", PARTITIONS), []
-        ).append(e)
+    by_partition = keyed_by_principal(events)
 
     async def scenario() -> None:
         for _p, batch in sorted(by_partition.items()):

@@ -220,8 +220,7 @@ class Engine(Writer):
 
     # ---------------------------------------------------------------- login path
     def partition_of(self, key: str) -> int:
-        """The partition a group key (an identity, ``principal:…``, ``ip:…``) lives on: its
-        rule state is that partition's owner's. Cached: murmur2 in Python costs microseconds."""
+        """The partition (so the owner) of a group key's rule state; cached (murmur2 is slow)."""
         found = self._partition_cache.get(key)
         if found is None:
             if len(self._partition_cache) >= PARTITION_CACHE:
@@ -244,8 +243,7 @@ class Engine(Writer):
         through ``auth.routed`` (:meth:`handle_routed_batch`), so results do not depend on
         how many workers run or on how the edge keyed the event. None (replay, tests): every
         key is here. With ``routed_out`` the events to route are added there, for the caller
-        to send (:meth:`route`) once for several messages: an acknowledged round trip per
-        message cost the login agent a fifth of its time."""
+        to send (:meth:`route`) once for several messages (a round trip each cost a fifth)."""
         if self.login is None:
             raise ConfigError("rules.dir", "login events arrived but no rule set is loaded")
         try:
@@ -271,12 +269,7 @@ class Engine(Writer):
             try:
                 event = LoginEvent.from_dict(item)
             except ValidationError as exc:
-                await self.dead_letter(
-                    self.topics.auth_events,
-                    orjson.dumps(item),
-                    f"invalid: {exc.reason}",
-                    dlq=self.topics.auth_dlq,
-                )
+                await self._reject_login(self.topics.auth_events, item, exc)
                 continue
             resolved, detections = self.login.process(
                 event, registry, lifecycle, home=home, deferred=deferred, origin=partition
@@ -299,6 +292,12 @@ class Engine(Writer):
             for child in self._rule_evaluations:
                 child.inc(evaluated)
         return evaluated
+
+    async def _reject_login(self, topic: str, item: Any, exc: ValidationError) -> None:
+        """One unusable login event of a batch, to the auth dead-letter topic with why."""
+        await self.dead_letter(
+            topic, orjson.dumps(item), f"invalid: {exc.reason}", dlq=self.topics.auth_dlq
+        )
 
     def _defer(
         self,
@@ -361,12 +360,7 @@ class Engine(Writer):
                 if origin is not None and not isinstance(origin, int):
                     raise ValidationError("o: expected a partition number")
             except ValidationError as exc:
-                await self.dead_letter(
-                    self.topics.auth_routed,
-                    orjson.dumps(item),
-                    f"invalid: {exc.reason}",
-                    dlq=self.topics.auth_dlq,
-                )
+                await self._reject_login(self.topics.auth_routed, item, exc)
                 continue
             for detection in self.login.process_routed(event, registry, lifecycle, groups, origin):
                 await self.handle_detection(event, detection)
