@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import structlog
 
 from connectors.base.http import HttpClient, RetryPolicy
 from streams.bus.broker import EmbeddedBroker, find_tansu
@@ -48,3 +49,15 @@ def http() -> Iterator[HttpClient]:
     """The HTTP policy's client with the default retry policy."""
     with HttpClient(RetryPolicy()) as client:
         yield client
+
+
+@pytest.fixture(autouse=True)
+def _logging_configuration_restored() -> Iterator[None]:
+    """A command run in-process (click's CliRunner) configures structlog for the whole process,
+    with ``cache_logger_on_first_use``: a later test's first log through a module logger would
+    then be cached with that configuration, out of reach of ``capture_logs`` (the HTTP policy's
+    log checks failed that way after the audit CLI tests). Each test ends with the logging
+    configuration it started with."""
+    saved = structlog.get_config()
+    yield
+    structlog.configure(**saved)

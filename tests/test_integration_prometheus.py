@@ -322,6 +322,8 @@ def test_readiness_reports_progress_and_exports_its_checks(
         "accessguard.hr.events",
         "accessguard.auth.events",
         "accessguard.leak.records",
+        "accessguard.auth.routed",
+        "accessguard.alerts.pending",
     }
     assert (
         time.time() - float(prom.query("accessguard_observed_timestamp_seconds")[0]["value"][1])

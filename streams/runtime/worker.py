@@ -431,7 +431,8 @@ class WorkerServices(mode.Service):  # type: ignore[misc]
         """Lag, registry and readiness gauges: refreshed here, so no event pays for them."""
         await self.ready.wait()
         interval = float(self.config["worker.metrics_interval"])
-        inputs = (self.topics.hr_events, self.topics.auth_events, self.topics.leak_records)
+        t = self.topics
+        inputs = (t.hr_events, t.auth_events, t.leak_records, t.auth_routed, t.alert_queue)
         failing = False
         while not self.should_stop:
             try:
