@@ -230,3 +230,37 @@ def test_the_checkpoint_is_journaled_only_for_a_broker_that_forgets(
 
     entries = asyncio.run(scenario())
     assert bool(entries) is journaled
+
+
+def test_a_replica_that_expires_here_is_not_written_over_its_owner(tmp_path: Path) -> None:
+    """A worker holds replicas of other workers' keys (read from their checkpoints). When its
+    own clock expires one, that deletion must not be checkpointed: it would delete the
+    owner's live state (the owner read it back and lost its dedup, so a rule fired twice)."""
+
+    async def scenario() -> list[str]:
+        harness = build_engine(tmp_path)
+        try:
+            engine = harness.engine
+            engine.login = LoginPipeline(load_rules(RULES), harness.config.provider_types())
+            log = RuleStateLog(engine.login.state, shards=4, writer="w1")
+            engine.rule_log = log
+            mine = next(f"id-{i}" for i in range(100) if log.shard_of(f"id-{i}") == 0)
+            theirs = next(f"id-{i}" for i in range(100) if log.shard_of(f"id-{i}") == 1)
+            engine.owned = {0}
+            touch(engine.login.state, mine, 100.0)
+            log.apply(f"{PREFIX}1/d/other/1", {"f": 2, "keys": {theirs: _slot(10.0)}, "bytes": 1})
+            engine.login.state.expire(200.0, {"brute": 50.0})  # both expire here
+            await engine.checkpoint_rules()
+            sent = [r for r in harness.publisher.records if r[0] == engine.topics.rule_state]
+            return [k for _, _, value in sent for k in value["keys"]]
+        finally:
+            harness.close()
+
+    written = asyncio.run(scenario())
+    assert len(written) == 1
+    assert written[0].startswith("id-")
+    assert all(RuleStateLog(RuleState(), shards=4, writer="x").shard_of(k) == 0 for k in written)
+
+
+def _slot(ts: float) -> dict[str, Any]:
+    return {"v": 1, "rules": {"brute": {"times": [ts], "last": ts}}}

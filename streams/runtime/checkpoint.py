@@ -33,6 +33,12 @@ async def write_checkpoint(
     Returns the state keys written; keys that could not be written stay dirty for the next
     call."""
     dirty = state.take_dirty()
+    if owned is not None:
+        # Only the owner writes a key. A replica here (read from the owner's records) is
+        # dirty only because it expired by this worker's clock; writing that would delete
+        # the owner's live state under it (seen as repeated detections with 2 and 4 workers).
+        shard_of = rule_log.shard_of
+        dirty = [key for key in dirty if shard_of(key) in owned]
     if not dirty:
         return 0
     checkpoint = rule_log.prepare(dirty, lambda shard: owned is None or shard in owned)
