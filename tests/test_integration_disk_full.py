@@ -230,7 +230,8 @@ def test_disk_full_refuses_input_waits_in_place_and_loses_nothing(
         # outage is recorded in the audit trail; the sender's retry is accepted.
         stack.free_disk()
         wait_until(lambda: stack.readyz()[0] == 200, 10, what="ready again")
-        assert stack.events("journal.recovered")
+        # the log line travels through the stack's stderr pipe: it may land just after
+        wait_until(lambda: bool(stack.events("journal.recovered")), 5, what="journal.recovered")
         recovered = [
             e for e in _journal_lines(stack.journal_path) if e["kind"] == "journal_recovered"
         ]
