@@ -277,3 +277,32 @@ def test_the_rule_clock_follows_the_slowest_origin_still_sending() -> None:
     pipeline.process(late, registry, lifecycle, origin=1)
     assert pipeline.rule_clock(wall, idle_after=30) == early.time
     assert pipeline.rule_clock(wall, idle_after=0.1) == late.time
+
+
+def test_the_edge_keys_by_the_identity_it_resolves_or_else_by_the_login_name() -> None:
+    """The worker's edges and pollers key an event by its resolved identity (so its owner gets
+    it first hand); an unknown login name, or a registry that cannot answer, keys it by the
+    principal, and the workers route it."""
+    from streams.model.records import LoginEvent
+    from streams.model.registry_yaml import parse_registry
+    from streams.runtime.parts import identity_key
+
+    registry, problems = parse_registry(REGISTRY)
+    assert problems == []
+    key_of = identity_key(lambda: registry)
+    known = LoginEvent.from_dict(
+        event(1, "ana", outcome="success", ip="192.0.2.1", okta_id=True, minute=0)
+    )
+    unknown = LoginEvent.from_dict(
+        {
+            **event(2, "ana", outcome="success", ip="192.0.2.1", okta_id=False, minute=0),
+            "principal": "zed@x.example",
+        }
+    )
+    assert key_of(known) == "ana"
+    assert key_of(unknown) == "principal:zed@x.example"
+
+    def broken() -> Any:
+        raise RuntimeError("registry being replaced")
+
+    assert identity_key(broken)(known) == "principal:00u-ana"

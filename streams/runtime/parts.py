@@ -30,7 +30,7 @@ from streams.bus.journal import Journal
 from streams.bus.topics import Topics
 from streams.bus.views import Publisher
 from streams.config import Config
-from streams.decide.resolve import resolve
+from streams.decide.resolve import resolve_identity
 from streams.model.records import LoginEvent
 from streams.model.registry import Registry
 from streams.runtime.executor import Provider, Sink
@@ -98,7 +98,14 @@ def identity_key(registry: Callable[[], Registry]) -> Callable[[LoginEvent], str
     its principal when unknown), from the current registry view."""
 
     def key_of(event: LoginEvent) -> str:
-        return resolve(event, registry()).partition_key
+        # The identity only (not the account: it plays no part in the key). Any surprise
+        # (the HTTP edge runs this in a thread while the views apply a change) falls back to
+        # the principal's key: the owner then gets the event routed, never loses it.
+        try:
+            found = resolve_identity(event, registry())
+        except Exception:  # noqa: BLE001 - a key is a placement hint, never a reason to fail
+            found = None
+        return found.id if found is not None else event.partition_key
 
     return key_of
 
