@@ -353,10 +353,13 @@ def test_graph_clock_skew_setting_and_fake_shapes(
     graph.session_readback_delay = 0.0
     provider = _provider(graph_built, http, verify_clock_skew=0)
     action = _action("revoke_sessions", user.id)
+    before = time.time()  # the revocation's valid-from is at or after this, whole seconds
     provider.perform(action)
     # Graph truncates to whole seconds: with no skew allowed a late issue time stays PENDING.
     assert provider.verify(action, {}, time.time() + 1.5).status == PENDING
-    assert provider.verify(action, {}, time.time() - 1.0).status == VERIFIED
+    # Read from before the call: "now - 1 s" after a slow first verify (CI under load) could
+    # fall after the truncated valid-from and flake.
+    assert provider.verify(action, {}, before - 1.0).status == VERIFIED
     headers = provider.auth_headers()
     url = f"{graph.url}/v1.0/users/{user.id}"
     assert (
