@@ -63,15 +63,32 @@ class Writer:
         already taken (and applied in memory) is written, not re-decided as a duplicate.
         Meanwhile the journal logs the failure and the ``journal_writable`` readiness check
         fails. Cancelled at shutdown: the unfinished plan resumes from the journal at the next
-        start, and the ledger keeps what was recorded from being done twice."""
+        start, and the ledger keeps what was recorded from being done twice.
+
+        ``durable`` returns only once an fsync covers the entry (group commit,
+        :meth:`~streams.bus.journal.Journal.commit`): concurrent plans share fsyncs, which
+        run off the event loop, instead of each blocking it for one."""
         delay = JOURNAL_RETRY_MIN
         async with self._journal_lock:
             while True:
                 try:
-                    return self.journal.append(kind, durable=durable, **fields)
+                    entry, seq = self.journal.write(kind, **fields)
+                    break
                 except JournalError:
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, JOURNAL_RETRY_MAX)
+        if durable:
+            # Outside the lock: the next writes go on while this one waits for its fsync.
+            delay = JOURNAL_RETRY_MIN
+            while True:
+                try:
+                    await self.journal.commit(seq)
+                    break
+                except JournalError as exc:
+                    log.warning("journal.fsync_waiting", error=str(exc)[:300])
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, JOURNAL_RETRY_MAX)
+        return entry
 
     async def publish(self, topic: str, key: str, value: Any) -> None:
         await publish_waiting(self.publisher, topic, key, value)
