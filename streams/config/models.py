@@ -203,6 +203,12 @@ class WorkerSettings(Section):
         default=5.0,
         ge=0.05,
     )
+    hr_batch_max: Int = _doc(
+        "Most HR events decided and persisted together (a layoff's burst)", default=200, ge=1
+    )
+    hr_batch_wait: Float = _doc(
+        "Longest an HR event waits for others to batch with, s", default=0.005, ge=0.001
+    )
 
 
 class ExecutorSettings(Section):

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
+from typing import Any
 
 import orjson
 import structlog
@@ -136,58 +137,110 @@ class Engine(Writer):
 
     # ---------------------------------------------------------------- HR path
     async def handle_hr_raw(self, raw: bytes | None) -> HrDecision | None:
-        try:
-            event = HrEvent.loads(raw or b"")
-        except ValidationError as exc:
-            await self.dead_letter(self.topics.hr_events, raw, f"invalid: {exc.reason}")
-            return None
-        return await self.handle_hr(event)
+        return (await self.handle_hr_batch([raw]))[0]
+
+    async def handle_hr_batch(self, raws: Sequence[bytes | None]) -> list[HrDecision | None]:
+        """The hr.events records of one poll, decided in order (None for an invalid one,
+        dead-lettered). See :meth:`handle_hr_events`."""
+        events: list[HrEvent] = []
+        at: list[int] = []
+        out: list[HrDecision | None] = [None] * len(raws)
+        for index, raw in enumerate(raws):
+            try:
+                events.append(HrEvent.loads(raw or b""))
+                at.append(index)
+            except ValidationError as exc:
+                await self.dead_letter(self.topics.hr_events, raw, f"invalid: {exc.reason}")
+        for index, decision in zip(at, await self.handle_hr_events(events), strict=True):
+            out[index] = decision
+        return out
 
     async def handle_hr(self, event: HrEvent, now: datetime | None = None) -> HrDecision:
+        return (await self.handle_hr_events([event], now))[0]
+
+    async def handle_hr_events(
+        self, events: Sequence[HrEvent], now: datetime | None = None
+    ) -> list[HrDecision]:
+        """Decide a batch of HR events, persist the decisions together, then act.
+
+        Each event is decided in order against the state the ones before it left (applied
+        in memory at once), so per-identity order and duplicate/conflict outcomes are those
+        of one-at-a-time processing. Then the batch's audit records are written together,
+        then its state values (the last per key on the compacted topic), so a batch costs
+        about two broker round trips instead of two per event (measured: the agent decided
+        ~28 events/s in a burst, each waiting for its own acks behind the plans' writes).
+        Plans start and alerts go out only once all of that landed."""
         now = now or datetime.fromtimestamp(self.clock(), UTC)
-        decision = decide_hr(
-            self.views.registry,
-            self.views.state,
-            event,
-            now,
-            self.provider_types,
-            idp_types=self.idp_types,
-            policy=self.policy,
+        decided: list[tuple[HrEvent, HrDecision]] = []
+        for event in events:
+            decision = decide_hr(
+                self.views.registry,
+                self.views.state,
+                event,
+                now,
+                self.provider_types,
+                idp_types=self.idp_types,
+                policy=self.policy,
+            )
+            for value in decision.state_updates:
+                self.views.state.put(value)  # the next event of this identity sees it
+            decided.append((event, decision))
+        applied: list[tuple[HrEvent, HrDecision]] = []
+        for event, decision in decided:
+            metrics.DECISIONS.labels(event.type, decision.outcome).inc()
+            if decision.outcome == "duplicate":
+                self._hr_log(event, decision).info("hr.duplicate")
+            elif decision.outcome == "conflict":
+                # Refused, never dropped in silence: the sender re-used an event_id (the edge
+                # answers 409 when it knows; a second edge replica or an edge restart may not).
+                await self.dead_letter(
+                    self.topics.hr_events, event.dumps(), f"conflict: {decision.reason}"
+                )
+            else:
+                applied.append((event, decision))
+        # The audit records first, then the states that make the events applied: a stop
+        # between the two re-decides the events at the next start (a second record of the
+        # same decision, its actions kept once by the ledger) instead of leaving a decision
+        # that happened with no record of it. Together: the journal entries in order (the
+        # journal lock is FIFO), the broker writes batched by the producer.
+        await asyncio.gather(
+            *(
+                self.audit("decision", event.event_id, source=event.source, **decision.to_dict())
+                for event, decision in applied
+            )
         )
-        metrics.DECISIONS.labels(event.type, decision.outcome).inc()
-        bound = log.bind(
+        states: dict[str, dict[str, Any]] = {}
+        for _, decision in applied:
+            for value in decision.state_updates:
+                data = value.to_dict()
+                await self.record("state", key=value.key, value=data)
+                states.pop(value.key, None)
+                states[value.key] = data
+        await asyncio.gather(
+            *(self.publish(self.topics.lifecycle, key, data) for key, data in states.items())
+        )
+        if applied:
+            self._update_scheduled_gauge()
+        for event, decision in applied:
+            self._hr_log(event, decision).info(
+                "hr.decided", actions=len(decision.actions), reason=decision.reason
+            )
+            if decision.identity and decision.plan_id and decision.actions:
+                self.start_plan(decision.identity, decision.plan_id)
+            elif decision.alerts:
+                for alert in decision.alerts:
+                    await self.send_alert(alert)
+        return [decision for _, decision in decided]
+
+    @staticmethod
+    def _hr_log(event: HrEvent, decision: HrDecision) -> Any:
+        return log.bind(
             event_id=event.event_id,
             type=event.type,
             subject=subject_hash(event.email),
             identity=decision.identity,
             outcome=decision.outcome,
         )
-        if decision.outcome == "duplicate":
-            bound.info("hr.duplicate")
-            return decision
-        if decision.outcome == "conflict":
-            # Refused, never dropped in silence: the sender re-used an event_id (the edge
-            # answers 409 when it knows; a second edge replica or an edge restart may not).
-            await self.dead_letter(
-                self.topics.hr_events, event.dumps(), f"conflict: {decision.reason}"
-            )
-            return decision
-        plan_id = decision.plan_id
-        # The audit record first, then the state that makes the event applied: a stop between
-        # the two re-decides the event at the next start (a second record of the same
-        # decision, its actions kept once by the ledger) instead of leaving a decision that
-        # happened with no record of it (the applied state made the replayed event a duplicate).
-        await self.audit("decision", event.event_id, source=event.source, **decision.to_dict())
-        for value in decision.state_updates:
-            await self.put_state(value)
-        self._update_scheduled_gauge()
-        bound.info("hr.decided", actions=len(decision.actions), reason=decision.reason)
-        if decision.identity and plan_id and decision.actions:
-            self.start_plan(decision.identity, plan_id)
-        elif decision.alerts:
-            for alert in decision.alerts:
-                await self.send_alert(alert)
-        return decision
 
     def _update_scheduled_gauge(self) -> None:
         metrics.SCHEDULED.set(sum(len(s.scheduled) for s in self.views.state.identities()))
