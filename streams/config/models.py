@@ -343,9 +343,17 @@ class AlertSettings(Section):
         default="",
     )
     outage_update_interval: Float = _doc(
-        "Least time between two updates of one provider-outage incident, s",
+        "Least time between two updates of one provider-outage or offboarding-batch incident, s",
         default=60.0,
         ge=0.05,
+    )
+    batch_threshold: Int = _doc(
+        "Offboardings starting close together that page once as a batch (a layoff)",
+        default=10,
+        ge=2,
+    )
+    batch_window: Float = _doc(
+        "Most time between two offboardings of one batch, s", default=60.0, ge=0.05
     )
     routes: RouteSettings = Field(default_factory=RouteSettings)
     sinks: dict[str, ConnectorEntry] = Field(default_factory=dict)

@@ -37,6 +37,7 @@ from streams.model.leak_index import LeakIndex
 from streams.model.plan import Plan
 from streams.model.records import Action, Alert, HrEvent, LoginEvent, subject_hash
 from streams.runtime.alerts import AlertRouter
+from streams.runtime.batches import Batches
 from streams.runtime.executor import Executor, Sink
 from streams.runtime.outages import Outages
 from streams.runtime.plans import PlanRunner
@@ -105,12 +106,18 @@ class Engine(Writer):
             outages=self.outages,
         )
         self.policy = offboarding_policy(config)
+        alerting = config.settings.alerts
         self.plans = PlanRunner(
             self,
             executor=executor,
             alerts=self.alerts,
             owns=self.owns,
             step_timeout=config.settings.offboarding.step_timeout,
+            batches=Batches(
+                threshold=alerting.batch_threshold,
+                window=alerting.batch_window,
+                update_interval=alerting.outage_update_interval,
+            ),
         )
         # Pre-bound children (labels() per event costs more than a rule,
         # docs/operations-notes.md); binding them here also exports every rule's series at 0, so
@@ -227,6 +234,11 @@ class Engine(Writer):
             )
             if decision.identity and decision.plan_id and decision.actions:
                 self.start_plan(decision.identity, decision.plan_id)
+                batch = self.plans.batches.started(
+                    decision.identity, decision.plan_id, self.clock()
+                )
+                if batch is not None and batch.sent == 0:
+                    await self.plans.send_batch(batch)  # a layoff: on-call hears of it once
             elif decision.alerts:
                 for alert in decision.alerts:
                     await self.send_alert(alert)
@@ -499,6 +511,7 @@ class Engine(Writer):
             if self.owns(event.partition_key):
                 await self.handle_hr(event, now)
                 fired += 1
+        await self.plans.tick_batches()
         return fired
 
     async def tick_agencies(self, now: datetime | None = None) -> int:
