@@ -76,6 +76,8 @@ class RateLimitedVendorServer(FakeVendorServer):
         self.limited: Counter[str] = Counter()
         #: Requests let through, per vendor (acting calls and read-backs).
         self.passed: Counter[str] = Counter()
+        #: (vendor, bucket, time) of each request let through: throughput per window.
+        self.passed_log: list[tuple[str, str, float]] = []
 
     @staticmethod
     def vendor_of(path: str) -> str | None:
@@ -103,6 +105,7 @@ class RateLimitedVendorServer(FakeVendorServer):
             self._windows[(vendor, bucket)] = (window, used)
             if allowed:
                 self.passed[vendor] += 1
+                self.passed_log.append((vendor, bucket, now))
             else:
                 self.limited[vendor] += 1
         return allowed, limit.calls, limit.calls - used, reset
@@ -148,3 +151,23 @@ class RateLimitedVendorServer(FakeVendorServer):
     def allowed_rate(self) -> dict[str, float]:
         """Calls per second each vendor allows (Okta: per endpoint)."""
         return {vendor: limit.rate for vendor, limit in self.limits.items()}
+
+    def utilisation(self) -> dict[str, dict[str, float]]:
+        """Per vendor and bucket: requests let through, the seconds from the first to the
+        last, and their rate as a share of the allowed rate over those seconds."""
+        spans: dict[tuple[str, str], list[float]] = {}
+        with self._rl_lock:
+            for vendor, bucket, at in self.passed_log:
+                spans.setdefault((vendor, bucket), []).append(at)
+        out: dict[str, dict[str, float]] = {}
+        for (vendor, bucket), times in sorted(spans.items()):
+            limit = self.limits[vendor]
+            # whole windows from the first to the last request: what the limit allowed
+            windows = math.floor(max(times) / limit.window) - math.floor(min(times) / limit.window)
+            allowed = (windows + 1) * limit.calls
+            out[f"{vendor} {bucket}"] = {
+                "requests": len(times),
+                "seconds": max(times) - min(times),
+                "share_of_allowed": len(times) / allowed,
+            }
+        return out

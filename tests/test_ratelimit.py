@@ -81,6 +81,30 @@ def test_a_refusal_without_a_time_backs_off_doubling_with_jitter_and_bounded() -
     assert limits.refused("graph", "all", 7.0) == 7.0
 
 
+def test_without_window_headers_a_refusal_paces_at_the_rate_just_let_through() -> None:
+    """Ten calls let through in the second before a Graph-style refusal (no headers, no
+    Retry-After): after the hold, calls are booked 1 / (0.95 * 10) s apart, each booking
+    a slot (concurrent callers spread out), and the pace creeps up as calls pass."""
+    clock = Clock()
+    limits = RateLimits(clock=clock)
+    bucket = "POST /v1.0/users/{user_ref}/revokeSignInSessions"
+    for n in range(10):
+        clock.now = 1_000_000.0 + n * 0.05
+        assert limits.reserve_slot("entra", bucket) == 0.0
+        limits.observe("entra", bucket, 200, {})
+    hold = limits.refused("entra", bucket, None)
+    clock.now += hold
+    spacing = 1.0 / (0.95 * 10)
+    waits = [limits.reserve_slot("entra", bucket) for _ in range(3)]
+    assert waits == pytest.approx([0.0, spacing, 2 * spacing])
+    before = limits.reserve_slot("entra", bucket)
+    limits.observe("entra", bucket, 200, {})
+    clock.now += 10.0
+    limits.reserve_slot("entra", bucket)
+    assert limits.reserve_slot("entra", bucket) < spacing  # sped up by the call let through
+    assert before > 0
+
+
 # ------------------------------------------------------------------------------ the fakes
 
 
@@ -221,7 +245,8 @@ def test_rate_limited_actions_are_retried_until_done_once_without_paging(
 
         async def main() -> list[Any]:
             # one attempt before "stuck": a refusal counted as a failure would page at once
-            executor = Executor({"entra": provider}, replace(FAST, max_attempts=1))
+            policy = replace(FAST, max_attempts=1, read_timeout=30.0)  # no timeouts under load
+            executor = Executor({"entra": provider}, policy)
             try:
                 return list(await asyncio.gather(*(executor.execute(a, on_stuck) for a in actions)))
             finally:

@@ -35,7 +35,7 @@ import requests
 import structlog
 from requests.adapters import HTTPAdapter
 
-from connectors.base.ratelimit import RateLimits
+from connectors.base.ratelimit import INLINE_WAIT, RateLimits
 from streams.support.errors import (
     AuthError,
     ConfigError,
@@ -333,7 +333,9 @@ class HttpClient:
                 check_path_shape(provider, method, prepared.url, path_template, path_prefix)
             if rate_bucket is not None:
                 wait = self.limits.reserve_slot(provider, rate_bucket)
-                if wait > 0:
+                if 0 < wait <= INLINE_WAIT:
+                    time.sleep(wait)  # a booked slot: waiting here saves a trip through the pool
+                elif wait > 0:
                     raise RateLimitedError(
                         provider,
                         f"{method} held by the client-side rate limit for {wait:.2f}s",
@@ -357,12 +359,20 @@ class HttpClient:
             ) from None
         elapsed_ms = round((time.monotonic() - started) * 1000, 1)
         status = response.status_code
+        error = None
+        if status not in ok and classify is not None:
+            error = classify(provider, response)
         if rate_bucket is not None:
-            self.limits.observe(provider, rate_bucket, status, response.headers)
+            self.limits.observe(
+                provider,
+                rate_bucket,
+                status,
+                response.headers,
+                refusal=isinstance(error, RateLimitedError) or status == 429,
+            )
         if status in ok:
             log.debug("http_call", provider=provider, method=method, status=status, ms=elapsed_ms)
             return response
-        error = classify(provider, response) if classify is not None else None
         if error is None:
             error = error_for_response(provider, response)
         if rate_bucket is not None and isinstance(error, RateLimitedError):
