@@ -301,7 +301,13 @@ def run_layoff(args: argparse.Namespace) -> dict[str, Any]:
         print(f"  {len(accepted)} accepted", flush=True)
         wait_revoked(watcher, samples, timeout=args.timeout)
         fill(accepted, watcher, audit, time.time() + args.timeout)
-        time.sleep(12.0)  # the batch closes batch_window after its last offboarding
+        # the batch incident closes batch_window after its last offboarding, once all finished
+        closed_by = time.time() + 120
+        while time.time() < closed_by and not any(
+            c["path"] == "/v2/enqueue" and (c["json"] or {}).get("event_action") == "resolve"
+            for c in server.calls
+        ):
+            time.sleep(1.0)
         final = stack.metrics()
     finally:
         code = stack.stop()
