@@ -135,10 +135,31 @@ def repeats(server: FakeVendorServer) -> dict[str, int]:
     return {k: v for k, v in counts.items() if v > 1 and not k.startswith(alerts)}
 
 
+def decided_actions(journal: Path, counts: dict[str, int], offset: int) -> int:
+    """Add the number of actions each decision planned (by event id) from ``offset`` on;
+    returns the new offset."""
+    try:
+        with journal.open("rb") as handle:
+            handle.seek(offset)
+            data = handle.read()
+    except FileNotFoundError:
+        return offset
+    end = data.rfind(b"\n") + 1
+    for line in data[:end].splitlines():
+        if b'"kind":"decision"' in line:
+            entry = orjson.loads(line)
+            counts[str(entry.get("event_id"))] = len(entry.get("actions") or ())
+    return offset + end
+
+
 def fill(samples: list[Sample], watcher: Watcher, audit: AuditTail, deadline: float) -> None:
     """Per sample: revocation calls from the watcher, acks and read-backs from the journal,
-    waiting (until ``deadline``) for every read-back to settle."""
+    waiting (until ``deadline``) until every action its decision planned is settled (done
+    and read back, or not verifiable)."""
+    planned: dict[str, int] = {}
+    offset = 0
     while True:
+        offset = decided_actions(audit.path, planned, offset)
         pending = 0
         for s in samples:
             if s.error is not None and not s.error.startswith("pending"):
@@ -149,7 +170,8 @@ def fill(samples: list[Sample], watcher: Watcher, audit: AuditTail, deadline: fl
                 s.first_call, s.last_call = min(times), max(times)
             audit.fill(s, f"burst-{s.identity}")
             settled = s.verified + s.not_verifiable + s.unverified
-            s.error = None if settled >= s.expected else f"pending: {settled} settled"
+            wanted = planned.get(f"burst-{s.identity}", 1 << 30)
+            s.error = None if settled >= wanted else f"pending: {settled} of {wanted} settled"
             pending += s.error is not None
         if not pending or time.time() > deadline:
             return
