@@ -280,26 +280,46 @@ class FakeViews:
 
 
 class FaultyJournal(Journal):
-    """The real journal, with a switch: while ``full`` is True every append raises
+    """The real journal, with a switch: while ``full`` is True every append or write raises
     :class:`JournalError` (as on a full disk) and writes nothing. ``appended`` lists
-    ``(kind, durable)`` of every append that succeeded."""
+    ``(kind, durable)`` of every append that succeeded (a :meth:`write` becomes durable once
+    a :meth:`commit` covering it returned); ``committed`` the sequence numbers waited for."""
 
     def __init__(self, path: Path, **kwargs: Any) -> None:
         super().__init__(path, **kwargs)
         self.full = False
         self.refused = 0
         self.appended: list[tuple[str, bool]] = []
+        self.committed: list[int] = []
+        self._written_at: dict[int, int] = {}  # write's sequence number -> index in appended
 
-    def append(self, kind: str, *, durable: bool = False, **fields: Any) -> dict[str, Any]:
+    def _refuse_when_full(self) -> None:
         if self.full:
             self.refused += 1
             raise JournalError(
                 f"cannot write journal {self.path}: No space left on device (test)",
                 reason="No space left on device",
             )
+
+    def append(self, kind: str, *, durable: bool = False, **fields: Any) -> dict[str, Any]:
+        self._refuse_when_full()
         entry = super().append(kind, durable=durable, **fields)
         self.appended.append((kind, durable))
         return entry
+
+    def write(self, kind: str, **fields: Any) -> tuple[dict[str, Any], int]:
+        self._refuse_when_full()
+        entry, seq = super().write(kind, **fields)
+        self._written_at[seq] = len(self.appended)
+        self.appended.append((kind, False))
+        return entry, seq
+
+    async def commit(self, seq: int) -> None:
+        await super().commit(seq)
+        self.committed.append(seq)
+        for written in [s for s in self._written_at if s <= seq]:
+            index = self._written_at.pop(written)
+            self.appended[index] = (self.appended[index][0], True)
 
 
 def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:

@@ -18,7 +18,13 @@ from connectors.generic.provider import GenericRestProvider
 from connectors.google.provider import GoogleProvider
 from connectors.okta.provider import OktaProvider, classify_okta_error
 from streams.model.records import Action
-from streams.support.errors import AuthError, ConfigError, PermanentError, RetryableError
+from streams.support.errors import (
+    AuthError,
+    ConfigError,
+    PermanentError,
+    RateLimitedError,
+    RetryableError,
+)
 from streams.support.secrets import Secret
 from tests.fakes import (
     GOOGLE_TOKEN,
@@ -292,11 +298,13 @@ def test_graph_invalid_token_is_auth_error(server: FakeVendorServer, http: HttpC
 def test_graph_429_without_retry_after_is_retryable(
     server: FakeVendorServer, http: HttpClient
 ) -> None:
-    """Graph may omit Retry-After on 429: retryable, retry_after None (backoff decides)."""
+    """Graph may omit Retry-After on 429: a retryable rate limit whose wait is the HTTP
+    policy's first jittered backoff step (0.5 s +-20 %), not None."""
     server.fail_next(1, status=429, retry_after=None)
-    with pytest.raises(RetryableError, match="429") as info:
+    with pytest.raises(RateLimitedError, match="429") as info:
         _graph(server, http).perform(_action("revoke_sessions", user_ref="u-1"))
-    assert info.value.retry_after is None
+    assert info.value.retry_after is not None
+    assert 0.4 <= info.value.retry_after <= 0.6
 
 
 # --- Google -------------------------------------------------------------------------
@@ -323,12 +331,16 @@ def test_google_turn_off_2sv(server: FakeVendorServer, http: HttpClient) -> None
 def test_google_403_rate_limit_is_retryable(
     server: FakeVendorServer, http: HttpClient, reason: str
 ) -> None:
-    """Google's 403 with a rate-limit reason is retryable, not an auth failure."""
+    """Google's 403 with a rate-limit reason is a retryable rate limit, not an auth
+    failure; the next attempt first waits out the hold (the first backoff step, in the
+    calling thread: under a second) and then goes through."""
     server.google_rate_limit_next(1, reason=reason)
-    with pytest.raises(RetryableError, match=f"403 rate limited \\({reason}\\)"):
+    with pytest.raises(RateLimitedError, match=f"403 rate limited \\({reason}\\)") as info:
         _google(server, http).perform(_action("revoke_sessions", user_ref="a@example.com"))
-    # The next attempt goes through.
+    assert info.value.status == 403
+    started = time.monotonic()
     _google(server, http).perform(_action("revoke_sessions", user_ref="a@example.com"))
+    assert time.monotonic() - started >= 0.3
     assert len(server.calls) == 1
 
 

@@ -35,11 +35,13 @@ import requests
 import structlog
 from requests.adapters import HTTPAdapter
 
+from connectors.base.ratelimit import INLINE_WAIT, RateLimits
 from streams.support.errors import (
     AuthError,
     ConfigError,
     PermanentError,
     ProviderError,
+    RateLimitedError,
     RetryableError,
 )
 from streams.support.secrets import Secret
@@ -146,7 +148,7 @@ def error_for_response(provider: str, response: requests.Response) -> ProviderEr
     body = _body_excerpt(response)
     retry_after = parse_retry_after(response.headers.get("Retry-After"))
     if status == 429:
-        return RetryableError(
+        return RateLimitedError(
             provider,
             f"HTTP 429 rate limited: {body}",
             status=status,
@@ -267,8 +269,11 @@ class HttpClient:
         *,
         pool_size: int = DEFAULT_POOL_SIZE,
         session: requests.Session | None = None,
+        limits: RateLimits | None = None,
     ) -> None:
         self.policy = policy or RetryPolicy()
+        #: The vendors' rate-limit windows, per provider and endpoint (shared by threads).
+        self.limits = limits or RateLimits()
         self._session = session or requests.Session()
         # max_retries=0: retries are ours (typed, logged, counted); urllib3's own would
         # silently multiply attempts and skip POSTs anyway.
@@ -291,6 +296,7 @@ class HttpClient:
         classify: Classifier | None = None,
         path_template: str | None = None,
         path_prefix: str = "",
+        rate_bucket: str | None = None,
     ) -> requests.Response:
         """Make ONE attempt; return the response when its status is in ``ok``.
 
@@ -302,6 +308,12 @@ class HttpClient:
         with PermanentError unless its prepared path has the template's shape (see
         :func:`check_path_shape`): a value that climbed out of its segment never reaches
         another endpoint, where a 2xx would pass for success.
+
+        ``rate_bucket`` (``"<METHOD> <path template>"``) puts the call under the client-side
+        rate limit of that endpoint (:mod:`connectors.base.ratelimit`): a call the vendor's
+        window does not allow yet is not sent but raises :class:`RateLimitedError` with the
+        wait (``status`` None), and a refusal holds the bucket for the vendor's time or a
+        jittered backoff (set as the error's ``retry_after``).
         """
         started = time.monotonic()
         try:
@@ -319,6 +331,16 @@ class HttpClient:
             )
             if path_template is not None:
                 check_path_shape(provider, method, prepared.url, path_template, path_prefix)
+            if rate_bucket is not None:
+                wait = self.limits.reserve_slot(provider, rate_bucket)
+                if 0 < wait <= INLINE_WAIT:
+                    time.sleep(wait)  # a booked slot: waiting here saves a trip through the pool
+                elif wait > 0:
+                    raise RateLimitedError(
+                        provider,
+                        f"{method} held by the client-side rate limit for {wait:.2f}s",
+                        retry_after=wait,
+                    )
             settings = self._session.merge_environment_settings(prepared.url, {}, None, True, None)
             response = self._session.send(
                 prepared, timeout=self.policy.timeout, allow_redirects=True, **settings
@@ -337,12 +359,24 @@ class HttpClient:
             ) from None
         elapsed_ms = round((time.monotonic() - started) * 1000, 1)
         status = response.status_code
+        error = None
+        if status not in ok and classify is not None:
+            error = classify(provider, response)
+        if rate_bucket is not None:
+            self.limits.observe(
+                provider,
+                rate_bucket,
+                status,
+                response.headers,
+                refusal=isinstance(error, RateLimitedError) or status == 429,
+            )
         if status in ok:
             log.debug("http_call", provider=provider, method=method, status=status, ms=elapsed_ms)
             return response
-        error = classify(provider, response) if classify is not None else None
         if error is None:
             error = error_for_response(provider, response)
+        if rate_bucket is not None and isinstance(error, RateLimitedError):
+            error.retry_after = self.limits.refused(provider, rate_bucket, error.retry_after)
         log.info(
             "http_call_failed",
             provider=provider,

@@ -279,6 +279,7 @@ class ConnectorBase:
                         request.template if url is None and request.check_shape else None
                     ),
                     path_prefix=self._base_path,
+                    rate_bucket=f"{request.method.upper()} {request.template}",
                 )
             except AuthError as exc:
                 credentials = self.credentials

@@ -41,7 +41,7 @@ from connectors.base.provider import (
 )
 from connectors.google.credentials import google_credential
 from streams.model.records import Action
-from streams.support.errors import PermanentError, ProviderError, RetryableError
+from streams.support.errors import PermanentError, ProviderError, RateLimitedError
 
 #: Google answers rate limits with 403 and one of these reasons, not only with 429.
 RATE_LIMIT_REASONS = frozenset(
@@ -66,7 +66,7 @@ CREDENTIAL_LISTS: dict[str, str] = {"tokens": "clientId", "asps": "codeId"}
 
 
 def classify_google_error(provider: str, response: requests.Response) -> ProviderError | None:
-    """Map Google's 403 rate limits to RetryableError; anything else uses the default mapping."""
+    """Map Google's 403 rate limits to RateLimitedError; anything else uses the default mapping."""
     if response.status_code != 403:
         return None
     try:
@@ -82,7 +82,7 @@ def classify_google_error(provider: str, response: requests.Response) -> Provide
     if not hit:
         return None
     # Google sends no Retry-After on these; the executor's backoff decides.
-    return RetryableError(provider, f"HTTP 403 rate limited ({hit[0]})", status=403)
+    return RateLimitedError(provider, f"HTTP 403 rate limited ({hit[0]})", status=403)
 
 
 class GoogleProvider(ProviderBase):

@@ -50,7 +50,7 @@ from connectors.base.provider import (
 )
 from connectors.okta.credentials import PROVIDER_SCOPES, okta_credential
 from streams.model.records import Action
-from streams.support.errors import ConfigError, PermanentError, ProviderError, RetryableError
+from streams.support.errors import ConfigError, PermanentError, ProviderError, RateLimitedError
 
 #: Statuses Okta refuses to suspend from (suspend is for ACTIVE users only) but that can still
 #: sign in or recover: in suspend mode such a user is deactivated instead.
@@ -72,7 +72,7 @@ def classify_okta_error(provider: str, response: requests.Response) -> ProviderE
         reset = float(response.headers.get("X-Rate-Limit-Reset", ""))
     except ValueError:
         return None
-    return RetryableError(
+    return RateLimitedError(
         provider,
         "HTTP 429 rate limited (until X-Rate-Limit-Reset)",
         status=429,

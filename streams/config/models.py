@@ -259,6 +259,12 @@ class WorkerSettings(Section):
         default=5.0,
         ge=0.05,
     )
+    hr_batch_max: Int = _doc(
+        "Most HR events decided and persisted together (a layoff's burst)", default=200, ge=1
+    )
+    hr_batch_wait: Float = _doc(
+        "Longest an HR event waits for others to batch with, s", default=0.005, ge=0.001
+    )
 
 
 class ExecutorSettings(Section):
@@ -393,9 +399,17 @@ class AlertSettings(Section):
         default="",
     )
     outage_update_interval: Float = _doc(
-        "Least time between two updates of one provider-outage incident, s",
+        "Least time between two updates of one provider-outage or offboarding-batch incident, s",
         default=60.0,
         ge=0.05,
+    )
+    batch_threshold: Int = _doc(
+        "Offboardings starting close together that page once as a batch (a layoff)",
+        default=10,
+        ge=2,
+    )
+    batch_window: Float = _doc(
+        "Most time between two offboardings of one batch, s", default=60.0, ge=0.05
     )
     routes: RouteSettings = Field(default_factory=RouteSettings)
     sinks: dict[str, ConnectorEntry] = Field(default_factory=dict)

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -30,20 +29,21 @@ from streams.bus.rulelog import RuleStateLog
 from streams.bus.topics import Topics, partition_for
 from streams.bus.views import Publisher, Views
 from streams.config import Config
-from streams.decide.hr import HrDecision, decide_agency_expiry, decide_hr, due_scheduled
 from streams.decide.leaks import LeakDecision, LeakSettings, decide_leak
 from streams.decide.login import LoginPipeline
 from streams.detect.model import Detection
 from streams.model.leak_index import LeakIndex
 from streams.model.plan import Plan
-from streams.model.records import Action, Alert, HrEvent, LoginEvent, subject_hash
+from streams.model.records import Action, Alert, LoginEvent, subject_hash
 from streams.runtime.alerts import AlertRouter
+from streams.runtime.batches import Batches
 from streams.runtime.checkpoint import write_checkpoint
 from streams.runtime.executor import Executor, Sink
+from streams.runtime.hrpath import HrPath
 from streams.runtime.outages import Outages
 from streams.runtime.plans import PlanRunner
 from streams.runtime.policy import offboarding_policy
-from streams.runtime.writes import Writer, publish_waiting
+from streams.runtime.writes import publish_waiting
 from streams.support import metrics
 from streams.support.errors import ConfigError, ValidationError
 
@@ -68,7 +68,7 @@ def leak_settings(config: Config) -> LeakSettings:
     )
 
 
-class Engine(Writer):
+class Engine(HrPath):
     """The per-event paths of one worker, over its views, journal, executor and sinks."""
 
     def __init__(
@@ -130,12 +130,18 @@ class Engine(Writer):
             outages=self.outages,
         )
         self.policy = offboarding_policy(config)
+        alerting = config.settings.alerts
         self.plans = PlanRunner(
             self,
             executor=executor,
             alerts=self.alerts,
             owns=self.owns,
             step_timeout=config.settings.offboarding.step_timeout,
+            batches=Batches(
+                threshold=alerting.batch_threshold,
+                window=alerting.batch_window,
+                update_interval=alerting.outage_update_interval,
+            ),
         )
         # Pre-bound children (labels() per event costs more than a rule,
         # docs/operations-notes.md); binding them here also exports every rule's series at 0, so
@@ -151,72 +157,11 @@ class Engine(Writer):
             metrics.RULE_ERRORS.labels(rule.id)
 
     # ---------------------------------------------------------------- ownership
-    def owns(self, partition_key: str) -> bool:
-        return self.owned is None or partition_for(partition_key, self.partitions) in self.owned
-
     def set_assignment(self, partitions: Iterable[int]) -> None:
         self.owned = set(partitions)
         log.info("engine.assigned", partitions=sorted(self.owned))
         self.restore_outages()
         self.resume_plans()
-
-    # ---------------------------------------------------------------- HR path
-    async def handle_hr_raw(self, raw: bytes | None) -> HrDecision | None:
-        try:
-            event = HrEvent.loads(raw or b"")
-        except ValidationError as exc:
-            await self.dead_letter(self.topics.hr_events, raw, f"invalid: {exc.reason}")
-            return None
-        return await self.handle_hr(event)
-
-    async def handle_hr(self, event: HrEvent, now: datetime | None = None) -> HrDecision:
-        now = now or datetime.fromtimestamp(self.clock(), UTC)
-        decision = decide_hr(
-            self.views.registry,
-            self.views.state,
-            event,
-            now,
-            self.provider_types,
-            idp_types=self.idp_types,
-            policy=self.policy,
-        )
-        metrics.DECISIONS.labels(event.type, decision.outcome).inc()
-        bound = log.bind(
-            event_id=event.event_id,
-            type=event.type,
-            subject=subject_hash(event.email),
-            identity=decision.identity,
-            outcome=decision.outcome,
-        )
-        if decision.outcome == "duplicate":
-            bound.info("hr.duplicate")
-            return decision
-        if decision.outcome == "conflict":
-            # Refused, never dropped in silence: the sender re-used an event_id (the edge
-            # answers 409 when it knows; a second edge replica or an edge restart may not).
-            await self.dead_letter(
-                self.topics.hr_events, event.dumps(), f"conflict: {decision.reason}"
-            )
-            return decision
-        plan_id = decision.plan_id
-        # The audit record first, then the state that makes the event applied: a stop between
-        # the two re-decides the event at the next start (a second record of the same
-        # decision, its actions kept once by the ledger) instead of leaving a decision that
-        # happened with no record of it (the applied state made the replayed event a duplicate).
-        await self.audit("decision", event.event_id, source=event.source, **decision.to_dict())
-        for value in decision.state_updates:
-            await self.put_state(value)
-        self._update_scheduled_gauge()
-        bound.info("hr.decided", actions=len(decision.actions), reason=decision.reason)
-        if decision.identity and plan_id and decision.actions:
-            self.start_plan(decision.identity, plan_id)
-        elif decision.alerts:
-            for alert in decision.alerts:
-                await self.send_alert(alert)
-        return decision
-
-    def _update_scheduled_gauge(self) -> None:
-        metrics.SCHEDULED.set(sum(len(s.scheduled) for s in self.views.state.identities()))
 
     # ---------------------------------------------------------------- login path
     def partition_of(self, key: str) -> int:
@@ -577,24 +522,3 @@ class Engine(Writer):
     def restore_outages(self) -> int:
         """The retryable incidents an earlier process left open (from the ledger)."""
         return self.alerts.restore_outages()
-
-    # ---------------------------------------------------------------- timers
-    async def tick_schedule(self, now: datetime | None = None) -> int:
-        now = now or datetime.fromtimestamp(self.clock(), UTC)
-        fired = 0
-        for event in due_scheduled(self.views.state, now):
-            if self.owns(event.partition_key):
-                await self.handle_hr(event, now)
-                fired += 1
-        return fired
-
-    async def tick_agencies(self, now: datetime | None = None) -> int:
-        """Publish a contract_ended event for each member of an agency past its end date.
-        The event ids are deterministic, so every worker may run this: repeats are duplicates."""
-        now = now or datetime.fromtimestamp(self.clock(), UTC)
-        events = decide_agency_expiry(self.views.registry, self.views.state, now)
-        for synthetic in events:
-            event = replace(synthetic, accepted_at=self.clock())
-            self.journal.append("hr_event", key=event.partition_key, value=event.to_dict())
-            await self.publisher.send(self.topics.hr_events, event.partition_key, event.dumps())
-        return len(events)

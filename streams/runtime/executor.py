@@ -42,7 +42,12 @@ from connectors.base.provider import (
 from streams.model.records import Action, Alert
 from streams.runtime.outages import failure_class
 from streams.support import metrics
-from streams.support.errors import PermanentError, ProviderError, RetryableError
+from streams.support.errors import (
+    PermanentError,
+    ProviderError,
+    RateLimitedError,
+    RetryableError,
+)
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
@@ -145,6 +150,8 @@ class Executor:
                 failure="not_configured",
             )
         attempt = 0
+        limited = 0
+        refused = 0  # attempts the vendor refused for its rate limit (not failures)
         stuck = False
         latency = metrics.PROVIDER_LATENCY.labels(action.provider, action.action)
         limit = self._limit(action.provider)
@@ -154,16 +161,33 @@ class Executor:
             started = time.perf_counter()
             try:
                 result = await self.call(lambda: provider.perform(action), limit)
+            except RateLimitedError as exc:
+                # Not a failure: the vendor did nothing and says when to come back (or the
+                # client-side limit held the call, which then never went out and is no
+                # attempt). Waited on the loop, no thread held, not counted toward
+                # max_attempts: a layoff's queue must not page as "stuck".
+                limited += 1
+                if exc.status is None:
+                    attempt -= 1
+                else:
+                    refused += 1
+                source = "client" if exc.status is None else "vendor"
+                metrics.RATE_LIMITED.labels(action.provider, source).inc()
+                delay = exc.retry_after
+                if delay is None:
+                    delay = backoff_delay(limited, self.policy)
+                await asyncio.sleep(delay)
+                continue
             except RetryableError as exc:
                 latency.observe(time.perf_counter() - started)
                 metrics.ACTIONS.labels(action.provider, action.action, "retry").inc()
-                if attempt >= self.policy.max_attempts:
+                if attempt - refused >= self.policy.max_attempts:
                     if not stuck:
                         stuck = True
                         await on_stuck(action, exc, attempt)
                     delay = max(self.policy.slow_retry_interval, exc.retry_after or 0.0)
                 else:
-                    delay = backoff_delay(attempt, self.policy, exc.retry_after)
+                    delay = backoff_delay(attempt - refused, self.policy, exc.retry_after)
                 log.warning(
                     "action.retry",
                     provider=action.provider,
@@ -237,6 +261,15 @@ class Executor:
                 answer: Verification = await self.call(
                     lambda: read(action, outcome.result, issued_at), limit
                 )
+            except RateLimitedError as exc:
+                # time held by a rate limit is not the vendor failing to show the effect
+                hold = exc.retry_after if exc.retry_after is not None else interval
+                metrics.RATE_LIMITED.labels(
+                    action.provider, "client" if exc.status is None else "vendor"
+                ).inc()
+                deadline += hold
+                await asyncio.sleep(hold)
+                continue
             except RetryableError as exc:
                 answer = Verification(PENDING, reason=f"read-back not answered: {exc}")
             except ProviderError as exc:

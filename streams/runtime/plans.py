@@ -32,6 +32,7 @@ from streams.model.plan import Plan
 from streams.model.records import Action, Alert
 from streams.model.state import AccountState
 from streams.runtime.alerts import AlertRouter
+from streams.runtime.batches import Batch, Batches
 from streams.runtime.executor import Executor, Outcome
 from streams.runtime.outages import ANSWERED
 from streams.runtime.writes import Writer
@@ -84,8 +85,11 @@ class PlanRunner:
         alerts: AlertRouter,
         owns: Callable[[str], bool],
         step_timeout: float = 5.0,
+        batches: Batches | None = None,
     ) -> None:
         self.writer = writer
+        #: Offboardings started close together: one page per batch (streams/runtime/batches.py).
+        self.batches = batches or Batches()
         self.executor = executor
         self.alerts = alerts
         self.owns = owns
@@ -115,6 +119,22 @@ class PlanRunner:
             del self._tasks[key]
         if not task.cancelled() and task.exception() is not None:
             log.error("plan.crashed", plan=key[1], error=repr(task.exception()))
+
+    async def send_batch(self, batch: Batch) -> None:
+        """Open, update or close the batch's incident (marked sent first, so that two plans
+        finishing at once do not send the same update twice)."""
+        alert = batch.alert()
+        ledger_key = batch.ledger_key(alert.event_action)
+        self.batches.sent(batch, self.writer.clock())
+        await self.alerts.send_alert(alert, ledger_key=ledger_key)
+
+    async def tick_batches(self, now: float | None = None) -> int:
+        """Send the batch incidents that are due (a batch closes ``window`` after its last
+        offboarding started). Returns the sends."""
+        due = self.batches.tick(self.writer.clock() if now is None else now)
+        for batch in due:
+            await self.send_batch(batch)
+        return len(due)
 
     def resume(self) -> int:
         """Start every unfinished plan this worker owns (after a restart or a rebalance)."""
@@ -187,7 +207,20 @@ class PlanRunner:
                 if failed:
                     title = f"{title} — {len(failed)} action(s) FAILED"
                 alert = replace(alert, details=details, title=title)  # noqa: PLW2901
+                if self.batches.of(identity, plan_id) is not None:
+                    # one of a batch: its page counts it; the summary stays in the audit trail
+                    await w.audit("offboarding.summary", alert.dedup_key, alert=alert.to_dict())
+                    continue
             await self.alerts.send_alert(alert)
+        batch = self.batches.finished(
+            identity,
+            plan_id,
+            done=sum(o.status in ("done", "dry_run") for o in outcomes),
+            failed=len(failed),
+            verified=sum(v is not None and v.status == VERIFIED for v in checks),
+        )
+        if batch is not None and self.batches.due(batch, w.clock()):
+            await self.send_batch(batch)
         # Forget the plan only once its alerts are out: a crash before this line re-runs the
         # plan, and the ledger turns every action and alert of it into a no-op.
         await w.put_state(w.views.state.identity(identity).without_plan(plan_id))

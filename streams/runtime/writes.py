@@ -67,14 +67,38 @@ class Writer:
         already taken (and applied in memory) is written, not re-decided as a duplicate.
         Meanwhile the journal logs the failure and the ``journal_writable`` readiness check
         fails. Cancelled at shutdown: the unfinished plan resumes from the journal at the next
-        start, and the ledger keeps what was recorded from being done twice."""
+        start, and the ledger keeps what was recorded from being done twice.
+
+        ``durable`` returns only once an fsync covers the entry (group commit,
+        :meth:`~streams.bus.journal.Journal.commit`): concurrent plans share fsyncs, which
+        run off the event loop, instead of each blocking it for one."""
+        delay = JOURNAL_RETRY_MIN
         async with self._journal_lock:
-            return await self._append_waiting(kind, durable, fields)
+            while True:
+                try:
+                    entry, seq = self.journal.write(kind, **fields)
+                    break
+                except JournalError:
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, JOURNAL_RETRY_MAX)
+        if durable:
+            # Outside the lock: the next writes go on while this one waits for its fsync.
+            delay = JOURNAL_RETRY_MIN
+            while True:
+                try:
+                    await self.journal.commit(seq)
+                    break
+                except JournalError as exc:
+                    log.warning("journal.fsync_waiting", error=str(exc)[:300])
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, JOURNAL_RETRY_MAX)
+        return entry
 
     async def _append_waiting(
         self, kind: str, durable: bool, fields: dict[str, Any]
     ) -> dict[str, Any]:
-        """:meth:`record`'s retry loop; the caller holds the journal lock."""
+        """:meth:`record`'s retry loop for a caller that holds the journal lock (the audit
+        chain seals and writes under it)."""
         delay = JOURNAL_RETRY_MIN
         while True:
             try:

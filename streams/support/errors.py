@@ -132,6 +132,13 @@ class RetryableError(ProviderError):
         self.retry_after = retry_after
 
 
+class RateLimitedError(RetryableError):
+    """The vendor refused the call for its rate limit (429, or a 403 with a reason such as
+    ``userRateLimitExceeded``), or the client-side limit held it before it went out: nothing
+    was done, the same call goes out once the window allows. The executor waits without
+    counting it as a failed attempt. ``status`` is None when the call never left."""
+
+
 class PermanentError(ProviderError):
     """A 4xx other than 429, or a request we cannot build: retrying will not help."""
 

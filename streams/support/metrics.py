@@ -83,6 +83,14 @@ ACTIONS = Counter(
     ["provider", "action", "outcome"],
     registry=REGISTRY,
 )
+RATE_LIMITED = Counter(
+    "accessguard_provider_rate_limited_total",
+    "Provider calls held for a rate limit, by provider and source: vendor (the vendor "
+    "refused it: a 429 or a 403 rate-limit answer) or client (held before sending, from "
+    "the vendor's rate-limit headers or an earlier refusal). Retried, never dropped.",
+    ["provider", "source"],
+    registry=REGISTRY,
+)
 PROVIDER_LATENCY = Histogram(
     "accessguard_provider_call_seconds",
     "Latency of one provider call attempt.",
