@@ -15,7 +15,7 @@ import pytest
 
 from connectors.base.catalogue import build_provider
 from connectors.base.http import HttpClient, RetryPolicy
-from connectors.base.ratelimit import RateLimits
+from connectors.base.ratelimit import PACE_DECREASE, PACE_GROWTH, RateLimits
 from connectors.google.provider import classify_google_error
 from connectors.okta.provider import classify_okta_error
 from streams.model.records import Action
@@ -55,7 +55,8 @@ def test_an_exhausted_okta_window_holds_calls_until_its_reset() -> None:
 
 def test_below_the_reserve_the_calls_left_are_spread_over_the_window() -> None:
     """Above the reserve (20 % of the limit) calls go at once; with 10 of 100 left and 5 s
-    to go, one goes now and the next only 5 s / 10 = 0.5 s later, and so on."""
+    to go, one goes now and the next is booked 5 s / 10 = 0.5 s later; each booking counts,
+    so the next caller's slot follows the booked one, spaced by what is left."""
     clock = Clock()
     limits = RateLimits(clock=clock)
     window = {"X-Rate-Limit-Limit": "100", "X-Rate-Limit-Reset": "1000005"}
@@ -65,8 +66,11 @@ def test_below_the_reserve_the_calls_left_are_spread_over_the_window() -> None:
     assert limits.reserve_slot("okta", SESSIONS) == 0.0
     assert limits.reserve_slot("okta", SESSIONS) == pytest.approx(0.5)
     clock.now += 0.5
-    assert limits.reserve_slot("okta", SESSIONS) == 0.0
-    assert limits.reserve_slot("okta", SESSIONS) == pytest.approx(4.5 / 9)
+    # booked: 0.5 s (the slot above) + 5 s / 9 left then, from 0.5 s ago
+    assert limits.reserve_slot("okta", SESSIONS) == pytest.approx(5 / 9)
+    # an answer from before these bookings does not hand the booked calls back
+    limits.observe("okta", SESSIONS, 204, {**window, "X-Rate-Limit-Remaining": "9"})
+    assert limits.state("okta", SESSIONS)["remaining"] == 7
 
 
 def test_a_refusal_without_a_time_backs_off_doubling_with_jitter_and_bounded() -> None:
@@ -103,6 +107,103 @@ def test_without_window_headers_a_refusal_paces_at_the_rate_just_let_through() -
     limits.reserve_slot("entra", bucket)
     assert limits.reserve_slot("entra", bucket) < spacing  # sped up by the call let through
     assert before > 0
+
+
+def paced(clock: Clock, limits: RateLimits, bucket: str, calls: int = 10) -> float:
+    """``calls`` let through within half a second, then a refusal (an unpaced bucket holds
+    for the first backoff step), then, after the hold, one more call let through: the bucket
+    is paced at 0.95 * calls per second, sped up once. Returns that pace."""
+    for _ in range(calls):
+        clock.now += 0.05
+        assert limits.reserve_slot("google", bucket) == 0.0
+        limits.observe("google", bucket, 200, {})
+    hold = limits.refused("google", bucket, None, clock.now)
+    assert 0.4 <= hold <= 0.6
+    clock.now += hold
+    assert limits.reserve_slot("google", bucket) == 0.0
+    limits.observe("google", bucket, 200, {})
+    return 0.95 * calls * PACE_GROWTH
+
+
+def test_a_refusal_of_a_paced_bucket_slows_it_once_per_episode() -> None:
+    """Calls already in flight when the pace was lowered (sent before it) are refused for
+    the same congestion: eight such refusals lower the pace once, not eight times; a call
+    sent after the lowering that is refused again lowers it once more."""
+    clock = Clock()
+    limits = RateLimits(clock=clock)
+    pace = paced(clock, limits, "all")
+    assert limits.state("google", "all")["rate"] == pytest.approx(pace)
+    clock.now += 0.2
+    limits.refused("google", "all", None, clock.now - 0.01)
+    assert limits.state("google", "all")["rate"] == pytest.approx(pace * PACE_DECREASE)
+    sent_before = clock.now - 0.01
+    clock.now += 0.1
+    for _ in range(8):
+        limits.refused("google", "all", None, sent_before)
+    assert limits.state("google", "all")["rate"] == pytest.approx(pace * PACE_DECREASE)
+    limits.refused("google", "all", None, clock.now)
+    assert limits.state("google", "all")["rate"] == pytest.approx(pace * PACE_DECREASE**2)
+
+
+def test_a_paced_bucket_holds_only_when_refusals_keep_coming() -> None:
+    """Just over the line, a slower pace is the answer (no hold) for two refusals in a row;
+    the third holds the bucket for the backoff, and a booked slot is void while it holds
+    (``held``). A call let through starts the count again."""
+    clock = Clock()
+    limits = RateLimits(clock=clock)
+    paced(clock, limits, "all")
+    assert limits.held("google", "all") == 0.0
+    for _ in range(2):
+        clock.now += 0.1
+        assert limits.refused("google", "all", None, clock.now) == 0.0
+    clock.now += 0.1
+    hold = limits.refused("google", "all", None, clock.now)
+    assert 0.4 <= hold <= 0.6
+    assert limits.held("google", "all") == pytest.approx(hold)
+    clock.now += hold
+    limits.observe("google", "all", 200, {})
+    clock.now += 0.1
+    assert limits.refused("google", "all", None, clock.now) == 0.0
+
+
+def test_a_refusal_during_a_hold_does_not_double_it() -> None:
+    """A slot booked before a hold whose call is refused during it tells nothing new: the
+    hold does not grow from it (the layoff's holds once climbed to 15 s this way)."""
+    clock = Clock()
+    limits = RateLimits(clock=clock)
+    paced(clock, limits, "all")
+    for _ in range(3):
+        clock.now += 0.1
+        limits.refused("google", "all", None, clock.now)
+    held_until = limits.state("google", "all")["not_before"]
+    assert isinstance(held_until, float)
+    for _ in range(5):
+        clock.now += 0.05
+        limits.refused("google", "all", None, clock.now - 0.01)  # sent during the hold
+    assert limits.state("google", "all")["not_before"] == held_until
+    assert limits.held("google", "all") > 0
+
+
+def test_an_idle_pace_is_forgotten() -> None:
+    """A pace unused for a minute lapses: the vendor's window has moved on, and the next
+    burst starts unpaced (its first refusal measures the rate again)."""
+    clock = Clock()
+    limits = RateLimits(clock=clock)
+    paced(clock, limits, "all")
+    clock.now += 61.0
+    assert limits.reserve_slot("google", "all") == 0.0
+    assert limits.state("google", "all")["rate"] == 0.0
+
+
+def test_graph_and_google_share_one_bucket_okta_keeps_one_per_endpoint() -> None:
+    """Graph and Google limit the application or admin across endpoints, so every call of
+    those providers is under one bucket; Okta limits each endpoint."""
+    from connectors.entra.provider import GraphProvider
+    from connectors.google.provider import GoogleProvider
+    from connectors.okta.provider import OktaProvider
+
+    assert GraphProvider.rate_scope == GoogleProvider.rate_scope == "provider"
+    assert OktaProvider.rate_scope == "endpoint"
 
 
 # ------------------------------------------------------------------------------ the fakes

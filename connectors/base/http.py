@@ -335,13 +335,16 @@ class HttpClient:
                 wait = self.limits.reserve_slot(provider, rate_bucket)
                 if 0 < wait <= INLINE_WAIT:
                     time.sleep(wait)  # a booked slot: waiting here saves a trip through the pool
-                elif wait > 0:
+                    # a refusal meanwhile holds the bucket: the slot booked before it is void
+                    wait = self.limits.held(provider, rate_bucket)
+                if wait > 0:
                     raise RateLimitedError(
                         provider,
                         f"{method} held by the client-side rate limit for {wait:.2f}s",
                         retry_after=wait,
                     )
             settings = self._session.merge_environment_settings(prepared.url, {}, None, True, None)
+            sent_at = self.limits.clock()
             response = self._session.send(
                 prepared, timeout=self.policy.timeout, allow_redirects=True, **settings
             )
@@ -376,7 +379,9 @@ class HttpClient:
         if error is None:
             error = error_for_response(provider, response)
         if rate_bucket is not None and isinstance(error, RateLimitedError):
-            error.retry_after = self.limits.refused(provider, rate_bucket, error.retry_after)
+            error.retry_after = self.limits.refused(
+                provider, rate_bucket, error.retry_after, sent_at
+            )
         log.info(
             "http_call_failed",
             provider=provider,

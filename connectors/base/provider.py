@@ -51,6 +51,7 @@ from connectors.base.http import (
     setting_secret,
     setting_url,
 )
+from connectors.base.ratelimit import ALL
 from streams.model.records import Action
 from streams.support.errors import AuthError, PermanentError, ProviderError
 from streams.support.secrets import Secret
@@ -175,6 +176,10 @@ class ConnectorBase:
     url_setting: ClassVar[str | None] = "base_url"
     default_url: ClassVar[str | None] = None
     credential_setting: ClassVar[str | None] = "token"
+    #: What the vendor's rate limit counts (connectors/base/ratelimit.py): each endpoint
+    #: ("endpoint", Okta) or every call of the application or admin ("provider": Graph,
+    #: Google), which then share one client-side bucket.
+    rate_scope: ClassVar[str] = "endpoint"
     auth_header: str = "Authorization"
     auth_scheme: str = "Bearer"
 
@@ -279,7 +284,11 @@ class ConnectorBase:
                         request.template if url is None and request.check_shape else None
                     ),
                     path_prefix=self._base_path,
-                    rate_bucket=f"{request.method.upper()} {request.template}",
+                    rate_bucket=(
+                        ALL
+                        if self.rate_scope == "provider"
+                        else f"{request.method.upper()} {request.template}"
+                    ),
                 )
             except AuthError as exc:
                 credentials = self.credentials

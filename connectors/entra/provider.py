@@ -106,6 +106,7 @@ class GraphProvider(ProviderBase):
     """
 
     type: ClassVar[str] = "graph"
+    rate_scope: ClassVar[str] = "provider"  # limits count the app/admin, not the endpoint
     supports: ClassVar[frozenset[str]] = PROVIDER_ACTIONS["graph"]
     verifies: ClassVar[frozenset[str]] = supports
 

@@ -100,6 +100,7 @@ class GoogleProvider(ProviderBase):
     """
 
     type: ClassVar[str] = "google"
+    rate_scope: ClassVar[str] = "provider"  # limits count the app/admin, not the endpoint
     supports: ClassVar[frozenset[str]] = PROVIDER_ACTIONS["google"]
     #: ``revoke_sessions`` (signOut) cannot be read back.
     verifies: ClassVar[frozenset[str]] = supports - {"revoke_sessions"}

@@ -121,7 +121,11 @@ class Executor:
         self.policy = policy
         self.verify_policy = verify or VerifyPolicy()
         self.dry_run = dry_run
-        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="provider")
+        # A provider's rate-limited calls wait for their booked slots in these threads
+        # (connectors/base/ratelimit.py): enough of them for every provider's concurrency, so
+        # one provider's waits never hold the others' calls back.
+        workers = max(threads, per_provider_concurrency * len(self.providers))
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="provider")
         self._limits = {name: asyncio.Semaphore(per_provider_concurrency) for name in providers}
         self._per_provider = per_provider_concurrency
 
