@@ -1,7 +1,7 @@
-"""A layoff end to end: 100 signed terminations at once through `accessguard run` (embedded
+"""A layoff end to end: 60 signed terminations at once through `accessguard run` (embedded
 Tansu broker, Faust worker, HTTP server) against vendor fakes that enforce their documented
 rate limits (tests/ratelimits.py): every action done exactly once and read back, the rate
-limits waited out rather than failed, and one batch incident instead of a hundred summaries."""
+limits waited out rather than failed, and one batch incident instead of sixty summaries."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from tests.stack import Stack, metric_value, terminated_event, write_config
 
 pytestmark = [pytest.mark.integration]
 
-PEOPLE = 100
+PEOPLE = 60
 GRANTS = 2
 PLATFORMS = ("hootsuite", "meta-business")
 
@@ -120,11 +120,11 @@ def settled(stack: Stack, event_ids: list[str]) -> dict[str, dict[str, Any]] | N
 def test_a_layoff_under_rate_limits_acts_once_verifies_and_pages_once(
     tmp_path: Path, vendor: RateLimitedVendorServer
 ) -> None:
-    """100 terminations at once: every action of every offboarding is done and read back,
+    """60 terminations at once: every action of every offboarding is done and read back,
     each acting call reached its vendor exactly once, the vendors' rate limits were met
     (calls held or refused, counted in accessguard_provider_rate_limited_total) without a
-    failed action, and on-call got one batch incident, resolved at the end, instead of a
-    hundred summaries."""
+    failed action, and on-call got one batch incident, resolved at the end, instead of
+    sixty summaries."""
     people = write_registry(tmp_path / "registry.yaml")
     config = write_config(
         tmp_path / "config.yaml",
