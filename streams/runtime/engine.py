@@ -241,9 +241,11 @@ class Engine(Writer):
         key (the resolved identity, or the source IP for ``group_by: ip``) belongs to another
         partition is evaluated by that partition's owner, to which the event is routed
         through ``auth.routed`` (:meth:`handle_routed_batch`), so results do not depend on
-        how many workers run or on how the edge keyed the event. None (replay, tests): every
-        key is here. With ``routed_out`` the events to route are added there, for the caller
-        to send (:meth:`route`) once for several messages (a round trip each cost a fifth)."""
+        how many workers run or on how the edge keyed the event; a key of a partition this
+        worker owns as well is evaluated in place (:meth:`_here`). None (replay, tests):
+        every key is here. With ``routed_out`` the events to route are added there, for the
+        caller to send (:meth:`route`) once for several messages (a round trip each cost a
+        fifth)."""
         if self.login is None:
             raise ConfigError("rules.dir", "login events arrived but no rule set is loaded")
         try:
@@ -259,11 +261,12 @@ class Engine(Writer):
         home: Callable[[str], bool] | None = None
         deferred: list[tuple[str, str]] = []
         routed: dict[int, list[dict[str, Any]]] = {}
-        if partition is not None and self.partitions > 1:
+        here = self._here(partition)
+        if here is not None:
             part = self.partition_of
 
             def home(key: str) -> bool:
-                return part(key) == partition
+                return part(key) in here
 
         for item in items:
             try:
@@ -292,6 +295,18 @@ class Engine(Writer):
             for child in self._rule_evaluations:
                 child.inc(evaluated)
         return evaluated
+
+    def _here(self, partition: int | None) -> frozenset[int] | None:
+        """The partitions whose rule state a message from ``partition`` is evaluated against
+        in place: its own and every other this worker owns (routing an event to a partition
+        it consumes itself only delays the same evaluation by a broker round trip). None:
+        every key is here (no partition, one partition, or this worker owns them all)."""
+        if partition is None or self.partitions <= 1:
+            return None
+        if self.owned is None:
+            return frozenset((partition,))
+        here = frozenset(self.owned | {partition})
+        return None if len(here) >= self.partitions else here
 
     async def _reject_login(self, topic: str, item: Any, exc: ValidationError) -> None:
         """One unusable login event of a batch, to the auth dead-letter topic with why."""
