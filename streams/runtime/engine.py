@@ -32,7 +32,7 @@ from streams.bus.views import Publisher, Views
 from streams.config import Config
 from streams.decide.hr import HrDecision, decide_agency_expiry, decide_hr, due_scheduled
 from streams.decide.leaks import LeakDecision, LeakSettings, decide_leak
-from streams.decide.login import LoginPipeline
+from streams.decide.login import LoginPipeline, home_of
 from streams.detect.model import Detection
 from streams.model.leak_index import LeakIndex
 from streams.model.plan import Plan
@@ -242,7 +242,7 @@ class Engine(Writer):
         partition is evaluated by that partition's owner, to which the event is routed
         through ``auth.routed`` (:meth:`handle_routed_batch`), so results do not depend on
         how many workers run or on how the edge keyed the event; a key of a partition this
-        worker owns as well is evaluated in place (:meth:`_here`). None (replay, tests):
+        worker owns as well is evaluated in place (:func:`home_of`). None (replay, tests):
         every key is here. With ``routed_out`` the events to route are added there, for the
         caller to send (:meth:`route`) once for several messages (a round trip each cost a
         fifth)."""
@@ -258,16 +258,9 @@ class Engine(Writer):
         items = data if isinstance(data, list) else [data]
         registry, lifecycle = self.views.registry, self.views.state
         evaluated = 0
-        home: Callable[[str], bool] | None = None
+        home = home_of(partition, self.owned, self.partitions, self.partition_of)
         deferred: list[tuple[str, str]] = []
         routed: dict[int, list[dict[str, Any]]] = {}
-        here = self._here(partition)
-        if here is not None:
-            part = self.partition_of
-
-            def home(key: str) -> bool:
-                return part(key) in here
-
         for item in items:
             try:
                 event = LoginEvent.from_dict(item)
@@ -295,18 +288,6 @@ class Engine(Writer):
             for child in self._rule_evaluations:
                 child.inc(evaluated)
         return evaluated
-
-    def _here(self, partition: int | None) -> frozenset[int] | None:
-        """The partitions whose rule state a message from ``partition`` is evaluated against
-        in place: its own and every other this worker owns (routing an event to a partition
-        it consumes itself only delays the same evaluation by a broker round trip). None:
-        every key is here (no partition, one partition, or this worker owns them all)."""
-        if partition is None or self.partitions <= 1:
-            return None
-        if self.owned is None:
-            return frozenset((partition,))
-        here = frozenset(self.owned | {partition})
-        return None if len(here) >= self.partitions else here
 
     async def _reject_login(self, topic: str, item: Any, exc: ValidationError) -> None:
         """One unusable login event of a batch, to the auth dead-letter topic with why."""
