@@ -253,6 +253,38 @@ def test_routed_records_name_their_rules_groups_and_go_to_the_owner(tmp_path: Pa
                 assert partition_for(f"ip:{entry['e']['ip']}", PARTITIONS) == target
 
 
+def test_a_key_whose_partition_this_worker_owns_is_evaluated_in_place(tmp_path: Path) -> None:
+    """Routing is for keys another worker owns: a worker that owns the key's partition too
+    (one worker owns them all) evaluates it where the event arrived, with the same
+    detections, instead of sending the event round the broker to itself. Owning only the
+    partition it arrived on, the same message routes."""
+    events = workload()
+    expected = replay(tmp_path, events)
+    by_partition = keyed_by_principal(events)
+
+    def routed_and_found(owned: set[int] | None, name: str) -> tuple[int, Counter[Any]]:
+        h = engine(tmp_path / name)
+        h.engine.owned = owned
+
+        async def scenario() -> None:
+            for p, batch in sorted(by_partition.items()):
+                await h.engine.handle_login_batch(orjson.dumps(batch), p)
+
+        try:
+            asyncio.run(scenario())
+            routed = [r for r in h.publisher.records if r[0] == h.topics.auth_routed]
+            return len(routed), detections([h])
+        finally:
+            h.close()
+
+    assert routed_and_found(set(range(PARTITIONS)), "all") == (0, expected)
+    some = {0, 1}  # the spray's key is elsewhere: routed, the rest in place
+    spray_home = partition_for("ip:203.0.113.9", PARTITIONS)
+    assert spray_home not in some
+    routed, _ = routed_and_found(some, "some")
+    assert routed > 0
+
+
 def test_the_rule_clock_follows_the_slowest_origin_still_sending() -> None:
     """One partition hours ahead of another must not expire the windows of keys the slower
     one still feeds (that made detections depend on how partitions were interleaved); once

@@ -155,29 +155,36 @@ class RuleStateLog:
         tombstones: list[str] = []
         keys: list[str] = []
         bases: list[int] = []
+        held: dict[int, list[str]] | None = None
         for shard in sorted(by_shard):
             changed = by_shard[shard]
             keys.extend(changed)
-            delta = list(self._chunks([(k, self.state.key_to_json(k)) for k in changed]))
+            # each key serialised once per checkpoint: a due base reuses the delta's values
+            serialised = {k: self.state.key_to_json(k) for k in changed}
             known = self._shard(shard)
-            weight = sum(size for _, size in delta)
+            weight = sum(len(k) + (4 if v is None else len(v)) + 4 for k, v in serialised.items())
             due = owns(shard) and (
                 len(known.deltas) + 1 >= self.max_deltas
                 or known.delta_bytes + weight >= max(self.min_base_bytes, known.base_bytes)
                 or bool(known.legacy)
             )
             if not due:
-                for chunk, size in delta:
+                for chunk, size in self._chunks(list(serialised.items())):
                     self._seq += 1
                     rkey = f"{PREFIX}{shard}/d/{self.writer}/{self._seq}"
                     writes.append((rkey, {"f": FORMAT, "keys": chunk, "bytes": size}))
                 continue
             bases.append(shard)
-            held = self.state.keys()
+            if held is None:  # every held key by shard, once for all the bases due
+                held = {}
+                everything = self.state.keys()  # RuleState's list of keys, LRU order
+                for k in everything:
+                    held.setdefault(self.shard_of(k), []).append(k)
             items = [
                 (k, v)
-                for k in held
-                if self.shard_of(k) == shard and (v := self.state.key_to_json(k)) is not None
+                for k in held.get(shard, ())
+                if (v := serialised[k] if k in serialised else self.state.key_to_json(k))
+                is not None
             ]
             chunks = list(self._chunks(items)) or [({}, 0)]
             total = sum(size for _, size in chunks)

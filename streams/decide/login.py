@@ -91,3 +91,28 @@ class LoginPipeline:
             return now
         active = [t for t, seen in self._marks.values() if mono - seen <= idle_after]
         return min(now, min(active) if active else self.watermark)
+
+
+def home_of(
+    partition: int | None,
+    owned: set[int] | None,
+    partitions: int,
+    partition_of: Callable[[str], int],
+) -> Callable[[str], bool] | None:
+    """Which group keys a message from ``partition`` is evaluated against where it arrived
+    (``home`` of :meth:`LoginPipeline.process`): those of its own partition and of every
+    other partition this worker owns (``owned``; None: only its own). Routing an event to a
+    partition the worker consumes itself would only delay the same evaluation by a broker
+    round trip and a second decode. None: every key is here (no partition, one partition,
+    or this worker owns them all)."""
+    if partition is None or partitions <= 1:
+        return None
+    here = {partition} if owned is None else owned | {partition}
+    if len(here) >= partitions:
+        return None
+    local = frozenset(here)
+
+    def home(key: str) -> bool:
+        return partition_of(key) in local
+
+    return home

@@ -30,7 +30,7 @@ from streams.bus.topics import Topics, partition_for
 from streams.bus.views import Publisher, Views
 from streams.config import Config
 from streams.decide.leaks import LeakDecision, LeakSettings, decide_leak
-from streams.decide.login import LoginPipeline
+from streams.decide.login import LoginPipeline, home_of
 from streams.detect.model import Detection
 from streams.model.leak_index import LeakIndex
 from streams.model.plan import Plan
@@ -186,9 +186,11 @@ class Engine(HrPath):
         key (the resolved identity, or the source IP for ``group_by: ip``) belongs to another
         partition is evaluated by that partition's owner, to which the event is routed
         through ``auth.routed`` (:meth:`handle_routed_batch`), so results do not depend on
-        how many workers run or on how the edge keyed the event. None (replay, tests): every
-        key is here. With ``routed_out`` the events to route are added there, for the caller
-        to send (:meth:`route`) once for several messages (a round trip each cost a fifth)."""
+        how many workers run or on how the edge keyed the event; a key of a partition this
+        worker owns as well is evaluated in place (:func:`home_of`). None (replay, tests):
+        every key is here. With ``routed_out`` the events to route are added there, for the
+        caller to send (:meth:`route`) once for several messages (a round trip each cost a
+        fifth)."""
         if self.login is None:
             raise ConfigError("rules.dir", "login events arrived but no rule set is loaded")
         try:
@@ -201,15 +203,9 @@ class Engine(HrPath):
         items = data if isinstance(data, list) else [data]
         registry, lifecycle = self.views.registry, self.views.state
         evaluated = 0
-        home: Callable[[str], bool] | None = None
+        home = home_of(partition, self.owned, self.partitions, self.partition_of)
         deferred: list[tuple[str, str]] = []
         routed: dict[int, list[dict[str, Any]]] = {}
-        if partition is not None and self.partitions > 1:
-            part = self.partition_of
-
-            def home(key: str) -> bool:
-                return part(key) == partition
-
         for item in items:
             try:
                 event = LoginEvent.from_dict(item)

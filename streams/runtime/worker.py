@@ -57,6 +57,7 @@ from streams.runtime.policy import verify_policy
 from streams.runtime.secretcheck import SecretWatch
 from streams.runtime.web import WebServer, build_web_app
 from streams.runtime.writes import with_broker_retry
+from streams.support.gcpause import freeze_long_lived, thaw
 
 log = structlog.get_logger(__name__)
 
@@ -186,6 +187,7 @@ class WorkerServices(mode.Service):  # type: ignore[misc]
     async def on_start(self) -> None:
         await self.publisher.start()
         await self.views.start()
+        freeze_long_lived()  # the registry just built: out of the collector's passes
         if self.serve_http:
             hr = auth = leaks = None
             if self.serve_hr:
@@ -281,6 +283,7 @@ class WorkerServices(mode.Service):  # type: ignore[misc]
         await self.publisher.stop()
         self.executor.shutdown()
         self.journal.close()
+        thaw()
 
     async def on_revoked(self) -> None:
         """Partitions are about to move: checkpoint the rule state now, so the next owner
