@@ -490,15 +490,18 @@ def build_worker(
     app = create_app(config, bootstrap)
     services = WorkerServices(config, bootstrap, serve_http=serve_http, on_listening=on_listening)
 
-    def raw_agent(
-        name: str, topic_name: str, process: Callable[[bytes | None], Awaitable[None]]
-    ) -> Any:
-        topic = app.topic(
+    def raw_topic(topic_name: str) -> Any:
+        return app.topic(
             topic_name,
             value_serializer="raw",
             key_serializer="raw",
             partitions=config.settings.topics.partitions,
         )
+
+    def raw_agent(
+        name: str, topic_name: str, process: Callable[[bytes | None], Awaitable[None]]
+    ) -> Any:
+        topic = raw_topic(topic_name)
 
         async def agent(stream: Any) -> None:
             await services.ready.wait()
@@ -508,12 +511,7 @@ def build_worker(
         app.agent(topic, name=name)(agent)
         return topic
 
-    hr_topic = app.topic(
-        services.topics.hr_events,
-        value_serializer="raw",
-        key_serializer="raw",
-        partitions=config.settings.topics.partitions,
-    )
+    hr_topic = raw_topic(services.topics.hr_events)
     batch_max = config.settings.worker.hr_batch_max
     batch_wait = config.settings.worker.hr_batch_wait
 
@@ -526,12 +524,7 @@ def build_worker(
             await services.process_hr_batch(list(values))
 
     app.agent(hr_topic, name="accessguard.hr-events")(hr_agent)
-    login_topic = app.topic(
-        services.topics.auth_events,
-        value_serializer="raw",
-        key_serializer="raw",
-        partitions=config.settings.topics.partitions,
-    )
+    login_topic = raw_topic(services.topics.auth_events)
 
     async def login_agent(stream: Any) -> None:
         # The partition each message came from: rule state is keyed, and a rule whose key
