@@ -351,6 +351,23 @@ class TestStartupErrors:
         assert result.stderr.startswith("error: config broker: ")
         assert "ACCESSGUARD_BROKER=kafka://" in result.stderr
 
+    @pytest.mark.parametrize(
+        ("command", "what"),
+        [
+            (("audit", "verify"), "`audit` reads the audit topic"),
+            (("leaks", "import", str(REGISTRY)), "`leaks import` publishes to a broker"),
+        ],
+        ids=["audit", "leaks"],
+    )
+    def test_one_shot_commands_name_the_broker_they_need(
+        self, command: tuple[str, ...], what: str
+    ) -> None:
+        """audit and leaks import need the running stack's broker: without --broker or
+        ACCESSGUARD_BROKER they say what they do with it and how to give it."""
+        result = cli(*command)
+        assert result.exit_code == 2
+        assert result.stderr.startswith(f"error: config broker: {what}: pass --broker kafka://")
+
     def test_connect_poller_names_an_unknown_poller(self) -> None:
         """The poller NAME must be configured; the error names ``pollers.NAME``."""
         result = cli("connect", "poller", "nope", ACCESSGUARD_BROKER="kafka://127.0.0.1:1")

@@ -21,7 +21,7 @@ import click
 import orjson
 
 from streams.cli.wiring import begin, config_option, load, open_broker
-from streams.support.errors import ConfigError
+from streams.cli.wiring import broker_url as resolve_broker_url
 
 _RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)([smhdw])$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -58,19 +58,9 @@ def _bootstrap(config_path: str | None, broker_url: str | None) -> tuple[str, st
     from streams.bus.topics import Topics  # noqa: PLC0415
 
     config = load(config_path)
-    url = broker_url or config["broker"]
-    if not url:
-        raise ConfigError(
-            "broker",
-            "`audit` reads the audit topic: pass --broker kafka://host:port (the URL "
-            "`accessguard run` printed) or set ACCESSGUARD_BROKER",
-        )
+    url = resolve_broker_url(config, broker_url, "`audit` reads the audit topic")
     begin(config)  # logs to stderr: stdout is the export or the report
-    bootstrap = open_broker(
-        config,
-        url,
-        "Pass --broker with the URL `accessguard run` printed, or set ACCESSGUARD_BROKER.",
-    )
+    bootstrap = open_broker(config, url)
     return bootstrap, Topics.from_config(config).audit
 
 

@@ -12,7 +12,8 @@ import click
 import orjson
 
 from streams.cli.wiring import begin, config_option, load, open_broker
-from streams.support.errors import ConfigError, ValidationError
+from streams.cli.wiring import broker_url as resolve_broker_url
+from streams.support.errors import ValidationError
 
 
 @click.group()
@@ -69,24 +70,14 @@ def leaks_import(
     from streams.runtime.engine import leak_settings  # noqa: PLC0415
 
     config = load(config_path)
-    url = broker_url or config["broker"]
-    if not url:
-        raise ConfigError(
-            "broker",
-            "`leaks import` publishes to a broker: pass --broker kafka://host:port (the URL "
-            "`accessguard run` printed) or set ACCESSGUARD_BROKER",
-        )
+    url = resolve_broker_url(config, broker_url, "`leaks import` publishes to a broker")
     # The breach name is checked here, at the edge, not refused later by the worker.
     try:
         names = dump_names(Path(file), DumpOptions(breach=breach and check_breach_name(breach)))
     except ValidationError as exc:
         raise click.BadParameter(exc.reason, param_hint="--breach") from None
     begin(config, {"leaks": True})  # logs to stderr: stdout is the summary
-    bootstrap = open_broker(
-        config,
-        url,
-        "Pass --broker with the URL `accessguard run` printed, or set ACCESSGUARD_BROKER.",
-    )
+    bootstrap = open_broker(config, url)
     topics = Topics.from_config(config)
     settings = leak_settings(config)
     t_registry = time.monotonic()

@@ -278,7 +278,24 @@ def start(
     return Started(config, bootstrap, secrets, broker)
 
 
-def open_broker(config: Config, url: str, hint: str) -> str:
+#: What a one-shot command that needs the running stack's broker says when it has none.
+BROKER_HINT = "Pass --broker with the URL `accessguard run` printed, or set ACCESSGUARD_BROKER."
+
+
+def broker_url(config: Config, given: str | None, what: str) -> str:
+    """The broker URL a one-shot command uses (``--broker``, else ``broker``); ConfigError
+    naming ``what`` the command does with it when there is none."""
+    url = given or config["broker"]
+    if not url:
+        raise ConfigError(
+            "broker",
+            f"{what}: pass --broker kafka://host:port (the URL `accessguard run` printed) "
+            "or set ACCESSGUARD_BROKER",
+        )
+    return str(url)
+
+
+def open_broker(config: Config, url: str, hint: str = BROKER_HINT) -> str:
     """The bootstrap servers of ``url`` for a one-shot command: BrokerError at once (with
     ``hint``) when none accepts, else wait for metadata and create the topics."""
     from streams.bus.broker import bootstrap_from_url, wait_for_kafka  # noqa: PLC0415
