@@ -16,7 +16,6 @@ from typing import Any
 import structlog
 import yaml
 from yaml.composer import ComposerError
-from yaml.constructor import SafeConstructor
 from yaml.events import (
     AliasEvent,
     MappingEndEvent,
@@ -28,7 +27,7 @@ from yaml.events import (
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from yaml.resolver import Resolver
 
-from streams.support.yamlcheck import Entry, Problems
+from streams.support.yamlcheck import Entry
 
 log = structlog.get_logger(__name__)
 
@@ -58,37 +57,9 @@ def loader_class() -> type[Any]:
 
 class MarkedEntry(Entry):
     """:class:`~streams.support.yamlcheck.Entry` for composed entries: the same checks and
-    messages, with string scalars read straight from the node (no constructor call, and no
-    constructor cache keeping every node of the file alive until the end)."""
-
-    def __init__(
-        self,
-        node: MappingNode,
-        where: str,
-        allowed: set[str],
-        problems: Problems,
-        constructor: SafeConstructor,
-    ) -> None:
-        self.node = node
-        self.where = where
-        self.problems = problems
-        self.constructor = constructor
-        self.fields: dict[str, Node] = {}
-        fields = self.fields
-        for key_node, value_node in node.value:
-            if key_node.tag == STR_TAG and type(key_node) is ScalarNode:
-                key = key_node.value
-            else:
-                key = self._scalar(key_node)
-                if not isinstance(key, str):
-                    self.error(key_node, f"keys must be strings (got {key!r})")
-                    continue
-            if key not in allowed:
-                self.error(key_node, f"unknown key {key!r} (allowed: {', '.join(sorted(allowed))})")
-            elif key in fields:
-                self.error(key_node, f"{key}: given twice")
-            else:
-                fields[key] = value_node
+    messages, with string scalars (keys included, through :meth:`_scalar`) read straight from
+    the node (no constructor call, and no constructor cache keeping every node of the file
+    alive until the end)."""
 
     def _scalar(self, node: Node) -> Any:
         if not isinstance(node, ScalarNode):
