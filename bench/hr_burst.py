@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -45,6 +46,7 @@ if str(REPO) not in sys.path:
 
 import orjson  # noqa: E402
 import requests  # noqa: E402
+import yaml  # noqa: E402
 
 from bench.time_to_revoke import (  # noqa: E402
     SESSION_PROVIDERS,
@@ -178,6 +180,14 @@ def fill(samples: list[Sample], watcher: Watcher, audit: AuditTail, deadline: fl
         time.sleep(0.5)
 
 
+def process_cpu(stack: Stack) -> float:
+    """User + system CPU seconds the stack's process has used so far (Linux /proc)."""
+    if stack.proc is None:
+        return 0.0
+    fields = Path(f"/proc/{stack.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def run_burst(args: argparse.Namespace) -> dict[str, Any]:
     people = make_people("b", args.grants, args.events)
     tmp = Path(tempfile.mkdtemp(prefix="accessguard-burst-"))
@@ -187,7 +197,7 @@ def run_burst(args: argparse.Namespace) -> dict[str, Any]:
         tmp / "config.yaml",
         data_dir=tmp / "data",
         vendor_url=server.url,
-        extra={"registry": str(tmp / "registry.yaml"), "log.level": "warning"},
+        extra={"registry": str(tmp / "registry.yaml"), "log.level": "warning", **args.set},
     )
     stack = Stack(config, log_dir=tmp, command=tuple(args.command.split()))
     watcher = Watcher(
@@ -199,11 +209,13 @@ def run_burst(args: argparse.Namespace) -> dict[str, Any]:
         stack.start(timeout=120)
         print(f"  stack ready ({registry_info})", flush=True)
         t0 = time.time()
+        cpu0 = process_cpu(stack)
         samples = send_all(stack.url, people, args.clients)
         sent_s = time.time() - t0
         accepted = [s for s in samples if s.error is None]
         print(f"  {len(accepted)} accepted in {sent_s:.2f}s", flush=True)
         complete = wait_revoked(watcher, samples, timeout=args.timeout)
+        cpu_s = process_cpu(stack) - cpu0
         fill(accepted, watcher, audit, time.time() + 60)
         final = stack.metrics()
     finally:
@@ -238,6 +250,11 @@ def run_burst(args: argparse.Namespace) -> dict[str, Any]:
         "actions_retried": metric_value(final, "accessguard_actions_total", outcome="retry"),
         "actions_failed": metric_value(final, "accessguard_actions_total", outcome="failed"),
         "stack_exit_code": code,
+        # CPU seconds of the accessguard process from the first request to the last call
+        # seen (the vendor fake runs in this process, not in that one)
+        "stack_cpu_s": cpu_s,
+        "provider_calls": len(server.calls),
+        "settings": args.set,
         "machine": machine(),
     }
     if not args.keep:
@@ -303,6 +320,7 @@ def run_layoff(args: argparse.Namespace) -> dict[str, Any]:
             "verify.timeout": 600.0,
             "alerts.outage_update_interval": 10.0,
             "alerts.batch_window": 10.0,
+            **args.set,
         },
     )
     stack = Stack(config, log_dir=tmp, command=tuple(args.command.split()))
@@ -388,6 +406,7 @@ def run_layoff(args: argparse.Namespace) -> dict[str, Any]:
         "slack_messages": len(slack),
         "actions_failed": metric_value(final, "accessguard_actions_total", outcome="failed"),
         "stack_exit_code": code,
+        "settings": args.set,
         "machine": machine(),
     }
     if not args.keep:
@@ -453,6 +472,12 @@ def show(result: dict[str, Any]) -> None:
         f"; rejected vendor calls {result['rejected_vendor_calls']}; retried "
         f"{result['actions_retried']:g}; failed {result['actions_failed']:g}"
     )
+    calls = max(result["provider_calls"], 1)
+    print(
+        f"  accessguard CPU {result['stack_cpu_s']:.1f}s for {result['provider_calls']} provider "
+        f"calls = {1000 * result['stack_cpu_s'] / calls:.2f} ms per call"
+        + (f"; settings {result['settings']}" if result["settings"] else "")
+    )
 
 
 def main() -> int:
@@ -474,7 +499,16 @@ def main() -> int:
         "--profile", type=Path, help="run the stack under cProfile, stats written here"
     )
     parser.add_argument("--out", type=Path)
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=YAML",
+        help="a configuration setting for the stack (repeatable), e.g. "
+        "executor.per_provider_concurrency=4",
+    )
     args = parser.parse_args()
+    args.set = {k: yaml.safe_load(v) for k, _, v in (item.partition("=") for item in args.set)}
     if args.profile is not None:
         # Stack starts `sys.executable -m streams.cli ...`: put cProfile in front of it.
         wrapper = Path(tempfile.mkdtemp(prefix="burst-profile-")) / "python"
