@@ -56,6 +56,30 @@ def pytest_runtest_protocol(item: pytest.Item) -> Generator[None, object, object
         return (yield)
 
 
+def _module_rank(items: list[pytest.Item]) -> int:
+    """Where a module's tests go in the run: slow scenarios first, then the other integration
+    tests, then the unit tests, and the ``alone`` ones last."""
+    marks = {mark.name for item in items for mark in item.iter_markers()}
+    if "alone" in marks:
+        return 3
+    if "slow" in marks:
+        return 0
+    return 1 if "integration" in marks else 2
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # Longest first, so the two workers end together: with the files' own order (or xdist's
+    # "most tests first") the one-test scenarios of 15-55 s came last and one worker finished
+    # minutes before the other. The alone test last: it waits for the other worker's current
+    # test, a short unit test by then. Whole modules move, in their own order, so a
+    # module-scoped fixture still starts once.
+    modules: dict[str, list[pytest.Item]] = {}
+    for item in items:
+        modules.setdefault(item.nodeid.partition("::")[0], []).append(item)
+    ranked = sorted(modules.values(), key=_module_rank)  # stable: same rank keeps file order
+    items[:] = [item for module in ranked for item in module]
+
+
 @pytest.fixture(scope="session")
 def tansu_bin() -> str:
     return find_tansu()
