@@ -59,6 +59,8 @@ prometheus:
 	  exit 1; \
 	fi
 
+# pyproject's addopts run the suite on two pytest-xdist workers; PYTEST_ARGS='-n 0' runs it
+# in one process (pdb, -s).
 test: install-dev prometheus
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 

@@ -225,7 +225,9 @@ def test_a_corrupt_gzip_stream_reports_and_keeps_what_was_read() -> None:
     assert rejections(items)[-1].code == "unreadable"
 
 
-@pytest.mark.parametrize("data", [b"", b"   \n\n", gzip.compress(b"")])
+@pytest.mark.parametrize(
+    "data", [b"", b"   \n\n", gzip.compress(b"")], ids=["empty", "blank-lines", "gzipped-empty"]
+)
 @pytest.mark.parametrize("name", ["e.csv", "e.json", "e.ndjson", "e"])
 def test_empty_files_yield_nothing(data: bytes, name: str) -> None:
     """An empty (or blank, or empty gzip) file is not an error: zero records."""

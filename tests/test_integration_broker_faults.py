@@ -33,7 +33,7 @@ from tests.test_integration_external import (
     imported,
 )
 
-pytestmark = [pytest.mark.integration]
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 DAN_OKTA = "00u1danxyz0A1b2C3d4e5"
 

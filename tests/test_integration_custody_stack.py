@@ -39,7 +39,7 @@ from tests.openbao import DevVault
 from tests.stack import REPO, Stack, terminated_event, wait_until, write_config
 from tests.test_integration_external import topic_records
 
-pytestmark = [pytest.mark.integration]
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 X_SEED = "KRSXG5CTMVRXEZLUNZRXIY3PMRSWC4TUOMQGI33X"
 X_PASSWORD = "lumen-X-old-passw0rd!"

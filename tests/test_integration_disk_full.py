@@ -39,7 +39,7 @@ from tests.fakes import FakeVendorServer
 from tests.stack import REPO, Stack, wait_until, write_config
 from tests.test_integration_offboarding import ALICE_CALLS, alice_calls, hr_event
 
-pytestmark = [pytest.mark.integration]
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 CAROL_REFS = ("00u1carolxyz0A1b2C3d4", "carol.ruiz")
 ALERT_PATHS = ("/slack/", "/v2/enqueue")

@@ -9,11 +9,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import orjson
+import pytest
 from kafka import KafkaProducer
 
 from tests.fakes import FakeVendorServer
 from tests.stack import Stack, free_port, wait_until, write_config
 from tests.test_integration_offboarding import hr_event
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def test_a_restarted_edge_still_answers_duplicate_and_409(

@@ -391,6 +391,7 @@ def _broker_pid(stack: Stack) -> int:
     raise AssertionError("no broker.started log line")
 
 
+@pytest.mark.slow
 class TestRestarts:
     def test_scheduled_offboarding_fires_after_a_restart(
         self, tmp_path: Path, vendor: FakeVendorServer

@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
+
 from streams.bus.broker import EmbeddedBroker
 from streams.bus.journal import Journal
 from streams.bus.rulelog import RuleStateLog
@@ -16,6 +18,8 @@ from streams.config import load_config
 from streams.detect.state import RuleState
 from streams.runtime.checkpoint import write_checkpoint
 from tests.stack import write_config
+
+pytestmark = [pytest.mark.integration]
 
 
 def touch(state: RuleState, key: str, ts: float) -> None:

@@ -44,7 +44,7 @@ from tests.stack import (
 )
 from tests.test_integration_external import EXAMPLE_REGISTRY, imported
 
-pytestmark = [pytest.mark.integration]
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 PARTITIONS = 4
 #: employee id, email, the provider refs of that person's calls (examples/registry.yaml)

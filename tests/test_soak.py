@@ -9,7 +9,7 @@ for distinct identities of a 200-person offboarding pool, 10 grants each.
 
     ACCESSGUARD_SOAK_SECONDS   seconds of load (default 120; the test takes about 40 s more)
 
-    .venv/bin/python -m pytest -q tests/test_soak.py -s      # -s prints the figures
+    .venv/bin/python -m pytest -q tests/test_soak.py -n 0 -s    # -s prints the figures
 
 What must hold (each bound is explained where it is asserted):
 
@@ -41,6 +41,8 @@ SETTINGS = SoakSettings(seconds=SECONDS)
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.slow,
+    # its rate, lag and time-to-revoke bounds assume a machine not shared with other tests
+    pytest.mark.alone,
     # The first test runs the whole soak (in the module fixture): load + ~40 s around it.
     pytest.mark.timeout(int(SECONDS) + 240),
 ]
