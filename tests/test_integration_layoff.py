@@ -18,7 +18,7 @@ import yaml
 from tests.ratelimits import Limit, RateLimitedVendorServer
 from tests.stack import Stack, metric_value, terminated_event, write_config
 
-pytestmark = [pytest.mark.integration]
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 PEOPLE = 60
 GRANTS = 2
