@@ -285,3 +285,48 @@ class TestConcurrency:
             asyncio.run(main())
         assert max(v for k, v in finished.items() if k.startswith("g")) < 0.3
         assert max(v for k, v in finished.items() if k.startswith("okta")) >= 0.9
+
+    def test_threads_waiting_for_a_rate_limit_do_not_starve_another_provider(
+        self, http: HttpClient
+    ) -> None:
+        """A rate-limited provider's calls wait for their booked slots in pool threads; with
+        ``threads`` smaller than every provider's concurrency together, the pool still has
+        a thread for each, so Google's actions finish while Okta's hold all of theirs."""
+        release = threading.Event()
+
+        class Holding:
+            """Blocks its pool thread like a call waiting for a booked slot."""
+
+            def perform(self, action: Action) -> dict[str, Any]:
+                release.wait(5.0)
+                return {"status": 204}
+
+        with FakeVendorServer() as fast:
+            providers: dict[str, Provider] = {"okta": Holding(), "google": google(fast, http)}
+            finished: dict[str, float] = {}
+            started = time.monotonic()
+
+            async def main() -> None:
+                executor = Executor(providers, FAST, threads=2, per_provider_concurrency=2)
+
+                async def one(action: Action) -> None:
+                    async def on_stuck(*_: Any) -> None:
+                        raise AssertionError("nothing should be stuck")
+
+                    await executor.execute(action, on_stuck)
+                    finished[action.params["user_ref"]] = time.monotonic() - started
+                    if len([k for k in finished if k.startswith("g")]) == 2:
+                        release.set()
+
+                try:
+                    await asyncio.gather(
+                        *(one(revoke(user=f"okta{i}")) for i in range(2)),
+                        *(one(revoke(provider="google", user=f"g{i}@x.example")) for i in range(2)),
+                    )
+                finally:
+                    release.set()
+                    executor.shutdown()
+
+            asyncio.run(main())
+        assert max(v for k, v in finished.items() if k.startswith("g")) < 2.0
+        assert len(finished) == 4
