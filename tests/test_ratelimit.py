@@ -6,6 +6,7 @@ actions are retried until done, once, without paging as stuck."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -318,6 +319,44 @@ def test_graph_429_without_retry_after_gets_a_backoff_and_google_403_is_a_rate_l
     typed = classify_google_error("google", refused)
     assert isinstance(typed, RateLimitedError)
     assert typed.status == 403
+
+
+def test_a_google_refusal_holds_every_google_endpoint(vendor: RateLimitedVendorServer) -> None:
+    """Google limits the admin across endpoints, so its calls share one bucket: once a
+    PATCH is refused, a signOut (another endpoint) is held client-side until the hold ends
+    (a short hold is waited for in the calling thread) before it is sent."""
+    with HttpClient(FAST) as http:
+        provider = build_provider(
+            "google", {"type": "google", "base_url": vendor.url, "token": GOOGLE_TOKEN}, http
+        )
+
+        def act(kind: str, user: str) -> None:
+            provider.perform(
+                Action.make(
+                    kind,
+                    identity=user,
+                    account=None,
+                    provider="google",
+                    cause="hr:t",
+                    params={"user_ref": f"{user}@example.com"},
+                )
+            )
+
+        refused = None
+        for n in range(12):  # 4 per second allowed: a refusal comes within the window
+            try:
+                act("disable_account", f"u{n}")
+            except RateLimitedError as exc:
+                refused = exc
+                break
+        assert refused is not None
+        assert refused.status == 403
+        hold = http.limits.held(provider.label, "all")
+        assert hold > 0.3  # the first backoff step, jittered
+        started = time.monotonic()
+        with contextlib.suppress(RateLimitedError):  # the vendor's 1 s window may still be full
+            act("revoke_sessions", "other")
+        assert time.monotonic() - started >= hold - 0.05
 
 
 def test_rate_limited_actions_are_retried_until_done_once_without_paging(
