@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+import structlog
 import yaml
 
 from connectors.base.provider import (
@@ -36,6 +37,7 @@ from streams.decide.hr import decide_hr
 from streams.decide.policy import DEFAULT_STEPS, OffboardingPolicy
 from streams.model.records import Action
 from streams.runtime.executor import VerifyPolicy
+from streams.runtime.plans import STEP_TIMEOUT_LOG_EVERY
 from streams.runtime.policy import offboarding_problems
 from tests.engine_harness import (
     CLOCK,
@@ -221,6 +223,23 @@ def test_a_step_waits_for_the_one_before_at_most_step_timeout(h: EngineHarness) 
     waited = run(scenario)
     assert 0.15 <= waited < 2.0
     assert all(h.views.ledger[k]["status"] == "done" for k in h.calls())
+
+
+def test_step_timeouts_are_logged_once_per_interval_with_a_count(h: EngineHarness) -> None:
+    """A layoff under rate limits times out a step in most of its plans: the first timeout
+    is a warning, the next ones within ``STEP_TIMEOUT_LOG_EVERY`` are only counted, and the
+    next warning says how many there were."""
+    plans = h.engine.plans
+    with structlog.testing.capture_logs() as logs:
+        for _ in range(5):
+            plans._step_timed_out(0, 2)
+        plans._step_timeout_logged -= STEP_TIMEOUT_LOG_EVERY  # the interval has passed
+        plans._step_timed_out(1, 1)
+    lines = [e for e in logs if e["event"] == "plan.step_timeout"]
+    assert [(e["log_level"], e["step"], e["steps_timed_out"]) for e in lines] == [
+        ("warning", 0, 1),
+        ("warning", 1, 5),
+    ]
 
 
 # ------------------------------------------------------------------------------ read-back

@@ -42,6 +42,9 @@ from streams.support.times import format_time
 # One logger name for the worker's core, as before it was split into modules.
 log = structlog.get_logger("streams.runtime.engine")
 
+#: ``plan.step_timeout`` is logged at most this often, seconds (the line counts the others).
+STEP_TIMEOUT_LOG_EVERY = 10.0
+
 #: Actions whose confirmation ends "time to revoke" (access is cut once these are done).
 REVOKING = frozenset(
     {"revoke_sessions", "remove_grant", "downgrade_grant", "disable_account", "revoke_tokens"}
@@ -94,6 +97,9 @@ class PlanRunner:
         self.alerts = alerts
         self.owns = owns
         self.step_timeout = step_timeout
+        #: Step timeouts since the last one logged, and when that was (monotonic).
+        self._step_timeouts = 0
+        self._step_timeout_logged = -STEP_TIMEOUT_LOG_EVERY
         self._tasks: dict[tuple[str, str], asyncio.Task[None]] = {}
         self.completed = 0
 
@@ -252,12 +258,7 @@ class PlanRunner:
                 if number + 1 < len(groups) and acked:
                     _, late = await asyncio.wait(acked, timeout=self.step_timeout)
                     if late:
-                        log.warning(
-                            "plan.step_timeout",
-                            step=number,
-                            waiting=len(late),
-                            seconds=self.step_timeout,
-                        )
+                        self._step_timed_out(number, len(late))
             results = await asyncio.gather(*(tasks[i] for i in range(len(actions))))
         except BaseException:
             # cancelled (a stop, a lost partition) between steps too: no action runs on
@@ -265,6 +266,25 @@ class PlanRunner:
                 task.cancel()
             raise
         return list(results)
+
+    def _step_timed_out(self, step: int, waiting: int) -> None:
+        """Log a step that went on before the one before it was acknowledged: at most once
+        per :data:`STEP_TIMEOUT_LOG_EVERY` seconds, with how many timed out since the last
+        line (a layoff paced by the vendors' rate limits times out a step in most of its
+        plans: 1,955 warnings in one 1,000-person layoff)."""
+        self._step_timeouts += 1
+        now = time.monotonic()
+        if now - self._step_timeout_logged < STEP_TIMEOUT_LOG_EVERY:
+            return
+        log.warning(
+            "plan.step_timeout",
+            step=step,
+            waiting=waiting,
+            seconds=self.step_timeout,
+            steps_timed_out=self._step_timeouts,
+        )
+        self._step_timeouts = 0
+        self._step_timeout_logged = now
 
     async def _settle(
         self, action: Action, acknowledged: asyncio.Future[None]
