@@ -40,6 +40,15 @@ def _close(services: WorkerServices) -> None:
     services.http.close()
 
 
+async def _processed(services: WorkerServices, count: int, timeout: float = 10.0) -> None:
+    """Wait until the HR agent has handled ``count`` records: it takes them a poll at a time
+    (streams/runtime/worker.py), so a record put may still be in its batch window."""
+    deadline = time.monotonic() + timeout
+    while services.events_processed < count:
+        assert time.monotonic() < deadline, f"{services.events_processed} of {count} handled"
+        await asyncio.sleep(0.01)
+
+
 def _read_dlq(bootstrap: str, topic: str, expect: int, timeout: float = 10.0) -> list[Any]:
     consumer = KafkaConsumer(
         bootstrap_servers=bootstrap, enable_auto_commit=False, client_id="test-dlq-reader"
@@ -140,8 +149,9 @@ class TestTunedTransport:
 
 class TestHrAgent:
     def test_unexpected_exception_goes_to_dead_letter_with_reason(self, tmp_path: Path) -> None:
-        """The agent catches per event: a handler bug becomes a dead-letter write naming the
-        exception, the event counts as processed, and the next event still runs."""
+        """A handler bug in a batch sends its records through one at a time, so only the one
+        that fails becomes a dead-letter write naming the exception; every record counts as
+        processed, and the next one still runs."""
         dead: list[tuple[str, bytes | None, str]] = []
         handled: list[bytes | None] = []
 
@@ -160,12 +170,17 @@ class TestHrAgent:
                     dead.append((topic, raw, reason))
                     assert dlq == "accessguard.hr.events.dlq"
 
+                async def handle_batch(raws: list[bytes | None]) -> list[None]:
+                    return [await handle(raw) for raw in raws]  # as the engine's batch does
+
                 services.engine.handle_hr_raw = handle  # type: ignore[method-assign]
+                services.engine.handle_hr_batch = handle_batch  # type: ignore[method-assign,assignment]
                 services.engine.dead_letter = dead_letter  # type: ignore[method-assign]
                 services.ready.set()
                 async with app.agents[AGENT].test_context() as agent:
                     await agent.put(b"poison")
                     await agent.put(b"fine")
+                    await _processed(services, 2)
                 return services.events_processed
             finally:
                 _close(services)
@@ -191,15 +206,16 @@ class TestHrAgent:
             _app, services = build_worker(_config(tmp_path), "127.0.0.1:1", serve_http=False)
             try:
 
-                async def handle(raw: bytes | None) -> None:
-                    attempts.append(raw)
+                async def handle(raws: list[bytes | None]) -> list[None]:
+                    attempts.extend(raws)
                     if len(attempts) < 3:
                         raise BrokerError("broker did not acknowledge")
+                    return [None] * len(raws)
 
                 async def dead_letter(topic: str, raw: bytes | None, reason: str) -> None:
                     dead.append(reason)
 
-                services.engine.handle_hr_raw = handle  # type: ignore[method-assign]
+                services.engine.handle_hr_batch = handle  # type: ignore[method-assign,assignment]
                 services.engine.dead_letter = dead_letter  # type: ignore[method-assign]
                 await services.process_hr(b"event")
             finally:
@@ -238,6 +254,7 @@ class TestHrAgent:
                 async with app.agents[AGENT].test_context() as agent:
                     await agent.put(b"{not json")
                     await agent.put(bad_field)
+                    await _processed(services, 2)
             finally:
                 await services.publisher.stop()
                 _close(services)

@@ -173,9 +173,10 @@ def terminate(i: int, prefix: str) -> HrEvent:
 def test_ten_offboardings_in_one_outage_open_one_incident_and_resolve_it(
     h: EngineHarness,
 ) -> None:
-    """Okta answers 503 to everything: ten terminations get stuck, one page opens (not ten),
-    an update carries the count of stuck actions, and once Okta answers again every action
-    completes and the incident is resolved once, with the same dedup key."""
+    """Okta answers 503 to everything: ten terminations get stuck, one outage page opens
+    (not ten), an update carries the count of stuck actions, and once Okta answers again
+    every action completes and the incident is resolved once, with the same dedup key. Ten
+    offboardings at once are also a batch: that is one incident of its own, not ten."""
     okta = h.providers["okta"]
     okta.fail_always("revoke_sessions", RetryableError("okta:okta", "HTTP 503", status=503))
 
@@ -190,14 +191,17 @@ def test_ten_offboardings_in_one_outage_open_one_incident_and_resolve_it(
         await asyncio.wait_for(h.engine.wait_plans(), 5.0)
 
     asyncio.run(scenario())
-    pages = h.sinks["pagerduty"].sent("trigger")
-    keys = {a.dedup_key for a in h.sinks["pagerduty"].sent()}
-    assert keys == {"provider-outage:okta:server_error"}
+    pagerduty = h.sinks["pagerduty"]
+    keys = {a.dedup_key for a in pagerduty.sent()}
+    batch = {k for k in keys if k.startswith("offboarding-batch:")}
+    assert len(batch) == 1
+    assert keys - batch == {"provider-outage:okta:server_error"}
+    pages = [a for a in pagerduty.sent("trigger") if a.dedup_key not in batch]
     assert len(pages) == 2  # the page and one update, never one per action
     assert "okta" in pages[0].title
     assert pages[1].details["stuck_actions"] == PEOPLE
     assert pages[1].title.startswith("okta is answering with server errors: 10 action(s) stuck")
-    (resolve,) = h.sinks["pagerduty"].sent("resolve")
+    (resolve,) = [a for a in pagerduty.sent("resolve") if a.dedup_key not in batch]
     assert resolve.details["recovered_actions"] == PEOPLE
     done = [k for k, v in h.views.ledger.items() if v.get("status") == "done"]
     assert len(done) == PEOPLE
