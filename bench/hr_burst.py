@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import sys
 import tempfile
@@ -53,6 +52,7 @@ import orjson  # noqa: E402
 import requests  # noqa: E402
 import yaml  # noqa: E402
 
+from bench.login_throughput import cpu_seconds  # noqa: E402
 from bench.time_to_revoke import (  # noqa: E402
     SESSION_PROVIDERS,
     AuditTail,
@@ -187,10 +187,7 @@ def fill(samples: list[Sample], watcher: Watcher, audit: AuditTail, deadline: fl
 
 def process_cpu(stack: Stack) -> float:
     """User + system CPU seconds the stack's process has used so far (Linux /proc)."""
-    if stack.proc is None:
-        return 0.0
-    fields = Path(f"/proc/{stack.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return cpu_seconds(stack.proc.pid if stack.proc is not None else None) or 0.0
 
 
 def run_burst(args: argparse.Namespace) -> dict[str, Any]:
