@@ -20,8 +20,13 @@ from typing import IO, Any
 import click
 import orjson
 
-from streams.cli.wiring import begin, config_option, load, open_broker
-from streams.cli.wiring import broker_url as resolve_broker_url
+from streams.cli.wiring import (
+    begin,
+    config_option,
+    load,
+    open_broker,
+    resolve_broker_url,
+)
 
 _RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)([smhdw])$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}

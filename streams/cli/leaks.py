@@ -11,8 +11,13 @@ from typing import Any
 import click
 import orjson
 
-from streams.cli.wiring import begin, config_option, load, open_broker
-from streams.cli.wiring import broker_url as resolve_broker_url
+from streams.cli.wiring import (
+    begin,
+    config_option,
+    load,
+    open_broker,
+    resolve_broker_url,
+)
 from streams.support.errors import ValidationError
 
 

@@ -282,7 +282,7 @@ def start(
 BROKER_HINT = "Pass --broker with the URL `accessguard run` printed, or set ACCESSGUARD_BROKER."
 
 
-def broker_url(config: Config, given: str | None, what: str) -> str:
+def resolve_broker_url(config: Config, given: str | None, what: str) -> str:
     """The broker URL a one-shot command uses (``--broker``, else ``broker``); ConfigError
     naming ``what`` the command does with it when there is none."""
     url = given or config["broker"]
