@@ -325,3 +325,39 @@ def test_call_with_retries_sleeps_what_retry_after_asks(
     call_with_retries(lambda: _post_slack(http, server), RetryPolicy(), sleep=sleeps.append)
     assert len(sleeps) == 1
     assert 2.0 <= sleeps[0] <= 2.0 * 1.2
+
+
+def test_a_netrc_entry_never_replaces_the_connectors_authorization_header(
+    http: HttpClient, server: FakeVendorServer, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """requests applies ~/.netrc to any request without ``auth``, as Basic credentials that
+    overwrite the Authorization header: the client never reads it, so the bearer token the
+    connector set is what the vendor receives."""
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine 127.0.0.1 login someone password not-the-token\n")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc))
+    http.request(
+        "slack:test",
+        "POST",
+        server.url + SLACK,
+        json={"text": "hi"},
+        headers={"Authorization": "Bearer the-token"},
+    )
+    (call,) = server.calls
+    sent = {k.lower(): v for k, v in call["headers"].items()}
+    assert sent["authorization"] == "Bearer the-token"
+
+
+def test_environment_proxy_settings_still_apply(
+    server: FakeVendorServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Proxies from the environment are honoured (read once per origin): a proxy that does
+    not listen makes the call fail as a proxy error instead of reaching the vendor."""
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    client = HttpClient(RetryPolicy(connect_timeout=0.5, read_timeout=0.5))
+    with pytest.raises(RetryableError, match="ProxyError"):
+        _post_slack(client, server)
+    assert server.calls == []

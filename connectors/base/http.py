@@ -58,6 +58,14 @@ MAX_BODY_IN_ERROR = 300
 #: Sized for the executor's thread pool so that threads never queue for a connection.
 DEFAULT_POOL_SIZE = 32
 USER_AGENT = "accessguard/0.1"
+#: Origins whose environment settings :class:`HttpClient` keeps (a client talks to a few).
+MAX_ORIGINS = 256
+
+
+def _no_auth(request: requests.PreparedRequest) -> requests.PreparedRequest:
+    """requests' auth hook that changes nothing (see :meth:`HttpClient.request`)."""
+    return request
+
 
 OK_2XX: Container[int] = range(200, 300)
 
@@ -281,6 +289,23 @@ class HttpClient:
         self._session.mount("https://", adapter)
         self._session.mount("http://", adapter)
         self._session.headers["User-Agent"] = USER_AGENT
+        #: The environment's proxy and CA-bundle settings per origin (scheme://host:port):
+        #: requests reads them from the environment for every request (a stat of ~/.netrc, the
+        #: proxy variables, the bundle path), about a tenth of a burst's CPU per call. The
+        #: environment of a running worker does not change, so once per origin is enough.
+        self._env: dict[str, dict[str, Any]] = {}
+
+    def _environment(self, url: str) -> dict[str, Any]:
+        """``send``'s keyword arguments from the environment (proxies, CA bundle) for
+        ``url``'s origin, merged as ``Session.request`` merges them, once per origin."""
+        parts = urlsplit(url)
+        origin = f"{parts.scheme}://{parts.netloc}"
+        settings = self._env.get(origin)
+        if settings is None:
+            settings = dict(self._session.merge_environment_settings(url, {}, None, True, None))
+            if len(self._env) < MAX_ORIGINS:
+                self._env[origin] = settings
+        return {**settings, "proxies": dict(settings["proxies"] or {})}
 
     def request(
         self,
@@ -327,6 +352,10 @@ class HttpClient:
                     json=json,
                     params=dict(params) if params is not None else {},
                     data=data or {},
+                    # Never ~/.netrc: its Basic credentials would replace the Authorization
+                    # header the connector set (requests applies netrc to any request
+                    # without ``auth``). A no-op auth also skips the lookup.
+                    auth=_no_auth,
                 )
             )
             if path_template is not None:
@@ -343,7 +372,7 @@ class HttpClient:
                         f"{method} held by the client-side rate limit for {wait:.2f}s",
                         retry_after=wait,
                     )
-            settings = self._session.merge_environment_settings(prepared.url, {}, None, True, None)
+            settings = self._environment(prepared.url or url)
             sent_at = self.limits.clock()
             response = self._session.send(
                 prepared, timeout=self.policy.timeout, allow_redirects=True, **settings
