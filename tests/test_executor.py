@@ -14,8 +14,9 @@ import pytest
 
 from connectors.base.catalogue import build_provider
 from connectors.base.http import HttpClient, RetryPolicy
+from connectors.base.provider import PENDING, VERIFIED, Verification
 from streams.model.records import Action
-from streams.runtime.executor import Executor, Outcome, Provider
+from streams.runtime.executor import Executor, Outcome, Provider, VerifyPolicy
 from streams.support.errors import ProviderError
 from tests.fakes import GOOGLE_TOKEN, OKTA_TOKEN, FakeVendorServer
 
@@ -330,3 +331,109 @@ class TestConcurrency:
             asyncio.run(main())
         assert max(v for k, v in finished.items() if k.startswith("g")) < 2.0
         assert len(finished) == 4
+
+
+class Scripted:
+    """A provider in process: each acting call and read-back is logged in order and takes
+    ``hold`` seconds of its pool thread; read-backs answer pending ``pending`` times first."""
+
+    def __init__(self, hold: float, pending: int = 0) -> None:
+        self.hold = hold
+        self.pending = pending
+        self.log: list[str] = []
+        self._lock = threading.Lock()
+
+    def perform(self, action: Action) -> dict[str, Any]:
+        time.sleep(self.hold)
+        with self._lock:
+            self.log.append(f"act:{action.params['user_ref']}")
+        return {"status": 204}
+
+    def can_verify(self, action: Action) -> bool:
+        return True
+
+    def verify(self, action: Action, result: dict[str, Any], issued_at: float) -> Verification:
+        time.sleep(self.hold)
+        with self._lock:
+            self.log.append(f"read:{action.params['user_ref']}")
+            if self.pending:
+                self.pending -= 1
+                return Verification(PENDING, reason="not yet")
+        return Verification(VERIFIED, {"sessions": 0})
+
+
+class TestPriorities:
+    def test_acting_calls_go_before_queued_read_backs(self) -> None:
+        """In a burst, revocations are not held back by the read-backs of earlier ones: with
+        one place at the provider, three read-backs queued before three revocations are made
+        after them."""
+        provider = Scripted(hold=0.05)
+
+        async def main() -> None:
+            executor = Executor({"okta": provider}, FAST, threads=4, per_provider_concurrency=1)
+
+            async def on_stuck(*_: Any) -> None:
+                raise AssertionError("nothing should be stuck")
+
+            done = Outcome("done", 1, {"status": 204}, finished_at=time.time())
+            try:
+                first = asyncio.create_task(executor.execute(revoke(user="a0"), on_stuck))
+                await asyncio.sleep(0.01)  # a0 holds the one place
+                reads = [
+                    asyncio.create_task(executor.verify(revoke(user=f"r{i}"), done))
+                    for i in range(3)
+                ]
+                await asyncio.sleep(0.01)
+                acts = [
+                    asyncio.create_task(executor.execute(revoke(user=f"a{i}"), on_stuck))
+                    for i in range(1, 4)
+                ]
+                await asyncio.gather(first, *reads, *acts)
+            finally:
+                executor.shutdown()
+
+        asyncio.run(main())
+        assert provider.log == [
+            "act:a0",
+            "act:a1",
+            "act:a2",
+            "act:a3",
+            "read:r0",
+            "read:r1",
+            "read:r2",
+        ]
+
+    def test_time_queued_behind_acting_calls_does_not_use_up_the_verify_timeout(self) -> None:
+        """A read-back that waited 0.6 s behind revocations, with a verify timeout of 0.3 s,
+        still gets its 0.3 s at the provider: pending once, then verified — not failed as
+        "not read back in time" (which would page)."""
+        provider = Scripted(hold=0.15, pending=1)
+
+        async def main() -> Verification:
+            executor = Executor(
+                {"okta": provider},
+                FAST,
+                threads=4,
+                per_provider_concurrency=1,
+                verify=VerifyPolicy(timeout=0.3, first_interval=0.05, max_interval=0.05),
+            )
+
+            async def on_stuck(*_: Any) -> None:
+                raise AssertionError("nothing should be stuck")
+
+            done = Outcome("done", 1, {"status": 204}, finished_at=time.time())
+            try:
+                acts = [
+                    asyncio.create_task(executor.execute(revoke(user=f"a{i}"), on_stuck))
+                    for i in range(4)
+                ]
+                await asyncio.sleep(0.01)
+                verification = await executor.verify(revoke(user="r0"), done)
+                await asyncio.gather(*acts)
+                return verification
+            finally:
+                executor.shutdown()
+
+        verification = asyncio.run(main())
+        assert provider.log[:4] == ["act:a0", "act:a1", "act:a2", "act:a3"]
+        assert verification.status == VERIFIED, verification.reason

@@ -1,10 +1,12 @@
 """Runs provider actions and alert sends off the event loop, with the shared retry policy.
 
 Blocking ``requests`` calls run in a bounded thread pool, with a per-provider concurrency limit
-so one slow provider cannot take every thread. Retries happen on the event loop (``asyncio.sleep``
-between attempts), so a provider in backoff holds no thread. After ``retry.max_attempts`` fast
-attempts the action is reported as stuck (the caller pages) and keeps being retried every
-``retry.slow_retry_interval`` until it succeeds or fails permanently.
+so one slow provider cannot take every thread; under it, acting calls go before read-backs
+(:mod:`streams.runtime.limits`: in a burst, access is cut for everyone first). Retries
+happen on the event loop (``asyncio.sleep`` between attempts), so a provider in backoff holds
+no thread. After ``retry.max_attempts`` fast attempts the action is reported as stuck (the
+caller pages) and keeps being retried every ``retry.slow_retry_interval`` until it succeeds or
+fails permanently.
 
 Dry runs are not the executor's business per connector: a provider or sink in dry run
 (``providers.<name>.dry_run``) returns a :class:`~connectors.base.provider.DryRun` result,
@@ -40,6 +42,7 @@ from connectors.base.provider import (
     is_dry_run,
 )
 from streams.model.records import Action, Alert
+from streams.runtime.limits import ACT, READ, PriorityLimit
 from streams.runtime.outages import failure_class
 from streams.support import metrics
 from streams.support.errors import (
@@ -126,16 +129,28 @@ class Executor:
         # one provider's waits never hold the others' calls back.
         workers = max(threads, per_provider_concurrency * len(self.providers))
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="provider")
-        self._limits = {name: asyncio.Semaphore(per_provider_concurrency) for name in providers}
+        # Acting calls before read-backs at each provider (streams/runtime/limits.py).
+        self._limits = {name: PriorityLimit(per_provider_concurrency) for name in providers}
         self._per_provider = per_provider_concurrency
 
-    def _limit(self, provider: str) -> asyncio.Semaphore:
+    def _limit(self, provider: str) -> PriorityLimit:
         if provider not in self._limits:
-            self._limits[provider] = asyncio.Semaphore(self._per_provider)
+            self._limits[provider] = PriorityLimit(self._per_provider)
         return self._limits[provider]
 
-    async def call(self, fn: Callable[[], T], limit: asyncio.Semaphore) -> T:
-        async with limit:
+    async def call(
+        self,
+        fn: Callable[[], T],
+        limit: PriorityLimit,
+        priority: int = ACT,
+        queued: list[float] | None = None,
+    ) -> T:
+        """Run ``fn`` in the pool under ``limit`` at ``priority``; the seconds spent waiting
+        for the limit are appended to ``queued``."""
+        started = time.monotonic()
+        async with limit.hold(priority):
+            if queued is not None:
+                queued.append(time.monotonic() - started)
             return await asyncio.get_running_loop().run_in_executor(self._pool, fn)
 
     async def execute(self, action: Action, on_stuck: StuckCallback) -> Outcome:
@@ -261,10 +276,15 @@ class Executor:
         interval = policy.first_interval
         issued_at = outcome.issued_at or outcome.finished_at
         while True:
+            queued: list[float] = []
             try:
-                answer: Verification = await self.call(
-                    lambda: read(action, outcome.result, issued_at), limit
-                )
+                try:
+                    answer: Verification = await self.call(
+                        lambda: read(action, outcome.result, issued_at), limit, READ, queued
+                    )
+                finally:
+                    # Time queued behind acting calls is not the vendor failing to show it.
+                    deadline += sum(queued)
             except RateLimitedError as exc:
                 # time held by a rate limit is not the vendor failing to show the effect
                 hold = exc.retry_after if exc.retry_after is not None else interval
