@@ -4,10 +4,25 @@ never more holders than the limit, and a cancelled waiter never leaks a place.""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 
 import pytest
 
 from streams.runtime.limits import ACT, READ, PriorityLimit
+
+
+async def _taken() -> tuple[PriorityLimit, list[str], Callable[[str, int], Awaitable[None]]]:
+    """A limit of one whose place is taken, the order callers got it in, and a caller."""
+    limit = PriorityLimit(1)
+    order: list[str] = []
+    await limit.acquire()
+
+    async def one(name: str, priority: int) -> None:
+        async with limit.hold(priority):
+            order.append(name)
+            await asyncio.sleep(0)
+
+    return limit, order, one
 
 
 def test_waiters_are_served_by_priority_then_in_arrival_order() -> None:
@@ -15,15 +30,7 @@ def test_waiters_are_served_by_priority_then_in_arrival_order() -> None:
     calls get the place first, in their order, then the read-backs in theirs."""
 
     async def main() -> list[str]:
-        limit = PriorityLimit(1)
-        order: list[str] = []
-        await limit.acquire()
-
-        async def one(name: str, priority: int) -> None:
-            async with limit.hold(priority):
-                order.append(name)
-                await asyncio.sleep(0)
-
+        limit, order, one = await _taken()
         tasks = [
             asyncio.create_task(one(name, prio))
             for name, prio in (("read1", READ), ("read2", READ), ("act1", ACT), ("act2", ACT))
@@ -67,14 +74,7 @@ def test_a_new_caller_does_not_overtake_the_queue() -> None:
     arrives in the same moment (no barging): the read-back queued first is served first."""
 
     async def main() -> list[str]:
-        limit = PriorityLimit(1)
-        order: list[str] = []
-        await limit.acquire()
-
-        async def one(name: str, priority: int) -> None:
-            async with limit.hold(priority):
-                order.append(name)
-
+        limit, order, one = await _taken()
         first = asyncio.create_task(one("queued-read", READ))
         await asyncio.sleep(0)
         limit.release()
