@@ -243,6 +243,20 @@ def _account_shared(c: Ctx) -> bool:
     return a is not None and a.shared_credential is not None
 
 
+def _shared_login(c: Ctx) -> bool:
+    """The principal is a shared login the registry declares (``shared_credential.login``):
+    the target account's first, then any account's (a scan, but only of the rare events that
+    reach this condition). Nobody unknown is behind it; the holders are known (issue 18)."""
+    principal = c.event.principal.strip().lower()
+    a = c.account()
+    accounts = (a,) if a is not None else ()
+    for acc in (*accounts, *c.registry.accounts.values()):
+        shared = acc.shared_credential
+        if shared is not None and shared.login and shared.login.strip().lower() == principal:
+            return True
+    return False
+
+
 def _identity_kind(c: Ctx) -> str | None:
     ident = c.identity()
     return ident.kind if ident is not None else None
@@ -275,6 +289,9 @@ FIELDS: dict[str, FieldSpec] = {
     "geo.lat": FieldSpec(_geo_attr("lat"), "num"),
     "geo.lon": FieldSpec(_geo_attr("lon"), "num"),
     "identity.known": FieldSpec(lambda c: c.identity() is not None, "bool"),
+    # an identity, or a shared login the registry declares: "unknown principal" is neither
+    "principal.known": FieldSpec(lambda c: c.identity() is not None or _shared_login(c), "bool"),
+    "principal.shared_login": FieldSpec(_shared_login, "bool"),
     "identity.status": FieldSpec(Ctx.status, "str", IDENTITY_STATUSES),
     "identity.kind": FieldSpec(_identity_kind, "str", IDENTITY_KINDS),
     "identity.max_role": FieldSpec(Ctx.max_role, "role", ROLES),
