@@ -49,6 +49,7 @@ def rule_alert(
         ("stable", "notify", "notify"),
         ("stable", "none", "notify"),
         ("stable", "review", "review"),
+        ("stable", "report", "review"),
         ("staged", "page", "review"),
         ("staged", "notify", "review"),
         ("deprecated", "page", "review"),

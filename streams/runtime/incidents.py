@@ -4,8 +4,9 @@
 status and response in its details (``rule_status``, ``route``: streams/detect/engine.py);
 :func:`intent_of` turns them into one of ``alerts.intents``:
 
-- ``review``: the rule is ``staged`` (on trial: it alerts, never acts), or the decision asked
-  for review only. A review channel; never the pager, whatever the severity;
+- ``review``: the rule is ``staged`` (on trial: it alerts, never acts), or the decision marked
+  the alert for review (``route: review``, e.g. a leak too old to act on). A review channel;
+  never the pager, whatever the severity;
 - ``page``: a stable rule whose response says ``page``;
 - ``notify``: any other stable rule (``notify``, or no notification asked for): chat only.
 
@@ -61,9 +62,15 @@ def intent_of(alert: Alert) -> str | None:
     if status is None:
         return None
     route = details.get("route")
-    if status != "stable" or route == "review":
+    if status != "stable":
         return "review"
-    return "page" if route == "page" else "notify"
+    if route == "page":
+        return "page"
+    if route in ("notify", "none", None):
+        return "notify"
+    # "review", or whatever else a decision marks (a stale leak listed for review): a human
+    # looks when they review, nobody is woken
+    return "review"
 
 
 def subject_of(alert: Alert) -> str:
