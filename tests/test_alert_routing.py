@@ -20,6 +20,7 @@ from connectors.sinks.slack import SlackSink
 from connectors.sinks.slack_app import SlackAppSink
 from streams.bus.journal import replay_records
 from streams.model.records import Alert
+from streams.runtime.outages import RULE as OUTAGE_RULE
 from streams.support.errors import AuthError, PermanentError
 from streams.support.secrets import Secret
 from tests.engine_harness import CLOCK, EngineHarness, build_engine, counter
@@ -264,3 +265,31 @@ def test_slack_app_errors_are_typed(server: FakeVendorServer, http: HttpClient) 
         _app(server, http, channel="C0NOTHERE").send(rule_alert("mfa_fatigue"))
     with pytest.raises(PermanentError, match="thread_not_found"):
         _app(server, http).send(_with_thread(rule_alert("mfa_fatigue"), "1767225600.999999"))
+
+
+def test_an_outage_incident_threads_its_updates_and_keeps_its_pager_key(
+    routed: EngineHarness, server: FakeVendorServer, clock: Clock
+) -> None:
+    """A provider outage (no rule; routed by severity) opened, updated and resolved under its
+    own dedup key: one PagerDuty incident, resolved; in chat one message and its updates and
+    resolve as replies. The next outage after the resolve is a new incident and thread."""
+    routed.engine.alerts.routes = {"critical": ["pd", "chat"]}
+    key = "provider-outage:okta:server_error"
+
+    def outage(n: int, action: str = "trigger") -> Alert:
+        return Alert("critical", OUTAGE_RULE, None, key, f"okta failing ({n})", event_action=action)
+
+    async def scenario() -> None:
+        for n, action in enumerate(["trigger", "trigger", "resolve", "trigger"]):
+            clock.now += 60
+            await routed.engine.alerts.send_alert(outage(n, action), ledger_key=f"alert:o:{n}")
+
+    asyncio.run(scenario())
+    assert {c["json"]["dedup_key"] for c in server.calls_to("/v2/enqueue")} == {key}
+    assert server.pagerduty.opened == [key, key]  # the second only after the resolve
+    first, second = server.slack_app.top_level()
+    assert [m["text"].split("] ")[-1] for m in server.slack_app.replies(first["ts"])] == [
+        "okta failing (1)",
+        "okta failing (2)",
+    ]
+    assert server.slack_app.replies(second["ts"]) == []

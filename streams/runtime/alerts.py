@@ -26,13 +26,18 @@ import structlog
 
 from streams.config.alerting import IncidentSettings
 from streams.model.records import Action, Alert, idempotency_key
+from streams.runtime.batches import RULE as BATCH_RULE
 from streams.runtime.executor import Executor, Sink
 from streams.runtime.incidents import Incident, Incidents, intent_of, queue_key
 from streams.runtime.outages import LEDGER_PREFIX, Group, Outages
+from streams.runtime.outages import RULE as OUTAGE_RULE
 from streams.runtime.writes import Writer
 from streams.support import metrics
 from streams.support.errors import ProviderError
 
+#: Alerts no rule raised that are one incident updated under one dedup key: their updates
+#: and resolve reply in the thread of the incident's first chat message.
+KEYED_INCIDENTS = frozenset({OUTAGE_RULE, BATCH_RULE})
 #: At most this many queued ledger keys are remembered (then forgotten all at once).
 QUEUED_MEMORY = 100_000
 
@@ -119,6 +124,8 @@ class AlertRouter:
         incident: Incident | None = None
         if intent is None:
             sinks = self.routes.get(alert.severity, [])
+            if alert.rule in KEYED_INCIDENTS:
+                incident, _ = self.incidents.join_keyed(alert, w.clock())
         else:
             incident, opened = self.incidents.join(alert, intent, w.clock())
             (metrics.INCIDENTS_OPENED if opened else metrics.INCIDENTS_UPDATED).inc()

@@ -11,8 +11,10 @@ status and response in its details (``rule_status``, ``route``: streams/detect/e
 - ``notify``: any other stable rule (``notify``, or no notification asked for): chat only.
 
 Alerts no rule raised (offboarding summaries, provider outages, offboarding batches) have no
-intent and keep their severity routes (``alerts.routes.<severity>``); outages and batches are
-already one incident each, with one dedup key that their updates reuse.
+intent and keep their severity routes (``alerts.routes.<severity>``). Outages and batches are
+already one incident each, with one dedup key that their updates and resolve reuse: they join
+the same model as keyed incidents (:meth:`Incidents.join_keyed`: the pager keeps their key, chat
+gets one thread per incident), and never mix with rule incidents, so nothing pages twice.
 
 **One incident per subject and window.** Rule alerts about one subject (:func:`subject_of`:
 the identity; else a shared account, or the hashed principal) within ``alerts.incidents.window``
@@ -110,6 +112,11 @@ class Incident:
     sinks: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: True once a paging alert of this incident went to a page sink.
     paged: bool = False
+    #: The pager key an alert brought along (an outage or batch incident, whose updates and
+    #: resolve must reach its own PagerDuty incident); None: ``incident:<id>``.
+    pager_key: str | None = None
+    #: Resolved: the next alert of the subject opens a new incident (PagerDuty does too).
+    closed: bool = False
 
     @property
     def ledger_key(self) -> str:
@@ -118,7 +125,7 @@ class Incident:
     @property
     def dedup_key(self) -> str:
         """The incident's key at the pager: every update of the incident reuses it."""
-        return f"incident:{self.id}"
+        return self.pager_key or f"incident:{self.id}"
 
     def add(self, alert: Alert, intent: str, now: float, keep: int) -> None:
         """Record ``alert`` in the timeline (the most recent ``keep`` are listed)."""
@@ -158,7 +165,8 @@ class Incident:
         an update marked as one, and the sink's thread of this incident if it has one."""
         state = self.sinks.get(sink)
         title = alert.title
-        if state is not None and state.get("posts"):
+        # a keyed incident's alerts (outage, batch) already say they update it
+        if state is not None and state.get("posts") and self.pager_key is None:
             title = f"[incident {self.id}, alert {self.count}] {alert.title}"
         return replace(
             alert,
@@ -190,6 +198,8 @@ class Incident:
             "timeline": list(self.timeline),
             "sinks": {k: dict(v) for k, v in self.sinks.items()},
             "paged": self.paged,
+            "pager_key": self.pager_key,
+            "closed": self.closed,
         }
 
     @classmethod
@@ -206,6 +216,8 @@ class Incident:
             timeline=list(data.get("timeline") or ()),
             sinks={k: dict(v) for k, v in (data.get("sinks") or {}).items()},
             paged=bool(data.get("paged", False)),
+            pager_key=data.get("pager_key"),
+            closed=bool(data.get("closed", False)),
         )
 
 
@@ -219,8 +231,9 @@ class Incidents:
         self.window = window
         self.timeline = timeline
 
-    def current(self, subject: str, now: float) -> Incident | None:
-        """The subject's incident if its last alert is at most ``window`` seconds old."""
+    def current(self, subject: str, now: float, window: float | None) -> Incident | None:
+        """The subject's open incident if its last alert is at most ``window`` seconds old
+        (None: any age)."""
         entry = self.ledger.get(LEDGER_PREFIX + subject)
         if not isinstance(entry, Mapping):
             return None
@@ -228,21 +241,44 @@ class Incidents:
             incident = Incident.from_dict(entry)
         except (KeyError, TypeError, ValueError):
             return None  # an entry this version cannot read: start a new incident
-        return incident if now - incident.last_seen <= self.window else None
+        if incident.closed or (window is not None and now - incident.last_seen > window):
+            return None
+        return incident
 
     def join(self, alert: Alert, intent: str, now: float) -> tuple[Incident, bool]:
         """The incident ``alert`` belongs to, with the alert added, and whether it is new."""
-        subject = subject_of(alert)
-        incident = self.current(subject, now)
+        return self._join(subject_of(alert), alert, intent, now, window=self.window)
+
+    def join_keyed(self, alert: Alert, now: float) -> tuple[Incident, bool]:
+        """An alert no rule raised that is its own incident, updated under its dedup key (a
+        provider outage, an offboarding batch): open until resolved, whatever the window,
+        and the pager keeps the alert's key. What it adds is one chat thread."""
+        subject = f"alert:{alert.dedup_key}"
+        return self._join(subject, alert, "severity", now, window=None, pager_key=alert.dedup_key)
+
+    def _join(
+        self,
+        subject: str,
+        alert: Alert,
+        intent: str,
+        now: float,
+        *,
+        window: float | None,
+        pager_key: str | None = None,
+    ) -> tuple[Incident, bool]:
+        incident = self.current(subject, now, window)
         opened = incident is None
         if incident is None:
             incident = Incident(
-                id=idempotency_key(subject, alert.dedup_key)[:16],
+                id=idempotency_key(subject, alert.dedup_key, str(now) if pager_key else "")[:16],
                 subject=subject,
                 opened_at=now,
                 last_seen=now,
                 severity=alert.severity,
                 title=alert.title,
+                pager_key=pager_key,
             )
         incident.add(alert, intent, now, self.timeline)
+        if alert.event_action == "resolve":
+            incident.closed = True
         return incident, opened
