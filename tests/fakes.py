@@ -27,6 +27,8 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from tests.fake_pagers import PagerDutyState, SlackWorkspace
+
 Call = dict[str, Any]
 
 #: Credentials the fake expects by default (tests pass the same values as Secrets).
@@ -174,7 +176,7 @@ class FakeVendorServer:
     (Google), ``/platform/...`` (generic platform, :data:`PLATFORM_ROUTES`), ``/v2/enqueue``
     (PagerDuty, accepting only ``pagerduty_routing_key``), ``/slack/services/T../B../<token>``
     (Slack incoming webhooks; only ``slack_webhook_path`` is a live hook, see
-    :attr:`slack_webhook_url`).
+    :attr:`slack_webhook_url`), ``/api/chat.postMessage`` (a Slack app: :attr:`slack_app`).
     """
 
     def __init__(
@@ -206,6 +208,9 @@ class FakeVendorServer:
         self.slack_webhook_path = slack_webhook_path
         self._slack_hook: tuple[str, str, str] = (hook.group(1), hook.group(2), hook.group(3))
         self.known_users: set[str] | None = set(known_users) if known_users is not None else None
+        #: PagerDuty's incidents (pages) and Slack's chat.postMessage workspace (threads).
+        self.pagerduty = PagerDutyState()
+        self.slack_app = SlackWorkspace()
         #: Seconds before Graph shows a revocation in signInSessionsValidFromDateTime.
         self.graph_session_delay = 0.0
         #: user id -> methods; users not listed get :func:`default_graph_methods` on first use.
@@ -429,6 +434,8 @@ class FakeVendorServer:
             return self._platform(req)
         if path == "/v2/enqueue":
             return self._pagerduty(req)
+        if path == "/api/chat.postMessage" and req.method == "POST":
+            return _Response.json(*self.slack_app.post(req.headers, req.json))
         return _Response.json(404, {"error": "not found"})
 
     def _record(self, req: _Request, resp: _Response) -> None:
@@ -895,6 +902,7 @@ class FakeVendorServer:
                     errors.append("'payload.severity' is invalid")
         if errors:
             return _pd_invalid(errors)
+        self.pagerduty.event(action, dedup or "generated")
         return _Response.json(
             202,
             {"status": "success", "message": "Event processed", "dedup_key": dedup or "generated"},

@@ -50,8 +50,9 @@ ALLOWED: dict[str, tuple[str, ...]] = {
 
 VENDORS = frozenset({"okta", "entra", "graph", "google", "hibp", "pwned", "pagerduty", "slack"})
 #: (module, assigned name) whose string values may name vendors: default sink names of
-#: ``alerts.routes.*`` (names a user gives sinks in the example configuration, not vendor code).
-VENDOR_ALLOWED_ASSIGNMENTS = frozenset({("streams.config.models", "DEFAULT_ROUTE_SINKS")})
+#: ``alerts.routes.*`` and ``alerts.intents.*`` (names a user gives sinks in the example
+#: configuration, not vendor code).
+VENDOR_ALLOWED_ASSIGNMENTS = frozenset({("streams.config.alerting", "DEFAULT_ROUTE_SINKS")})
 LONG_MODULE_LINES = 600
 LONG_MODULE_MARK = "Why one module:"
 

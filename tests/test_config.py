@@ -16,6 +16,7 @@ from connectors.base.catalogue import build_provider, check_connectors, poller_s
 from streams.cli import main
 from streams.config import (
     DEFAULT_ROUTE_SINKS,
+    INTENTS,
     KEYS,
     SEVERITIES,
     AccessGuardSettings,
@@ -272,6 +273,9 @@ class TestProvidersFromEnv:
                 "ACCESSGUARD_ALERTS_ROUTES_MEDIUM": "pd",
                 "ACCESSGUARD_ALERTS_ROUTES_LOW": "pd",
                 "ACCESSGUARD_ALERTS_ROUTES_INFO": "pd",
+                "ACCESSGUARD_ALERTS_INTENTS_PAGE": "pd",
+                "ACCESSGUARD_ALERTS_INTENTS_NOTIFY": "pd",
+                "ACCESSGUARD_ALERTS_INTENTS_REVIEW": "pd",
             }
         )
         hr_secret = config["hr.webhook_secret"]
@@ -465,6 +469,7 @@ class TestEveryProblemAtOnce:
                     "chat": {"type": "slack", "dry_run": True},
                 },
                 "routes": {key: ["pd", "chat"] for key in SEVERITIES},
+                "intents": {key: ["pd", "chat"] for key in INTENTS},
             },
         }
         config = load_config(_yaml(tmp_path, data), env={})

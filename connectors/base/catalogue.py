@@ -35,8 +35,9 @@ from connectors.okta.settings import OktaPollerSettings, OktaProviderSettings
 from connectors.shared_login.mfa import SharedCredentialRotator
 from connectors.shared_login.settings import SecretStoreSettings
 from connectors.sinks.pagerduty import PagerDutySink
-from connectors.sinks.settings import PagerDutySettings, SlackSettings
+from connectors.sinks.settings import PagerDutySettings, SlackAppSettings, SlackSettings
 from connectors.sinks.slack import SlackSink
+from connectors.sinks.slack_app import SlackAppSink
 from streams.config import Config, did_you_mean, problems_from
 from streams.model.records import Action, Alert
 from streams.support.errors import ConfigError, ConfigProblem
@@ -79,6 +80,7 @@ POLLER_TYPES: dict[str, type[Any]] = {
 SINK_TYPES: dict[str, type[Any]] = {
     "pagerduty": PagerDutySink,
     "slack": SlackSink,
+    "slack_app": SlackAppSink,
 }
 
 #: The settings model of each type (connectors/<vendor>/settings.py): the keys each accepts.
@@ -99,6 +101,7 @@ POLLER_SETTINGS: dict[str, type[ConnectorSettings]] = {
 SINK_SETTINGS: dict[str, type[ConnectorSettings]] = {
     "pagerduty": PagerDutySettings,
     "slack": SlackSettings,
+    "slack_app": SlackAppSettings,
 }
 #: Each named map of the configuration and the models its entries are checked against.
 SECTIONS: dict[str, dict[str, type[ConnectorSettings]]] = {

@@ -25,3 +25,13 @@ class SlackSettings(SinkSettings):
     webhook_url: SecretValue | None = Field(None, description="incoming webhook URL (a Secret)")
 
     required_unless_dry_run: ClassVar[tuple[str, ...]] = ("webhook_url",)
+
+
+class SlackAppSettings(SinkSettings):
+    """``url`` (default https://slack.com), ``token`` (bot token), ``channel``, ``dry_run``."""
+
+    url: Url = Field("https://slack.com", description="Web API base URL")
+    token: SecretValue | None = Field(None, description="bot token with chat:write (a Secret)")
+    channel: str = Field(min_length=1, description="channel id the bot posts to (C...)")
+
+    required_unless_dry_run: ClassVar[tuple[str, ...]] = ("token",)

@@ -37,6 +37,63 @@ def _value_text(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value, default=str)
 
 
+def message(alert: Alert) -> dict[str, Any]:
+    """The Slack body for ``alert``: fallback ``text`` plus Block Kit ``blocks`` (one shape for
+    the webhook and the app sink)."""
+    resolved = alert.event_action == "resolve"
+    prefix = "RESOLVED" if resolved else alert.severity.upper()
+    emoji = ":white_check_mark:" if resolved else SEVERITY_EMOJI.get(alert.severity, ":warning:")
+    text = f"{emoji} [{prefix}] {_escape(alert.title)}"
+    fields = [
+        {"type": "mrkdwn", "text": f"*Severity*\n{_escape(alert.severity)}"},
+        {"type": "mrkdwn", "text": f"*Rule*\n{_escape(alert.rule)}"},
+        {"type": "mrkdwn", "text": f"*Identity*\n{_escape(alert.identity or '-')}"},
+    ]
+    blocks: list[dict[str, Any]] = [
+        {
+            "type": "header",
+            "text": {
+                "type": "plain_text",
+                "text": _truncate(f"[{prefix}] {alert.title}", MAX_HEADER),
+            },
+        },
+        {"type": "section", "fields": fields},
+    ]
+    details = {k: v for k, v in alert.details.items() if k != "incident"}
+    if details:
+        lines = "\n".join(
+            f"*{_escape(str(k))}*: {_escape(_value_text(v))}" for k, v in details.items()
+        )
+        blocks.append(
+            {
+                "type": "section",
+                "text": {"type": "mrkdwn", "text": _truncate(lines, MAX_SECTION)},
+            }
+        )
+    if alert.runbook:
+        blocks.append(
+            {
+                "type": "section",
+                "text": {"type": "mrkdwn", "text": f"<{_escape(alert.runbook)}|Runbook>"},
+            }
+        )
+    context = [{"type": "mrkdwn", "text": f"dedup `{_escape(alert.dedup_key[:200])}`"}]
+    incident = alert.details.get("incident")
+    if isinstance(incident, dict):
+        # the incident in one line; the whole timeline is in the thread (and at the pager)
+        context.append({"type": "mrkdwn", "text": _truncate(_incident_line(incident), 3000)})
+    blocks.append({"type": "context", "elements": context})
+    return {"text": text, "blocks": blocks}
+
+
+def _incident_line(incident: dict[str, Any]) -> str:
+    rules = ", ".join(str(r) for r in incident.get("rules") or ())
+    return _escape(
+        f"incident {incident.get('id')}: alert {incident.get('alerts')}, "
+        f"first seen {incident.get('first_seen')}, rules {rules}"
+    )
+
+
 class SlackSink(SinkBase):
     """Posts alerts to a Slack incoming webhook (about 1 message/s per channel).
 
@@ -59,54 +116,10 @@ class SlackSink(SinkBase):
             validate_url(self._credential.reveal(), self._url_key)
 
     def message(self, alert: Alert) -> dict[str, Any]:
-        """The webhook body for ``alert``: fallback ``text`` plus Block Kit ``blocks``."""
-        resolved = alert.event_action == "resolve"
-        prefix = "RESOLVED" if resolved else alert.severity.upper()
-        emoji = (
-            ":white_check_mark:" if resolved else SEVERITY_EMOJI.get(alert.severity, ":warning:")
-        )
-        text = f"{emoji} [{prefix}] {_escape(alert.title)}"
-        fields = [
-            {"type": "mrkdwn", "text": f"*Severity*\n{_escape(alert.severity)}"},
-            {"type": "mrkdwn", "text": f"*Rule*\n{_escape(alert.rule)}"},
-            {"type": "mrkdwn", "text": f"*Identity*\n{_escape(alert.identity or '-')}"},
-        ]
-        blocks: list[dict[str, Any]] = [
-            {
-                "type": "header",
-                "text": {
-                    "type": "plain_text",
-                    "text": _truncate(f"[{prefix}] {alert.title}", MAX_HEADER),
-                },
-            },
-            {"type": "section", "fields": fields},
-        ]
-        if alert.details:
-            lines = "\n".join(
-                f"*{_escape(str(k))}*: {_escape(_value_text(v))}" for k, v in alert.details.items()
-            )
-            blocks.append(
-                {
-                    "type": "section",
-                    "text": {"type": "mrkdwn", "text": _truncate(lines, MAX_SECTION)},
-                }
-            )
-        if alert.runbook:
-            blocks.append(
-                {
-                    "type": "section",
-                    "text": {"type": "mrkdwn", "text": f"<{_escape(alert.runbook)}|Runbook>"},
-                }
-            )
-        blocks.append(
-            {
-                "type": "context",
-                "elements": [
-                    {"type": "mrkdwn", "text": f"dedup `{_escape(alert.dedup_key[:200])}`"}
-                ],
-            }
-        )
-        return {"text": text, "blocks": blocks}
+        """The webhook body for ``alert`` (:func:`message`). An incoming webhook answers
+        ``ok`` and no message id, so it cannot thread: an incident's later alerts show as
+        messages of their own, titled as updates (the ``slack_app`` sink threads them)."""
+        return message(alert)
 
     def prepare(self, alert: Alert) -> Request:
         """``POST`` of :meth:`message` to the webhook (the URL is the credential)."""

@@ -15,6 +15,7 @@ Each connector type's own keys are checked by connectors/base/catalogue.py
 (``check_connectors``): this package imports no connector.
 """
 
+from streams.config.alerting import DEFAULT_ROUTE_SINKS, INTENTS
 from streams.config.fields import (
     Bool,
     Float,
@@ -27,7 +28,6 @@ from streams.config.fields import (
 )
 from streams.config.load import Config, check_config, load_config, locator, read_yaml
 from streams.config.models import (
-    DEFAULT_ROUTE_SINKS,
     KEYS,
     MAPS,
     SECRET_KEYS,
@@ -41,6 +41,7 @@ from streams.config.reference import reference_markdown
 
 __all__ = [
     "DEFAULT_ROUTE_SINKS",
+    "INTENTS",
     "KEYS",
     "MAPS",
     "SECRET_KEYS",

@@ -17,6 +17,7 @@ import yaml
 from pydantic import ValidationError as PydanticValidationError
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
+from streams.config.alerting import INTENTS
 from streams.config.fields import problems_from
 from streams.config.models import (
     BY_PATH,
@@ -103,11 +104,15 @@ def cross_checks(
     out.extend(kafka_checks(settings))
     sinks = set(settings.alerts.sinks) | set(dropped_sinks)
     if sinks:
-        for severity in SEVERITIES:
-            for name in getattr(settings.alerts.routes, severity):
+        routes: list[tuple[str, str, object]] = [
+            ("routes", s, settings.alerts.routes) for s in SEVERITIES
+        ]
+        routes += [("intents", i, settings.alerts.intents) for i in INTENTS]
+        for section, key, model in routes:
+            for name in getattr(model, key):
                 if name not in sinks:
                     out.append(
-                        (f"alerts.routes.{severity}", f"no sink named {name!r} in alerts.sinks")
+                        (f"alerts.{section}.{key}", f"no sink named {name!r} in alerts.sinks")
                     )
     return out
 
@@ -296,6 +301,10 @@ class Config:
 
     def routes(self) -> dict[str, list[str]]:
         return {sev: list(self._values[f"alerts.routes.{sev}"]) for sev in SEVERITIES}
+
+    def intent_routes(self) -> dict[str, list[str]]:
+        """Sinks per rule-alert intent (``alerts.intents.*``: page, notify, review)."""
+        return {intent: list(self._values[f"alerts.intents.{intent}"]) for intent in INTENTS}
 
 
 def _attr(settings: ConfigModel, path: str) -> Any:

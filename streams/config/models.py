@@ -31,7 +31,9 @@ from pydantic import (
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from streams.config.alerting import IncidentSettings, IntentSettings, RouteSettings
 from streams.config.fields import Bool, Float, Int, Names, SecretValue, Str
+from streams.config.section import Section, _doc
 from streams.support.errors import ConfigError, ConfigProblem
 from streams.support.secrets import Secret
 
@@ -54,28 +56,7 @@ SECRET_KEYS = frozenset(
     }
 )
 
-#: The default alert routes. These are sink *names* (the names examples/config.yaml gives
-#: its two sinks under alerts.sinks), not connector types: a configuration that names its
-#: sinks otherwise sets alerts.routes.* too (load_config refuses a route to a missing sink).
-DEFAULT_ROUTE_SINKS: dict[str, tuple[str, ...]] = {
-    "critical": ("pagerduty", "slack"),
-    "high": ("pagerduty", "slack"),
-    "medium": ("slack",),
-    "low": ("slack",),
-    "info": ("slack",),
-}
-
 SEVERITIES = ("critical", "high", "medium", "low", "info")
-
-
-class Section(BaseModel):
-    """A fixed section: unknown keys are refused; inputs never appear in error text."""
-
-    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True, validate_default=True)
-
-
-def _doc(text: str, **kwargs: Any) -> Any:
-    return Field(description=text, **kwargs)
 
 
 class EmbeddedSettings(Section):
@@ -338,18 +319,6 @@ class LogSettings(Section):
         return value
 
 
-def _route(severity: str, text: str) -> Any:
-    return Field(description=text, default_factory=lambda: list(DEFAULT_ROUTE_SINKS[severity]))
-
-
-class RouteSettings(Section):
-    critical: Names = _route("critical", "Sinks for critical alerts")
-    high: Names = _route("high", "Sinks for high alerts")
-    medium: Names = _route("medium", "Sinks for medium alerts")
-    low: Names = _route("low", "Sinks for low alerts")
-    info: Names = _route("info", "Sinks for info alerts (offboarding summaries)")
-
-
 class ConnectorEntry(BaseModel):
     """One ``providers``/``pollers``/``alerts.sinks`` entry as the configuration sees it:
     ``type`` is required, secrets are :class:`Secret`, ``dry_run`` a bool; other keys pass
@@ -412,6 +381,8 @@ class AlertSettings(Section):
         "Most time between two offboardings of one batch, s", default=60.0, ge=0.05
     )
     routes: RouteSettings = Field(default_factory=RouteSettings)
+    intents: IntentSettings = Field(default_factory=IntentSettings)
+    incidents: IncidentSettings = Field(default_factory=IncidentSettings)
     sinks: dict[str, ConnectorEntry] = Field(default_factory=dict)
 
 

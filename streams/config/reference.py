@@ -52,6 +52,7 @@ def reference_markdown(types: Mapping[str, Iterable[str]] | None = None) -> str:
     )
     rows.append(
         "| `alerts.sinks.<name>.<key>` | `ACCESSGUARD_ALERTS_SINKS__<NAME>__<KEY>` | — | "
-        f"an alert sink: `type` ({sinks}), `routing_key` / `webhook_url`, `dry_run` |"
+        f"an alert sink: `type` ({sinks}), `routing_key` / `webhook_url` / `token` and "
+        "`channel` (each type's keys: connectors/sinks/settings.py), `dry_run` |"
     )
     return "\n".join(rows)

@@ -515,9 +515,9 @@ class RuleEngine:
         where = (
             f"{account.platform} {account.handle} ({account.id})"
             if account is not None
-            else (event.target_account or event.target or "no brand account")
-        )
-        title = f"{rule.title}: {who} on {where}"
+            else (event.target_account or event.target or "")
+        )  # a login to no account at all (an IdP sign-in) names none, not "no brand account"
+        title = f"{rule.title}: {who}" + (f" on {where}" if where else "")
         if deduplicated:
             return Detection(
                 rule=rule.id,

@@ -243,6 +243,19 @@ def _account_shared(c: Ctx) -> bool:
     return a is not None and a.shared_credential is not None
 
 
+def _shared_login(c: Ctx) -> bool:
+    """The principal is the target account's shared login (``shared_credential.login``, any
+    case): nobody unknown is behind it, its holders are in the registry (issue 18). Only the
+    target account's: one dict lookup on the login path, and another account's shared login
+    used here is worth a look."""
+    a = c.account()
+    shared = a.shared_credential if a is not None else None
+    login = shared.login if shared is not None else None
+    if not login:
+        return False
+    return login.strip().lower() == c.event.principal.strip().lower()
+
+
 def _identity_kind(c: Ctx) -> str | None:
     ident = c.identity()
     return ident.kind if ident is not None else None
@@ -275,6 +288,9 @@ FIELDS: dict[str, FieldSpec] = {
     "geo.lat": FieldSpec(_geo_attr("lat"), "num"),
     "geo.lon": FieldSpec(_geo_attr("lon"), "num"),
     "identity.known": FieldSpec(lambda c: c.identity() is not None, "bool"),
+    # an identity, or a shared login the registry declares: "unknown principal" is neither
+    "principal.known": FieldSpec(lambda c: c.identity() is not None or _shared_login(c), "bool"),
+    "principal.shared_login": FieldSpec(_shared_login, "bool"),
     "identity.status": FieldSpec(Ctx.status, "str", IDENTITY_STATUSES),
     "identity.kind": FieldSpec(_identity_kind, "str", IDENTITY_KINDS),
     "identity.max_role": FieldSpec(Ctx.max_role, "role", ROLES),

@@ -292,9 +292,12 @@ class Alert:
     runbook: str | None = None
     #: "trigger" or "resolve" (PagerDuty semantics; chat sinks post both as messages).
     event_action: str = "trigger"
+    #: The sink's thread this alert continues (Slack: the ``ts`` of its incident's first
+    #: message there), set per sink by the incident router (streams/runtime/incidents.py).
+    thread: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "severity": self.severity,
             "rule": self.rule,
             "identity": self.identity,
@@ -304,6 +307,9 @@ class Alert:
             "runbook": self.runbook,
             "event_action": self.event_action,
         }
+        if self.thread is not None:  # only when set: older readers see the shape they know
+            out["thread"] = self.thread
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Alert:
@@ -316,6 +322,7 @@ class Alert:
             details=dict(data.get("details") or {}),
             runbook=data.get("runbook"),
             event_action=data.get("event_action", "trigger"),
+            thread=data.get("thread"),
         )
 
     def replay_view(self) -> dict[str, Any]:

@@ -1,5 +1,7 @@
-"""Alert routing: each alert to the sinks its severity routes to, once; provider outages paged
-once per outage.
+"""Alert routing: a rule alert to the sinks of its intent, as part of one incident per subject
+(:mod:`streams.runtime.incidents`: staged rules to review only, ``page`` rules page, the rest
+go to chat); any other alert to the sinks its severity routes to; each once; provider outages
+paged once per outage.
 
 An alert is sent once per dedup key and action (``trigger``/``resolve``): the ledger records
 it, so a redelivered event or a re-run plan sends nothing twice. A provider that fails many
@@ -17,17 +19,25 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import replace
+from typing import Any
 
 import orjson
 import structlog
 
+from streams.config.alerting import IncidentSettings
 from streams.model.records import Action, Alert, idempotency_key
+from streams.runtime.batches import RULE as BATCH_RULE
 from streams.runtime.executor import Executor, Sink
+from streams.runtime.incidents import Incident, Incidents, intent_of, queue_key
 from streams.runtime.outages import LEDGER_PREFIX, Group, Outages
+from streams.runtime.outages import RULE as OUTAGE_RULE
 from streams.runtime.writes import Writer
 from streams.support import metrics
 from streams.support.errors import ProviderError
 
+#: Alerts no rule raised that are one incident updated under one dedup key: their updates
+#: and resolve reply in the thread of the incident's first chat message.
+KEYED_INCIDENTS = frozenset({OUTAGE_RULE, BATCH_RULE})
 #: At most this many queued ledger keys are remembered (then forgotten all at once).
 QUEUED_MEMORY = 100_000
 
@@ -47,11 +57,19 @@ class AlertRouter:
         routes: Mapping[str, list[str]],
         runbook_base: str,
         outages: Outages,
+        intents: Mapping[str, list[str]] | None = None,
+        incidents: IncidentSettings | None = None,
     ) -> None:
         self.writer = writer
         self.executor = executor
         self.sinks = sinks
         self.routes = routes
+        #: Sinks per rule-alert intent (page, notify, review): ``alerts.intents``.
+        self.intents: Mapping[str, list[str]] = intents if intents is not None else {}
+        grouping = incidents if incidents is not None else IncidentSettings()
+        self.incidents = Incidents(
+            writer.views.ledger, window=grouping.window, timeline=grouping.timeline
+        )
         self.runbook_base = runbook_base
         self.outages = outages
         #: Ledger keys queued by this process (most recent first to go): saves re-queueing
@@ -69,8 +87,10 @@ class AlertRouter:
         if key in w.views.ledger or key in self._queued:
             return
         data = alert.to_dict()
-        await w.record("alert_pending", key=alert.dedup_key, value=data)
-        await w.publish(w.topics.alert_queue, alert.dedup_key, data)
+        # keyed by subject: one worker owns a subject's incident (streams/runtime/incidents.py)
+        queued = queue_key(alert)
+        await w.record("alert_pending", key=queued, value=data)
+        await w.publish(w.topics.alert_queue, queued, data)
         if len(self._queued) >= QUEUED_MEMORY:
             self._queued.clear()  # only saves sends: the ledger is what keeps a page single
         self._queued.add(key)
@@ -89,31 +109,59 @@ class AlertRouter:
         await self.send_alert(alert)
 
     async def send_alert(self, alert: Alert, *, ledger_key: str | None = None) -> None:
-        """Route by severity to the configured sinks, once per dedup key and action (or once
-        per ``ledger_key``, for an incident that is updated)."""
+        """Send ``alert`` once per dedup key and action (or once per ``ledger_key``, for an
+        incident that is updated): a rule alert to its intent's sinks as part of its
+        incident; any other alert to its severity's sinks."""
         w = self.writer
         key = ledger_key or "alert:" + idempotency_key(alert.dedup_key, alert.event_action)
         if key in w.views.ledger:
             return
         if alert.runbook and self.runbook_base and "://" not in alert.runbook:
             alert = replace(alert, runbook=f"{self.runbook_base}/{alert.runbook}")
-        await w.publish(w.topics.alerts, alert.dedup_key, alert.to_dict())
+        intent = intent_of(alert)
+        # alerts are few (the alert agent, not the event path): labels() per alert is cheap
+        metrics.ALERTS_ROUTED.labels(alert.rule, intent or "severity").inc()
+        incident: Incident | None = None
+        if intent is None:
+            sinks = self.routes.get(alert.severity, [])
+            if alert.rule in KEYED_INCIDENTS:
+                incident, _ = self.incidents.join_keyed(alert, w.clock())
+        else:
+            incident, opened = self.incidents.join(alert, intent, w.clock())
+            (metrics.INCIDENTS_OPENED if opened else metrics.INCIDENTS_UPDATED).inc()
+            sinks = self.intents.get(intent, [])
+        shown = (
+            alert
+            if incident is None
+            else replace(alert, details={**alert.details, "incident": incident.view()})
+        )
+        await w.publish(w.topics.alerts, alert.dedup_key, shown.to_dict())
         results: dict[str, str] = {}
-        for name in self.routes.get(alert.severity, []):
+        for name in sinks:
             sink = self.sinks.get(name)
             if sink is None:
                 metrics.ALERTS.labels(name, alert.severity, "unrouted").inc()
                 results[name] = "unconfigured"
                 continue
-            outcome = await self.executor.send_alert(name, sink, alert)
+            out = alert if incident is None else incident.for_sink(alert, name)
+            outcome = await self.executor.send_alert(name, sink, out)
             results[name] = outcome.status if outcome.error is None else f"failed: {outcome.error}"
-        await w.put_ledger(key, {"status": "sent", "sinks": results, "finished_at": w.clock()})
-        await w.audit("alert", alert.dedup_key, alert=alert.to_dict(), sinks=results)
+            if incident is not None and outcome.error is None:
+                incident.sent(name, outcome.result)
+                incident.paged = incident.paged or intent == "page"
+        entry: dict[str, Any] = {"status": "sent", "sinks": results, "finished_at": w.clock()}
+        if incident is not None:
+            await w.put_ledger(incident.ledger_key, incident.to_dict())
+            entry["incident"] = incident.id
+        await w.put_ledger(key, entry)
+        await w.audit("alert", alert.dedup_key, alert=shown.to_dict(), sinks=results)
         log.info(
             "alert.sent",
             rule=alert.rule,
             severity=alert.severity,
             action=alert.event_action,
+            intent=intent,
+            incident=incident.id if incident is not None else None,
             sinks=results,
         )
 

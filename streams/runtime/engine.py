@@ -128,6 +128,8 @@ class Engine(HrPath):
             routes=self.routes,
             runbook_base=self.runbook_base,
             outages=self.outages,
+            intents=config.intent_routes(),
+            incidents=config.settings.alerts.incidents,
         )
         self.policy = offboarding_policy(config)
         alerting = config.settings.alerts

@@ -155,6 +155,22 @@ ALERTS = Counter(
     ["sink", "severity", "outcome"],
     registry=REGISTRY,
 )
+ALERTS_ROUTED = Counter(
+    "accessguard_alerts_routed_total",
+    "Alerts routed, by rule and intent: page, notify, review (a staged rule's alert, never "
+    "paged) or severity (an alert no rule raised).",
+    ["rule", "intent"],
+    registry=REGISTRY,
+)
+INCIDENTS = Counter(
+    "accessguard_incidents_total",
+    "Rule alerts by what they did to their subject's incident: opened one, or updated it "
+    "(grouped instead of paging again).",
+    ["event"],
+    registry=REGISTRY,
+)
+INCIDENTS_OPENED = INCIDENTS.labels("opened")
+INCIDENTS_UPDATED = INCIDENTS.labels("updated")
 DEAD_LETTERS = Counter(
     "accessguard_dead_letters_total",
     "Records written to a dead-letter topic, by source topic and reason.",
