@@ -32,6 +32,8 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from streams.config.fields import Bool, Float, Int, Names, SecretValue, Str
+from streams.config.section import Section, _doc
+from streams.config.sources import SourceSettings
 from streams.support.errors import ConfigError, ConfigProblem
 from streams.support.secrets import Secret
 
@@ -66,16 +68,6 @@ DEFAULT_ROUTE_SINKS: dict[str, tuple[str, ...]] = {
 }
 
 SEVERITIES = ("critical", "high", "medium", "low", "info")
-
-
-class Section(BaseModel):
-    """A fixed section: unknown keys are refused; inputs never appear in error text."""
-
-    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True, validate_default=True)
-
-
-def _doc(text: str, **kwargs: Any) -> Any:
-    return Field(description=text, **kwargs)
 
 
 class EmbeddedSettings(Section):
@@ -452,6 +444,7 @@ class ConfigModel(BaseModel):
     journal: JournalSettings = Field(default_factory=JournalSettings)
     log: LogSettings = Field(default_factory=LogSettings)
     alerts: AlertSettings = Field(default_factory=AlertSettings)
+    sources: SourceSettings = Field(default_factory=SourceSettings)
     providers: dict[str, ConnectorEntry] = Field(default_factory=dict)
     pollers: dict[str, ConnectorEntry] = Field(default_factory=dict)
 
