@@ -6,11 +6,13 @@ cadence is typed configuration. Pollers run against the local Okta System Log fa
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import orjson
 import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
@@ -25,7 +27,9 @@ from streams.runtime.web import WebServer
 from streams.support import metrics
 from streams.support.errors import ConfigError
 from streams.support.secrets import Secret
+from tests.edge_harness import edge_server
 from tests.fake_logs import OKTA_TOKEN, FakeClock, FakeOktaLogs, okta_event
+from tests.test_edges import hr_body
 
 
 class Sink:
@@ -302,3 +306,42 @@ def test_a_wrong_cadence_stops_start_up_naming_the_key(
     path = _config(tmp_path, {"sources": {"cadence": cadence}})
     with pytest.raises(ConfigError, match=message):
         load_config(path, env={})
+
+
+def test_the_ingest_edges_are_sources_too(tmp_path: Path) -> None:
+    """The HR webhook, the login ingest (per vendor) and the leak ingest count accepted
+    events, their refused records under bad_record, and stamp their last event."""
+
+    def value(name: str, **labels: str) -> float:
+        return _sample(name, **labels) or 0.0
+
+    names = ("hr_webhook", "auth_ingest:generic", "leak_ingest")
+    before = {s: value("accessguard_events_accepted_total", source=s) for s in names}
+    refused = {
+        s: value("accessguard_events_rejected_total", source=s, reason="bad_record") for s in names
+    }
+    login = {
+        "time": "2026-03-02T11:00:00Z",
+        "principal": "x@elsewhere.example",
+        "ip": "203.0.113.7",
+    }
+    with edge_server(tmp_path) as edge:
+        started = time.time()
+        assert edge.post_hr(hr_body("src-1")).status_code == 202
+        resp = edge.post_auth(orjson.dumps([login | {"outcome": "success"}, {"principal": 1}]))
+        assert resp.json()["rejected"] == 1, resp.text
+        too_long = b"x" * 70_000  # longer than leaks.max_record_bytes: refused, read on
+        leaks = edge.post_leaks(b"email,password\nalice@lumen-outdoor.example,pw\n" + too_long)
+        assert leaks.status_code == 200, leaks.text
+        leak_refused = leaks.json()["rejected"]
+    assert leak_refused >= 1
+    accepted = {s: value("accessguard_events_accepted_total", source=s) - before[s] for s in names}
+    assert accepted == {"hr_webhook": 1, "auth_ingest:generic": 1, "leak_ingest": 1}
+    assert {
+        s: value("accessguard_events_rejected_total", source=s, reason="bad_record") - refused[s]
+        for s in names
+    } == {"hr_webhook": 0, "auth_ingest:generic": 1, "leak_ingest": leak_refused}
+    for source in names:
+        last = _sample("accessguard_source_last_event_timestamp_seconds", source=source)
+        assert last is not None, source
+        assert last >= started, source
