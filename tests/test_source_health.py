@@ -6,6 +6,7 @@ cadence is typed configuration. Pollers run against the local Okta System Log fa
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -345,3 +346,34 @@ def test_the_ingest_edges_are_sources_too(tmp_path: Path) -> None:
         last = _sample("accessguard_source_last_event_timestamp_seconds", source=source)
         assert last is not None, source
         assert last >= started, source
+
+
+def test_connect_poller_names_its_health_port_when_it_is_taken(tmp_path: Path) -> None:
+    """A taken sources.health_port stops `connect poller` before anything starts, naming the
+    key and how to choose another."""
+    from click.testing import CliRunner
+
+    from streams.cli import main
+
+    path = _config(
+        tmp_path,
+        {
+            "data_dir": str(tmp_path / "data"),
+            "pollers": {
+                "okta-logs": {"type": "okta", "base_url": "https://x.okta.com", "token": "t"}
+            },
+        },
+    )
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {"ACCESSGUARD_BROKER": "kafka://127.0.0.1:1", "ACCESSGUARD_HTTP_HOST": "127.0.0.1"}
+        result = CliRunner().invoke(
+            main,
+            ["connect", "poller", "okta-logs", "--config", str(path), "--port", str(port)],
+            env=env,
+        )
+    assert result.exit_code == 2, result.output
+    assert "sources.health_port" in result.stderr
+    assert "ACCESSGUARD_SOURCES_HEALTH_PORT" in result.stderr

@@ -95,7 +95,14 @@ def connect_poller(config_path: str | None, name: str, port: int | None) -> None
     if name not in config.pollers:
         raise ConfigError(f"pollers.{name}", "no such poller in the configuration")
     health = config.settings.sources
-    check_listen(config["http.host"], health.health_port)
+    try:
+        check_listen(config["http.host"], health.health_port)
+    except ConfigError:
+        raise ConfigError(
+            "sources.health_port",
+            f"cannot listen on {config['http.host']}:{health.health_port}: choose another port "
+            "with --port or ACCESSGUARD_SOURCES_HEALTH_PORT",
+        ) from None
     started = start(config, f"poller {name}", {"pollers": [name]}, serve_http=False)
     bootstrap = started.bootstrap
     topics = Topics.from_config(config)
