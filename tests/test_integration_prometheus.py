@@ -3,7 +3,9 @@
 `accessguard run` (embedded broker) and Prometheus (Debian's package, on loopback, scraping
 every second with deploy/prometheus/accessguard-rules.yaml loaded) run side by side. A
 scenario drives offboardings, a login detection, a failing provider and rejected input; then
-every panel query of every dashboard and every alert expression must return data. A custody
+every panel query of every dashboard and every alert expression must return data. An Okta
+System Log poller runs inside the stack (tests/fake_logs.py) and the sources have cadences,
+so the source-health series (last event, cadence, rejections, failed rounds) exist. A custody
 vault (``bao server -dev``, tests/openbao.py) holds the shared logins: the leavers are cut
 from it and their shared logins' re-enrolment tasks stay open, so the custody gauges have
 series. Needs /usr/bin/prometheus: `make prometheus` installs it; without it these tests fail,
@@ -16,6 +18,7 @@ import ipaddress
 import re
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -23,6 +26,7 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from streams.model.registry_yaml import load_registry
+from tests.fake_logs import OKTA_TOKEN, FakeOktaLogs, okta_event
 from tests.fakes import FakeVendorServer
 from tests.openbao import DevVault
 from tests.promtools import (
@@ -50,7 +54,12 @@ def scenario(
 ) -> Iterator[tuple[Stack, PrometheusServer, FakeVendorServer]]:
     """The stack and Prometheus after the scenario, with Prometheus holding its results."""
     base = tmp_path_factory.mktemp("prometheus")
-    with FakeVendorServer() as vendor, DevVault(log_path=base / "bao.log") as vault:
+    with (
+        FakeVendorServer() as vendor,
+        DevVault(log_path=base / "bao.log") as vault,
+        FakeOktaLogs() as okta_logs,
+    ):
+        okta_logs.add(okta_event("prom-poll-1", _minutes_ago(2)))
         custody = {
             "type": "openbao",
             "address": vault.url,
@@ -66,6 +75,14 @@ def scenario(
                 "worker.metrics_interval": 0.5,
                 "retry.max_attempts": 2,
                 "providers.custody": custody,
+                "pollers.okta-logs": {
+                    "type": "okta",
+                    "base_url": okta_logs.url,
+                    "token": OKTA_TOKEN,
+                    "interval": 0.5,
+                    "start": _minutes_ago(5),
+                },
+                "sources.cadence": dict.fromkeys(SOURCES, 3600),
             },
         )
         stack = Stack(cfg)
@@ -83,6 +100,15 @@ def scenario(
             _wait_custody(stack)
             _wait_scraped(prom)
             yield stack, prom, vendor
+
+
+#: The sources the scenario feeds, each given a cadence.
+SOURCES = ("hr_webhook", "auth_ingest:okta", "poller:okta-logs")
+
+
+def _minutes_ago(minutes: int) -> str:
+    when = datetime.now(UTC) - timedelta(minutes=minutes)
+    return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _drive(stack: Stack, vendor: FakeVendorServer) -> None:
@@ -193,6 +219,15 @@ def _wait_scraped(prom: PrometheusServer) -> None:
         30,
         interval=0.5,
         what="recording rules evaluated",
+    )
+    wait_until(
+        lambda: (
+            len(prom.query("accessguard_source_last_event_timestamp_seconds")) >= 3
+            and prom.query("accessguard:source_rejected_share:ratio_rate30m")
+        ),
+        30,
+        interval=0.5,
+        what="prometheus scraped the sources' last events, and the rejected share recorded",
     )
 
 
@@ -362,3 +397,29 @@ def test_each_rule_counts_every_login_event_evaluated(
     }
     assert set(rules) <= matched
     assert set(rules) <= errors
+
+
+def test_every_source_exports_its_health(
+    scenario: tuple[Stack, PrometheusServer, FakeVendorServer],
+) -> None:
+    """The HR webhook, the Okta login ingest and the poller inside the stack each have a
+    last event and a cadence in Prometheus; the poller's failed-rounds gauge is 0; the
+    ingest's refused record shows in its rejected share, and no source is silent."""
+    _, prom, _ = scenario
+    last = {
+        r["metric"]["source"] for r in prom.query("accessguard_source_last_event_timestamp_seconds")
+    }
+    cadence = {
+        r["metric"]["source"]: float(r["value"][1])
+        for r in prom.query("accessguard_source_expected_cadence_seconds")
+    }
+    assert set(SOURCES) <= last
+    assert {s: cadence.get(s) for s in SOURCES} == dict.fromkeys(SOURCES, 3600.0)
+    failures = prom.query('accessguard_poller_consecutive_failures{source="poller:okta-logs"}')
+    assert [r["value"][1] for r in failures] == ["0"]
+    shares = {
+        r["metric"]["source"]: float(r["value"][1])
+        for r in prom.query("accessguard:source_rejected_share:ratio_rate1d")
+    }
+    assert shares.get("auth_ingest:okta", 0) > 0, shares
+    assert not prom.query('ALERTS{alertname="AccessGuardSourceSilent"}')

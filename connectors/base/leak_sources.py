@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from types import MappingProxyType
 from typing import Any, Protocol
 
+from connectors.base.health import Health, SourceHealth
 from connectors.base.http import HttpClient
 from connectors.base.pollers import CheckpointStore
 from connectors.hibp.poller import HibpFeed, normalise_breach
@@ -32,6 +33,12 @@ class LeakFeed(Protocol):
     vendor: str
     #: Names the feed in rejected payloads (``<vendor>:<name>``).
     label: str
+    #: The feed's source metrics (``poller:<name>``: connectors/base/health.py).
+    health: SourceHealth
+
+    def health_check(
+        self, *, ready_within: float, max_failures: int, now: float | None = None
+    ) -> Health: ...
 
     async def run(
         self,

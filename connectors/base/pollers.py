@@ -24,6 +24,10 @@ Everything else lives here, once:
   spinning or crashing: a rotated token starts working again without a restart. Nothing a
   single round does ends :meth:`Poller.run`; only ``stop`` does.
 * **Caught up.** When the vendor has nothing more, wait ``interval`` seconds.
+* **Health.** Every loop is a source ``poller:<name>`` (:mod:`connectors.base.health`): it
+  counts events published and rejections per reason, stamps its last event, exports its
+  failed rounds in a row, and answers :meth:`PollLoop.health_check` (a poller's
+  ``/healthz``). Subclasses get all of it without a line of their own.
 """
 
 from __future__ import annotations
@@ -45,10 +49,24 @@ from typing import Any, ClassVar
 
 import structlog
 
+from connectors.base.health import (
+    NORMALISER_ERROR,
+    REJECTED_RECORD,
+    Health,
+    SourceHealth,
+    poller_health,
+)
 from connectors.base.http import HttpClient, RetryPolicy, backoff_delay
 from connectors.base.sources import NORMALISERS
 from streams.model.records import LoginEvent
-from streams.support.errors import ConfigError, PermanentError, RetryableError, ValidationError
+from streams.support import metrics
+from streams.support.errors import (
+    AuthError,
+    ConfigError,
+    PermanentError,
+    RetryableError,
+    ValidationError,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -65,6 +83,8 @@ Clock = Callable[[], float]
 DEFAULT_INTERVAL = 10.0
 #: An expired token is fixed by a human; polling it every second only fills the vendor's log.
 DEFAULT_MAX_FAILURE_BACKOFF = 300.0
+#: The prefix of the dead-letter reason of a record whose normaliser raised (not refused).
+NORMALISER_ERROR_PREFIX = "normaliser error"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 
 
@@ -214,8 +234,11 @@ class PollLoop(ABC):
 
     :attr:`status` is a plain dict for health endpoints: ``last_success`` and
     ``last_error_at`` (epoch seconds or None), ``last_error`` (a message without secrets or
-    URLs), ``consecutive_failures``, ``failed`` (the last round failed), ``caught_up``,
-    ``pages``, ``published``, ``rejected``.
+    URLs), ``last_error_kind`` (``auth``, ``retryable``, ``permanent``, ``crashed``,
+    ``publish`` or ``checkpoint``; None before a failure), ``consecutive_failures``,
+    ``failed`` (the last round failed), ``caught_up``, ``pages``, ``published``,
+    ``rejected``. :attr:`health` holds the source's metric children (``poller:<name>``);
+    :meth:`health_check` decides ``/healthz``.
     """
 
     #: Set by each subclass in its class body (an instance annotation, so that protocols
@@ -257,6 +280,7 @@ class PollLoop(ABC):
             "last_success": None,
             "last_error": None,
             "last_error_at": None,
+            "last_error_kind": None,
             "consecutive_failures": 0,
             "failed": False,
             "caught_up": False,
@@ -264,6 +288,25 @@ class PollLoop(ABC):
             "published": 0,
             "rejected": 0,
         }
+        #: The source's metrics (``poller:<name>``); its cadence is set by whoever reads the
+        #: configuration (streams/runtime/parts.py ``build_pollers``).
+        self.health = SourceHealth(
+            f"poller:{name}", (REJECTED_RECORD, NORMALISER_ERROR), clock=clock
+        )
+        self._failures_gauge = metrics.POLLER_FAILURES.labels(self.health.source)
+        self._failures_gauge.set(0)
+
+    def health_check(
+        self, *, ready_within: float, max_failures: int, now: float | None = None
+    ) -> Health:
+        """This loop's health now (:func:`connectors.base.health.poller_health`)."""
+        return poller_health(
+            self.status,
+            now=self._clock() if now is None else now,
+            interval=self.interval,
+            ready_within=ready_within,
+            max_failures=max_failures,
+        )
 
     # --- hooks ------------------------------------------------------------------------
 
@@ -379,6 +422,7 @@ class PollLoop(ABC):
         self._counters.pages += 1
         self._counters.published += len(records)
         self._counters.rejected += len(rejected)
+        self._count(len(records), rejected)
         self.status.update(
             last_success=self._clock(),
             consecutive_failures=0,
@@ -399,6 +443,14 @@ class PollLoop(ABC):
 
     # --- internals --------------------------------------------------------------------
 
+    def _count(self, published: int, rejected: list[tuple[Any, str]]) -> None:
+        self.health.accepted(published)
+        if rejected:
+            crashed = sum(1 for _, r in rejected if r.startswith(NORMALISER_ERROR_PREFIX))
+            self.health.rejected(NORMALISER_ERROR, crashed)
+            self.health.rejected(REJECTED_RECORD, len(rejected) - crashed)
+        self._failures_gauge.set(0)
+
     async def _in_thread(self, fn: Callable[[Cursor], Page], cursor: Cursor) -> Page:
         if self._executor is None:
             return await asyncio.to_thread(fn, cursor)
@@ -411,9 +463,11 @@ class PollLoop(ABC):
         self.status.update(
             last_error=message[:500],
             last_error_at=self._clock(),
+            last_error_kind=_kind(exc, stage),
             consecutive_failures=failures,
             failed=True,
         )
+        self._failures_gauge.set(failures)
         self._log_failure(exc, stage, failures, message)
         return failures
 
@@ -511,5 +565,19 @@ class Poller(PollLoop):
             except Exception as exc:
                 # One poison record must not block the stream: dead-lettered and logged.
                 log.exception("poller_normaliser_crashed", poller=self.name)
-                rejected.append((payload, f"normaliser error: {type(exc).__name__}"))
+                rejected.append((payload, f"{NORMALISER_ERROR_PREFIX}: {type(exc).__name__}"))
         return events, rejected
+
+
+def _kind(exc: BaseException, stage: str) -> str:
+    """The class of a failed round, as :attr:`PollLoop.status` reports it: a failed publish
+    or checkpoint is named by its stage (our broker or disk, not the vendor)."""
+    if stage != "fetch":
+        return stage
+    if isinstance(exc, AuthError):
+        return "auth"
+    if isinstance(exc, RetryableError):
+        return "retryable"
+    if isinstance(exc, PermanentError):
+        return "permanent"
+    return "crashed"

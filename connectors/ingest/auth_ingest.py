@@ -23,6 +23,7 @@ import orjson
 import structlog
 from aiohttp import web
 
+from connectors.base.health import SourceHealth
 from connectors.base.sources import NORMALISERS, normalise
 from connectors.ingest.edge import AuthGuard, json_answer, read_body
 from streams.bus.topics import partition_for
@@ -116,7 +117,8 @@ class AuthIngest:
         self.out = LoginPublisher(
             publisher, topic=topic, dlq_topic=dlq_topic, partitions=partitions, key_of=key_of
         )
-        self._accepted = {v: metrics.EVENTS_ACCEPTED.labels(f"{SOURCE}:{v}") for v in NORMALISERS}
+        #: One source per vendor (``auth_ingest:<vendor>``), as the dashboards show them.
+        self.health = {v: SourceHealth(f"{SOURCE}:{v}") for v in NORMALISERS}
 
     def _reject(self, status: int, reason: str, metric: str, vendor: str = "-") -> web.Response:
         metrics.EVENTS_REJECTED.labels(f"{SOURCE}:{vendor}", metric).inc()
@@ -167,9 +169,8 @@ class AuthIngest:
             return self._reject(
                 503, "broker unavailable; retry later", "broker_unavailable", vendor
             )
-        self._accepted[vendor].inc(len(events))
-        if rejected:
-            metrics.EVENTS_REJECTED.labels(f"{SOURCE}:{vendor}", "bad_record").inc(len(rejected))
+        self.health[vendor].accepted(len(events))
+        self.health[vendor].rejected("bad_record", len(rejected))
         return web.json_response(
             {
                 "accepted": len(results) - len(rejected),

@@ -27,6 +27,7 @@ import orjson
 import structlog
 from aiohttp import web
 
+from connectors.base.health import SourceHealth
 from connectors.ingest.edge import AuthGuard, read_body
 from streams.bus.journal import WITHDRAWN, Journal
 from streams.bus.views import Publisher
@@ -175,7 +176,7 @@ class HrWebhook:
         self.topic = topic
         self.guard = guard or AuthGuard()
         self.seen = SeenEvents(dedup_ttl)
-        self._accepted = metrics.EVENTS_ACCEPTED.labels(SOURCE)
+        self.health = SourceHealth(SOURCE, ())
         self._duplicate = metrics.EVENTS_DUPLICATE.labels(SOURCE)
 
     def _reject(self, status: int, reason: str, metric: str) -> web.Response:
@@ -273,7 +274,7 @@ class HrWebhook:
             self._withdraw(entry, event)
             return self._reject(503, "broker unavailable; retry later", "broker_unavailable")
         self.seen.add(event.event_id, digest, now)
-        self._accepted.inc()
+        self.health.accepted()
         log.info(
             "hr.accepted",
             event_id=event.event_id,

@@ -31,6 +31,7 @@ from typing import Any
 import structlog
 from aiohttp import web
 
+from connectors.base.health import SourceHealth
 from connectors.ingest.dumps import (
     FORMATS,
     DumpOptions,
@@ -219,6 +220,7 @@ class LeakIngest:
         self.concurrency = concurrency
         self.guard = guard or AuthGuard()
         self._busy = 0
+        self.health = SourceHealth(SOURCE, ())
         self._pool = ThreadPoolExecutor(concurrency, thread_name_prefix="leak-upload")
 
     _answer = staticmethod(json_answer)
@@ -318,7 +320,9 @@ class LeakIngest:
             await self.out.send_batches(parsed.batches)
         except BrokerError:
             return self._reject(503, "broker unavailable; retry later", "broker_unavailable")
-        metrics.EVENTS_ACCEPTED.labels(SOURCE).inc(summary.parsed)
+        self.health.accepted(summary.parsed)
+        # Records of the batch it could not read: the schema-drift alert's share.
+        self.health.rejected("bad_record", summary.rejected)
         log.info(
             "leaks.ingested",
             parsed=summary.parsed,

@@ -22,7 +22,13 @@ def connect_hr_webhook(config_path: str | None, port: int | None) -> None:
 
     from streams.bus.topics import Topics  # noqa: PLC0415
     from streams.bus.views import Publisher  # noqa: PLC0415
-    from streams.runtime.parts import auth_guard, hr_webhook, journal, restore_seen  # noqa: PLC0415
+    from streams.runtime.parts import (  # noqa: PLC0415
+        auth_guard,
+        expect_cadences,
+        hr_webhook,
+        journal,
+        restore_seen,
+    )
     from streams.runtime.web import WebServer, build_web_app  # noqa: PLC0415
 
     config = load(config_path, http__port=port)
@@ -36,6 +42,7 @@ def connect_hr_webhook(config_path: str | None, port: int | None) -> None:
         hr_journal = journal(config)
         topics = Topics.from_config(config)
         hr = hr_webhook(config, publisher, hr_journal, topics, auth_guard(config))
+        expect_cadences(config, hr.health)
         await restore_seen(hr, bootstrap, topics.hr_events)
         server = WebServer(
             build_web_app(
@@ -64,8 +71,10 @@ def connect_hr_webhook(config_path: str | None, port: int | None) -> None:
 @connect.command("poller")
 @config_option
 @click.argument("name")
-def connect_poller(config_path: str | None, name: str) -> None:
-    """Run the poller NAME (pollers.NAME: okta, graph or hibp) against an external Kafka."""
+@click.option("--port", type=int, help="/healthz and /metrics port (sources.health_port).")
+def connect_poller(config_path: str | None, name: str, port: int | None) -> None:
+    """Run the poller NAME (pollers.NAME: okta, graph or hibp) against an external Kafka,
+    serving /healthz, /livez and /metrics on sources.health_port."""
     import asyncio  # noqa: PLC0415
 
     from connectors.base.http import HttpClient  # noqa: PLC0415
@@ -78,11 +87,22 @@ def connect_poller(config_path: str | None, name: str) -> None:
         login_publisher,
         retry_policy,
     )
+    from streams.runtime.pollerweb import build_poller_app  # noqa: PLC0415
+    from streams.runtime.web import WebServer, check_listen  # noqa: PLC0415
 
-    config = load(config_path)
+    config = load(config_path, sources__health_port=port)
     require_kafka(config, "connect poller")
     if name not in config.pollers:
         raise ConfigError(f"pollers.{name}", "no such poller in the configuration")
+    health = config.settings.sources
+    try:
+        check_listen(config["http.host"], health.health_port)
+    except ConfigError:
+        raise ConfigError(
+            "sources.health_port",
+            f"cannot listen on {config['http.host']}:{health.health_port}: choose another port "
+            "with --port or ACCESSGUARD_SOURCES_HEALTH_PORT",
+        ) from None
     started = start(config, f"poller {name}", {"pollers": [name]}, serve_http=False)
     bootstrap = started.bootstrap
     topics = Topics.from_config(config)
@@ -102,8 +122,26 @@ def connect_poller(config_path: str | None, name: str) -> None:
             registry=lambda: registry,
         )
         stop = stop_on_signals()
-        click.echo(f"poller {name} ({poller.vendor}) publishing to {topics.auth_events}")
-        await poller.run(stop)
-        await publisher.stop()
+        task = asyncio.create_task(poller.run(stop), name=f"poller-{name}")
+        server = WebServer(
+            build_poller_app(
+                poller,
+                ready_within=health.ready_within,
+                max_failures=health.max_failures,
+                running=lambda: not task.done(),
+            ),
+            config["http.host"],
+            health.health_port,
+        )
+        await server.start()
+        click.echo(
+            f"poller {name} ({poller.vendor}) publishing to {topics.auth_events}; "
+            f"health {server.url}/healthz"
+        )
+        try:
+            await task
+        finally:
+            await server.stop()
+            await publisher.stop()
 
     asyncio.run(serve())

@@ -102,6 +102,10 @@ def cross_checks(
     if settings.worker.session_timeout <= settings.worker.heartbeat_interval:
         out.append(("worker.session_timeout", "must be larger than worker.heartbeat_interval"))
     out.extend(kafka_checks(settings))
+    for source in settings.sources.cadence:
+        kind, _, name = source.partition(":")
+        if kind == "poller" and name not in settings.pollers:
+            out.append(("sources.cadence", f"{source}: no poller named {name!r} in pollers"))
     sinks = set(settings.alerts.sinks) | set(dropped_sinks)
     if sinks:
         routes: list[tuple[str, str, object]] = [

@@ -34,6 +34,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from streams.config.alerting import IncidentSettings, IntentSettings, RouteSettings
 from streams.config.fields import Bool, Float, Int, Names, SecretValue, Str
 from streams.config.section import Section, _doc
+from streams.config.sources import SourceSettings
 from streams.support.errors import ConfigError, ConfigProblem
 from streams.support.secrets import Secret
 
@@ -423,6 +424,7 @@ class ConfigModel(BaseModel):
     journal: JournalSettings = Field(default_factory=JournalSettings)
     log: LogSettings = Field(default_factory=LogSettings)
     alerts: AlertSettings = Field(default_factory=AlertSettings)
+    sources: SourceSettings = Field(default_factory=SourceSettings)
     providers: dict[str, ConnectorEntry] = Field(default_factory=dict)
     pollers: dict[str, ConnectorEntry] = Field(default_factory=dict)
 

@@ -1,6 +1,9 @@
-"""The base of every fixed configuration section, apart from :mod:`streams.config.models` so
-that sections kept in their own modules (:mod:`streams.config.alerting`) share it without an
-import cycle."""
+"""The base of every fixed configuration section, and ``_doc`` (a field with its meaning).
+
+Apart from :mod:`streams.config.models` so that a section can live in its own module
+(:mod:`streams.config.alerting`, :mod:`streams.config.sources`) sharing it without an import
+cycle, and the models module stays one screenful per section.
+"""
 
 from __future__ import annotations
 

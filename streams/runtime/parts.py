@@ -18,6 +18,7 @@ from typing import Any
 import structlog
 
 from connectors.base.catalogue import build_provider, build_sink, poller_class, poller_settings
+from connectors.base.health import SourceHealth
 from connectors.base.http import HttpClient, RetryPolicy
 from connectors.base.leak_sources import LEAK_FEEDS, LeakFeed
 from connectors.base.pollers import CheckpointStore
@@ -134,6 +135,8 @@ class LeakFeedRunner:
         self.vendor = feed.vendor
         self.registry = registry
         self.out = out
+        self.health = feed.health
+        self.health_check = feed.health_check
 
     async def _reject(self, payload: Any, reason: str) -> None:
         await self.out.reject(payload, reason, source=self.feed.label)
@@ -161,6 +164,7 @@ def build_pollers(
             if leaks is None or registry is None:
                 raise ConfigError(f"pollers.{name}", "a leak feed runs inside `accessguard run`")
             feed = feed_class(name, settings, http, store)
+            feed.health.expect(config.settings.sources.cadence_of(feed.health.source))
             pollers.append(LeakFeedRunner(feed, registry, leaks))
             continue
         cls = poller_class(name, settings)
@@ -168,8 +172,18 @@ def build_pollers(
         async def reject(payload: Any, reason: str, vendor: str = cls.vendor) -> None:
             await out.reject(payload, reason, vendor=vendor)
 
-        pollers.append(cls(name, settings, http, store, publish=out.publish, reject=reject))
+        poller = cls(name, settings, http, store, publish=out.publish, reject=reject)
+        poller.health.expect(
+            config.settings.sources.cadence_of(poller.health.source, login_poller=True)
+        )
+        pollers.append(poller)
     return pollers
+
+
+def expect_cadences(config: Config, *sources: SourceHealth) -> None:
+    """Export each ingest source's expected cadence (``sources.*``) for the silence alert."""
+    for source in sources:
+        source.expect(config.settings.sources.cadence_of(source.source))
 
 
 def auth_guard(config: Config) -> AuthGuard:

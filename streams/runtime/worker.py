@@ -44,6 +44,7 @@ from streams.runtime.parts import (
     auth_guard,
     build_outputs,
     build_pollers,
+    expect_cadences,
     hr_webhook,
     identity_key,
     journal,
@@ -216,6 +217,7 @@ class WorkerServices(mode.Service):  # type: ignore[misc]
                     guard=guard,
                 )
                 self.leak_ingest = leaks
+                expect_cadences(self.config, hr.health, *auth.health.values(), leaks.health)
             app = build_web_app(
                 hr=hr,
                 auth=auth,

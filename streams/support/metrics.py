@@ -24,7 +24,14 @@ REJECT_REASONS = (
     "busy",
     "not_enabled",
     "throttled",
+    # a poller's normaliser raised (a bug or a payload it cannot read): dead-lettered
+    "normaliser_error",
 )
+
+#: The reasons that say a source's payloads no longer fit what accessguard reads (schema
+#: drift), as the AccessGuardSourceRejectionsJump alert selects them: not authentication,
+#: throttling or our own broker and journal being down.
+SHAPE_REJECT_REASONS = ("bad_json", "invalid_field", "bad_record", "normaliser_error")
 
 #: Why an authentication failed (``accessguard_auth_failures_total``): no credential, a wrong
 #: one, a stale signature timestamp, or refused unchecked while the client is throttled.
@@ -62,6 +69,27 @@ AUTH_FAILURES = Counter(
     "Failed authentications at the HTTP edges, by endpoint and reason (missing, wrong, "
     "stale, throttled: refused unchecked while the client is blocked). Never by address.",
     ["endpoint", "reason"],
+    registry=REGISTRY,
+)
+SOURCE_LAST_EVENT = Gauge(
+    "accessguard_source_last_event_timestamp_seconds",
+    "Unix time a source (poller:<name>, hr_webhook, auth_ingest:<vendor>, leak_ingest) last "
+    "delivered an accepted event. No series before its first event since start.",
+    ["source"],
+    registry=REGISTRY,
+)
+SOURCE_CADENCE = Gauge(
+    "accessguard_source_expected_cadence_seconds",
+    "The longest normal gap between two events of a source (sources.* settings): silent "
+    "for longer raises AccessGuardSourceSilent. No series for a source not watched.",
+    ["source"],
+    registry=REGISTRY,
+)
+POLLER_FAILURES = Gauge(
+    "accessguard_poller_consecutive_failures",
+    "Failed rounds in a row of a poller (0 after a good round): an expired token or a "
+    "refusing vendor shows here long before the source counts as silent.",
+    ["source"],
     registry=REGISTRY,
 )
 EVENTS_DUPLICATE = Counter(
