@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import orjson
@@ -27,6 +27,7 @@ from connectors.base.sources import NORMALISERS, normalise
 from connectors.ingest.edge import AuthGuard, json_answer, read_body
 from streams.bus.topics import partition_for
 from streams.bus.views import Publisher
+from streams.model.identity import IdentityEvent
 from streams.model.records import LoginEvent
 from streams.support import metrics
 from streams.support.errors import BrokerError, ValidationError
@@ -197,10 +198,31 @@ def _principal_key(event: LoginEvent) -> str:
     return event.partition_key
 
 
+def _subject_key(event: IdentityEvent) -> str:
+    return event.partition_key
+
+
+def encode_batches(
+    events: Sequence[IdentityEvent], key_of: Callable[[IdentityEvent], str], partitions: int
+) -> list[tuple[int, bytes]]:
+    """IdentityEvents as ``(partition, JSON array)`` batches of at most BATCH_EVENTS."""
+    by_partition: dict[int, list[bytes]] = defaultdict(list)
+    for event in events:
+        by_partition[partition_for(key_of(event), partitions)].append(orjson.dumps(event.to_dict()))
+    return [
+        (partition, b"[" + b",".join(encoded[start : start + BATCH_EVENTS]) + b"]")
+        for partition, encoded in sorted(by_partition.items())
+        for start in range(0, len(encoded), BATCH_EVENTS)
+    ]
+
+
 class LoginPublisher:
     """Writes normalised login events to the auth.events topic, many per Kafka message and one
     message per partition, and rejected payloads to its dead-letter topic. Shared by the HTTP
-    ingest and the pollers. Every call returns only after the broker acknowledged."""
+    ingest and the pollers. Every call returns only after the broker acknowledged.
+
+    With ``identity_topic``, :meth:`publish` also takes IdentityEvents (what a poller's audit
+    log holds beside logins) and writes them there, batched and keyed the same way."""
 
     def __init__(
         self,
@@ -210,9 +232,13 @@ class LoginPublisher:
         dlq_topic: str,
         partitions: int,
         key_of: Callable[[LoginEvent], str] | None = None,
+        identity_topic: str | None = None,
+        identity_key_of: Callable[[IdentityEvent], str] | None = None,
     ) -> None:
         self.publisher = publisher
         self.topic = topic
+        self.identity_topic = identity_topic
+        self.identity_key_of = identity_key_of or _subject_key
         self.dlq_topic = dlq_topic
         self.partitions = partitions
         #: The key an event is partitioned by. Where the process holds the registry (the
@@ -237,12 +263,23 @@ class LoginPublisher:
                 batches.append((partition, b"[" + b",".join(chunk) + b"]"))
         return batches
 
-    async def send(self, batches: list[tuple[int, bytes]]) -> None:
+    async def send(self, batches: list[tuple[int, bytes]], *, topic: str | None = None) -> None:
         for partition, value in batches:
-            await self.publisher.send(self.topic, f"batch:{partition}", value, partition=partition)
+            await self.publisher.send(
+                topic or self.topic, f"batch:{partition}", value, partition=partition
+            )
 
-    async def publish(self, events: list[LoginEvent]) -> None:
-        await self.send(self.encode(events))
+    async def publish(self, events: Sequence[LoginEvent | IdentityEvent]) -> None:
+        logins = [e for e in events if isinstance(e, LoginEvent)]
+        if len(logins) != len(events):
+            others = [e for e in events if isinstance(e, IdentityEvent)]
+            if self.identity_topic is None:
+                raise ValueError("identity events given to a publisher without identity_topic")
+            await self.send(
+                encode_batches(others, self.identity_key_of, self.partitions),
+                topic=self.identity_topic,
+            )
+        await self.send(self.encode(logins))
 
     async def reject(
         self, payload: Any, reason: str, *, vendor: str = "-", index: int | None = None

@@ -32,6 +32,7 @@ from streams.runtime.app import AccessGuardApp, create_app
 from streams.runtime.custody import CustodyMonitor, custody_providers
 from streams.runtime.engine import Engine, leak_settings
 from streams.runtime.executor import Executor
+from streams.runtime.identitypath import identity_agent
 from streams.runtime.observe import (
     Progress,
     consumer_lag,
@@ -542,6 +543,7 @@ def build_worker(
     raw_agent("accessguard.auth-routed", services.topics.auth_routed, services.process_routed)
     raw_agent("accessguard.leak-records", services.topics.leak_records, services.process_leaks)
     raw_agent("accessguard.alerts", services.topics.alert_queue, services.process_alert)
+    raw_agent(*identity_agent(services))  # identity.events (streams/runtime/identitypath.py)
 
     @app.on_partitions_revoked.connect  # type: ignore[untyped-decorator]
     async def _revoked(_sender: Any, revoked: Any, **_kw: Any) -> None:
