@@ -65,7 +65,8 @@ def connect_hr_webhook(config_path: str | None, port: int | None) -> None:
 @config_option
 @click.argument("name")
 def connect_poller(config_path: str | None, name: str) -> None:
-    """Run the poller NAME (pollers.NAME: okta, graph or hibp) against an external Kafka."""
+    """Run the poller NAME (pollers.NAME: okta, graph, graph_audit, google_reports or hibp)
+    against an external Kafka."""
     import asyncio  # noqa: PLC0415
 
     from connectors.base.http import HttpClient  # noqa: PLC0415
@@ -102,7 +103,10 @@ def connect_poller(config_path: str | None, name: str) -> None:
             registry=lambda: registry,
         )
         stop = stop_on_signals()
-        click.echo(f"poller {name} ({poller.vendor}) publishing to {topics.auth_events}")
+        click.echo(
+            f"poller {name} ({poller.vendor}) publishing to {topics.auth_events}"
+            f" and {topics.identity_events}"
+        )
         await poller.run(stop)
         await publisher.stop()
 
