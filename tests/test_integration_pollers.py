@@ -11,10 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 
 from tests.fake_logs import OKTA_TOKEN, FakeOktaLogs
 from tests.fakes import FakeVendorServer
-from tests.stack import Stack, metric_value, wait_until, write_config
+from tests.stack import INGEST_TOKEN, Stack, metric_value, wait_until, write_config
 
 pytestmark = [pytest.mark.integration]
 
@@ -153,8 +154,21 @@ def test_okta_security_events_reach_the_identity_rules_and_the_rest_is_dropped(
 
             wait_until(lambda: alerted("Administrator privilege granted"), 30, what="grant")
             wait_until(lambda: alerted("MFA factor removed or reset"), 10, what="mfa alert")
+            # the same kind of payload pushed to the ingest edge takes the same path
+            token = okta_audit(4, "system.api_token.create", when=start, target=None)
+            token["actor"]["id"] = bob
+            token["actor"]["alternateId"] = "bob.okafor@lumen-outdoor.example"
+            answer = requests.post(
+                f"{stack.url}/v1/auth/events?vendor=okta",
+                json=[token],
+                headers={"Authorization": f"Bearer {INGEST_TOKEN}"},
+                timeout=15,
+            )
+            assert answer.status_code == 200, answer.text
+            assert answer.json()["events"] == 1
+            wait_until(lambda: alerted("API token created"), 15, what="token alert")
             text = stack.metrics()
-            assert metric_value(text, "accessguard_identity_events_evaluated_total") == 2
+            assert metric_value(text, "accessguard_identity_events_evaluated_total") == 3
             name = "accessguard_identity_events_dropped_total"
             assert metric_value(text, name, source="okta", reason="not_security_type") == 1
             assert metric_value(text, "accessguard_dead_letters_total") == 0

@@ -23,7 +23,7 @@ import orjson
 import structlog
 from aiohttp import web
 
-from connectors.base.sources import NORMALISERS, normalise
+from connectors.base.sources import NORMALISERS, normalise, normalise_all
 from connectors.ingest.edge import AuthGuard, json_answer, read_body
 from streams.bus.topics import partition_for
 from streams.bus.views import Publisher
@@ -70,21 +70,26 @@ def split_records(body: bytes, content_type: str) -> Iterator[tuple[int, Any, st
 #: takes a few hundred milliseconds of CPU).
 OFFLOAD_BYTES = 256 * 1024
 
-Parsed = tuple[list[dict[str, Any]], list[tuple[int, Any, str]], list[LoginEvent]]
+Parsed = tuple[list[dict[str, Any]], list[tuple[int, Any, str]], list[LoginEvent | IdentityEvent]]
 
 
-def parse_batch(body: bytes, ctype: str, vendor: str) -> Parsed:
+def parse_batch(body: bytes, ctype: str, vendor: str, *, identity: bool = False) -> Parsed:
     """Split and normalise one request body: per-record results, the rejected records with
-    their reasons, the LoginEvents. Raises ValidationError for a body that is not JSON."""
+    their reasons, the LoginEvents (and, with ``identity``, the IdentityEvents; audit types
+    outside the vendor's security allow-list are then accepted with 0 events, counted, not
+    rejected). Raises ValidationError for a body that is not JSON."""
     results: list[dict[str, Any]] = []
     rejected: list[tuple[int, Any, str]] = []
-    events: list[LoginEvent] = []
+    events: list[LoginEvent | IdentityEvent] = []
     for index, payload, split_error in split_records(body, ctype):
         error = split_error
-        normalised: list[LoginEvent] = []
+        normalised: list[LoginEvent | IdentityEvent] = []
         if error is None:
             try:
-                normalised = normalise(vendor, payload)
+                if identity:
+                    normalised = normalise_all(vendor, payload)
+                else:
+                    normalised = list(normalise(vendor, payload))
             except ValidationError as exc:
                 error = exc.reason
         if error is not None:
@@ -110,12 +115,21 @@ class AuthIngest:
         partitions: int,
         guard: AuthGuard | None = None,
         key_of: Callable[[LoginEvent], str] | None = None,
+        identity_topic: str | None = None,
     ) -> None:
         self.token = token
         self.guard = guard or AuthGuard()
         self.max_body = max_body
+        #: With a topic for them, identity-security events in a vendor's audit payloads are
+        #: published there instead of rejected as "not a login event".
+        self.identity = identity_topic is not None
         self.out = LoginPublisher(
-            publisher, topic=topic, dlq_topic=dlq_topic, partitions=partitions, key_of=key_of
+            publisher,
+            topic=topic,
+            dlq_topic=dlq_topic,
+            partitions=partitions,
+            key_of=key_of,
+            identity_topic=identity_topic,
         )
         self._accepted = {v: metrics.EVENTS_ACCEPTED.labels(f"{SOURCE}:{v}") for v in NORMALISERS}
 
@@ -143,17 +157,26 @@ class AuthIngest:
             return self._reject(413, f"body larger than {self.max_body} bytes", "too_large", vendor)
         ctype = request.headers.get("Content-Type", "application/json").split(";")[0].strip()
 
-        def prepare() -> tuple[Parsed, list[tuple[int, bytes]]]:
-            parsed = parse_batch(body, ctype, vendor)
-            return parsed, self.out.encode(parsed[2])
+        def prepare() -> tuple[Parsed, list[tuple[int, bytes]], list[tuple[int, bytes]]]:
+            parsed = parse_batch(body, ctype, vendor, identity=self.identity)
+            logins = [e for e in parsed[2] if isinstance(e, LoginEvent)]
+            others = [e for e in parsed[2] if isinstance(e, IdentityEvent)]
+            found = (
+                encode_batches(others, self.out.identity_key_of, self.out.partitions)
+                if others
+                else []
+            )
+            return parsed, self.out.encode(logins), found
 
         try:
             if len(body) > OFFLOAD_BYTES:
                 # A big batch is parsed and encoded in a thread: /healthz and the HR webhook
                 # keep answering meanwhile.
-                parsed, batches = await asyncio.get_running_loop().run_in_executor(None, prepare)
+                parsed, batches, found = await asyncio.get_running_loop().run_in_executor(
+                    None, prepare
+                )
             else:
-                parsed, batches = prepare()
+                parsed, batches, found = prepare()
         except ValidationError as exc:
             return self._reject(400, exc.reason, "bad_json", vendor)
         results, rejected, events = parsed
@@ -163,6 +186,8 @@ class AuthIngest:
             if not self.out.publisher.reachable:  # known down: answer now
                 raise BrokerError("broker unreachable")
             await self.out.send(batches)
+            if found and self.out.identity_topic is not None:
+                await self.out.send(found, topic=self.out.identity_topic)
             await self._dead_letter(vendor, rejected)
         except BrokerError:
             return self._reject(

@@ -205,6 +205,7 @@ class WorkerServices(mode.Service):  # type: ignore[misc]
                     partitions=int(self.config["topics.partitions"]),
                     guard=guard,
                     key_of=identity_key(lambda: self.views.registry),
+                    identity_topic=self.topics.identity_events,
                 )
                 leaks = LeakIngest(
                     token=leak_token(self.config),
