@@ -10,11 +10,20 @@ rate-limit headers. Events can be appended while a poller runs. Every request is
   (``eventType eq|sw "..."`` joined by ``or``), ``Link`` headers ``rel="self"`` and
   ``rel="next"`` (always present: a polling request), ``X-Rate-Limit-Limit/-Remaining/-Reset``
   (epoch seconds) over a fixed window, and 429 ``E0000047`` once the budget is spent.
-* :class:`FakeGraphSignIns` — ``GET /v1.0/auditLogs/signIns``: ``Bearer`` token (401
+* :class:`FakeGraphSignIns` — ``GET /v1.0/auditLogs/signIns`` (and
+  :class:`FakeGraphDirectoryAudits`, ``/v1.0/auditLogs/directoryAudits`` on
+  ``activityDateTime``): ``Bearer`` token (401
   ``InvalidAuthenticationToken``), ``$filter`` with ``createdDateTime ge|le <time>`` joined
   by ``and``, ``$top`` (<= 1000), newest first, ``@odata.nextLink`` with a ``$skiptoken`` over
   a snapshot taken at the first page, 400 for ``$orderby`` (not supported on this list),
   429 with or without ``Retry-After``, 503.
+* :class:`FakeGoogleReports` — ``GET /admin/reports/v1/activity/users/all/applications/<app>``
+  (login, admin, token): ``Bearer`` token (401), ``startTime``/``endTime`` (RFC 3339, start
+  inclusive, end exclusive, start before end, else 400), ``maxResults`` (1-1000), newest
+  first, ``nextPageToken`` valid only for the query that issued it (else 400 "Invalid page
+  token"), ``items`` left out when empty, 403 ``userRateLimitExceeded`` (no ``Retry-After``)
+  once ``rate_limit`` calls were made in ``window`` seconds. An activity added with
+  ``visible_at`` appears only from that clock time on: the Reports lag.
 
 Time comes from ``clock`` (epoch seconds), so a test can share one fake clock between the
 server's rate-limit window and the poller.
@@ -380,11 +389,14 @@ def signin(
     }
 
 
-_GRAPH_TERM = re.compile(r"^createdDateTime (ge|le|eq) (\d{4}-\d\d-\d\dT[0-9:.]+Z)$")
+_GRAPH_TERM = re.compile(r"^(\w+) (ge|le|eq) (\d{4}-\d\d-\d\dT[0-9:.]+Z)$")
 
 
 class FakeGraphSignIns(_LogServer):
     """``GET /v1.0/auditLogs/signIns``. See the module docstring."""
+
+    path = "/v1.0/auditLogs/signIns"
+    time_field = "createdDateTime"
 
     def __init__(
         self,
@@ -413,7 +425,7 @@ class FakeGraphSignIns(_LogServer):
         return _graph_error("UnknownError", "Service unavailable")
 
     def _handle(self, path: str, query: dict[str, str], headers: dict[str, str]) -> Reply:
-        if path != "/v1.0/auditLogs/signIns":
+        if path != self.path:
             return Reply(404, _graph_error("ResourceNotFound", "Resource not found"))
         if headers.get("authorization") != f"Bearer {self.token}":
             return Reply(401, _graph_error("InvalidAuthenticationToken", "Access token is empty."))
@@ -435,16 +447,16 @@ class FakeGraphSignIns(_LogServer):
                 top = -1
             if not 1 <= top <= 1000:
                 return Reply(400, _graph_error("BadRequest", "Invalid $top"))
-            keep = _graph_filter(query.get("$filter", ""))
+            keep = _graph_filter(query.get("$filter", ""), self.time_field)
             if keep is None:
                 return Reply(400, _graph_error("BadRequest", "Invalid filter clause"))
             with self.lock:
                 rows = [r for r in self.records if keep(r)]
-            rows.sort(key=lambda r: parse_time(r["createdDateTime"]), reverse=True)
+            rows.sort(key=lambda r: parse_time(r[self.time_field]), reverse=True)
             offset = 0
         page = rows[offset : offset + top]
         body: dict[str, Any] = {
-            "@odata.context": f"{self.url}/v1.0/$metadata#auditLogs/signIns",
+            "@odata.context": f"{self.url}/v1.0/$metadata#{self.path.rsplit('/v1.0/', 1)[1]}",
             "value": page,
         }
         if offset + top < len(rows):
@@ -454,22 +466,24 @@ class FakeGraphSignIns(_LogServer):
             base = self.next_host or self.url
             params = {k: v for k, v in query.items() if k == "$filter"}
             params.update({"$top": str(top), "$skiptoken": token})
-            body["@odata.nextLink"] = f"{base}/v1.0/auditLogs/signIns?{urlencode(params)}"
+            body["@odata.nextLink"] = f"{base}{self.path}?{urlencode(params)}"
         return Reply(200, body)
 
 
-def _graph_filter(expression: str) -> Callable[[dict[str, Any]], bool] | None:
+def _graph_filter(
+    expression: str, field: str = "createdDateTime"
+) -> Callable[[dict[str, Any]], bool] | None:
     if not expression:
         return lambda _record: True
     terms: list[tuple[str, datetime]] = []
     for part in expression.split(" and "):
         m = _GRAPH_TERM.fullmatch(part.strip())
-        if m is None:
+        if m is None or m.group(1) != field:  # Graph filters each list on its own time
             return None
-        terms.append((m.group(1), parse_time(m.group(2))))
+        terms.append((m.group(2), parse_time(m.group(3))))
 
     def keep(record: dict[str, Any]) -> bool:
-        created = parse_time(record["createdDateTime"])
+        created = parse_time(record[field])
         return all(
             created >= t if op == "ge" else created <= t if op == "le" else created == t
             for op, t in terms
@@ -484,5 +498,153 @@ def _graph_error(code: str, message: str) -> dict[str, Any]:
             "code": code,
             "message": message,
             "innerError": {"request-id": "fake-logs", "date": "2026-01-01T00:00:00"},
+        }
+    }
+
+
+class FakeGraphDirectoryAudits(FakeGraphSignIns):
+    """``GET /v1.0/auditLogs/directoryAudits``: the sign-in fake on ``activityDateTime``."""
+
+    path = "/v1.0/auditLogs/directoryAudits"
+    time_field = "activityDateTime"
+
+
+def directory_audit(
+    record_id: str, when: str, activity: str = "Add member to role", *, user: str = "bob"
+) -> dict[str, Any]:
+    """An Entra directory audit by alice on ``user@brand.example``."""
+    return {
+        "id": record_id,
+        "category": "RoleManagement",
+        "activityDateTime": when,
+        "activityDisplayName": activity,
+        "loggedByService": "Core Directory",
+        "result": "success",
+        "initiatedBy": {"user": {"id": "u-alice", "userPrincipalName": "alice@brand.example"}},
+        "targetResources": [
+            {"id": f"u-{user}", "type": "User", "userPrincipalName": f"{user}@brand.example"}
+        ],
+    }
+
+
+GOOGLE_TOKEN = "google-reports-test-token"
+REPORTS_PREFIX = "/admin/reports/v1/activity/users/all/applications/"
+
+
+def reports_activity(
+    app: str, qualifier: int, when: str, name: str, **params: str
+) -> dict[str, Any]:
+    """A Reports activity of ``app`` with one event ``name`` and string parameters."""
+    return {
+        "kind": "admin#reports#activity",
+        "id": {
+            "time": when,
+            "uniqueQualifier": str(qualifier),
+            "applicationName": app,
+            "customerId": "C0fake",
+        },
+        "actor": {"email": "admin@brand.example", "profileId": "1001"},
+        "ipAddress": "198.51.100.20",
+        "events": [
+            {"name": name, "parameters": [{"name": k, "value": v} for k, v in params.items()]}
+        ],
+    }
+
+
+class FakeGoogleReports(_LogServer):
+    """Reports ``activities.list``. See the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        token: str = GOOGLE_TOKEN,
+        clock: Callable[[], float] = time.time,
+        rate_limit: int = 1000,
+        window: float = 100.0,
+    ) -> None:
+        self.token = token
+        self.activities: list[tuple[float, dict[str, Any]]] = []
+        self.rate_limit = rate_limit
+        self.window = window
+        self._window_start: float | None = None
+        self._used = 0
+        self._tokens: dict[str, tuple[tuple[str, str, str, str], int]] = {}
+        super().__init__(clock)
+
+    def add(self, *activities: dict[str, Any], visible_at: float | None = None) -> None:
+        with self.lock:
+            for activity in activities:
+                self.activities.append((visible_at or 0.0, activity))
+
+    def expire_page_tokens(self) -> None:
+        with self.lock:
+            self._tokens.clear()
+
+    def _fault_body(self, status: int) -> Any:
+        return _google_error(status, "userRateLimitExceeded" if status == 403 else "backendError")
+
+    def _handle(self, path: str, query: dict[str, str], headers: dict[str, str]) -> Reply:
+        app = path.removeprefix(REPORTS_PREFIX)
+        if not path.startswith(REPORTS_PREFIX) or app not in ("login", "admin", "token"):
+            return Reply(404, _google_error(404, "notFound", "Not Found"))
+        if headers.get("authorization") != f"Bearer {self.token}":
+            return Reply(401, _google_error(401, "authError", "Invalid Credentials"))
+        fault = self._take_fault()
+        if fault is not None:
+            return fault
+        with self.lock:
+            now = self.clock()
+            if self._window_start is None or now >= self._window_start + self.window:
+                self._window_start, self._used = now, 0
+            self._used += 1
+            if self._used > self.rate_limit:
+                return Reply(403, _google_error(403, "userRateLimitExceeded", "Rate Limit"))
+        try:
+            start, end = parse_time(query["startTime"]), parse_time(query["endTime"])
+        except (KeyError, ValueError):
+            return Reply(400, _google_error(400, "invalid", "Invalid value for: startTime"))
+        if start >= end:
+            return Reply(400, _google_error(400, "invalid", "Start time must precede end time"))
+        try:
+            max_results = int(query.get("maxResults", "1000"))
+        except ValueError:
+            max_results = -1
+        if not 1 <= max_results <= 1000:
+            return Reply(400, _google_error(400, "invalid", "Invalid value for: maxResults"))
+        shape = (app, query["startTime"], query["endTime"], str(max_results))
+        offset = 0
+        if "pageToken" in query:
+            with self.lock:
+                issued = self._tokens.get(query["pageToken"])
+            if issued is None or issued[0] != shape:
+                return Reply(400, _google_error(400, "invalid", "Invalid page token"))
+            offset = issued[1]
+        with self.lock:
+            rows = [
+                a
+                for visible, a in self.activities
+                if visible <= now
+                and a["id"]["applicationName"] == app
+                and start <= parse_time(a["id"]["time"]) < end
+            ]
+        rows.sort(key=lambda a: parse_time(a["id"]["time"]), reverse=True)
+        page = rows[offset : offset + max_results]
+        body: dict[str, Any] = {"kind": "admin#reports#activities", "etag": '"fake"'}
+        if page:
+            body["items"] = page
+        if offset + max_results < len(rows):
+            with self.lock:
+                token = f"A:{len(self._tokens) + 1:05d}:fake"
+                self._tokens[token] = (shape, offset + max_results)
+            body["nextPageToken"] = token
+        return Reply(200, body)
+
+
+def _google_error(status: int, reason: str, message: str = "error") -> dict[str, Any]:
+    return {
+        "error": {
+            "code": status,
+            "message": message,
+            "errors": [{"domain": "global", "reason": reason, "message": message}],
         }
     }

@@ -805,12 +805,13 @@ def test_kafkauser_acls_are_what_the_code_needs(
 def _write_violations(users: dict[str, dict[str, Any]], config: Any) -> list[str]:
     """Who writes what they must not: the registry and the leak-index snapshots are written
     by the registry importer and the worker at most; the HR edge writes only hr.events and a
-    poller only its input topic (auth.events or leak.records) and that topic's dead letters."""
+    poller only its input topics (auth.events with identity.events, or leak.records) and
+    their dead letters."""
     t = Topics.from_config(config)
     prefix = config["topics.prefix"] + "."
     inputs = {
         "hr-webhook": [{t.hr_events}],
-        "poller": [{t.auth_events, t.auth_dlq}, {t.leak_records, t.leak_dlq}],
+        "poller": [{t.auth_events, t.auth_dlq, t.identity_events}, {t.leak_records, t.leak_dlq}],
     }
     out = []
     for name, user in users.items():

@@ -21,13 +21,18 @@ from connectors.base.http import HttpClient
 from connectors.base.settings import ConnectorSettings
 from connectors.custody.provider import OpenBaoCustody
 from connectors.custody.settings import OpenBaoSettings
-from connectors.entra.poller import GraphSignInPoller
+from connectors.entra.poller import GraphDirectoryAuditPoller, GraphSignInPoller
 from connectors.entra.provider import GraphProvider
-from connectors.entra.settings import GraphPollerSettings, GraphProviderSettings
+from connectors.entra.settings import (
+    GraphAuditPollerSettings,
+    GraphPollerSettings,
+    GraphProviderSettings,
+)
 from connectors.generic.provider import GenericRestProvider
 from connectors.generic.settings import GenericProviderSettings
+from connectors.google.poller import GoogleReportsPoller
 from connectors.google.provider import GoogleProvider
-from connectors.google.settings import GoogleProviderSettings
+from connectors.google.settings import GoogleProviderSettings, GoogleReportsPollerSettings
 from connectors.hibp.settings import HibpSettings
 from connectors.okta.poller import OktaLogPoller
 from connectors.okta.provider import OktaProvider
@@ -71,10 +76,13 @@ PROVIDER_TYPES: dict[str, type[Any]] = {
     "openbao": OpenBaoCustody,
 }
 
-#: Pull sources of login events (constructed by the worker with publish/reject callbacks).
+#: Pull sources of login and identity-security events (constructed by the worker with
+#: publish/reject callbacks).
 POLLER_TYPES: dict[str, type[Any]] = {
     "okta": OktaLogPoller,
     "graph": GraphSignInPoller,
+    "graph_audit": GraphDirectoryAuditPoller,
+    "google_reports": GoogleReportsPoller,
 }
 
 SINK_TYPES: dict[str, type[Any]] = {
@@ -96,6 +104,8 @@ PROVIDER_SETTINGS: dict[str, type[ConnectorSettings]] = {
 POLLER_SETTINGS: dict[str, type[ConnectorSettings]] = {
     "okta": OktaPollerSettings,
     "graph": GraphPollerSettings,
+    "graph_audit": GraphAuditPollerSettings,
+    "google_reports": GoogleReportsPollerSettings,
     "hibp": HibpSettings,
 }
 SINK_SETTINGS: dict[str, type[ConnectorSettings]] = {

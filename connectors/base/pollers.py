@@ -3,7 +3,8 @@
 A pull source of login events (the Okta System Log, Graph sign-ins, ...) is a :class:`Poller`
 subclass that implements only :meth:`Poller.fetch` (ONE HTTP call for one cursor, returning a
 :class:`Page`) and names its vendor, whose normaliser comes from
-:data:`connectors.base.sources.NORMALISERS`. A leak feed (HIBP) subclasses the loop itself,
+:data:`connectors.base.sources.SECURITY_NORMALISERS` (LoginEvents and IdentityEvents out;
+allow-listed drops counted). A leak feed (HIBP) subclasses the loop itself,
 :class:`PollLoop`, whose rounds also take the current registry and publish LeakRecords.
 Everything else lives here, once:
 
@@ -57,7 +58,8 @@ from connectors.base.health import (
     poller_health,
 )
 from connectors.base.http import HttpClient, RetryPolicy, backoff_delay
-from connectors.base.sources import NORMALISERS
+from connectors.base.sources import SECURITY_NORMALISERS
+from streams.model.identity import IdentityEvent
 from streams.model.records import LoginEvent
 from streams.support import metrics
 from streams.support.errors import (
@@ -73,7 +75,7 @@ log = structlog.get_logger(__name__)
 #: A JSON object the subclass defines (a next link, a time and the ids seen at it, ...);
 #: None before the first successful page.
 Cursor = dict[str, Any] | None
-Publish = Callable[[list[LoginEvent]], Awaitable[None]]
+Publish = Callable[[list[LoginEvent | IdentityEvent]], Awaitable[None]]
 #: What a :class:`PollLoop` round publishes (LoginEvents for a Poller, LeakRecords for a feed).
 PublishAny = Callable[[list[Any]], Awaitable[None]]
 Reject = Callable[[Any, str], Awaitable[None]]
@@ -492,7 +494,7 @@ class Poller(PollLoop):
     """
 
     # ``vendor`` also names the login normaliser to use (a key of
-    # :data:`connectors.base.sources.NORMALISERS`).
+    # :data:`connectors.base.sources.SECURITY_NORMALISERS`).
 
     def __init__(
         self,
@@ -525,7 +527,8 @@ class Poller(PollLoop):
         self.label = f"{self.vendor}-poller:{name}"
         self._publish = publish
         self._reject = reject
-        self._normalise = NORMALISERS[self.vendor]
+        # logins and identity-security events; allow-listed drops come back empty (counted)
+        self._normalise = SECURITY_NORMALISERS[self.vendor]
         self._configure(settings)
 
     def _failure_delay(self, failures: int, exc: BaseException, stage: str) -> float:
@@ -555,7 +558,7 @@ class Poller(PollLoop):
         return await self._round(self.fetch, self._publish, self._reject)
 
     def _split(self, page: Page) -> tuple[list[Any], list[tuple[Any, str]]]:
-        events: list[LoginEvent] = []
+        events: list[LoginEvent | IdentityEvent] = []
         rejected: list[tuple[Any, str]] = list(page.rejected)
         for payload in page.records:
             try:

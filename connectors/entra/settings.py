@@ -84,3 +84,8 @@ class GraphPollerSettings(PollerSettings, GraphAuthSettings):
 
     def missing(self) -> list[tuple[str, str]]:
         return super().missing() + self.auth_problems(False)
+
+
+class GraphAuditPollerSettings(GraphPollerSettings):
+    """The directory-audit poller (type ``graph_audit``): the sign-in poller's keys; ``top``
+    is audits per page."""

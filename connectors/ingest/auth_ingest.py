@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import orjson
@@ -24,10 +24,11 @@ import structlog
 from aiohttp import web
 
 from connectors.base.health import SourceHealth
-from connectors.base.sources import NORMALISERS, normalise
+from connectors.base.sources import NORMALISERS, normalise, normalise_all
 from connectors.ingest.edge import AuthGuard, json_answer, read_body
 from streams.bus.topics import partition_for
 from streams.bus.views import Publisher
+from streams.model.identity import IdentityEvent
 from streams.model.records import LoginEvent
 from streams.support import metrics
 from streams.support.errors import BrokerError, ValidationError
@@ -70,21 +71,26 @@ def split_records(body: bytes, content_type: str) -> Iterator[tuple[int, Any, st
 #: takes a few hundred milliseconds of CPU).
 OFFLOAD_BYTES = 256 * 1024
 
-Parsed = tuple[list[dict[str, Any]], list[tuple[int, Any, str]], list[LoginEvent]]
+Parsed = tuple[list[dict[str, Any]], list[tuple[int, Any, str]], list[LoginEvent | IdentityEvent]]
 
 
-def parse_batch(body: bytes, ctype: str, vendor: str) -> Parsed:
+def parse_batch(body: bytes, ctype: str, vendor: str, *, identity: bool = False) -> Parsed:
     """Split and normalise one request body: per-record results, the rejected records with
-    their reasons, the LoginEvents. Raises ValidationError for a body that is not JSON."""
+    their reasons, the LoginEvents (and, with ``identity``, the IdentityEvents; audit types
+    outside the vendor's security allow-list are then accepted with 0 events, counted, not
+    rejected). Raises ValidationError for a body that is not JSON."""
     results: list[dict[str, Any]] = []
     rejected: list[tuple[int, Any, str]] = []
-    events: list[LoginEvent] = []
+    events: list[LoginEvent | IdentityEvent] = []
     for index, payload, split_error in split_records(body, ctype):
         error = split_error
-        normalised: list[LoginEvent] = []
+        normalised: list[LoginEvent | IdentityEvent] = []
         if error is None:
             try:
-                normalised = normalise(vendor, payload)
+                if identity:
+                    normalised = normalise_all(vendor, payload)
+                else:
+                    normalised = list(normalise(vendor, payload))
             except ValidationError as exc:
                 error = exc.reason
         if error is not None:
@@ -110,12 +116,21 @@ class AuthIngest:
         partitions: int,
         guard: AuthGuard | None = None,
         key_of: Callable[[LoginEvent], str] | None = None,
+        identity_topic: str | None = None,
     ) -> None:
         self.token = token
         self.guard = guard or AuthGuard()
         self.max_body = max_body
+        #: With a topic for them, identity-security events in a vendor's audit payloads are
+        #: published there instead of rejected as "not a login event".
+        self.identity = identity_topic is not None
         self.out = LoginPublisher(
-            publisher, topic=topic, dlq_topic=dlq_topic, partitions=partitions, key_of=key_of
+            publisher,
+            topic=topic,
+            dlq_topic=dlq_topic,
+            partitions=partitions,
+            key_of=key_of,
+            identity_topic=identity_topic,
         )
         #: One source per vendor (``auth_ingest:<vendor>``), as the dashboards show them.
         self.health = {v: SourceHealth(f"{SOURCE}:{v}") for v in NORMALISERS}
@@ -144,17 +159,26 @@ class AuthIngest:
             return self._reject(413, f"body larger than {self.max_body} bytes", "too_large", vendor)
         ctype = request.headers.get("Content-Type", "application/json").split(";")[0].strip()
 
-        def prepare() -> tuple[Parsed, list[tuple[int, bytes]]]:
-            parsed = parse_batch(body, ctype, vendor)
-            return parsed, self.out.encode(parsed[2])
+        def prepare() -> tuple[Parsed, list[tuple[int, bytes]], list[tuple[int, bytes]]]:
+            parsed = parse_batch(body, ctype, vendor, identity=self.identity)
+            logins = [e for e in parsed[2] if isinstance(e, LoginEvent)]
+            others = [e for e in parsed[2] if isinstance(e, IdentityEvent)]
+            found = (
+                encode_batches(others, self.out.identity_key_of, self.out.partitions)
+                if others
+                else []
+            )
+            return parsed, self.out.encode(logins), found
 
         try:
             if len(body) > OFFLOAD_BYTES:
                 # A big batch is parsed and encoded in a thread: /healthz and the HR webhook
                 # keep answering meanwhile.
-                parsed, batches = await asyncio.get_running_loop().run_in_executor(None, prepare)
+                parsed, batches, found = await asyncio.get_running_loop().run_in_executor(
+                    None, prepare
+                )
             else:
-                parsed, batches = prepare()
+                parsed, batches, found = prepare()
         except ValidationError as exc:
             return self._reject(400, exc.reason, "bad_json", vendor)
         results, rejected, events = parsed
@@ -164,6 +188,8 @@ class AuthIngest:
             if not self.out.publisher.reachable:  # known down: answer now
                 raise BrokerError("broker unreachable")
             await self.out.send(batches)
+            if found and self.out.identity_topic is not None:
+                await self.out.send(found, topic=self.out.identity_topic)
             await self._dead_letter(vendor, rejected)
         except BrokerError:
             return self._reject(
@@ -198,10 +224,31 @@ def _principal_key(event: LoginEvent) -> str:
     return event.partition_key
 
 
+def _subject_key(event: IdentityEvent) -> str:
+    return event.partition_key
+
+
+def encode_batches(
+    events: Sequence[IdentityEvent], key_of: Callable[[IdentityEvent], str], partitions: int
+) -> list[tuple[int, bytes]]:
+    """IdentityEvents as ``(partition, JSON array)`` batches of at most BATCH_EVENTS."""
+    by_partition: dict[int, list[bytes]] = defaultdict(list)
+    for event in events:
+        by_partition[partition_for(key_of(event), partitions)].append(orjson.dumps(event.to_dict()))
+    return [
+        (partition, b"[" + b",".join(encoded[start : start + BATCH_EVENTS]) + b"]")
+        for partition, encoded in sorted(by_partition.items())
+        for start in range(0, len(encoded), BATCH_EVENTS)
+    ]
+
+
 class LoginPublisher:
     """Writes normalised login events to the auth.events topic, many per Kafka message and one
     message per partition, and rejected payloads to its dead-letter topic. Shared by the HTTP
-    ingest and the pollers. Every call returns only after the broker acknowledged."""
+    ingest and the pollers. Every call returns only after the broker acknowledged.
+
+    With ``identity_topic``, :meth:`publish` also takes IdentityEvents (what a poller's audit
+    log holds beside logins) and writes them there, batched and keyed the same way."""
 
     def __init__(
         self,
@@ -211,9 +258,13 @@ class LoginPublisher:
         dlq_topic: str,
         partitions: int,
         key_of: Callable[[LoginEvent], str] | None = None,
+        identity_topic: str | None = None,
+        identity_key_of: Callable[[IdentityEvent], str] | None = None,
     ) -> None:
         self.publisher = publisher
         self.topic = topic
+        self.identity_topic = identity_topic
+        self.identity_key_of = identity_key_of or _subject_key
         self.dlq_topic = dlq_topic
         self.partitions = partitions
         #: The key an event is partitioned by. Where the process holds the registry (the
@@ -238,12 +289,23 @@ class LoginPublisher:
                 batches.append((partition, b"[" + b",".join(chunk) + b"]"))
         return batches
 
-    async def send(self, batches: list[tuple[int, bytes]]) -> None:
+    async def send(self, batches: list[tuple[int, bytes]], *, topic: str | None = None) -> None:
         for partition, value in batches:
-            await self.publisher.send(self.topic, f"batch:{partition}", value, partition=partition)
+            await self.publisher.send(
+                topic or self.topic, f"batch:{partition}", value, partition=partition
+            )
 
-    async def publish(self, events: list[LoginEvent]) -> None:
-        await self.send(self.encode(events))
+    async def publish(self, events: Sequence[LoginEvent | IdentityEvent]) -> None:
+        logins = [e for e in events if isinstance(e, LoginEvent)]
+        if len(logins) != len(events):
+            others = [e for e in events if isinstance(e, IdentityEvent)]
+            if self.identity_topic is None:
+                raise ValueError("identity events given to a publisher without identity_topic")
+            await self.send(
+                encode_batches(others, self.identity_key_of, self.partitions),
+                topic=self.identity_topic,
+            )
+        await self.send(self.encode(logins))
 
     async def reject(
         self, payload: Any, reason: str, *, vendor: str = "-", index: int | None = None

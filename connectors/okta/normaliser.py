@@ -78,7 +78,7 @@ def is_login_type(event_type: str) -> bool:
     return event_type.startswith("user.mfa.") and not event_type.startswith("user.mfa.factor.")
 
 
-def _ip(client: dict[str, Any], payload: dict[str, Any]) -> tuple[str | None, dict[str, Any]]:
+def client_ip(client: dict[str, Any], payload: dict[str, Any]) -> tuple[str | None, dict[str, Any]]:
     """The client IP and the geographicalContext that goes with it."""
     geo_ctx = obj(client, "geographicalContext")
     ip = clean_ip(client.get("ipAddress"))
@@ -92,14 +92,14 @@ def _ip(client: dict[str, Any], payload: dict[str, Any]) -> tuple[str | None, di
     return None, geo_ctx
 
 
-def _geo(ctx: dict[str, Any]) -> Geo | None:
+def geo_of(ctx: dict[str, Any]) -> Geo | None:
     if not ctx:
         return None
     position = obj(ctx, "geolocation")
     return make_geo(ctx.get("country"), ctx.get("city"), position.get("lat"), position.get("lon"))
 
 
-def _risk(debug: dict[str, Any]) -> str | None:
+def risk_of(debug: dict[str, Any]) -> str | None:
     for key in ("risk", "logOnlySecurityData"):
         value = debug.get(key)
         if isinstance(value, str):
@@ -197,7 +197,7 @@ def normalise(payload: Any) -> list[LoginEvent]:
     method_name = factor or text(auth_ctx, "credentialType", max_len=64) or authenticator
 
     client = obj(event, "client")
-    ip, geo_ctx = _ip(client, event)
+    ip, geo_ctx = client_ip(client, event)
     device_obj = obj(event, "device")
     vendor_id = text(event, "uuid", max_len=200)
     return [
@@ -213,11 +213,11 @@ def normalise(payload: Any) -> list[LoginEvent]:
             mfa_method=mfa_method(method_name) if method_name else None,
             mfa_result=mfa_result,
             ip=ip,
-            geo=_geo(geo_ctx),
+            geo=geo_of(geo_ctx),
             device=text(device_obj, "id", max_len=200) or text(debug, "deviceFingerprint"),
             user_agent=text(obj(client, "userAgent"), "rawUserAgent", max_len=1024),
             target=app,
-            risk=_risk(debug),
+            risk=risk_of(debug),
             principal_id=text(actor, "id", max_len=200),
         )
     ]

@@ -44,18 +44,27 @@ from connectors.base.credentials import Credential
 from connectors.base.http import setting_str, setting_url
 from connectors.base.pollers import Cursor, Page, Poller, iso_millis, setting_int
 from connectors.okta.credentials import POLLER_SCOPES, okta_credential
+from connectors.okta.security import SECURITY_TYPES
 from streams.support.errors import PermanentError, ProviderError, RetryableError
 
 LOGS_PATH = "/api/v1/logs"
-#: The event types :mod:`connectors.okta.normaliser` turns into LoginEvents (it rejects the rest,
-#: e.g. ``user.mfa.factor.*`` enrolment, with a reason). Okta filter expressions support
-#: ``eq`` and ``sw`` (starts with) on ``eventType``, joined with ``or``.
-DEFAULT_FILTER = (
-    'eventType eq "user.session.start"'
-    ' or eventType sw "user.authentication."'
-    ' or eventType sw "user.mfa."'
-    ' or eventType eq "system.push.send_factor_verify_push"'
-    ' or eventType eq "user.account.lock"'
+#: The event types :mod:`connectors.okta.normaliser` turns into LoginEvents and those
+#: :mod:`connectors.okta.security` turns into IdentityEvents (every other type would only be
+#: dropped there: asking Okta for it costs rate limit for nothing). Okta filter expressions
+#: support ``eq`` and ``sw`` (starts with) on ``eventType``, joined with ``or``.
+DEFAULT_FILTER = " or ".join(
+    [
+        'eventType eq "user.session.start"',
+        'eventType sw "user.authentication."',
+        'eventType sw "user.mfa."',
+        'eventType eq "system.push.send_factor_verify_push"',
+        'eventType eq "user.account.lock"',
+        *(
+            f'eventType eq "{event_type}"'
+            for event_type in SECURITY_TYPES
+            if not event_type.startswith("user.mfa.") and event_type != "user.session.start"
+        ),
+    ]
 )
 MAX_LIMIT = 1000
 

@@ -55,7 +55,7 @@ def component_access(config: Config, leak_feeds: Collection[str] = ()) -> dict[s
         "worker": Access(
             read=frozenset(
                 {t.hr_events, t.auth_events, t.leak_records, t.auth_routed, t.alert_queue}
-                | {t.registry, t.lifecycle, t.ledger, t.rule_state}
+                | {t.registry, t.lifecycle, t.ledger, t.rule_state, t.identity_events}
             ),
             write=frozenset(
                 {t.lifecycle, t.ledger, t.audit, t.alerts, t.rule_state, t.hr_events}
@@ -73,7 +73,9 @@ def component_access(config: Config, leak_feeds: Collection[str] = ()) -> dict[s
     for name, settings in config.pollers.items():
         feed = str(settings.get("type")) in leak_feeds
         topic, dlq = (t.leak_records, t.leak_dlq) if feed else (t.auth_events, t.auth_dlq)
+        # a login poller also publishes the identity-security events of its audit log
+        extra = frozenset() if feed else frozenset({t.identity_events})
         access[f"poller-{name}"] = Access(
-            read=frozenset({t.registry}), write=frozenset({topic, dlq})
+            read=frozenset({t.registry}), write=frozenset({topic, dlq}) | extra
         )
     return access

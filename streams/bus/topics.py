@@ -37,6 +37,7 @@ class Topics:
     leak_records: str
     leak_dlq: str
     leak_index: str
+    identity_events: str
 
     @classmethod
     def from_config(cls, config: Config) -> Topics:
@@ -56,6 +57,7 @@ class Topics:
             leak_records=config.topic("leak.records"),
             leak_dlq=config.topic("leak.records.dlq"),
             leak_index=config.topic("leak.index"),
+            identity_events=config.topic("identity.events"),
         )
 
 
@@ -102,6 +104,9 @@ def topic_specs(config: Config) -> list[TopicSpec]:
         # Snapshots of the LeakIndex `leaks import` builds from the registry, with the
         # registry offset they reflect: the next import reads only the changes since.
         TopicSpec(t.leak_index, 1, compacted=True, max_message_bytes=LEAK_INDEX_MAX_BYTES),
+        # Identity-security events (MFA changes, privilege grants, vendor disables): keyed by
+        # the subject like logins; their rejections share auth.events.dlq (same sources).
+        TopicSpec(t.identity_events, parts),
     ]
 
 

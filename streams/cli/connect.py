@@ -73,8 +73,8 @@ def connect_hr_webhook(config_path: str | None, port: int | None) -> None:
 @click.argument("name")
 @click.option("--port", type=int, help="/healthz and /metrics port (sources.health_port).")
 def connect_poller(config_path: str | None, name: str, port: int | None) -> None:
-    """Run the poller NAME (pollers.NAME: okta, graph or hibp) against an external Kafka,
-    serving /healthz, /livez and /metrics on sources.health_port."""
+    """Run the poller NAME (pollers.NAME: okta, graph, graph_audit, google_reports or hibp)
+    against an external Kafka, serving /healthz, /livez and /metrics on sources.health_port."""
     import asyncio  # noqa: PLC0415
 
     from connectors.base.http import HttpClient  # noqa: PLC0415
@@ -135,8 +135,8 @@ def connect_poller(config_path: str | None, name: str, port: int | None) -> None
         )
         await server.start()
         click.echo(
-            f"poller {name} ({poller.vendor}) publishing to {topics.auth_events}; "
-            f"health {server.url}/healthz"
+            f"poller {name} ({poller.vendor}) publishing to {topics.auth_events}"
+            f" and {topics.identity_events}; health {server.url}/healthz"
         )
         try:
             await task

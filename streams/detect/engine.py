@@ -277,7 +277,7 @@ class RuleEngine:
         self.rules = tuple(
             r for r in ruleset.rules if include_deprecated or r.status != "deprecated"
         )
-        self._compiled = tuple(_Compiled(r) for r in self.rules if not r.leak)
+        self._compiled = tuple(_Compiled(r) for r in self.rules if "login" in r.inputs)
         self._leak = tuple(_Compiled(r) for r in self.rules if r.leak)
         #: rule id -> exceptions caught while evaluating it (for a metric).
         self.errors: dict[str, int] = {r.id: 0 for r in self.rules}

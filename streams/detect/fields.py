@@ -341,7 +341,10 @@ GROUP_FIELDS: tuple[str, ...] = (
     "geo.country",
 )
 #: Fields a first_seen rule may learn per identity.
+#: ``identity`` (one value per person) makes a first_seen rule see a person's return after
+#: ``lookback_days`` of silence (dormant_holder_active).
 FIRST_SEEN_FIELDS: tuple[str, ...] = (
+    "identity",
     "geo.country",
     "geo.city",
     "device",

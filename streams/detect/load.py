@@ -14,6 +14,8 @@ from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, SequenceNode
 
 from streams.detect.fields import FIELDS, FIRST_SEEN_FIELDS, GROUP_FIELDS, LEAK_FIELDS
+from streams.detect.identity import IDENTITY_INPUT
+from streams.detect.identity_fields import IDENTITY_FIELDS
 from streams.detect.load_cases import read_tests
 from streams.detect.load_values import read_conditions, read_number, read_strings
 from streams.detect.model import (
@@ -160,11 +162,15 @@ def _parse_rule(text: str, path: Path, problems: Problems) -> Rule | None:
     leak = any(v == "leak" for v, _ in inputs or ())
     if leak and len({v for v, _ in inputs or ()}) > 1:
         e.error(e.fields["inputs"], "inputs: a leak rule reads leak subjects only (inputs: [leak])")
+    ident = any(v == IDENTITY_INPUT for v, _ in inputs or ())
+    if ident and len({v for v, _ in inputs or ()}) > 1:
+        e.error(e.fields["inputs"], "inputs: an identity_event rule reads those events only")
     kind = e.enum("kind", KINDS)
-    if leak and kind is not None and kind != "match":
-        e.error(e.fields["kind"], f"kind: a leak rule is a match rule (got {kind})")
-    if leak and e.present("group_by"):
-        e.error(e.fields["group_by"], "group_by: a leak rule is evaluated per matched subject")
+    what = "a leak" if leak else "an identity_event"
+    if (leak or ident) and kind is not None and kind != "match":
+        e.error(e.fields["kind"], f"kind: {what} rule is a match rule (got {kind})")
+    if (leak or ident) and e.present("group_by"):
+        e.error(e.fields["group_by"], f"group_by: {what} rule is evaluated per matched subject")
     group_by = e.string("group_by", required=False, max_len=64) or "identity"
     if group_by not in GROUP_FIELDS:
         e.error(e.fields["group_by"], f"group_by: must be one of {', '.join(GROUP_FIELDS)}")
@@ -176,7 +182,7 @@ def _parse_rule(text: str, path: Path, problems: Problems) -> Rule | None:
         problems,
         constructor,
         required=False,
-        fields=LEAK_FIELDS if leak else FIELDS,
+        fields=LEAK_FIELDS if leak else IDENTITY_FIELDS if ident else FIELDS,
     )
     params, params_ok = _params(e, kind, problems, constructor) if kind else ({}, False)
     dedup = read_number(e, "dedup", required=True, minimum=0)
@@ -185,7 +191,7 @@ def _parse_rule(text: str, path: Path, problems: Problems) -> Rule | None:
             e.fields["dedup"],
             "dedup: a leak rule's alerts are deduplicated by breach and subject (set 0)",
         )
-    allowed = LEAK_RESPONSES if leak else RESPONSES
+    allowed = LEAK_RESPONSES if leak or ident else RESPONSES
     response: list[str] = []
     for value, node in read_strings(e, "response", required=False) or ():
         if value not in allowed:
@@ -200,7 +206,7 @@ def _parse_rule(text: str, path: Path, problems: Problems) -> Rule | None:
             )
         else:
             response.append(value)
-    tests = read_tests(e, rule_id, problems, constructor, leak=leak)
+    tests = read_tests(e, rule_id, problems, constructor, leak=leak, identity=ident)
     test_node = e.fields.get("tests")
     if isinstance(test_node, SequenceNode) and len(tests) == len(test_node.value):
         expects = {t.expect for t in tests}

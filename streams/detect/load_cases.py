@@ -11,8 +11,10 @@ from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node
 
 from streams.detect.fields import LeakSubject
+from streams.detect.identity_fields import case_identity_event
 from streams.detect.load_values import plain_data, read_number, read_strings
 from streams.detect.model import ALERT_ONLY, EXPECTS, RESPONSES, RuleTest
+from streams.model.identity import IdentityEvent
 from streams.model.records import IDENTITY_STATUSES, LeakRecord, LoginEvent
 from streams.support.errors import ValidationError
 from streams.support.times import format_time
@@ -23,6 +25,31 @@ from streams.support.yamlcheck import Entry, Problems, line_of
 TEST_EPOCH = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 _TEST_KEYS = {"name", "expect", "events", "lifecycle", "registry", "actions", "start", "flush_at"}
 _TEST_EVENT_EXTRA = {"at"}
+
+
+def _test_identity(
+    t: Entry,
+    node: Node,
+    *,
+    index: int,
+    start: datetime,
+    rule_id: str,
+    case: int,
+    problems: Problems,
+) -> IdentityEvent | None:
+    """One identity_event rule's test event (canonical IdentityEvent fields and ``at``)."""
+    where = f"{t.where}: events[{index}]"
+    if not isinstance(node, MappingNode):
+        problems.add(line_of(node), f"{where}: expected a mapping of IdentityEvent fields")
+        return None
+    try:
+        data = plain_data(t.constructor.construct_object(node, deep=True))
+        return case_identity_event(data, start=start, index=index, rule_id=rule_id, case=case)
+    except ValidationError as exc:
+        problems.add(line_of(node), f"{where}: {exc.reason}")
+    except Exception as exc:  # noqa: BLE001 - any YAML construction problem is a load error
+        problems.add(line_of(node), f"{where}: {exc}")
+    return None
 
 
 def _test_event(
@@ -128,6 +155,7 @@ def read_tests(
     constructor: SafeConstructor,
     *,
     leak: bool = False,
+    identity: bool = False,
 ) -> list[RuleTest]:
     out: list[RuleTest] = []
     names: dict[str, int] = {}
@@ -169,7 +197,7 @@ def read_tests(
                 if value not in RESPONSES or value in ALERT_ONLY:
                     t.error(vnode, f"actions: {value!r} is not an action kind")
             actions = tuple(v for v, _ in listed)
-        events: list[LoginEvent | LeakSubject] = []
+        events: list[LoginEvent | LeakSubject | IdentityEvent] = []
         ok = True
         event_nodes = t.seq("events", required=True)
         if event_nodes is not None and not event_nodes:
@@ -181,6 +209,19 @@ def read_tests(
                     ok = False
                 else:
                     events.append(subject)
+                continue
+            if identity:
+                found = _test_identity(
+                    t,
+                    enode,
+                    index=i,
+                    start=start,
+                    rule_id=rule_id or "rule",
+                    case=index,
+                    problems=problems,
+                )
+                ok = ok and found is not None
+                events.extend([found] if found is not None else [])
                 continue
             ev = _test_event(
                 t,

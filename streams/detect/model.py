@@ -73,13 +73,15 @@ from pathlib import Path
 from typing import Any
 
 from streams.detect.fields import FIELDS, Ctx, FieldSpec, LeakSubject
+from streams.model.identity import IdentityEvent
 from streams.model.records import ROLE_RANK, Action, Alert, LoginEvent
 
 STATUSES: tuple[str, ...] = ("staged", "stable", "deprecated")
 KINDS: tuple[str, ...] = ("match", "threshold", "velocity", "first_seen", "sequence")
-#: Input kinds a rule may name; ``login`` and ``leak`` are evaluated (``hr`` is reserved).
-INPUTS: tuple[str, ...] = ("login", "hr", "leak")
-SUPPORTED_INPUTS: frozenset[str] = frozenset({"login", "leak"})
+#: Input kinds a rule may name; ``login``, ``leak`` and ``identity_event`` (identity-security
+#: events: :mod:`streams.detect.identity`) are evaluated (``hr`` is reserved).
+INPUTS: tuple[str, ...] = ("login", "hr", "leak", "identity_event")
+SUPPORTED_INPUTS: frozenset[str] = frozenset({"login", "leak", "identity_event"})
 #: Responses a leak rule may declare (remove_grant needs a login's target account).
 LEAK_RESPONSES: tuple[str, ...] = (
     "revoke_sessions",
@@ -184,7 +186,7 @@ class RuleTest:
 
     name: str
     expect: str
-    events: tuple[LoginEvent | LeakSubject, ...]
+    events: tuple[LoginEvent | LeakSubject | IdentityEvent, ...]
     lifecycle: Mapping[str, str] = field(default_factory=dict)
     registry: str | None = None
     actions: tuple[str, ...] | None = None

@@ -16,9 +16,11 @@ from yaml.nodes import MappingNode, ScalarNode
 
 from streams.detect.engine import RuleEngine
 from streams.detect.fields import LeakSubject
+from streams.detect.identity import DedupMemory, IdentityRules, resolve_subjects
 from streams.detect.load import load_rules
 from streams.detect.model import Detection, Rule, RuleSet, RuleTest
 from streams.detect.state import RuleState
+from streams.model.identity import IdentityEvent
 from streams.model.registry import Registry
 from streams.model.registry_yaml import load_registry
 from streams.model.state import IdentityState, StateStore
@@ -120,11 +122,16 @@ def run_rule_test(
     if providers is None:
         providers = load_test_providers(Path(rule.source).parent)
     engine = RuleEngine(RuleSet((rule,)), providers, include_deprecated=True)
+    identity_rules = IdentityRules(RuleSet((rule,)), providers, include_deprecated=True)
+    dedup = DedupMemory()
     lifecycle = _lifecycle(case.lifecycle)
     state = RuleState()
     detections: list[Detection] = []
     for event in case.events:
-        if isinstance(event, LeakSubject):
+        if isinstance(event, IdentityEvent):
+            resolved = resolve_subjects(event, registry)
+            detections.extend(identity_rules.evaluate(resolved, registry, lifecycle, dedup))
+        elif isinstance(event, LeakSubject):
             detections.extend(engine.evaluate_leak(event, registry, lifecycle))
         else:
             detections.extend(engine.evaluate(event, registry, lifecycle, state))

@@ -32,6 +32,8 @@ from streams.bus.topics import Topics
 from streams.bus.views import Publisher
 from streams.config import Config
 from streams.decide.resolve import resolve_identity
+from streams.detect.identity import resolve_subjects
+from streams.model.identity import IdentityEvent
 from streams.model.records import LoginEvent
 from streams.model.registry import Registry
 from streams.runtime.executor import Provider, Sink
@@ -91,6 +93,8 @@ def login_publisher(
         dlq_topic=topics.auth_dlq,
         partitions=config.settings.topics.partitions,
         key_of=None if registry is None else identity_key(registry),
+        identity_topic=topics.identity_events,
+        identity_key_of=None if registry is None else subject_key(registry),
     )
 
 
@@ -107,6 +111,20 @@ def identity_key(registry: Callable[[], Registry]) -> Callable[[LoginEvent], str
         except Exception:  # noqa: BLE001 - a key is a placement hint, never a reason to fail
             found = None
         return found.id if found is not None else event.partition_key
+
+    return key_of
+
+
+def subject_key(registry: Callable[[], Registry]) -> Callable[[IdentityEvent], str]:
+    """The partition key of an identity event: its subject's identity as the worker will
+    resolve it, else its principal (as :func:`identity_key` does for logins)."""
+
+    def key_of(event: IdentityEvent) -> str:
+        try:
+            resolved = resolve_subjects(event, registry())
+        except Exception:  # noqa: BLE001 - a key is a placement hint, never a reason to fail
+            resolved = event
+        return resolved.partition_key
 
     return key_of
 

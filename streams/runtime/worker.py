@@ -32,6 +32,7 @@ from streams.runtime.app import AccessGuardApp, create_app
 from streams.runtime.custody import CustodyMonitor, custody_providers
 from streams.runtime.engine import Engine, leak_settings
 from streams.runtime.executor import Executor
+from streams.runtime.identitypath import identity_agent
 from streams.runtime.observe import (
     Progress,
     consumer_lag,
@@ -205,6 +206,7 @@ class WorkerServices(mode.Service):  # type: ignore[misc]
                     partitions=int(self.config["topics.partitions"]),
                     guard=guard,
                     key_of=identity_key(lambda: self.views.registry),
+                    identity_topic=self.topics.identity_events,
                 )
                 leaks = LeakIngest(
                     token=leak_token(self.config),
@@ -529,10 +531,9 @@ def build_worker(
     login_topic = raw_topic(services.topics.auth_events)
 
     async def login_agent(stream: Any) -> None:
-        # The partition each message came from: rule state is keyed, and a rule whose key
-        # belongs to another partition is routed to its owner (Engine.handle_login_batch).
-        # A few messages at a time, so their routed events go out in one acknowledged round;
-        # Faust acknowledges them only when the next group is asked for, after that round.
+        # With its partition: a rule whose key is another partition's is routed to its owner
+        # (Engine.handle_login_batch). A few messages at a time, so their routed events go out
+        # in one acknowledged round; Faust acks them when the next group is asked for.
         await services.ready.wait()
         async for events in stream.take_events(LOGIN_TAKE, within=LOGIN_WITHIN):
             routed: dict[int, list[dict[str, Any]]] = {}
@@ -544,6 +545,7 @@ def build_worker(
     raw_agent("accessguard.auth-routed", services.topics.auth_routed, services.process_routed)
     raw_agent("accessguard.leak-records", services.topics.leak_records, services.process_leaks)
     raw_agent("accessguard.alerts", services.topics.alert_queue, services.process_alert)
+    raw_agent(*identity_agent(services))  # identity.events (streams/runtime/identitypath.py)
 
     @app.on_partitions_revoked.connect  # type: ignore[untyped-decorator]
     async def _revoked(_sender: Any, revoked: Any, **_kw: Any) -> None:

@@ -64,6 +64,19 @@ EVENTS_REJECTED = Counter(
     ["source", "reason"],
     registry=REGISTRY,
 )
+IDENTITY_EVENTS_DROPPED = Counter(
+    "accessguard_identity_events_dropped_total",
+    "Vendor audit events dropped at the edge by the security allow-list (not dead-lettered), "
+    "by source and reason.",
+    ["source", "reason"],
+    registry=REGISTRY,
+)
+IDENTITY_EVENTS = Counter(
+    "accessguard_identity_events_evaluated_total",
+    "Identity-security events evaluated by the identity rules, by vendor.",
+    ["vendor"],
+    registry=REGISTRY,
+)
 AUTH_FAILURES = Counter(
     "accessguard_auth_failures_total",
     "Failed authentications at the HTTP edges, by endpoint and reason (missing, wrong, "
