@@ -39,6 +39,8 @@ SHIPPED = {
     "leak_privileged_holder",
     "leak_grant_holder",
     "leak_shared_credential",
+    # issue 18: a success after repeated failures (the account-takeover moment)
+    "failures_then_success",
 }
 
 
