@@ -25,13 +25,8 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
-from streams.detect.fields import (
-    FIELDS,
-    LEAK_FIELDS,
-    Ctx,
-    LeakCtx,
-    LeakSubject,
-)
+from streams.detect.exceptions import Suppressor
+from streams.detect.fields import FIELDS, LEAK_FIELDS, Ctx, LeakCtx, LeakSubject
 from streams.detect.model import Detection, Rule, RuleSet, all_of, compile_condition
 from streams.detect.responses import respond, respond_leak
 from streams.detect.state import DEFAULT_MAX_VALUES, MAX_PENDING, RuleState
@@ -279,6 +274,9 @@ class RuleEngine:
         )
         self._compiled = tuple(_Compiled(r) for r in self.rules if not r.leak)
         self._leak = tuple(_Compiled(r) for r in self.rules if r.leak)
+        #: Rule exceptions: only the checks of rules that have one are wrapped (off the hot path).
+        self.suppressor = Suppressor(ruleset.exceptions)
+        self.suppressor.guard(self._compiled)
         #: rule id -> exceptions caught while evaluating it (for a metric).
         self.errors: dict[str, int] = {r.id: 0 for r in self.rules}
 
