@@ -1,0 +1,71 @@
+"""An account takeover by guessed password, replayed end to end: Okta System Log events (our
+own vendor-shaped fixture, tests/fixtures/attack_failures_then_success.ndjson) through
+`accessguard replay` with the example configuration, registry and the shipped rules."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import orjson
+from click.testing import CliRunner
+
+from streams.cli import main
+
+REPO = Path(__file__).resolve().parent.parent
+FIXTURE = REPO / "tests" / "fixtures" / "attack_failures_then_success.ndjson"
+CLEAN_ENV = {k: None for k in os.environ if k.startswith("ACCESSGUARD_")}
+
+
+def replay_fixture() -> list[dict[str, Any]]:
+    result = CliRunner().invoke(
+        main,
+        [
+            "replay",
+            "--config",
+            str(REPO / "examples" / "config.yaml"),
+            "--registry",
+            str(REPO / "examples" / "registry.yaml"),
+            "--input",
+            str(FIXTURE),
+            "--at",
+            "2026-11-25T00:00:00Z",
+            "--rules",
+            str(REPO / "rules"),
+        ],
+        env=CLEAN_ENV,
+    )
+    assert result.exit_code == 0, result.output
+    return [orjson.loads(line) for line in result.stdout.splitlines()]
+
+
+def test_the_attack_raises_one_critical_detection_with_its_response() -> None:
+    """Nine failures from four rotating addresses, then the attacker's success: exactly one
+    critical detection (failures_then_success, on the success), one critical alert, and the
+    response — sessions revoked, password expired, MFA re-enrolment forced — at the okta
+    provider among others, every action caused by that detection."""
+    out = replay_fixture()
+    assert not [o for o in out if o["type"] == "rejected"]
+    critical = [o for o in out if o["type"] == "detection" and o["severity"] == "critical"]
+    assert [(d["rule"], d["identity"]) for d in critical] == [("failures_then_success", "alice")]
+    [detection] = critical
+    assert detection["event_id"].startswith("okta:5e1c1a2e-9b7d-11ee-8c1a-0242ac120014")
+    pages = [o for o in out if o["type"] == "alert" and o["severity"] == "critical"]
+    assert [a["rule"] for a in pages] == ["failures_then_success"]
+    cause = f"rule:failures_then_success:{detection['event_id']}"
+    acted = {(a["action"], a["provider"]) for a in out if a["type"] == "action"}
+    assert {
+        ("revoke_sessions", "okta"),
+        ("expire_password", "okta"),
+        ("force_mfa_reenrolment", "okta"),
+    } <= acted
+    assert {a["cause"] for a in out if a["type"] == "action"} == {cause}
+
+
+def test_the_benign_neighbours_raise_nothing() -> None:
+    """Bob mistypes twice and logs in from his usual address, Carol just logs in, Dan fails
+    four times and gets in: no detection, alert or action about any of them."""
+    out = replay_fixture()
+    about = {o.get("identity") for o in out if o["type"] in ("detection", "alert", "action")}
+    assert about == {"alice"}
