@@ -215,6 +215,9 @@ class _Compiled:
         return [(c.event, {"new_value": name, "known_values": known[:10]})]
 
     def _sequence(self, c: Ctx, key: str, state: RuleState) -> Hits:
+        first = self.first(c)
+        if not (first or self.absent or state.holds(key, self.id, "firsts")):
+            return []  # nothing to follow up (most logins): no slot, no state write
         slot = state.slot(key, self.id)
         t = c.ts
         slot["last"] = max(t, slot.get("last", t))
@@ -224,7 +227,7 @@ class _Compiled:
             pending: list[list[Any]] = slot.setdefault("pending", [])
             if self.then(c):
                 pending[:] = [p for p in pending if p[0] - self.window > t]
-            if self.first(c) and len(pending) < MAX_PENDING:
+            if first and len(pending) < MAX_PENDING:
                 pending.append([t + self.window, c.event.to_dict()])
             return hits
         firsts: list[float] = slot.setdefault("firsts", [])
@@ -233,7 +236,7 @@ class _Compiled:
             if n >= self.count:
                 hits.append((c.event, {"first_count": n, "window_s": self.window}))
                 firsts.clear()
-        if self.first(c):
+        if first:
             bisect.insort(firsts, t)
             if len(firsts) > self.count:
                 del firsts[: len(firsts) - self.count]
@@ -274,8 +277,7 @@ class RuleEngine:
         )
         self._compiled = tuple(_Compiled(r) for r in self.rules if not r.leak)
         self._leak = tuple(_Compiled(r) for r in self.rules if r.leak)
-        #: Rule exceptions: only the checks of rules that have one are wrapped (off the hot path).
-        self.suppressor = Suppressor(ruleset.exceptions)
+        self.suppressor = Suppressor(ruleset.exceptions)  # wraps only rules with an exception
         self.suppressor.guard(self._compiled)
         #: rule id -> exceptions caught while evaluating it (for a metric).
         self.errors: dict[str, int] = {r.id: 0 for r in self.rules}
