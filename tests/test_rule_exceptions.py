@@ -200,6 +200,51 @@ def test_an_exception_for_a_leak_rule_is_refused(tmp_path: Path) -> None:
         load_rules(directory)
 
 
+ABSENT = """\
+id: challenge_abandoned
+title: An MFA challenge never completed
+description: a challenge with no success within five minutes (a test rule)
+status: stable
+severity: high
+runbook: docs/runbooks/x.md
+falsepositives: [none]
+inputs: [login]
+kind: sequence
+sequence:
+  first: [{field: outcome, op: eq, value: challenge}]
+  then: [{field: outcome, op: eq, value: success}]
+  window: 300
+  absent: true
+dedup: 0
+response: [notify]
+tests:
+  - name: abandoned
+    expect: fire
+    flush_at: 3600
+    events: [{identity: alice, outcome: challenge}]
+  - name: completed
+    expect: no_fire
+    flush_at: 3600
+    events: [{identity: alice, outcome: challenge}, {identity: alice, outcome: success, at: 5}]
+"""
+
+
+def test_an_absent_sequence_fired_by_the_timer_is_suppressed_too(tmp_path: Path) -> None:
+    """A rule that fires from RuleEngine.flush (no follow-up within its window) honours its
+    exceptions like one that fires on an event."""
+    directory = rules_dir(tmp_path, one("identity", "alice", rule="challenge_abandoned"))
+    (directory / "challenge_abandoned.yaml").write_text(ABSENT, encoding="utf-8")
+    engine = RuleEngine(load_rules(directory), {})
+    state, lifecycle, registry = RuleState(), StateStore(), Registry()
+    for n, who in enumerate(("alice", "bob")):
+        engine.evaluate(ev(n, identity=who, outcome="challenge"), registry, lifecycle, state)
+    fired = engine.flush(T0 + timedelta(hours=1), registry, lifecycle, state)
+    assert [(d.rule, d.identity) for d in fired if d.alerts] == [("challenge_abandoned", "bob")]
+    assert [(s.rule, s.identity) for s in engine.suppressor.take()] == [
+        ("challenge_abandoned", "alice")
+    ]
+
+
 def test_rules_without_exceptions_keep_their_own_check(tmp_path: Path) -> None:
     """Off the hot path: only a rule that has an exception gets a wrapped check; the others
     run exactly the compiled check they had (no per-event cost at all)."""

@@ -272,7 +272,8 @@ class RuleExceptions:
 
 
 Hits = list[tuple[LoginEvent, dict[str, Any]]]
-Check = Callable[[Any, str, Any], Hits]
+#: A compiled rule's check (ctx, key, state) or its absent-sequence ``_due`` (slot, time).
+Check = Callable[..., Hits]
 
 
 class Suppressor:
@@ -295,14 +296,17 @@ class Suppressor:
         hits an active exception covers; every other rule keeps its own check untouched."""
         for c in compiled:
             found = self.by_rule.get(c.id)
-            if found is not None:
-                c.check = self._guarded(c.id, c.check, found)
+            if found is None:
+                continue
+            c.check = self._guarded(c.id, c.check, found)
+            if c.absent:  # the engine's flush() fires these through _due, not check
+                c._due = self._guarded(c.id, c._due, found)
 
     def _guarded(self, rule_id: str, check: Check, found: RuleExceptions) -> Check:
         counter = metrics.RULE_SUPPRESSED.labels(rule_id)  # pre-bound: no labels() per hit
 
-        def guarded(c: Any, key: str, state: Any) -> Hits:
-            hits = check(c, key, state)
+        def guarded(*args: Any) -> Hits:
+            hits = check(*args)
             if not hits:
                 return hits
             kept: Hits = []

@@ -17,6 +17,8 @@ Output objects (one per line, documented in the README):
   "error"}`` for each rule that fired on a login line, followed by its actions and alerts
 - ``{"type":"suppressed","rule","event_id","identity","exception":{...}}`` for a detection an
   active rule exception (``<rules dir>/exceptions.yaml``) kept quiet: no alert, no action
+- ``{"type":"finding","severity":"low","identity","breach","exposed_at","age_days",...}`` for a
+  leak left for review (an old breach and no credential-change fact: no page, no action)
 
 Login lines are ``{"kind":"login", ...canonical LoginEvent fields}`` or a vendor payload
 wrapped as ``{"kind":"login","vendor":"okta|entra|google","event":{...}}``. They run through the
