@@ -293,8 +293,10 @@ class Suppressor:
 
     def guard(self, compiled: Iterable[Any]) -> None:
         """Replace ``check`` of each compiled rule that has exceptions by one that drops the
-        hits an active exception covers; every other rule keeps its own check untouched."""
+        hits an active exception covers; every other rule keeps its own check untouched (its
+        suppression counter is only exported, at 0)."""
         for c in compiled:
+            metrics.RULE_SUPPRESSED.labels(c.id)  # exported at 0: a rate before any suppression
             found = self.by_rule.get(c.id)
             if found is None:
                 continue
