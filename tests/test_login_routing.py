@@ -220,7 +220,10 @@ def test_without_routing_the_split_identity_is_missed(tmp_path: Path) -> None:
         found = detections([h])
     finally:
         h.close()
-    assert found == Counter()
+    # failures_then_success still fires here (each login name alone has 6 failures before a
+    # success), once per partition: duplicated, which routing also prevents
+    split = {rule for rule, _ in found}
+    assert not split & {"brute_force_identity", "password_spray_ip"}
 
 
 def test_routed_records_name_their_rules_groups_and_go_to_the_owner(tmp_path: Path) -> None:

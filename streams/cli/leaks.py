@@ -1,4 +1,5 @@
-"""``accessguard leaks``: import leaked-credential dumps into leak.records for the worker."""
+"""``accessguard leaks``: import leaked-credential dumps into leak.records for the worker, and
+list the findings left for review (old breaches with no credential-change fact)."""
 
 from __future__ import annotations
 
@@ -23,7 +24,44 @@ from streams.support.errors import ValidationError
 
 @click.group()
 def leaks() -> None:
-    """Import leaked-credential dumps."""
+    """Import leaked-credential dumps; list the findings for review."""
+
+
+@leaks.command("findings")
+@click.option(
+    "--input",
+    "input_file",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, allow_dash=True),
+    help="An audit export (accessguard audit export) or accessguard replay output; - for stdin.",
+)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per finding.")
+def leaks_findings(input_file: str, *, as_json: bool) -> None:
+    """List the leak findings for review: people in a breach older than
+    leaks.review_after_days with no recorded credential change since. They were not paged
+    and nothing was done: ask each person whether the password was changed since, and record
+    credential_changed_at in the registry (or re-enrol them)."""
+    from streams.decide.leaks import findings_in  # noqa: PLC0415
+
+    stream = sys.stdin.buffer if input_file == "-" else open(input_file, "rb")  # noqa: SIM115
+    try:
+        found, unreadable = findings_in(stream)
+    finally:
+        if stream is not sys.stdin.buffer:
+            stream.close()
+    for f in found:
+        if as_json:
+            click.echo(orjson.dumps(f).decode())
+        else:
+            click.echo(
+                f"low  {f.get('identity')}  breach {f.get('breach')} "
+                f"({str(f.get('exposed_at', ''))[:10]}, {f.get('age_days')} days)  "
+                f"credential exposed: {'yes' if f.get('credential') else 'no'}"
+            )
+    if not as_json:
+        click.echo(f"findings: {len(found)}", err=True)
+    if unreadable:
+        click.echo(f"warning: {unreadable} line(s) of {input_file} were not JSON objects", err=True)
 
 
 @leaks.command("import")

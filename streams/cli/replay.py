@@ -49,20 +49,31 @@ def _warn_undecidable(registry: Registry, config: Config, registry_file: str) ->
 )
 @click.option("--at", "at_text", help="Clock for scheduled effects (ISO-8601; default now).")
 @click.option("--rules", "rules_dir", help="Rule directory for login lines (default: rules.dir).")
+@click.option(
+    "--diff",
+    "old_rules_dir",
+    type=click.Path(exists=True, file_okay=False),
+    help="Replay with this older rule directory too and print only what fires differently "
+    "(added, removed, changed severity or response) against --rules.",
+)
 def replay(
     config_path: str | None,
     registry_file: str,
     input_file: str,
     at_text: str | None,
     rules_dir: str | None,
+    *,
+    old_rules_dir: str | None,
 ) -> None:
     """Run the decisions offline (no broker): HR, login and leak lines in, decisions out as
-    NDJSON."""
+    NDJSON. With --diff OLD_RULES_DIR: what would fire differently with --rules than with the
+    old rules, then a summary line."""
     from streams.detect.load import load_rules  # noqa: PLC0415
     from streams.model.registry_yaml import load_registry  # noqa: PLC0415
     from streams.runtime.engine import leak_settings  # noqa: PLC0415
     from streams.runtime.policy import offboarding_policy  # noqa: PLC0415
     from streams.runtime.replay import replay as run_replay  # noqa: PLC0415
+    from streams.runtime.replay_diff import replay_diff  # noqa: PLC0415
     from streams.support.times import parse_time  # noqa: PLC0415
 
     config = load(config_path)
@@ -79,15 +90,28 @@ def replay(
         error(f"cannot read --input {input_file}: {exc.strerror or exc}")
     out = sys.stdout.buffer
     try:
-        for record in run_replay(
-            reg,
-            stream,
-            at=at,
-            providers=config.provider_types(),
-            rules=ruleset,
-            leak_settings=leak_settings(config),
-            policy=offboarding_policy(config),
-        ):
+        if old_rules_dir is not None:
+            records = replay_diff(
+                reg,
+                stream,
+                at=at,
+                providers=config.provider_types(),
+                old_rules=load_rules(old_rules_dir, warn=False),
+                new_rules=ruleset,
+                leak_settings=leak_settings(config),
+                policy=offboarding_policy(config),
+            )
+        else:
+            records = run_replay(
+                reg,
+                stream,
+                at=at,
+                providers=config.provider_types(),
+                rules=ruleset,
+                leak_settings=leak_settings(config),
+                policy=offboarding_policy(config),
+            )
+        for record in records:
             out.write(orjson.dumps(record) + b"\n")
     except UnicodeDecodeError as exc:
         error(f"--input {input_file} is not UTF-8 text (compressed? binary?): {exc.reason}")

@@ -193,6 +193,7 @@ class LeakSettings(Section):
     )
     include_spam_lists: Bool = _doc("Act on breaches flagged as spam lists", default=False)
     include_fabricated: Bool = _doc("Act on breaches flagged as fabricated", default=False)
+    review_after_days: Int = _doc("Breach age (days) for review, not a page", default=365, ge=1)
     max_record_bytes: Int = _doc(
         "Longest dump record (longer: rejected, read on)", default=65536, ge=64
     )

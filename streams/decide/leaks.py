@@ -16,7 +16,14 @@ Which subjects reach the rules is decided here, and recorded (audit) only otherw
   it should hold nothing, cutting its access is the offboarding path's job, and a leaked
   password still in use shows up as a login (``login_by_offboarded_identity``);
 * an identity holding no (effective) grant: ``no_grants``, no rule runs;
-* a breach older than the subject's last credential change: ``stale``.
+* a breach older than the subject's last credential change: ``stale``;
+* an identity with *no* credential-change fact at all (registry, lifecycle) and a breach older
+  than ``leaks.review_after_days`` (default 365): ``review`` — a low-severity finding listed
+  for a human (:attr:`LeakDecision.findings`, in the audit record and in ``accessguard
+  replay``, reported by ``accessguard leaks findings``), never a page and never an action.
+  Without it a first import into a registry that holds no credential-change dates paged
+  on-call for every privileged holder found in decade-old breaches (the 2013 Adobe dump):
+  the password was very likely changed since, but nothing says so.
 
 Every other matched pair becomes a :class:`~streams.detect.fields.LeakSubject` (the record and an
 identity or a shared account) and the responses come from the ``inputs: [leak]`` rules in
@@ -38,11 +45,13 @@ does nothing twice. Alerts and audit views carry the subject hash, never the e-m
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 from streams.decide.responses import unique_actions
 from streams.detect.engine import RuleEngine
@@ -70,6 +79,7 @@ LEAK_OUTCOMES: tuple[str, ...] = (
     "no_grants",  # a registry identity that holds nothing: recorded only (no rule runs)
     "ignored",  # spam list or fabricated breach
     "no_rule",  # the subject reached the rules and none fired: recorded only
+    "review",  # an old breach and no credential-change fact: a low finding, no rule runs
     "rule_error",  # no rule fired and at least one failed (dead-lettered, counted)
 )
 
@@ -78,12 +88,14 @@ LEAK_OUTCOMES: tuple[str, ...] = (
 class LeakSettings:
     """``leaks.*`` settings: ``plus_tag_domains`` (domains where ``a+tag@d`` is ``a@d``),
     ``hmac_key`` (the key of password HMACs), ``include_spam_lists``,
-    ``include_fabricated``."""
+    ``include_fabricated``, ``review_after_days`` (an identity with no credential-change fact
+    and a breach older than this is a finding for review, not a page)."""
 
     plus_tag_domains: frozenset[str] = frozenset()
     hmac_key: Secret | None = None
     include_spam_lists: bool = False
     include_fabricated: bool = False
+    review_after_days: float = 365.0
 
     @classmethod
     def from_mapping(cls, settings: Mapping[str, Any]) -> LeakSettings:
@@ -98,6 +110,7 @@ class LeakSettings:
             hmac_key=Secret.parse(key) if isinstance(key, str) and key else key or None,
             include_spam_lists=bool(settings.get("include_spam_lists", False)),
             include_fabricated=bool(settings.get("include_fabricated", False)),
+            review_after_days=float(settings.get("review_after_days", 365.0)),
         )
 
     def ignored(self, record: LeakRecord) -> str | None:
@@ -129,6 +142,8 @@ class LeakDecision:
     reason: str = ""
     #: What the leak rules concluded (fired or failed), per subject, in order.
     detections: tuple[Detection, ...] = ()
+    #: Low-severity findings for review (``review`` subjects): never paged, never acted on.
+    findings: tuple[dict[str, Any], ...] = ()
 
     @property
     def plan_key(self) -> str:
@@ -148,6 +163,7 @@ class LeakDecision:
             "actions": [a.replay_view() for a in self.actions],
             "alerts": [a.to_dict() for a in self.alerts],
             "rules": [d.rule for d in self.detections if d.error is None],
+            "findings": [dict(f) for f in self.findings],
             "reason": self.reason,
         }
 
@@ -182,6 +198,38 @@ def credential_cutoff(
 def _stale(record: LeakRecord, cutoff: datetime | None) -> bool:
     exposed = record.exposed_at
     return exposed is not None and cutoff is not None and exposed <= cutoff
+
+
+def review_finding(
+    record: LeakRecord, identity_id: str, now: datetime, settings: LeakSettings
+) -> dict[str, Any] | None:
+    """The finding for an identity with no credential-change fact when ``record`` is older
+    than ``settings.review_after_days`` at ``now`` (None: decide it as usual). The subject is
+    the hashed one, never the e-mail."""
+    exposed = record.exposed_at
+    if exposed is None:
+        return None
+    age_days = (now - exposed).total_seconds() / 86400.0
+    if age_days <= settings.review_after_days:
+        return None
+    return {
+        "type": "finding",
+        "finding": "old_breach_no_credential_change",
+        "severity": "low",
+        "identity": identity_id,
+        "breach": record.breach,
+        "source": record.source,
+        "subject": record.subject,
+        "exposed_at": format_time(exposed),
+        "age_days": int(age_days),
+        "credential": record.credential_exposed,
+        "cause": record.cause,
+        "reason": (
+            f"breach {record.breach} is {int(age_days)} days old (review horizon "
+            f"{settings.review_after_days:g} days) and nothing records a password change "
+            "since: ask the person, or record credential_changed_at in the registry"
+        ),
+    }
 
 
 _DEFAULT_ENGINES: dict[tuple[tuple[str, str], ...], RuleEngine] = {}
@@ -260,6 +308,7 @@ def decide_leak(
     alerts: list[Alert] = []
     detections: list[Detection] = []
     updates: list[IdentityState | AccountState] = []
+    findings: list[dict[str, Any]] = []
 
     for identity_id in match.identities:
         identity = registry.identities.get(identity_id)
@@ -268,12 +317,18 @@ def decide_leak(
         if is_offboarded(registry, lifecycle, identity_id):
             subjects.append(("identity", identity_id, "offboarded"))
             continue
-        if _stale(record, credential_cutoff(registry, lifecycle, identity_id)):
+        cutoff = credential_cutoff(registry, lifecycle, identity_id)
+        if _stale(record, cutoff):
             subjects.append(("identity", identity_id, "stale"))
             continue
         life = lifecycle.identity(identity_id)
         if not effective_roles(registry, life):
             subjects.append(("identity", identity_id, "no_grants"))
+            continue
+        finding = review_finding(record, identity_id, now, settings) if cutoff is None else None
+        if finding is not None:
+            subjects.append(("identity", identity_id, "review"))
+            findings.append(finding)
             continue
         subject = LeakSubject(record, "identity", identity_id)
         outcome, found, made, raised, reenrol = _respond(engine, subject, registry, lifecycle)
@@ -309,7 +364,7 @@ def decide_leak(
     elif len(outcomes) == 1:
         outcome = outcomes.pop()
     elif outcomes:
-        outcome = "stale" if "stale" in outcomes else sorted(outcomes)[0]
+        outcome = next((o for o in ("review", "stale") if o in outcomes), sorted(outcomes)[0])
     else:
         outcome = "no_match"
     reason = "; ".join(f"{kind} {ident}: {out}" for kind, ident, out in subjects)
@@ -322,6 +377,7 @@ def decide_leak(
         state_updates=tuple(updates),
         reason=reason,
         detections=tuple(detections),
+        findings=tuple(findings),
     )
 
 
@@ -347,9 +403,9 @@ def state_after_action(
 
 
 def leak_decision_view(decision: LeakDecision) -> list[dict[str, Any]]:
-    """The replay output objects for one leak decision: actions, then alerts; a
-    ``skipped`` object when nothing is done, so every input line is accounted for."""
-    if not decision.actions and not decision.alerts:
+    """The replay output objects for one leak decision: actions, then alerts, then findings
+    for review; a ``skipped`` object when none, so every input line is accounted for."""
+    if not decision.actions and not decision.alerts and not decision.findings:
         return [
             {
                 "type": "skipped",
@@ -361,4 +417,39 @@ def leak_decision_view(decision: LeakDecision) -> list[dict[str, Any]]:
         ]
     out = [a.replay_view() for a in decision.actions]
     out.extend(a.replay_view() for a in decision.alerts)
+    out.extend(dict(f) for f in decision.findings)
     return out
+
+
+def findings_in(lines: Iterable[str | bytes]) -> tuple[list[dict[str, Any]], int]:
+    """The review findings in NDJSON lines — an audit export (``accessguard audit export``:
+    records with ``kind: leak`` carry ``findings``) or ``accessguard replay`` output
+    (``type: finding``) — each once (by breach cause and identity: a re-import audits the same
+    finding again), oldest breach first; and how many lines were not JSON objects."""
+    found: dict[tuple[str, str], dict[str, Any]] = {}
+    unreadable = 0
+    for raw in lines:
+        if not raw.strip():
+            continue
+        try:
+            obj = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            unreadable += 1
+            continue
+        if not isinstance(obj, dict):
+            unreadable += 1
+            continue
+        if obj.get("type") == "finding":
+            items: list[Any] = [obj]
+        elif obj.get("kind") == "leak" and isinstance(obj.get("findings"), list):
+            items = obj["findings"]
+        else:
+            continue
+        for item in items:
+            if isinstance(item, dict) and item.get("type") == "finding":
+                found.setdefault((str(item.get("cause")), str(item.get("identity"))), item)
+
+    def oldest_first(f: dict[str, Any]) -> tuple[str, str]:
+        return str(f.get("exposed_at", "")), str(f.get("identity", ""))
+
+    return sorted(found.values(), key=oldest_first), unreadable

@@ -25,13 +25,8 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
-from streams.detect.fields import (
-    FIELDS,
-    LEAK_FIELDS,
-    Ctx,
-    LeakCtx,
-    LeakSubject,
-)
+from streams.detect.exceptions import Suppressor
+from streams.detect.fields import FIELDS, LEAK_FIELDS, Ctx, LeakCtx, LeakSubject
 from streams.detect.model import Detection, Rule, RuleSet, all_of, compile_condition
 from streams.detect.responses import respond, respond_leak
 from streams.detect.state import DEFAULT_MAX_VALUES, MAX_PENDING, RuleState
@@ -220,6 +215,9 @@ class _Compiled:
         return [(c.event, {"new_value": name, "known_values": known[:10]})]
 
     def _sequence(self, c: Ctx, key: str, state: RuleState) -> Hits:
+        first = self.first(c)
+        if not (first or self.absent or state.holds(key, self.id, "firsts")):
+            return []  # nothing to follow up (most logins): no slot, no state write
         slot = state.slot(key, self.id)
         t = c.ts
         slot["last"] = max(t, slot.get("last", t))
@@ -229,7 +227,7 @@ class _Compiled:
             pending: list[list[Any]] = slot.setdefault("pending", [])
             if self.then(c):
                 pending[:] = [p for p in pending if p[0] - self.window > t]
-            if self.first(c) and len(pending) < MAX_PENDING:
+            if first and len(pending) < MAX_PENDING:
                 pending.append([t + self.window, c.event.to_dict()])
             return hits
         firsts: list[float] = slot.setdefault("firsts", [])
@@ -238,7 +236,7 @@ class _Compiled:
             if n >= self.count:
                 hits.append((c.event, {"first_count": n, "window_s": self.window}))
                 firsts.clear()
-        if self.first(c):
+        if first:
             bisect.insort(firsts, t)
             if len(firsts) > self.count:
                 del firsts[: len(firsts) - self.count]
@@ -279,6 +277,8 @@ class RuleEngine:
         )
         self._compiled = tuple(_Compiled(r) for r in self.rules if "login" in r.inputs)
         self._leak = tuple(_Compiled(r) for r in self.rules if r.leak)
+        self.suppressor = Suppressor(ruleset.exceptions)  # wraps only rules with an exception
+        self.suppressor.guard(self._compiled)
         #: rule id -> exceptions caught while evaluating it (for a metric).
         self.errors: dict[str, int] = {r.id: 0 for r in self.rules}
 

@@ -13,6 +13,7 @@ from typing import Any
 from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, SequenceNode
 
+from streams.detect.exceptions import EXCEPTIONS_FILE, check_exceptions, warn_expired
 from streams.detect.fields import FIELDS, FIRST_SEEN_FIELDS, GROUP_FIELDS, LEAK_FIELDS
 from streams.detect.identity import IDENTITY_INPUT
 from streams.detect.identity_fields import IDENTITY_FIELDS
@@ -261,7 +262,8 @@ def parse_rule(text: str, path: str | Path) -> tuple[Rule | None, list[str]]:
 
 
 def check_rules(directory: str | Path) -> tuple[RuleSet, list[str]]:
-    """Every rule in ``directory/*.yaml`` and every problem (empty list: the set is valid)."""
+    """Every rule in ``directory/*.yaml`` and every problem (empty list: the set is valid),
+    with the directory's ``exceptions.yaml`` (not a rule; checked against the rule ids)."""
     directory = Path(directory)
     if not directory.is_dir():
         return RuleSet((), directory), [f"{directory}:0: not a directory of rules"]
@@ -270,6 +272,8 @@ def check_rules(directory: str | Path) -> tuple[RuleSet, list[str]]:
     seen: dict[str, str] = {}
     paths = sorted(directory.glob("*.yaml")) + sorted(directory.glob("*.yml"))
     for path in paths:
+        if path.name == EXCEPTIONS_FILE:
+            continue
         if path.suffix == ".yml":
             problems.append(f"{path}:0: rule files end in .yaml")
             continue
@@ -287,12 +291,17 @@ def check_rules(directory: str | Path) -> tuple[RuleSet, list[str]]:
             continue
         seen[rule.id] = rule.where
         rules.append(rule)
-    return RuleSet(tuple(rules), directory), problems
+    exceptions, found = check_exceptions(directory, [r.id for r in rules if not r.leak])
+    problems.extend(found)
+    return RuleSet(tuple(rules), directory, exceptions), problems
 
 
-def load_rules(directory: str | Path) -> RuleSet:
-    """Load and validate ``directory/*.yaml``; raises RuleError listing every problem."""
+def load_rules(directory: str | Path, *, warn: bool = True) -> RuleSet:
+    """Load and validate ``directory/*.yaml``; raises RuleError listing every problem. Logs a
+    warning per expired rule exception unless ``warn`` is false (commands that list them)."""
     ruleset, problems = check_rules(directory)
     if problems:
         raise RuleError(problems)
+    if warn:
+        warn_expired(ruleset.exceptions)
     return ruleset

@@ -72,6 +72,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from streams.detect.exceptions import RuleException
 from streams.detect.fields import FIELDS, Ctx, FieldSpec, LeakSubject
 from streams.model.identity import IdentityEvent
 from streams.model.records import ROLE_RANK, Action, Alert, LoginEvent
@@ -245,10 +246,12 @@ class Rule:
 
 @dataclass(frozen=True, slots=True)
 class RuleSet:
-    """Every rule loaded from one directory, in file-name order."""
+    """Every rule loaded from one directory, in file-name order, with the directory's rule
+    exceptions (:mod:`streams.detect.exceptions`)."""
 
     rules: tuple[Rule, ...]
     directory: Path | None = None
+    exceptions: tuple[RuleException, ...] = ()
 
     def get(self, rule_id: str) -> Rule:
         for rule in self.rules:

@@ -57,6 +57,14 @@ class RuleState:
             slots[rule_id] = found
         return found
 
+    def holds(self, key: str, rule_id: str, name: str) -> bool:
+        """Whether ``rule_id``'s slot under ``key`` has a non-empty ``name`` entry; unlike
+        :meth:`slot` it creates nothing and marks nothing dirty (a rule that has nothing to
+        remember about an event must not cost a state write)."""
+        slots = self._keys.get(key)
+        slot = slots.get(rule_id) if slots is not None else None
+        return bool(slot and slot.get(name))
+
     def keys(self) -> list[str]:
         return list(self._keys)
 

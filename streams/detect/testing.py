@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, ScalarNode
 
 from streams.detect.engine import RuleEngine
+from streams.detect.exceptions import expired
 from streams.detect.fields import LeakSubject
 from streams.detect.identity import DedupMemory, IdentityRules, resolve_subjects
 from streams.detect.load import load_rules
@@ -25,6 +27,7 @@ from streams.model.registry import Registry
 from streams.model.registry_yaml import load_registry
 from streams.model.state import IdentityState, StateStore
 from streams.support.errors import RegistryError, RuleError
+from streams.support.times import format_time
 from streams.support.yamlcheck import Entry, Problems, compose, line_of
 
 #: The file under ``<rules dir>/tests/`` naming the providers the inline tests assume.
@@ -187,7 +190,7 @@ def run_rule_tests(
 def rules_test_main(directory: Path, echo: Callable[[str], Any]) -> int:
     """``accessguard rules test [DIR]``: 0 all passed, 1 a case failed, 2 the set is invalid."""
     try:
-        ruleset = load_rules(directory)
+        ruleset = load_rules(directory, warn=False)  # listed below, after the results
         providers = load_test_providers(ruleset.directory)
     except RuleError as exc:
         for problem in exc.problems:
@@ -196,6 +199,11 @@ def rules_test_main(directory: Path, echo: Callable[[str], Any]) -> int:
         return 2
     results = run_rule_tests(ruleset, providers=providers)
     failed = [r for r in results if not r.passed]
+    for gone in expired(ruleset.exceptions, datetime.now(UTC)):
+        echo(
+            f"EXPIRED exception {gone.rule} {gone.scope}={gone.value} ({gone.where}): expired "
+            f"{format_time(gone.expires)}, owner {gone.owner}: renew it or delete it"
+        )
     for result in failed:
         echo(f"FAIL {result.test_id} ({result.where}): {result.detail}")
     passed = len(results) - len(failed)

@@ -65,6 +65,7 @@ def leak_settings(config: Config) -> LeakSettings:
         hmac_key=config["leaks.hmac_key"],
         include_spam_lists=config.settings.leaks.include_spam_lists,
         include_fabricated=config.settings.leaks.include_fabricated,
+        review_after_days=config.settings.leaks.review_after_days,
     )
 
 

@@ -15,6 +15,10 @@ Output objects (one per line, documented in the README):
 - ``{"type":"rejected","line":N,"reason":...}`` for a line it cannot use (1-based line number)
 - ``{"type":"detection","rule","severity","event_id","identity","deduplicated","actions",
   "error"}`` for each rule that fired on a login line, followed by its actions and alerts
+- ``{"type":"suppressed","rule","event_id","identity","exception":{...}}`` for a detection an
+  active rule exception (``<rules dir>/exceptions.yaml``) kept quiet: no alert, no action
+- ``{"type":"finding","severity":"low","identity","breach","exposed_at","age_days",...}`` for a
+  leak left for review (an old breach and no credential-change fact: no page, no action)
 
 Login lines are ``{"kind":"login", ...canonical LoginEvent fields}`` or a vendor payload
 wrapped as ``{"kind":"login","vendor":"okta|entra|google","event":{...}}``. They run through the
@@ -215,6 +219,8 @@ def replay(
                 _resolved, detections = pipeline.process(login, registry, state)
                 for detection in detections:
                     yield from login_view(detection)
+                for suppressed in pipeline.engine.suppressor.take():
+                    yield suppressed.replay_view()
             continue
         if kind != "hr":
             yield _rejected(

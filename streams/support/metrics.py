@@ -235,6 +235,12 @@ RULE_ERRORS = Counter(
     ["rule"],
     registry=REGISTRY,
 )
+RULE_SUPPRESSED = Counter(
+    "accessguard_rule_suppressed_total",
+    "Detections an active rule exception kept quiet (rules/exceptions.yaml), by rule.",
+    ["rule"],
+    registry=REGISTRY,
+)
 LOGIN_ROUTED = Counter(
     "accessguard_login_events_routed_total",
     "Login events handed to the worker that owns their group key (auth.routed): the edge "
