@@ -96,7 +96,8 @@ def test_a_poller_counts_events_rejections_by_reason_and_its_last_event(
     okta: FakeOktaLogs, http: HttpClient, tmp_path: Path, clock: FakeClock
 ) -> None:
     """After a round, the source poller:<name> has its published events counted, refused
-    records counted under bounded reasons (never the normaliser's text), and the time of its
+    records counted under bounded reasons (never the normaliser's text; an audit type outside
+    the security allow-list is dropped and counted apart, not refused), and the time of its
     last event; before any event there is no last-event series at all."""
     poller = _poller("health-count", okta, http, tmp_path, clock)
     source = "poller:health-count"
@@ -106,6 +107,9 @@ def test_a_poller_counts_events_rejections_by_reason_and_its_last_event(
     _round(poller)  # nothing in the log yet: still no event, still no last-event series
     assert _sample("accessguard_source_last_event_timestamp_seconds", source=source) is None
 
+    dropped = _sample(
+        "accessguard_identity_events_dropped_total", source="okta", reason="not_security_type"
+    )
     okta.add(
         okta_event("ev-0", "2024-01-01T10:00:00.000Z"),
         okta_event("ev-1", "2024-01-01T10:00:01.000Z", event_type="user.lifecycle.create"),
@@ -116,7 +120,13 @@ def test_a_poller_counts_events_rejections_by_reason_and_its_last_event(
     _round(poller)
 
     assert _sample("accessguard_events_accepted_total", source=source) == 2
-    assert _sample("accessguard_events_rejected_total", source=source, reason="bad_record") == 2
+    # the unreadable record; the audit event outside the allow-list is dropped, not refused
+    # (it must not feed the schema-drift share)
+    assert _sample("accessguard_events_rejected_total", source=source, reason="bad_record") == 1
+    after = _sample(
+        "accessguard_identity_events_dropped_total", source="okta", reason="not_security_type"
+    )
+    assert (after or 0) - (dropped or 0) == 1
     assert (
         _sample("accessguard_events_rejected_total", source=source, reason="normaliser_error") == 0
     )
