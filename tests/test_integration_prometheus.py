@@ -359,6 +359,7 @@ def test_readiness_reports_progress_and_exports_its_checks(
         "accessguard.leak.records",
         "accessguard.auth.routed",
         "accessguard.alerts.pending",
+        "accessguard.identity.events",
     }
     assert (
         time.time() - float(prom.query("accessguard_observed_timestamp_seconds")[0]["value"][1])

@@ -461,7 +461,7 @@ def test_generic_dry_run(server: FakeVendorServer, http: HttpClient) -> None:
 def test_registry_lists_every_connector_type() -> None:
     """One line per connector type in the explicit registry."""
     assert set(PROVIDER_TYPES) == {"okta", "graph", "google", "generic", "secret_store", "openbao"}
-    assert set(SINK_TYPES) == {"pagerduty", "slack"}
+    assert set(SINK_TYPES) == {"pagerduty", "slack", "slack_app"}
     assert all(cls.type == name for name, cls in {**PROVIDER_TYPES, **SINK_TYPES}.items())
 
 
