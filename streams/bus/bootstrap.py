@@ -19,6 +19,7 @@ from kafka import KafkaProducer, TopicPartition
 from streams.bus.journal import Journal, replay_records
 from streams.bus.security import kafka_consumer, kafka_producer
 from streams.bus.topics import LEAK_INDEX_MAX_BYTES, Topics
+from streams.bus.views import SCIM_KEY_PREFIX
 from streams.config import Config
 from streams.model.coverage import gap_problems, provider_gaps
 from streams.model.leak_index import LeakIndex
@@ -165,6 +166,8 @@ def read_registry_topic(bootstrap: str, topic: str, timeout_ms: int = 10000) -> 
     registry = Registry.from_changes([])
 
     def apply(key: str, value: bytes | None) -> None:
+        if key.startswith(SCIM_KEY_PREFIX):
+            return  # the SCIM service's state, not a registry record
         try:
             decoded = None if value is None else orjson.loads(value)
         except orjson.JSONDecodeError as exc:

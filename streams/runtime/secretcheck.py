@@ -63,6 +63,7 @@ def secret_uses(
     uses: list[SecretUse] = []
     fixed = {
         "hr.webhook_secret": serve_hr,
+        "scim.token": serve_hr,  # the SCIM service runs beside the HR edge
         "auth.ingest_token": serve_ingest,
         "leaks.ingest_token": serve_ingest,
         "leaks.hmac_key": leaks or serve_ingest or execute,
