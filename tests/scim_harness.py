@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import orjson
 import requests
 from aiohttp import web
 
@@ -61,6 +62,10 @@ class ScimEdge:
 
     def hr_events(self) -> list[dict[str, Any]]:
         return [v for t, _k, v in self.publisher.records if t == TOPIC_HR]
+
+    def journal_entries(self) -> list[dict[str, Any]]:
+        lines = self.journal.path.read_text(encoding="utf-8").splitlines()
+        return [orjson.loads(line) for line in lines if line.strip()]
 
     def registry_changes(self) -> list[tuple[str, Any]]:
         return [(k, v) for t, k, v in self.publisher.records if t == TOPIC_REGISTRY]
