@@ -37,6 +37,9 @@ WRITER_HEADER = "ag-writer"
 #: Registry-topic keys of the SCIM service's resource state (connectors/ingest/scim): kept
 #: beside the registry, not in it, and left alone by ``registry import``.
 SCIM_KEY_PREFIX = "scim:"
+#: Registry ids of the identities the SCIM service created: a registry file does not declare
+#: them, and ``registry import`` does not remove them for that.
+SCIM_IDENTITY_PREFIX = "scim-"
 
 
 class Publisher:

@@ -49,6 +49,7 @@ from scim2_models import (
 from scim2_models import ServiceProviderConfig as SPC
 from scim2_models import User as ScimUser
 
+from streams.bus.views import SCIM_IDENTITY_PREFIX
 from streams.model.registry import Identity, normalise_email
 
 #: The largest page a list answers (``filter.maxResults``), and the default ``count``.
@@ -56,7 +57,7 @@ MAX_RESULTS = 200
 #: The kind of an identity a SCIM client creates (the registry's identity kinds).
 CREATED_KIND = "employee"
 #: Prefix of the registry id of an identity created through SCIM.
-CREATED_PREFIX = "scim-"
+CREATED_PREFIX = SCIM_IDENTITY_PREFIX
 
 User = ScimUser[Any]
 
