@@ -180,9 +180,13 @@ class HrWebhook:
         self._duplicate = metrics.EVENTS_DUPLICATE.labels(SOURCE)
 
     def _reject(self, status: int, reason: str, metric: str) -> web.Response:
+        status, body = self._refuse(status, reason, metric)
+        return _json(status, **body)
+
+    def _refuse(self, status: int, reason: str, metric: str) -> tuple[int, dict[str, Any]]:
         metrics.EVENTS_REJECTED.labels(SOURCE, metric).inc()
         log.info("hr.rejected", status=status, reason=reason)
-        return _json(status, error=reason)
+        return status, {"error": reason}
 
     def _secret(self) -> str | None:
         """The signing secret now, or None when it cannot be read (a mounted file gone)."""
@@ -240,15 +244,25 @@ class HrWebhook:
             event = HrEvent.from_dict(data)
         except ValidationError as exc:
             return self._reject(400, exc.reason, "invalid_field")
+        status, body = await self.admit(event, now)
+        return _json(status, **body)
+
+    async def admit(self, event: HrEvent, now: float) -> tuple[int, dict[str, Any]]:
+        """Dedup, journal (fsync) and publish one validated event: the edge contract after
+        authentication, shared by every door that turns its input into an HrEvent (this
+        webhook, SCIM: connectors/ingest/scim). Returns the HTTP status and JSON body: 202
+        ``accepted`` or ``duplicate``; 409 for the event_id of another event; 503 (the
+        sender retries) when the journal or the broker cannot take it. Rejections are
+        counted and logged as the webhook's own."""
         digest = event.digest()
         previous = self.seen.get(event.event_id, now)
         if previous is not None:
             if previous != digest:
-                return self._reject(409, "event_id already used for a different event", "conflict")
+                return self._refuse(409, "event_id already used for a different event", "conflict")
             self._duplicate.inc()
-            return _json(202, status="duplicate", event_id=event.event_id)
+            return 202, {"status": "duplicate", "event_id": event.event_id}
         if not self.publisher.reachable:  # known down: answer now, journal nothing
-            return self._reject(503, "broker unavailable; retry later", "broker_unavailable")
+            return self._refuse(503, "broker unavailable; retry later", "broker_unavailable")
         event = HrEvent.from_dict({**event.to_dict(), "accepted_at": now})
         entry = uuid.uuid4().hex
         try:
@@ -262,7 +276,7 @@ class HrWebhook:
         except JournalError as exc:
             # The journal logged the operator's message (path, cause, what to do); the sender
             # gets the cause only, and retries after Retry-After.
-            return self._reject(
+            return self._refuse(
                 503,
                 f"journal unavailable ({exc.reason}): the event cannot be recorded durably; "
                 "retry later",
@@ -272,7 +286,7 @@ class HrWebhook:
             await self.publisher.send(self.topic, event.partition_key, event.dumps())
         except BrokerError:
             self._withdraw(entry, event)
-            return self._reject(503, "broker unavailable; retry later", "broker_unavailable")
+            return self._refuse(503, "broker unavailable; retry later", "broker_unavailable")
         self.seen.add(event.event_id, digest, now)
         self.health.accepted()
         log.info(
@@ -282,7 +296,7 @@ class HrWebhook:
             subject=subject_hash(event.email),
             source=event.source,
         )
-        return _json(202, status="accepted", event_id=event.event_id)
+        return 202, {"status": "accepted", "event_id": event.event_id}
 
     def _withdraw(self, entry: str, event: HrEvent) -> None:
         """The event was journaled but the broker did not take it, and the sender is told

@@ -19,6 +19,7 @@ from kafka import KafkaProducer, TopicPartition
 from streams.bus.journal import Journal, replay_records
 from streams.bus.security import kafka_consumer, kafka_producer
 from streams.bus.topics import LEAK_INDEX_MAX_BYTES, Topics
+from streams.bus.views import SCIM_IDENTITY_PREFIX, SCIM_KEY_PREFIX
 from streams.config import Config
 from streams.model.coverage import gap_problems, provider_gaps
 from streams.model.leak_index import LeakIndex
@@ -165,6 +166,8 @@ def read_registry_topic(bootstrap: str, topic: str, timeout_ms: int = 10000) -> 
     registry = Registry.from_changes([])
 
     def apply(key: str, value: bytes | None) -> None:
+        if key.startswith(SCIM_KEY_PREFIX):
+            return  # the SCIM service's state, not a registry record
         try:
             decoded = None if value is None else orjson.loads(value)
         except orjson.JSONDecodeError as exc:
@@ -409,7 +412,13 @@ def import_registry(config: Config, bootstrap: str, path: Path) -> dict[str, Any
         )
     topics = Topics.from_config(config)
     current = read_registry_topic(bootstrap, topics.registry)
-    changes = diff_changes(current, new)
+    # Identities an identity provider created over SCIM are not in the file: not a removal.
+    scim_created = f"identity:{SCIM_IDENTITY_PREFIX}"
+    changes = [
+        (key, value)
+        for key, value in diff_changes(current, new)
+        if value is not None or not key.startswith(scim_created)
+    ]
     journal = Journal(config.data_dir / "journal.jsonl", fsync=config.settings.journal.fsync)
     producer = _producer(bootstrap)
     try:

@@ -34,6 +34,12 @@ from streams.support.gcpause import gc_paused
 log = structlog.get_logger(__name__)
 
 WRITER_HEADER = "ag-writer"
+#: Registry-topic keys of the SCIM service's resource state (connectors/ingest/scim): kept
+#: beside the registry, not in it, and left alone by ``registry import``.
+SCIM_KEY_PREFIX = "scim:"
+#: Registry ids of the identities the SCIM service created: a registry file does not declare
+#: them, and ``registry import`` does not remove them for that.
+SCIM_IDENTITY_PREFIX = "scim-"
 
 
 class Publisher:
@@ -189,6 +195,9 @@ class Views:
         self.leak_index: LeakIndex | None = None
         self.state = StateStore()
         self.ledger: dict[str, dict[str, Any]] = {}
+        #: SCIM id -> the SCIM service's stored resource (keys ``scim:<id>`` of the registry
+        #: topic): durable, and the same on every worker, like the registry it describes.
+        self.scim: dict[str, dict[str, Any]] = {}
         self.writer_id = writer_id
         self._topics = {
             registry_topic: self._apply_registry,
@@ -211,7 +220,18 @@ class Views:
         """The tail consumer is running (caught up at start and still following the topics)."""
         return self._task is not None and not self._task.done()
 
+    def put_registry(self, key: str, value: Any) -> None:
+        """Apply one registry change this process wrote (read-your-writes: the tail skips
+        this writer's own records)."""
+        self._apply_registry(key, value)
+
     def _apply_registry(self, key: str, value: Any) -> None:
+        if key.startswith(SCIM_KEY_PREFIX):
+            if value is None:
+                self.scim.pop(key[len(SCIM_KEY_PREFIX) :], None)
+            else:
+                self.scim[key[len(SCIM_KEY_PREFIX) :]] = value
+            return
         self.registry.apply_change(key, value)
         if self.leak_index is not None:
             self.leak_index.apply_change(key, value)

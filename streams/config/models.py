@@ -222,6 +222,13 @@ class HrSettings(Section):
     )
 
 
+class ScimSettings(Section):
+    token: SecretValue | None = _doc(
+        "Bearer token of the SCIM service /scim/v2 (none: every request answers 401)",
+        default=None,
+    )
+
+
 class WorkerSettings(Section):
     id: Str = _doc("Faust app id = consumer group", default="accessguard")
     fetch_max_wait_ms: Int = _doc("Consumer fetch wait (Faust hard-codes 1500)", default=20, ge=1)
@@ -417,6 +424,7 @@ class ConfigModel(BaseModel):
     rules: RuleSettings = Field(default_factory=RuleSettings)
     leaks: LeakSettings = Field(default_factory=LeakSettings)
     hr: HrSettings = Field(default_factory=HrSettings)
+    scim: ScimSettings = Field(default_factory=ScimSettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     executor: ExecutorSettings = Field(default_factory=ExecutorSettings)
     retry: RetrySettings = Field(default_factory=RetrySettings)

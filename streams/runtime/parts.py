@@ -239,7 +239,8 @@ def hr_webhook(
 
 
 async def restore_seen(hr: HrWebhook, bootstrap: str, topic: str) -> None:
-    """Refill the HR edge's memory of accepted event ids from the hr.events topic."""
+    """Refill the HR edge's memory of accepted event ids from the hr.events topic (before the
+    first request: a re-sent event is a duplicate across restarts)."""
     started = time.monotonic()
     seen, unreadable = await asyncio.get_running_loop().run_in_executor(
         None, read_hr_seen, bootstrap, topic

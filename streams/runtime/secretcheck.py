@@ -63,6 +63,8 @@ def secret_uses(
     uses: list[SecretUse] = []
     fixed = {
         "hr.webhook_secret": serve_hr,
+        # the SCIM service runs beside the HR edge where the registry view is (`run`)
+        "scim.token": serve_hr and execute,
         "auth.ingest_token": serve_ingest,
         "leaks.ingest_token": serve_ingest,
         "leaks.hmac_key": leaks or serve_ingest or execute,

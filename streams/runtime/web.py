@@ -15,6 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from connectors.ingest.auth_ingest import AuthIngest
 from connectors.ingest.hr_webhook import HrWebhook
 from connectors.ingest.leak_ingest import LeakIngest
+from connectors.ingest.scim.service import ScimService
 from streams.support import metrics
 from streams.support.errors import ConfigError
 
@@ -69,6 +70,7 @@ def build_web_app(
     max_body: int,
     auth: AuthIngest | None = None,
     leaks: LeakIngest | None = None,
+    scim: ScimService | None = None,
 ) -> web.Application:
     app = web.Application(middlewares=[errors_as_json], client_max_size=max_body + 1)
 
@@ -94,6 +96,8 @@ def build_web_app(
         app.router.add_post("/v1/auth/events", auth.handle, expect_handler=expect_continue)
     if leaks is not None:
         app.router.add_post("/v1/leaks", leaks.handle, expect_handler=expect_continue)
+    if scim is not None:
+        app.add_subapp("/scim/v2", scim.app())
     return app
 
 

@@ -56,6 +56,7 @@ from streams.runtime.parts import (
     retry_policy,
 )
 from streams.runtime.policy import verify_policy
+from streams.runtime.scim import scim_service
 from streams.runtime.secretcheck import SecretWatch
 from streams.runtime.web import WebServer, build_web_app
 from streams.runtime.writes import with_broker_retry
@@ -171,9 +172,8 @@ class WorkerServices(mode.Service):  # type: ignore[misc]
             "views_caught_up": self.views.ready.is_set(),
             "registry_loaded": len(self.views.registry.identities) > 0,
             "consumers_assigned": self.assigned,
-            # "Recovered and making progress", not "HTTP answers"
-            # (docs/operations-notes.md): the views still follow their topics, and the consumer is
-            # not stalled with lag.
+            # "Recovered and making progress", not "HTTP answers" (docs/operations-notes.md):
+            # the views still follow their topics, and the consumer is not stalled with lag.
             "views_tailing": self.views.tailing,
             "consumers_progressing": self.progress.ok,
             # False from a failed journal write (disk full) until a write succeeds; while
@@ -195,7 +195,6 @@ class WorkerServices(mode.Service):  # type: ignore[misc]
             if self.serve_hr:
                 guard = auth_guard(self.config)
                 hr = hr_webhook(self.config, self.publisher, self.journal, self.topics, guard)
-                # Before the first request: a re-sent event is a duplicate across restarts.
                 await restore_seen(hr, self.bootstrap, self.topics.hr_events)
                 auth = AuthIngest(
                     token=self.config["auth.ingest_token"],
@@ -224,6 +223,7 @@ class WorkerServices(mode.Service):  # type: ignore[misc]
                 hr=hr,
                 auth=auth,
                 leaks=leaks,
+                scim=scim_service(self.config, hr, self.views),
                 readiness=self.readiness,
                 max_body=max(
                     int(self.config["http.max_body_bytes"]),
