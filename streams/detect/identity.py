@@ -4,8 +4,12 @@ identity path, shared by the worker's agent (:mod:`streams.runtime.identitypath`
 
 Identity rules are ``match`` rules over :data:`~streams.detect.identity_fields.IDENTITY_FIELDS`,
 grouped by the event's subject (its identity, else its principal). Their ``dedup`` window is
-kept in a small :class:`DedupMemory` keyed by rule and subject (the agent holds one per
-process; events are keyed by the subject's identity, so one worker sees one person's events).
+kept per rule and subject: by the worker and replay in the rules'
+:class:`~streams.detect.state.RuleState` (:class:`StateDedup`: the slot's ``alert`` time, the
+way login rules keep theirs), so it is checkpointed with the login rules' state and a restart
+or a rebalance does not alert again within the window; ``accessguard rules test`` uses a
+:class:`DedupMemory` per case. Events are keyed by the subject's identity like logins, so the
+worker that owns a person's logins owns their identity events and their dedup state.
 Responses are built by the login rules' :func:`~streams.detect.responses.respond` (cause
 ``rule:<rule id>:<event id>``), so a redelivered event repeats its idempotency keys.
 
@@ -18,11 +22,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import replace
-from typing import Any
+from typing import Any, Protocol
 
 from streams.detect.identity_fields import IDENTITY_FIELDS, IdentityCtx
 from streams.detect.model import Detection, Rule, RuleSet, all_of, compile_condition
 from streams.detect.responses import respond
+from streams.detect.state import RuleState
 from streams.model import kinds
 from streams.model.identity import IdentityEvent
 from streams.model.records import Alert, idempotency_key, subject_hash
@@ -58,8 +63,33 @@ def resolve_subjects(event: IdentityEvent, registry: Registry) -> IdentityEvent:
     return replace(event, identity=ident, actor_identity=actor)
 
 
+class Dedup(Protocol):
+    """Where identity rules remember when each (rule, subject) last alerted."""
+
+    def seen(self, rule: str, key: str, ts: float, window: float) -> bool: ...
+
+
+class StateDedup:
+    """Dedup times in a :class:`RuleState` (slot ``alert`` and ``last`` of the rule under the
+    subject's key, as login rules keep them): checkpointed with it, expired by the rule's
+    horizon (its dedup window). Touched only when a rule fired, never per event."""
+
+    def __init__(self, state: RuleState) -> None:
+        self.state = state
+
+    def seen(self, rule: str, key: str, ts: float, window: float) -> bool:
+        """As :meth:`DedupMemory.seen`."""
+        slot = self.state.slot(key, rule)
+        last = slot.get("alert")
+        if last is not None and abs(ts - float(last)) < window:
+            return True
+        slot["alert"] = ts if last is None else max(ts, float(last))
+        slot["last"] = max(ts, float(slot.get("last", ts)))
+        return False
+
+
 class DedupMemory:
-    """When each (rule, subject) last alerted, in event time; bounded."""
+    """When each (rule, subject) last alerted, in event time; bounded (one rule test case)."""
 
     def __init__(self, max_entries: int = MAX_DEDUP_ENTRIES) -> None:
         self.last: dict[tuple[str, str], float] = {}
@@ -105,7 +135,7 @@ class IdentityRules:
         event: IdentityEvent,
         registry: Registry,
         lifecycle: StateStore,
-        dedup: DedupMemory,
+        dedup: Dedup,
     ) -> list[Detection]:
         """Every identity rule's conclusion about ``event`` (only rules that fired or failed
         appear). ``event`` should be resolved (:func:`resolve_subjects`)."""
@@ -131,7 +161,7 @@ class IdentityRules:
                 )
         return out
 
-    def _detect(self, rule: Rule, ctx: IdentityCtx, dedup: DedupMemory) -> Detection:
+    def _detect(self, rule: Rule, ctx: IdentityCtx, dedup: Dedup) -> Detection:
         event: IdentityEvent = ctx.event  # type: ignore[assignment]  # set by IdentityCtx
         why = rule.why or rule.description
         key = event.partition_key

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 import orjson
 import structlog
 
-from streams.detect.identity import DedupMemory, IdentityRules, resolve_subjects
+from streams.detect.identity import IdentityRules, StateDedup, resolve_subjects
 from streams.detect.model import Detection
 from streams.model.identity import IdentityEvent
 from streams.model.plan import Plan
@@ -52,7 +52,9 @@ class IdentityPath:
     def __init__(self, engine: Any, rules: IdentityRules) -> None:
         self.engine = engine
         self.rules = rules
-        self.dedup = DedupMemory()
+        # in the login rules' state, so the dedup window is checkpointed with it and
+        # survives a restart or a rebalance (the next owner reads the last checkpoint)
+        self.dedup = StateDedup(engine.login.state)
         self.topic: str = engine.topics.identity_events
         self.dlq: str = engine.topics.auth_dlq
         self._evaluated: dict[str, Any] = {}
