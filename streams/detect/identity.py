@@ -24,6 +24,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any, Protocol
 
+from streams.detect.exceptions import Suppressor
 from streams.detect.identity_fields import IDENTITY_FIELDS, IdentityCtx
 from streams.detect.model import Detection, Rule, RuleSet, all_of, compile_condition
 from streams.detect.responses import respond
@@ -126,6 +127,9 @@ class IdentityRules:
             for r in self.rules
         )
         self.errors: dict[str, int] = {r.id: 0 for r in self.rules}
+        #: rules/exceptions.yaml for identity rules: asked only once a rule matched
+        self.suppressor = Suppressor(ruleset.exceptions)
+        self.suppressor.bind(r.id for r in self.rules)
 
     def __len__(self) -> int:
         return len(self.rules)
@@ -143,7 +147,7 @@ class IdentityRules:
         out: list[Detection] = []
         for rule, match in self._compiled:
             try:
-                if match(ctx):
+                if match(ctx) and not self.suppressor.suppressed(rule.id, event):
                     out.append(self._detect(rule, ctx, dedup))
             except Exception as exc:  # noqa: BLE001 - reported per rule, never swallowed
                 self.errors[rule.id] = self.errors.get(rule.id, 0) + 1
