@@ -47,6 +47,10 @@ def _group_getter(name: str) -> Callable[[Ctx], str | None]:
     return group
 
 
+def _never(_c: Ctx) -> bool:
+    return False
+
+
 #: (subject event, evidence) pairs a rule's check returns; the subject is the event the
 #: alert is about (the current event, or the stored first event of an absent sequence).
 Hits = list[tuple[LoginEvent, dict[str, Any]]]
@@ -65,7 +69,15 @@ class Compiled:
         self.window = float(p.get("window", 0.0))
         self.count = int(p.get("count", 1))
         self.distinct = FIELDS[p["distinct"]].getter if p.get("distinct") else None
-        self.first = all_of(tuple(compile_condition(c) for c in p.get("first", ())))
+        #: first_input identity_event: the identity path records the first events
+        #: (streams.detect.identity.IdentityRules.mark), so no login is ever one
+        self.across = p.get("first_input") == "identity_event"
+        self.first = (
+            _never
+            if self.across
+            else all_of(tuple(compile_condition(c) for c in p.get("first", ())))
+        )
+        self.new = FIELDS[p["new"]].getter if p.get("new") else None
         self.then = all_of(tuple(compile_condition(c) for c in p.get("then", ())))
         self.absent = bool(p.get("absent", False))
         self.value = FIELDS[p["field"]].getter if p.get("field") else None
@@ -189,7 +201,7 @@ class Compiled:
                 pending.append([t + self.window, c.event.to_dict()])
             return hits
         firsts: list[float] = slot.setdefault("firsts", [])
-        if self.then(c):
+        if self.then(c) and self._new(c, slot):
             n = sum(1 for f in firsts if t - self.window < f <= t)
             if n >= self.count:
                 hits.append((c.event, {"first_count": n, "window_s": self.window}))
@@ -199,6 +211,15 @@ class Compiled:
             if len(firsts) > self.count:
                 del firsts[: len(firsts) - self.count]
         return hits
+
+    def _new(self, c: Ctx, slot: dict[str, Any]) -> bool:
+        """With ``new``: the event's value is not among those known for the subject when
+        the first event was recorded (``known``, learned by the first_seen rules on that
+        field); nothing known means anything is new."""
+        if self.new is None:
+            return True
+        value = self.new(c)
+        return value is not None and str(value) not in slot.get("known", ())
 
     def _due(self, slot: dict[str, Any], t: float) -> Hits:
         pending: list[list[Any]] | None = slot.get("pending")

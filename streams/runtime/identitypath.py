@@ -95,7 +95,8 @@ class IdentityPath:
                 continue
             resolved = resolve_subjects(event, registry)
             self._count(resolved.vendor)
-            for detection in self.rules.evaluate(resolved, registry, lifecycle, self.dedup):
+            found = self.rules.evaluate(resolved, registry, lifecycle, self.dedup, self.dedup.state)
+            for detection in found:
                 await self.handle_detection(resolved, detection)
             evaluated += 1
         return evaluated

@@ -77,7 +77,9 @@ class IdentityReplay:
         for event in events:
             if isinstance(event, IdentityEvent):
                 resolved = resolve_subjects(event, registry)
-                detections = self.rules.evaluate(resolved, registry, lifecycle, self.dedup)
+                detections = self.rules.evaluate(
+                    resolved, registry, lifecycle, self.dedup, self.pipeline.state
+                )
                 suppressor = self.rules.suppressor
             else:
                 _login, detections = self.pipeline.process(event, registry, lifecycle)
