@@ -14,8 +14,13 @@ import orjson
 from click.testing import CliRunner
 
 from streams.cli import main
+from streams.decide.leaks import decide_leak, state_after_action
+from streams.detect.identity import DedupMemory, IdentityRules, resolve_subjects
 from streams.detect.load import load_rules
+from streams.model.identity import IdentityEvent
+from streams.model.records import LeakRecord
 from streams.model.registry_yaml import load_registry
+from streams.model.state import StateStore
 from streams.runtime.replay import replay
 
 REPO = Path(__file__).resolve().parent.parent
@@ -209,3 +214,28 @@ def test_identity_exceptions_by_network_and_country_and_expiry(tmp_path: Path) -
     assert [r for r, _ in suppressed] == ["impersonation_granted"]
     assert [r for r, _ in fired].count("impersonation_granted") == 1
     assert suppressed[0][1] != next(e for r, e in fired if r == "impersonation_granted")
+
+
+def test_a_vendor_disable_reaches_the_leak_path_as_a_credential_change() -> None:
+    """Why the disable is not also a LeakRecord (streams/runtime/identitypath.py): once
+    vendor_disabled_compromised's re-enrolment is done, the leak path counts it as sam's
+    credential change, so a breach from before it is stale, not a second revocation."""
+    registry = load_registry(REPO / "rules" / "tests" / "registry.yaml")
+    providers = {"okta": "okta", "google": "google", "hootsuite": "generic"}
+    engine = IdentityRules(load_rules(REPO / "rules"), providers)
+    data = orjson.loads(disabled("d1", "2026-03-02T09:00:00Z"))
+    del data["kind"]
+    event = resolve_subjects(IdentityEvent.from_dict(data), registry)
+    lifecycle = StateStore()
+    [found] = engine.evaluate(event, registry, lifecycle, DedupMemory())
+    reenrol = next(a for a in found.actions if a.action == "force_mfa_reenrolment")
+    done = datetime(2026, 3, 2, 9, 5, tzinfo=UTC).timestamp()
+    update = state_after_action(lifecycle, reenrol, done)
+    assert update is not None
+    lifecycle.put(update)
+    breach = LeakRecord.from_dict({"principal": "sam@brand.example", "breach": "Forum",
+                                   "source": "test", "breach_date": "2026-02-20",
+                                   "password_present": True})  # fmt: skip
+    decision = decide_leak(registry, lifecycle, breach, AT, providers)
+    assert decision.outcome == "stale"
+    assert not decision.actions

@@ -8,6 +8,19 @@ waits for a provider), its actions run through one plan per identity keyed by
 ``rule:<rule id>:<event id>`` (a redelivered event adds nothing). A record that is not a valid
 IdentityEvent, and a rule that raises, go to ``auth.events.dlq`` with the reason.
 
+Why a vendor disable for a password leak or a hijacking (``account_disabled_by_vendor``) is
+*not* also fed to the leak path as a LeakRecord, although issue 18 suggested it: the leak path
+would decide it again under its own cause (``leak:<breach>:<subject>``), so its rules'
+revoke-sessions and re-enrolment actions and its alerts would be issued a second time beside
+``vendor_disabled_compromised``'s (``rule:<id>:<event id>``: different idempotency keys, which
+the ledger rightly does not merge); avoiding that means a leak record that no leak rule may
+act on, i.e. an audit line with an invented breach name in the breach reports. What the leak
+path needs from such an event is the credential-change fact, and it gets it already: the
+rule's ``force_mfa_reenrolment``, once done, records ``reenrolled_at`` for the identity
+(:func:`streams.decide.leaks.state_after_action`, called for every completed action), so
+older breaches of that person are ``stale`` from then on (``tests/test_replay_identity.py``).
+The alert and the audit ``detection`` record name the vendor's reason for the report.
+
 Kept out of :mod:`streams.runtime.engine` and :mod:`streams.runtime.worker` (both near the
 module size limit): the worker wires it with one agent line, :func:`identity_agent`.
 """
