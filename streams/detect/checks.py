@@ -47,6 +47,15 @@ def _group_getter(name: str) -> Callable[[Ctx], str | None]:
     return group
 
 
+#: A first_seen rule refreshes a known value's time only once it is older than
+#: lookback / SEEN_GRANULARITY (about 22 hours for 60 days): a value seen again within that
+#: is known without a state write, so a "last seen" time can lag by that much and a value
+#: counts as new after lookback minus at most 1/64 of it (60 days: 59.1 instead of 60).
+#: The write per login cost dormant_holder_active ~2 us per successful login and dirtied the
+#: key for the next checkpoint every time.
+SEEN_GRANULARITY = 64.0
+
+
 def _never(_c: Ctx) -> bool:
     return False
 
@@ -84,6 +93,7 @@ class Compiled:
         self.lookback = float(p.get("lookback_days", 0.0)) * 86400.0
         self.max_values = int(p.get("max_values", DEFAULT_MAX_VALUES))
         self.learn_first = bool(p.get("learn_first", True))
+        self.granularity = self.lookback / SEEN_GRANULARITY
         self.max_speed = float(p.get("max_speed_kmh", 0.0))
         self.min_distance = float(p.get("min_distance_km", 0.0))
         checks: dict[str, Callable[[Ctx, str, RuleState], Hits]] = {
@@ -165,8 +175,14 @@ class Compiled:
         if value is None or c.event.identity is None:
             return []
         name = str(value)
-        slot = state.slot(key, self.id)
         t = c.ts
+        held = state.peek(key, self.id)
+        if held is not None:
+            prev_t = (held.get("seen") or {}).get(name)
+            if prev_t is not None and 0.0 <= t - prev_t < self.granularity:
+                # seen moments ago (most logins): known, and nothing worth a state write
+                return []
+        slot = state.slot(key, self.id)
         seen: dict[str, float] = slot.setdefault("seen", {})
         cutoff = t - self.lookback
         for old in [v for v, ts in seen.items() if ts <= cutoff]:
