@@ -5,6 +5,7 @@ and checked for what a login with nothing recorded costs."""
 
 from __future__ import annotations
 
+import asyncio
 import copy
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,13 +15,16 @@ import orjson
 import pytest
 
 from connectors.okta import security
+from streams.bus.rulelog import RuleStateLog
 from streams.decide.login import LoginPipeline
 from streams.detect.load import load_rules, parse_rule
 from streams.detect.model import RuleSet
 from streams.model.records import LoginEvent
 from streams.model.registry_yaml import load_registry
 from streams.model.state import StateStore
+from streams.runtime.identitypath import IdentityPath
 from streams.runtime.replay import replay
+from tests.engine_harness import build_engine
 
 REPO = Path(__file__).resolve().parent.parent
 RULE = "admin_password_reset_then_new_country"
@@ -171,3 +175,78 @@ def test_vendor_reset_fixture_is_the_okta_reset_type() -> None:
     [event] = security.normalise_all(copy.deepcopy(OKTA_RESET))
     assert (event.type, event.principal, event.actor) == (  # type: ignore[union-attr]
         "admin_password_reset", "alice@brand.example", "bob@brand.example")  # fmt: skip
+
+
+# ---- through the worker's engine: the identity path marks, the login path follows up ----------
+
+
+def worker_life(
+    tmp_path: Path, checkpoint: list[tuple[str, Any]], identity: list[Any], logins: list[Any]
+) -> tuple[list[str], list[tuple[str, Any]]]:
+    """One worker: read the rule-state checkpoint, handle an identity.events message and an
+    auth.events message, checkpoint. Returns (rules of the alerts queued, records written)."""
+
+    async def scenario() -> tuple[list[str], list[tuple[str, Any]]]:
+        harness = build_engine(tmp_path)
+        try:
+            engine = harness.engine
+            engine.login = LoginPipeline(
+                load_rules(REPO / "rules"), harness.config.provider_types()
+            )
+            engine.rule_log = RuleStateLog(engine.login.state, shards=4, writer="w")
+            for key, value in checkpoint:
+                engine.rule_log.apply(key, value)
+            if identity:
+                await IdentityPath.for_engine(engine).handle_batch(orjson.dumps(identity))
+            if logins:
+                await engine.handle_login_batch(orjson.dumps(logins))
+            await engine.checkpoint_rules()
+            queued = [v["rule"] for _, v in harness.publisher.on(engine.topics.alert_queue)]
+            written = harness.publisher.on(engine.topics.rule_state)
+            return queued, [(k, orjson.loads(orjson.dumps(v))) for k, v in written]
+        finally:
+            harness.close()
+
+    return asyncio.run(scenario())
+
+
+RESET = {
+    "event_id": "r1",
+    "vendor": "okta",
+    "time": "2026-03-02T10:00:00Z",
+    "type": "admin_password_reset",
+    "principal": "ana@brand.example",
+    "principal_id": "00u-ana",
+    "actor": "ben@brand.example",
+    "actor_id": "00u-ben",
+}
+
+
+def ana_login(event_id: str, time: str, country: str) -> dict[str, Any]:
+    return {
+        "event_id": event_id,
+        "vendor": "okta",
+        "time": time,
+        "outcome": "success",
+        "principal": "ana@brand.example",
+        "principal_id": "00u-ana",
+        "ip": "200.147.1.1",
+        "geo": {"country": country},
+    }
+
+
+def test_the_worker_follows_a_reset_up_across_a_restart(tmp_path: Path) -> None:
+    """Worker one sees ben reset ana's password and checkpoints; worker two (fresh, reading
+    the checkpoint) sees ana sign in from Brazil: the sequence alert is queued there."""
+    queued, written = worker_life(tmp_path / "a", [], [RESET], [])
+    assert RULE not in queued
+    queued, _ = worker_life(
+        tmp_path / "b", written, [], [ana_login("l1", "2026-03-02T11:00:00Z", "BR")]
+    )
+    assert RULE in queued
+
+
+def test_the_worker_does_not_fire_on_a_login_with_no_reset(tmp_path: Path) -> None:
+    """The control: the same login with no reset before it queues no sequence alert."""
+    queued, _ = worker_life(tmp_path, [], [], [ana_login("l1", "2026-03-02T11:00:00Z", "BR")])
+    assert RULE not in queued
