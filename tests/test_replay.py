@@ -99,7 +99,7 @@ def test_rejected_lines_keep_going(registry: Registry) -> None:
     assert [(o["line"], o["reason"]) for o in rejected] == [
         (1, rejected[0]["reason"]),
         (4, "line must be a JSON object"),
-        (5, "kind: required, one of hr, login, leak"),
+        (5, "kind: required, one of hr, login, identity, leak"),
         (6, "login lines need a rule set (--rules DIR)"),
         (7, rejected[4]["reason"]),
         (8, "kind: unknown kind 'weird'"),

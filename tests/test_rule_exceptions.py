@@ -169,7 +169,7 @@ def test_expired_exceptions_are_listed_and_warned_about(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "says"),
     [
-        (one("identity", "alice", rule="nope"), r"'nope' is not a login rule"),
+        (one("identity", "alice", rule="nope"), r"'nope' is not a login or identity-event rule"),
         (one("ip", "203.0.113.300"), r"ip: '203.0.113.300' is not an IP address"),
         (one("cidr", "203.0.113.7/24"), r"cidr: '203.0.113.7/24' is not a network"),
         (one("identity", "alice", expires="soon"), r"expires"),
@@ -196,7 +196,9 @@ def test_an_exception_for_a_leak_rule_is_refused(tmp_path: Path) -> None:
     directory = tmp_path / "shipped"
     shutil.copytree(REPO / "rules", directory)
     (directory / EXCEPTIONS_FILE).write_text(one("identity", "alice", rule="leak_grant_holder"))
-    with pytest.raises(RuleError, match="'leak_grant_holder' is not a login rule"):
+    with pytest.raises(
+        RuleError, match="'leak_grant_holder' is not a login or identity-event rule"
+    ):
         load_rules(directory)
 
 

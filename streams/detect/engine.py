@@ -6,7 +6,8 @@ product learned: offboarded, grants removed) and a :class:`~streams.detect.state
 (windows, last location, known countries and devices). It is a pure function of those inputs
 and the event: no clock, no I/O, so ``accessguard replay``, ``accessguard rules test`` and the
 workers agree. Conditions were compiled into closures once, at load, so evaluation does no YAML,
-no regex compilation and no attribute lookups by name.
+no regex compilation and no attribute lookups by name; each kind's check (windows, velocity,
+first_seen, sequences) lives in :mod:`streams.detect.checks`.
 
 Responses are built by :mod:`streams.detect.responses` with the offboarding path's helpers
 (:mod:`streams.decide.responses`) and carry the cause ``rule:<rule id>:<event id>``, so a
@@ -19,17 +20,16 @@ An exception inside one rule never becomes "no alert": it is caught per rule, co
 
 from __future__ import annotations
 
-import bisect
-import math
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
+from streams.detect.checks import Compiled, haversine_km
 from streams.detect.exceptions import Suppressor
-from streams.detect.fields import FIELDS, LEAK_FIELDS, Ctx, LeakCtx, LeakSubject
-from streams.detect.model import Detection, Rule, RuleSet, all_of, compile_condition
+from streams.detect.fields import Ctx, LeakCtx, LeakSubject
+from streams.detect.model import Detection, Rule, RuleSet
 from streams.detect.responses import respond, respond_leak
-from streams.detect.state import DEFAULT_MAX_VALUES, MAX_PENDING, RuleState
+from streams.detect.state import RuleState
 from streams.model.access import shared_credential_holders
 from streams.model.records import (
     Alert,
@@ -42,10 +42,10 @@ from streams.model.registry import Registry
 from streams.model.state import StateStore
 from streams.support.times import format_time
 
+__all__ = ["RuleEngine", "haversine_km", "leak_details"]  # haversine_km: moved, still importable
+
 #: A PagerDuty dedup_key may hold 255 characters; longer group keys are hashed.
 _MAX_GROUP_IN_KEY = 120
-
-_EARTH_RADIUS_KM = 6371.0088
 
 
 def leak_details(record: LeakRecord, **more: Any) -> dict[str, Any]:
@@ -65,199 +65,6 @@ def leak_details(record: LeakRecord, **more: Any) -> dict[str, Any]:
     }
 
 
-def haversine_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
-    """Great-circle distance in kilometres."""
-    p1, p2 = math.radians(lat1), math.radians(lat2)
-    dp, dl = p2 - p1, math.radians(lon2 - lon1)
-    a = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
-    return 2 * _EARTH_RADIUS_KM * math.asin(min(1.0, math.sqrt(a)))
-
-
-def _identity_group(c: Ctx) -> str:
-    return c.event.identity or f"principal:{c.event.principal}"
-
-
-def _group_getter(name: str) -> Callable[[Ctx], str | None]:
-    if name == "identity":
-        return _identity_group
-    get = FIELDS[name].getter
-
-    def group(c: Ctx) -> str | None:
-        value = get(c)
-        return None if value is None else f"{name}:{value}"
-
-    return group
-
-
-#: (subject event, evidence) pairs a rule's check returns; the subject is the event the
-#: alert is about (the current event, or the stored first event of an absent sequence).
-Hits = list[tuple[LoginEvent, dict[str, Any]]]
-
-
-class _Compiled:
-    """A rule with its conditions compiled and its kind's check bound."""
-
-    def __init__(self, rule: Rule) -> None:
-        self.rule = rule
-        self.id = rule.id
-        fields = LEAK_FIELDS if rule.leak else FIELDS
-        self.match = all_of(tuple(compile_condition(c, fields) for c in rule.conditions))
-        self.group = _group_getter(rule.group_by)
-        p = rule.params
-        self.window = float(p.get("window", 0.0))
-        self.count = int(p.get("count", 1))
-        self.distinct = FIELDS[p["distinct"]].getter if p.get("distinct") else None
-        self.first = all_of(tuple(compile_condition(c) for c in p.get("first", ())))
-        self.then = all_of(tuple(compile_condition(c) for c in p.get("then", ())))
-        self.absent = bool(p.get("absent", False))
-        self.value = FIELDS[p["field"]].getter if p.get("field") else None
-        self.lookback = float(p.get("lookback_days", 0.0)) * 86400.0
-        self.max_values = int(p.get("max_values", DEFAULT_MAX_VALUES))
-        self.learn_first = bool(p.get("learn_first", True))
-        self.max_speed = float(p.get("max_speed_kmh", 0.0))
-        self.min_distance = float(p.get("min_distance_km", 0.0))
-        checks: dict[str, Callable[[Ctx, str, RuleState], Hits]] = {
-            "match": self._match,
-            "threshold": self._threshold,
-            "velocity": self._velocity,
-            "first_seen": self._first_seen,
-            "sequence": self._sequence,
-        }
-        self.check = checks[rule.kind]
-
-    def _match(self, c: Ctx, key: str, state: RuleState) -> Hits:
-        return [(c.event, {})]
-
-    def _threshold(self, c: Ctx, key: str, state: RuleState) -> Hits:
-        slot = state.slot(key, self.id)
-        t = c.ts
-        slot["last"] = max(t, slot.get("last", t))
-        if self.distinct is not None:
-            value = self.distinct(c)
-            if value is None:
-                return []
-            seen: dict[str, float] = slot.setdefault("seen", {})
-            name = str(value)
-            if t > seen.get(name, -math.inf):
-                seen[name] = t
-            while len(seen) > self.count:
-                del seen[min(seen, key=seen.__getitem__)]
-            hi = max(seen.values())
-            n = sum(1 for v in seen.values() if v > hi - self.window)
-            if n >= self.count:
-                return [(c.event, {"distinct": n, "window_s": self.window})]
-            return []
-        stamps: list[float] = slot.setdefault("ts", [])
-        bisect.insort(stamps, t)
-        if len(stamps) > self.count:
-            del stamps[: len(stamps) - self.count]
-        if len(stamps) == self.count and stamps[-1] - stamps[0] < self.window:
-            return [(c.event, {"count": self.count, "window_s": self.window})]
-        return []
-
-    def _velocity(self, c: Ctx, key: str, state: RuleState) -> Hits:
-        geo = c.event.geo
-        if c.event.identity is None or geo is None or geo.lat is None or geo.lon is None:
-            return []
-        slot = state.slot(key, self.id)
-        t = c.ts
-        hits: Hits = []
-        prev = slot.get("loc")
-        if prev is not None and t < prev[0]:
-            return []  # out of order: consecutive means in event-time order
-        if prev is not None and not (
-            # the same place again (the common case): distance 0, under any min_distance > 0
-            self.min_distance > 0 and prev[1] == geo.lat and prev[2] == geo.lon
-        ):
-            dist = haversine_km(prev[1], prev[2], geo.lat, geo.lon)
-            hours = (t - prev[0]) / 3600.0
-            if dist >= self.min_distance:
-                speed = math.inf if hours <= 0 else dist / hours
-                if speed > self.max_speed:
-                    hits.append(
-                        (
-                            c.event,
-                            {
-                                "distance_km": round(dist, 1),
-                                "minutes": round(hours * 60, 1),
-                                "speed_kmh": None if math.isinf(speed) else round(speed),
-                                "from_country": prev[3],
-                                "to_country": geo.country,
-                            },
-                        )
-                    )
-        slot["loc"] = [t, geo.lat, geo.lon, geo.country]
-        slot["last"] = t
-        return hits
-
-    def _first_seen(self, c: Ctx, key: str, state: RuleState) -> Hits:
-        value = self.value(c) if self.value is not None else None
-        if value is None or c.event.identity is None:
-            return []
-        name = str(value)
-        slot = state.slot(key, self.id)
-        t = c.ts
-        seen: dict[str, float] = slot.setdefault("seen", {})
-        cutoff = t - self.lookback
-        for old in [v for v, ts in seen.items() if ts <= cutoff]:
-            del seen[old]
-        learning = "since" not in slot
-        if learning:
-            slot["since"] = t
-        prev = seen.get(name)
-        seen[name] = t if prev is None else max(prev, t)
-        while len(seen) > self.max_values:
-            del seen[min(seen, key=seen.__getitem__)]
-        slot["last"] = max(t, slot.get("last", t))
-        if prev is not None or (learning and self.learn_first):
-            return []
-        known = sorted(v for v in seen if v != name)
-        return [(c.event, {"new_value": name, "known_values": known[:10]})]
-
-    def _sequence(self, c: Ctx, key: str, state: RuleState) -> Hits:
-        first = self.first(c)
-        if not (first or self.absent or state.holds(key, self.id, "firsts")):
-            return []  # nothing to follow up (most logins): no slot, no state write
-        slot = state.slot(key, self.id)
-        t = c.ts
-        slot["last"] = max(t, slot.get("last", t))
-        hits: Hits = []
-        if self.absent:
-            hits.extend(self._due(slot, t))
-            pending: list[list[Any]] = slot.setdefault("pending", [])
-            if self.then(c):
-                pending[:] = [p for p in pending if p[0] - self.window > t]
-            if first and len(pending) < MAX_PENDING:
-                pending.append([t + self.window, c.event.to_dict()])
-            return hits
-        firsts: list[float] = slot.setdefault("firsts", [])
-        if self.then(c):
-            n = sum(1 for f in firsts if t - self.window < f <= t)
-            if n >= self.count:
-                hits.append((c.event, {"first_count": n, "window_s": self.window}))
-                firsts.clear()
-        if first:
-            bisect.insort(firsts, t)
-            if len(firsts) > self.count:
-                del firsts[: len(firsts) - self.count]
-        return hits
-
-    def _due(self, slot: dict[str, Any], t: float) -> Hits:
-        pending: list[list[Any]] | None = slot.get("pending")
-        if not pending:
-            return []
-        hits: Hits = []
-        keep: list[list[Any]] = []
-        for item in pending:
-            if item[0] <= t:
-                first = LoginEvent.from_dict(item[1])
-                hits.append((first, {"not_followed_within_s": self.window}))
-            else:
-                keep.append(item)
-        pending[:] = keep
-        return hits
-
-
 class RuleEngine:
     """Runs a rule set. ``providers`` maps each configured provider name to its type (okta,
     graph, google, generic, secret_store), exactly as :func:`streams.decide.hr.decide_hr`
@@ -275,8 +82,8 @@ class RuleEngine:
         self.rules = tuple(
             r for r in ruleset.rules if include_deprecated or r.status != "deprecated"
         )
-        self._compiled = tuple(_Compiled(r) for r in self.rules if "login" in r.inputs)
-        self._leak = tuple(_Compiled(r) for r in self.rules if r.leak)
+        self._compiled = tuple(Compiled(r) for r in self.rules if "login" in r.inputs)
+        self._leak = tuple(Compiled(r) for r in self.rules if r.leak)
         self.suppressor = Suppressor(ruleset.exceptions)  # wraps only rules with an exception
         self.suppressor.guard(self._compiled)
         #: rule id -> exceptions caught while evaluating it (for a metric).

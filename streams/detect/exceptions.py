@@ -20,6 +20,11 @@ Scopes: ``identity`` is the registry identity id the event resolved to; ``ip`` o
 names such as "France", Entra codes such as "FR": compared case-insensitively, so list both
 when both vendors feed the rule).
 
+Login rules and identity-event rules (``inputs: [identity_event]``) take exceptions alike: an
+identity event is matched on the identity it resolved to, the IP it came from and that IP's
+country, when the vendor gives them (an identity event with no IP, such as a vendor-side
+disable, is covered by an ``identity`` exception only).
+
 The check runs on the event a rule fired on, at that event's time (event time, like every
 window: a replay of last month applies last month's exceptions), and only after the rule
 fired: a rule with no exception is not touched at all (its check is not even wrapped), and a
@@ -37,13 +42,13 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode
 
-from streams.model.records import LoginEvent
+from streams.model.records import Geo, LoginEvent
 from streams.support import metrics
 from streams.support.times import format_time
 from streams.support.yamlcheck import Entry, Problems, compose, line_of
@@ -58,6 +63,21 @@ _KEYS = {"rule", "owner", "reason", "expires", *SCOPES}
 MAX_KEPT = 1000
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class Subject(Protocol):
+    """What an exception is matched on: a LoginEvent or an IdentityEvent."""
+
+    @property
+    def event_id(self) -> str: ...
+    @property
+    def time(self) -> datetime: ...
+    @property
+    def identity(self) -> str | None: ...
+    @property
+    def ip(self) -> str | None: ...
+    @property
+    def geo(self) -> Geo | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,8 +146,9 @@ def _read_one(
     if rule is not None and rule_ids is not None and rule not in rule_ids:
         e.error(
             e.fields["rule"],
-            f"rule: {rule!r} is not a login rule of this directory (exceptions apply to "
-            "login rules; a renamed or deleted rule must not leave its exceptions behind)",
+            f"rule: {rule!r} is not a login or identity-event rule of this directory "
+            "(exceptions apply to those; a renamed or deleted rule must not leave its "
+            "exceptions behind)",
         )
         rule = None
     owner = e.string("owner", max_len=200)
@@ -163,7 +184,8 @@ def parse_exceptions(
     text: str, source: str, rule_ids: Iterable[str] | None = None
 ) -> tuple[tuple[RuleException, ...], list[str]]:
     """Every exception in one file's text and every problem as ``path:line: message`` (an
-    exception for a rule not in ``rule_ids``, the directory's login rules, is a problem)."""
+    exception for a rule not in ``rule_ids``, the directory's login and identity-event rules,
+    is a problem)."""
     problems = Problems(source)
     ids = frozenset(rule_ids) if rule_ids is not None else None
     root = compose(text, problems)
@@ -248,7 +270,7 @@ class RuleExceptions:
                 value = x.value.casefold() if x.scope == "country" else x.value
                 getattr(self, x.scope).setdefault(value, []).append(x)
 
-    def match(self, event: LoginEvent) -> RuleException | None:
+    def match(self, event: Subject) -> RuleException | None:
         """The first exception active at the event's time that covers it, or None."""
         at = event.time
         candidates: list[RuleException] = []
@@ -290,6 +312,7 @@ class Suppressor:
         #: rule id -> detections suppressed (also in the metric).
         self.counts: dict[str, int] = dict.fromkeys(by_rule, 0)
         self._kept: deque[Suppression] = deque(maxlen=MAX_KEPT)
+        self._counters: dict[str, Any] = {}
 
     def guard(self, compiled: Iterable[Any]) -> None:
         """Replace ``check`` of each compiled rule that has exceptions by one that drops the
@@ -323,6 +346,28 @@ class Suppressor:
             return kept
 
         return guarded
+
+    def bind(self, rule_ids: Iterable[str]) -> None:
+        """Export the suppression counter of rules evaluated without a check to wrap (identity
+        rules, see :meth:`suppressed`) at 0, and pre-bind it."""
+        for rule_id in rule_ids:
+            self._counters[rule_id] = metrics.RULE_SUPPRESSED.labels(rule_id)
+
+    def suppressed(self, rule_id: str, subject: Subject) -> bool:
+        """Whether an active exception of ``rule_id`` covers ``subject`` (for rules whose
+        caller asks once they matched: identity rules); kept and counted when it does. A dict
+        lookup for a rule with no exception."""
+        found = self.by_rule.get(rule_id)
+        x = found.match(subject) if found is not None else None
+        if x is None:
+            return False
+        self.counts[rule_id] += 1
+        counter = self._counters.get(rule_id)
+        if counter is None:
+            counter = self._counters[rule_id] = metrics.RULE_SUPPRESSED.labels(rule_id)
+        counter.inc()
+        self._kept.append(Suppression(rule_id, subject.event_id, subject.identity, x))
+        return True
 
     def take(self) -> list[Suppression]:
         """The suppressions since the last call (at most :data:`MAX_KEPT`, newest kept)."""

@@ -4,10 +4,22 @@ identity path, shared by the worker's agent (:mod:`streams.runtime.identitypath`
 
 Identity rules are ``match`` rules over :data:`~streams.detect.identity_fields.IDENTITY_FIELDS`,
 grouped by the event's subject (its identity, else its principal). Their ``dedup`` window is
-kept in a small :class:`DedupMemory` keyed by rule and subject (the agent holds one per
-process; events are keyed by the subject's identity, so one worker sees one person's events).
+kept per rule and subject: by the worker and replay in the rules'
+:class:`~streams.detect.state.RuleState` (:class:`StateDedup`: the slot's ``alert`` time, the
+way login rules keep theirs), so it is checkpointed with the login rules' state and a restart
+or a rebalance does not alert again within the window; ``accessguard rules test`` uses a
+:class:`DedupMemory` per case. Events are keyed by the subject's identity like logins, so the
+worker that owns a person's logins owns their identity events and their dedup state.
 Responses are built by the login rules' :func:`~streams.detect.responses.respond` (cause
 ``rule:<rule id>:<event id>``), so a redelivered event repeats its idempotency keys.
+
+Sequences across inputs: a login ``sequence`` rule with ``first_input: identity_event``
+(``admin_password_reset_then_new_country``) has its ``first`` conditions evaluated here, over
+identity fields; a match is recorded in the login rules' state under the subject's key
+(:meth:`IdentityRules.mark`: the time, and with ``new: <field>`` the values the first_seen
+rules on that field knew for the subject by then), and the login engine follows it up
+(:mod:`streams.detect.checks`). A login of a subject with nothing recorded costs that rule one
+dict lookup.
 
 Resolution: :func:`resolve_subjects` fills ``identity`` and ``actor_identity`` from the
 registry (the vendor's user id at that vendor, the login name at that vendor, then any alias or
@@ -16,13 +28,16 @@ e-mail), the way logins are resolved; an unknown subject stays None.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import bisect
+from collections.abc import Callable, Mapping
 from dataclasses import replace
-from typing import Any
+from typing import Any, Protocol
 
+from streams.detect.exceptions import Suppressor
 from streams.detect.identity_fields import IDENTITY_FIELDS, IdentityCtx
 from streams.detect.model import Detection, Rule, RuleSet, all_of, compile_condition
 from streams.detect.responses import respond
+from streams.detect.state import RuleState
 from streams.model import kinds
 from streams.model.identity import IdentityEvent
 from streams.model.records import Alert, idempotency_key, subject_hash
@@ -58,8 +73,33 @@ def resolve_subjects(event: IdentityEvent, registry: Registry) -> IdentityEvent:
     return replace(event, identity=ident, actor_identity=actor)
 
 
+class Dedup(Protocol):
+    """Where identity rules remember when each (rule, subject) last alerted."""
+
+    def seen(self, rule: str, key: str, ts: float, window: float) -> bool: ...
+
+
+class StateDedup:
+    """Dedup times in a :class:`RuleState` (slot ``alert`` and ``last`` of the rule under the
+    subject's key, as login rules keep them): checkpointed with it, expired by the rule's
+    horizon (its dedup window). Touched only when a rule fired, never per event."""
+
+    def __init__(self, state: RuleState) -> None:
+        self.state = state
+
+    def seen(self, rule: str, key: str, ts: float, window: float) -> bool:
+        """As :meth:`DedupMemory.seen`."""
+        slot = self.state.slot(key, rule)
+        last = slot.get("alert")
+        if last is not None and abs(ts - float(last)) < window:
+            return True
+        slot["alert"] = ts if last is None else max(ts, float(last))
+        slot["last"] = max(ts, float(slot.get("last", ts)))
+        return False
+
+
 class DedupMemory:
-    """When each (rule, subject) last alerted, in event time; bounded."""
+    """When each (rule, subject) last alerted, in event time; bounded (one rule test case)."""
 
     def __init__(self, max_entries: int = MAX_DEDUP_ENTRIES) -> None:
         self.last: dict[tuple[str, str], float] = {}
@@ -96,42 +136,107 @@ class IdentityRules:
             for r in self.rules
         )
         self.errors: dict[str, int] = {r.id: 0 for r in self.rules}
+        self._marks = tuple(
+            self._marker(r, ruleset, include_deprecated)
+            for r in ruleset.rules
+            if r.kind == "sequence"
+            and r.params.get("first_input") == IDENTITY_INPUT
+            and (include_deprecated or r.status != "deprecated")
+        )
+        #: rules/exceptions.yaml for identity rules: asked only once a rule matched
+        self.suppressor = Suppressor(ruleset.exceptions)
+        self.suppressor.bind(r.id for r in self.rules)
 
     def __len__(self) -> int:
         return len(self.rules)
+
+    @staticmethod
+    def _marker(
+        rule: Rule, ruleset: RuleSet, include_deprecated: bool
+    ) -> tuple[Rule, Callable[[Any], bool], tuple[str, ...]]:
+        """A login sequence whose first event is an identity event: its ``first`` compiled
+        over identity fields, and the first_seen rules that learn its ``new`` field."""
+        first = all_of(tuple(compile_condition(c, IDENTITY_FIELDS) for c in rule.params["first"]))
+        field = rule.params.get("new")
+        learners = tuple(
+            r.id
+            for r in ruleset.rules
+            if field is not None
+            and r.kind == "first_seen"
+            and r.params.get("field") == field
+            and (include_deprecated or r.status != "deprecated")
+        )
+        return rule, first, learners
+
+    def mark(self, event: IdentityEvent, ctx: IdentityCtx, state: RuleState) -> list[Detection]:
+        """Record ``event`` as the first event of every login sequence it starts (slot
+        ``firsts`` of that rule under the subject's key, with the values its ``new`` field
+        was known by then), for the login rules to follow up (streams.detect.checks).
+        Returns the rules that failed, as error detections."""
+        failed: list[Detection] = []
+        for rule, first, learners in self._marks:
+            try:
+                if first(ctx):
+                    self._record(rule, learners, event, ctx, state)
+            except Exception as exc:  # noqa: BLE001 - reported per rule, never swallowed
+                failed.append(self._error(rule, event, exc))
+        return failed
+
+    @staticmethod
+    def _record(
+        rule: Rule,
+        learners: tuple[str, ...],
+        event: IdentityEvent,
+        ctx: IdentityCtx,
+        state: RuleState,
+    ) -> None:
+        key, t = event.partition_key, ctx.ts
+        slot = state.slot(key, rule.id)
+        firsts: list[float] = slot.setdefault("firsts", [])
+        bisect.insort(firsts, t)
+        del firsts[:-1]  # one first event: the latest one restarts the window
+        slot["last"] = max(t, float(slot.get("last", t)))
+        if rule.params.get("new"):
+            slot["known"] = state.learned(key, learners)
 
     def evaluate(
         self,
         event: IdentityEvent,
         registry: Registry,
         lifecycle: StateStore,
-        dedup: DedupMemory,
+        dedup: Dedup,
+        state: RuleState | None = None,
     ) -> list[Detection]:
         """Every identity rule's conclusion about ``event`` (only rules that fired or failed
-        appear). ``event`` should be resolved (:func:`resolve_subjects`)."""
+        appear). ``event`` should be resolved (:func:`resolve_subjects`). With ``state`` (the
+        login rules' state) the event also starts the login sequences it is the first event
+        of (:meth:`mark`)."""
         ctx = IdentityCtx(event, registry, lifecycle)
         out: list[Detection] = []
+        if self._marks and state is not None:
+            out.extend(self.mark(event, ctx, state))
         for rule, match in self._compiled:
             try:
-                if match(ctx):
+                if match(ctx) and not self.suppressor.suppressed(rule.id, event):
                     out.append(self._detect(rule, ctx, dedup))
             except Exception as exc:  # noqa: BLE001 - reported per rule, never swallowed
-                self.errors[rule.id] = self.errors.get(rule.id, 0) + 1
-                out.append(
-                    Detection(
-                        rule=rule.id,
-                        severity=rule.severity,
-                        group_key="",
-                        title=f"rule {rule.id} failed",
-                        why=rule.why or rule.description,
-                        event_id=event.event_id,
-                        identity=event.identity,
-                        error=f"{type(exc).__name__}: {exc}"[:500],
-                    )
-                )
+                out.append(self._error(rule, event, exc))
         return out
 
-    def _detect(self, rule: Rule, ctx: IdentityCtx, dedup: DedupMemory) -> Detection:
+    def _error(self, rule: Rule, event: IdentityEvent, exc: Exception) -> Detection:
+        self.errors[rule.id] = self.errors.get(rule.id, 0) + 1
+        return Detection(
+            rule=rule.id,
+            severity=rule.severity,
+            group_key="",
+            title=f"rule {rule.id} failed",
+            why=rule.why or rule.description,
+            event_id=event.event_id,
+            identity=event.identity,
+            error=f"{type(exc).__name__}: {exc}"[:500],
+        )
+
+    def _detect(self, rule: Rule, ctx: IdentityCtx, dedup: Dedup) -> Detection:
         event: IdentityEvent = ctx.event  # type: ignore[assignment]  # set by IdentityCtx
         why = rule.why or rule.description
         key = event.partition_key

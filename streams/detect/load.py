@@ -62,7 +62,7 @@ _PARAM_KEYS: dict[str, set[str]] = {
     "threshold": {"window", "count", "distinct"},
     "velocity": {"max_speed_kmh", "min_distance_km"},
     "first_seen": {"field", "lookback_days", "max_values", "learn_first"},
-    "sequence": {"first", "then", "window", "count", "absent"},
+    "sequence": {"first", "then", "window", "count", "absent", "first_input", "new"},
 }
 
 
@@ -113,7 +113,17 @@ def _params(
         params["max_values"] = int(max_values) if max_values is not None else DEFAULT_MAX_VALUES
         params["learn_first"] = p.boolean("learn_first", default=True)
     elif kind == "sequence":
-        first, first_ok = read_conditions(p, "first", problems, constructor, required=True)
+        first_input = p.enum("first_input", ("login", IDENTITY_INPUT), default="login")
+        across = first_input == IDENTITY_INPUT
+        params["first_input"] = first_input or "login"
+        first, first_ok = read_conditions(
+            p,
+            "first",
+            problems,
+            constructor,
+            required=True,
+            fields=IDENTITY_FIELDS if across else FIELDS,
+        )
         then, then_ok = read_conditions(p, "then", problems, constructor, required=True)
         ok = ok and first_ok and then_ok
         params["first"], params["then"] = first, then
@@ -123,6 +133,17 @@ def _params(
         params["absent"] = p.boolean("absent", default=False)
         if params["absent"] and params["count"] != 1:
             p.error(p.fields["count"], "count: an absent sequence waits for one first event")
+            ok = False
+        new_field = p.string("new", required=False, max_len=64)
+        if new_field is not None and new_field not in FIRST_SEEN_FIELDS:
+            p.error(p.fields["new"], f"new: must be one of {', '.join(FIRST_SEEN_FIELDS)}")
+            ok = False
+        if new_field is not None and not across:
+            p.error(p.fields["new"], "new: only with first_input: identity_event")
+            ok = False
+        params["new"] = new_field
+        if across and (params["absent"] or params["count"] != 1):
+            p.error(p.line, "first_input: identity_event: one first event, not absent")
             ok = False
     return params, ok
 
@@ -207,7 +228,15 @@ def _parse_rule(text: str, path: Path, problems: Problems) -> Rule | None:
             )
         else:
             response.append(value)
-    tests = read_tests(e, rule_id, problems, constructor, leak=leak, identity=ident)
+    tests = read_tests(
+        e,
+        rule_id,
+        problems,
+        constructor,
+        leak=leak,
+        identity=ident,
+        mixed=params.get("first_input") == IDENTITY_INPUT,
+    )
     test_node = e.fields.get("tests")
     if isinstance(test_node, SequenceNode) and len(tests) == len(test_node.value):
         expects = {t.expect for t in tests}

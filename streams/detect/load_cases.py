@@ -148,6 +148,10 @@ def _test_leak(
     return LeakSubject(record, "identity" if skind == "identity" else "shared_account", sid)
 
 
+def _names_type(node: Node) -> bool:
+    return isinstance(node, MappingNode) and any(k.value == "type" for k, _ in node.value)
+
+
 def read_tests(
     e: Entry,
     rule_id: str | None,
@@ -156,7 +160,10 @@ def read_tests(
     *,
     leak: bool = False,
     identity: bool = False,
+    mixed: bool = False,
 ) -> list[RuleTest]:
+    """The inline cases. ``mixed`` (a sequence whose first event is an identity event): an
+    event with a ``type`` is an identity event, any other a login."""
     out: list[RuleTest] = []
     names: dict[str, int] = {}
     for index, node in enumerate(e.seq("tests", required=True) or ()):
@@ -210,7 +217,7 @@ def read_tests(
                 else:
                     events.append(subject)
                 continue
-            if identity:
+            if identity or (mixed and _names_type(enode)):
                 found = _test_identity(
                     t,
                     enode,

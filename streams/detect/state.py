@@ -65,6 +65,23 @@ class RuleState:
         slot = slots.get(rule_id) if slots is not None else None
         return bool(slot and slot.get(name))
 
+    def peek(self, key: str, rule_id: str) -> dict[str, Any] | None:
+        """``rule_id``'s slot under ``key`` to read, or None; creates nothing, marks nothing
+        dirty and leaves the key's recency alone (a check that will not write)."""
+        slots = self._keys.get(key)
+        return slots.get(rule_id) if slots is not None else None
+
+    def learned(self, key: str, rule_ids: Iterable[str]) -> list[str]:
+        """The values the first_seen rules ``rule_ids`` know under ``key`` (their ``seen``),
+        sorted; reads only, like :meth:`holds`."""
+        slots = self._keys.get(key)
+        if not slots:
+            return []
+        found: set[str] = set()
+        for rule_id in rule_ids:
+            found.update((slots.get(rule_id) or {}).get("seen") or ())
+        return sorted(found)
+
     def keys(self) -> list[str]:
         return list(self._keys)
 

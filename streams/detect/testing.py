@@ -6,6 +6,7 @@ The provider names are data next to the registry that uses them, not code."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -119,13 +120,19 @@ def run_rule_test(
     case: RuleTest,
     registry: Registry,
     providers: Mapping[str, str] | None = None,
+    companions: tuple[Rule, ...] | None = None,
 ) -> RuleTestResult:
     """Run one inline case on a fresh state (deprecated rules too: their tests still run).
     ``providers`` defaults to the test providers of the rule's directory."""
     if providers is None:
         providers = load_test_providers(Path(rule.source).parent)
-    engine = RuleEngine(RuleSet((rule,)), providers, include_deprecated=True)
-    identity_rules = IdentityRules(RuleSet((rule,)), providers, include_deprecated=True)
+    if companions is None:
+        companions = _directory_companions(rule)
+    # a rule that reads what others learn (a sequence's ``new`` field) runs beside them; only
+    # its own alerts count
+    rules = RuleSet((rule, *companions))
+    engine = RuleEngine(rules, providers, include_deprecated=True)
+    identity_rules = IdentityRules(rules, providers, include_deprecated=True)
     dedup = DedupMemory()
     lifecycle = _lifecycle(case.lifecycle)
     state = RuleState()
@@ -133,7 +140,7 @@ def run_rule_test(
     for event in case.events:
         if isinstance(event, IdentityEvent):
             resolved = resolve_subjects(event, registry)
-            detections.extend(identity_rules.evaluate(resolved, registry, lifecycle, dedup))
+            detections.extend(identity_rules.evaluate(resolved, registry, lifecycle, dedup, state))
         elif isinstance(event, LeakSubject):
             detections.extend(engine.evaluate_leak(event, registry, lifecycle))
         else:
@@ -141,6 +148,7 @@ def run_rule_test(
     if case.flush_at is not None:
         detections.extend(engine.flush(case.flush_at, registry, lifecycle, state))
     where = f"{rule.source}:{case.line}"
+    detections = [d for d in detections if d.rule == rule.id]
     errors = [d.error for d in detections if d.error]
     if errors:
         return RuleTestResult(rule.id, case.name, case.expect, False, f"error: {errors[0]}", where)
@@ -157,6 +165,31 @@ def run_rule_test(
             detail = f"expected actions {sorted(set(case.actions))}, got {got}"
             return RuleTestResult(rule.id, case.name, case.expect, False, detail, where)
     return RuleTestResult(rule.id, case.name, case.expect, True, "ok", where)
+
+
+def companions(ruleset: RuleSet, rule: Rule) -> tuple[Rule, ...]:
+    """The rules ``rule``'s tests run beside: for a sequence with ``new: <field>``, the
+    first_seen rules of the set that learn that field."""
+    field = rule.params.get("new") if rule.kind == "sequence" else None
+    if field is None:
+        return ()
+    return tuple(
+        r
+        for r in ruleset.rules
+        if r.kind == "first_seen" and r.params.get("field") == field and r.id != rule.id
+    )
+
+
+@functools.lru_cache(maxsize=8)
+def _directory_ruleset(directory: Path) -> RuleSet:
+    return load_rules(directory, warn=False)
+
+
+def _directory_companions(rule: Rule) -> tuple[Rule, ...]:
+    """:func:`companions` from the rule's own directory (loaded only for such a rule)."""
+    if rule.kind != "sequence" or not rule.params.get("new"):
+        return ()
+    return companions(_directory_ruleset(Path(rule.source).parent), rule)
 
 
 def run_rule_tests(
@@ -183,7 +216,9 @@ def run_rule_tests(
                     )
                 )
                 continue
-            results.append(run_rule_test(rule, case, registry, providers))
+            results.append(
+                run_rule_test(rule, case, registry, providers, companions(ruleset, rule))
+            )
     return results
 
 

@@ -8,6 +8,19 @@ waits for a provider), its actions run through one plan per identity keyed by
 ``rule:<rule id>:<event id>`` (a redelivered event adds nothing). A record that is not a valid
 IdentityEvent, and a rule that raises, go to ``auth.events.dlq`` with the reason.
 
+Why a vendor disable for a password leak or a hijacking (``account_disabled_by_vendor``) is
+*not* also fed to the leak path as a LeakRecord, although issue 18 suggested it: the leak path
+would decide it again under its own cause (``leak:<breach>:<subject>``), so its rules'
+revoke-sessions and re-enrolment actions and its alerts would be issued a second time beside
+``vendor_disabled_compromised``'s (``rule:<id>:<event id>``: different idempotency keys, which
+the ledger rightly does not merge); avoiding that means a leak record that no leak rule may
+act on, i.e. an audit line with an invented breach name in the breach reports. What the leak
+path needs from such an event is the credential-change fact, and it gets it already: the
+rule's ``force_mfa_reenrolment``, once done, records ``reenrolled_at`` for the identity
+(:func:`streams.decide.leaks.state_after_action`, called for every completed action), so
+older breaches of that person are ``stale`` from then on (``tests/test_replay_identity.py``).
+The alert and the audit ``detection`` record name the vendor's reason for the report.
+
 Kept out of :mod:`streams.runtime.engine` and :mod:`streams.runtime.worker` (both near the
 module size limit): the worker wires it with one agent line, :func:`identity_agent`.
 """
@@ -20,7 +33,7 @@ from typing import Any, Protocol
 import orjson
 import structlog
 
-from streams.detect.identity import DedupMemory, IdentityRules, resolve_subjects
+from streams.detect.identity import IdentityRules, StateDedup, resolve_subjects
 from streams.detect.model import Detection
 from streams.model.identity import IdentityEvent
 from streams.model.plan import Plan
@@ -52,7 +65,9 @@ class IdentityPath:
     def __init__(self, engine: Any, rules: IdentityRules) -> None:
         self.engine = engine
         self.rules = rules
-        self.dedup = DedupMemory()
+        # in the login rules' state, so the dedup window is checkpointed with it and
+        # survives a restart or a rebalance (the next owner reads the last checkpoint)
+        self.dedup = StateDedup(engine.login.state)
         self.topic: str = engine.topics.identity_events
         self.dlq: str = engine.topics.auth_dlq
         self._evaluated: dict[str, Any] = {}
@@ -93,7 +108,8 @@ class IdentityPath:
                 continue
             resolved = resolve_subjects(event, registry)
             self._count(resolved.vendor)
-            for detection in self.rules.evaluate(resolved, registry, lifecycle, self.dedup):
+            found = self.rules.evaluate(resolved, registry, lifecycle, self.dedup, self.dedup.state)
+            for detection in found:
                 await self.handle_detection(resolved, detection)
             evaluated += 1
         return evaluated

@@ -25,6 +25,12 @@ wrapped as ``{"kind":"login","vendor":"okta|entra|google","event":{...}}``. They
 same normalisers, resolver and rules as the worker, with the rule state carried across the
 input (rules use event time), so a day of logs shows what would have fired.
 
+Identity lines are ``{"kind":"identity", ...canonical IdentityEvent fields}`` or a vendor
+audit payload wrapped as ``{"kind":"identity","vendor":"okta|entra|google","event":{...}}``,
+evaluated by the ``inputs: [identity_event]`` rules as the worker does, with the same rule
+state (:mod:`streams.runtime.replay_identity`); a vendor event type left out on purpose gives
+``{"type":"skipped","line":N,"outcome":"dropped","reason"}``.
+
 Leak lines are ``{"kind":"leak", ...LeakRecord fields}`` or a wrapped HIBP breach object
 ``{"kind":"leak","vendor":"hibp","account":"a@b","event":{...}}``. They are matched and decided
 at ``at`` exactly as the worker does (:func:`streams.decide.leaks.decide_leak`, responses from the
@@ -59,12 +65,13 @@ from streams.model.leak_index import LeakIndex
 from streams.model.records import HrEvent, LeakRecord, LoginEvent
 from streams.model.registry import Registry
 from streams.model.state import StateStore
+from streams.runtime.replay_identity import IdentityReplay
 from streams.support.errors import ValidationError
 from streams.support.times import format_time
 
 #: Input kinds later issues add; named so their lines are rejected with a clear reason.
 FUTURE_KINDS: tuple[str, ...] = ()
-KINDS: tuple[str, ...] = ("hr", "login", "leak")
+KINDS: tuple[str, ...] = ("hr", "login", "identity", "leak")
 
 
 def _either(names: Iterable[str]) -> str:
@@ -161,6 +168,7 @@ def replay(
     """
     state = StateStore()
     pipeline = LoginPipeline(rules, providers) if rules is not None else None
+    identity = IdentityReplay(pipeline) if pipeline is not None else None
     settings = leak_settings or LeakSettings()
     index: LeakIndex | None = None
     done_at = at.timestamp()
@@ -205,6 +213,12 @@ def replay(
                     if after is not None:
                         state.put(after)
                 yield from leak_decision_view(leak)
+            continue
+        if kind == "identity":
+            if identity is None:
+                yield _rejected(number, "identity lines need a rule set (--rules DIR)")
+                continue
+            yield from identity.line(number, data, registry, state)
             continue
         if kind == "login":
             if pipeline is None:

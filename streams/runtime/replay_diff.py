@@ -3,10 +3,10 @@ would fire differently — the review step before promoting a staged rule or ret
 
 Both runs are the ordinary offline replay (:func:`streams.runtime.replay.replay`: same clock,
 same registry, fresh lifecycle and rule state each), so the difference is the rules' alone.
-A detection is identified by its rule and the event it fired on (login lines) or by its alert's
-dedup key (leak lines, whose key already names breach, subject and rule). Deduplicated and
-suppressed detections did not alert, so they count as not fired; a rule that raised is
-reported as such rather than as "removed".
+A detection is identified by its rule and the event it fired on (login and identity lines) or
+by its alert's dedup key (leak lines, whose key already names breach, subject and rule).
+Deduplicated and suppressed detections did not alert, so they count as not fired; a rule that
+raised is reported as such rather than as "removed".
 
 Output, one JSON object per line, sorted by rule then event::
 
