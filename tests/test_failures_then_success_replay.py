@@ -13,6 +13,12 @@ import orjson
 from click.testing import CliRunner
 
 from streams.cli import main
+from streams.decide.login import LoginPipeline
+from streams.detect.load import parse_rule
+from streams.detect.model import RuleSet
+from streams.model.records import LoginEvent
+from streams.model.registry_yaml import load_registry
+from streams.model.state import StateStore
 from tests.samples import sample_text
 
 REPO = Path(__file__).resolve().parent.parent
@@ -132,3 +138,41 @@ def test_the_okta_attack_in_the_third_party_samples_is_caught_once(tmp_path: Pat
     fired = [o for o in out if o["type"] == "detection" and o["rule"] == "failures_then_success"]
     assert [(d["identity"], d["severity"]) for d in fired] == [("jack", "critical")]
     assert line15["uuid"] in fired[0]["event_id"]
+
+
+def test_a_success_long_after_old_failures_writes_no_state() -> None:
+    """The login hot path: once the failures recorded for someone are older than the rule's
+    window, their next successful logins neither fire nor touch the rule's state (no slot
+    write, no dirty key, so no checkpoint record); a success within the window still does."""
+    repo = Path(__file__).resolve().parent.parent
+    registry = load_registry(repo / "rules" / "tests" / "registry.yaml")
+    text = (repo / "rules" / "failures_then_success.yaml").read_text()
+    rule, problems = parse_rule(text, "failures_then_success.yaml")
+    assert rule is not None, problems
+    pipeline = LoginPipeline(RuleSet((rule,)), {"okta-corp": "okta"})
+    lifecycle = StateStore()
+
+    def login(n: int, at: str, outcome: str) -> list[Any]:
+        event = LoginEvent.from_dict(
+            {
+                "event_id": f"e{n}",
+                "vendor": "okta",
+                "time": at,
+                "principal": "alice@brand.example",
+                "identity": "alice",
+                "outcome": outcome,
+                "ip": "198.51.100.7",
+            }
+        )
+        return pipeline.process(event, registry, lifecycle)[1]
+
+    for n in range(3):
+        assert login(n, f"2026-03-02T09:0{n}:00Z", "failure") == []
+    pipeline.state.take_dirty()
+    assert login(10, "2026-03-02T09:33:00Z", "success") == []  # 31 min after the last
+    assert login(11, "2026-03-02T12:00:00Z", "success") == []
+    assert pipeline.state.take_dirty() == []
+    assert login(12, "2026-03-02T12:01:00Z", "failure") == []
+    pipeline.state.take_dirty()
+    assert login(13, "2026-03-02T12:02:00Z", "success") == []  # within: followed up
+    assert pipeline.state.take_dirty() == ["alice"]

@@ -202,8 +202,13 @@ class Compiled:
 
     def _sequence(self, c: Ctx, key: str, state: RuleState) -> Hits:
         first = self.first(c)
-        if not (first or self.absent or state.holds(key, self.id, "firsts")):
-            return []  # nothing to follow up (most logins): no slot, no state write
+        if not (first or self.absent):
+            kept = state.peek(key, self.id)
+            firsts_kept: list[float] | None = kept.get("firsts") if kept else None
+            if not firsts_kept or firsts_kept[-1] <= c.ts - self.window:
+                # Nothing to follow up within the window (most logins, also those of someone
+                # who failed once an hour ago): no slot, no state write.
+                return []
         slot = state.slot(key, self.id)
         t = c.ts
         slot["last"] = max(t, slot.get("last", t))

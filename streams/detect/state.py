@@ -57,14 +57,6 @@ class RuleState:
             slots[rule_id] = found
         return found
 
-    def holds(self, key: str, rule_id: str, name: str) -> bool:
-        """Whether ``rule_id``'s slot under ``key`` has a non-empty ``name`` entry; unlike
-        :meth:`slot` it creates nothing and marks nothing dirty (a rule that has nothing to
-        remember about an event must not cost a state write)."""
-        slots = self._keys.get(key)
-        slot = slots.get(rule_id) if slots is not None else None
-        return bool(slot and slot.get(name))
-
     def peek(self, key: str, rule_id: str) -> dict[str, Any] | None:
         """``rule_id``'s slot under ``key`` to read, or None; creates nothing, marks nothing
         dirty and leaves the key's recency alone (a check that will not write)."""
