@@ -45,6 +45,7 @@ LEAK_TOKEN = "edge-test-leak-token"
 TOPIC_HR = "t.hr.events"
 TOPIC_AUTH = "t.auth.events"
 TOPIC_LEAKS = "t.leak.records"
+TOPIC_IDENTITY = "t.identity.events"
 
 
 @dataclass
@@ -102,8 +103,10 @@ def edge_server(
     hr_secret: Secret | None = None,
     leak_token: Secret | None = None,
     dedup_ttl: float = 345600,
+    standard_secret: Secret | None = None,
 ) -> Iterator[Edge]:
-    """Serve the three ingest endpoints (and /healthz, /readyz, /metrics) on a free port."""
+    """Serve the three ingest endpoints (and /healthz, /readyz, /metrics) on a free port;
+    with ``standard_secret`` the HR endpoint takes Standard Webhooks too."""
     publisher = FakePublisher()
     journal = Journal(tmp_path / "journal.jsonl", fsync=False)
     guard = AuthGuard(limit=auth_limit, window=60.0, block=60.0)
@@ -116,6 +119,7 @@ def edge_server(
         journal=journal,
         topic=TOPIC_HR,
         guard=guard,
+        standard_secret=standard_secret,
     )
     auth = AuthIngest(
         token=Secret(AUTH_TOKEN),

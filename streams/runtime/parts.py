@@ -22,6 +22,7 @@ from connectors.base.health import SourceHealth
 from connectors.base.http import HttpClient, RetryPolicy
 from connectors.base.leak_sources import LEAK_FEEDS, LeakFeed
 from connectors.base.pollers import CheckpointStore
+from connectors.ingest import standard_webhooks
 from connectors.ingest.auth_ingest import LoginPublisher
 from connectors.ingest.edge import AuthGuard
 from connectors.ingest.hr_webhook import HrWebhook
@@ -226,6 +227,17 @@ def leak_token(config: Config) -> Secret | None:
 def hr_webhook(
     config: Config, publisher: Publisher, journal: Journal, topics: Topics, guard: AuthGuard
 ) -> HrWebhook:
+    """The HR edge (both signature schemes)."""
+    standard: Secret | None = config["hooks.standard_webhooks_secret"]
+    try:
+        value = standard.reveal() if standard is not None else None
+    except OSError:
+        value = None  # unresolvable now: the secret check names it (secretcheck.py)
+    if value is not None:
+        try:
+            standard_webhooks.keys(value)
+        except ValueError as exc:
+            raise ConfigError("hooks.standard_webhooks_secret", str(exc)) from None
     return HrWebhook(
         secret=config["hr.webhook_secret"],
         tolerance=config.settings.hr.tolerance_seconds,
@@ -235,15 +247,15 @@ def hr_webhook(
         journal=journal,
         topic=topics.hr_events,
         guard=guard,
+        standard_secret=standard,
     )
 
 
 async def restore_seen(hr: HrWebhook, bootstrap: str, topic: str) -> None:
     """Refill the HR edge's memory of accepted event ids from the hr.events topic."""
     started = time.monotonic()
-    seen, unreadable = await asyncio.get_running_loop().run_in_executor(
-        None, read_hr_seen, bootstrap, topic
-    )
+    loop = asyncio.get_running_loop()
+    seen, unreadable = await loop.run_in_executor(None, read_hr_seen, bootstrap, topic)
     kept = hr.seen.load(seen, time.time())
     log.info(
         "hr.seen_restored",

@@ -63,6 +63,8 @@ def secret_uses(
     uses: list[SecretUse] = []
     fixed = {
         "hr.webhook_secret": serve_hr,
+        "hooks.standard_webhooks_secret": serve_hr,
+        "hooks.event_hook_secret": serve_hr,
         "auth.ingest_token": serve_ingest,
         "leaks.ingest_token": serve_ingest,
         "leaks.hmac_key": leaks or serve_ingest or execute,
