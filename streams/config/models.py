@@ -46,6 +46,8 @@ SECRET_KEYS = frozenset(
         "routing_key",
         "webhook_url",
         "webhook_secret",
+        "standard_webhooks_secret",  # hooks.* (streams/config/hooks.py)
+        "event_hook_secret",
         "secret",
         "password",
         "api_key",
