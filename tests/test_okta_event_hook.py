@@ -80,6 +80,16 @@ class TestVerificationAndAuth:
         assert resp.status_code == 400
         assert "X-Okta-Verification-Challenge" in resp.json()["error"]
 
+    def test_a_challenge_that_is_not_ascii_is_a_400_not_a_500(self, edge: Edge) -> None:
+        """A header byte that is not UTF-8 reaches the handler as a surrogate, which JSON
+        cannot encode: refused with the reason instead of failing to answer."""
+        resp = edge.session.get(
+            edge.url + PATH,
+            headers={"Authorization": HOOK_SECRET, "X-Okta-Verification-Challenge": b"c\xff"},  # type: ignore[dict-item]
+        )
+        assert resp.status_code == 400
+        assert "non-ASCII" in resp.json()["error"]
+
     def test_a_delivery_without_or_with_a_wrong_secret_is_a_401(self, edge: Edge) -> None:
         batch = lifecycle_batch()
         assert sender(edge, "wrong").deliver(batch).status_code == 401

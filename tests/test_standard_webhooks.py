@@ -93,6 +93,8 @@ class TestPublishedVectors:
             ({stdwh.ID_HEADER: VECTOR_ID, stdwh.TIMESTAMP_HEADER: str(VECTOR_TS)}, "missing"),
             ({stdwh.TIMESTAMP_HEADER: str(VECTOR_TS), stdwh.SIGNATURE_HEADER: VECTOR_SIG}, "needs"),
             (_headers(VECTOR_SIG) | {stdwh.TIMESTAMP_HEADER: "16e8"}, "not unix seconds"),
+            (_headers(VECTOR_SIG) | {stdwh.ID_HEADER: "msg\udcff"}, "webhook-id: at most 200"),
+            (_headers(VECTOR_SIG) | {stdwh.ID_HEADER: "a b"}, "webhook-id: at most 200"),
             (_headers(VECTOR_SIG) | {stdwh.TIMESTAMP_HEADER: "9" * 400}, "not unix seconds"),
         ],
     )

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import time
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -36,6 +37,8 @@ from connectors.ingest.edge import SignatureError
 ID_HEADER = "webhook-id"
 TIMESTAMP_HEADER = "webhook-timestamp"
 SIGNATURE_HEADER = "webhook-signature"
+#: What a webhook-id may hold: the HR event_id's characters (streams/model/records.py).
+_MSG_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@+\-]{0,199}$")
 
 
 def keys(value: str) -> list[Webhook]:
@@ -81,6 +84,11 @@ def verify(
         raise SignatureError(
             f"Standard Webhooks needs {ID_HEADER}, {TIMESTAMP_HEADER} and {SIGNATURE_HEADER}",
             "bad_signature",
+        )
+    if not _MSG_ID.match(msg_id):
+        # It becomes the event_id; and a non-ASCII id could not even be signed (a 500).
+        raise SignatureError(
+            f"{ID_HEADER}: at most 200 letters, digits and ._:@+- characters", "bad_signature"
         )
     if not stamp.isascii() or not stamp.isdigit() or len(stamp) > 12:
         raise SignatureError(f"{TIMESTAMP_HEADER} is not unix seconds", "bad_signature")

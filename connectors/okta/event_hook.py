@@ -202,9 +202,11 @@ class OktaEventHook:
         if denied is not None:
             return denied
         challenge = request.headers.get(VERIFICATION_HEADER, "").strip()
-        if not challenge or len(challenge) > 1024:
+        if not challenge or len(challenge) > 1024 or not challenge.isascii():
             return self.contract.reject(
-                400, f"missing or oversized {VERIFICATION_HEADER} header", "invalid_field"
+                400,
+                f"missing, oversized or non-ASCII {VERIFICATION_HEADER} header",
+                "invalid_field",
             )
         log.info("okta_hook.verified")
         return answer(200, verification=challenge)
