@@ -25,7 +25,7 @@ from connectors.okta.event_hook import PATH
 from streams.bus.journal import replay_records
 from streams.model.identity import IdentityEvent
 from streams.model.records import HrEvent, LoginEvent
-from streams.support.errors import BrokerError
+from streams.support.errors import BrokerError, JournalError
 from streams.support.metrics import REGISTRY
 from streams.support.secrets import Secret
 from tests.edge_harness import TOPIC_AUTH, TOPIC_HR, TOPIC_IDENTITY, Edge, edge_server
@@ -224,6 +224,28 @@ class TestEdgeContract:
         assert hook.attempts == 2  # Okta's one retry
         edge.publisher.down = False
         assert [r["result"] for r in hook.deliver(batch).json()["results"]] == ["accepted"] * 2
+
+    def test_journal_down_is_a_503_and_nothing_is_published(
+        self, edge: Edge, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The journal cannot write (disk full): 503 with Retry-After and the cause,
+        nothing sent to the broker, nothing remembered; the retry after it recovers works."""
+
+        def full(*_args: Any, **_kwargs: Any) -> None:
+            raise JournalError("cannot write journal: No space left on device", reason="No space")
+
+        batch = lifecycle_batch()[:1]
+        monkeypatch.setattr(edge.journal, "write", full)
+        resp = edge.session.post(
+            edge.url + PATH,
+            json={"data": {"events": batch}},
+            headers={"Authorization": HOOK_SECRET},
+        )
+        assert (resp.status_code, resp.headers["Retry-After"]) == (503, "5")
+        assert "journal unavailable (No space)" in resp.json()["error"]
+        assert edge.publisher.records == []
+        monkeypatch.undo()
+        assert sender(edge).deliver(batch).json()["results"][0]["result"] == "accepted"
 
     def test_a_send_refused_midway_is_withdrawn_and_not_remembered(self, edge: Edge) -> None:
         """Journaled, then the broker refuses the second send: 503; the unsent entry is
