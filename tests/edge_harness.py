@@ -31,6 +31,7 @@ from connectors.ingest.dumps import DumpOptions
 from connectors.ingest.edge import AuthGuard
 from connectors.ingest.hr_webhook import SIGNATURE_HEADER, HrWebhook, sign
 from connectors.ingest.leak_ingest import LeakIngest, LeakPublisher
+from connectors.okta.event_hook import OktaEventHook
 from streams.bus.journal import Journal
 from streams.model.leak_index import LeakIndex
 from streams.model.registry_yaml import load_registry
@@ -45,6 +46,7 @@ LEAK_TOKEN = "edge-test-leak-token"
 TOPIC_HR = "t.hr.events"
 TOPIC_AUTH = "t.auth.events"
 TOPIC_LEAKS = "t.leak.records"
+TOPIC_IDENTITY = "t.identity.events"
 
 
 @dataclass
@@ -102,8 +104,12 @@ def edge_server(
     hr_secret: Secret | None = None,
     leak_token: Secret | None = None,
     dedup_ttl: float = 345600,
+    standard_secret: Secret | None = None,
+    event_hook_secret: Secret | None = None,
 ) -> Iterator[Edge]:
-    """Serve the three ingest endpoints (and /healthz, /readyz, /metrics) on a free port."""
+    """Serve the three ingest endpoints (and /healthz, /readyz, /metrics) on a free port;
+    with ``standard_secret`` the HR endpoint takes Standard Webhooks too, with
+    ``event_hook_secret`` the Okta Event Hook door is mounted (``Authorization`` header)."""
     publisher = FakePublisher()
     journal = Journal(tmp_path / "journal.jsonl", fsync=False)
     guard = AuthGuard(limit=auth_limit, window=60.0, block=60.0)
@@ -116,7 +122,24 @@ def edge_server(
         journal=journal,
         topic=TOPIC_HR,
         guard=guard,
+        standard_secret=standard_secret,
     )
+    if event_hook_secret is not None:
+        hr.doors = [
+            OktaEventHook(
+                secret=event_hook_secret,
+                header="Authorization",
+                publisher=publisher,  # type: ignore[arg-type]
+                journal=journal,
+                hr_topic=TOPIC_HR,
+                auth_topic=TOPIC_AUTH,
+                identity_topic=TOPIC_IDENTITY,
+                partitions=4,
+                max_body=max_batch,
+                dedup_ttl=dedup_ttl,
+                guard=guard,
+            )
+        ]
     auth = AuthIngest(
         token=Secret(AUTH_TOKEN),
         max_body=max_batch,

@@ -241,7 +241,9 @@ class TestDeprovisioning:
         def refuse(*_a: Any, **_k: Any) -> None:
             raise JournalError("journal.jsonl: disk full", reason="No space left on device")
 
+        # the HR edge journals with write + commit (group commit), registry writes with append
         monkeypatch.setattr(edge.journal, "append", refuse)
+        monkeypatch.setattr(edge.journal, "write", refuse)
         resp = edge.call("PATCH", "/Users/alice", okta_deactivate())
         assert resp.status_code == 503
         assert "journal unavailable" in resp.json()["detail"]

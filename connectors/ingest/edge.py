@@ -27,6 +27,16 @@ from streams.support.secrets import Secret
 log = structlog.get_logger(__name__)
 
 
+class SignatureError(Exception):
+    """A request's signature is missing, malformed, stale, replayed or wrong: a 401 with
+    ``reason``; ``metric`` is the rejection reason it is counted under."""
+
+    def __init__(self, reason: str, metric: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.metric = metric
+
+
 #: Longest wait for the next piece of a request body before the request is refused.
 BODY_IDLE_TIMEOUT = 10.0
 

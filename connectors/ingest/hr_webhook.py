@@ -1,16 +1,29 @@
-"""HR source: ``POST /v1/hr/events``, signed like Stripe webhooks.
+"""HR source: ``POST /v1/hr/events``, signed like Stripe webhooks or with Standard Webhooks.
 
-Header ``X-AccessGuard-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<raw body>")>``.
-Several ``v1=`` values are accepted (secret rotation on the sender's side). The comparison is
-constant-time, the timestamp must be within the tolerance (replay protection), and a repeated
-``event_id`` is acknowledged without being published again (webhook senders retry for days),
-also across restarts (:class:`SeenEvents`). A client that keeps failing the signature check
-is throttled (:class:`connectors.ingest.edge.AuthGuard`).
+Two signature schemes, picked by the headers the request carries:
 
-A 202 is returned only after the event is in the journal (fsync) and acknowledged by the
-broker; when either is unavailable the answer is 503 with Retry-After, so the sender retries.
-An event journaled but not acknowledged by the broker is marked withdrawn in the journal
-(:meth:`HrWebhook._withdraw`), so an embedded-stack restart does not run what was refused.
+- ``X-AccessGuard-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<raw body>")>``
+  (``hr.webhook_secret``). Several ``v1=`` values are accepted (secret rotation on the
+  sender's side). The dedup key is the body's ``event_id``.
+- Standard Webhooks: ``webhook-id``, ``webhook-timestamp``, ``webhook-signature``
+  (``hooks.standard_webhooks_secret``; :mod:`connectors.ingest.standard_webhooks`). The
+  dedup key is ``webhook-id``: it becomes the event's ``event_id`` (a body may omit
+  ``event_id``, or give the same value; another value is a 400). An identical signed
+  message (same id, timestamp and body) accepted before is a replay: 401.
+
+Either way the comparison is constant-time, the timestamp must be within
+``hr.tolerance_seconds`` (replay protection), and a repeated id is acknowledged without
+being published again (webhook senders retry for days), also across restarts
+(:class:`SeenEvents`, refilled from the hr.events topic). A client that keeps failing the
+signature check is throttled (:class:`connectors.ingest.edge.AuthGuard`).
+
+The rest is the shared edge contract (:class:`connectors.ingest.contract.EdgeContract`): a
+202 only after the event is in the journal (fsync) and acknowledged by the broker, 503 with
+Retry-After when either is unavailable (the journal entry then withdrawn, so an
+embedded-stack restart does not run what was refused).
+
+``doors`` holds the other doors that feed the HR path (the Okta Event Hook): the web app
+mounts them beside this one (streams/runtime/web.py).
 """
 
 from __future__ import annotations
@@ -18,22 +31,27 @@ from __future__ import annotations
 import hashlib
 import hmac
 import time
-import uuid
-from collections import OrderedDict
-from collections.abc import Iterable
 from typing import Any
 
 import orjson
 import structlog
 from aiohttp import web
+from standardwebhooks.webhooks import Webhook
 
-from connectors.base.health import SourceHealth
-from connectors.ingest.edge import AuthGuard, read_body
-from streams.bus.journal import WITHDRAWN, Journal
+from connectors.ingest import standard_webhooks as stdwh
+from connectors.ingest.contract import (
+    Delivery,
+    Door,
+    EdgeContract,
+    SeenEvents,
+    Unavailable,
+    answer,
+)
+from connectors.ingest.edge import AuthGuard, SignatureError, read_body
+from streams.bus.journal import Journal
 from streams.bus.views import Publisher
 from streams.model.records import HrEvent, subject_hash
-from streams.support import metrics
-from streams.support.errors import BrokerError, JournalError, ValidationError
+from streams.support.errors import ValidationError
 from streams.support.secrets import Secret
 
 log = structlog.get_logger(__name__)
@@ -43,12 +61,7 @@ SOURCE = "hr_webhook"
 #: SignatureError.metric -> accessguard_auth_failures_total reason.
 _AUTH_REASON = {"missing_signature": "missing", "stale_signature": "stale"}
 
-
-class SignatureError(Exception):
-    def __init__(self, reason: str, metric: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.metric = metric
+__all__ = ["SIGNATURE_HEADER", "HrWebhook", "SeenEvents", "SignatureError", "sign"]
 
 
 def sign(secret: str, body: bytes, timestamp: int | None = None) -> str:
@@ -102,57 +115,6 @@ def verify_signature(
     return timestamp
 
 
-class SeenEvents:
-    """Bounded memory of accepted event ids -> event digest, for ``hr.dedup_ttl_seconds``.
-
-    In memory, but not forgotten at a restart: :meth:`load` refills it at start from what
-    the edge accepted before (``streams.bus.bootstrap.read_hr_seen`` reads the hr.events topic),
-    so a sender retrying across a restart still gets ``duplicate`` (or 409)."""
-
-    def __init__(self, ttl: float, max_entries: int = 200_000) -> None:
-        self.ttl = ttl
-        self.max_entries = max_entries
-        self._seen: OrderedDict[str, tuple[str, float]] = OrderedDict()
-
-    def __len__(self) -> int:
-        return len(self._seen)
-
-    def get(self, event_id: str, now: float) -> str | None:
-        entry = self._seen.get(event_id)
-        if entry is None:
-            return None
-        if now - entry[1] > self.ttl:
-            del self._seen[event_id]
-            return None
-        return entry[0]
-
-    def add(self, event_id: str, digest: str, now: float) -> None:
-        self._seen[event_id] = (digest, now)
-        self._seen.move_to_end(event_id)
-        while len(self._seen) > self.max_entries:
-            self._seen.popitem(last=False)
-
-    def load(self, entries: Iterable[tuple[str, str, float]], now: float) -> int:
-        """Remember ``(event_id, digest, accepted_at)`` entries younger than the TTL, oldest
-        first (the bound keeps the newest). Returns how many were kept."""
-        kept = 0
-        for event_id, digest, accepted_at in sorted(entries, key=lambda e: e[2]):
-            if now - accepted_at <= self.ttl:
-                self.add(event_id, digest, accepted_at)
-                kept += 1
-        return kept
-
-
-def _json(http_status: int, **body: Any) -> web.Response:
-    headers = {"Retry-After": "5"} if http_status == 503 else None
-    return web.Response(
-        status=http_status,
-        body=orjson.dumps(body),
-        content_type="application/json",
-        headers=headers,
-    )
-
-
 class HrWebhook:
     """The aiohttp handler. One instance per process."""
 
@@ -167,66 +129,115 @@ class HrWebhook:
         journal: Journal,
         topic: str,
         guard: AuthGuard | None = None,
+        standard_secret: Secret | None = None,
     ) -> None:
         self.secret = secret
+        self.standard_secret = standard_secret
         self.tolerance = tolerance
         self.max_body = max_body
-        self.publisher = publisher
-        self.journal = journal
         self.topic = topic
         self.guard = guard or AuthGuard()
         self.seen = SeenEvents(dedup_ttl)
-        self.health = SourceHealth(SOURCE, ())
-        self._duplicate = metrics.EVENTS_DUPLICATE.labels(SOURCE)
+        self.contract = EdgeContract(SOURCE, publisher=publisher, journal=journal, seen=self.seen)
+        self.health = self.contract.health
+        self.replays = stdwh.Replays(tolerance)
+        #: Other doors feeding the HR path, mounted beside this one (streams/runtime/web.py).
+        self.doors: list[Door] = []
+
+    @property
+    def publisher(self) -> Publisher:
+        return self.contract.publisher
+
+    @publisher.setter
+    def publisher(self, publisher: Publisher) -> None:
+        self.contract.publisher = publisher
+
+    @property
+    def journal(self) -> Journal:
+        """The edge's journal (the SCIM service journals its registry writes there too)."""
+        return self.contract.journal
 
     def _reject(self, status: int, reason: str, metric: str) -> web.Response:
-        status, body = self._refuse(status, reason, metric)
-        return _json(status, **body)
+        return self.contract.reject(status, reason, metric)
 
     def _refuse(self, status: int, reason: str, metric: str) -> tuple[int, dict[str, Any]]:
-        metrics.EVENTS_REJECTED.labels(SOURCE, metric).inc()
-        log.info("hr.rejected", status=status, reason=reason)
-        return status, {"error": reason}
+        """:meth:`_reject` as the status and body, for :meth:`admit`'s callers."""
+        response = self._reject(status, reason, metric)
+        return response.status, {"error": reason}
 
-    def _secret(self) -> str | None:
-        """The signing secret now, or None when it cannot be read (a mounted file gone)."""
-        if self.secret is None:
+    def _reveal(self, secret: Secret | None) -> str | None:
+        """A signing secret now, or None when it cannot be read (a mounted file gone)."""
+        if secret is None:
             return None
         try:
-            return self.secret.reveal() or None
+            return secret.reveal() or None
         except OSError:
+            return None
+
+    def _unavailable(self, key: str, secret: Secret | None) -> web.Response:
+        # Our fault, not the sender's: 503 makes it retry, and nothing is lost. Start-up
+        # refuses an unresolvable secret; this is one that vanished since (readiness is
+        # false meanwhile, see streams.runtime.secretcheck).
+        log.error(
+            "hr.secret_unavailable",
+            secret=secret.reference if secret else "<unset>",
+            effect=f"HR events signed for {key} are refused with 503 until it resolves",
+        )
+        return self._reject(
+            503, "webhook secret unavailable on the server; retry later", "not_enabled"
+        )
+
+    def _standard_keys(self) -> list[Webhook] | None:
+        """The Standard Webhooks keys now, or None when the secret is unreadable or unusable
+        (start-up checks the format; a mounted file may change since)."""
+        value = self._reveal(self.standard_secret)
+        if value is None:
+            return None
+        try:
+            return stdwh.keys(value)
+        except ValueError:
             return None
 
     async def handle(self, request: web.Request) -> web.Response:
         denied = self.guard.blocked(request, SOURCE)
         if denied is not None:
-            metrics.EVENTS_REJECTED.labels(SOURCE, "throttled").inc()
+            self.health.rejected("throttled")
             return denied
         raw = await read_body(request, self.max_body)
         if raw is None:
             return self._reject(413, f"body larger than {self.max_body} bytes", "too_large")
-        secret = self._secret()
-        if secret is None:
-            # Our fault, not the sender's: 503 makes it retry, and nothing is lost. Start-up
-            # refuses an unresolvable secret; this is one that vanished since (readiness is
-            # false meanwhile, see streams.runtime.secretcheck).
-            log.error(
-                "hr.secret_unavailable",
-                secret=self.secret.reference if self.secret else "<unset>",
-                effect="every HR event is refused with 503 until hr.webhook_secret resolves",
-            )
-            return self._reject(
-                503, "webhook secret unavailable on the server; retry later", "not_enabled"
-            )
         now = time.time()
+        standard = stdwh.SIGNATURE_HEADER in request.headers
+        msg: tuple[str, int] | None = None
         try:
-            verify_signature(
-                secret,
-                request.headers.get(SIGNATURE_HEADER),
-                raw,
-                now=now,
-                tolerance=self.tolerance,
-            )
+            if standard:
+                if self.standard_secret is None:
+                    raise SignatureError(
+                        "Standard Webhooks signatures are not accepted here "
+                        "(hooks.standard_webhooks_secret is unset)",
+                        "missing_signature",
+                    )
+                keys = self._standard_keys()
+                if keys is None:
+                    return self._unavailable("hooks.standard_webhooks_secret", self.standard_secret)
+                msg = stdwh.verify(keys, request.headers, raw, now=now, tolerance=self.tolerance)
+                if self.replays.seen(*msg, raw, now):
+                    raise SignatureError(
+                        "replayed: this signed message (webhook-id, webhook-timestamp, body) "
+                        "was accepted before; a retry is signed anew",
+                        "bad_signature",
+                    )
+            else:
+                secret = self._reveal(self.secret)
+                if secret is None:
+                    return self._unavailable("hr.webhook_secret", self.secret)
+                verify_signature(
+                    secret,
+                    request.headers.get(SIGNATURE_HEADER),
+                    raw,
+                    now=now,
+                    tolerance=self.tolerance,
+                )
         except SignatureError as exc:
             self.guard.failed(request, SOURCE, _AUTH_REASON.get(exc.metric, "wrong"))
             return self._reject(401, exc.reason, exc.metric)
@@ -240,55 +251,52 @@ class HrWebhook:
             return self._reject(400, f"invalid JSON: {exc.msg}", "bad_json")
         if isinstance(data, dict) and "accepted_at" in data:
             return self._reject(400, "unknown field(s): accepted_at", "invalid_field")
+        if msg is not None and isinstance(data, dict):
+            given = data.get("event_id")
+            if given is not None and given != msg[0]:
+                return self._reject(
+                    400,
+                    "event_id must equal webhook-id (the dedup key) or be left out",
+                    "invalid_field",
+                )
+            data = {**data, "event_id": msg[0]}
         try:
             event = HrEvent.from_dict(data)
         except ValidationError as exc:
             return self._reject(400, exc.reason, "invalid_field")
         status, body = await self.admit(event, now)
-        return _json(status, **body)
+        if msg is not None and status == 202:
+            self.replays.add(*msg, raw, now)
+        return answer(status, **body)
 
     async def admit(self, event: HrEvent, now: float) -> tuple[int, dict[str, Any]]:
         """Dedup, journal (fsync) and publish one validated event: the edge contract after
-        authentication, shared by every door that turns its input into an HrEvent (this
-        webhook, SCIM: connectors/ingest/scim). Returns the HTTP status and JSON body: 202
-        ``accepted`` or ``duplicate``; 409 for the event_id of another event; 503 (the
-        sender retries) when the journal or the broker cannot take it. Rejections are
-        counted and logged as the webhook's own."""
+        authentication (:class:`~connectors.ingest.contract.EdgeContract`), shared by every
+        door that turns its input into an HrEvent (this webhook, SCIM:
+        connectors/ingest/scim). Returns the HTTP status and JSON body: 202 ``accepted`` or
+        ``duplicate``; 409 for the event_id of another event; 503 (the sender retries) when
+        the journal or the broker cannot take it. Refusals are counted and logged as this
+        edge's own."""
         digest = event.digest()
-        previous = self.seen.get(event.event_id, now)
-        if previous is not None:
-            if previous != digest:
-                return self._refuse(409, "event_id already used for a different event", "conflict")
-            self._duplicate.inc()
+        state = self.contract.check(event.event_id, digest, now)
+        if state == "conflict":
+            return self._refuse(409, "event_id already used for a different event", "conflict")
+        if state == "duplicate":
             return 202, {"status": "duplicate", "event_id": event.event_id}
-        if not self.publisher.reachable:  # known down: answer now, journal nothing
-            return self._refuse(503, "broker unavailable; retry later", "broker_unavailable")
         event = HrEvent.from_dict({**event.to_dict(), "accepted_at": now})
-        entry = uuid.uuid4().hex
+        delivery = Delivery(
+            sender_id=event.event_id,
+            digest=digest,
+            topic=self.topic,
+            key=event.partition_key,
+            value=event.dumps(),
+            journal_value=event.to_dict(),
+            journal_kind="hr_event",
+        )
         try:
-            self.journal.append(
-                "hr_event",
-                durable=True,
-                key=event.partition_key,
-                value=event.to_dict(),
-                entry=entry,
-            )
-        except JournalError as exc:
-            # The journal logged the operator's message (path, cause, what to do); the sender
-            # gets the cause only, and retries after Retry-After.
-            return self._refuse(
-                503,
-                f"journal unavailable ({exc.reason}): the event cannot be recorded durably; "
-                "retry later",
-                "journal_unavailable",
-            )
-        try:
-            await self.publisher.send(self.topic, event.partition_key, event.dumps())
-        except BrokerError:
-            self._withdraw(entry, event)
-            return self._refuse(503, "broker unavailable; retry later", "broker_unavailable")
-        self.seen.add(event.event_id, digest, now)
-        self.health.accepted()
+            await self.contract.deliver([delivery], now)
+        except Unavailable as exc:
+            return self._refuse(503, exc.reason, exc.metric)
         log.info(
             "hr.accepted",
             event_id=event.event_id,
@@ -297,18 +305,3 @@ class HrWebhook:
             source=event.source,
         )
         return 202, {"status": "accepted", "event_id": event.event_id}
-
-    def _withdraw(self, entry: str, event: HrEvent) -> None:
-        """The event was journaled but the broker did not take it, and the sender is told
-        503: mark the journal entry so a replay does not run what was refused (the sender's
-        retry, with the same event_id, is the one that counts)."""
-        try:
-            self.journal.append(WITHDRAWN, durable=True, entry=entry, event_id=event.event_id)
-        except JournalError:
-            # Then a replay after a restart may run it; the retry is a duplicate of it then.
-            log.error(
-                "hr.withdraw_failed",
-                event_id=event.event_id,
-                effect="the refused event may be executed after a restart of the embedded "
-                "stack; the sender's retry is then answered as a duplicate",
-            )

@@ -33,6 +33,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from streams.config.alerting import IncidentSettings, IntentSettings, RouteSettings
 from streams.config.fields import Bool, Float, Int, Names, SecretValue, Str
+from streams.config.hooks import HookSettings
 from streams.config.section import Section, _doc
 from streams.config.sources import SourceSettings
 from streams.support.errors import ConfigError, ConfigProblem
@@ -45,6 +46,8 @@ SECRET_KEYS = frozenset(
         "routing_key",
         "webhook_url",
         "webhook_secret",
+        "standard_webhooks_secret",  # hooks.* (streams/config/hooks.py)
+        "event_hook_secret",
         "secret",
         "password",
         "api_key",
@@ -425,6 +428,7 @@ class ConfigModel(BaseModel):
     leaks: LeakSettings = Field(default_factory=LeakSettings)
     hr: HrSettings = Field(default_factory=HrSettings)
     scim: ScimSettings = Field(default_factory=ScimSettings)
+    hooks: HookSettings = Field(default_factory=HookSettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     executor: ExecutorSettings = Field(default_factory=ExecutorSettings)
     retry: RetrySettings = Field(default_factory=RetrySettings)

@@ -22,7 +22,9 @@ from connectors.base.health import SourceHealth
 from connectors.base.http import HttpClient, RetryPolicy
 from connectors.base.leak_sources import LEAK_FEEDS, LeakFeed
 from connectors.base.pollers import CheckpointStore
+from connectors.ingest import standard_webhooks
 from connectors.ingest.auth_ingest import LoginPublisher
+from connectors.ingest.doors import lifecycle_doors, restore_doors
 from connectors.ingest.edge import AuthGuard
 from connectors.ingest.hr_webhook import HrWebhook
 from connectors.ingest.leak_ingest import LeakPublisher
@@ -226,7 +228,18 @@ def leak_token(config: Config) -> Secret | None:
 def hr_webhook(
     config: Config, publisher: Publisher, journal: Journal, topics: Topics, guard: AuthGuard
 ) -> HrWebhook:
-    return HrWebhook(
+    """The HR edge, and beside it the other doors that feed the HR path (``hr.doors``)."""
+    standard: Secret | None = config["hooks.standard_webhooks_secret"]
+    try:
+        value = standard.reveal() if standard is not None else None
+    except OSError:
+        value = None  # unresolvable now: the secret check names it (secretcheck.py)
+    if value is not None:
+        try:
+            standard_webhooks.keys(value)
+        except ValueError as exc:
+            raise ConfigError("hooks.standard_webhooks_secret", str(exc)) from None
+    hr = HrWebhook(
         secret=config["hr.webhook_secret"],
         tolerance=config.settings.hr.tolerance_seconds,
         dedup_ttl=config.settings.hr.dedup_ttl_seconds,
@@ -235,21 +248,28 @@ def hr_webhook(
         journal=journal,
         topic=topics.hr_events,
         guard=guard,
+        standard_secret=standard,
     )
+    hr.doors = lifecycle_doors(config, publisher, journal, topics, guard)
+    return hr
 
 
 async def restore_seen(hr: HrWebhook, bootstrap: str, topic: str) -> None:
-    """Refill the HR edge's memory of accepted event ids from the hr.events topic (before the
-    first request: a re-sent event is a duplicate across restarts)."""
+    """Refill the HR edge's memory of accepted event ids from the hr.events topic, and each
+    other door's from the journal (before the first request: a re-sent event is a duplicate
+    across restarts)."""
     started = time.monotonic()
-    seen, unreadable = await asyncio.get_running_loop().run_in_executor(
-        None, read_hr_seen, bootstrap, topic
-    )
+    loop = asyncio.get_running_loop()
+    seen, unreadable = await loop.run_in_executor(None, read_hr_seen, bootstrap, topic)
     kept = hr.seen.load(seen, time.time())
+    doors = await loop.run_in_executor(
+        None, restore_doors, hr.doors, hr.contract.journal.path, time.time()
+    )
     log.info(
         "hr.seen_restored",
         events=len(seen),
         remembered=kept,
+        doors=doors,
         unreadable=unreadable,
         seconds=round(time.monotonic() - started, 3),
     )

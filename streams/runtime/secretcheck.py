@@ -65,6 +65,8 @@ def secret_uses(
         "hr.webhook_secret": serve_hr,
         # the SCIM service runs beside the HR edge where the registry view is (`run`)
         "scim.token": serve_hr and execute,
+        "hooks.standard_webhooks_secret": serve_hr,
+        "hooks.event_hook_secret": serve_hr,
         "auth.ingest_token": serve_ingest,
         "leaks.ingest_token": serve_ingest,
         "leaks.hmac_key": leaks or serve_ingest or execute,

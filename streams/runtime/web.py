@@ -92,6 +92,9 @@ def build_web_app(
     app.router.add_get("/readyz", readyz, expect_handler=expect_continue)
     if hr is not None:
         app.router.add_post("/v1/hr/events", hr.handle, expect_handler=expect_continue)
+        for door in hr.doors:  # the other doors of the HR path (connectors/ingest/doors.py)
+            for method, path, handler in door.routes():
+                app.router.add_route(method, path, handler, expect_handler=expect_continue)
     if auth is not None:
         app.router.add_post("/v1/auth/events", auth.handle, expect_handler=expect_continue)
     if leaks is not None:
