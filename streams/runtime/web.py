@@ -69,6 +69,7 @@ def build_web_app(
     max_body: int,
     auth: AuthIngest | None = None,
     leaks: LeakIngest | None = None,
+    extra: Any = None,
 ) -> web.Application:
     app = web.Application(middlewares=[errors_as_json], client_max_size=max_body + 1)
 
@@ -94,6 +95,8 @@ def build_web_app(
         app.router.add_post("/v1/auth/events", auth.handle, expect_handler=expect_continue)
     if leaks is not None:
         app.router.add_post("/v1/leaks", leaks.handle, expect_handler=expect_continue)
+    if extra is not None:  # routes of a part with its own module (streams/runtime/ssfpart.py)
+        extra.mount(app)
     return app
 
 

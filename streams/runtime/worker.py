@@ -57,6 +57,7 @@ from streams.runtime.parts import (
 )
 from streams.runtime.policy import verify_policy
 from streams.runtime.secretcheck import SecretWatch
+from streams.runtime.ssfpart import start_ssf
 from streams.runtime.web import WebServer, build_web_app
 from streams.runtime.writes import with_broker_retry
 from streams.support.gcpause import freeze_long_lived, thaw
@@ -105,8 +106,7 @@ class WorkerServices(mode.Service):  # type: ignore[misc]
         # An invalid rule set refuses to start (RuleError lists every problem with file:line).
         self.login = LoginPipeline(load_rules(config["rules.dir"]), config.provider_types())
         self.publisher = Publisher(bootstrap, client_id=f"{config['worker.id']}-producer")
-        #: The rule state's batched checkpoint records (streams/bus/rulelog.py): read by the
-        #: views, written by the engine.
+        #: The rule state's checkpoint records (streams/bus/rulelog.py): views read, engine writes.
         self.rule_log = RuleStateLog(
             self.login.state,
             shards=config.settings.topics.partitions,
@@ -171,9 +171,8 @@ class WorkerServices(mode.Service):  # type: ignore[misc]
             "views_caught_up": self.views.ready.is_set(),
             "registry_loaded": len(self.views.registry.identities) > 0,
             "consumers_assigned": self.assigned,
-            # "Recovered and making progress", not "HTTP answers"
-            # (docs/operations-notes.md): the views still follow their topics, and the consumer is
-            # not stalled with lag.
+            # "Recovered and making progress", not "HTTP answers" (docs/operations-notes.md):
+            # the views still follow their topics, and the consumer is not stalled with lag.
             "views_tailing": self.views.tailing,
             "consumers_progressing": self.progress.ok,
             # False from a failed journal write (disk full) until a write succeeds; while
@@ -224,6 +223,7 @@ class WorkerServices(mode.Service):  # type: ignore[misc]
                 hr=hr,
                 auth=auth,
                 leaks=leaks,
+                extra=await start_ssf(self) if self.serve_hr else None,
                 readiness=self.readiness,
                 max_body=max(
                     int(self.config["http.max_body_bytes"]),
