@@ -44,6 +44,7 @@ def test_openapi_hr_event_schema_matches_the_validator() -> None:
         "/v1/hr/events",
         "/v1/auth/events",
         "/v1/leaks",
+        "/ssf/push/{transmitter}",
         "/metrics",
         "/healthz",
         "/readyz",
@@ -79,7 +80,12 @@ def test_readme_answer_tables_match_the_openapi_responses() -> None:
     status codes the OpenAPI spec gives for the operation."""
     spec = yaml.safe_load((REPO / "docs" / "openapi.yaml").read_text(encoding="utf-8"))
     tables = _readme_answers()
-    assert set(tables) == {"post /v1/hr/events", "post /v1/auth/events", "post /v1/leaks"}
+    assert set(tables) == {
+        "post /v1/hr/events",
+        "post /v1/auth/events",
+        "post /v1/leaks",
+        "post /ssf/push/{transmitter}",
+    }
     for operation, codes in tables.items():
         method, path = operation.split(" ", 1)
         documented = set(spec["paths"][path][method]["responses"])
