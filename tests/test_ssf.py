@@ -634,3 +634,42 @@ class _JsonServer:
 
 def serve_json(body: Any) -> _JsonServer:
     return _JsonServer(body)
+
+
+class TestConfig:
+    def test_ssf_secrets_are_checked_at_start_and_bad_algorithms_refused(
+        self, tmp_path: Path
+    ) -> None:
+        """Every SSF secret is a use of the secret check (an unset env: one stops start-up);
+        a stream allowing HS256 is a configuration error naming the key."""
+        from streams.config import load_config
+        from streams.runtime.secretcheck import secret_uses
+        from streams.support.errors import ConfigError
+
+        stream = {"issuer": "https://idp.test", "audience": AUD, "jwks_uri": "https://idp.test/k"}
+        path = tmp_path / "config.yaml"
+        path.write_text(
+            orjson.dumps(
+                {
+                    "hr": {"webhook_secret": "x"},
+                    "ssf": {
+                        "signing_key": "env:SSF_KEY_UNSET",
+                        "transmitters": {"idp": {**stream, "push_token": "env:SSF_PUSH"}},
+                        "receivers": {"app": {"url": "https://a.test", "audience": "a",
+                                              "token": "t"}},
+                    },
+                }
+            ).decode()
+        )  # fmt: skip
+        config = load_config(path, env={})
+        uses = {u.path: u.needed for u in secret_uses(config, serve_hr=True)}
+        assert uses["ssf.signing_key"] is True
+        assert uses["ssf.transmitters.idp.push_token"] is True
+        assert uses["ssf.receivers.app.token"] is True
+
+        path.write_text(
+            orjson.dumps({"ssf": {"transmitters": {"idp": {**stream, "algorithms": ["HS256"]}}}})
+            .decode()
+        )  # fmt: skip
+        with pytest.raises(ConfigError, match=r"ssf\.transmitters\.idp\.algorithms"):
+            load_config(path, env={})

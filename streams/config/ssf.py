@@ -15,6 +15,7 @@ from pydantic import Field, field_validator
 
 from streams.config.fields import Float, Int, Names, SecretValue, Str
 from streams.config.section import Section, _doc
+from streams.support.secrets import Secret
 
 #: Asymmetric JWS algorithms a SET may be signed with: a JWKS only publishes public keys, so
 #: a symmetric ``HS*`` (anyone holding the JWKS could forge) and ``none`` are never accepted.
@@ -115,3 +116,15 @@ class SsfSettings(Section):
     receivers: dict[str, SsfReceiver] = Field(
         default_factory=dict, description="name -> a receiver accessguard transmits SETs to"
     )
+
+
+def secrets_of(settings: SsfSettings) -> list[tuple[str, Secret]]:
+    """Every configured Shared Signals secret with its key (for the start-up secret check,
+    streams/runtime/secretcheck.py): used wherever the worker serves its ingest doors."""
+    found: list[tuple[str, Secret | None]] = [("ssf.signing_key", settings.signing_key)]
+    for name, stream in settings.transmitters.items():
+        found.append((f"ssf.transmitters.{name}.push_token", stream.push_token))
+        found.append((f"ssf.transmitters.{name}.poll_token", stream.poll_token))
+    for name, receiver in settings.receivers.items():
+        found.append((f"ssf.receivers.{name}.token", receiver.token))
+    return [(path, secret) for path, secret in found if secret is not None]

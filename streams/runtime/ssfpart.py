@@ -194,9 +194,11 @@ async def start_ssf(worker: Any) -> SsfPart | None:
             )
     transmitter: Transmitter | None = None
     if settings.signing_key is not None:
-        signer = SetSigner(
-            settings.signing_key.reveal(), kid=settings.key_id, issuer=settings.issuer
-        )
+        try:
+            pem = settings.signing_key.reveal()
+        except OSError as exc:  # a file: secret not mounted (yet): the secret check logged it
+            raise ConfigError("ssf.signing_key", f"cannot be read: {exc.strerror}") from None
+        signer = SetSigner(pem, kid=settings.key_id, issuer=settings.issuer)
         targets = [
             Target(name, r.url, r.audience, r.token, frozenset(r.events))
             for name, r in settings.receivers.items()
