@@ -34,6 +34,13 @@ RISC = "https://schemas.openid.net/secevent/risc/event-type/"
 CAEP = "https://schemas.openid.net/secevent/caep/event-type/"
 POLL_TOKEN = "ssf-poll-token"
 RECEIVER_TOKEN = "ssf-receiver-token"
+MANAGEMENT_TOKEN = "ssf-management-token"
+VERIFICATION = "https://schemas.openid.net/secevent/ssf/event-type/verification"
+EVENTS_SUPPORTED = [
+    RISC + "account-disabled", RISC + "account-purged", RISC + "credential-compromise",
+    RISC + "identifier-changed", CAEP + "session-revoked", CAEP + "credential-change",
+    CAEP + "assurance-level-change",
+]  # fmt: skip
 
 
 def rsa_key() -> rsa.RSAPrivateKey:
@@ -47,8 +54,17 @@ def _serve(handler: type[BaseHTTPRequestHandler]) -> ThreadingHTTPServer:
 
 
 class FakeTransmitter:
-    def __init__(self, *, issuer: str = "https://idp.example.test") -> None:
+    def __init__(
+        self,
+        *,
+        issuer: str = "https://idp.example.test",
+        audience: str = "https://accessguard.example.test/ssf",
+    ) -> None:
         self.issuer = issuer
+        self.audience = audience
+        self.streams: dict[str, dict[str, Any]] = {}
+        #: (status, body) of each verification SET it pushed
+        self.pushes: list[tuple[int, str]] = []
         self.keys: dict[str, rsa.RSAPrivateKey] = {"k1": rsa_key()}
         self.current = "k1"
         self.jwks_fetches = 0
@@ -148,6 +164,62 @@ class FakeTransmitter:
             items = list(self.pending.items())
         return 200, {"sets": dict(items[:max_events]), "moreAvailable": len(items) > max_events}
 
+    def _create(self, body: Any) -> tuple[int, dict[str, Any]]:
+        """SSF 1.0 §8.1.1.1: create a stream (push delivery needs endpoint_url)."""
+        delivery = body.get("delivery") if isinstance(body, dict) else None
+        requested = body.get("events_requested") if isinstance(body, dict) else None
+        if not isinstance(delivery, dict) or delivery.get("method") not in (
+            "urn:ietf:rfc:8935",
+            "urn:ietf:rfc:8936",
+        ):
+            return 400, {"err": "invalid_request", "description": "delivery.method"}
+        if delivery["method"] == "urn:ietf:rfc:8935" and not isinstance(
+            delivery.get("endpoint_url"), str
+        ):
+            return 400, {"err": "invalid_request", "description": "delivery.endpoint_url"}
+        if not isinstance(requested, list):
+            return 400, {"err": "invalid_request", "description": "events_requested"}
+        stream_id = uuid.uuid4().hex
+        config = {
+            "stream_id": stream_id,
+            "iss": self.issuer,
+            "aud": self.audience,
+            "delivery": delivery,
+            "events_supported": EVENTS_SUPPORTED,
+            "events_requested": requested,
+            "events_delivered": [e for e in requested if e in EVENTS_SUPPORTED],
+        }
+        self.streams[stream_id] = config
+        return 201, config
+
+    def _verify(self, body: Any) -> tuple[int, Any]:
+        """SSF 1.0 §8.1.4.2: 204 now, then a verification SET pushed to the stream."""
+        stream = self.streams.get(body.get("stream_id")) if isinstance(body, dict) else None
+        if stream is None:
+            return 404, {"err": "not_found", "description": "no such stream"}
+        state = body.get("state")
+        token = self.make_set(
+            {VERIFICATION: {"state": state} if state else {}},
+            audience=stream["aud"],
+            sub_id={"format": "opaque", "id": stream["stream_id"]},
+        )
+        delivery = stream["delivery"]
+
+        def deliver() -> None:
+            resp = requests.post(
+                delivery["endpoint_url"],
+                data=token,
+                headers={
+                    "Content-Type": "application/secevent+jwt",
+                    "Authorization": delivery.get("authorization_header", ""),
+                },
+                timeout=10,
+            )
+            self.pushes.append((resp.status_code, resp.text))
+
+        threading.Timer(0.05, deliver).start()
+        return 204, None
+
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         outer = self
 
@@ -156,7 +228,7 @@ class FakeTransmitter:
                 pass
 
             def _send(self, status: int, body: Any) -> None:
-                data = json.dumps(body).encode()
+                data = b"" if body is None else json.dumps(body).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
@@ -170,12 +242,19 @@ class FakeTransmitter:
                         {
                             "issuer": outer.issuer,
                             "jwks_uri": f"{outer.url}/jwks.json",
+                            "configuration_endpoint": f"{outer.url}/ssf/stream",
+                            "verification_endpoint": f"{outer.url}/ssf/verify",
                             "delivery_methods_supported": [
                                 "urn:ietf:rfc:8935",
                                 "urn:ietf:rfc:8936",
                             ],
                         },
                     )
+                elif self.path.startswith("/ssf/stream"):
+                    if self.headers.get("Authorization") != f"Bearer {MANAGEMENT_TOKEN}":
+                        self._send(401, {"err": "authentication_failed", "description": "token"})
+                        return
+                    self._send(200, list(outer.streams.values()))
                 elif self.path == "/jwks.json":
                     outer.jwks_fetches += 1
                     self._send(200, outer.jwks())
@@ -183,6 +262,15 @@ class FakeTransmitter:
                     self._send(404, {"error": "not found"})
 
             def do_POST(self) -> None:
+                if self.path in ("/ssf/stream", "/ssf/verify"):
+                    if self.headers.get("Authorization") != f"Bearer {MANAGEMENT_TOKEN}":
+                        self._send(401, {"err": "authentication_failed", "description": "token"})
+                        return
+                    length = int(self.headers.get("Content-Length") or 0)
+                    body = json.loads(self.rfile.read(length) or b"null")
+                    handle = outer._create if self.path == "/ssf/stream" else outer._verify
+                    self._send(*handle(body))
+                    return
                 if self.path != "/poll":
                     self._send(404, {"error": "not found"})
                     return

@@ -16,13 +16,14 @@ from streams.model.records import idempotency_key
 from tests.fakes import FakeVendorServer
 from tests.ssf_fakes import (
     CAEP,
+    MANAGEMENT_TOKEN,
     RECEIVER_TOKEN,
     RISC,
     FakeReceiver,
     FakeTransmitter,
     rsa_key,
 )
-from tests.stack import Stack, metric_value, wait_until, write_config
+from tests.stack import Stack, free_port, metric_value, wait_until, write_config
 
 AUD = "https://accessguard.example.test/ssf"
 PUSH_TOKEN = "integration-ssf-push-token"
@@ -60,6 +61,7 @@ def stack(
             serialization.NoEncryption(),
         )
     )
+    port = free_port()
     extra: dict[str, Any] = {
         "ssf.issuer": ISSUER,
         "ssf.signing_key": f"file:{key_file}",
@@ -72,6 +74,9 @@ def stack(
                 "metadata_url": transmitter.metadata_url,
                 "push_token": PUSH_TOKEN,
                 "alias_provider": "okta",
+                "manage_stream": True,
+                "management_token": MANAGEMENT_TOKEN,
+                "endpoint_url": f"http://127.0.0.1:{port}/ssf/push/idp",
             }
         },
         "ssf.receivers": {
@@ -79,7 +84,11 @@ def stack(
         },
     }
     cfg = write_config(
-        base / "config.yaml", data_dir=base / "data", vendor_url=module_vendor.url, extra=extra
+        base / "config.yaml",
+        data_dir=base / "data",
+        vendor_url=module_vendor.url,
+        http_port=port,
+        extra=extra,
     )
     with Stack(cfg) as running:
         receiver.jwks_url = f"{running.url}/.well-known/jwks.json"
@@ -182,3 +191,23 @@ def test_jwks_and_metadata_are_served(stack: Stack) -> None:
     meta = requests.get(f"{stack.url}/.well-known/ssf-configuration", timeout=5).json()
     assert meta["jwks_uri"] == f"{ISSUER}/.well-known/jwks.json"
     assert meta["issuer"] == ISSUER
+
+
+def test_the_stream_is_created_at_the_transmitter_and_verified(
+    stack: Stack, transmitter: FakeTransmitter
+) -> None:
+    """With manage_stream, accessguard creates its push stream at the transmitter's
+    configuration endpoint (its push URL, the events it acts on, the Authorization the
+    transmitter must send) and requests a verification event, whose state it then shows as
+    verified in /v1/ssf/status."""
+
+    def verified() -> bool:
+        status = requests.get(f"{stack.url}/v1/ssf/status", timeout=5).json()
+        return bool(status["transmitters"]["idp"]["verified"])
+
+    wait_until(verified, 20, what="the verification event")
+    [stream] = transmitter.streams.values()
+    assert stream["delivery"]["endpoint_url"] == f"{stack.url}/ssf/push/idp"
+    assert stream["delivery"]["authorization_header"] == f"Bearer {PUSH_TOKEN}"
+    assert RISC + "account-disabled" in stream["events_requested"]
+    assert [status for status, _ in transmitter.pushes] == [202]

@@ -59,6 +59,7 @@ SECRET_KEYS = frozenset(
         "push_token",
         "poll_token",
         "signing_key",
+        "management_token",
     }
 )
 

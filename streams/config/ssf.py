@@ -13,7 +13,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from streams.config.fields import Float, Int, Names, SecretValue, Str
+from streams.config.fields import Bool, Float, Int, Names, SecretValue, Str
 from streams.config.section import Section, _doc
 from streams.support.secrets import Secret
 
@@ -51,6 +51,19 @@ class SsfTransmitter(Section):
     )
     max_events: Int = Field(default=100, ge=1, description="maxEvents per poll")
     poll_interval: Float = Field(default=5.0, ge=0.1, description="Seconds between idle polls")
+    manage_stream: Bool = Field(
+        default=False,
+        description="Create the stream at the transmitter's configuration_endpoint when "
+        "missing and request a verification event at start (SSF 1.0 §8)",
+    )
+    management_token: SecretValue | None = Field(
+        default=None, description="Bearer token for the transmitter's stream management API"
+    )
+    endpoint_url: Str = Field(
+        default="",
+        description="accessguard's public push URL for this stream "
+        "(https://<accessguard>/ssf/push/<name>), used when creating the stream",
+    )
     alias_provider: Str = Field(
         default="",
         description="Registry alias namespace of `iss_sub`/`opaque` subjects (e.g. the "
@@ -125,6 +138,7 @@ def secrets_of(settings: SsfSettings) -> list[tuple[str, Secret]]:
     for name, stream in settings.transmitters.items():
         found.append((f"ssf.transmitters.{name}.push_token", stream.push_token))
         found.append((f"ssf.transmitters.{name}.poll_token", stream.poll_token))
+        found.append((f"ssf.transmitters.{name}.management_token", stream.management_token))
     for name, receiver in settings.receivers.items():
         found.append((f"ssf.receivers.{name}.token", receiver.token))
     return [(path, secret) for path, secret in found if secret is not None]

@@ -23,6 +23,7 @@ from connectors.base.http import HttpClient
 from connectors.base.pollers import CheckpointStore
 from connectors.ingest.ssf.poller import SsfPoller
 from connectors.ingest.ssf.receiver import SsfReceiver, SsfStream, seen_in_journal
+from connectors.ingest.ssf.stream import ensure_stream, request_verification
 from connectors.ingest.ssf.transmitter import SetSigner, Target, Transmitter, metadata
 from connectors.ingest.ssf.verify import JwksCache, SetVerifier
 from streams.bus.security import aio_consumer
@@ -57,6 +58,10 @@ def build_streams(settings: SsfSettings, http: HttpClient) -> dict[str, SsfStrea
     for name, entry in settings.transmitters.items():
         if not entry.jwks_uri and not entry.metadata_url:
             raise ConfigError(f"ssf.transmitters.{name}", "set metadata_url or jwks_uri")
+        if entry.manage_stream and not (entry.metadata_url and entry.endpoint_url):
+            raise ConfigError(
+                f"ssf.transmitters.{name}.manage_stream", "needs metadata_url and endpoint_url"
+            )
         jwks = JwksCache(
             name,
             jwks_fetcher(name, entry, http),
@@ -106,7 +111,11 @@ class SsfPart:
     async def _status(self, _request: web.Request) -> web.Response:
         """Per stream: last SET and verification state; per receiver: delivery counts."""
         streams = {
-            name: {"last_set_at": s.last_set_at, "verification_state": s.verified_state}
+            name: {
+                "last_set_at": s.last_set_at,
+                "verification_state": s.verified_state,
+                "verified": s.expected_state is not None and s.verified_state == s.expected_state,
+            }
             for name, s in (self.receiver.streams.items() if self.receiver else ())
         }
         receivers = self.transmitter.status if self.transmitter is not None else {}
@@ -151,6 +160,29 @@ async def _transmit(
         await consumer.stop()
 
 
+async def _manage(name: str, entry: SsfTransmitter, stream: SsfStream, http: HttpClient) -> None:
+    """Create or find the stream at the transmitter, then request a verification event
+    (:mod:`connectors.ingest.ssf.stream`). A failure is logged; SETs are received anyway."""
+    provider = f"ssf:{name}"
+
+    def run() -> str:
+        meta = http.request(provider, "GET", entry.metadata_url, ok=(200,)).json()
+        token = entry.management_token.reveal() if entry.management_token else None
+        push = f"Bearer {entry.push_token.reveal()}" if entry.push_token else ""
+        created = ensure_stream(
+            http, provider, meta, token=token, endpoint_url=entry.endpoint_url,
+            push_authorization=push,
+        )  # fmt: skip
+        stream_id = str(created.get("stream_id") or "")
+        return request_verification(http, provider, meta, token=token, stream_id=stream_id)
+
+    try:
+        stream.expected_state = await asyncio.to_thread(run)
+        log.info("ssf.verification_requested", transmitter=name)
+    except Exception as exc:  # noqa: BLE001 - logged: management is a convenience, not a gate
+        log.error("ssf.stream_management_failed", transmitter=name, error=str(exc)[:300])
+
+
 async def start_ssf(worker: Any) -> SsfPart | None:
     """Build and start Shared Signals for ``worker`` (a :class:`streams.runtime.worker.Services`);
     None when ``ssf`` configures nothing."""
@@ -177,6 +209,9 @@ async def start_ssf(worker: Any) -> SsfPart | None:
         kept = receiver.restore(seen_in_journal(worker.journal.path))
         log.info("ssf.seen_restored", remembered=kept, seconds=round(time.monotonic() - started, 3))
         for name, entry in settings.transmitters.items():
+            if entry.manage_stream:
+                manage = _manage(name, entry, receiver.streams[name], worker.http)
+                worker._poll_tasks.append(asyncio.create_task(manage, name=f"ssf-stream-{name}"))
             if not entry.poll_url:
                 continue
             poller = SsfPoller(

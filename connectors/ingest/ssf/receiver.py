@@ -73,6 +73,8 @@ class SsfStream:
     alias_provider: str = ""
     #: The ``state`` of the last verification event received (stream proven to work).
     verified_state: str | None = None
+    #: The ``state`` accessguard asked the transmitter for (stream management), if it did.
+    expected_state: str | None = None
     last_set_at: float | None = field(default=None)
 
 
