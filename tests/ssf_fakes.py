@@ -297,6 +297,8 @@ class FakeReceiver:
         self.jwks_url = jwks_url
         self.received: list[dict[str, Any]] = []
         self.refused: list[dict[str, Any]] = []
+        #: While True every push is answered 503 (an outage).
+        self.down = False
         self.server = _serve(self._handler())
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/events"
 
@@ -339,6 +341,9 @@ class FakeReceiver:
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length).decode()
+                if outer.down:
+                    self._send(503, {"err": "unavailable", "description": "outage"})
+                    return
                 if self.headers.get("Authorization") != f"Bearer {RECEIVER_TOKEN}":
                     self._send(401, {"err": "authentication_failed", "description": "token"})
                     return

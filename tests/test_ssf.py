@@ -588,6 +588,42 @@ class TestTransmit:
         assert metrics.SSF_RECEIVER_UP.labels("down")._value.get() == 0
 
 
+def test_a_set_that_failed_is_pushed_again_and_holds_the_checkpoint(
+    registry: Registry, tmp_path: Path
+) -> None:
+    """A receiver down through the HTTP policy's retries: the SET waits, the checkpoint stays
+    before its audit record (a restart re-reads it), and once the receiver is back the retry
+    delivers it, re-signed, and the checkpoint moves on."""
+    signer = SetSigner(pem(rsa_key()), kid="ag-1", issuer="https://accessguard.example.test")
+    jwks = serve_json(signer.jwks())
+    store = CheckpointStore(tmp_path)
+    clock = [time.time()]
+    with fake_receiver(issuer=signer.issuer, audience="a", jwks_url=jwks.url) as rx:
+        transmitter = Transmitter(
+            signer,
+            [Target("app", rx.url, "a", Secret(RECEIVER_TOKEN), frozenset({"session-revoked"}))],
+            http=HttpClient(RetryPolicy(max_attempts=2, base_delay=0.01)),
+            policy=RetryPolicy(max_attempts=2, base_delay=0.01),
+            registry=lambda: registry,
+            checkpoints=store,
+            clock=lambda: clock[0],
+        )
+        rx.down = True
+        record = audit("revoke_sessions", clock[0])
+        assert asyncio.run(transmitter.handle(record)) == 0
+        transmitter.checkpoint()
+        assert store.load("ssf-transmitter")["ts"] < record["ts"]
+        rx.down = False
+        assert asyncio.run(transmitter.retry_due()) == 0  # not due yet
+        clock[0] += 31
+        assert asyncio.run(transmitter.retry_due()) == 1
+        transmitter.checkpoint()
+        assert store.load("ssf-transmitter")["ts"] == record["ts"]
+    jwks.close()
+    assert [next(iter(c["events"])) for c in rx.received] == [CAEP + "session-revoked"]
+    assert transmitter.status["app"]["failed"] == 1
+
+
 def audit(
     action: str, ts: float, *, provider: str = "okta", status: str = "done"
 ) -> dict[str, Any]:

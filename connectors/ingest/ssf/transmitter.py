@@ -16,7 +16,9 @@ or failing receiver can never hold back a revocation (the plans never wait for i
   same cause at several providers) carries the same ``jti``, which receivers deduplicate,
   and is sent once per process.
 * **Retried** with the one HTTP policy (:func:`connectors.base.http.call_with_retries`:
-  timeouts, 429 and 5xx, bounded backoff); a 4xx is permanent. Per receiver: counted in
+  timeouts, 429 and 5xx, bounded backoff), then again every :data:`RETRY_INTERVAL` for up to
+  :data:`RETRY_FOR` (re-signed, so never stale); the checkpoint never passes a SET still
+  waiting, so a restart sends it too. Per receiver: counted in
   ``accessguard_ssf_deliveries_total``, ``accessguard_ssf_receiver_up``, and
   :attr:`Transmitter.status` (served at ``/v1/ssf/status``).
 * **Where to resume** is a checkpoint (the audit ``ts`` last handled) in the data directory;
@@ -116,6 +118,13 @@ def metadata(signer: SetSigner, base_url: str) -> dict[str, Any]:
     }
 
 
+#: A SET that failed after the HTTP policy's retries is pushed again this often (s) ...
+RETRY_INTERVAL = 30.0
+#: ... for this long after the revocation (s), then dropped (logged); at most this many wait.
+RETRY_FOR = 86400.0
+MAX_PENDING = 10_000
+
+
 @dataclass
 class Target:
     """One configured receiver."""
@@ -125,6 +134,19 @@ class Target:
     audience: str
     token: Any  # Secret | None
     events: frozenset[str]
+
+
+@dataclass
+class _Pending:
+    """One SET for one receiver, waiting for a retry."""
+
+    target: Target
+    jti: str
+    uri: str
+    payload: dict[str, Any]
+    sub_id: dict[str, str]
+    ts: float  # the audit record's
+    next_at: float
 
 
 class Transmitter:
@@ -150,6 +172,8 @@ class Transmitter:
         self.checkpoints = checkpoints
         self.clock = clock
         self._sent: set[tuple[str, str]] = set()
+        #: SETs that failed after the HTTP policy's retries, by (receiver, jti).
+        self._pending: dict[tuple[str, str], _Pending] = {}
         cursor = checkpoints.load(CHECKPOINT) if checkpoints is not None else None
         self.since = float((cursor or {}).get("ts", clock() - FIRST_START_WINDOW))
         self.status: dict[str, dict[str, Any]] = {
@@ -191,17 +215,51 @@ class Transmitter:
         for target in self.targets:
             if short not in target.events or (target.name, jti) in self._sent:
                 continue
-            token = self.signer.sign(
-                audience=target.audience,
-                jti=jti,
-                event=uri,
-                payload=payload,
-                sub_id=self._subject(identity),
-            )
-            if await asyncio.to_thread(self._deliver, target, token):
-                self._sent.add((target.name, jti))
+            item = _Pending(target, jti, uri, payload, self._subject(identity), float(ts), 0.0)
+            if await self._send(item):
                 delivered += 1
+            else:
+                self._hold(item)
         self.since = max(self.since, float(ts))
+        return delivered
+
+    async def _send(self, item: _Pending) -> bool:
+        """Sign now (a fresh ``iat``: a retried SET is not stale) and push."""
+        token = self.signer.sign(
+            audience=item.target.audience,
+            jti=item.jti,
+            event=item.uri,
+            payload=item.payload,
+            sub_id=item.sub_id,
+        )
+        if await asyncio.to_thread(self._deliver, item.target, token):
+            self._sent.add((item.target.name, item.jti))
+            return True
+        return False
+
+    def _hold(self, item: _Pending) -> None:
+        item.next_at = self.clock() + RETRY_INTERVAL
+        self._pending[(item.target.name, item.jti)] = item
+        while len(self._pending) > MAX_PENDING:
+            dropped = self._pending.pop(next(iter(self._pending)))
+            log.error("ssf.transmit_dropped", receiver=dropped.target.name, why="queue full")
+
+    async def retry_due(self) -> int:
+        """Push again what failed (every :data:`RETRY_INTERVAL`, for :data:`RETRY_FOR` after
+        the revocation). Returns the SETs delivered now."""
+        now = self.clock()
+        delivered = 0
+        for key, item in list(self._pending.items()):
+            if item.next_at > now:
+                continue
+            if now - item.ts > RETRY_FOR:
+                del self._pending[key]
+                log.error("ssf.transmit_dropped", receiver=item.target.name, why="too old")
+            elif await self._send(item):
+                del self._pending[key]
+                delivered += 1
+            else:
+                item.next_at = now + RETRY_INTERVAL
         return delivered
 
     def _deliver(self, target: Target, token: str) -> bool:
@@ -232,9 +290,14 @@ class Transmitter:
         return True
 
     def checkpoint(self) -> None:
+        """Save where to resume: never past a SET still waiting for its retry, so a restart
+        re-reads its audit record (receivers deduplicate what was delivered meanwhile)."""
+        ts = self.since
+        if self._pending:
+            ts = min(ts, min(p.ts for p in self._pending.values()) - 0.001)
         if self.checkpoints is not None:
             try:
-                self.checkpoints.save(CHECKPOINT, {"ts": self.since})
+                self.checkpoints.save(CHECKPOINT, {"ts": ts})
             except OSError as exc:  # the next start re-reads a little more: jtis absorb it
                 log.warning("ssf.checkpoint_failed", error=str(exc)[:200])
 
@@ -242,7 +305,7 @@ class Transmitter:
         """Tail the audit topic with a started, assigned ``consumer`` until ``stop``."""
         while not stop.is_set():
             batch = await consumer.getmany(timeout_ms=500, max_records=500)
-            handled = False
+            handled = bool(self._pending) and bool(await self.retry_due())
             for records in batch.values():
                 for rec in records:
                     try:
