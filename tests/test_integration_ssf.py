@@ -145,11 +145,12 @@ def test_risc_account_disabled_offboards_and_accessguard_transmits_its_revocatio
 
 
 def test_forged_misaddressed_and_repeated_sets_are_refused_and_counted(
-    stack: Stack, transmitter: FakeTransmitter
+    stack: Stack, transmitter: FakeTransmitter, module_vendor: FakeVendorServer
 ) -> None:
     """A SET signed by another key, one for another audience, and a repeated jti: none is
     acted on, each is counted by reason in /metrics; a rotated transmitter key is fetched
-    for its new kid and its SET accepted."""
+    for its new kid and its SET accepted; the accepted CAEP session-revoked makes rule
+    ssf_session_revoked revoke Bob's sessions at the identity provider."""
     bob = {"format": "email", "email": "bob.okafor@lumen-outdoor.example"}
     revoked = {CAEP + "session-revoked": {}}
     forged = transmitter.make_set(revoked, audience=AUD, sub_id=bob, key=rsa_key())
@@ -170,6 +171,12 @@ def test_forged_misaddressed_and_repeated_sets_are_refused_and_counted(
     for reason in ("invalid_signature", "invalid_audience", "duplicate", "not_authorized"):
         name = "accessguard_ssf_sets_refused_total"
         assert metric_value(text, name, transmitter="idp", reason=reason) >= 1, reason
+    bob_sessions = ("DELETE", "/api/v1/users/00u1bobxyz0A1b2C3d4e5/sessions")
+    wait_until(
+        lambda: bob_sessions in {(c["method"], c["path"]) for c in module_vendor.calls},
+        30,
+        what="Bob's sessions revoked by the rule",
+    )
     accepted = metric_value(
         text,
         "accessguard_ssf_events_total",
@@ -179,6 +186,27 @@ def test_forged_misaddressed_and_repeated_sets_are_refused_and_counted(
     )
     assert accepted == 2
     stack.assert_no_secret_leaked()
+
+
+def test_credential_compromise_gets_the_leak_response(
+    stack: Stack, transmitter: FakeTransmitter, module_vendor: FakeVendorServer
+) -> None:
+    """RISC credential-compromise about Carol (full publishing on brand accounts) goes down
+    the leak path: rule leak_privileged_holder revokes her sessions at the identity provider
+    (and expires her password, re-enrols MFA)."""
+    carol = {"format": "iss_sub", "iss": transmitter.issuer, "sub": "00u1carolxyz0A1b2C3d4"}
+    token = transmitter.make_set(
+        {RISC + "credential-compromise": {"credential_type": "password"}},
+        audience=AUD,
+        sub_id=carol,
+    )
+    assert push(stack, token).status_code == 202
+    carol_sessions = ("DELETE", "/api/v1/users/00u1carolxyz0A1b2C3d4/sessions")
+    wait_until(
+        lambda: carol_sessions in {(c["method"], c["path"]) for c in module_vendor.calls},
+        30,
+        what="Carol's sessions revoked by the leak rule",
+    )
 
 
 def test_jwks_and_metadata_are_served(stack: Stack) -> None:

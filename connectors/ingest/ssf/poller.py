@@ -108,7 +108,9 @@ class SsfPoller(PollLoop):
         self.health.accepted(len(target["ack"]))
 
     def _count(self, published: int, rejected: list[tuple[Any, str]]) -> None:
-        """Counted by :meth:`_publish` (accepted) and the receiver's refusal metric."""
+        """Accepted SETs are counted by :meth:`_publish`, refusals by the receiver's metric;
+        a good round clears the failed-rounds gauge, as the base does."""
+        self._failures_gauge.set(0)
 
     async def run(self, stop: asyncio.Event) -> None:
         await self._loop(stop, self.poll_once)
