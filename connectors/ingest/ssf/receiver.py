@@ -40,7 +40,7 @@ import structlog
 from aiohttp import web
 
 from connectors.ingest.edge import AuthGuard, read_body
-from connectors.ingest.ssf.events import SHORT, Mapped, map_set
+from connectors.ingest.ssf.events import Mapped, map_set
 from connectors.ingest.ssf.verify import SetRefused, SetVerifier, VerifiedSet
 from streams.bus.journal import WITHDRAWN, Journal, read_journal
 from streams.bus.topics import partition_for
@@ -369,7 +369,3 @@ def _answer(
         status=status, body=orjson.dumps(body), content_type="application/json", headers=headers
     )
 
-
-def short_name(uri: str) -> str:
-    """The short CAEP/RISC name of an event type URI (``other`` when not a known one)."""
-    return SHORT.get(uri, "other")
