@@ -368,4 +368,3 @@ def _answer(
     return web.Response(
         status=status, body=orjson.dumps(body), content_type="application/json", headers=headers
     )
-
