@@ -177,8 +177,12 @@ class TestVerify:
         limited.verify(transmitter.make_set(disabled(), audience=AUD))
         fetches = transmitter.jwks_fetches
         for n in range(5):
-            with pytest.raises(SetRefused, match="kid"):
-                limited.verify(transmitter.make_set(disabled(), audience=AUD, kid=f"made-up-{n}"))
+            kid = f"made-up-{n}"
+            with pytest.raises(SetRefused, match="kid") as caught:
+                limited.verify(transmitter.make_set(disabled(), audience=AUD, kid=kid))
+            # held back by the rate limit: "retry later", not a final refusal
+            assert caught.value.retry_after is not None
+            assert 0 < caught.value.retry_after <= 3600
         assert transmitter.jwks_fetches == fetches
 
 
@@ -440,6 +444,24 @@ class TestPushEdge:
         assert publisher.records == []
         for reason, before in counted.items():
             assert refused(reason) == before + 1, reason
+
+    def test_an_unknown_kid_within_the_refetch_limit_answers_503_retry_later(
+        self, tmp_path: Path, transmitter: FakeTransmitter, registry: Registry
+    ) -> None:
+        """Right after a JWKS fetch a SET with a new kid cannot be checked yet (the refetch
+        is rate-limited): 503 with Retry-After, so the transmitter resends it once the
+        receiver may fetch the rotated key, instead of a 400 it would never resend."""
+        receiver, _ = make_receiver(
+            transmitter, registry, Journal(tmp_path / "j.jsonl", fsync=False), FakePublisher()
+        )
+        known = transmitter.make_set(disabled(), audience=AUD, sub_id=ALICE)
+        [(status, _, _)] = push(receiver, [(known.encode(), headers())])  # fetches the JWKS
+        assert status == 202
+        transmitter.rotate()
+        rotated = transmitter.make_set(disabled(), audience=AUD, sub_id=ALICE)
+        [(status, body, hdrs)] = push(receiver, [(rotated.encode(), headers())])
+        assert (status, (body or {}).get("err")) == (503, "invalid_key")
+        assert 1 <= int(hdrs["Retry-After"]) <= 60
 
     def test_broker_down_answers_503_and_the_retry_is_not_a_duplicate(
         self, tmp_path: Path, transmitter: FakeTransmitter, registry: Registry

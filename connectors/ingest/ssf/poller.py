@@ -101,7 +101,8 @@ class SsfPoller(PollLoop):
             try:
                 await self.receiver.accept(self.stream, token)
             except SetRefused as exc:
-                target["errs"][jti] = {"err": exc.err, "description": exc.description}
+                if exc.retry_after is None:  # else neither acked nor refused: redelivered
+                    target["errs"][jti] = {"err": exc.err, "description": exc.description}
                 continue
             # Unavailable propagates: the round fails, nothing new is acknowledged.
             target["ack"].append(jti)

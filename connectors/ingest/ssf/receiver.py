@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import math
 import time
 import uuid
 from collections import OrderedDict
@@ -349,6 +350,10 @@ class SsfReceiver:
             self._refused(name, "invalid_request")
             return _answer(400, {"err": "invalid_request", "description": "not a compact JWS"})
         except SetRefused as exc:
+            if exc.retry_after is not None:
+                retry = str(max(1, math.ceil(exc.retry_after)))
+                body = {"err": exc.err, "description": f"{exc.description}; retry later"}
+                return _answer(503, body, {"Retry-After": retry})
             return _answer(400, {"err": exc.err, "description": exc.description})
         except Unavailable as exc:
             return _answer(

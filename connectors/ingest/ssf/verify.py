@@ -49,11 +49,16 @@ class SetRefused(Exception):
     """A SET not accepted: ``err`` is the RFC 8935 error code, ``metric`` the counter's
     reason (``accessguard_ssf_sets_refused_total``)."""
 
-    def __init__(self, err: str, description: str, metric: str) -> None:
+    def __init__(
+        self, err: str, description: str, metric: str, *, retry_after: float | None = None
+    ) -> None:
         super().__init__(description)
         self.err = err
         self.description = description
         self.metric = metric
+        #: Set when the SET may verify later (an unknown kid while a JWKS refetch is held back
+        #: by the rate limit): push answers 503 with Retry-After, poll leaves it unacked.
+        self.retry_after = retry_after
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +133,12 @@ class JwksCache:
                 self._load()
             return self._keys.get(kid)
 
+    def refetch_in(self) -> float:
+        """Seconds until an unknown kid may refetch the JWKS again (0: now)."""
+        if self._fetched_at is None:
+            return 0.0
+        return max(0.0, self._fetched_at + self.refetch_seconds - self._clock())
+
 
 class SetVerifier:
     """The checks of one stream (one transmitter). Blocking (a JWKS fetch): call from a
@@ -173,8 +184,14 @@ class SetVerifier:
         kid = str(header.get("kid", ""))
         key = self.jwks.key(kid)
         if key is None:
+            # Just after a fetch the rate limit holds the next one back: the transmitter may
+            # have rotated since, so "retry later" rather than a final 400 it would not resend.
+            wait = self.jwks.refetch_in()
             raise SetRefused(
-                "invalid_key", "the kid is not a key of the transmitter's JWKS", "invalid_key"
+                "invalid_key",
+                "the kid is not a key of the transmitter's JWKS",
+                "invalid_key",
+                retry_after=wait if wait > 0 else None,
             )
         try:
             claims: dict[str, Any] = jwt.decode(
