@@ -45,6 +45,7 @@ def test_openapi_hr_event_schema_matches_the_validator() -> None:
         "/v1/auth/events",
         "/v1/leaks",
         "/v1/okta/event-hooks",
+        "/ssf/push/{transmitter}",
         "/metrics",
         "/healthz",
         "/readyz",
@@ -83,7 +84,7 @@ def test_readme_answer_tables_match_the_openapi_responses() -> None:
     ingest = {
         f"{method} {path}"
         for path, operations in spec["paths"].items()
-        if path.startswith("/v1/")
+        if path.startswith(("/v1/", "/ssf/push/"))
         for method in operations
         if method in ("get", "post", "put", "patch", "delete")
     }

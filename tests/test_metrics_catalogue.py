@@ -70,6 +70,8 @@ def test_no_label_can_carry_a_person() -> None:
     allowed |= {"account", "platform", "criticality", "event"}
     # where an alert went: page, notify, review, severity (streams/runtime/incidents.py)
     allowed |= {"intent"}
+    # Shared Signals: configured transmitter and receiver names (streams/config/ssf.py)
+    allowed |= {"transmitter", "receiver"}
     for family in metrics.REGISTRY.collect():
         for sample in family.samples:
             assert set(sample.labels) - {"le"} <= allowed, (family.name, sample.labels)

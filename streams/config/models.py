@@ -36,6 +36,7 @@ from streams.config.fields import Bool, Float, Int, Names, SecretValue, Str
 from streams.config.hooks import HookSettings
 from streams.config.section import Section, _doc
 from streams.config.sources import SourceSettings
+from streams.config.ssf import SsfSettings
 from streams.support.errors import ConfigError, ConfigProblem
 from streams.support.secrets import Secret
 
@@ -57,6 +58,11 @@ SECRET_KEYS = frozenset(
         "client_certificate",
         "private_key",
         "service_account",
+        # Shared Signals (streams/config/ssf.py)
+        "push_token",
+        "poll_token",
+        "signing_key",
+        "management_token",
     }
 )
 
@@ -438,6 +444,7 @@ class ConfigModel(BaseModel):
     log: LogSettings = Field(default_factory=LogSettings)
     alerts: AlertSettings = Field(default_factory=AlertSettings)
     sources: SourceSettings = Field(default_factory=SourceSettings)
+    ssf: SsfSettings = Field(default_factory=SsfSettings)
     providers: dict[str, ConnectorEntry] = Field(default_factory=dict)
     pollers: dict[str, ConnectorEntry] = Field(default_factory=dict)
 

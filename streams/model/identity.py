@@ -39,6 +39,9 @@ IDENTITY_EVENT_TYPES: tuple[str, ...] = (
     "oauth_consent",
     "account_disabled_by_vendor",
     "vendor_suspicious_login",
+    # Shared Signals (CAEP) from a transmitter: connectors/ingest/ssf/events.py
+    "session_revoked",
+    "assurance_level_changed",
 )
 #: Why a vendor disabled an account (``reason`` of ``account_disabled_by_vendor``).
 DISABLE_REASONS: tuple[str, ...] = ("password_leak", "hijacked", "other")

@@ -27,6 +27,7 @@ from typing import Any
 import structlog
 
 from streams.config import SECRET_KEYS, Config
+from streams.config.ssf import secrets_of as ssf_secrets
 from streams.support.errors import ConfigError, ConfigProblem
 from streams.support.secrets import Secret
 
@@ -83,6 +84,8 @@ def secret_uses(
         secret = config[path]
         if secret is not None:
             uses.append(SecretUse(path, secret, needed))
+    # Shared Signals runs beside the HR door (streams/runtime/ssfpart.py)
+    uses += [SecretUse(p, s, serve_hr) for p, s in ssf_secrets(config.settings.ssf)]
     executing = execute and not config["executor.dry_run"]
     running = set(pollers)
     sections: tuple[tuple[str, dict[str, dict[str, Any]]], ...] = (

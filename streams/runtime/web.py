@@ -71,6 +71,7 @@ def build_web_app(
     auth: AuthIngest | None = None,
     leaks: LeakIngest | None = None,
     scim: ScimService | None = None,
+    extra: Any = None,
 ) -> web.Application:
     app = web.Application(middlewares=[errors_as_json], client_max_size=max_body + 1)
 
@@ -101,6 +102,8 @@ def build_web_app(
         app.router.add_post("/v1/leaks", leaks.handle, expect_handler=expect_continue)
     if scim is not None:
         app.add_subapp("/scim/v2", scim.app())
+    if extra is not None:  # routes of a part with its own module (streams/runtime/ssfpart.py)
+        extra.mount(app)
     return app
 
 

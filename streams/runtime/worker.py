@@ -18,7 +18,6 @@ import structlog
 
 from connectors.base.credentials import credentials_ready
 from connectors.base.http import HttpClient
-from connectors.ingest.auth_ingest import AuthIngest
 from connectors.ingest.dumps import DumpOptions
 from connectors.ingest.leak_ingest import LeakIngest, LeakPublisher
 from streams.bus.rulelog import RuleStateLog
@@ -30,6 +29,7 @@ from streams.detect.load import load_rules
 from streams.model.leak_index import LeakIndex
 from streams.runtime.app import AccessGuardApp, create_app
 from streams.runtime.custody import CustodyMonitor, custody_providers
+from streams.runtime.edges import build_edges
 from streams.runtime.engine import Engine, leak_settings
 from streams.runtime.executor import Executor
 from streams.runtime.identitypath import identity_agent
@@ -42,23 +42,16 @@ from streams.runtime.observe import (
     update_registry_gauges,
 )
 from streams.runtime.parts import (
-    auth_guard,
     build_outputs,
     build_pollers,
-    expect_cadences,
-    hr_webhook,
-    identity_key,
     journal,
     leak_publisher,
-    leak_token,
     login_publisher,
-    restore_seen,
     retry_policy,
 )
 from streams.runtime.policy import verify_policy
-from streams.runtime.scim import scim_service
 from streams.runtime.secretcheck import SecretWatch
-from streams.runtime.web import WebServer, build_web_app
+from streams.runtime.web import WebServer
 from streams.runtime.writes import with_broker_retry
 from streams.support.gcpause import freeze_long_lived, thaw
 
@@ -106,8 +99,7 @@ class WorkerServices(mode.Service):  # type: ignore[misc]
         # An invalid rule set refuses to start (RuleError lists every problem with file:line).
         self.login = LoginPipeline(load_rules(config["rules.dir"]), config.provider_types())
         self.publisher = Publisher(bootstrap, client_id=f"{config['worker.id']}-producer")
-        #: The rule state's batched checkpoint records (streams/bus/rulelog.py): read by the
-        #: views, written by the engine.
+        #: The rule state's checkpoint records (streams/bus/rulelog.py): views read, engine writes.
         self.rule_log = RuleStateLog(
             self.login.state,
             shards=config.settings.topics.partitions,
@@ -191,45 +183,7 @@ class WorkerServices(mode.Service):  # type: ignore[misc]
         await self.views.start()
         freeze_long_lived()  # the registry just built: out of the collector's passes
         if self.serve_http:
-            hr = auth = leaks = None
-            if self.serve_hr:
-                guard = auth_guard(self.config)
-                hr = hr_webhook(self.config, self.publisher, self.journal, self.topics, guard)
-                await restore_seen(hr, self.bootstrap, self.topics.hr_events)
-                auth = AuthIngest(
-                    token=self.config["auth.ingest_token"],
-                    max_body=int(self.config["http.max_batch_bytes"]),
-                    publisher=self.publisher,
-                    topic=self.topics.auth_events,
-                    dlq_topic=self.topics.auth_dlq,
-                    partitions=int(self.config["topics.partitions"]),
-                    guard=guard,
-                    key_of=identity_key(lambda: self.views.registry),
-                    identity_topic=self.topics.identity_events,
-                )
-                leaks = LeakIngest(
-                    token=leak_token(self.config),
-                    max_body=int(self.config["http.max_batch_bytes"]),
-                    out=self.leak_publisher(),
-                    index=self._leak_index,
-                    options=self.dump_options(),
-                    max_bytes=int(self.config["leaks.max_request_bytes"]),
-                    max_records=int(self.config["leaks.max_request_records"]),
-                    guard=guard,
-                )
-                self.leak_ingest = leaks
-                expect_cadences(self.config, hr.health, *auth.health.values(), leaks.health)
-            app = build_web_app(
-                hr=hr,
-                auth=auth,
-                leaks=leaks,
-                scim=scim_service(self.config, hr, self.views),
-                readiness=self.readiness,
-                max_body=max(
-                    int(self.config["http.max_body_bytes"]),
-                    int(self.config["http.max_batch_bytes"]),
-                ),
-            )
+            app = await build_edges(self)  # the HTTP doors (streams/runtime/edges.py)
             self.web = WebServer(app, self.config["http.host"], int(self.config["http.port"]))
             await self.web.start()
             if self.on_listening:
@@ -247,7 +201,7 @@ class WorkerServices(mode.Service):  # type: ignore[misc]
             max_record_bytes=int(self.config["leaks.max_record_bytes"]),
         )
 
-    def _leak_index(self) -> LeakIndex | None:
+    def leak_index(self) -> LeakIndex | None:
         return self.views.leak_index
 
     def start_pollers(self) -> None:

@@ -387,3 +387,50 @@ CUSTODY_TASK_EVENTS_TOTAL = Counter(
 )
 for _event in CUSTODY_TASK_EVENTS:
     CUSTODY_TASK_EVENTS_TOTAL.labels(_event)
+
+# --- Shared Signals (connectors/ingest/ssf) ------------------------------------------------
+#: Why a received Security Event Token is refused (a closed set; RFC 8935 §2.3 error codes
+#: and accessguard's own for what follows verification).
+SSF_REFUSE_REASONS = (
+    "too_large",
+    "not_authorized",
+    "invalid_request",
+    "invalid_key",
+    "invalid_issuer",
+    "invalid_audience",
+    "invalid_signature",
+    "stale",
+    "duplicate",
+    "unavailable",
+)
+SSF_SETS_REFUSED = Counter(
+    "accessguard_ssf_sets_refused_total",
+    "Security Event Tokens refused, by transmitter (configured name) and reason.",
+    ["transmitter", "reason"],
+    registry=REGISTRY,
+)
+SSF_EVENTS = Counter(
+    "accessguard_ssf_events_total",
+    "Events of accepted SETs, by transmitter, event type (short CAEP/RISC name) and what "
+    "they became (hr_event, leak, identity_event, registry_change, verification, ignored).",
+    ["transmitter", "event", "outcome"],
+    registry=REGISTRY,
+)
+SSF_JWKS_FETCHES = Counter(
+    "accessguard_ssf_jwks_fetches_total",
+    "JWKS fetches of a transmitter's keys, by transmitter and outcome (ok, failed).",
+    ["transmitter", "outcome"],
+    registry=REGISTRY,
+)
+SSF_DELIVERIES = Counter(
+    "accessguard_ssf_deliveries_total",
+    "SETs accessguard transmitted, by receiver and outcome (delivered, failed).",
+    ["receiver", "outcome"],
+    registry=REGISTRY,
+)
+SSF_RECEIVER_UP = Gauge(
+    "accessguard_ssf_receiver_up",
+    "1 while the last push to the receiver was accepted, 0 after it failed.",
+    ["receiver"],
+    registry=REGISTRY,
+)

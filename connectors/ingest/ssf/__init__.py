@@ -1,0 +1,2 @@
+"""Shared Signals (OpenID SSF): Security Event Tokens received (push, RFC 8935; poll,
+RFC 8936) and transmitted."""

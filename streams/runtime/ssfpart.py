@@ -1,0 +1,258 @@
+"""Shared Signals in a worker: the receiver (push endpoint and pollers), the transmitter
+(an audit-topic consumer) and the well-known URLs, built from ``ssf.*``.
+
+Kept out of :mod:`streams.runtime.worker` (at its size limit): the worker calls
+:func:`start_ssf` once, while building its HTTP app, and passes the result to
+:func:`streams.runtime.web.build_web_app` as ``extra`` (it mounts the routes). Background
+work (pollers, the transmitter) runs as the worker's poller tasks, so the worker's existing
+stop (``_poll_stop``, ``_poll_tasks``) ends it too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+import structlog
+from aiohttp import web
+
+from connectors.base.http import HttpClient
+from connectors.base.pollers import CheckpointStore
+from connectors.ingest.ssf.poller import SsfPoller
+from connectors.ingest.ssf.receiver import SsfReceiver, SsfStream, seen_in_journal
+from connectors.ingest.ssf.stream import ensure_stream, request_verification
+from connectors.ingest.ssf.transmitter import SetSigner, Target, Transmitter, metadata
+from connectors.ingest.ssf.verify import JwksCache, SetVerifier
+from streams.bus.security import aio_consumer
+from streams.config.ssf import SsfSettings, SsfTransmitter
+from streams.runtime.parts import auth_guard, leak_publisher, retry_policy
+from streams.support.errors import ConfigError
+
+log = structlog.get_logger(__name__)
+
+
+def jwks_fetcher(name: str, entry: SsfTransmitter, http: HttpClient) -> Any:
+    """A blocking function returning the transmitter's JWKS: ``jwks_uri`` when configured,
+    else the ``jwks_uri`` of its SSF configuration metadata (read at each fetch, so a moved
+    JWKS is followed too)."""
+    provider = f"ssf:{name}"
+
+    def fetch() -> Mapping[str, Any]:
+        uri: Any = entry.jwks_uri
+        if not uri:
+            meta = http.request(provider, "GET", entry.metadata_url, ok=(200,)).json()
+            uri = meta.get("jwks_uri") if isinstance(meta, dict) else None
+            if not isinstance(uri, str) or not uri:
+                raise ValueError("the transmitter's metadata has no jwks_uri")
+        document: Mapping[str, Any] = http.request(provider, "GET", uri, ok=(200,)).json()
+        return document
+
+    return fetch
+
+
+def build_streams(settings: SsfSettings, http: HttpClient) -> dict[str, SsfStream]:
+    streams: dict[str, SsfStream] = {}
+    for name, entry in settings.transmitters.items():
+        if not entry.jwks_uri and not entry.metadata_url:
+            raise ConfigError(f"ssf.transmitters.{name}", "set metadata_url or jwks_uri")
+        if entry.manage_stream and not (entry.metadata_url and entry.endpoint_url):
+            raise ConfigError(
+                f"ssf.transmitters.{name}.manage_stream", "needs metadata_url and endpoint_url"
+            )
+        jwks = JwksCache(
+            name,
+            jwks_fetcher(name, entry, http),
+            cache_seconds=settings.jwks_cache_seconds,
+            refetch_seconds=settings.jwks_refetch_seconds,
+        )
+        verifier = SetVerifier(
+            name,
+            issuer=entry.issuer,
+            audience=entry.audience,
+            algorithms=list(entry.algorithms),
+            jwks=jwks,
+            max_age=settings.max_age_seconds,
+            skew=settings.clock_skew_seconds,
+        )
+        streams[name] = SsfStream(name, verifier, entry.push_token, entry.alias_provider)
+    return streams
+
+
+class SsfPart:
+    """What :func:`start_ssf` built; :meth:`mount` adds its routes to the worker's app."""
+
+    def __init__(
+        self, receiver: SsfReceiver | None, transmitter: Transmitter | None, base_url: str
+    ) -> None:
+        self.receiver = receiver
+        self.transmitter = transmitter
+        self.base_url = base_url
+
+    def mount(self, app: web.Application) -> None:
+        if self.receiver is not None:
+            app.router.add_post("/ssf/push/{transmitter}", self.receiver.handle_push)
+        if self.transmitter is not None:
+            signer = self.transmitter.signer
+            jwks, meta = signer.jwks(), metadata(signer, self.base_url)
+
+            async def jwks_view(_request: web.Request) -> web.Response:
+                return _json(jwks)
+
+            async def metadata_view(_request: web.Request) -> web.Response:
+                return _json(meta)
+
+            app.router.add_get("/.well-known/jwks.json", jwks_view)
+            app.router.add_get("/.well-known/ssf-configuration", metadata_view)
+        app.router.add_get("/v1/ssf/status", self._status)
+
+    async def _status(self, _request: web.Request) -> web.Response:
+        """Per stream: last SET and verification state; per receiver: delivery counts."""
+        streams = {
+            name: {
+                "last_set_at": s.last_set_at,
+                "verification_state": s.verified_state,
+                "verified": s.expected_state is not None and s.verified_state == s.expected_state,
+            }
+            for name, s in (self.receiver.streams.items() if self.receiver else ())
+        }
+        receivers = self.transmitter.status if self.transmitter is not None else {}
+        return _json({"transmitters": streams, "receivers": receivers})
+
+
+def _json(body: Any) -> web.Response:
+    return web.Response(body=orjson.dumps(body), content_type="application/json")
+
+
+async def _audit_consumer(bootstrap: str, topic: str) -> Any:
+    """A group-less consumer of the whole audit topic from its beginning (the transmitter
+    skips what its checkpoint says it handled)."""
+    consumer = aio_consumer(
+        bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=200,
+        client_id="accessguard-ssf-transmitter",
+    )
+    await consumer.start()
+    from aiokafka import TopicPartition  # noqa: PLC0415 - as streams.bus.security does
+
+    found = consumer.partitions_for_topic(topic)
+    if not found:
+        await consumer._client.force_metadata_update()
+        found = consumer.partitions_for_topic(topic) or {0}
+    parts = [TopicPartition(topic, p) for p in sorted(found)]
+    consumer.assign(parts)
+    await consumer.seek_to_beginning(*parts)
+    return consumer
+
+
+async def _transmit(
+    transmitter: Transmitter, bootstrap: str, topic: str, stop: asyncio.Event
+) -> None:
+    consumer = await _audit_consumer(bootstrap, topic)
+    try:
+        await transmitter.run(consumer, stop)
+    finally:
+        await consumer.stop()
+
+
+async def _manage(name: str, entry: SsfTransmitter, stream: SsfStream, http: HttpClient) -> None:
+    """Create or find the stream at the transmitter, then request a verification event
+    (:mod:`connectors.ingest.ssf.stream`). A failure is logged; SETs are received anyway."""
+    provider = f"ssf:{name}"
+
+    def run() -> str:
+        meta = http.request(provider, "GET", entry.metadata_url, ok=(200,)).json()
+        token = entry.management_token.reveal() if entry.management_token else None
+        push = f"Bearer {entry.push_token.reveal()}" if entry.push_token else ""
+        created = ensure_stream(
+            http, provider, meta, token=token, endpoint_url=entry.endpoint_url,
+            push_authorization=push,
+        )  # fmt: skip
+        stream_id = str(created.get("stream_id") or "")
+        return request_verification(http, provider, meta, token=token, stream_id=stream_id)
+
+    try:
+        stream.expected_state = await asyncio.to_thread(run)
+        log.info("ssf.verification_requested", transmitter=name)
+    except Exception as exc:  # noqa: BLE001 - logged: management is a convenience, not a gate
+        log.error("ssf.stream_management_failed", transmitter=name, error=str(exc)[:300])
+
+
+async def start_ssf(worker: Any) -> SsfPart | None:
+    """Build and start Shared Signals for ``worker`` (a :class:`streams.runtime.worker.Services`);
+    None when ``ssf`` configures nothing."""
+    config = worker.config
+    settings: SsfSettings = config.settings.ssf
+    if not settings.transmitters and settings.signing_key is None:
+        return None
+    receiver: SsfReceiver | None = None
+    store = CheckpointStore(config.data_dir / "checkpoints")
+    if settings.transmitters:
+        receiver = SsfReceiver(
+            build_streams(settings, worker.http),
+            publisher=worker.publisher,
+            journal=worker.journal,
+            topics=worker.topics,
+            partitions=int(config["topics.partitions"]),
+            publish_leaks=leak_publisher(config, worker.publisher, worker.topics).publish,
+            registry=lambda: worker.views.registry,
+            max_bytes=settings.max_set_bytes,
+            dedup_ttl=settings.dedup_ttl_seconds,
+            guard=auth_guard(config),
+        )
+        started = time.monotonic()
+        kept = receiver.restore(seen_in_journal(worker.journal.path))
+        log.info("ssf.seen_restored", remembered=kept, seconds=round(time.monotonic() - started, 3))
+        for name, entry in settings.transmitters.items():
+            if entry.manage_stream:
+                manage = _manage(name, entry, receiver.streams[name], worker.http)
+                worker._poll_tasks.append(asyncio.create_task(manage, name=f"ssf-stream-{name}"))
+            if not entry.poll_url:
+                continue
+            poller = SsfPoller(
+                receiver.streams[name],
+                receiver,
+                url=entry.poll_url,
+                token=entry.poll_token,
+                max_events=entry.max_events,
+                interval=entry.poll_interval,
+                http=worker.http,
+                checkpoints=store,
+            )
+            worker._poll_tasks.append(
+                asyncio.create_task(poller.run(worker._poll_stop), name=f"ssf-poll-{name}")
+            )
+    transmitter: Transmitter | None = None
+    if settings.signing_key is not None:
+        try:
+            pem = settings.signing_key.reveal()
+        except OSError as exc:  # a file: secret not mounted (yet): the secret check logged it
+            raise ConfigError("ssf.signing_key", f"cannot be read: {exc.strerror}") from None
+        signer = SetSigner(pem, kid=settings.key_id, issuer=settings.issuer)
+        targets = [
+            Target(name, r.url, r.audience, r.token, frozenset(r.events))
+            for name, r in settings.receivers.items()
+        ]
+        transmitter = Transmitter(
+            signer,
+            targets,
+            http=worker.http,
+            policy=retry_policy(config),
+            registry=lambda: worker.views.registry,
+            checkpoints=store,
+        )
+        if targets:
+            worker._poll_tasks.append(
+                asyncio.create_task(
+                    _transmit(
+                        transmitter, worker.bootstrap, worker.topics.audit, worker._poll_stop
+                    ),
+                    name="ssf-transmitter",
+                )
+            )
+    return SsfPart(receiver, transmitter, settings.issuer)
