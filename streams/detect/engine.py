@@ -25,6 +25,7 @@ from datetime import datetime
 from typing import Any
 
 from streams.detect.checks import Compiled, haversine_km
+from streams.detect.detections import detection, route_of, what_was_done
 from streams.detect.exceptions import Suppressor
 from streams.detect.fields import Ctx, LeakCtx, LeakSubject
 from streams.detect.model import Detection, Rule, RuleSet
@@ -35,7 +36,6 @@ from streams.model.records import (
     Alert,
     LeakRecord,
     LoginEvent,
-    idempotency_key,
     subject_hash,
 )
 from streams.model.registry import Registry
@@ -43,9 +43,6 @@ from streams.model.state import StateStore
 from streams.support.times import format_time
 
 __all__ = ["RuleEngine", "haversine_km", "leak_details"]  # haversine_km: moved, still importable
-
-#: A PagerDuty dedup_key may hold 255 characters; longer group keys are hashed.
-_MAX_GROUP_IN_KEY = 120
 
 
 def leak_details(record: LeakRecord, **more: Any) -> dict[str, Any]:
@@ -216,7 +213,7 @@ class RuleEngine:
         if dropped:
             done += f" (rule is {rule.status}: {', '.join(dropped)} not executed)"
         missing = f" ({'; '.join(notes)})" if notes else ""
-        route = "page" if "page" in rule.response else "notify" if "notify" in rule.response else ""
+        route = route_of(rule)
         more: dict[str, Any]
         if subject.kind == "identity":
             ident = ctx.identity()
@@ -338,27 +335,8 @@ class RuleEngine:
                 deduplicated=True,
             )
         actions, notes, dropped = respond(rule, ctx, self.providers)
-        group_part = key
-        if key.startswith("principal:") or len(key) > _MAX_GROUP_IN_KEY:
-            group_part = idempotency_key(key)[:16]
-        done: str
-        if actions:
-            by_kind: dict[str, list[str]] = {}
-            for a in actions:
-                by_kind.setdefault(a.action, []).append(a.provider)
-            done = "accessguard requested " + "; ".join(
-                f"{kind} at {', '.join(sorted(set(p)))}" for kind, p in by_kind.items()
-            )
-        elif dropped:
-            done = (
-                f"nothing: rule is {rule.status}, so its response ({', '.join(dropped)}) "
-                "was not executed"
-            )
-        elif notes:  # a response was asked for and none could be carried out: say so
-            done = f"nothing: its response could not be carried out ({'; '.join(notes)})"
-        else:
-            done = "nothing automatic: a human decides"
-        route = "page" if "page" in rule.response else "notify" if "notify" in rule.response else ""
+        done = what_was_done(rule, actions, notes, dropped)
+        route = route_of(rule)
         details: dict[str, Any] = {
             "rule": rule.id,
             "rule_status": rule.status,
@@ -378,29 +356,17 @@ class RuleEngine:
             "evidence": evidence,
             "route": route or "none",
         }
-        if notes:
-            details["notes"] = notes
-        if dropped:
-            details["dropped_response"] = list(dropped)
-        alert = Alert(
-            severity=rule.severity,
-            rule=rule.id,
-            identity=event.identity,
-            dedup_key=f"{rule.id}:{group_part}:{bucket}",
-            title=title[:1000],
-            details=details,
-            runbook=rule.runbook,
-        )
-        return Detection(
-            rule=rule.id,
-            severity=rule.severity,
-            group_key=key,
+        return detection(
+            rule,
+            key=key,
+            bucket=bucket,
             title=title,
             why=why,
             event_id=event.event_id,
             identity=event.identity,
-            actions=tuple(actions),
-            alerts=(alert,),
-            evidence=evidence,
+            details=details,
+            actions=actions,
+            notes=notes,
             dropped=dropped,
+            evidence=evidence,
         )

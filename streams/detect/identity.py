@@ -33,6 +33,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any, Protocol
 
+from streams.detect.detections import detection, route_of, what_was_done
 from streams.detect.exceptions import Suppressor
 from streams.detect.identity_fields import IDENTITY_FIELDS, IdentityCtx
 from streams.detect.model import Detection, Rule, RuleSet, all_of, compile_condition
@@ -40,7 +41,7 @@ from streams.detect.responses import respond
 from streams.detect.state import RuleState
 from streams.model import kinds
 from streams.model.identity import IdentityEvent
-from streams.model.records import Alert, idempotency_key, subject_hash
+from streams.model.records import subject_hash
 from streams.model.registry import Identity, Registry
 from streams.model.state import StateStore
 from streams.support.times import format_time
@@ -262,17 +263,8 @@ class IdentityRules:
                 )
             bucket = str(int(ctx.ts // rule.dedup))
         actions, notes, dropped = respond(rule, ctx, self.providers)
-        if actions:
-            done = "accessguard requested " + ", ".join(
-                sorted({f"{a.action}@{a.provider}" for a in actions})
-            )
-        elif dropped:
-            done = f"nothing: rule is {rule.status}, so {', '.join(dropped)} was not executed"
-        elif notes:
-            done = f"nothing: its response could not be carried out ({'; '.join(notes)})"
-        else:
-            done = "nothing automatic: a human decides"
-        route = "page" if "page" in rule.response else "notify" if "notify" in rule.response else ""
+        done = what_was_done(rule, actions, notes, dropped)
+        route = route_of(rule)
         by = (
             "the vendor itself"
             if event.actor is None
@@ -301,29 +293,16 @@ class IdentityRules:
             "actions": [f"{a.action}@{a.provider}" for a in actions],
             "route": route or "none",
         }
-        if notes:
-            details["notes"] = notes
-        if dropped:
-            details["dropped_response"] = list(dropped)
-        group_part = key if not key.startswith("principal:") else idempotency_key(key)[:16]
-        alert = Alert(
-            severity=rule.severity,
-            rule=rule.id,
-            identity=event.identity,
-            dedup_key=f"{rule.id}:{group_part[:120]}:{bucket}",
-            title=title[:1000],
-            details=details,
-            runbook=rule.runbook,
-        )
-        return Detection(
-            rule=rule.id,
-            severity=rule.severity,
-            group_key=key,
+        return detection(
+            rule,
+            key=key,
+            bucket=bucket,
             title=title,
             why=why,
             event_id=event.event_id,
             identity=event.identity,
-            actions=tuple(actions),
-            alerts=(alert,),
+            details=details,
+            actions=actions,
+            notes=notes,
             dropped=dropped,
         )
