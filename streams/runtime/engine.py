@@ -329,6 +329,11 @@ class Engine(HrPath):
         matches.inc()
         if detection.deduplicated:
             return
+        await self.act_on(detection, event.partition_key)
+
+    async def act_on(self, detection: Detection, partition_key: str, **audited: Any) -> None:
+        """A rule's detection (login or identity event) recorded in the audit trail (with
+        ``audited`` fields), its alert queued, its actions started as a plan."""
         await self.audit(
             "detection",
             detection.event_id,
@@ -336,6 +341,7 @@ class Engine(HrPath):
             severity=detection.severity,
             identity=detection.identity,
             event_id=detection.event_id,
+            **audited,
             group=subject_hash(detection.group_key),
             actions=[a.replay_view() for a in detection.actions],
             dropped=list(detection.dropped),
@@ -351,7 +357,7 @@ class Engine(HrPath):
                     detection.actions,
                     event_type=f"rule:{detection.rule}",
                     decided_at=self.clock(),
-                    partition_key=event.partition_key,
+                    partition_key=partition_key,
                 ),
             )
 

@@ -36,7 +36,6 @@ import structlog
 from streams.detect.identity import IdentityRules, StateDedup, resolve_subjects
 from streams.detect.model import Detection
 from streams.model.identity import IdentityEvent
-from streams.model.plan import Plan
 from streams.model.records import subject_hash
 from streams.support import metrics
 from streams.support.errors import ConfigError, ValidationError
@@ -128,19 +127,6 @@ class IdentityPath:
         metrics.RULE_MATCHES.labels(detection.rule, detection.severity).inc()
         if detection.deduplicated:
             return
-        await engine.audit(
-            "detection",
-            detection.event_id,
-            rule=detection.rule,
-            severity=detection.severity,
-            identity=detection.identity,
-            event_id=detection.event_id,
-            input="identity_event",
-            type=event.type,
-            group=subject_hash(detection.group_key),
-            actions=[a.replay_view() for a in detection.actions],
-            dropped=list(detection.dropped),
-        )
         log.info(
             "identity_event.detected",
             rule=detection.rule,
@@ -148,19 +134,7 @@ class IdentityPath:
             vendor=event.vendor,
             subject=subject_hash(event.principal),
         )
-        for alert in detection.alerts:
-            await engine.alerts.enqueue(alert)
-        if detection.actions and detection.identity:
-            await engine.plans.add(
-                detection.identity,
-                f"rule:{detection.rule}:{detection.event_id}",
-                Plan.make(
-                    detection.actions,
-                    event_type=f"rule:{detection.rule}",
-                    decided_at=engine.clock(),
-                    partition_key=event.partition_key,
-                ),
-            )
+        await engine.act_on(detection, event.partition_key, input="identity_event", type=event.type)
 
 
 def identity_processor(services: _Services) -> Callable[[bytes | None], Awaitable[None]]:
