@@ -69,7 +69,11 @@ def detection(
     evidence: dict[str, Any] | None = None,
 ) -> Detection:
     """The detection with its one alert (dedup key ``<rule>:<group part>:<bucket>``);
-    ``details`` gains the notes and the dropped response when there are any."""
+    ``details`` gains what was done, the actions, the route, and the notes and the dropped
+    response when there are any."""
+    details["done"] = what_was_done(rule, actions, notes, dropped)
+    details["actions"] = [f"{a.action}@{a.provider}" for a in actions]
+    details["route"] = route_of(rule) or "none"
     if notes:
         details["notes"] = list(notes)
     if dropped:

@@ -25,7 +25,7 @@ from datetime import datetime
 from typing import Any
 
 from streams.detect.checks import Compiled, haversine_km
-from streams.detect.detections import detection, route_of, what_was_done
+from streams.detect.detections import detection, route_of
 from streams.detect.exceptions import Suppressor
 from streams.detect.fields import Ctx, LeakCtx, LeakSubject
 from streams.detect.model import Detection, Rule, RuleSet
@@ -335,8 +335,6 @@ class RuleEngine:
                 deduplicated=True,
             )
         actions, notes, dropped = respond(rule, ctx, self.providers)
-        done = what_was_done(rule, actions, notes, dropped)
-        route = route_of(rule)
         details: dict[str, Any] = {
             "rule": rule.id,
             "rule_status": rule.status,
@@ -351,10 +349,7 @@ class RuleEngine:
             "country": event.geo.country if event.geo else None,
             "what_happened": f"{rule.title} ({event.outcome} {event.event_type})",
             "why_it_matters": why,
-            "done": done,
-            "actions": [f"{a.action}@{a.provider}" for a in actions],
             "evidence": evidence,
-            "route": route or "none",
         }
         return detection(
             rule,

@@ -33,7 +33,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any, Protocol
 
-from streams.detect.detections import detection, route_of, what_was_done
+from streams.detect.detections import detection
 from streams.detect.exceptions import Suppressor
 from streams.detect.identity_fields import IDENTITY_FIELDS, IdentityCtx
 from streams.detect.model import Detection, Rule, RuleSet, all_of, compile_condition
@@ -263,8 +263,6 @@ class IdentityRules:
                 )
             bucket = str(int(ctx.ts // rule.dedup))
         actions, notes, dropped = respond(rule, ctx, self.providers)
-        done = what_was_done(rule, actions, notes, dropped)
-        route = route_of(rule)
         by = (
             "the vendor itself"
             if event.actor is None
@@ -289,9 +287,6 @@ class IdentityRules:
             "reason": event.reason,
             "what_happened": f"{rule.title} ({event.vendor} {event.vendor_type} by {by})",
             "why_it_matters": why,
-            "done": done,
-            "actions": [f"{a.action}@{a.provider}" for a in actions],
-            "route": route or "none",
         }
         return detection(
             rule,
