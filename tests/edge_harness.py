@@ -172,6 +172,20 @@ def edge_server(
         readiness=lambda: {"broker": publisher.reachable},
         max_body=max(max_body, max_batch),
     )
+    session = requests.Session()
+    try:
+        with serve_app(app, "edge-server") as url:
+            yield Edge(url, publisher, journal, hr, auth, leaks, guard, session)
+    finally:
+        session.close()
+        leaks.close()
+        journal.close()
+
+
+@contextmanager
+def serve_app(app: web.Application, name: str) -> Iterator[str]:
+    """Serve ``app`` on 127.0.0.1 (a free port) from its own thread and event loop, as the
+    worker does; yields its base URL and stops it after."""
     loop = asyncio.new_event_loop()
     runner = web.AppRunner(app, access_log=None)
     ready = threading.Event()
@@ -193,20 +207,14 @@ def edge_server(
         loop.run_until_complete(runner.cleanup())
         loop.close()
 
-    thread = threading.Thread(target=serve, name="edge-server", daemon=True)
+    thread = threading.Thread(target=serve, name=name, daemon=True)
     thread.start()
-    assert ready.wait(10), "edge server did not start"
-    session = requests.Session()
+    assert ready.wait(10), f"{name} did not start"
     try:
-        yield Edge(
-            f"http://127.0.0.1:{port[0]}", publisher, journal, hr, auth, leaks, guard, session
-        )
+        yield f"http://127.0.0.1:{port[0]}"
     finally:
-        session.close()
         loop.call_soon_threadsafe(loop.stop)
         thread.join(10)
-        leaks.close()
-        journal.close()
 
 
 def login_batch(size: int = 9_500_000) -> bytes:

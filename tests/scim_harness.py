@@ -11,8 +11,6 @@ real broker and worker is tests/test_integration_scim.py.
 
 from __future__ import annotations
 
-import asyncio
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -21,7 +19,6 @@ from typing import Any
 
 import orjson
 import requests
-from aiohttp import web
 
 from connectors.ingest.edge import AuthGuard
 from connectors.ingest.hr_webhook import HrWebhook
@@ -31,6 +28,7 @@ from streams.bus.views import Views
 from streams.model.registry_yaml import load_registry
 from streams.runtime.web import build_web_app
 from streams.support.secrets import Secret
+from tests.edge_harness import serve_app
 from tests.engine_harness import FakePublisher
 
 REPO = Path(__file__).resolve().parent.parent
@@ -105,35 +103,10 @@ def scim_server(tmp_path: Path, *, max_body: int = 65536) -> Iterator[ScimEdge]:
     app = build_web_app(
         hr=hr, scim=scim, readiness=lambda: {"broker": publisher.reachable}, max_body=max_body
     )
-    loop = asyncio.new_event_loop()
-    runner = web.AppRunner(app, access_log=None)
-    ready = threading.Event()
-    port: list[int] = []
-
-    def serve() -> None:
-        asyncio.set_event_loop(loop)
-
-        async def start() -> None:
-            await runner.setup()
-            site = web.TCPSite(runner, "127.0.0.1", 0)
-            await site.start()
-            server: Any = site._server
-            port.append(int(server.sockets[0].getsockname()[1]))
-            ready.set()
-
-        loop.run_until_complete(start())
-        loop.run_forever()
-        loop.run_until_complete(runner.cleanup())
-        loop.close()
-
-    thread = threading.Thread(target=serve, name="scim-server", daemon=True)
-    thread.start()
-    assert ready.wait(10), "SCIM server did not start"
     session = requests.Session()
     try:
-        yield ScimEdge(f"http://127.0.0.1:{port[0]}", publisher, journal, views, session)
+        with serve_app(app, "scim-server") as url:
+            yield ScimEdge(url, publisher, journal, views, session)
     finally:
         session.close()
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
         journal.close()
