@@ -23,7 +23,7 @@ from datetime import datetime
 from typing import Any
 
 from streams.model import kinds
-from streams.model.records import Geo
+from streams.model.records import Geo, _opt_str
 from streams.support.errors import ValidationError
 from streams.support.times import format_time, parse_time
 
@@ -57,20 +57,8 @@ _KEYS: frozenset[str] = frozenset(
 _MAX_DETAILS = 16
 
 
-def _opt(data: dict[str, Any], name: str, max_len: int) -> str | None:
-    value = data.get(name)
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise ValidationError(f"{name}: expected a string")
-    value = value.strip()
-    if len(value) > max_len:
-        raise ValidationError(f"{name}: longer than {max_len} characters")
-    return value or None
-
-
 def _req(data: dict[str, Any], name: str, max_len: int) -> str:
-    value = _opt(data, name, max_len)
+    value = _opt_str(data, name, max_len)
     if value is None:
         raise ValidationError(f"{name}: required")
     return value
@@ -178,10 +166,10 @@ class IdentityEvent:
         kind = _req(data, "type", 64)
         if kind not in IDENTITY_EVENT_TYPES:
             raise ValidationError(f"type: {kind[:64]!r} is not an identity event type")
-        vendor = _opt(data, "vendor", 16) or "generic"
+        vendor = _opt_str(data, "vendor", 16) or "generic"
         if vendor not in kinds.LOGIN_VENDORS:
             raise ValidationError(f"vendor: must be one of {', '.join(kinds.LOGIN_VENDORS)}")
-        reason = _opt(data, "reason", 256)
+        reason = _opt_str(data, "reason", 256)
         if kind == "account_disabled_by_vendor" and reason not in DISABLE_REASONS:
             raise ValidationError(f"reason: must be one of {', '.join(DISABLE_REASONS)}")
         verified = data.get("app_verified")
@@ -190,28 +178,28 @@ class IdentityEvent:
         geo = data.get("geo")
         if geo is not None and not isinstance(geo, dict):
             raise ValidationError("geo: expected an object")
-        risk = _opt(data, "risk", 16)
+        risk = _opt_str(data, "risk", 16)
         if risk is not None and risk not in ("low", "medium", "high"):
             raise ValidationError("risk: must be one of low, medium, high")
-        actor = _opt(data, "actor", 320)
+        actor = _opt_str(data, "actor", 320)
         return cls(
             event_id=_req(data, "event_id", 200),
             vendor=vendor,
             time=parse_time(data.get("time"), "time"),
             type=kind,
             principal=_req(data, "principal", 320).lower(),
-            vendor_type=_opt(data, "vendor_type", 128) or kind,
-            identity=_opt(data, "identity", 200),
-            principal_id=_opt(data, "principal_id", 200),
+            vendor_type=_opt_str(data, "vendor_type", 128) or kind,
+            identity=_opt_str(data, "identity", 200),
+            principal_id=_opt_str(data, "principal_id", 200),
             actor=actor.lower() if actor else None,
-            actor_id=_opt(data, "actor_id", 200),
-            actor_identity=_opt(data, "actor_identity", 200),
-            vendor_event_id=_opt(data, "vendor_event_id", 200),
-            ip=_opt(data, "ip", 64),
+            actor_id=_opt_str(data, "actor_id", 200),
+            actor_identity=_opt_str(data, "actor_identity", 200),
+            vendor_event_id=_opt_str(data, "vendor_event_id", 200),
+            ip=_opt_str(data, "ip", 64),
             geo=Geo.from_dict(geo),
-            app=_opt(data, "app", 256),
+            app=_opt_str(data, "app", 256),
             app_verified=verified,
-            privilege=_opt(data, "privilege", 256),
+            privilege=_opt_str(data, "privilege", 256),
             reason=reason,
             risk=risk,
             details=_details(data.get("details")),
