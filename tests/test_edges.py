@@ -130,6 +130,7 @@ def test_a_deflate_body_that_does_not_decode_is_refused_not_left_hanging(
 
 
 class TestLeakUploadBounds:
+    @pytest.mark.alone  # a latency bound: measured with the machine to itself
     def test_gzip_bomb_is_refused_at_the_bound_while_health_answers(self, tmp_path: Path) -> None:
         """A 80 KB gzip that expands to 80 MB of one-byte lines is answered 413 once it passes
         the record bound, quickly, with memory bounded; /healthz answers within 100 ms all
@@ -170,6 +171,7 @@ class TestLeakUploadBounds:
             assert e.post_leaks(body, ctype="text/plain").status_code == 413
             assert e.post_leaks(body[: body.index(b"u50@")], ctype="text/plain").status_code == 200
 
+    @pytest.mark.alone  # a latency bound: measured with the machine to itself
     def test_a_big_legitimate_upload_does_not_stall_health(self, tmp_path: Path) -> None:
         """9 MB of CSV (100k records) is parsed and matched while /healthz stays under 100 ms."""
         rows = [b"email,password"] + [b"stranger%d@x.example,pw%d" % (i, i) for i in range(99_998)]
@@ -248,6 +250,7 @@ class TestHostileBodies:
         assert resp.status_code == 400, resp.text[:200]
         assert resp.json()["error"]
 
+    @pytest.mark.alone  # a latency bound: measured with the machine to itself
     def test_a_full_login_batch_does_not_stall_health(self, edge: Edge) -> None:
         """10 MB of login events (the batch limit) is parsed off the event loop."""
         body = login_batch()

@@ -140,6 +140,12 @@ def _hr_line_upper_bound(event: dict[str, Any]) -> int:
         "key": accepted.partition_key,
         "value": accepted.to_dict(),
         "entry": "0" * 32,  # the journal entry's id (a uuid4 hex), which a withdrawal names
+        # the edge contract's own fields (connectors/ingest/contract.py): which door, the
+        # sender's id and the body's digest (the dedup memory refilled at start), when
+        "edge": "hr_webhook",
+        "sender_id": accepted.event_id,
+        "digest": "0" * 32,
+        "accepted_at": 1795707211.1512344,
     }
     return len(orjson.dumps(entry)) + 1
 
@@ -212,7 +218,7 @@ def test_disk_full_refuses_input_waits_in_place_and_loses_nothing(
         assert failed[0]["partial_line_cut"] is True
         assert "free disk space under data_dir" in failed[0]["hint"]
         assert failed[0]["path"] == str(stack.journal_path)
-        rejected = stack.events("hr.rejected", status=503)
+        rejected = stack.events("edge.rejected", source="hr_webhook", status=503)
         assert rejected
         assert "File too large" in rejected[0]["reason"]
 
