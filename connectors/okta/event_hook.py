@@ -280,7 +280,8 @@ class OktaEventHook:
             self._dropped["not_security_type"].inc()
             return {**result, "result": "ignored", "reason": "nothing to record"}, []
         batch.add(sender_id)
-        route = {self.hr_topic: "hr", self.auth_topic: "login"}.get(deliveries[0].topic, "identity")
+        routes: dict[str | None, str] = {self.hr_topic: "hr", self.auth_topic: "login"}
+        route = routes.get(deliveries[0].topic, "identity")
         return {**result, "result": "accepted", "route": route}, deliveries
 
     def _deliveries(
