@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,8 +31,10 @@ from connectors.ingest.dumps import DumpOptions
 from connectors.ingest.edge import AuthGuard
 from connectors.ingest.hr_webhook import SIGNATURE_HEADER, HrWebhook, sign
 from connectors.ingest.leak_ingest import LeakIngest, LeakPublisher
+from connectors.ingest.scim.service import ScimService
 from connectors.okta.event_hook import OktaEventHook
 from streams.bus.journal import Journal
+from streams.bus.views import Views
 from streams.model.leak_index import LeakIndex
 from streams.model.registry_yaml import load_registry
 from streams.runtime.web import build_web_app
@@ -47,6 +49,7 @@ TOPIC_HR = "t.hr.events"
 TOPIC_AUTH = "t.auth.events"
 TOPIC_LEAKS = "t.leak.records"
 TOPIC_IDENTITY = "t.identity.events"
+TOPIC_REGISTRY = "t.registry.changes"
 
 
 @dataclass
@@ -106,10 +109,14 @@ def edge_server(
     dedup_ttl: float = 345600,
     standard_secret: Secret | None = None,
     event_hook_secret: Secret | None = None,
+    scim_token: Secret | None = None,
+    extra: Callable[[FakePublisher, Journal, AuthGuard], Any] | None = None,
 ) -> Iterator[Edge]:
     """Serve the three ingest endpoints (and /healthz, /readyz, /metrics) on a free port;
     with ``standard_secret`` the HR endpoint takes Standard Webhooks too, with
-    ``event_hook_secret`` the Okta Event Hook door is mounted (``Authorization`` header)."""
+    ``event_hook_secret`` the Okta Event Hook door is mounted (``Authorization`` header), with
+    ``scim_token`` SCIM at /scim/v2 (over examples/registry.yaml), and ``extra`` builds a
+    part with ``mount(app)`` on the same publisher, journal and guard (the SSF receiver)."""
     publisher = FakePublisher()
     journal = Journal(tmp_path / "journal.jsonl", fsync=False)
     guard = AuthGuard(limit=auth_limit, window=60.0, block=60.0)
@@ -165,10 +172,30 @@ def edge_server(
         max_records=leak_max_records,
         guard=guard,
     )
+    scim = None
+    if scim_token is not None:
+        views = Views(
+            "127.0.0.1:1",
+            registry_topic=TOPIC_REGISTRY,
+            lifecycle_topic="t.lifecycle",
+            ledger_topic="t.ledger",
+            writer_id=publisher.writer_id,
+        )
+        views.registry = load_registry(REPO / "examples" / "registry.yaml")
+        scim = ScimService(
+            token=scim_token,
+            hr=hr,
+            views=views,
+            registry_topic=TOPIC_REGISTRY,
+            max_body=max_body,
+            guard=guard,
+        )
     app = build_web_app(
         hr=hr,
         auth=auth,
         leaks=leaks,
+        scim=scim,
+        extra=extra(publisher, journal, guard) if extra is not None else None,
         readiness=lambda: {"broker": publisher.reachable},
         max_body=max(max_body, max_batch),
     )

@@ -21,6 +21,7 @@ from aiohttp import web
 
 from connectors.base.http import HttpClient
 from connectors.base.pollers import CheckpointStore
+from connectors.ingest.edge import expect_continue
 from connectors.ingest.ssf.poller import SsfPoller
 from connectors.ingest.ssf.receiver import SsfReceiver, SsfStream
 from connectors.ingest.ssf.stream import ensure_stream, request_verification
@@ -93,7 +94,9 @@ class SsfPart:
 
     def mount(self, app: web.Application) -> None:
         if self.receiver is not None:
-            app.router.add_post("/ssf/push/{transmitter}", self.receiver.handle_push)
+            app.router.add_post(
+                "/ssf/push/{transmitter}", self.receiver.handle_push, expect_handler=expect_continue
+            )
         if self.transmitter is not None:
             signer = self.transmitter.signer
             jwks, meta = signer.jwks(), metadata(signer, self.base_url)
