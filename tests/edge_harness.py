@@ -31,15 +31,14 @@ from connectors.ingest.dumps import DumpOptions
 from connectors.ingest.edge import AuthGuard
 from connectors.ingest.hr_webhook import SIGNATURE_HEADER, HrWebhook, sign
 from connectors.ingest.leak_ingest import LeakIngest, LeakPublisher
-from connectors.ingest.scim.service import ScimService
 from connectors.okta.event_hook import OktaEventHook
 from streams.bus.journal import Journal
-from streams.bus.views import Views
 from streams.model.leak_index import LeakIndex
 from streams.model.registry_yaml import load_registry
 from streams.runtime.web import build_web_app
 from streams.support.secrets import Secret
 from tests.engine_harness import FakePublisher
+from tests.scim_harness import scim_service
 
 REPO = Path(__file__).resolve().parent.parent
 HR_SECRET = "edge-test-hr-secret"
@@ -49,7 +48,6 @@ TOPIC_HR = "t.hr.events"
 TOPIC_AUTH = "t.auth.events"
 TOPIC_LEAKS = "t.leak.records"
 TOPIC_IDENTITY = "t.identity.events"
-TOPIC_REGISTRY = "t.registry.changes"
 
 
 @dataclass
@@ -174,22 +172,7 @@ def edge_server(
     )
     scim = None
     if scim_token is not None:
-        views = Views(
-            "127.0.0.1:1",
-            registry_topic=TOPIC_REGISTRY,
-            lifecycle_topic="t.lifecycle",
-            ledger_topic="t.ledger",
-            writer_id=publisher.writer_id,
-        )
-        views.registry = load_registry(REPO / "examples" / "registry.yaml")
-        scim = ScimService(
-            token=scim_token,
-            hr=hr,
-            views=views,
-            registry_topic=TOPIC_REGISTRY,
-            max_body=max_body,
-            guard=guard,
-        )
+        scim = scim_service(hr, publisher, guard, token=scim_token, max_body=max_body)
     app = build_web_app(
         hr=hr,
         auth=auth,

@@ -91,10 +91,10 @@ from tests.edge_harness import (
     TOPIC_HR,
     TOPIC_IDENTITY,
     TOPIC_LEAKS,
-    TOPIC_REGISTRY,
     Edge,
     edge_server,
 )
+from tests.scim_harness import TOPIC_REGISTRY
 
 #: Generated cases per endpoint (the CI-sized run); the benchmark passes more.
 FUZZ_EXAMPLES = int(os.environ.get("ACCESSGUARD_FUZZ_EXAMPLES", "10000"))
