@@ -42,6 +42,7 @@ from tests.scim_harness import scim_service
 
 REPO = Path(__file__).resolve().parent.parent
 HR_SECRET = "edge-test-hr-secret"
+HR_SECRET_VALUE = Secret(HR_SECRET)
 AUTH_TOKEN = "edge-test-auth-token"
 LEAK_TOKEN = "edge-test-leak-token"
 TOPIC_HR = "t.hr.events"
@@ -102,7 +103,7 @@ def edge_server(
     leak_max_bytes: int = 64 * 1048576,
     leak_max_records: int = 100_000,
     auth_limit: int = 20,
-    hr_secret: Secret | None = None,
+    hr_secret: Secret | None = HR_SECRET_VALUE,
     leak_token: Secret | None = None,
     dedup_ttl: float = 345600,
     standard_secret: Secret | None = None,
@@ -110,8 +111,9 @@ def edge_server(
     scim_token: Secret | None = None,
     extra: Callable[[FakePublisher, Journal, AuthGuard], Any] | None = None,
 ) -> Iterator[Edge]:
-    """Serve the three ingest endpoints (and /healthz, /readyz, /metrics) on a free port;
-    with ``standard_secret`` the HR endpoint takes Standard Webhooks too, with
+    """Serve the three ingest endpoints (and /healthz, /readyz, /metrics) on a free port
+    (``hr_secret`` None: hr.webhook_secret unset); with ``standard_secret`` the HR endpoint
+    takes Standard Webhooks too, with
     ``event_hook_secret`` the Okta Event Hook door is mounted (``Authorization`` header), with
     ``scim_token`` SCIM at /scim/v2 (over examples/registry.yaml), and ``extra`` builds a
     part with ``mount(app)`` on the same publisher, journal and guard (the SSF receiver)."""
@@ -119,7 +121,7 @@ def edge_server(
     journal = Journal(tmp_path / "journal.jsonl", fsync=False)
     guard = AuthGuard(limit=auth_limit, window=60.0, block=60.0)
     hr = HrWebhook(
-        secret=hr_secret or Secret(HR_SECRET),
+        secret=hr_secret,
         tolerance=300,
         dedup_ttl=dedup_ttl,
         max_body=max_body,
