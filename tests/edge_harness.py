@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,9 +38,11 @@ from streams.model.registry_yaml import load_registry
 from streams.runtime.web import build_web_app
 from streams.support.secrets import Secret
 from tests.engine_harness import FakePublisher
+from tests.scim_harness import scim_service
 
 REPO = Path(__file__).resolve().parent.parent
 HR_SECRET = "edge-test-hr-secret"
+HR_SECRET_VALUE = Secret(HR_SECRET)
 AUTH_TOKEN = "edge-test-auth-token"
 LEAK_TOKEN = "edge-test-leak-token"
 TOPIC_HR = "t.hr.events"
@@ -101,20 +103,25 @@ def edge_server(
     leak_max_bytes: int = 64 * 1048576,
     leak_max_records: int = 100_000,
     auth_limit: int = 20,
-    hr_secret: Secret | None = None,
+    hr_secret: Secret | None = HR_SECRET_VALUE,
     leak_token: Secret | None = None,
     dedup_ttl: float = 345600,
     standard_secret: Secret | None = None,
     event_hook_secret: Secret | None = None,
+    scim_token: Secret | None = None,
+    extra: Callable[[FakePublisher, Journal, AuthGuard], Any] | None = None,
 ) -> Iterator[Edge]:
-    """Serve the three ingest endpoints (and /healthz, /readyz, /metrics) on a free port;
-    with ``standard_secret`` the HR endpoint takes Standard Webhooks too, with
-    ``event_hook_secret`` the Okta Event Hook door is mounted (``Authorization`` header)."""
+    """Serve the three ingest endpoints (and /healthz, /readyz, /metrics) on a free port
+    (``hr_secret`` None: hr.webhook_secret unset); with ``standard_secret`` the HR endpoint
+    takes Standard Webhooks too, with
+    ``event_hook_secret`` the Okta Event Hook door is mounted (``Authorization`` header), with
+    ``scim_token`` SCIM at /scim/v2 (over examples/registry.yaml), and ``extra`` builds a
+    part with ``mount(app)`` on the same publisher, journal and guard (the SSF receiver)."""
     publisher = FakePublisher()
     journal = Journal(tmp_path / "journal.jsonl", fsync=False)
     guard = AuthGuard(limit=auth_limit, window=60.0, block=60.0)
     hr = HrWebhook(
-        secret=hr_secret or Secret(HR_SECRET),
+        secret=hr_secret,
         tolerance=300,
         dedup_ttl=dedup_ttl,
         max_body=max_body,
@@ -165,10 +172,15 @@ def edge_server(
         max_records=leak_max_records,
         guard=guard,
     )
+    scim = None
+    if scim_token is not None:
+        scim = scim_service(hr, publisher, guard, token=scim_token, max_body=max_body)
     app = build_web_app(
         hr=hr,
         auth=auth,
         leaks=leaks,
+        scim=scim,
+        extra=extra(publisher, journal, guard) if extra is not None else None,
         readiness=lambda: {"broker": publisher.reachable},
         max_body=max(max_body, max_batch),
     )

@@ -69,6 +69,29 @@ class ScimEdge:
         return [(k, v) for t, k, v in self.publisher.records if t == TOPIC_REGISTRY]
 
 
+def scim_service(
+    hr: HrWebhook, publisher: FakePublisher, guard: AuthGuard, *, token: Secret, max_body: int
+) -> ScimService:
+    """The SCIM service on ``hr``, its views holding examples/registry.yaml (not started: no
+    broker), publishing registry changes to :data:`TOPIC_REGISTRY`."""
+    views = Views(
+        "127.0.0.1:1",
+        registry_topic=TOPIC_REGISTRY,
+        lifecycle_topic="t.lifecycle",
+        ledger_topic="t.ledger",
+        writer_id=publisher.writer_id,
+    )
+    views.registry = load_registry(REPO / "examples" / "registry.yaml")
+    return ScimService(
+        token=token,
+        hr=hr,
+        views=views,
+        registry_topic=TOPIC_REGISTRY,
+        max_body=max_body,
+        guard=guard,
+    )
+
+
 @contextmanager
 def scim_server(tmp_path: Path, *, max_body: int = 65536) -> Iterator[ScimEdge]:
     publisher = FakePublisher()
@@ -84,22 +107,8 @@ def scim_server(tmp_path: Path, *, max_body: int = 65536) -> Iterator[ScimEdge]:
         topic=TOPIC_HR,
         guard=guard,
     )
-    views = Views(
-        "127.0.0.1:1",
-        registry_topic=TOPIC_REGISTRY,
-        lifecycle_topic="t.lifecycle",
-        ledger_topic="t.ledger",
-        writer_id=publisher.writer_id,
-    )
-    views.registry = load_registry(REPO / "examples" / "registry.yaml")
-    scim = ScimService(
-        token=Secret(SCIM_TOKEN),
-        hr=hr,
-        views=views,
-        registry_topic=TOPIC_REGISTRY,
-        max_body=max_body,
-        guard=guard,
-    )
+    scim = scim_service(hr, publisher, guard, token=Secret(SCIM_TOKEN), max_body=max_body)
+    views = scim.views
     app = build_web_app(
         hr=hr, scim=scim, readiness=lambda: {"broker": publisher.reachable}, max_body=max_body
     )

@@ -17,6 +17,13 @@ Transfer-Encoding, a Content-Encoding aiohttp cannot decode here: br, zstd) are 
 aiohttp's parser before any handler runs, with a text/plain 400: for those only "no 5xx" is
 checked. A separate test runs the default throttle (401 until the 20th failure, then 429).
 
+The lifecycle doors of issue 19 are served by the same server and fuzzed the same way, with
+``ACCESSGUARD_FUZZ_EXAMPLES / 5`` cases each (:data:`DOOR_EXAMPLES`): Standard Webhooks on
+``POST /v1/hr/events`` (``webhook-*`` header variants), the Okta Event Hook (``GET``
+challenges, ``POST`` batches), SCIM (hostile filters, PATCH dialects, odd ids and bodies;
+statuses of RFC 7644 §3.12, errors in its format) and ``POST /ssf/push/{transmitter}``
+(hostile JWS, odd claims; errors in RFC 8935's ``{"err", "description"}``).
+
 How the cases are made: hypothesis draws a kind of case (weighted), a 64-bit seed and a short
 unicode text; the request is built from ``random.Random(seed)`` with the text spliced in
 where a value goes (for the three GETs the text comes from the seed too). A case costs
@@ -37,6 +44,7 @@ innermost frame the server logged) with the shortest request that showed it.
 
 from __future__ import annotations
 
+import base64
 import gzip
 import http.client
 import json
@@ -50,31 +58,43 @@ import zlib
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import jwt
 import orjson
 import pytest
 import structlog
 import yaml
+from cryptography.hazmat.primitives.asymmetric import ec
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
 
+from connectors.ingest import standard_webhooks
 from connectors.ingest.edge import AuthGuard
 from connectors.ingest.hr_webhook import SIGNATURE_HEADER, sign
+from connectors.ingest.ssf.receiver import SsfReceiver, SsfStream
+from connectors.ingest.ssf.verify import JwksCache, SetVerifier
+from streams.model.registry_yaml import load_registry
+from streams.runtime.ssfpart import SsfPart
+from streams.support.secrets import Secret
 from tests.edge_harness import (
     AUTH_TOKEN,
     HR_SECRET,
     LEAK_TOKEN,
     REPO,
     TOPIC_AUTH,
+    TOPIC_HR,
+    TOPIC_IDENTITY,
+    TOPIC_LEAKS,
     Edge,
     edge_server,
 )
+from tests.scim_harness import TOPIC_REGISTRY
 
 #: Generated cases per endpoint (the CI-sized run); the benchmark passes more.
 FUZZ_EXAMPLES = int(os.environ.get("ACCESSGUARD_FUZZ_EXAMPLES", "10000"))
@@ -106,6 +126,8 @@ class Operation:
     media: dict[int, tuple[str, ...]]
     #: status -> keys the JSON answer's schema requires
     required: dict[int, tuple[str, ...]]
+    #: the string keys of a 4xx body (a door's protocol may fix its own error format)
+    error_keys: tuple[str, ...] = ("error",)
 
 
 def operation(method: str, path: str) -> Operation:
@@ -153,10 +175,80 @@ def _registry_principals() -> list[str]:
 
 REGISTRY_PRINCIPALS = _registry_principals()
 
+# ------------------------------------------------------------------------------ the doors' server
+#
+# The doors of issue 19 on the same server: Standard Webhooks on POST /v1/hr/events, the Okta
+# Event Hook (GET verification, POST batches), SCIM at /scim/v2 and the Shared Signals push
+# endpoint. Their 4xx bodies follow their protocols: the Okta hook's is {"error"} like the
+# HR edge's; SCIM's is RFC 7644's error ({"schemas", "status", "detail"}); SSF's is RFC 8935's
+# {"err", "description"}.
+
+STANDARD_SECRET = "whsec_" + base64.b64encode(b"fuzz-standard-webhooks-secret-32b").decode()
+HOOK_SECRET = "fuzz-okta-event-hook-secret"
+SCIM_TOKEN = "fuzz-scim-bearer-token"
+SSF_TOKEN = "fuzz-ssf-push-token"
+SSF_ISSUER = "https://idp.fuzz.example"
+SSF_AUD = "https://accessguard.fuzz.example/ssf"
+SSF_KEY = ec.generate_private_key(ec.SECP256R1())
+SSF_KID = "fuzz-k1"
+SSF_MAX_BYTES = 16384
+SCIM_IDS = ["alice", "bob", "carol", "dan", "erin", "frank", "gina"]
+SCIM_USER = "urn:ietf:params:scim:schemas:core:2.0:User"
+SCIM_PATCH = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
+SCIM_OPS = (
+    "POST /scim/v2/Users", "PATCH /scim/v2/Users/{id}", "PUT /scim/v2/Users/{id}",
+    "GET /scim/v2/Users", "DELETE /scim/v2/Users/{id}",
+)  # fmt: skip
+
+
+class _SsfTopics:
+    hr_events = TOPIC_HR
+    identity_events = TOPIC_IDENTITY
+    registry = TOPIC_REGISTRY
+    leak_records = TOPIC_LEAKS
+
+
+def ssf_part(publisher: Any, journal: Any, guard: AuthGuard) -> SsfPart:
+    """The SSF receiver (one stream, ``idp``) on the harness's publisher and journal; its
+    JWKS comes from a function (no fetch), refetched for every unknown kid."""
+    jwk = jwt.algorithms.ECAlgorithm.to_jwk(SSF_KEY.public_key(), as_dict=True)
+    keys = {"keys": [{**jwk, "kid": SSF_KID, "alg": "ES256", "use": "sig"}]}
+    verifier = SetVerifier(
+        "idp",
+        issuer=SSF_ISSUER,
+        audience=SSF_AUD,
+        algorithms=["RS256", "ES256"],
+        jwks=JwksCache("idp", lambda: keys, refetch_seconds=0),
+        max_age=3600,
+        skew=60,
+    )
+    registry = load_registry(REPO / "examples" / "registry.yaml")
+    receiver = SsfReceiver(
+        {"idp": SsfStream("idp", verifier, Secret(SSF_TOKEN), "okta")},
+        publisher=publisher,
+        journal=journal,
+        topics=_SsfTopics,
+        partitions=4,
+        registry=lambda: registry,
+        max_bytes=SSF_MAX_BYTES,
+        dedup_ttl=3600,
+        guard=guard,
+    )
+    return SsfPart(receiver, None, "")
+
+
 #: Bounds of the fuzzed server, lower than the defaults so that every 413 is cheap to reach.
 FUZZ_LIMITS = {"max_batch": 1048576, "leak_max_bytes": 2 * 1048576, "leak_max_records": 1000}
 #: ``edge_server`` options of the fuzz runs: no throttle (its own test has the default).
-FUZZ_SERVER: dict[str, Any] = {"auth_limit": 10**9, **FUZZ_LIMITS}
+FUZZ_SERVER: dict[str, Any] = {
+    "auth_limit": 10**9,
+    **FUZZ_LIMITS,
+    # the lifecycle doors of issue 19 beside the ingest endpoints
+    "standard_secret": Secret(STANDARD_SECRET),
+    "event_hook_secret": Secret(HOOK_SECRET),
+    "scim_token": Secret(SCIM_TOKEN),
+    "extra": ssf_part,
+}
 
 # ------------------------------------------------------------------------------ requests
 
@@ -333,9 +425,12 @@ def what_is_wrong(op: Operation, case: Case, answer: Answer) -> list[str]:
     parser_refused = case.undecodable and status == 400 and ctype.startswith("text/plain")
     if 400 <= status < 500 and not parser_refused:
         data = _json(answer.body)
-        if not (isinstance(data, dict) and isinstance(data.get("error"), str)):
+        if not (
+            isinstance(data, dict) and all(isinstance(data.get(k), str) for k in op.error_keys)
+        ):
             said = answer.body.decode("utf-8", "replace").strip().split(":", 1)[0][:60]
-            found.append(f"{status} body is not a JSON object with an error string: {said!r}")
+            keys = "/".join(op.error_keys)
+            found.append(f"{status} body is not a JSON object with {keys} string(s): {said!r}")
     elif 200 <= status < 300:
         media = op.media.get(status, ())
         if "application/json" in media:
@@ -1537,11 +1632,578 @@ def explicit_cases(name: str) -> list[Case]:
                 if where == "leaks"
             ),
         ]  # fmt: skip
+    if name in DOOR_REQUESTS:
+        method, path, headers, body = DOOR_REQUESTS[name]()
+        return [
+            Case("explicit:expect_bytes", method, path, [*headers, expect_bytes], body),
+            Case("explicit:expect_unknown", method, path, [*headers, expect_junk], body),
+        ]
     path = f"/{name}"
     return [
         Case("explicit:expect_bytes", "GET", path, [expect_bytes]),
         Case("explicit:expect_unknown", "GET", path, [expect_junk]),
     ]
+
+
+# ----------------------------------------------------------------------- lifecycle door cases
+
+
+def door_operation(method: str, path: str, error_keys: tuple[str, ...]) -> Operation:
+    return replace(operation(method, path), error_keys=error_keys)
+
+
+HOOK_GET_OP = operation("GET", "/v1/okta/event-hooks")
+HOOK_POST_OP = operation("POST", "/v1/okta/event-hooks")
+SSF_OP = door_operation("POST", "/ssf/push/{transmitter}", ("err", "description"))
+#: SCIM is not in docs/openapi.yaml (RFC 7644 is its spec): the answers RFC 7644 §3.12 lists,
+#: and 415 for a body that is not JSON by its Content-Type.
+SCIM_STATUSES = frozenset({200, 201, 204, 400, 401, 403, 404, 409, 412, 413, 415, 429, 501, 503})
+SCIM_OP = Operation("*", "/scim/v2", SCIM_STATUSES, {}, {}, error_keys=("status", "detail"))
+
+
+def _std_sign(
+    body: bytes, msg_id: str, ts: int | None = None, secret: str = STANDARD_SECRET
+) -> bytes:
+    return standard_webhooks.sign(secret, msg_id, body, ts)[
+        standard_webhooks.SIGNATURE_HEADER
+    ].encode()
+
+
+def standard_headers(g: Gen, body: bytes, msg_id: str) -> tuple[str, list[tuple[str, bytes]]]:
+    """Standard Webhooks headers on ``body``, mostly wrong: (variant, headers)."""
+    now = int(time.time())
+    good = _std_sign(body, msg_id, now)
+    sig = good.split(b",", 1)[1]
+    variant = g.pick([
+        "good", "good", "wrong_secret", "stale", "future", "ts_text", "ts_huge", "ts_float",
+        "no_id", "odd_id", "no_ts", "no_sig", "v1a", "no_comma", "several_one_good",
+        "several_bad", "not_base64", "non_ascii", "long", "both_schemes", "other_body",
+        "spaces", "empty",
+    ])  # fmt: skip
+    ident = msg_id.encode()
+    stamp = str(now).encode()
+    sig_header = good
+    if variant == "wrong_secret":
+        other = "whsec_" + base64.b64encode(b"not-the-secret").decode()
+        sig_header = _std_sign(body, msg_id, now, other)
+    elif variant == "stale":
+        stamp = str(now - 301 - g.r.randint(0, 10**6)).encode()
+        sig_header = _std_sign(body, msg_id, int(stamp))
+    elif variant == "future":
+        stamp = str(now + 301 + g.r.randint(0, 10**6)).encode()
+        sig_header = _std_sign(body, msg_id, int(stamp))
+    elif variant == "ts_text":
+        stamp = g.pick([b"abc", b"", b"1e9", b"\xc2\xb2", b"0x10", b"-1", b" "])
+    elif variant == "ts_huge":
+        stamp = b"1" + b"0" * g.pick([20, 309, 400, 4000])
+    elif variant == "ts_float":
+        stamp = b"%d.5" % now
+    elif variant == "no_id":
+        ident = b""
+    elif variant == "odd_id":
+        ident = g.odd_ident().encode("utf-8", "replace")[:300]
+        ident = bytes(b for b in ident if b >= 0x20 and b != 0x7F)
+    elif variant == "v1a":
+        sig_header = b"v1a," + sig
+    elif variant == "no_comma":
+        sig_header = b"v1" + sig
+    elif variant == "several_one_good":
+        sig_header = b"v1,AAAA v2,xyz " + good + b" v1,"
+    elif variant == "several_bad":
+        sig_header = b" ".join(b"v1," + base64.b64encode(g.r.randbytes(32)) for _ in range(5))
+    elif variant == "not_base64":
+        sig_header = b"v1,!!!not base64###"
+    elif variant == "non_ascii":
+        sig_header = b"v1," + bytes(g.r.randrange(0x80, 0x100) for _ in range(44))
+    elif variant == "long":
+        sig_header = good + b" v1," + b"A" * 7000
+    elif variant == "other_body":
+        sig_header = _std_sign(body + b" ", msg_id, now)
+    elif variant == "spaces":
+        sig_header = b"  " + good + b"  "
+    elif variant == "empty":
+        sig_header = b""
+    headers = []
+    if variant != "no_id":
+        headers.append(("webhook-id", ident))
+    if variant != "no_ts":
+        headers.append(("webhook-timestamp", stamp))
+    if variant != "no_sig":
+        headers.append(("webhook-signature", sig_header))
+    if variant == "both_schemes":
+        headers.append((SIGNATURE_HEADER, sign(HR_SECRET, body).encode()))
+    return variant, headers
+
+
+STANDARD_KINDS = [*["valid"] * 3, *["mutated"] * 4, *["signature"] * 6, *["raw"] * 2,
+                  "oversize", "broker_down", "chunked", "malformed"]  # fmt: skip
+
+
+def standard_case(kind: str, g: Gen) -> Case:
+    """POST /v1/hr/events signed with Standard Webhooks: the webhook-id is the event id."""
+    target = "/v1/hr/events"
+    if kind == "malformed":
+        return malformed_case(g, "malformed", "POST", target)
+    event = hr_event(g)
+    msg_id = f"msg_{g.ident(24)}" if not g.chance(0.2) else f"msg_fz-dup-{g.r.randrange(6)}"
+    if g.chance(0.5):
+        event.pop("event_id")
+    elif g.chance(0.7):
+        event["event_id"] = msg_id
+    variant = ""
+    if kind == "mutated":
+        variant, event = hr_mutation(g, event)
+        body = encode(event, g.r)
+    elif kind == "raw":
+        variant, body = g.raw_body()
+    elif kind == "oversize":
+        body = encode({**event, "source": "x" * g.r.randint(65536, 70000)})
+    else:
+        body = encode(event, g.r)
+    if kind == "signature":
+        variant, headers = standard_headers(g, body, msg_id)
+    else:
+        now = int(time.time())
+        headers = [
+            ("webhook-id", msg_id.encode()),
+            ("webhook-timestamp", str(now).encode()),
+            ("webhook-signature", _std_sign(body, msg_id, now)),
+        ]
+    headers.append(("Content-Type", b"application/json"))
+    case = Case(f"{kind}:{variant}" if variant else kind, "POST", target, headers, body)
+    return finish(case, kind, body, g)
+
+
+HOOK_LIFECYCLE = [
+    "user.lifecycle.deactivate", "user.lifecycle.suspend", "user.lifecycle.unsuspend",
+    "user.lifecycle.reactivate", "user.lifecycle.delete.initiated", "user.account.lock",
+    "user.mfa.factor.reset_all", "user.session.start", "group.user_membership.add",
+]  # fmt: skip
+
+
+def hook_event(g: Gen) -> dict[str, Any]:
+    """A System Log event as an Event Hook delivers it: a lifecycle one about a User."""
+    event = okta_event(g)
+    event["eventType"] = g.pick(HOOK_LIFECYCLE)
+    if g.chance(0.2):
+        event["uuid"] = f"fz-dup-{g.r.randrange(6)}"
+    event["target"] = [
+        {"id": "00u" + g.ident(12), "type": "User", "alternateId": g.email(),
+         "displayName": g.odd_text()},
+    ]  # fmt: skip
+    return event
+
+
+def hook_body(g: Gen, events: list[Any]) -> dict[str, Any]:
+    return {
+        "eventType": "com.okta.event_hook",
+        "eventTypeVersion": "1.0",
+        "cloudEventsVersion": "0.1",
+        "source": "https://example.okta.com/api/v1/eventHooks/who8ze1",
+        "eventId": g.ident(36),
+        "eventTime": g.now_iso(),
+        "contentType": "application/json",
+        "data": {"events": events},
+    }
+
+
+def secret_variant(g: Gen, name: str, secret: str) -> tuple[str, list[tuple[str, bytes]]]:
+    """A shared-secret header (the hook's ``Authorization``), mostly wrong."""
+    tok = secret.encode()
+    variant = g.pick(["missing", "empty", "wrong", "bearer", "padded", "prefix", "suffix",
+                      "unicode", "latin1", "long", "two_headers", "non_ascii"])  # fmt: skip
+    values = {
+        "empty": b"", "wrong": g.ident(30).encode(), "bearer": b"Bearer " + tok,
+        "padded": b"  " + tok + b"  ",  # accepted: compared stripped
+        "prefix": tok[:-1], "suffix": tok + b"x", "unicode": "tökén-😀".encode(),
+        "latin1": "tökén".encode("latin-1"), "long": b"a" * 7000,
+        "non_ascii": bytes(g.r.randrange(0x80, 0x100) for _ in range(8)),
+    }  # fmt: skip
+    if variant == "missing":
+        return variant, []
+    if variant == "two_headers":
+        return variant, [(name, b"wrong"), (name, tok)]
+    return variant, [(name, values[variant])]
+
+
+HOOK_KINDS = [*["valid"] * 3, *["mutated"] * 5, *["raw"] * 2, "auth", "auth", "headers",
+              "many", "oversize", "broker_down", "chunked", "malformed"]  # fmt: skip
+
+
+def hook_case(kind: str, g: Gen) -> Case:
+    """POST /v1/okta/event-hooks: batches of lifecycle events, mutated, raw, too many."""
+    target = "/v1/okta/event-hooks"
+    if kind == "malformed":
+        return malformed_case(g, "malformed", "POST", target)
+    variant = ""
+    events = [hook_event(g) for _ in range(g.r.randint(0, 4))]
+    if kind == "mutated":
+        if g.chance(0.6):
+            mutated = g.mutate(hook_body(g, events), g.r.randint(1, 4))
+        else:
+            mutated = hook_body(g, [g.mutate(e, g.r.randint(1, 3)) for e in events])
+        body = encode(mutated, g.r)
+    elif kind == "raw":
+        variant, body = g.raw_body()
+    elif kind == "many":
+        body = encode(hook_body(g, [{"uuid": str(i)} for i in range(g.pick([1001, 5000]))]))
+    elif kind == "oversize":
+        body = encode(hook_body(g, [{"x": "x" * (FUZZ_LIMITS["max_batch"] + 1)}]))
+    else:
+        body = encode(hook_body(g, events), g.r)
+    headers: list[tuple[str, bytes]] = []
+    wire = body
+    if kind == "auth":
+        variant, headers = secret_variant(g, "Authorization", HOOK_SECRET)
+    else:
+        headers.append(("Authorization", HOOK_SECRET.encode()))
+    if kind == "headers":
+        variant, extra, wire = header_variant(g, body)
+        headers.extend(extra)
+    else:
+        headers.append(("Content-Type", b"application/json"))
+    case = Case(f"{kind}:{variant}" if variant else kind, "POST", target, headers, wire)
+    return finish(case, kind, body, g)
+
+
+HOOK_VERIFY_KINDS = ["valid", "odd", "odd", "missing", "long", "auth", "auth", "malformed"]
+
+
+def hook_verify_case(kind: str, g: Gen) -> Case:
+    """GET /v1/okta/event-hooks: the one-time verification with odd challenges."""
+    target = "/v1/okta/event-hooks"
+    if kind == "malformed":
+        return malformed_case(g, "malformed", "GET", target)
+    variant = ""
+    headers: list[tuple[str, bytes]] = []
+    if kind == "auth":
+        variant, headers = secret_variant(g, "Authorization", HOOK_SECRET)
+    else:
+        headers.append(("Authorization", HOOK_SECRET.encode()))
+    challenge = {"valid": g.ident(40).encode(), "odd": g.header_value(), "long": b"c" * 5000}
+    if kind in challenge:
+        headers.append(("X-Okta-Verification-Challenge", challenge[kind]))
+    elif kind == "auth":
+        headers.append(("X-Okta-Verification-Challenge", b"fuzz-challenge"))
+    return Case(f"{kind}:{variant}" if variant else kind, "GET", target, headers)
+
+
+def scim_user(g: Gen) -> dict[str, Any]:
+    """A SCIM User as Okta and Entra send it (RFC 7643 §4.1)."""
+    email = g.email()
+    user: dict[str, Any] = {
+        "schemas": [SCIM_USER],
+        "userName": email,
+        "externalId": g.pick(["E1001", g.ident(12), "00u" + g.ident(12)]),
+        "name": {"givenName": g.odd_text()[:40], "familyName": g.odd_text()[:40]},
+        "displayName": g.odd_text()[:80],
+        "emails": [{"value": email, "type": "work", "primary": True}],
+        "active": g.pick([True, False, "False", "true"]),
+    }
+    if g.chance(0.3):
+        user["id"] = g.pick(SCIM_IDS)
+    return user
+
+
+def scim_patch(g: Gen) -> dict[str, Any]:
+    """PatchOp in the Okta and Entra dialects (path-less values, "False" strings)."""
+    op = g.pick(["replace", "Replace", "add", "Add", "remove", "Remove", "move", "", None])
+    path = g.pick([None, "active", "userName", "emails", 'emails[type eq "work"].value',
+                   "name.givenName", "externalId", "displayName", "members", "emails[",
+                   "urn:ietf:params:scim:schemas:core:2.0:User:active", "a.b.c.d", ""])  # fmt: skip
+    value = g.pick([False, True, "False", "True", "false", None, {"active": False},
+                    {"active": "False", "displayName": g.odd_text()}, [{"value": g.email()}],
+                    g.odd_text(), g.junk()])  # fmt: skip
+    operation: dict[str, Any] = {"op": op, "value": value}
+    if path is not None:
+        operation["path"] = path
+    return {"schemas": [SCIM_PATCH], "Operations": [operation] * g.r.randint(1, 3)}
+
+
+SCIM_FILTERS = [
+    'userName eq "{e}"', 'externalId eq "{i}"', 'userName sw "a"', 'userName eq {e}',
+    'userName eq "', "userName", 'userName eq "a" and active eq true', 'emails[type eq "work"]',
+    'emails.value eq "{e}"', 'not (userName eq "a")', '(((((userName eq "a")))))', "()",
+    'userName eq "\\u0000"', 'userName eq "a" or ' * 50 + 'userName eq "b"', "[", "]", '"',
+    'meta.lastModified gt "2011-05-13T04:42:34Z"', 'userName pr', 'x eq 1', "userName eq null",
+    '(' * 300 + 'userName eq "a"' + ')' * 300, 'userName eq "{t}"',
+]  # fmt: skip
+
+SCIM_KINDS = [*["filter"] * 4, *["create"] * 3, *["patch"] * 4, "put", "put", "get", "delete",
+              "meta", "search", "raw", "raw", "auth", "headers", "oversize", "broker_down",
+              "malformed"]  # fmt: skip
+
+
+def scim_case(kind: str, g: Gen) -> Case:
+    """The SCIM resource endpoints with hostile filters, bodies and ids."""
+    if kind == "malformed":
+        return malformed_case(g, "malformed", "GET", "/scim/v2/Users")
+    uid = g.pick(SCIM_IDS) if g.chance(0.7) else quote(g.odd_ident(), safe="")
+    method, target, body, variant = "GET", "/scim/v2/Users", b"", ""
+    if kind == "filter":
+        raw = g.pick(SCIM_FILTERS).format(e=g.email(), i=g.ident(12), t=g.text)
+        params = [f"filter={quote(raw, safe='')}"]
+        for name in ("startIndex", "count", "attributes", "excludedAttributes", "sortBy"):
+            if g.chance(0.3):
+                params.append(f"{name}={g.query_value()}")
+        target = f"/scim/v2/Users?{'&'.join(params)}"[:MAX_TARGET]
+    elif kind in ("create", "put", "oversize", "broker_down"):
+        user = scim_user(g)
+        if g.chance(0.6):
+            variant = f"mutated.{g.r.randint(1, 4)}"
+            user = g.mutate(user, int(variant.split(".")[1]))
+        if kind == "oversize":
+            user["displayName"] = "x" * 70000
+        method = "PUT" if kind == "put" else "POST"
+        target = f"/scim/v2/Users/{uid}" if kind == "put" else "/scim/v2/Users"
+        if kind == "broker_down":  # a deprovisioning: the HR path's contract answers 503
+            method, target = "PATCH", f"/scim/v2/Users/{g.pick(SCIM_IDS)}"
+            user = {"schemas": [SCIM_PATCH],
+                    "Operations": [{"op": "replace", "value": {"active": False}}]}  # fmt: skip
+        body = encode(user, g.r)
+    elif kind == "patch":
+        patch = scim_patch(g)
+        if g.chance(0.4):
+            variant = "mutated"
+            patch = g.mutate(patch, g.r.randint(1, 3))
+        method, target, body = "PATCH", f"/scim/v2/Users/{uid}", encode(patch, g.r)
+    elif kind in ("get", "delete"):
+        method, target = kind.upper(), f"/scim/v2/Users/{uid}"
+        if g.chance(0.3):
+            target += "?attributes=" + g.query_value()
+    elif kind == "meta":
+        target = g.pick(["/scim/v2/ServiceProviderConfig", "/scim/v2/ResourceTypes",
+                         "/scim/v2/Schemas", f"/scim/v2/Schemas/{quote(g.odd_text(), safe='')}",
+                         f"/scim/v2/ResourceTypes/{quote(g.odd_text(), safe='')}",
+                         "/scim/v2/Groups", "/scim/v2/Bulk", "/scim/v2/Me"])  # fmt: skip
+    elif kind == "search":
+        method, target = "POST", g.pick(["/scim/v2/Users/.search", "/scim/v2/.search"])
+        search = {"schemas": ["urn:ietf:params:scim:api:messages:2.0:SearchRequest"],
+                  "filter": g.pick(SCIM_FILTERS).format(e=g.email(), i="x", t=g.text),
+                  "startIndex": g.junk(), "count": g.junk()}  # fmt: skip
+        body = encode(g.mutate(search, 1) if g.chance(0.5) else search, g.r)
+    elif kind == "raw":
+        method = g.pick(["POST", "PATCH", "PUT"])
+        target = "/scim/v2/Users" if method == "POST" else f"/scim/v2/Users/{uid}"
+        variant, body = g.raw_body()
+    else:  # auth, headers
+        method, target, body = "POST", "/scim/v2/Users", encode(scim_user(g), g.r)
+    headers: list[tuple[str, bytes]] = []
+    if kind == "auth":
+        variant, headers = bearer_variant(g, SCIM_TOKEN)
+    else:
+        headers.append(("Authorization", b"Bearer " + SCIM_TOKEN.encode()))
+    if kind == "headers":
+        hv, extra, body = header_variant(g, body)
+        variant = hv
+        headers.extend(extra)
+    elif body:
+        headers.append(("Content-Type", g.pick([b"application/scim+json", b"application/json"])))
+    case = Case(f"{kind}:{variant}" if variant else kind, method, target, headers, body)
+    return finish(case, kind, body, g)
+
+
+SSF_EVENTS = [
+    "https://schemas.openid.net/secevent/risc/event-type/account-disabled",
+    "https://schemas.openid.net/secevent/risc/event-type/account-purged",
+    "https://schemas.openid.net/secevent/risc/event-type/credential-compromise",
+    "https://schemas.openid.net/secevent/risc/event-type/identifier-changed",
+    "https://schemas.openid.net/secevent/caep/event-type/session-revoked",
+    "https://schemas.openid.net/secevent/caep/event-type/credential-change",
+    "https://schemas.openid.net/secevent/caep/event-type/assurance-level-change",
+    "https://schemas.openid.net/secevent/ssf/event-type/verification",
+    "https://example.com/not-an-event", "",
+]  # fmt: skip
+
+
+def ssf_subject(g: Gen) -> Any:
+    email = g.email() if g.chance(0.7) else g.odd_email()
+    return g.pick([
+        {"format": "email", "email": email},
+        {"format": "iss_sub", "iss": SSF_ISSUER, "sub": "00u" + g.ident(12)},
+        {"format": "opaque", "id": g.odd_ident()},
+        {"format": "phone_number", "phone_number": g.pick(NUMBERISH)},
+        {"format": "complex", "user": {"format": "email", "email": email}},
+        {"format": "aliases", "identifiers": [{"format": "email", "email": email}, g.junk()]},
+        {"format": g.odd_text()}, g.junk(),
+    ])  # fmt: skip
+
+
+def ssf_claims(g: Gen) -> dict[str, Any]:
+    event = g.pick(SSF_EVENTS)
+    payload: dict[str, Any] = {}
+    if "identifier-changed" in event:
+        payload["new-value"] = g.email() if g.chance(0.7) else g.junk()
+    elif "verification" in event:
+        payload["state"] = g.odd_text()
+    elif "assurance" in event:
+        payload.update(namespace="NIST-AAL", current_level=g.junk(), previous_level="nist-aal2",
+                       change_direction=g.pick(["decrease", "increase", g.junk()]))  # fmt: skip
+    elif g.chance(0.3):
+        payload["reason_admin"] = {"en": g.odd_text()}
+    claims: dict[str, Any] = {
+        "iss": SSF_ISSUER,
+        "aud": SSF_AUD if g.chance(0.8) else [SSF_AUD, "https://other.example"],
+        "iat": int(time.time()) - g.r.randint(0, 60),
+        "jti": g.ident(32) if not g.chance(0.2) else f"fz-dup-{g.r.randrange(6)}",
+        "events": {event: payload},
+    }
+    if g.chance(0.7):
+        claims["sub_id"] = ssf_subject(g)
+    else:
+        payload["subject"] = ssf_subject(g)
+    return claims
+
+
+def ssf_sign(claims: Any, headers: dict[str, Any] | None = None) -> bytes:
+    """A compact JWS over any JSON claims (PyJWT's api_jws signs bytes; jwt.encode wants
+    a dict)."""
+    head = {"typ": "secevent+jwt", "kid": SSF_KID, **(headers or {})}
+    return jwt.api_jws.encode(encode(claims), SSF_KEY, algorithm="ES256", headers=head).encode()
+
+
+def _b64(raw: bytes) -> bytes:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=")
+
+
+def ssf_token(g: Gen) -> tuple[str, bytes]:
+    """A hostile compact JWS: (variant, token)."""
+    good = ssf_sign(ssf_claims(g))
+    head, payload, sig = good.split(b".")
+    variant = g.pick([
+        "alg_none", "alg_hs256", "alg_junk", "no_kid", "unknown_kid", "kid_junk", "typ_other",
+        "head_not_json", "head_not_object", "head_huge", "payload_not_json", "payload_array",
+        "bad_sig", "no_sig", "two_dots", "four_parts", "not_base64", "padding", "empty",
+        "spaces", "deep_payload", "claims_junk",
+    ])  # fmt: skip
+    if variant == "alg_none":
+        return variant, _b64(b'{"alg":"none","typ":"secevent+jwt"}') + b"." + payload + b"."
+    if variant == "alg_hs256":
+        header = {"alg": "HS256", "typ": "secevent+jwt", "kid": SSF_KID}
+        return variant, _b64(orjson.dumps(header)) + b"." + payload + b"." + _b64(g.r.randbytes(32))
+    if variant in ("alg_junk", "kid_junk", "typ_other", "no_kid", "unknown_kid"):
+        header = {"alg": "ES256", "typ": "secevent+jwt", "kid": SSF_KID}
+        if variant == "alg_junk":
+            header["alg"] = g.junk()
+        elif variant == "kid_junk":
+            header["kid"] = g.junk()
+        elif variant == "typ_other":
+            header["typ"] = g.pick(["JWT", "", None, 1, "secevent+jwt ", g.odd_text()])
+        elif variant == "no_kid":
+            del header["kid"]
+        else:
+            header["kid"] = g.odd_ident()
+        return variant, _b64(encode(header)) + b"." + payload + b"." + sig
+    if variant == "head_not_json":
+        return variant, _b64(g.blob) + b"." + payload + b"." + sig
+    if variant == "head_not_object":
+        return variant, _b64(encode(g.pick([[], 1, "s", None]))) + b"." + payload + b"." + sig
+    if variant == "head_huge":
+        return variant, _b64(
+            b'{"alg":"ES256","x":"' + b"a" * 20000 + b'"}'
+        ) + b"." + payload + b"." + sig
+    if variant == "payload_not_json":
+        return variant, ssf_sign_raw(g.blob)
+    if variant == "payload_array":
+        return variant, ssf_sign([ssf_claims(g)])
+    if variant == "bad_sig":
+        return variant, head + b"." + payload + b"." + _b64(g.r.randbytes(64))
+    if variant == "no_sig":
+        return variant, head + b"." + payload + b"."
+    if variant == "two_dots":
+        return variant, head + b".." + sig
+    if variant == "four_parts":
+        return variant, good + b"." + sig
+    if variant == "not_base64":
+        return variant, head + b".!!*&^." + sig
+    if variant == "padding":
+        return variant, head + b"==." + payload + b"=." + sig
+    if variant == "empty":
+        return variant, b""
+    if variant == "spaces":
+        return variant, b"  " + head + b" . " + payload + b"." + sig + b"\r\n"
+    if variant == "deep_payload":
+        depth = g.pick([255, 1025, 10000])
+        return variant, ssf_sign_raw(b'{"a":' * depth + b"1" + b"}" * depth)
+    claims = g.mutate(ssf_claims(g), g.r.randint(1, 4))
+    return variant, ssf_sign(claims)
+
+
+def ssf_sign_raw(payload: bytes) -> bytes:
+    return jwt.api_jws.encode(payload, SSF_KEY, algorithm="ES256",
+                              headers={"typ": "secevent+jwt", "kid": SSF_KID}).encode()  # fmt: skip
+
+
+SSF_KINDS = [*["valid"] * 3, *["claims"] * 4, *["token"] * 6, "auth", "auth", "ctype", "path",
+             "raw", "oversize", "broker_down", "chunked", "malformed"]  # fmt: skip
+
+
+def ssf_case(kind: str, g: Gen) -> Case:
+    """POST /ssf/push/{transmitter}: signed SETs (valid and odd claims), hostile JWS."""
+    target = "/ssf/push/idp"
+    if kind == "malformed":
+        return malformed_case(g, "malformed", "POST", target)
+    variant = ""
+    if kind == "claims":
+        variant = "mutated"
+        body = ssf_sign(g.mutate(ssf_claims(g), g.r.randint(1, 4)))
+    elif kind == "token":
+        variant, body = ssf_token(g)
+    elif kind == "raw":
+        variant, body = g.raw_body()
+    elif kind == "oversize":
+        claims = ssf_claims(g)
+        claims["pad"] = "x" * (SSF_MAX_BYTES + g.r.randint(1, 5000))
+        body = ssf_sign(claims)
+    else:
+        body = ssf_sign(ssf_claims(g))
+    headers: list[tuple[str, bytes]] = []
+    if kind == "auth":
+        variant, headers = bearer_variant(g, SSF_TOKEN)
+    else:
+        headers.append(("Authorization", b"Bearer " + SSF_TOKEN.encode()))
+    if kind == "ctype":
+        ctype = g.pick([b"application/jwt", b"application/json", b"", b"text/plain",
+                        b"application/secevent+jwt; charset=utf-8", b"APPLICATION/SECEVENT+JWT",
+                        g.header_value()])  # fmt: skip
+        variant = ctype.decode("latin-1")[:30]
+        headers.append(("Content-Type", ctype))
+    else:
+        headers.append(("Content-Type", b"application/secevent+jwt"))
+    if kind == "path":
+        # a name the route matches (one path segment, not empty): an unknown stream's 404
+        name = quote(g.pick(["other", "IDP", "idp ", g.odd_text() or "x", "..", "%"]), safe="")
+        target = f"/ssf/push/{name}"
+    case = Case(f"{kind}:{variant}" if variant else kind, "POST", target, headers, body)
+    return finish(case, kind, body, g)
+
+
+def _standard_request() -> tuple[str, str, list[tuple[str, bytes]], bytes]:
+    now = int(time.time())
+    headers = [("webhook-id", b"msg_fz-explicit"), ("webhook-timestamp", str(now).encode()),
+               ("webhook-signature", _std_sign(HR_VALID, "msg_fz-explicit", now)),
+               ("Content-Type", b"application/json")]  # fmt: skip
+    return "POST", "/v1/hr/events", headers, HR_VALID
+
+
+#: One good request per lifecycle door, for the explicit cases: ``() -> (method, target,
+#: headers, body)`` (a function: signatures carry the time).
+DOOR_REQUESTS: dict[str, Callable[[], tuple[str, str, list[tuple[str, bytes]], bytes]]] = {
+    "standard": _standard_request,
+    "hook": lambda: ("POST", "/v1/okta/event-hooks",
+                     [("Authorization", HOOK_SECRET.encode()),
+                      ("Content-Type", b"application/json")], b'{"data":{"events":[]}}'),
+    "hook_verify": lambda: ("GET", "/v1/okta/event-hooks",
+                            [("Authorization", HOOK_SECRET.encode()),
+                             ("X-Okta-Verification-Challenge", b"c")], b""),
+    "scim": lambda: ("GET", "/scim/v2/Users/alice",
+                     [("Authorization", b"Bearer " + SCIM_TOKEN.encode())], b""),
+    "ssf": lambda: ("POST", "/ssf/push/idp",
+                    [("Authorization", b"Bearer " + SSF_TOKEN.encode()),
+                     ("Content-Type", b"application/secevent+jwt")],
+                    ssf_sign({"iss": SSF_ISSUER, "aud": SSF_AUD, "iat": int(time.time()),
+                              "jti": "fz-explicit", "events": {SSF_EVENTS[7]: {}}})),
+}  # fmt: skip
 
 
 # ------------------------------------------------------------------------------ running
@@ -1561,6 +2223,15 @@ ENDPOINTS: dict[str, Endpoint] = {
     "hr": Endpoint("POST /v1/hr/events", HR_OP, HR_KINDS, hr_case),
     "auth": Endpoint("POST /v1/auth/events", AUTH_OP, AUTH_KINDS, auth_case),
     "leaks": Endpoint("POST /v1/leaks", LEAKS_OP, LEAK_KINDS, leak_case),
+    "standard": Endpoint(
+        "POST /v1/hr/events (Standard Webhooks)", HR_OP, STANDARD_KINDS, standard_case
+    ),
+    "hook": Endpoint("POST /v1/okta/event-hooks", HOOK_POST_OP, HOOK_KINDS, hook_case),
+    "hook_verify": Endpoint(
+        "GET /v1/okta/event-hooks", HOOK_GET_OP, HOOK_VERIFY_KINDS, hook_verify_case
+    ),
+    "scim": Endpoint("/scim/v2 (Users, filters, PATCH)", SCIM_OP, SCIM_KINDS, scim_case),
+    "ssf": Endpoint("POST /ssf/push/{transmitter}", SSF_OP, SSF_KINDS, ssf_case),
     **{
         path.strip("/"): Endpoint(
             f"GET {path}",
@@ -1730,6 +2401,22 @@ def test_fuzz_operational_endpoints(tmp_path: Path, name: str) -> None:
     """GET /healthz, /readyz, /metrics with random query strings, headers and bodies, and
     with the broker down (/readyz then answers 503)."""
     assert_clean(run_fuzz(tmp_path, name), FUZZ_EXAMPLES)
+
+
+#: Cases per lifecycle door: a fifth of the ingest endpoints' count. These doors take little
+#: traffic and their handlers cost more per case (SET signatures, SCIM validation).
+DOOR_EXAMPLES = max(1, FUZZ_EXAMPLES // 5)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["standard", "hook", "hook_verify", "scim", "ssf"])
+def test_fuzz_lifecycle_doors(tmp_path: Path, name: str) -> None:
+    """Standard Webhooks on POST /v1/hr/events (signature header variants), the Okta Event
+    Hook (GET challenges, POST batches mutated, too many, oversize), SCIM (hostile filters,
+    PATCH dialects, odd ids and bodies) and the SSF push endpoint (hostile JWS, odd claims,
+    Content-Type and Authorization variants): never a 5xx but for the broker down, a
+    documented status, and a 4xx body in the door's own error format."""
+    assert_clean(run_fuzz(tmp_path, name, DOOR_EXAMPLES), DOOR_EXAMPLES)
 
 
 THROTTLE_LIMIT = 20
@@ -1927,3 +2614,41 @@ def test_fixed_server_errors_stay_fixed(
         assert deep, dead
         assert deep[0]["value"] is None, deep
         assert deep[0]["value_dropped"], deep
+
+
+#: Server errors the lifecycle doors' fuzzing found: (door, why, method, target, headers,
+#: body, expected status). Each request is otherwise good (DOOR_REQUESTS).
+DEEP_EVENT = b'{"data":{"events":[{"uuid":"u1","x":' + b"[" * 300 + b"]" * 300 + b"}]}}"
+DOOR_REGRESSIONS: list[tuple[str, str, bytes | None, bytes | None, int]] = [
+    # (door, why, Expect header, body instead of the good one, expected status)
+    ("hook", "an event nested deeper than orjson writes (its content digest raised)",
+     None, DEEP_EVENT, 200),
+    ("ssf", "Expect not UTF-8 (aiohttp's default expect handler: 500)", b"\xff\xfe", None, 202),
+    ("ssf", "an unknown Expect (aiohttp's default: a text/plain 417)", b"202-accepted", None, 202),
+    ("scim", "Expect not UTF-8 on a SCIM route", b"\xff\xfe", None, 200),
+    ("scim", "an unknown Expect on a SCIM route", b"202-accepted", None, 200),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "regression", DOOR_REGRESSIONS, ids=[f"{r[0]}-{i}" for i, r in enumerate(DOOR_REGRESSIONS)]
+)
+def test_fixed_door_server_errors_stay_fixed(
+    tmp_path: Path, regression: tuple[str, str, bytes | None, bytes | None, int]
+) -> None:
+    """Each request that once got a 500 (or a non-JSON 417) from a lifecycle door now gets
+    the door's own answer."""
+    name, why, expect, body, status = regression
+    method, target, headers, good = DOOR_REQUESTS[name]()
+    if expect is not None:
+        headers.append(("Expect", expect))
+    with server_logs(), edge_server(tmp_path, **FUZZ_SERVER) as edge:
+        client = Client(edge.url)
+        try:
+            answer = client.send(Case("regression", method, target, headers, body or good))
+        finally:
+            client.close()
+    assert answer.status == status, (why, answer.status, answer.body[:300])
+    if name == "hook":
+        [result] = orjson.loads(answer.body)["results"]
+        assert result["result"] == "rejected", result

@@ -24,10 +24,11 @@ from cryptography.hazmat.primitives import serialization
 
 from connectors.base.http import HttpClient, RetryPolicy
 from connectors.base.pollers import CheckpointStore
+from connectors.ingest.contract import journaled_ids
 from connectors.ingest.edge import AuthGuard
 from connectors.ingest.ssf.events import map_set
 from connectors.ingest.ssf.poller import SsfPoller
-from connectors.ingest.ssf.receiver import SsfReceiver, SsfStream, seen_in_journal
+from connectors.ingest.ssf.receiver import SOURCE, SsfReceiver, SsfStream
 from connectors.ingest.ssf.transmitter import SetSigner, Target, Transmitter, metadata
 from connectors.ingest.ssf.verify import JwksCache, SetRefused, SetVerifier
 from streams.bus.journal import Journal
@@ -60,6 +61,7 @@ class Topics:
     hr_events = "t.hr.events"
     identity_events = "t.identity.events"
     registry = "t.registry.changes"
+    leak_records = "t.leak.records"
 
 
 @pytest.fixture(scope="module")
@@ -313,26 +315,26 @@ class TestMapping:
 
 def make_receiver(
     tx: FakeTransmitter, registry: Registry, journal: Journal, publisher: FakePublisher
-) -> tuple[SsfReceiver, list[LeakRecord]]:
-    leaks: list[LeakRecord] = []
-
-    async def publish_leaks(records: list[LeakRecord]) -> None:
-        leaks.extend(records)
-
+) -> SsfReceiver:
     stream = SsfStream("test", verifier(tx), Secret(PUSH_TOKEN), "okta")
-    receiver = SsfReceiver(
+    return SsfReceiver(
         {"test": stream},
         publisher=publisher,
         journal=journal,
         topics=Topics,
         partitions=4,
-        publish_leaks=publish_leaks,
         registry=lambda: registry,
         max_bytes=8192,
         dedup_ttl=3600,
         guard=AuthGuard(limit=100),
     )
-    return receiver, leaks
+
+
+def leaks_published(publisher: FakePublisher) -> list[LeakRecord]:
+    """The LeakRecords of every acknowledged leak.records batch."""
+    return [
+        LeakRecord.from_dict(r) for _, batch in publisher.on(Topics.leak_records) for r in batch
+    ]
 
 
 def push(
@@ -375,7 +377,7 @@ class TestPushEdge:
         journal, the HR event on hr.events, then 202 with no body (RFC 8935 §2.2)."""
         publisher = FakePublisher()
         journal = Journal(tmp_path / "journal.jsonl", fsync=False)
-        receiver, _ = make_receiver(transmitter, registry, journal, publisher)
+        receiver = make_receiver(transmitter, registry, journal, publisher)
         token = transmitter.make_set(disabled(), audience=AUD, sub_id=ALICE, jti="push-1")
         [(status, body, hdrs)] = push(receiver, [(token.encode(), headers())])
         assert (status, body, hdrs["X-AccessGuard-Status"]) == (202, None, "accepted")
@@ -395,7 +397,7 @@ class TestPushEdge:
         as refused (duplicate); a receiver restored from the journal says the same."""
         publisher = FakePublisher()
         journal = Journal(tmp_path / "journal.jsonl", fsync=False)
-        receiver, _ = make_receiver(transmitter, registry, journal, publisher)
+        receiver = make_receiver(transmitter, registry, journal, publisher)
         token = transmitter.make_set(disabled(), audience=AUD, sub_id=ALICE, jti="dup-1")
         before = refused("duplicate")
         answers = push(receiver, [(token.encode(), headers())] * 2)
@@ -405,8 +407,8 @@ class TestPushEdge:
         assert len(publisher.records) == 1
         assert refused("duplicate") == before + 1
 
-        again, _ = make_receiver(transmitter, registry, journal, publisher)
-        assert again.restore(seen_in_journal(tmp_path / "journal.jsonl")) == 1
+        again = make_receiver(transmitter, registry, journal, publisher)
+        assert again.contract.restore(tmp_path / "journal.jsonl", time.time()) == 1
         [(status, _, hdrs)] = push(again, [(token.encode(), headers())])
         assert (status, hdrs["X-AccessGuard-Status"]) == (202, "duplicate")
         assert len(publisher.records) == 1
@@ -418,7 +420,7 @@ class TestPushEdge:
         or audience 400 with the RFC 8935 err; nothing published; each counted by reason."""
         publisher = FakePublisher()
         journal = Journal(tmp_path / "journal.jsonl", fsync=False)
-        receiver, _ = make_receiver(transmitter, registry, journal, publisher)
+        receiver = make_receiver(transmitter, registry, journal, publisher)
         forged = transmitter.make_set(disabled(), audience=AUD, sub_id=ALICE, key=rsa_key())
         elsewhere = transmitter.make_set(disabled(), audience="https://x.example", sub_id=ALICE)
         good = transmitter.make_set(disabled(), audience=AUD, sub_id=ALICE)
@@ -451,7 +453,7 @@ class TestPushEdge:
         """Right after a JWKS fetch a SET with a new kid cannot be checked yet (the refetch
         is rate-limited): 503 with Retry-After, so the transmitter resends it once the
         receiver may fetch the rotated key, instead of a 400 it would never resend."""
-        receiver, _ = make_receiver(
+        receiver = make_receiver(
             transmitter, registry, Journal(tmp_path / "j.jsonl", fsync=False), FakePublisher()
         )
         known = transmitter.make_set(disabled(), audience=AUD, sub_id=ALICE)
@@ -470,7 +472,7 @@ class TestPushEdge:
         withdrawn (a restart does not remember the jti), and the retry is accepted."""
         publisher = FakePublisher()
         journal = Journal(tmp_path / "journal.jsonl", fsync=False)
-        receiver, _ = make_receiver(transmitter, registry, journal, publisher)
+        receiver = make_receiver(transmitter, registry, journal, publisher)
         token = transmitter.make_set(disabled(), audience=AUD, sub_id=ALICE, jti="retry-1")
         original = publisher.send
 
@@ -483,9 +485,59 @@ class TestPushEdge:
         publisher.send = failing_once  # type: ignore[method-assign]
         [(status, body, hdrs)] = push(receiver, [(token.encode(), headers())])
         assert (status, hdrs.get("Retry-After")) == (503, "5"), body
-        assert seen_in_journal(tmp_path / "journal.jsonl") == []
+        assert journaled_ids(tmp_path / "journal.jsonl", SOURCE) == []
         [(status, _, hdrs)] = push(receiver, [(token.encode(), headers())])
         assert (status, hdrs["X-AccessGuard-Status"]) == (202, "accepted")
+
+    def test_a_set_of_several_records_is_withdrawn_whole_when_one_send_fails(
+        self, tmp_path: Path, transmitter: FakeTransmitter, registry: Registry
+    ) -> None:
+        """A SET whose events become an identity event and a leak: the broker acknowledges
+        the first and refuses the second, so 503, every journal entry of that jti withdrawn
+        (a restart neither remembers the jti nor replays part of it), and the retry is
+        accepted and publishes both records, not answered as a duplicate."""
+        publisher = FakePublisher()
+        journal = Journal(tmp_path / "journal.jsonl", fsync=False)
+        receiver = make_receiver(transmitter, registry, journal, publisher)
+        events = {CAEP + "session-revoked": {}, RISC + "credential-compromise": {}}
+        token = transmitter.make_set(events, audience=AUD, sub_id=ALICE, jti="two-records")
+        original = publisher.send
+
+        async def second_send_fails(*args: Any, **kwargs: Any) -> None:
+            publisher.send = original  # type: ignore[method-assign]
+            await original(*args, **kwargs)
+            publisher.fail_next(1)  # the broker goes away after the first acknowledgement
+
+        publisher.send = second_send_fails  # type: ignore[method-assign]
+        [(status, body, _)] = push(receiver, [(token.encode(), headers())])
+        assert (status, (body or {}).get("err")) == (503, "unavailable")
+        assert [t for t, _, _ in publisher.records] == [Topics.identity_events]
+        assert journaled_ids(tmp_path / "journal.jsonl", SOURCE) == []
+        [(status, _, hdrs)] = push(receiver, [(token.encode(), headers())])
+        assert (status, hdrs["X-AccessGuard-Status"]) == (202, "accepted")
+        assert [t for t, _, _ in publisher.records] == [
+            Topics.identity_events, Topics.identity_events, Topics.leak_records,
+        ]  # fmt: skip
+
+    def test_a_set_that_publishes_nothing_is_still_remembered_across_a_restart(
+        self, tmp_path: Path, transmitter: FakeTransmitter, registry: Registry
+    ) -> None:
+        """A verification SET publishes no record; its ssf_set entry alone (journal only)
+        carries its jti, so a receiver restored from the journal answers its repeat as a
+        duplicate."""
+        publisher = FakePublisher()
+        journal = Journal(tmp_path / "journal.jsonl", fsync=False)
+        receiver = make_receiver(transmitter, registry, journal, publisher)
+        verification = {"https://schemas.openid.net/secevent/ssf/event-type/verification": {}}
+        token = transmitter.make_set(verification, audience=AUD, sub_id=ALICE, jti="verify-1")
+        [(status, _, hdrs)] = push(receiver, [(token.encode(), headers())])
+        assert (status, hdrs["X-AccessGuard-Status"]) == (202, "accepted")
+        assert publisher.records == []
+        assert [e["kind"] for e in orjson_lines(tmp_path / "journal.jsonl")] == ["ssf_set"]
+        again = make_receiver(transmitter, registry, journal, publisher)
+        assert again.contract.restore(tmp_path / "journal.jsonl", time.time()) == 1
+        [(status, _, hdrs)] = push(again, [(token.encode(), headers())])
+        assert (status, hdrs["X-AccessGuard-Status"]) == (202, "duplicate")
 
 
 def orjson_lines(path: Path) -> list[dict[str, Any]]:
@@ -504,7 +556,7 @@ class TestPoll:
         left to deliver."""
         publisher = FakePublisher()
         journal = Journal(tmp_path / "journal.jsonl", fsync=False)
-        receiver, leaks = make_receiver(transmitter, registry, journal, publisher)
+        receiver = make_receiver(transmitter, registry, journal, publisher)
         transmitter.queue(
             "p-good",
             transmitter.make_set(
@@ -534,7 +586,9 @@ class TestPoll:
         assert second["ack"] == ["p-good"]
         assert second["setErrs"]["p-bad"]["err"] == "invalid_audience"
         assert transmitter.pending == {}
-        assert [leak.principal for leak in leaks] == ["alice.nguyen@lumen-outdoor.example"]
+        assert [leak.principal for leak in leaks_published(publisher)] == [
+            "alice.nguyen@lumen-outdoor.example"
+        ]
         assert poller.status["consecutive_failures"] == 0
 
 

@@ -13,14 +13,22 @@ for all of them, and is this module:
 2. **Journal (fsync), then broker-ack, before success.** :meth:`EdgeContract.deliver` writes
    each delivery to the journal, waits for one fsync covering all of them (group commit),
    then sends each record and waits for the broker's acknowledgement. Only then does it
-   return, and only then may the door answer 2xx.
+   return, and only then may the door answer 2xx. One sender's event may become several
+   records on several topics (a SET: an HR event, an identity event, a leak) and a
+   journal-only entry (``topic`` None: the audit record of what the event became, which
+   also remembers its id when it published nothing); its id counts as seen only once all
+   of them are acknowledged.
 3. **503 with Retry-After when either is down.** :class:`Unavailable` (raised by ``deliver``)
    carries the reason; :meth:`EdgeContract.reject` answers it. A delivery journaled but
    refused by the broker is marked withdrawn in the journal, so an embedded-stack restart
-   neither replays it nor counts it as seen (the sender's retry is the one that counts).
+   neither replays it nor counts it as seen (the sender's retry is the one that counts);
+   so are the other entries of the same sender's id, even those already acknowledged (the
+   retry publishes them again, and the deterministic ids downstream make that a duplicate).
 4. **4xx with the reason** for bad input, **413** on oversize
    (:func:`connectors.ingest.edge.read_body` returns None), each counted in
-   ``accessguard_events_rejected_total{source,reason}`` by :meth:`EdgeContract.reject`.
+   ``accessguard_events_rejected_total{source,reason}`` by :meth:`EdgeContract.reject`. The
+   answer is ``{"error": reason}``; a door whose protocol fixes another error body (RFC 8935's
+   ``{"err", "description"}`` for Shared Signals) passes it as ``body``.
 
 Use (a door's handler, after authenticating and validating)::
 
@@ -39,7 +47,7 @@ from __future__ import annotations
 
 import uuid
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -61,6 +69,8 @@ log = structlog.get_logger(__name__)
 EDGE_EVENT = "edge_event"
 #: Journal kind of a per-event result that published nothing (duplicate, ignored, rejected).
 EDGE_RESULT = "edge_result"
+#: Seconds a 503 asks the sender to wait (the journal or broker is down).
+RETRY_AFTER = "5"
 
 Check = Literal["new", "duplicate", "conflict"]
 #: One route of a door: ``(method, path, handler)``.
@@ -100,27 +110,29 @@ class SeenEvents:
 
     def load(self, entries: Iterable[tuple[str, str, float]], now: float) -> int:
         """Remember ``(event_id, digest, accepted_at)`` entries younger than the TTL, oldest
-        first (the bound keeps the newest). Returns how many were kept."""
-        kept = 0
+        first (the bound keeps the newest). Returns how many ids were kept (an event that
+        became several records has an entry for each)."""
+        kept: set[str] = set()
         for event_id, digest, accepted_at in sorted(entries, key=lambda e: e[2]):
             if now - accepted_at <= self.ttl:
                 self.add(event_id, digest, accepted_at)
-                kept += 1
-        return kept
+                kept.add(event_id)
+        return len(kept)
 
 
 @dataclass(frozen=True, slots=True)
 class Delivery:
-    """One event a door hands over: the sender's id (the dedup key), a digest of what it
-    says, the record to publish (``topic``/``key``/``value``, ``partition`` when the door
-    picks it) and how the journal keeps it: ``journal_kind`` ``hr_event`` is replayed into
-    hr.events after an embedded-broker restart; :data:`EDGE_EVENT` is kept for the audit
-    trail and the dedup memory only. ``journal_value`` is what the journal stores (never a
-    secret)."""
+    """One record a door hands over for a sender's event: the sender's id (the dedup key), a
+    digest of what it says, the record to publish (``topic``/``key``/``value``, ``partition``
+    when the door picks it; ``topic`` None: journal only, nothing is published) and how the
+    journal keeps it: a kind of :data:`streams.bus.journal.REPLAYED_KINDS` (``hr_event``,
+    ``registry``) is replayed into its topic after an embedded-broker restart; any other
+    (:data:`EDGE_EVENT`, a door's own audit kind) is kept for the audit trail and the dedup
+    memory only. ``journal_value`` is what the journal stores (never a secret)."""
 
     sender_id: str
     digest: str
-    topic: str
+    topic: str | None
     key: str
     value: bytes
     journal_value: Any
@@ -137,14 +149,19 @@ class Unavailable(Exception):
         self.metric = metric
 
 
-def answer(http_status: int, /, **body: Any) -> web.Response:
-    """A JSON answer; a 503 carries Retry-After (the sender retries, nothing is lost)."""
-    headers = {"Retry-After": "5"} if http_status == 503 else None
+def answer(
+    http_status: int, /, *, headers: Mapping[str, str] | None = None, **body: Any
+) -> web.Response:
+    """A JSON answer with ``headers``; a 503 carries Retry-After (5 s unless ``headers`` says
+    otherwise: the sender retries, nothing is lost)."""
+    merged = dict(headers or {})
+    if http_status == 503:
+        merged.setdefault("Retry-After", RETRY_AFTER)
     return web.Response(
         status=http_status,
         body=orjson.dumps(body),
         content_type="application/json",
-        headers=headers,
+        headers=merged or None,
     )
 
 
@@ -163,12 +180,21 @@ class EdgeContract:
         self.health = SourceHealth(source, ())
         self._duplicate = metrics.EVENTS_DUPLICATE.labels(source)
 
-    def reject(self, status: int, reason: str, metric: str) -> web.Response:
-        """Count, log and answer a refusal: ``{"error": reason}`` (503: with Retry-After).
-        ``metric`` is one of :data:`streams.support.metrics.REJECT_REASONS`."""
+    def reject(
+        self,
+        status: int,
+        reason: str,
+        metric: str,
+        *,
+        body: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> web.Response:
+        """Count, log and answer a refusal: ``{"error": reason}``, or ``body`` where the
+        door's protocol fixes the error format (503: with Retry-After). ``metric`` is one of
+        :data:`streams.support.metrics.REJECT_REASONS`."""
         self.health.rejected(metric)
         log.info("edge.rejected", source=self.source, status=status, reason=reason)
-        return answer(status, error=reason)
+        return answer(status, headers=headers, **(body if body is not None else {"error": reason}))
 
     def check(self, sender_id: str, digest: str, now: float) -> Check:
         """Whether ``sender_id`` is new, a duplicate (same digest: count it) or a conflict."""
@@ -192,10 +218,12 @@ class EdgeContract:
             log.warning("edge.result_not_journaled", source=self.source, result=result)
 
     async def deliver(self, deliveries: Sequence[Delivery], now: float) -> None:
-        """Journal every delivery (one fsync for all), then publish each and wait for the
-        broker's acknowledgement; remember each id as seen. Raises :class:`Unavailable`
+        """Journal every delivery (one fsync for all), then publish each (``topic`` None:
+        nothing to publish) and wait for the broker's acknowledgement; remember a sender's
+        id as seen once all its deliveries are acknowledged. Raises :class:`Unavailable`
         (answer 503) when the broker is known down, the journal cannot write, or a send is
-        refused; what was not acknowledged then is withdrawn from the journal."""
+        refused; the entries of every id not wholly acknowledged are then withdrawn from the
+        journal."""
         if not deliveries:
             return
         if not self.publisher.reachable:  # known down: answer now, journal nothing
@@ -226,14 +254,27 @@ class EdgeContract:
                 "retry later",
                 "journal_unavailable",
             ) from None
+        last = {d.sender_id: i for i, d in enumerate(deliveries)}
         for done, d in enumerate(deliveries):
-            try:
-                await self.publisher.send(d.topic, d.key, d.value, partition=d.partition)
-            except BrokerError:
-                self._withdraw(entries[done:], "broker")
-                raise Unavailable("broker unavailable; retry later", "broker_unavailable") from None
-            self.seen.add(d.sender_id, d.digest, now)
-            self.health.accepted()
+            if d.topic is not None:
+                try:
+                    await self.publisher.send(d.topic, d.key, d.value, partition=d.partition)
+                except BrokerError:
+                    pending = {p.sender_id for p in deliveries[done:]}
+                    self._withdraw(
+                        [
+                            e
+                            for e, p in zip(entries, deliveries, strict=True)
+                            if p.sender_id in pending
+                        ],
+                        "broker",
+                    )
+                    raise Unavailable(
+                        "broker unavailable; retry later", "broker_unavailable"
+                    ) from None
+            if last[d.sender_id] == done:
+                self.seen.add(d.sender_id, d.digest, now)
+                self.health.accepted()
 
     def _withdraw(self, entries: Sequence[str], cause: str) -> None:
         """Mark journaled entries the sender is told 503 about, so a replay after a restart

@@ -228,6 +228,13 @@ class HrWebhook:
                         "bad_signature",
                     )
             else:
+                if self.secret is None:  # a Standard Webhooks sender only
+                    raise SignatureError(
+                        f"{SIGNATURE_HEADER} signatures are not accepted here "
+                        "(hr.webhook_secret is unset): sign with Standard Webhooks "
+                        "(webhook-id, webhook-timestamp, webhook-signature)",
+                        "missing_signature",
+                    )
                 secret = self._reveal(self.secret)
                 if secret is None:
                     return self._unavailable("hr.webhook_secret", self.secret)

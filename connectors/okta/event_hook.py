@@ -262,7 +262,11 @@ class OktaEventHook:
             self._bad.inc()
             return {"id": "-", "result": "rejected", "reason": "not a JSON object"}, []
         uuid = text(event, "uuid", max_len=200)
-        digest = payload_digest(event)
+        try:
+            digest = payload_digest(event)
+        except ValidationError as exc:  # nested deeper than JSON is written back (255 levels)
+            self._bad.inc()
+            return {"id": "-", "uuid": uuid, "result": "rejected", "reason": exc.reason}, []
         sender_id = make_event_id(VENDOR, uuid, digest)
         event_type = text(event, "eventType", max_len=200) or "-"
         result: dict[str, Any] = {"id": sender_id, "uuid": uuid, "eventType": event_type}
@@ -280,7 +284,8 @@ class OktaEventHook:
             self._dropped["not_security_type"].inc()
             return {**result, "result": "ignored", "reason": "nothing to record"}, []
         batch.add(sender_id)
-        route = {self.hr_topic: "hr", self.auth_topic: "login"}.get(deliveries[0].topic, "identity")
+        routes: dict[str | None, str] = {self.hr_topic: "hr", self.auth_topic: "login"}
+        route = routes.get(deliveries[0].topic, "identity")
         return {**result, "result": "accepted", "route": route}, deliveries
 
     def _deliveries(

@@ -223,7 +223,7 @@ class LeakSettings(Section):
 
 class HrSettings(Section):
     webhook_secret: SecretValue | None = _doc(
-        "HMAC secret of X-AccessGuard-Signature (required)", default=None
+        "X-AccessGuard-Signature HMAC secret (or hooks.standard_webhooks_secret)", default=None
     )
     tolerance_seconds: Int = _doc("Largest accepted signature age", default=300, ge=1)
     dedup_ttl_seconds: Int = _doc(

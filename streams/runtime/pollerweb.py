@@ -28,7 +28,8 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from connectors.base.health import Health
-from streams.runtime.web import errors_as_json, expect_continue
+from connectors.ingest.edge import expect_continue
+from streams.runtime.web import errors_as_json
 from streams.support import metrics
 
 

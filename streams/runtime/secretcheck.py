@@ -60,7 +60,8 @@ def secret_uses(
     (the HR endpoint), ``serve_ingest`` (the login and leak endpoints), ``execute``
     (provider actions and alert sinks),
     ``pollers`` (the names it runs), ``leaks`` (parses leaks: the HMAC key). Raises
-    ConfigError when the HR endpoint is served without ``hr.webhook_secret``."""
+    ConfigError when the HR endpoint is served with neither ``hr.webhook_secret`` nor
+    ``hooks.standard_webhooks_secret`` (either scheme alone is enough)."""
     uses: list[SecretUse] = []
     fixed = {
         "hr.webhook_secret": serve_hr,
@@ -75,10 +76,12 @@ def secret_uses(
         "kafka.key_password": not config.embedded,
         "kafka.sasl_password": not config.embedded,
     }
-    if serve_hr and config["hr.webhook_secret"] is None:
+    if serve_hr and not _hr_signed(config):
         raise ConfigError(
             "hr.webhook_secret",
-            "required to serve POST /v1/hr/events: set it (file:/path or env:NAME)",
+            "required to serve POST /v1/hr/events, unless hooks.standard_webhooks_secret is "
+            "set (a sender that signs with Standard Webhooks only): set either "
+            "(file:/path or env:NAME)",
         )
     for path, needed in fixed.items():
         secret = config[path]
@@ -107,14 +110,22 @@ def secret_uses(
     return uses
 
 
+def _hr_signed(config: Config) -> bool:
+    """Whether POST /v1/hr/events can verify a sender: by either signature scheme."""
+    return (
+        config["hr.webhook_secret"] is not None
+        or config["hooks.standard_webhooks_secret"] is not None
+    )
+
+
 def reference_problems(config: Config) -> tuple[list[ConfigProblem], list[str]]:
     """For ``accessguard config check``: a located problem for each secret ``accessguard
-    run`` would use (and ``hr.webhook_secret`` when set) whose reference does not resolve
+    run`` would use (and the HR secrets when either is set) whose reference does not resolve
     now (``env:`` unset or empty, ``file:`` missing, unreadable or empty, inline empty); and
     the keys of the unresolved ones it would not use (dry run), which are not problems."""
     uses = secret_uses(
         config,
-        serve_hr=config["hr.webhook_secret"] is not None,
+        serve_hr=_hr_signed(config),
         serve_ingest=True,
         execute=True,
         pollers=config.pollers,

@@ -21,14 +21,15 @@ from aiohttp import web
 
 from connectors.base.http import HttpClient
 from connectors.base.pollers import CheckpointStore
+from connectors.ingest.edge import expect_continue
 from connectors.ingest.ssf.poller import SsfPoller
-from connectors.ingest.ssf.receiver import SsfReceiver, SsfStream, seen_in_journal
+from connectors.ingest.ssf.receiver import SsfReceiver, SsfStream
 from connectors.ingest.ssf.stream import ensure_stream, request_verification
 from connectors.ingest.ssf.transmitter import SetSigner, Target, Transmitter, metadata
 from connectors.ingest.ssf.verify import JwksCache, SetVerifier
 from streams.bus.security import aio_consumer
 from streams.config.ssf import SsfSettings, SsfTransmitter
-from streams.runtime.parts import auth_guard, leak_publisher, retry_policy
+from streams.runtime.parts import auth_guard, retry_policy
 from streams.support.errors import ConfigError
 
 log = structlog.get_logger(__name__)
@@ -93,7 +94,9 @@ class SsfPart:
 
     def mount(self, app: web.Application) -> None:
         if self.receiver is not None:
-            app.router.add_post("/ssf/push/{transmitter}", self.receiver.handle_push)
+            app.router.add_post(
+                "/ssf/push/{transmitter}", self.receiver.handle_push, expect_handler=expect_continue
+            )
         if self.transmitter is not None:
             signer = self.transmitter.signer
             jwks, meta = signer.jwks(), metadata(signer, self.base_url)
@@ -199,14 +202,13 @@ async def start_ssf(worker: Any) -> SsfPart | None:
             journal=worker.journal,
             topics=worker.topics,
             partitions=int(config["topics.partitions"]),
-            publish_leaks=leak_publisher(config, worker.publisher, worker.topics).publish,
             registry=lambda: worker.views.registry,
             max_bytes=settings.max_set_bytes,
             dedup_ttl=settings.dedup_ttl_seconds,
             guard=auth_guard(config),
         )
         started = time.monotonic()
-        kept = receiver.restore(seen_in_journal(worker.journal.path))
+        kept = receiver.contract.restore(worker.journal.path, time.time())
         log.info("ssf.seen_restored", remembered=kept, seconds=round(time.monotonic() - started, 3))
         for name, entry in settings.transmitters.items():
             if entry.manage_stream:

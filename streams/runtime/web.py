@@ -9,10 +9,11 @@ from typing import Any
 
 import orjson
 import structlog
-from aiohttp import HttpVersion11, web
+from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from connectors.ingest.auth_ingest import AuthIngest
+from connectors.ingest.edge import expect_continue
 from connectors.ingest.hr_webhook import HrWebhook
 from connectors.ingest.leak_ingest import LeakIngest
 from connectors.ingest.scim.service import ScimService
@@ -51,16 +52,6 @@ async def errors_as_json(
         # A bug, not user input: log it with the traceback, tell the client nothing internal.
         log.exception("http.unhandled", path=request.path)
         return _json(500, {"error": "internal error"})
-
-
-async def expect_continue(request: web.Request) -> None:
-    """``Expect: 100-continue`` as aiohttp answers it; any other expectation is ignored, as
-    RFC 9110 allows, instead of aiohttp's text/plain 417 (and its 500 for an Expect value
-    that is not UTF-8, raised outside the error middleware)."""
-    expect = request.headers.get("Expect", "")
-    if request.version == HttpVersion11 and expect.lower() == "100-continue":
-        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        request.writer.output_size = 0
 
 
 def build_web_app(

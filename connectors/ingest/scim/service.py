@@ -52,7 +52,7 @@ from scim2_models import (
 )
 from scim2_models.path.expressions import CompareOperator, Comparison
 
-from connectors.ingest.edge import AuthGuard, bearer_ok, read_body
+from connectors.ingest.edge import AuthGuard, bearer_ok, expect_continue, read_body
 from connectors.ingest.hr_webhook import HrWebhook
 from connectors.ingest.scim import resources
 from connectors.ingest.scim.resources import MAX_RESULTS, User
@@ -148,20 +148,25 @@ class ScimService:
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self._middleware])
-        app.router.add_get("/ServiceProviderConfig", self.service_provider_config)
-        app.router.add_get("/ResourceTypes", self.resource_types)
-        app.router.add_get("/ResourceTypes/{id}", self.resource_type)
-        app.router.add_get("/Schemas", self.schemas)
-        app.router.add_get("/Schemas/{id}", self.schema)
-        app.router.add_get("/Users", self.list_users)
-        app.router.add_post("/Users", self.create_user)
-        app.router.add_post("/Users/.search", self.search_users)
+        # aiohttp's own Expect handling answers a text/plain 417, or a 500 for a value that is
+        # not UTF-8, outside this middleware
+        ex = expect_continue
+        app.router.add_get(
+            "/ServiceProviderConfig", self.service_provider_config, expect_handler=ex
+        )
+        app.router.add_get("/ResourceTypes", self.resource_types, expect_handler=ex)
+        app.router.add_get("/ResourceTypes/{id}", self.resource_type, expect_handler=ex)
+        app.router.add_get("/Schemas", self.schemas, expect_handler=ex)
+        app.router.add_get("/Schemas/{id}", self.schema, expect_handler=ex)
+        app.router.add_get("/Users", self.list_users, expect_handler=ex)
+        app.router.add_post("/Users", self.create_user, expect_handler=ex)
+        app.router.add_post("/Users/.search", self.search_users, expect_handler=ex)
         # Users are the only resource type: a search from the root searches them.
-        app.router.add_post("/.search", self.search_users)
-        app.router.add_get("/Users/{id}", self.get_user)
-        app.router.add_put("/Users/{id}", self.replace_user)
-        app.router.add_patch("/Users/{id}", self.patch_user)
-        app.router.add_delete("/Users/{id}", self.delete_user)
+        app.router.add_post("/.search", self.search_users, expect_handler=ex)
+        app.router.add_get("/Users/{id}", self.get_user, expect_handler=ex)
+        app.router.add_put("/Users/{id}", self.replace_user, expect_handler=ex)
+        app.router.add_patch("/Users/{id}", self.patch_user, expect_handler=ex)
+        app.router.add_delete("/Users/{id}", self.delete_user, expect_handler=ex)
         return app
 
     @web.middleware

@@ -2,7 +2,9 @@
 poll, RFC 8936: :mod:`connectors.ingest.ssf.poller`), verified, deduplicated, journaled,
 published.
 
-The edge contract of every inbound door (ARCHITECTURE decision 14):
+The edge contract of every inbound door (ARCHITECTURE decision 14) is
+:class:`~connectors.ingest.contract.EdgeContract` (source ``ssf``), as for the HR webhook,
+the Okta Event Hook and SCIM; what is particular to Shared Signals:
 
 * **Authenticate.** Push: the ``Authorization`` header the stream was created with
   (``push_token``), compared in constant time, failures throttled per client
@@ -10,14 +12,18 @@ The edge contract of every inbound door (ARCHITECTURE decision 14):
   audience and age (:mod:`connectors.ingest.ssf.verify`).
 * **Validate.** ``Content-Type: application/secevent+jwt``; at most ``ssf.max_set_bytes``
   (413 above); refusals answer 400 with ``{"err": ..., "description": ...}`` (RFC 8935 §2.3).
-* **Journal, then broker.** The SET's record (``ssf_set``: transmitter, a hash of iss+jti,
-  the events and what each became) and the records it maps to are appended with an fsync,
-  then published; only then 202. When the journal or the broker is down: 503 with
-  Retry-After, the journal entries marked withdrawn (the transmitter's retry counts).
-* **Dedup across restarts.** A ``jti`` already accepted (per issuer) within
-  ``ssf.dedup_ttl_seconds`` is answered 202 ``duplicate`` and not published again; the memory
-  is refilled at start from the journal's ``ssf_set`` entries (:meth:`SsfReceiver.restore`).
-  Counted as refused with reason ``duplicate``: nothing is acted on twice.
+* **Journal, then broker.** One SET is one sender event that becomes several deliveries:
+  one per record it maps to (an HR event replayed into hr.events after an embedded-broker
+  restart, a registry change replayed likewise, an identity event, a leak), then the
+  ``ssf_set`` entry (transmitter, the events and what each became), journal only. The
+  contract journals them with one fsync, publishes, and only then the push answers 202;
+  503 with Retry-After when the journal or the broker is down (the entries withdrawn, the
+  transmitter's retry counts).
+* **Dedup across restarts.** The contract's id is a hash of iss+jti (a jti is unique per
+  issuer); a jti already accepted within ``ssf.dedup_ttl_seconds`` is answered 202
+  ``duplicate`` and not published again. The memory is refilled at start from the journal
+  (``receiver.contract.restore``). Counted as refused with reason ``duplicate`` here (and
+  in ``accessguard_events_duplicate_total{source="ssf"}``): nothing is acted on twice.
 
 One receiver per process; the secrets (push tokens) are re-read at each use.
 """
@@ -29,39 +35,48 @@ import hashlib
 import hmac
 import math
 import time
-import uuid
-from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Iterable
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import orjson
 import structlog
 from aiohttp import web
 
+from connectors.ingest.contract import Delivery, EdgeContract, SeenEvents, Unavailable, answer
 from connectors.ingest.edge import AuthGuard, read_body
 from connectors.ingest.ssf.events import Mapped, map_set
-from connectors.ingest.ssf.verify import SetRefused, SetVerifier, VerifiedSet
-from streams.bus.journal import WITHDRAWN, Journal, read_journal
+from connectors.ingest.ssf.verify import SetRefused, SetVerifier
+from streams.bus.journal import Journal
+from streams.bus.leakbatch import LeakBatcher
 from streams.bus.topics import partition_for
+from streams.bus.views import Publisher
 from streams.model.identity import IdentityEvent
 from streams.model.records import HrEvent, LeakRecord
 from streams.model.registry import Registry
 from streams.support import metrics
-from streams.support.errors import BrokerError, JournalError
 from streams.support.secrets import Secret
 
 log = structlog.get_logger(__name__)
 
 SOURCE = "ssf"
 CONTENT_TYPE = "application/secevent+jwt"
-#: Journal kind of an accepted SET (not replayed into a topic: the dedup memory's source).
+#: Journal kind of an accepted SET's own entry (not replayed into a topic: the audit trail
+#: of what its events became, and the dedup memory of a SET that published nothing).
 JOURNAL_KIND = "ssf_set"
-
-
-class Unavailable(Exception):
-    """The journal or the broker could not take the SET now: the transmitter must retry."""
+#: A refusal's reason (accessguard_ssf_sets_refused_total) -> the edge-wide reason
+#: (accessguard_events_rejected_total{source="ssf"}, one of metrics.REJECT_REASONS).
+EDGE_REASONS: dict[str, str] = {
+    "too_large": "too_large",
+    "not_authorized": "missing_signature",
+    "invalid_request": "invalid_field",
+    "invalid_key": "bad_signature",
+    "invalid_signature": "bad_signature",
+    "invalid_issuer": "bad_signature",
+    "invalid_audience": "bad_signature",
+    "stale": "stale_signature",
+}
 
 
 @dataclass
@@ -93,58 +108,17 @@ def jti_key(iss: str, jti: str) -> str:
     return hashlib.sha256(f"{iss}\x1f{jti}".encode()).hexdigest()[:32]
 
 
-class SeenJtis:
-    """Accepted jti keys -> when, for ``ttl`` seconds, bounded (oldest forgotten first)."""
-
-    def __init__(self, ttl: float, max_entries: int = 200_000) -> None:
-        self.ttl = ttl
-        self.max_entries = max_entries
-        self._seen: OrderedDict[str, float] = OrderedDict()
-
-    def __len__(self) -> int:
-        return len(self._seen)
-
-    def seen(self, key: str, now: float) -> bool:
-        at = self._seen.get(key)
-        if at is None:
-            return False
-        if now - at > self.ttl:
-            del self._seen[key]
-            return False
-        return True
-
-    def add(self, key: str, at: float) -> None:
-        self._seen[key] = at
-        self._seen.move_to_end(key)
-        while len(self._seen) > self.max_entries:
-            self._seen.popitem(last=False)
-
-
-def seen_in_journal(path: Path) -> list[tuple[str, float]]:
-    """``(jti key, accepted_at)`` of every SET the journal holds as accepted (entries marked
-    withdrawn are left out: the sender was told 503)."""
-    accepted: dict[str, tuple[str, float]] = {}
-    for entry in read_journal(path):
-        kind = entry.get("kind")
-        if kind == JOURNAL_KIND and isinstance(entry.get("jti_key"), str):
-            accepted[str(entry.get("entry"))] = (entry["jti_key"], float(entry.get("at") or 0))
-        elif kind == WITHDRAWN:
-            accepted.pop(str(entry.get("entry")), None)
-    return list(accepted.values())
-
-
 class SsfReceiver:
-    """Verifies, deduplicates, journals and publishes SETs of the configured streams."""
+    """Verifies SETs of the configured streams and hands each to its :attr:`contract`."""
 
     def __init__(
         self,
         streams: dict[str, SsfStream],
         *,
-        publisher: Any,
+        publisher: Publisher,
         journal: Journal,
         topics: Any,
         partitions: int,
-        publish_leaks: Callable[[list[LeakRecord]], Awaitable[None]],
         registry: Callable[[], Registry],
         max_bytes: int,
         dedup_ttl: float,
@@ -152,34 +126,28 @@ class SsfReceiver:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.streams = streams
-        self.publisher = publisher
-        self.journal = journal
         self.topics = topics
         self.partitions = partitions
-        self.publish_leaks = publish_leaks
         self.registry = registry
         self.max_bytes = max_bytes
-        self.seen = SeenJtis(dedup_ttl)
+        self.contract = EdgeContract(
+            SOURCE, publisher=publisher, journal=journal, seen=SeenEvents(dedup_ttl)
+        )
         self.guard = guard or AuthGuard()
         self.clock = clock
         self._lock = asyncio.Lock()
 
-    def restore(self, entries: Iterable[tuple[str, float]]) -> int:
-        """Remember the jti keys accepted before a restart (younger than the TTL)."""
-        now = self.clock()
-        kept = 0
-        for key, at in sorted(entries, key=lambda e: e[1]):
-            if now - at <= self.seen.ttl:
-                self.seen.add(key, at)
-                kept += 1
-        return kept
-
-    def _refused(self, stream: str, reason: str) -> None:
+    def _refused(self, stream: str, reason: str, edge_reason: str | None = None) -> None:
+        """Count a refusal per transmitter and, but for duplicates (the contract counts
+        those), in the edge-wide rejection counter."""
         metrics.SSF_SETS_REFUSED.labels(stream, reason).inc()
+        if reason != "duplicate":
+            self.contract.health.rejected(edge_reason or EDGE_REASONS[reason])
 
     async def accept(self, stream: SsfStream, token: str) -> Accepted:
         """Verify one SET and hand its events on. Raises :class:`SetRefused` (answer 400 /
-        a poll ``setErrs``) or :class:`Unavailable` (answer 503 / do not ack)."""
+        a poll ``setErrs``) or :class:`~connectors.ingest.contract.Unavailable` (answer 503
+        / do not ack)."""
         try:
             verified = await asyncio.to_thread(stream.verifier.verify, token)
         except SetRefused as exc:
@@ -191,7 +159,9 @@ class SsfReceiver:
         # would otherwise both pass the dedup check.
         async with self._lock:
             now = self.clock()
-            if self.seen.seen(key, now):
+            # The key is the digest too: a jti names one SET whatever bytes carry it (a
+            # transmitter may sign its retry anew), so a repeat is never a conflict.
+            if self.contract.check(key, key, now) != "new":
                 self._refused(stream.name, "duplicate")
                 return Accepted(verified.jti, duplicate=True)
             mapped = map_set(
@@ -201,8 +171,11 @@ class SsfReceiver:
                 alias_provider=stream.alias_provider,
                 now=now,
             )
-            await self._record(stream, verified, key, mapped, now)
-            self.seen.add(key, now)
+            try:
+                await self.contract.deliver(self._deliveries(stream, key, mapped), now)
+            except Unavailable as exc:
+                self._refused(stream.name, "unavailable", exc.metric)
+                raise
         stream.last_set_at = now
         for item in mapped:
             metrics.SSF_EVENTS.labels(stream.name, item.event, item.outcome).inc()
@@ -218,79 +191,52 @@ class SsfReceiver:
             )
         return Accepted(verified.jti, duplicate=False, mapped=tuple(mapped))
 
-    async def _record(
-        self, stream: SsfStream, verified: VerifiedSet, key: str, mapped: list[Mapped], now: float
-    ) -> None:
-        """Journal (one fsync for all entries), then publish; withdraw on a broker failure."""
-        if not self.publisher.reachable:
-            self._refused(stream.name, "unavailable")
-            raise Unavailable("broker unavailable")
-        entries: list[str] = []
-        try:
-            for item in mapped:
-                if isinstance(item.record, HrEvent):
-                    entries.append(uuid.uuid4().hex)
-                    self.journal.append(
-                        "hr_event",
-                        key=item.record.partition_key,
-                        value=item.record.to_dict(),
-                        entry=entries[-1],
-                    )
-                elif isinstance(item.record, tuple):
-                    self.journal.append("registry", key=item.record[0], value=item.record[1])
-            entries.append(uuid.uuid4().hex)
-            self.journal.append(
-                JOURNAL_KIND,
-                durable=True,
-                entry=entries[-1],
-                transmitter=stream.name,
-                jti_key=key,
-                at=now,
-                events=[{"event": m.event, "outcome": m.outcome} for m in mapped],
-            )
-        except JournalError as exc:
-            self._refused(stream.name, "unavailable")
-            raise Unavailable(f"journal unavailable ({exc.reason})") from None
-        try:
-            await self._publish(mapped)
-        except BrokerError:
-            self._withdraw(entries)
-            self._refused(stream.name, "unavailable")
-            raise Unavailable("broker unavailable") from None
-
-    async def _publish(self, mapped: list[Mapped]) -> None:
-        leaks: list[LeakRecord] = []
+    def _deliveries(self, stream: SsfStream, key: str, mapped: list[Mapped]) -> list[Delivery]:
+        """What one SET hands the contract: its records, then its own ``ssf_set`` entry.
+        Leaks are journaled by count only (a LeakRecord may carry a credential)."""
+        topics = self.topics
+        out: list[Delivery] = []
+        leaks = LeakBatcher(self.partitions)
+        leak_counts: Counter[int] = Counter()
         for item in mapped:
             record = item.record
             if isinstance(record, HrEvent):
-                await self.publisher.send(
-                    self.topics.hr_events, record.partition_key, record.dumps()
-                )
+                value: Any = record.to_dict()
+                out.append(
+                    Delivery(key, key, topics.hr_events, record.partition_key, record.dumps(),
+                             journal_value=value, journal_kind="hr_event")
+                )  # fmt: skip
             elif isinstance(record, IdentityEvent):
-                key = record.partition_key
-                await self.publisher.send(
-                    self.topics.identity_events,
-                    key,
-                    orjson.dumps([record.to_dict()]),
-                    partition=partition_for(key, self.partitions),
-                )
+                value = record.to_dict()
+                part = partition_for(record.partition_key, self.partitions)
+                out.append(
+                    Delivery(key, key, topics.identity_events, record.partition_key,
+                             orjson.dumps([value]), journal_value={"event_id": value["event_id"]},
+                             partition=part)
+                )  # fmt: skip
             elif isinstance(record, LeakRecord):
-                leaks.append(record)
+                leaks.add(record)
+                leak_counts[partition_for(record.partition_key, self.partitions)] += 1
             elif isinstance(record, tuple):
-                await self.publisher.send(self.topics.registry, record[0], orjson.dumps(record[1]))
-        if leaks:
-            await self.publish_leaks(leaks)
-
-    def _withdraw(self, entries: list[str]) -> None:
-        try:
-            for entry in entries:
-                self.journal.append(WITHDRAWN, durable=entry == entries[-1], entry=entry)
-        except JournalError:
-            log.error(
-                "ssf.withdraw_failed",
-                effect="a refused SET may be replayed after a restart of the embedded stack; "
-                "the transmitter's retry is then a duplicate",
-            )
+                out.append(
+                    Delivery(key, key, topics.registry, record[0], orjson.dumps(record[1]),
+                             journal_value=record[1], journal_kind="registry")
+                )  # fmt: skip
+        # leak.records carries batches (a JSON array per message), as the leak feeds send them
+        for part, message in leaks.flush():
+            out.append(
+                Delivery(key, key, topics.leak_records, f"batch:{part}", message,
+                         journal_value={"leaks": leak_counts[part]}, partition=part)
+            )  # fmt: skip
+        summary = {
+            "transmitter": stream.name,
+            "events": [{"event": m.event, "outcome": m.outcome} for m in mapped],
+        }
+        out.append(
+            Delivery(key, key, None, stream.name, b"", journal_value=summary,
+                     journal_kind=JOURNAL_KIND)
+        )  # fmt: skip
+        return out
 
     # ------------------------------------------------------------------ push (RFC 8935)
     def _authorized(self, stream: SsfStream, header: str | None) -> bool:
@@ -311,65 +257,58 @@ class SsfReceiver:
         return matched
 
     async def handle_push(self, request: web.Request) -> web.Response:
+        """RFC 8935: 202 (no body) once the SET is journaled and published or a duplicate;
+        400/401/413 with ``{"err", "description"}``; 503 with Retry-After to retry later.
+        Every refusal is counted (:meth:`_refused`) before it is answered."""
         name = request.match_info.get("transmitter", "")
         stream = self.streams.get(name)
         if stream is None:
-            return _answer(404, {"err": "invalid_request", "description": "no such stream"})
+            return _error(404, "invalid_request", "no such stream")
         denied = self.guard.blocked(request, SOURCE)
         if denied is not None:
-            self._refused(name, "not_authorized")
+            self._refused(name, "not_authorized", "throttled")
             return denied
         header = request.headers.get("Authorization")
         if not self._authorized(stream, header):
             self.guard.failed(request, SOURCE, "missing" if not header else "wrong")
             self._refused(name, "not_authorized")
-            return _answer(
+            return _error(
                 401,
-                {"err": "authentication_failed", "description": "missing or wrong Authorization"},
+                "authentication_failed",
+                "missing or wrong Authorization",
                 {"WWW-Authenticate": "Bearer"},
             )
         self.guard.succeeded(request)
         raw = await read_body(request, self.max_bytes)
         if raw is None:
             self._refused(name, "too_large")
-            return _answer(
-                413,
-                {"err": "invalid_request", "description": f"SET larger than {self.max_bytes}"},
-            )
+            return _error(413, "invalid_request", f"SET larger than {self.max_bytes}")
         ctype = request.headers.get("Content-Type", "").split(";")[0].strip().lower()
         if ctype != CONTENT_TYPE:
             self._refused(name, "invalid_request")
-            return _answer(
-                400,
-                {"err": "invalid_request", "description": f"Content-Type must be {CONTENT_TYPE}"},
-            )
+            return _error(400, "invalid_request", f"Content-Type must be {CONTENT_TYPE}")
         try:
             token = raw.decode("ascii").strip()
             accepted = await self.accept(stream, token)
         except UnicodeDecodeError:
             self._refused(name, "invalid_request")
-            return _answer(400, {"err": "invalid_request", "description": "not a compact JWS"})
+            return _error(400, "invalid_request", "not a compact JWS")
         except SetRefused as exc:
             if exc.retry_after is not None:
                 retry = str(max(1, math.ceil(exc.retry_after)))
-                body = {"err": exc.err, "description": f"{exc.description}; retry later"}
-                return _answer(503, body, {"Retry-After": retry})
-            return _answer(400, {"err": exc.err, "description": exc.description})
+                description = f"{exc.description}; retry later"
+                return _error(503, exc.err, description, {"Retry-After": retry})
+            return _error(400, exc.err, exc.description)
         except Unavailable as exc:
-            return _answer(
-                503,
-                {"err": "unavailable", "description": f"{exc}; retry later"},
-                {"Retry-After": "5"},
-            )
+            return _error(503, "unavailable", exc.reason)
         # RFC 8935 §2.2: 202 and no body on success; a duplicate is a success too (already
         # taken), so the transmitter stops retrying it.
         status = "duplicate" if accepted.duplicate else "accepted"
         return web.Response(status=202, headers={"X-AccessGuard-Status": status})
 
 
-def _answer(
-    status: int, body: dict[str, Any], headers: dict[str, str] | None = None
+def _error(
+    status: int, err: str, description: str, headers: dict[str, str] | None = None
 ) -> web.Response:
-    return web.Response(
-        status=status, body=orjson.dumps(body), content_type="application/json", headers=headers
-    )
+    """An RFC 8935 §2.3 error body (a 503 carries Retry-After: the contract's answer)."""
+    return answer(status, headers=headers, err=err, description=description)
