@@ -13,7 +13,6 @@ another. Wiring against the real broker is tested in the integration tests.
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -24,7 +23,6 @@ from typing import Any
 
 import orjson
 import requests
-from aiohttp import web
 
 from connectors.ingest.auth_ingest import AuthIngest
 from connectors.ingest.dumps import DumpOptions
@@ -37,6 +35,7 @@ from streams.model.leak_index import LeakIndex
 from streams.model.registry_yaml import load_registry
 from streams.runtime.web import build_web_app
 from streams.support.secrets import Secret
+from tests.app_server import serve_app
 from tests.engine_harness import FakePublisher
 from tests.scim_harness import scim_service
 
@@ -192,41 +191,6 @@ def edge_server(
         session.close()
         leaks.close()
         journal.close()
-
-
-@contextmanager
-def serve_app(app: web.Application, name: str) -> Iterator[str]:
-    """Serve ``app`` on 127.0.0.1 (a free port) from its own thread and event loop, as the
-    worker does; yields its base URL and stops it after."""
-    loop = asyncio.new_event_loop()
-    runner = web.AppRunner(app, access_log=None)
-    ready = threading.Event()
-    port: list[int] = []
-
-    def serve() -> None:
-        asyncio.set_event_loop(loop)
-
-        async def start() -> None:
-            await runner.setup()
-            site = web.TCPSite(runner, "127.0.0.1", 0)
-            await site.start()
-            server: Any = site._server
-            port.append(int(server.sockets[0].getsockname()[1]))
-            ready.set()
-
-        loop.run_until_complete(start())
-        loop.run_forever()
-        loop.run_until_complete(runner.cleanup())
-        loop.close()
-
-    thread = threading.Thread(target=serve, name=name, daemon=True)
-    thread.start()
-    assert ready.wait(10), f"{name} did not start"
-    try:
-        yield f"http://127.0.0.1:{port[0]}"
-    finally:
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
 
 
 def login_batch(size: int = 9_500_000) -> bytes:

@@ -28,7 +28,7 @@ from streams.bus.views import Views
 from streams.model.registry_yaml import load_registry
 from streams.runtime.web import build_web_app
 from streams.support.secrets import Secret
-from tests.edge_harness import serve_app
+from tests.app_server import serve_app
 from tests.engine_harness import FakePublisher
 
 REPO = Path(__file__).resolve().parent.parent
