@@ -170,4 +170,7 @@ def test_worker_serves_scim_and_ssf_push_and_one_transmitter_pushes(
             written = transmitter.stdout() + transmitter.stderr() + transmitter.metrics()
             for secret in (key.read_text().splitlines()[1], RECEIVER_TOKEN, PUSH_TOKEN):
                 assert secret not in written
+            # SIGTERM (a pod's stop) ends it cleanly, its place in the audit topic on its disk
+            assert transmitter.stop() == 0
+            assert list((transmitter.data_dir / "checkpoints").iterdir())
     receiver.close()
