@@ -962,7 +962,6 @@ def test_network_policy(rendered: tuple[str, list[dict[str, Any]]]) -> None:
 #: HR edge's; the transmitter's key material is served by the transmitter alone.
 PUBLIC_PATHS = {
     "/v1/hr/events": "hr-webhook",
-    "/v1/okta/event-hooks": "hr-webhook",
     "/scim/v2": "worker",
     "/ssf/push": "worker",
     "/.well-known/jwks.json": "ssf-transmitter",
@@ -998,8 +997,8 @@ def _routes(rendered: tuple[str, list[dict[str, Any]]]) -> dict[str, str]:
 def test_ingress_routes_each_door_only_to_the_pods_that_serve_it(
     rendered: tuple[str, list[dict[str, Any]]],
 ) -> None:
-    """The Ingress routes exactly the public doors, each to its component: HR and Okta
-    hooks to the HR edge, SCIM and SSF push to the workers (whose configuration turns those
+    """The Ingress routes exactly the public doors, each to its component: HR to the HR
+    edge, SCIM and SSF push to the workers (whose configuration turns those
     doors on), the JWKS and SSF configuration to the transmitter; /metrics, /readyz,
     /v1/ssf/status and the ingest endpoints are not routed. TLS covers every host."""
     (ingress,) = _objects(rendered, "Ingress")
