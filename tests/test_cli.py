@@ -339,9 +339,10 @@ class TestStartupErrors:
             ("worker",),
             ("connect", "hr-webhook"),
             ("connect", "poller", "nope"),
+            ("connect", "ssf-transmitter"),
             ("registry", "import", str(REGISTRY)),
         ],
-        ids=["worker", "connect", "poller", "import"],
+        ids=["worker", "connect", "poller", "transmitter", "import"],
     )
     def test_commands_for_an_external_broker_require_it(self, command: tuple[str, ...]) -> None:
         """worker, connect hr-webhook, connect poller and registry import refuse to run
@@ -375,6 +376,22 @@ class TestStartupErrors:
         assert result.stderr == (
             "error: config pollers.nope: no such poller in the configuration\n"
         )
+
+    def test_connect_ssf_transmitter_needs_its_signing_key(self) -> None:
+        """The transmitter signs every SET: without ``ssf.signing_key`` it refuses to start,
+        naming the key, before it waits for the broker."""
+        result = cli("connect", "ssf-transmitter", ACCESSGUARD_BROKER="kafka://127.0.0.1:1")
+        assert result.exit_code == 2
+        assert result.stderr.startswith("error: config ssf.signing_key: ")
+
+    def test_worker_doors_are_named(self) -> None:
+        """``worker.doors`` takes only the doors a worker can serve; a typo names the key."""
+        result = cli(
+            "worker", ACCESSGUARD_BROKER="kafka://127.0.0.1:1", ACCESSGUARD_WORKER_DOORS="scim,hr"
+        )
+        assert result.exit_code == 2
+        assert "worker.doors" in result.stderr
+        assert "'scim' or 'ssf'" in result.stderr
 
     def test_hr_send_without_secret_names_the_key(self, tmp_path: Path) -> None:
         """Signing needs hr.webhook_secret; without it the error names that key."""

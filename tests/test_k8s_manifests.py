@@ -37,8 +37,9 @@ from connectors.base.leak_sources import LEAK_FEEDS
 from connectors.custody.settings import OpenBaoSettings
 from streams.bus.access import Access, component_access
 from streams.bus.topics import Topics, topic_specs
-from streams.config import SECRET_KEYS, load_config
+from streams.config import load_config
 from streams.detect.load import load_rules
+from streams.runtime.secretcheck import secret_uses
 from tests.kustomize_lite import CLUSTER_SCOPED, build, split_image
 
 REPO = Path(__file__).resolve().parents[1]
@@ -413,6 +414,7 @@ def test_workloads_run_the_documented_commands(
         }
     assert args["accessguard-worker"] == ["worker"]
     assert args["accessguard-hr-webhook"] == ["connect", "hr-webhook"]
+    assert args["accessguard-ssf-transmitter"] == ["connect", "ssf-transmitter"]
     pollers = {
         o["metadata"]["name"]: o
         for o in objects
@@ -459,17 +461,19 @@ def test_rules_configmap_loads(tmp_path: Path) -> None:
 
 
 def _secret_refs(config: Any) -> dict[str, set[str]]:
-    """Secret references of the configuration, grouped by the component that uses them."""
+    """Secret references each component needs, as its process's start-up check marks them
+    (streams/runtime/secretcheck.py ``secret_uses``, with the arguments its command passes)."""
 
-    def refs(settings: dict[str, Any]) -> set[str]:
-        return {v.reference for k, v in settings.items() if k in SECRET_KEYS and v}
+    def needed(**uses: Any) -> set[str]:
+        return {u.secret.reference for u in secret_uses(config, **uses) if u.needed}
 
-    worker: set[str] = set()
-    for settings in [*config.providers.values(), *config.sinks.values()]:
-        worker |= refs(settings)
-    out = {"worker": worker, "hr-webhook": {config["hr.webhook_secret"].reference}}
-    for name, settings in config.pollers.items():
-        out[f"poller-{name}"] = refs(settings)
+    out = {
+        "worker": needed(execute=True, doors=config.settings.worker.doors),
+        "hr-webhook": needed(serve_hr=True),
+        "ssf-transmitter": needed(doors=["transmitter"]),
+    }
+    for name in config.pollers:
+        out[f"poller-{name}"] = needed(pollers=[name])
     return out
 
 
@@ -926,16 +930,132 @@ def test_network_policy(rendered: tuple[str, list[dict[str, Any]]]) -> None:
                     assert set(peer) == {"namespaceSelector", "podSelector"}, peer
             if 443 in ports:
                 components = spec["podSelector"]["matchExpressions"][0]["values"]
-                assert sorted(components) == ["poller", "worker"]
+                assert sorted(components) == ["poller", "ssf-transmitter", "worker"]
                 for peer in rule["to"]:
                     net = ipaddress.ip_network(peer["ipBlock"]["cidr"])
                     excluded = [ipaddress.ip_network(c) for c in peer["ipBlock"]["except"]]
                     assert all(not n.is_global for n in excluded), excluded
                     assert [n for n in excluded if n.is_link_local], "metadata address"
                     assert len(excluded) >= 3, net
-    hr_rule = policies["accessguard-ingress-hr-webhook"]["ingress"][0]
-    assert prometheus in hr_rule["from"]
-    assert policies["accessguard-ingress-worker"]["ingress"][0]["from"] == [prometheus]
+    ingress_controller = {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}},
+        "podSelector": {"matchLabels": {"app.kubernetes.io/name": "ingress-nginx"}},
+    }
+    # the ingress controller reaches exactly the pods the Ingress routes to; others only
+    # Prometheus (pollers)
+    reached = {
+        name.removeprefix("accessguard-ingress-")
+        for name, spec in policies.items()
+        if any(ingress_controller in rule["from"] for rule in spec.get("ingress", []))
+    }
+    assert reached == {"hr-webhook", "worker", "ssf-transmitter"}
+    for name in reached:
+        assert policies[f"accessguard-ingress-{name}"]["ingress"][0]["from"] == [
+            ingress_controller,
+            prometheus,
+        ]
+    assert policies["accessguard-ingress-poller"]["ingress"][0]["from"] == [prometheus]
+
+
+#: Where each public path must go: the component whose process serves it. SCIM and the SSF
+#: push receiver write the registry topic, so they are the workers' (worker.doors), never the
+#: HR edge's; the transmitter's key material is served by the transmitter alone.
+PUBLIC_PATHS = {
+    "/v1/hr/events": "hr-webhook",
+    "/scim/v2": "worker",
+    "/ssf/push": "worker",
+    "/.well-known/jwks.json": "ssf-transmitter",
+    "/.well-known/ssf-configuration": "ssf-transmitter",
+}
+
+
+def _routes(rendered: tuple[str, list[dict[str, Any]]]) -> dict[str, str]:
+    """Ingress path -> the component of the workload its backend Service selects."""
+    objects = rendered[1]
+    services = {s["metadata"]["name"]: s for s in _objects(rendered, "Service")}
+    workloads = _objects(rendered, "Deployment") + _objects(rendered, "StatefulSet")
+    out = {}
+    for ingress in _objects(rendered, "Ingress"):
+        for rule in ingress["spec"]["rules"]:
+            for path in rule["http"]["paths"]:
+                backend = path["backend"]["service"]
+                service = services[backend["name"]]
+                assert backend["port"] == {"name": "http"}, path
+                (workload,) = [
+                    w
+                    for w in workloads
+                    if _labels_match(
+                        service["spec"]["selector"], w["spec"]["template"]["metadata"]["labels"]
+                    )
+                ]
+                labels = workload["spec"]["template"]["metadata"]["labels"]
+                out[path["path"]] = labels["app.kubernetes.io/component"]
+    assert objects
+    return out
+
+
+def test_ingress_routes_each_door_only_to_the_pods_that_serve_it(
+    rendered: tuple[str, list[dict[str, Any]]],
+) -> None:
+    """The Ingress routes exactly the public doors, each to its component: HR to the HR
+    edge, SCIM and SSF push to the workers (whose configuration turns those
+    doors on), the JWKS and SSF configuration to the transmitter; /metrics, /readyz,
+    /v1/ssf/status and the ingest endpoints are not routed. TLS covers every host."""
+    (ingress,) = _objects(rendered, "Ingress")
+    assert _routes(rendered) == PUBLIC_PATHS
+    hosts = {rule["host"] for rule in ingress["spec"]["rules"]}
+    assert hosts <= {h for tls in ingress["spec"]["tls"] for h in tls["hosts"]}
+    config, _ = _effective_config(rendered[1])
+    assert set(config.settings.worker.doors) == {"scim", "ssf"}
+    assert config.settings.ssf.signing_key is not None  # the transmitter pod starts
+
+
+def test_ssf_transmitter_runs_once_and_only_it_holds_the_signing_key(
+    rendered: tuple[str, list[dict[str, Any]]],
+) -> None:
+    """One transmitter pod at most (a one-replica StatefulSet: no surge, no overlap), its
+    checkpoint on a claim of its own; the signing key is mounted in that pod alone and the
+    SCIM token in the workers alone; its KafkaUser reads the audit topic and the registry and
+    writes nothing; the workers' KafkaUser may write the registry (SCIM, SSF) but the HR
+    edge's may not."""
+    objects = rendered[1]
+    config, _ = _effective_config(objects)
+    transmitter = _one(objects, "StatefulSet", "accessguard-ssf-transmitter")
+    assert transmitter["spec"]["replicas"] == 1
+    (claim,) = transmitter["spec"]["volumeClaimTemplates"]
+    (container,) = transmitter["spec"]["template"]["spec"]["containers"]
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    assert mounts[str(config.data_dir)] == claim["metadata"]["name"]
+    holders: dict[str, set[str]] = {}
+    for obj, spec in _pods(objects):
+        for volume in spec.get("volumes", []):
+            if volume.get("secret", {}).get("secretName") == SECRET_NAME:
+                for item in volume["secret"]["items"]:
+                    holders.setdefault(item["key"], set()).add(obj["metadata"]["name"])
+    assert holders["ssf-signing-key"] == {"accessguard-ssf-transmitter"}
+    assert holders["scim-token"] == {"accessguard-worker"}
+    prefix = config["topics.prefix"] + "."
+    users = _users(rendered)
+    t = Topics.from_config(config)
+    granted = _granted(users["accessguard-ssf-transmitter"], prefix)
+    assert granted == Access(read=frozenset({t.audit, t.registry}))
+    assert t.registry in _granted(users["accessguard-worker"], prefix).write
+    assert t.registry not in _granted(users["accessguard-hr-webhook"], prefix).write
+
+
+def test_worker_writes_the_registry_only_with_a_door_that_needs_it() -> None:
+    """A worker without doors never writes the registry; SCIM adds the registry; SSF adds the
+    registry, identity.events and leak.records; the transmitter exists with a signing key."""
+    base = load_config(K8S / "base" / "config.yaml", env={})
+    t = Topics.from_config(base)
+    plain = component_access(base.with_overrides(worker__doors=[]), LEAK_FEEDS)["worker"]
+    scim = component_access(base.with_overrides(worker__doors=["scim"]), LEAK_FEEDS)["worker"]
+    ssf = component_access(base.with_overrides(worker__doors=["ssf"]), LEAK_FEEDS)["worker"]
+    assert t.registry not in plain.write
+    assert scim.write - plain.write == {t.registry}
+    assert ssf.write - plain.write == {t.registry, t.identity_events, t.leak_records}
+    assert plain.read == scim.read == ssf.read
+    assert "ssf-transmitter" in component_access(base, LEAK_FEEDS)
 
 
 # --- monitoring -----------------------------------------------------------------------------

@@ -5,6 +5,7 @@ only a note for a secret the process does not use."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import structlog
@@ -206,3 +207,44 @@ def test_config_check_asks_every_used_reference_to_resolve_now(tmp_path: Path) -
     ]
     assert f"file:{tmp_path}/missing" in problems[0].message
     assert unused == ["providers.okta.token"]
+
+
+def test_each_process_needs_only_the_scim_and_ssf_secrets_of_its_doors(tmp_path: Path) -> None:
+    """`run` needs every SCIM and SSF secret; `connect hr-webhook` none of them; a worker with
+    ``worker.doors`` the SCIM token (scim) and the push tokens of the streams it receives
+    (ssf); `connect ssf-transmitter` the signing key and the receivers' tokens only."""
+    config = _config(
+        tmp_path,
+        {
+            "hr": {"webhook_secret": "hr-secret-value"},
+            "scim": {"token": "scim-token-value"},
+            "ssf": {
+                "signing_key": "file:/nowhere/key.pem",
+                "transmitters": {
+                    "idp": {
+                        "issuer": "https://idp.test",
+                        "audience": "a",
+                        "jwks_uri": "https://idp.test/k",
+                        "push_token": "push-token-value",
+                    }
+                },
+                "receivers": {"app": {"url": "https://a.test", "audience": "a", "token": "t"}},
+            },
+        },
+    )
+    ssf_and_scim = {
+        "scim.token",
+        "ssf.signing_key",
+        "ssf.transmitters.idp.push_token",
+        "ssf.receivers.app.token",
+    }
+
+    def needed(**uses: Any) -> set[str]:
+        return {u.path for u in secret_uses(config, **uses) if u.needed} & ssf_and_scim
+
+    assert needed(serve_hr=True, serve_ingest=True, execute=True) == ssf_and_scim
+    assert needed(serve_hr=True) == set()
+    assert needed(execute=True) == set()
+    assert needed(execute=True, doors=["scim"]) == {"scim.token"}
+    assert needed(execute=True, doors=["ssf"]) == {"ssf.transmitters.idp.push_token"}
+    assert needed(doors=["transmitter"]) == {"ssf.signing_key", "ssf.receivers.app.token"}

@@ -774,7 +774,7 @@ class TestConfig:
             ).decode()
         )  # fmt: skip
         config = load_config(path, env={})
-        uses = {u.path: u.needed for u in secret_uses(config, serve_hr=True)}
+        uses = {u.path: u.needed for u in secret_uses(config, serve_hr=True, execute=True)}
         assert uses["ssf.signing_key"] is True
         assert uses["ssf.transmitters.idp.push_token"] is True
         assert uses["ssf.receivers.app.token"] is True

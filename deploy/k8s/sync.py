@@ -42,7 +42,7 @@ CONTENT = BASE / "content"
 TOPICS_FILE = BASE / "kafkatopics.yaml"
 USERS_FILE = BASE / "kafkausers.yaml"
 #: Components with a KafkaUser here (``leaks-import`` is an operator's command, not deployed).
-DEPLOYED = ("worker", "hr-webhook", "registry-import")
+DEPLOYED = ("worker", "hr-webhook", "ssf-transmitter", "registry-import")
 STAGING_REGISTRY = K8S / "overlays" / "staging" / "registry.yaml"
 #: The Strimzi Kafka cluster the topics belong to (label strimzi.io/cluster); overlays patch it.
 KAFKA_CLUSTER = "accessguard-kafka"

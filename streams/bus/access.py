@@ -14,7 +14,14 @@ input topic and its dead-letter topic. Read from the code that produces and cons
   registry.changes, lifecycle, ledger and rule.state whole, without a group; it writes
   lifecycle, ledger, audit, alerts, rule.state and the dead-letter topics
   (streams/runtime/writes.py, engine.py) and hr.events (contract_ended events of agencies
-  past their end, streams/runtime/engine.py ``tick_agencies``). It never writes the registry.
+  past their end, streams/runtime/engine.py ``tick_agencies``). It writes the registry only
+  with a door of ``worker.doors`` that changes identity facts: ``scim`` (users created or
+  changed, streams/runtime/scim.py) and ``ssf`` (RISC ``identifier-changed``); ``ssf`` also
+  writes identity.events (CAEP session revocations) and leak.records (credential
+  compromise). SCIM's terminations go to hr.events, which it already writes.
+- ``ssf-transmitter`` (``accessguard connect ssf-transmitter``, with ``ssf.signing_key``):
+  reads the audit topic (the revocations it pushes) and the registry (its subjects), without
+  a group; writes nothing.
 - ``hr-webhook`` (``accessguard connect hr-webhook``): writes hr.events, reads it back at start
   to remember the event ids it accepted (``read_hr_seen``).
 - ``poller-<name>`` (``accessguard connect poller NAME``): a login poller writes auth.events
@@ -47,10 +54,16 @@ class Access:
 
 
 def component_access(config: Config, leak_feeds: Collection[str] = ()) -> dict[str, Access]:
-    """Every component's access under ``config``: the worker, the HR edge, one poller per
-    ``pollers`` entry (``leak_feeds``: the poller types that are leak feeds, as
-    connectors/base/leak_sources.py ``LEAK_FEEDS`` names them), and the two importers."""
+    """Every component's access under ``config``: the worker (with its ``worker.doors``), the
+    HR edge, the SSF transmitter (with ``ssf.signing_key``), one poller per ``pollers`` entry
+    (``leak_feeds``: the poller types that are leak feeds, as connectors/base/leak_sources.py
+    ``LEAK_FEEDS`` names them), and the two importers."""
     t = Topics.from_config(config)
+    doors = set(config.settings.worker.doors)
+    # identity facts (SCIM users, SSF identifier changes) are registry changes
+    door_writes = frozenset({t.registry} if doors else set()) | frozenset(
+        {t.identity_events, t.leak_records} if "ssf" in doors else set()
+    )
     access = {
         "worker": Access(
             read=frozenset(
@@ -60,6 +73,7 @@ def component_access(config: Config, leak_feeds: Collection[str] = ()) -> dict[s
             write=frozenset(
                 {t.lifecycle, t.ledger, t.audit, t.alerts, t.rule_state, t.hr_events}
                 | {t.auth_routed, t.alert_queue, t.hr_dlq, t.auth_dlq, t.leak_dlq}
+                | door_writes
             ),
             groups=frozenset({config.settings.worker.id}),
         ),
@@ -70,6 +84,8 @@ def component_access(config: Config, leak_feeds: Collection[str] = ()) -> dict[s
             write=frozenset({t.leak_records, t.leak_index}),
         ),
     }
+    if config.settings.ssf.signing_key is not None:
+        access["ssf-transmitter"] = Access(read=frozenset({t.audit, t.registry}))
     for name, settings in config.pollers.items():
         feed = str(settings.get("type")) in leak_feeds
         topic, dlq = (t.leak_records, t.leak_dlq) if feed else (t.auth_events, t.auth_dlq)

@@ -181,8 +181,8 @@ class Views:
         bootstrap: str,
         *,
         registry_topic: str,
-        lifecycle_topic: str,
-        ledger_topic: str,
+        lifecycle_topic: str | None,
+        ledger_topic: str | None,
         writer_id: bytes,
         rule_state_topic: str | None = None,
         rule_state: RuleStateLog | None = None,
@@ -199,11 +199,12 @@ class Views:
         #: topic): durable, and the same on every worker, like the registry it describes.
         self.scim: dict[str, dict[str, Any]] = {}
         self.writer_id = writer_id
-        self._topics = {
-            registry_topic: self._apply_registry,
-            lifecycle_topic: self._apply_state,
-            ledger_topic: self._apply_ledger,
-        }
+        # lifecycle and ledger None: a registry-only view (the SSF transmitter's subjects)
+        self._topics = {registry_topic: self._apply_registry}
+        if lifecycle_topic is not None:
+            self._topics[lifecycle_topic] = self._apply_state
+        if ledger_topic is not None:
+            self._topics[ledger_topic] = self._apply_ledger
         self.rule_state = rule_state
         if rule_state_topic is not None and rule_state is not None:
             self._topics[rule_state_topic] = self._apply_rule_state

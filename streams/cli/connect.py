@@ -68,6 +68,32 @@ def connect_hr_webhook(config_path: str | None, port: int | None) -> None:
     asyncio.run(serve())
 
 
+@connect.command("ssf-transmitter")
+@config_option
+@click.option("--port", type=int, help="HTTP port (http.port).")
+def connect_ssf_transmitter(config_path: str | None, port: int | None) -> None:
+    """Push accessguard's revocations as signed SETs to ssf.receivers, once (run one), and
+    serve /.well-known/jwks.json, /.well-known/ssf-configuration, /v1/ssf/status, /metrics."""
+    import asyncio  # noqa: PLC0415
+
+    from streams.runtime.ssftransmitter import (  # noqa: PLC0415
+        TransmitterHost,
+        require_signing_key,
+        serve,
+    )
+
+    config = load(config_path, http__port=port)
+    require_kafka(config, "connect ssf-transmitter")
+    require_signing_key(config)
+    started = start(config, "ssf-transmitter", {"doors": ["transmitter"]})
+
+    async def run() -> None:
+        host = TransmitterHost(config, started.bootstrap, started.secrets)
+        await serve(host, stop_on_signals(), click.echo)
+
+    asyncio.run(run())
+
+
 @connect.command("poller")
 @config_option
 @click.argument("name")

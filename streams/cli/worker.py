@@ -18,6 +18,7 @@ def worker(config_path: str | None, port: int | None) -> None:
 
     config = load(config_path, http__port=port)
     require_kafka(config, "accessguard worker")
-    started = start(config, "worker", {"execute": True})
+    doors = config.settings.worker.doors  # scim, ssf: besides health and metrics
+    started = start(config, "worker", {"execute": True, "doors": doors})
     app, services = build_worker(started, serve_hr=False)
     sys.exit(run_worker(app, services, loglevel=config["log.level"]))

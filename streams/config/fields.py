@@ -19,7 +19,7 @@ import difflib
 import math
 import types
 from collections.abc import Callable, Iterable, Sequence
-from typing import Annotated, Any, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel, BeforeValidator, PlainSerializer, PlainValidator, WithJsonSchema
 from pydantic import ValidationError as PydanticValidationError
@@ -96,6 +96,8 @@ Int = Annotated[int, BeforeValidator(to_int)]
 Float = Annotated[float, BeforeValidator(to_float)]
 Str = Annotated[str, BeforeValidator(to_str)]
 Names = Annotated[list[str], BeforeValidator(to_names)]
+#: ``worker.doors``: the HTTP doors a bare worker serves beside health and metrics.
+Doors = Annotated[list[Literal["scim", "ssf"]], BeforeValidator(to_names)]
 #: A secret: inline, ``env:NAME`` or ``file:/path`` (re-read at each use); see the docstring.
 SecretValue = Annotated[
     Secret,

@@ -32,7 +32,7 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from streams.config.alerting import IncidentSettings, IntentSettings, RouteSettings
-from streams.config.fields import Bool, Float, Int, Names, SecretValue, Str
+from streams.config.fields import Bool, Doors, Float, Int, Names, SecretValue, Str
 from streams.config.hooks import HookSettings
 from streams.config.section import Section, _doc
 from streams.config.sources import SourceSettings
@@ -263,6 +263,11 @@ class WorkerSettings(Section):
     )
     hr_batch_wait: Float = _doc(
         "Longest an HR event waits for others to batch with, s", default=0.005, ge=0.001
+    )
+    doors: Doors = _doc(
+        "HTTP doors `accessguard worker` serves too: scim (/scim/v2), ssf (Shared Signals "
+        "push receiver); `accessguard run` serves all",
+        default_factory=list,
     )
 
 

@@ -28,7 +28,7 @@ from streams.runtime.parts import (
     leak_token,
     restore_seen,
 )
-from streams.runtime.scim import scim_service
+from streams.runtime.scim import scim_edge, scim_service
 from streams.runtime.ssfpart import start_ssf
 from streams.runtime.web import build_web_app
 
@@ -55,10 +55,23 @@ class Host(Protocol):
     def dump_options(self) -> DumpOptions: ...
 
 
+def served_doors(services: Host) -> frozenset[str]:
+    """The doors besides HR and ingest: all of them with ``serve_hr`` (``accessguard run``),
+    the Shared Signals transmitter included; else ``worker.doors`` (``accessguard worker``:
+    never the transmitter, which must run once, not once per replica, so it is ``accessguard
+    connect ssf-transmitter``'s)."""
+    if services.serve_hr:
+        return frozenset({"scim", "ssf", "transmitter"})
+    return frozenset(services.config.settings.worker.doors)
+
+
 async def build_edges(services: Host) -> web.Application:
     """The app with every door this process serves (``serve_hr``: HR, ingest, SCIM, SSF;
-    otherwise health and metrics only), their dedup memories restored first."""
+    otherwise health and metrics, and the doors of ``worker.doors``), their dedup memories
+    restored first."""
     hr = auth = leaks = None
+    doors = served_doors(services)
+    scim_hr = None
     if services.serve_hr:
         guard = auth_guard(services.config)
         hr = hr_webhook(
@@ -88,12 +101,26 @@ async def build_edges(services: Host) -> web.Application:
         )
         services.leak_ingest = leaks
         expect_cadences(services.config, hr.health, *auth.health.values(), leaks.health)
+        scim_hr = hr
+    elif "scim" in doors:
+        # SCIM's terminations still pass an HR edge's contract; its memory of accepted ids
+        # is restored from hr.events like the HR webhook's (the ids are deterministic).
+        scim_hr = scim_edge(services.config, services.publisher, services.journal)
+        await restore_seen(scim_hr, services.bootstrap, services.topics.hr_events)
+    ssf = None
+    if doors & {"ssf", "transmitter"}:
+        ssf = await start_ssf(
+            services,
+            receive="ssf" in doors,
+            transmit="transmitter" in doors,
+            singletons=services.serve_hr,
+        )
     return build_web_app(
         hr=hr,
         auth=auth,
         leaks=leaks,
-        scim=scim_service(services.config, hr, services.views),
-        extra=await start_ssf(services) if services.serve_hr else None,
+        scim=scim_service(services.config, scim_hr, services.views),
+        extra=ssf,
         readiness=services.readiness,
         max_body=max(
             int(services.config["http.max_body_bytes"]),

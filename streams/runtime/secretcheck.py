@@ -20,7 +20,7 @@ mounted, or is told not to look with ``--no-secrets``).
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,18 +55,20 @@ def secret_uses(
     execute: bool = False,
     pollers: Iterable[str] = (),
     leaks: bool = False,
+    doors: Collection[str] = (),
 ) -> list[SecretUse]:
     """The configured secrets, marked ``needed`` by what this process does: ``serve_hr``
     (the HR endpoint), ``serve_ingest`` (the login and leak endpoints), ``execute``
     (provider actions and alert sinks),
-    ``pollers`` (the names it runs), ``leaks`` (parses leaks: the HMAC key). Raises
+    ``pollers`` (the names it runs), ``leaks`` (parses leaks: the HMAC key), ``doors``
+    (``worker.doors`` a bare worker serves, or ``transmitter``: the SSF transmitter). Raises
     ConfigError when the HR endpoint is served with neither ``hr.webhook_secret`` nor
     ``hooks.standard_webhooks_secret`` (either scheme alone is enough)."""
     uses: list[SecretUse] = []
     fixed = {
         "hr.webhook_secret": serve_hr,
-        # the SCIM service runs beside the HR edge where the registry view is (`run`)
-        "scim.token": serve_hr and execute,
+        # the SCIM service runs where the registry view is: `run`, a worker with the door
+        "scim.token": (serve_hr and execute) or "scim" in doors,
         "hooks.standard_webhooks_secret": serve_hr,
         "hooks.event_hook_secret": serve_hr,
         "auth.ingest_token": serve_ingest,
@@ -87,8 +89,13 @@ def secret_uses(
         secret = config[path]
         if secret is not None:
             uses.append(SecretUse(path, secret, needed))
-    # Shared Signals runs beside the HR door (streams/runtime/ssfpart.py)
-    uses += [SecretUse(p, s, serve_hr) for p, s in ssf_secrets(config.settings.ssf)]
+    # Shared Signals (streams/runtime/ssfpart.py): all of it in `run`; the receiving side
+    # (ssf.transmitters.*) in a worker with the ssf door; the signing key and the receivers'
+    # tokens in the transmitter; none in `connect hr-webhook` (serve_hr without execute).
+    everything = serve_hr and execute
+    for p, s in ssf_secrets(config.settings.ssf):
+        side = "ssf" if p.startswith("ssf.transmitters.") else "transmitter"
+        uses.append(SecretUse(p, s, everything or side in doors))
     executing = execute and not config["executor.dry_run"]
     running = set(pollers)
     sections: tuple[tuple[str, dict[str, dict[str, Any]]], ...] = (

@@ -186,16 +186,24 @@ async def _manage(name: str, entry: SsfTransmitter, stream: SsfStream, http: Htt
         log.error("ssf.stream_management_failed", transmitter=name, error=str(exc)[:300])
 
 
-async def start_ssf(worker: Any) -> SsfPart | None:
-    """Build and start Shared Signals for ``worker`` (a :class:`streams.runtime.worker.Services`);
-    None when ``ssf`` configures nothing."""
+async def start_ssf(
+    worker: Any, *, receive: bool = True, transmit: bool = True, singletons: bool = True
+) -> SsfPart | None:
+    """Build and start Shared Signals for ``worker`` (a :class:`streams.runtime.worker.Services`,
+    or the host of ``accessguard connect ssf-transmitter``); None when ``ssf`` configures
+    nothing this process runs. ``receive``: the push endpoint of ``ssf.transmitters``;
+    ``singletons``: their poll delivery and stream management too, which must run in one
+    process only (every replica polling would race for the same events); ``transmit``: the
+    transmitter and its well-known URLs (one process only: each would push every SET)."""
     config = worker.config
     settings: SsfSettings = config.settings.ssf
-    if not settings.transmitters and settings.signing_key is None:
+    receive = receive and bool(settings.transmitters)
+    transmit = transmit and settings.signing_key is not None
+    if not receive and not transmit:
         return None
     receiver: SsfReceiver | None = None
     store = CheckpointStore(config.data_dir / "checkpoints")
-    if settings.transmitters:
+    if receive:
         receiver = SsfReceiver(
             build_streams(settings, worker.http),
             publisher=worker.publisher,
@@ -211,6 +219,15 @@ async def start_ssf(worker: Any) -> SsfPart | None:
         kept = receiver.contract.restore(worker.journal.path, time.time())
         log.info("ssf.seen_restored", remembered=kept, seconds=round(time.monotonic() - started, 3))
         for name, entry in settings.transmitters.items():
+            if not singletons:
+                if entry.manage_stream or entry.poll_url:
+                    log.warning(
+                        "ssf.singletons_skipped",
+                        transmitter=name,
+                        effect="poll delivery and stream management run under `accessguard "
+                        "run` only: a worker receives this stream's SETs by push",
+                    )
+                continue
             if entry.manage_stream:
                 manage = _manage(name, entry, receiver.streams[name], worker.http)
                 worker._poll_tasks.append(asyncio.create_task(manage, name=f"ssf-stream-{name}"))
@@ -230,7 +247,7 @@ async def start_ssf(worker: Any) -> SsfPart | None:
                 asyncio.create_task(poller.run(worker._poll_stop), name=f"ssf-poll-{name}")
             )
     transmitter: Transmitter | None = None
-    if settings.signing_key is not None:
+    if transmit and settings.signing_key is not None:
         try:
             pem = settings.signing_key.reveal()
         except OSError as exc:  # a file: secret not mounted (yet): the secret check logged it
