@@ -809,13 +809,14 @@ def test_kafkauser_acls_are_what_the_code_needs(
 
 def _write_violations(users: dict[str, dict[str, Any]], config: Any) -> list[str]:
     """Who writes what they must not: the registry and the leak-index snapshots are written
-    by the registry importer and the worker at most; the HR edge writes only hr.events and a
-    poller only its input topics (auth.events with identity.events, or leak.records) and
+    by the registry importer and the worker at most; the HR edge writes only input topics
+    (hr.events, and with Okta Event Hooks auth.events and identity.events) and a poller only
+    its input topics (auth.events with identity.events, or leak.records) and
     their dead letters."""
     t = Topics.from_config(config)
     prefix = config["topics.prefix"] + "."
     inputs = {
-        "hr-webhook": [{t.hr_events}],
+        "hr-webhook": [{t.hr_events, t.auth_events, t.identity_events}],
         "poller": [{t.auth_events, t.auth_dlq, t.identity_events}, {t.leak_records, t.leak_dlq}],
     }
     out = []
@@ -962,6 +963,7 @@ def test_network_policy(rendered: tuple[str, list[dict[str, Any]]]) -> None:
 #: HR edge's; the transmitter's key material is served by the transmitter alone.
 PUBLIC_PATHS = {
     "/v1/hr/events": "hr-webhook",
+    "/v1/okta/event-hooks": "hr-webhook",
     "/scim/v2": "worker",
     "/ssf/push": "worker",
     "/.well-known/jwks.json": "ssf-transmitter",
@@ -1056,6 +1058,19 @@ def test_worker_writes_the_registry_only_with_a_door_that_needs_it() -> None:
     assert ssf.write - plain.write == {t.registry, t.identity_events, t.leak_records}
     assert plain.read == scim.read == ssf.read
     assert "ssf-transmitter" in component_access(base, LEAK_FEEDS)
+
+
+def test_the_hr_edge_writes_login_and_identity_events_only_with_okta_event_hooks() -> None:
+    """The Okta Event Hook door publishes account locks to auth.events and MFA resets to
+    identity.events (connectors/okta/event_hook.py): the HR edge may write them exactly while
+    hooks.event_hook_secret is set, and hr.events always."""
+    base = load_config(K8S / "base" / "config.yaml", env={})
+    t = Topics.from_config(base)
+    hooked = component_access(base, LEAK_FEEDS)["hr-webhook"]
+    assert base["hooks.event_hook_secret"] is not None
+    assert hooked.write == {t.hr_events, t.auth_events, t.identity_events}
+    plain = component_access(base.with_overrides(hooks__event_hook_secret=None), LEAK_FEEDS)
+    assert plain["hr-webhook"].write == {t.hr_events}
 
 
 # --- monitoring -----------------------------------------------------------------------------

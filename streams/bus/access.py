@@ -4,8 +4,8 @@ Kafka user.
 deploy/k8s/sync.py turns this into one Strimzi ``KafkaUser`` per component (mTLS, ``simple``
 ACLs); tests/test_k8s_manifests.py checks the rendered users against it and checks, on the
 rendered ACLs themselves, that only the registry importer writes the registry, that nobody
-deployed writes the leak-index snapshots, and that pollers and the HR edge write only their
-input topic and its dead-letter topic. Read from the code that produces and consumes:
+deployed writes the leak-index snapshots, and that pollers and the HR edge write only input
+topics (and a poller its dead-letter topic). Read from the code that produces and consumes:
 
 - ``worker`` (``accessguard worker``): the Faust agents consume hr.events, auth.events,
   leak.records, auth.routed (events handed to the owner of their group key) and
@@ -23,7 +23,9 @@ input topic and its dead-letter topic. Read from the code that produces and cons
   reads the audit topic (the revocations it pushes) and the registry (its subjects), without
   a group; writes nothing.
 - ``hr-webhook`` (``accessguard connect hr-webhook``): writes hr.events, reads it back at start
-  to remember the event ids it accepted (``read_hr_seen``).
+  to remember the event ids it accepted (``read_hr_seen``); with Okta Event Hooks
+  (``hooks.event_hook_secret``) also auth.events (account locks) and identity.events (MFA
+  resets), input topics like a login poller's.
 - ``poller-<name>`` (``accessguard connect poller NAME``): a login poller writes auth.events
   and auth.events.dlq, a leak feed leak.records and leak.records.dlq; both read the registry.
 - ``registry-import`` (``accessguard registry import``): reads and writes registry.changes.
@@ -77,7 +79,17 @@ def component_access(config: Config, leak_feeds: Collection[str] = ()) -> dict[s
             ),
             groups=frozenset({config.settings.worker.id}),
         ),
-        "hr-webhook": Access(read=frozenset({t.hr_events}), write=frozenset({t.hr_events})),
+        "hr-webhook": Access(
+            read=frozenset({t.hr_events}),
+            write=frozenset({t.hr_events})
+            # Okta Event Hooks (hooks.event_hook_secret): a lock is a login event, an MFA reset
+            # an identity event; both input topics, as a login poller writes them
+            | (
+                frozenset({t.auth_events, t.identity_events})
+                if config.settings.hooks.event_hook_secret is not None
+                else frozenset()
+            ),
+        ),
         "registry-import": Access(read=frozenset({t.registry}), write=frozenset({t.registry})),
         "leaks-import": Access(
             read=frozenset({t.registry, t.leak_index}),
