@@ -35,7 +35,7 @@ from streams.bus.views import Publisher
 from streams.cli import main
 from streams.cli.audit import parse_time
 from streams.config import Config, load_config
-from streams.config.models import RetentionSettings
+from streams.config.kafka import RetentionSettings
 from streams.support.errors import ConfigError
 from tests.engine_harness import build_engine, hr_event
 from tests.fakes import FakeVendorServer

@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 
     from streams.config import Config
-    from streams.config.models import KafkaSettings
+    from streams.config.kafka import KafkaSettings
 
 log = structlog.get_logger(__name__)
 
