@@ -72,6 +72,9 @@ def test_no_label_can_carry_a_person() -> None:
     allowed |= {"intent"}
     # Shared Signals: configured transmitter and receiver names (streams/config/ssf.py)
     allowed |= {"transmitter", "receiver"}
+    # identity-security events evaluated per vendor (the closed set kinds.LOGIN_VENDORS, which
+    # IdentityEvent validates)
+    allowed |= {"vendor"}
     for family in metrics.REGISTRY.collect():
         for sample in family.samples:
             assert set(sample.labels) - {"le"} <= allowed, (family.name, sample.labels)
