@@ -74,6 +74,39 @@ def detection(
     details["done"] = what_was_done(rule, actions, notes, dropped)
     details["actions"] = [f"{a.action}@{a.provider}" for a in actions]
     details["route"] = route_of(rule) or "none"
+    return alerted(
+        rule,
+        dedup_key=f"{rule.id}:{group_part(key)}:{bucket}",
+        key=key,
+        title=title,
+        why=why,
+        event_id=event_id,
+        identity=identity,
+        details=details,
+        actions=actions,
+        notes=notes,
+        dropped=dropped,
+        evidence=evidence,
+    )
+
+
+def alerted(
+    rule: Rule,
+    *,
+    dedup_key: str,
+    key: str,
+    title: str,
+    why: str,
+    event_id: str,
+    identity: str | None,
+    details: dict[str, Any],
+    actions: Sequence[Action],
+    notes: Sequence[str],
+    dropped: tuple[str, ...],
+    evidence: dict[str, Any] | None = None,
+) -> Detection:
+    """The detection with its one alert under ``dedup_key`` (login, identity and leak rules
+    alike); ``details`` gains the notes and the dropped response when there are any."""
     if notes:
         details["notes"] = list(notes)
     if dropped:
@@ -82,7 +115,7 @@ def detection(
         severity=rule.severity,
         rule=rule.id,
         identity=identity,
-        dedup_key=f"{rule.id}:{group_part(key)}:{bucket}",
+        dedup_key=dedup_key,
         title=title[:1000],
         details=details,
         runbook=rule.runbook,

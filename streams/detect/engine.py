@@ -25,7 +25,7 @@ from datetime import datetime
 from typing import Any
 
 from streams.detect.checks import Compiled, haversine_km
-from streams.detect.detections import detection, route_of
+from streams.detect.detections import alerted, detection, route_of
 from streams.detect.exceptions import Suppressor
 from streams.detect.fields import Ctx, LeakCtx, LeakSubject
 from streams.detect.model import Detection, Rule, RuleSet
@@ -33,7 +33,6 @@ from streams.detect.responses import respond, respond_leak
 from streams.detect.state import RuleState
 from streams.model.access import shared_credential_holders
 from streams.model.records import (
-    Alert,
     LeakRecord,
     LoginEvent,
     subject_hash,
@@ -250,30 +249,17 @@ class RuleEngine:
             actions=[f"{a.action}@{a.provider}" for a in actions],
             route=route or "none",
         )
-        if notes:
-            details["notes"] = notes
-        if dropped:
-            details["dropped_response"] = list(dropped)
-        identity = subject.id if subject.kind == "identity" else None
-        alert = Alert(
-            severity=rule.severity,
-            rule=rule.id,
-            identity=identity,
+        return alerted(
+            rule,
             dedup_key=f"{record.cause}:{subject.id}:{rule.id}",
-            title=title[:1000],
-            details=details,
-            runbook=rule.runbook,
-        )
-        return Detection(
-            rule=rule.id,
-            severity=rule.severity,
-            group_key=subject.id,
+            key=subject.id,
             title=title,
             why=why,
             event_id=subject.event_id,
-            identity=identity,
-            actions=tuple(actions),
-            alerts=(alert,),
+            identity=subject.id if subject.kind == "identity" else None,
+            details=details,
+            actions=actions,
+            notes=notes,
             dropped=dropped,
         )
 
