@@ -181,15 +181,21 @@ class TestLeakUploadBounds:
             stop, latencies = threading.Event(), []
             probe = threading.Thread(target=healthz_latencies, args=(e.url, stop, latencies))
             probe.start()
+            started = time.monotonic()
             try:
                 resp = e.post_leaks(body, ctype="text/csv")
             finally:
+                took = time.monotonic() - started
                 stop.set()
                 probe.join()
             assert resp.status_code == 200, resp.text[:300]
             assert resp.json()["matched"] == 1
             assert len(latencies) >= 3
-            assert max(latencies) < HEALTH_BOUND, sorted(latencies)[-5:]
+            # the parse on the event loop would stall /healthz for most of the upload's time;
+            # off it, a stall is a GC pass over the 100k records (0.25 s seen on a loaded CI
+            # machine, in 0.9-2 s uploads): the bound scales with the upload, never below 0.2 s
+            bound = max(HEALTH_BOUND, took / 3)
+            assert max(latencies) < bound, (took, sorted(latencies)[-5:])
 
     def test_content_encoding_is_refused(self, edge: Edge) -> None:
         """aiohttp would inflate a Content-Encoding body before any bound: 415, say why."""

@@ -7,6 +7,8 @@ share one config.yaml."""
 
 from __future__ import annotations
 
+import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -177,5 +179,15 @@ def test_worker_serves_scim_and_ssf_push_and_one_transmitter_pushes(
                 assert secret not in written
             # SIGTERM (a pod's stop) ends it cleanly, its place in the audit topic on its disk
             assert transmitter.stop() == 0
-            assert list((transmitter.data_dir / "checkpoints").iterdir())
+            pushed = len(receiver.received)  # more revocations may have run since the wait
+            [saved] = (transmitter.data_dir / "checkpoints").iterdir()
+            offsets = json.loads(saved.read_text())["cursor"]["offsets"]
+            assert sum(offsets.values()) >= pushed  # every audit record it read
+            # a restart resumes there: nothing is pushed again (the jtis would absorb it, but a
+            # restart re-sending the whole audit window is load on every receiver)
+            with transmitter:
+                time.sleep(3)  # longer than the poll of the audit topic (0.5 s)
+                status = requests.get(f"{transmitter.url}/v1/ssf/status", timeout=5).json()
+                assert status["receivers"]["app"]["delivered"] == 0
+            assert len(receiver.received) == pushed
     receiver.close()

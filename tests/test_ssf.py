@@ -29,7 +29,13 @@ from connectors.ingest.edge import AuthGuard
 from connectors.ingest.ssf.events import map_set
 from connectors.ingest.ssf.poller import SsfPoller
 from connectors.ingest.ssf.receiver import SOURCE, SsfReceiver, SsfStream
-from connectors.ingest.ssf.transmitter import SetSigner, Target, Transmitter, metadata
+from connectors.ingest.ssf.transmitter import (
+    FIRST_START_WINDOW,
+    SetSigner,
+    Target,
+    Transmitter,
+    metadata,
+)
 from connectors.ingest.ssf.verify import JwksCache, SetRefused, SetVerifier
 from streams.bus.journal import Journal
 from streams.config.ssf import SsfTransmitter
@@ -668,8 +674,8 @@ def test_a_set_that_failed_is_pushed_again_and_holds_the_checkpoint(
     registry: Registry, tmp_path: Path
 ) -> None:
     """A receiver down through the HTTP policy's retries: the SET waits, the checkpoint stays
-    before its audit record (a restart re-reads it), and once the receiver is back the retry
-    delivers it, re-signed, and the checkpoint moves on."""
+    at its audit record's offset (a restart re-reads it), and once the receiver is back the
+    retry delivers it, re-signed, and the checkpoint moves on."""
     signer = SetSigner(pem(rsa_key()), kid="ag-1", issuer="https://accessguard.example.test")
     jwks = serve_json(signer.jwks())
     store = CheckpointStore(tmp_path)
@@ -686,18 +692,65 @@ def test_a_set_that_failed_is_pushed_again_and_holds_the_checkpoint(
         )
         rx.down = True
         record = audit("revoke_sessions", clock[0])
-        assert asyncio.run(transmitter.handle(record)) == 0
+        assert asyncio.run(transmitter.handle(record, (2, 41))) == 0
+        transmitter.offsets.update({2: 42, 0: 7})  # what run() does after each record
         transmitter.checkpoint()
-        assert store.load("ssf-transmitter")["ts"] < record["ts"]
+        assert store.load("ssf-transmitter") == {"offsets": {"0": 7, "2": 41}}
         rx.down = False
         assert asyncio.run(transmitter.retry_due()) == 0  # not due yet
         clock[0] += 31
         assert asyncio.run(transmitter.retry_due()) == 1
         transmitter.checkpoint()
-        assert store.load("ssf-transmitter")["ts"] == record["ts"]
+        assert store.load("ssf-transmitter") == {"offsets": {"0": 7, "2": 42}}
     jwks.close()
     assert [next(iter(c["events"])) for c in rx.received] == [CAEP + "session-revoked"]
     assert transmitter.status["app"]["failed"] == 1
+
+
+def test_records_from_partitions_read_out_of_time_order_are_all_transmitted(
+    registry: Registry, tmp_path: Path
+) -> None:
+    """The audit topic's partitions are read interleaved: a revocation read after a later one
+    (another partition) is transmitted too (CI once lost alice's SETs behind bob's). A restart
+    resumes at the checkpoint's offsets with no time floor; a first start skips what is older
+    than the first-start window."""
+    signer = SetSigner(pem(rsa_key()), kid="ag-1", issuer="https://accessguard.example.test")
+    jwks = serve_json(signer.jwks())
+    store = CheckpointStore(tmp_path)
+    now = time.time()
+    events = frozenset({"session-revoked", "account-disabled"})
+
+    def make() -> Transmitter:
+        return Transmitter(
+            signer,
+            [Target("app", rx.url, "a", Secret(RECEIVER_TOKEN), events)],
+            http=HttpClient(RetryPolicy(max_attempts=1)),
+            policy=RetryPolicy(max_attempts=1),
+            registry=lambda: registry,
+            checkpoints=store,
+        )
+
+    with fake_receiver(issuer=signer.issuer, audience="a", jwks_url=jwks.url) as rx:
+        first = make()
+        later = {**audit("revoke_sessions", now), "cause": "ssf:bob"}
+        earlier = audit("disable_account", now - 5)
+        history = audit("revoke_sessions", now - FIRST_START_WINDOW - 60)
+
+        async def go() -> list[int]:
+            return [
+                await first.handle(later, (1, 0)),
+                await first.handle(earlier, (0, 0)),
+                await first.handle(history, (0, 1)),
+            ]
+
+        assert asyncio.run(go()) == [1, 1, 0]
+        first.offsets.update({0: 2, 1: 1})
+        first.checkpoint()
+        again = make()
+        assert again.offsets == {0: 2, 1: 1}
+        assert asyncio.run(again.handle(history, (0, 1))) == 1  # a checkpoint has no floor
+    jwks.close()
+    assert len(rx.received) == 3
 
 
 def audit(

@@ -129,9 +129,10 @@ def _json(body: Any) -> web.Response:
     return web.Response(body=orjson.dumps(body), content_type="application/json")
 
 
-async def _audit_consumer(bootstrap: str, topic: str) -> Any:
-    """A group-less consumer of the whole audit topic from its beginning (the transmitter
-    skips what its checkpoint says it handled)."""
+async def _audit_consumer(bootstrap: str, topic: str, offsets: Mapping[int, int]) -> Any:
+    """A group-less consumer of every partition of the audit topic, each from the
+    transmitter's checkpoint (``offsets``), else from its beginning (a first start: the
+    transmitter skips what is older than its first-start window)."""
     consumer = aio_consumer(
         bootstrap,
         group_id=None,
@@ -144,19 +145,30 @@ async def _audit_consumer(bootstrap: str, topic: str) -> Any:
     from aiokafka import TopicPartition  # noqa: PLC0415 - as streams.bus.security does
 
     found = consumer.partitions_for_topic(topic)
-    if not found:
+    for wait in (0.5, 1, 2, 4, 8):  # the topic is created by the worker or `accessguard topics`
+        if found:
+            break
+        await asyncio.sleep(wait)
         await consumer._client.force_metadata_update()
-        found = consumer.partitions_for_topic(topic) or {0}
+        found = consumer.partitions_for_topic(topic)
+    if not found:
+        await consumer.stop()
+        raise RuntimeError(f"the audit topic {topic!r} has no partitions: is it created?")
     parts = [TopicPartition(topic, p) for p in sorted(found)]
     consumer.assign(parts)
-    await consumer.seek_to_beginning(*parts)
+    fresh = [tp for tp in parts if tp.partition not in offsets]
+    if fresh:
+        await consumer.seek_to_beginning(*fresh)
+    for tp in parts:
+        if tp.partition in offsets:
+            consumer.seek(tp, offsets[tp.partition])
     return consumer
 
 
 async def _transmit(
     transmitter: Transmitter, bootstrap: str, topic: str, stop: asyncio.Event
 ) -> None:
-    consumer = await _audit_consumer(bootstrap, topic)
+    consumer = await _audit_consumer(bootstrap, topic, transmitter.offsets)
     try:
         await transmitter.run(consumer, stop)
     finally:

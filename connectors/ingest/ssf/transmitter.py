@@ -21,8 +21,12 @@ or failing receiver can never hold back a revocation (the plans never wait for i
   waiting, so a restart sends it too. Per receiver: counted in
   ``accessguard_ssf_deliveries_total``, ``accessguard_ssf_receiver_up``, and
   :attr:`Transmitter.status` (served at ``/v1/ssf/status``).
-* **Where to resume** is a checkpoint (the audit ``ts`` last handled) in the data directory;
-  without one, audit records older than :data:`FIRST_START_WINDOW` are not transmitted.
+* **Where to resume** is a checkpoint in the data directory: the next audit offset of each
+  partition, never past a SET still waiting for its retry. The audit topic has several
+  partitions, read interleaved, so record times are not monotonic: nothing is skipped for
+  being older than something already handled (that lost a revocation read after a later one
+  from another partition); repeats are absorbed by the ``jti``. Without a checkpoint, audit
+  records older than :data:`FIRST_START_WINDOW` are history and are not transmitted.
 
 The subject is the identity's first registry e-mail (``email`` format), else its registry id
 (``opaque``): never anything the registry does not already hold.
@@ -147,6 +151,7 @@ class _Pending:
     sub_id: dict[str, str]
     ts: float  # the audit record's
     next_at: float
+    at: tuple[int, int] | None = None  # its (partition, offset), when read from the topic
 
 
 class Transmitter:
@@ -175,7 +180,13 @@ class Transmitter:
         #: SETs that failed after the HTTP policy's retries, by (receiver, jti).
         self._pending: dict[tuple[str, str], _Pending] = {}
         cursor = checkpoints.load(CHECKPOINT) if checkpoints is not None else None
-        self.since = float((cursor or {}).get("ts", clock() - FIRST_START_WINDOW))
+        #: partition -> the next audit offset to read (the checkpoint's, then the run's)
+        self.offsets: dict[int, int] = {
+            int(p): int(o) for p, o in ((cursor or {}).get("offsets") or {}).items()
+        }
+        #: audit records from before this are not transmitted: only on a first start (a
+        #: checkpoint's offsets say exactly where to resume)
+        self.floor = float("-inf") if self.offsets else clock() - FIRST_START_WINDOW
         self.status: dict[str, dict[str, Any]] = {
             t.name: {"delivered": 0, "failed": 0, "last_success": None, "last_error": None}
             for t in targets
@@ -190,10 +201,11 @@ class Transmitter:
             return {"format": "email", "email": found.emails[0]}
         return {"format": "opaque", "id": identity}
 
-    async def handle(self, record: Mapping[str, Any]) -> int:
-        """Transmit what one audit record says, if anything. Returns the SETs delivered."""
+    async def handle(self, record: Mapping[str, Any], at: tuple[int, int] | None = None) -> int:
+        """Transmit what one audit record (read at ``at``: partition, offset) says, if
+        anything. Returns the SETs delivered."""
         ts = record.get("ts")
-        if record.get("kind") != "action" or not isinstance(ts, int | float) or ts <= self.since:
+        if record.get("kind") != "action" or not isinstance(ts, int | float) or ts < self.floor:
             return 0
         outcome = record.get("outcome")
         found = EVENTS.get(str(record.get("action")))
@@ -215,12 +227,11 @@ class Transmitter:
         for target in self.targets:
             if short not in target.events or (target.name, jti) in self._sent:
                 continue
-            item = _Pending(target, jti, uri, payload, self._subject(identity), float(ts), 0.0)
+            item = _Pending(target, jti, uri, payload, self._subject(identity), float(ts), 0.0, at)
             if await self._send(item):
                 delivered += 1
             else:
                 self._hold(item)
-        self.since = max(self.since, float(ts))
         return delivered
 
     async def _send(self, item: _Pending) -> bool:
@@ -289,30 +300,41 @@ class Transmitter:
         status["last_success"] = self.clock()
         return True
 
+    def resume_at(self) -> dict[int, int]:
+        """Per partition, the offset to resume from: the next unread one, or an earlier record
+        whose SET still waits for its retry (a restart re-reads it; receivers deduplicate
+        what was delivered meanwhile)."""
+        offsets = dict(self.offsets)
+        for item in self._pending.values():
+            if item.at is not None:
+                part, offset = item.at
+                offsets[part] = min(offsets.get(part, offset), offset)
+        return offsets
+
     def checkpoint(self) -> None:
-        """Save where to resume: never past a SET still waiting for its retry, so a restart
-        re-reads its audit record (receivers deduplicate what was delivered meanwhile)."""
-        ts = self.since
-        if self._pending:
-            ts = min(ts, min(p.ts for p in self._pending.values()) - 0.001)
+        """Save :meth:`resume_at`."""
         if self.checkpoints is not None:
+            offsets = {str(p): o for p, o in sorted(self.resume_at().items())}
             try:
-                self.checkpoints.save(CHECKPOINT, {"ts": ts})
+                self.checkpoints.save(CHECKPOINT, {"offsets": offsets})
             except OSError as exc:  # the next start re-reads a little more: jtis absorb it
                 log.warning("ssf.checkpoint_failed", error=str(exc)[:200])
 
     async def run(self, consumer: Any, stop: asyncio.Event) -> None:
-        """Tail the audit topic with a started, assigned ``consumer`` until ``stop``."""
+        """Tail the audit topic with a started consumer, assigned and positioned at
+        :attr:`offsets` (:func:`streams.runtime.ssfpart`), until ``stop``."""
         while not stop.is_set():
             batch = await consumer.getmany(timeout_ms=500, max_records=500)
-            handled = bool(self._pending) and bool(await self.retry_due())
-            for records in batch.values():
+            moved = bool(self._pending) and bool(await self.retry_due())
+            for tp, records in batch.items():
                 for rec in records:
                     try:
                         value = orjson.loads(rec.value or b"null")
                         if isinstance(value, dict):
-                            handled |= bool(await self.handle(value)) or value.get("ts", 0) > 0
+                            await self.handle(value, (tp.partition, rec.offset))
                     except Exception:  # one bad record never stops the transmitter
                         log.exception("ssf.transmit_crashed", offset=rec.offset)
-            if handled:
+                    self.offsets[tp.partition] = rec.offset + 1
+                    moved = True
+            if moved:
                 self.checkpoint()
