@@ -253,6 +253,51 @@ def test_sequence_needs_the_firsts_within_the_window(registry: Registry) -> None
     assert inside.alerts(120, identity="alice", mfa_result="success") == 0
 
 
+RUN = """sequence:
+  first: [{field: outcome, op: eq, value: failure}]
+  then: [{field: outcome, op: eq, value: success}]
+  window: 100
+  count: 3
+  consecutive: true"""
+
+
+def test_a_consecutive_sequence_counts_only_an_unbroken_run(registry: Registry) -> None:
+    """consecutive: a success ends the run of failures before it (firing or not); one
+    arriving late from before that success is not part of the next run either."""
+    rules = make_rule("run", "sequence", RUN)
+    broken = Runner(rules, registry)
+    for at, outcome in [(0, "failure"), (10, "failure"), (20, "success"), (30, "failure")]:
+        broken.feed(at, identity="alice", outcome=outcome)
+    assert broken.alerts(40, identity="alice", outcome="success") == 0
+    late = Runner(rules, registry)
+    for at, outcome in [(0, "failure"), (10, "failure"), (20, "success"), (30, "failure")]:
+        late.feed(at, identity="alice", outcome=outcome)
+    late.feed(15, identity="alice", outcome="failure")  # arrives late, from before the success
+    assert late.alerts(40, identity="alice", outcome="success") == 0
+    unbroken = Runner(rules, registry)
+    for at, outcome in [(0, "failure"), (10, "success"), (20, "failure"), (30, "failure")]:
+        unbroken.feed(at, identity="alice", outcome=outcome)
+    unbroken.feed(35, identity="alice", outcome="failure")
+    assert unbroken.alerts(40, identity="alice", outcome="success") == 1
+    # not consecutive (the default), the success between them does not matter
+    loose = Runner(make_rule("loose", "sequence", RUN.replace("true", "false")), registry)
+    for at, outcome in [(0, "failure"), (10, "failure"), (20, "success"), (30, "failure")]:
+        loose.feed(at, identity="alice", outcome=outcome)
+    assert loose.alerts(40, identity="alice", outcome="success") == 1
+
+
+def test_consecutive_is_refused_where_there_is_no_run() -> None:
+    """An absent sequence or one that starts with an identity event has no run to break."""
+    for body in (
+        ABSENT + "\n  consecutive: true",
+        RUN.replace("first: [", "first_input: identity_event\n  first: [")
+        .replace("outcome, op: eq, value: failure", "type, op: eq, value: mfa.factor_reset")
+        .replace("count: 3", "count: 1"),
+    ):
+        _rule, problems = parse_rule(rule_text("c", "sequence", body), "/r/c.yaml")
+        assert any("consecutive: a run of login first events" in p for p in problems), problems
+
+
 ABSENT = """sequence:
   first: [{field: outcome, op: eq, value: challenge}]
   then: [{field: outcome, op: eq, value: success}]

@@ -89,6 +89,7 @@ class Compiled:
         self.new = FIELDS[p["new"]].getter if p.get("new") else None
         self.then = all_of(tuple(compile_condition(c) for c in p.get("then", ())))
         self.absent = bool(p.get("absent", False))
+        self.consecutive = bool(p.get("consecutive", False))
         self.value = FIELDS[p["field"]].getter if p.get("field") else None
         self.lookback = float(p.get("lookback_days", 0.0)) * 86400.0
         self.max_values = int(p.get("max_values", DEFAULT_MAX_VALUES))
@@ -227,6 +228,10 @@ class Compiled:
             if n >= self.count:
                 hits.append((c.event, {"first_count": n, "window_s": self.window}))
                 firsts.clear()
+            elif self.consecutive:
+                # the run ends here: only first events after this one count (one arriving
+                # late, from before it, is not part of the next run either)
+                del firsts[: bisect.bisect_right(firsts, t)]
         if first:
             bisect.insort(firsts, t)
             if len(firsts) > self.count:

@@ -62,7 +62,7 @@ _PARAM_KEYS: dict[str, set[str]] = {
     "threshold": {"window", "count", "distinct"},
     "velocity": {"max_speed_kmh", "min_distance_km"},
     "first_seen": {"field", "lookback_days", "max_values", "learn_first"},
-    "sequence": {"first", "then", "window", "count", "absent", "first_input", "new"},
+    "sequence": {"first", "then", "window", "count", "absent", "first_input", "new", "consecutive"},
 }
 
 
@@ -131,6 +131,13 @@ def _params(
         count = read_number(p, "count", required=False, minimum=1, integer=True)
         params["count"] = int(count) if count is not None else 1
         params["absent"] = p.boolean("absent", default=False)
+        # consecutive: a `then` event ends the run of first events before it, firing or not
+        # (Elastic EQL's `runs`): five failures between a person's ordinary successes are
+        # not a guessing run
+        params["consecutive"] = p.boolean("consecutive", default=False)
+        if params["consecutive"] and (params["absent"] or across):
+            p.error(p.fields["consecutive"], "consecutive: a run of login first events")
+            ok = False
         if params["absent"] and params["count"] != 1:
             p.error(p.fields["count"], "count: an absent sequence waits for one first event")
             ok = False
