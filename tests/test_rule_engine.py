@@ -11,6 +11,7 @@ from typing import Any
 import orjson
 import pytest
 
+from streams.detect.checks import Compiled
 from streams.detect.engine import RuleEngine, haversine_km
 from streams.detect.fields import LeakSubject
 from streams.detect.load import load_rules, parse_rule
@@ -454,16 +455,21 @@ def test_a_response_with_nowhere_to_go_is_said_in_the_alert() -> None:
     assert details["done"].startswith("nothing: its response could not be carried out (")
 
 
-def test_an_exception_in_one_rule_is_reported_not_swallowed(registry: Registry) -> None:
+def test_an_exception_in_one_rule_is_reported_not_swallowed(
+    registry: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A rule that raises yields an error detection and a count; other rules still run."""
     ok = make_rule("fine", "match").rules[0]
     bad = make_rule("boom", "match").rules[0]
+    matched = Compiled._match
+
+    def explode(self: Compiled, *args: Any) -> Any:
+        if self.id == "boom":
+            raise ZeroDivisionError("division by zero")
+        return matched(self, *args)
+
+    monkeypatch.setattr(Compiled, "_match", explode)  # bound when the engine compiles
     engine = RuleEngine(RuleSet((bad, ok)), TEST_PROVIDERS)
-
-    def explode(*_: Any) -> Any:
-        raise ZeroDivisionError("division by zero")
-
-    engine._compiled[0].check = explode  # type: ignore[method-assign]
     dets = engine.evaluate(ev(1, 0, identity="alice"), registry, StateStore(), RuleState())
     assert [(d.rule, d.kind) for d in dets] == [("boom", "error"), ("fine", "detection")]
     assert dets[0].error == "ZeroDivisionError: division by zero"

@@ -64,27 +64,12 @@ def resolve(event: LoginEvent, registry: Registry) -> LoginEvent:
 def _with_resolution(event: LoginEvent, identity: str | None, account: str | None) -> LoginEvent:
     """``dataclasses.replace(event, identity=identity, target_account=account)`` spelled out:
     replace's generic per-field loop cost more than the lookups above (~4 of ~11 µs)."""
+    e = event
     return LoginEvent(
-        event_id=event.event_id,
-        vendor=event.vendor,
-        time=event.time,
-        principal=event.principal,
-        outcome=event.outcome,
-        event_type=event.event_type,
-        identity=identity,
-        vendor_event_id=event.vendor_event_id,
-        failure_reason=event.failure_reason,
-        mfa_method=event.mfa_method,
-        mfa_result=event.mfa_result,
-        ip=event.ip,
-        geo=event.geo,
-        device=event.device,
-        user_agent=event.user_agent,
-        target=event.target,
-        target_account=account,
-        risk=event.risk,
-        principal_id=event.principal_id,
-    )
+        e.event_id, e.vendor, e.time, e.principal, e.outcome, e.event_type, identity,
+        e.vendor_event_id, e.failure_reason, e.mfa_method, e.mfa_result, e.ip, e.geo, e.device,
+        e.user_agent, e.target, account, e.risk, e.principal_id,
+    )  # fmt: skip
 
 
 # A field added to LoginEvent must be copied above, or resolve would silently drop it.

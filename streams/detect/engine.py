@@ -82,6 +82,10 @@ class RuleEngine:
         self._leak = tuple(Compiled(r) for r in self.rules if r.leak)
         self.suppressor = Suppressor(ruleset.exceptions)  # wraps only rules with an exception
         self.suppressor.guard(self._compiled)
+        #: (match, group, check, compiled) per login rule, bound once (after the guard wrapped
+        #: the checks it wraps): the loop in evaluate() runs 14 times per login event, and
+        #: three attribute loads each cost ~0.5 us per event
+        self._loop = tuple((c.match, c.group, c.check, c) for c in self._compiled)
         #: rule id -> exceptions caught while evaluating it (for a metric).
         self.errors: dict[str, int] = {r.id: 0 for r in self.rules}
 
@@ -112,23 +116,24 @@ class RuleEngine:
         """
         ctx = Ctx(event, registry, lifecycle)
         out: list[Detection] = []
-        for compiled in self._compiled:
+        for match, group, check, compiled in self._loop:
             if groups is not None and compiled.rule.group_by not in groups:
                 continue
             try:
-                if not compiled.match(ctx):
+                if not match(ctx):
                     continue
-                key = compiled.group(ctx)
+                key = group(ctx)
                 if key is None:
                     continue
                 if home is not None and not home(key):
                     if deferred is not None:
                         deferred.append((compiled.rule.group_by, key))
                     continue
-                hits = compiled.check(ctx, key, state)
-                for subject, evidence in hits:
-                    sctx = ctx if subject is event else Ctx(subject, registry, lifecycle)
-                    out.append(self._detect(compiled.rule, sctx, key, evidence, state))
+                hits = check(ctx, key, state)
+                if hits:
+                    for subject, evidence in hits:
+                        sctx = ctx if subject is event else Ctx(subject, registry, lifecycle)
+                        out.append(self._detect(compiled.rule, sctx, key, evidence, state))
             except Exception as exc:  # noqa: BLE001 - reported per rule, never swallowed
                 out.append(self._error(compiled.rule, event, exc))
         return out

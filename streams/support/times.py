@@ -19,6 +19,16 @@ def parse_time(value: Any, field_name: str) -> datetime:
     """
     if not isinstance(value, str) or not value:
         raise ValidationError(f"{field_name}: expected an ISO-8601 timestamp string")
+    if value[-1] == "Z" and len(value) > 19 and value[10] == "T":
+        # the canonical form (format_time's, every topic's): fromisoformat reads the Z itself
+        # since 3.11, already UTC (~1 us less per login event)
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            pass
+        else:
+            if parsed.tzinfo is UTC:
+                return parsed
     text = value.strip()
     if text.endswith(("Z", "z")):
         text = text[:-1] + "+00:00"
