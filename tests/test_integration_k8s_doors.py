@@ -180,9 +180,11 @@ def test_worker_serves_scim_and_ssf_push_and_one_transmitter_pushes(
             # SIGTERM (a pod's stop) ends it cleanly, its place in the audit topic on its disk
             assert transmitter.stop() == 0
             pushed = len(receiver.received)  # more revocations may have run since the wait
+            sent = {c["jti"] for c in receiver.received}
             [saved] = (transmitter.data_dir / "checkpoints").iterdir()
-            offsets = json.loads(saved.read_text())["cursor"]["offsets"]
-            assert sum(offsets.values()) >= pushed  # every audit record it read
+            checkpoint = json.loads(saved.read_text())
+            resume = checkpoint["cursor"]["resume"]
+            assert sum(offset for offset, _ in resume.values()) >= pushed  # every record read
             # a restart resumes there: nothing is pushed again (the jtis would absorb it, but a
             # restart re-sending the whole audit window is load on every receiver)
             with transmitter:
@@ -190,4 +192,14 @@ def test_worker_serves_scim_and_ssf_push_and_one_transmitter_pushes(
                 status = requests.get(f"{transmitter.url}/v1/ssf/status", timeout=5).json()
                 assert status["receivers"]["app"]["delivered"] == 0
             assert len(receiver.received) == pushed
+            # a log that is not the one checkpointed (the embedded in-memory broker restarted
+            # and the topic refilled): its records are read again from the beginning, and
+            # the receiver gets the same jtis again (none lost, none new)
+            for _offset, printed in checkpoint["cursor"]["resume"].values():
+                printed[3] = "0" * 64  # another value at that offset
+            saved.write_text(json.dumps(checkpoint))
+            with transmitter:
+                wait_until(lambda: len(receiver.received) > pushed, 30, what="SETs pushed again")
+            assert {c["jti"] for c in receiver.received} == sent
+            assert "ssf.audit_log_changed" in transmitter.stderr()
     receiver.close()

@@ -13,6 +13,7 @@ import asyncio
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import jwt
@@ -34,6 +35,7 @@ from connectors.ingest.ssf.transmitter import (
     SetSigner,
     Target,
     Transmitter,
+    fingerprint,
     metadata,
 )
 from connectors.ingest.ssf.verify import JwksCache, SetRefused, SetVerifier
@@ -670,12 +672,20 @@ class TestTransmit:
         assert metrics.SSF_RECEIVER_UP.labels("down")._value.get() == 0
 
 
+def at(partition: int, offset: int, record: dict[str, Any]) -> tuple[int, list[Any]]:
+    """Where a record was read: its partition and fingerprint, as the transmitter's run()."""
+    raw = SimpleNamespace(
+        offset=offset, timestamp=1_700_000_000_000 + offset, key=b"k", value=orjson.dumps(record)
+    )
+    return partition, fingerprint(raw)
+
+
 def test_a_set_that_failed_is_pushed_again_and_holds_the_checkpoint(
     registry: Registry, tmp_path: Path
 ) -> None:
     """A receiver down through the HTTP policy's retries: the SET waits, the checkpoint stays
-    at its audit record's offset (a restart re-reads it), and once the receiver is back the
-    retry delivers it, re-signed, and the checkpoint moves on."""
+    at its audit record (fingerprinted: a restart finds it and re-reads it), and once the
+    receiver is back the retry delivers it, re-signed, and the checkpoint moves on."""
     signer = SetSigner(pem(rsa_key()), kid="ag-1", issuer="https://accessguard.example.test")
     jwks = serve_json(signer.jwks())
     store = CheckpointStore(tmp_path)
@@ -692,16 +702,20 @@ def test_a_set_that_failed_is_pushed_again_and_holds_the_checkpoint(
         )
         rx.down = True
         record = audit("revoke_sessions", clock[0])
-        assert asyncio.run(transmitter.handle(record, (2, 41))) == 0
-        transmitter.offsets.update({2: 42, 0: 7})  # what run() does after each record
+        held = at(2, 41, record)
+        assert asyncio.run(transmitter.handle(record, held)) == 0
+        transmitter.read(*held)  # what run() does after each record
+        other = at(0, 6, audit("remove_grant", clock[0]))
+        transmitter.read(*other)
         transmitter.checkpoint()
-        assert store.load("ssf-transmitter") == {"offsets": {"0": 7, "2": 41}}
+        saved = store.load("ssf-transmitter")["resume"]
+        assert saved == {"0": [7, other[1]], "2": [41, held[1]]}  # at the held record itself
         rx.down = False
         assert asyncio.run(transmitter.retry_due()) == 0  # not due yet
         clock[0] += 31
         assert asyncio.run(transmitter.retry_due()) == 1
         transmitter.checkpoint()
-        assert store.load("ssf-transmitter") == {"offsets": {"0": 7, "2": 42}}
+        assert store.load("ssf-transmitter")["resume"]["2"] == [42, held[1]]  # after it
     jwks.close()
     assert [next(iter(c["events"])) for c in rx.received] == [CAEP + "session-revoked"]
     assert transmitter.status["app"]["failed"] == 1
@@ -711,9 +725,9 @@ def test_records_from_partitions_read_out_of_time_order_are_all_transmitted(
     registry: Registry, tmp_path: Path
 ) -> None:
     """The audit topic's partitions are read interleaved: a revocation read after a later one
-    (another partition) is transmitted too (CI once lost alice's SETs behind bob's). A restart
-    resumes at the checkpoint's offsets with no time floor; a first start skips what is older
-    than the first-start window."""
+    (another partition) is transmitted too (CI once lost alice's SETs behind bob's). A
+    partition resumed at its checkpoint has no time floor; one read from its beginning (a
+    first start, a log that changed) skips what is older than the first-start window."""
     signer = SetSigner(pem(rsa_key()), kid="ag-1", issuer="https://accessguard.example.test")
     jwks = serve_json(signer.jwks())
     store = CheckpointStore(tmp_path)
@@ -732,23 +746,27 @@ def test_records_from_partitions_read_out_of_time_order_are_all_transmitted(
 
     with fake_receiver(issuer=signer.issuer, audience="a", jwks_url=jwks.url) as rx:
         first = make()
+        for part in (0, 1):
+            first.from_beginning(part)  # a first start
         later = {**audit("revoke_sessions", now), "cause": "ssf:bob"}
         earlier = audit("disable_account", now - 5)
         history = audit("revoke_sessions", now - FIRST_START_WINDOW - 60)
 
         async def go() -> list[int]:
             return [
-                await first.handle(later, (1, 0)),
-                await first.handle(earlier, (0, 0)),
-                await first.handle(history, (0, 1)),
+                await first.handle(later, at(1, 0, later)),
+                await first.handle(earlier, at(0, 0, earlier)),
+                await first.handle(history, at(0, 1, history)),
             ]
 
         assert asyncio.run(go()) == [1, 1, 0]
-        first.offsets.update({0: 2, 1: 1})
+        first.read(*at(1, 0, later))
         first.checkpoint()
         again = make()
-        assert again.offsets == {0: 2, 1: 1}
-        assert asyncio.run(again.handle(history, (0, 1))) == 1  # a checkpoint has no floor
+        assert again.resume[1] == (1, at(1, 0, later)[1])
+        assert asyncio.run(again.handle(history, at(1, 1, history))) == 1  # resumed: no floor
+        again.from_beginning(0)
+        assert asyncio.run(again.handle(history, at(0, 1, history))) == 0
     jwks.close()
     assert len(rx.received) == 3
 

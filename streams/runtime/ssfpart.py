@@ -25,7 +25,13 @@ from connectors.ingest.edge import expect_continue
 from connectors.ingest.ssf.poller import SsfPoller
 from connectors.ingest.ssf.receiver import SsfReceiver, SsfStream
 from connectors.ingest.ssf.stream import ensure_stream, request_verification
-from connectors.ingest.ssf.transmitter import SetSigner, Target, Transmitter, metadata
+from connectors.ingest.ssf.transmitter import (
+    SetSigner,
+    Target,
+    Transmitter,
+    fingerprint,
+    metadata,
+)
 from connectors.ingest.ssf.verify import JwksCache, SetVerifier
 from streams.bus.security import aio_consumer
 from streams.config.ssf import SsfSettings, SsfTransmitter
@@ -129,10 +135,12 @@ def _json(body: Any) -> web.Response:
     return web.Response(body=orjson.dumps(body), content_type="application/json")
 
 
-async def _audit_consumer(bootstrap: str, topic: str, offsets: Mapping[int, int]) -> Any:
-    """A group-less consumer of every partition of the audit topic, each from the
-    transmitter's checkpoint (``offsets``), else from its beginning (a first start: the
-    transmitter skips what is older than its first-start window)."""
+async def _audit_consumer(bootstrap: str, topic: str, transmitter: Transmitter) -> Any:
+    """A group-less consumer of every partition of the audit topic, each positioned where
+    the transmitter's checkpoint says (:attr:`Transmitter.resume`) once the record it
+    fingerprinted is found there; else from the partition's beginning
+    (:meth:`Transmitter.from_beginning`: a first start, or a log that is not the one
+    checkpointed, such as the embedded in-memory broker's after a restart)."""
     consumer = aio_consumer(
         bootstrap,
         group_id=None,
@@ -156,19 +164,30 @@ async def _audit_consumer(bootstrap: str, topic: str, offsets: Mapping[int, int]
         raise RuntimeError(f"the audit topic {topic!r} has no partitions: is it created?")
     parts = [TopicPartition(topic, p) for p in sorted(found)]
     consumer.assign(parts)
-    fresh = [tp for tp in parts if tp.partition not in offsets]
-    if fresh:
-        await consumer.seek_to_beginning(*fresh)
     for tp in parts:
-        if tp.partition in offsets:
-            consumer.seek(tp, offsets[tp.partition])
+        saved = transmitter.resume.get(tp.partition)
+        if saved is not None and await _finds(consumer, tp, saved[1]):
+            consumer.seek(tp, saved[0])
+            continue
+        if saved is not None:
+            log.warning("ssf.audit_log_changed", partition=tp.partition, offset=saved[0])
+        transmitter.from_beginning(tp.partition)
+        await consumer.seek_to_beginning(tp)
     return consumer
+
+
+async def _finds(consumer: Any, tp: Any, printed: list[Any]) -> bool:
+    """Whether the record at ``printed``'s offset in ``tp`` is the one it fingerprints."""
+    consumer.seek(tp, printed[0])
+    batch = await consumer.getmany(tp, timeout_ms=5000, max_records=1)
+    records = batch.get(tp) or []
+    return bool(records) and fingerprint(records[0]) == printed
 
 
 async def _transmit(
     transmitter: Transmitter, bootstrap: str, topic: str, stop: asyncio.Event
 ) -> None:
-    consumer = await _audit_consumer(bootstrap, topic, transmitter.offsets)
+    consumer = await _audit_consumer(bootstrap, topic, transmitter)
     try:
         await transmitter.run(consumer, stop)
     finally:

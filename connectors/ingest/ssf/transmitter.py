@@ -22,11 +22,14 @@ or failing receiver can never hold back a revocation (the plans never wait for i
   ``accessguard_ssf_deliveries_total``, ``accessguard_ssf_receiver_up``, and
   :attr:`Transmitter.status` (served at ``/v1/ssf/status``).
 * **Where to resume** is a checkpoint in the data directory: the next audit offset of each
-  partition, never past a SET still waiting for its retry. The audit topic has several
-  partitions, read interleaved, so record times are not monotonic: nothing is skipped for
-  being older than something already handled (that lost a revocation read after a later one
-  from another partition); repeats are absorbed by the ``jti``. Without a checkpoint, audit
-  records older than :data:`FIRST_START_WINDOW` are history and are not transmitted.
+  partition, never past a SET still waiting for its retry, with the fingerprint of the record
+  before it. The audit topic has several partitions, read interleaved, so record times are
+  not monotonic: nothing is skipped for being older than something already handled (that
+  lost a revocation read after a later one from another partition); repeats are absorbed by
+  the ``jti``. A partition whose record at the checkpoint is not the one fingerprinted (the
+  embedded in-memory broker restarted and the topic was refilled), and every partition on a
+  first start, is read from its beginning, skipping records older than
+  :data:`FIRST_START_WINDOW` as history.
 
 The subject is the identity's first registry e-mail (``email`` format), else its registry id
 (``opaque``): never anything the registry does not already hold.
@@ -35,6 +38,8 @@ The subject is the identity's first registry e-mail (``email`` format), else its
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -64,6 +69,13 @@ EVENTS: dict[str, tuple[str, str]] = {
 #: Without a checkpoint, audit records older than this are history, not news (s).
 FIRST_START_WINDOW = 3600.0
 CHECKPOINT = "ssf-transmitter"
+
+
+def fingerprint(rec: Any) -> list[Any]:
+    """One audit record, recognisable again: offset, broker timestamp, key, sha256 of the
+    value (:data:`streams.bus.bootstrap.Fingerprint`'s recipe)."""
+    value = hashlib.sha256(rec.value).hexdigest() if rec.value is not None else "-"
+    return [rec.offset, rec.timestamp, (rec.key or b"").decode(errors="replace"), value]
 
 
 class SetSigner:
@@ -151,7 +163,8 @@ class _Pending:
     sub_id: dict[str, str]
     ts: float  # the audit record's
     next_at: float
-    at: tuple[int, int] | None = None  # its (partition, offset), when read from the topic
+    #: its partition and fingerprint (offset first), when read from the topic
+    at: tuple[int, list[Any]] | None = None
 
 
 class Transmitter:
@@ -180,13 +193,17 @@ class Transmitter:
         #: SETs that failed after the HTTP policy's retries, by (receiver, jti).
         self._pending: dict[tuple[str, str], _Pending] = {}
         cursor = checkpoints.load(CHECKPOINT) if checkpoints is not None else None
-        #: partition -> the next audit offset to read (the checkpoint's, then the run's)
-        self.offsets: dict[int, int] = {
-            int(p): int(o) for p, o in ((cursor or {}).get("offsets") or {}).items()
+        #: partition -> where to resume: the offset to read next and the fingerprint of a
+        #: record to find first (the one before it, or the held one itself), from the
+        #: checkpoint; :meth:`run` keeps it as it reads (:meth:`resume_at`)
+        self.resume: dict[int, tuple[int, list[Any]]] = {
+            int(p): (int(r[0]), list(r[1])) for p, r in ((cursor or {}).get("resume") or {}).items()
         }
-        #: audit records from before this are not transmitted: only on a first start (a
-        #: checkpoint's offsets say exactly where to resume)
-        self.floor = float("-inf") if self.offsets else clock() - FIRST_START_WINDOW
+        #: audit records from before this are history and not transmitted: those of a
+        #: partition read from its beginning (:meth:`from_beginning`); a partition resumed
+        #: at its verified checkpoint has none
+        self.floors: dict[int, float] = {}
+        self.first_start_floor = clock() - FIRST_START_WINDOW
         self.status: dict[str, dict[str, Any]] = {
             t.name: {"delivered": 0, "failed": 0, "last_success": None, "last_error": None}
             for t in targets
@@ -201,11 +218,14 @@ class Transmitter:
             return {"format": "email", "email": found.emails[0]}
         return {"format": "opaque", "id": identity}
 
-    async def handle(self, record: Mapping[str, Any], at: tuple[int, int] | None = None) -> int:
-        """Transmit what one audit record (read at ``at``: partition, offset) says, if
-        anything. Returns the SETs delivered."""
+    async def handle(
+        self, record: Mapping[str, Any], at: tuple[int, list[Any]] | None = None
+    ) -> int:
+        """Transmit what one audit record (read from ``at``: its partition and
+        :func:`fingerprint`) says, if anything. Returns the SETs delivered."""
         ts = record.get("ts")
-        if record.get("kind") != "action" or not isinstance(ts, int | float) or ts < self.floor:
+        floor = self.first_start_floor if at is None else self.floors.get(at[0], -math.inf)
+        if record.get("kind") != "action" or not isinstance(ts, int | float) or ts < floor:
             return 0
         outcome = record.get("outcome")
         found = EVENTS.get(str(record.get("action")))
@@ -300,41 +320,54 @@ class Transmitter:
         status["last_success"] = self.clock()
         return True
 
-    def resume_at(self) -> dict[int, int]:
-        """Per partition, the offset to resume from: the next unread one, or an earlier record
-        whose SET still waits for its retry (a restart re-reads it; receivers deduplicate
-        what was delivered meanwhile)."""
-        offsets = dict(self.offsets)
+    def from_beginning(self, partition: int) -> None:
+        """``partition`` is read from its beginning: no checkpoint for it, or its log is not
+        the one checkpointed. What is older than the first-start window is history."""
+        self.resume.pop(partition, None)
+        self.floors[partition] = self.first_start_floor
+
+    def read(self, partition: int, printed: list[Any]) -> None:
+        """The record ``printed`` (its :func:`fingerprint`) of ``partition`` was handled:
+        resume after it."""
+        self.resume[partition] = (printed[0] + 1, printed)
+
+    def resume_at(self) -> dict[int, tuple[int, list[Any]]]:
+        """Per partition, where to resume: after the last record read, or at an earlier
+        one whose SET still waits for its retry (a restart re-reads it; receivers
+        deduplicate what was delivered meanwhile)."""
+        resume = dict(self.resume)
         for item in self._pending.values():
             if item.at is not None:
-                part, offset = item.at
-                offsets[part] = min(offsets.get(part, offset), offset)
-        return offsets
+                part, printed = item.at
+                if part not in resume or printed[0] < resume[part][0]:
+                    resume[part] = (printed[0], printed)
+        return resume
 
     def checkpoint(self) -> None:
         """Save :meth:`resume_at`."""
         if self.checkpoints is not None:
-            offsets = {str(p): o for p, o in sorted(self.resume_at().items())}
+            resume = {str(p): [o, f] for p, (o, f) in sorted(self.resume_at().items())}
             try:
-                self.checkpoints.save(CHECKPOINT, {"offsets": offsets})
+                self.checkpoints.save(CHECKPOINT, {"resume": resume})
             except OSError as exc:  # the next start re-reads a little more: jtis absorb it
                 log.warning("ssf.checkpoint_failed", error=str(exc)[:200])
 
     async def run(self, consumer: Any, stop: asyncio.Event) -> None:
         """Tail the audit topic with a started consumer, assigned and positioned at
-        :attr:`offsets` (:func:`streams.runtime.ssfpart`), until ``stop``."""
+        :attr:`resume` (:func:`streams.runtime.ssfpart._audit_consumer`), until ``stop``."""
         while not stop.is_set():
             batch = await consumer.getmany(timeout_ms=500, max_records=500)
             moved = bool(self._pending) and bool(await self.retry_due())
             for tp, records in batch.items():
                 for rec in records:
+                    printed = fingerprint(rec)
                     try:
                         value = orjson.loads(rec.value or b"null")
                         if isinstance(value, dict):
-                            await self.handle(value, (tp.partition, rec.offset))
+                            await self.handle(value, (tp.partition, printed))
                     except Exception:  # one bad record never stops the transmitter
                         log.exception("ssf.transmit_crashed", offset=rec.offset)
-                    self.offsets[tp.partition] = rec.offset + 1
+                    self.read(tp.partition, printed)
                     moved = True
             if moved:
                 self.checkpoint()
