@@ -35,10 +35,10 @@ from connectors.ingest.ssf.transmitter import (
     SetSigner,
     Target,
     Transmitter,
-    fingerprint,
     metadata,
 )
 from connectors.ingest.ssf.verify import JwksCache, SetRefused, SetVerifier
+from streams.bus.bootstrap import fingerprint
 from streams.bus.journal import Journal
 from streams.config.ssf import SsfTransmitter
 from streams.model.identity import IdentityEvent
@@ -677,7 +677,7 @@ def at(partition: int, offset: int, record: dict[str, Any]) -> tuple[int, list[A
     raw = SimpleNamespace(
         offset=offset, timestamp=1_700_000_000_000 + offset, key=b"k", value=orjson.dumps(record)
     )
-    return partition, fingerprint(raw)
+    return partition, list(fingerprint(raw))
 
 
 def test_a_set_that_failed_is_pushed_again_and_holds_the_checkpoint(

@@ -83,7 +83,7 @@ class _Moved(Exception):
     compacted past it): read from the beginning."""
 
 
-def _fingerprint(rec: Any) -> Fingerprint:
+def fingerprint(rec: Any) -> Fingerprint:
     value = hashlib.sha256(rec.value).hexdigest() if rec.value is not None else "-"
     return (rec.offset, rec.timestamp, (rec.key or b"").decode(errors="replace"), value)
 
@@ -144,7 +144,7 @@ def _read_changes(
                     continue
                 fresh = records
                 if tp.partition in unchecked:
-                    if _fingerprint(records[0]) != after[tp.partition]:
+                    if fingerprint(records[0]) != after[tp.partition]:
                         raise _Moved("the snapshot's last record is gone or different")
                     unchecked.discard(tp.partition)
                     fresh = records[1:]  # that record is in the snapshot already
@@ -152,7 +152,7 @@ def _read_changes(
                     if rec.key:
                         apply(rec.key.decode(), rec.value)
                 if fresh:
-                    last[tp.partition] = _fingerprint(fresh[-1])
+                    last[tp.partition] = fingerprint(fresh[-1])
                 if consumer.position(tp) >= end[tp]:
                     remaining.discard(tp)
         return last

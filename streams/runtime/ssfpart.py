@@ -29,10 +29,10 @@ from connectors.ingest.ssf.transmitter import (
     SetSigner,
     Target,
     Transmitter,
-    fingerprint,
     metadata,
 )
 from connectors.ingest.ssf.verify import JwksCache, SetVerifier
+from streams.bus.bootstrap import fingerprint
 from streams.bus.security import aio_consumer
 from streams.config.ssf import SsfSettings, SsfTransmitter
 from streams.runtime.parts import auth_guard, retry_policy
@@ -181,7 +181,7 @@ async def _finds(consumer: Any, tp: Any, printed: list[Any]) -> bool:
     consumer.seek(tp, printed[0])
     batch = await consumer.getmany(tp, timeout_ms=5000, max_records=1)
     records = batch.get(tp) or []
-    return bool(records) and fingerprint(records[0]) == printed
+    return bool(records) and list(fingerprint(records[0])) == printed
 
 
 async def _transmit(

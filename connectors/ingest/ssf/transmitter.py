@@ -38,7 +38,6 @@ The subject is the identity's first registry e-mail (``email`` format), else its
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import math
 import time
 from collections.abc import Callable, Mapping
@@ -54,6 +53,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from connectors.base.http import HttpClient, RetryPolicy, call_with_retries
 from connectors.base.pollers import CheckpointStore
 from connectors.ingest.ssf.events import CAEP, RISC
+from streams.bus.bootstrap import fingerprint
 from streams.model.records import idempotency_key
 from streams.model.registry import Registry
 from streams.support import metrics
@@ -69,13 +69,6 @@ EVENTS: dict[str, tuple[str, str]] = {
 #: Without a checkpoint, audit records older than this are history, not news (s).
 FIRST_START_WINDOW = 3600.0
 CHECKPOINT = "ssf-transmitter"
-
-
-def fingerprint(rec: Any) -> list[Any]:
-    """One audit record, recognisable again: offset, broker timestamp, key, sha256 of the
-    value (:data:`streams.bus.bootstrap.Fingerprint`'s recipe)."""
-    value = hashlib.sha256(rec.value).hexdigest() if rec.value is not None else "-"
-    return [rec.offset, rec.timestamp, (rec.key or b"").decode(errors="replace"), value]
 
 
 class SetSigner:
@@ -360,7 +353,7 @@ class Transmitter:
             moved = bool(self._pending) and bool(await self.retry_due())
             for tp, records in batch.items():
                 for rec in records:
-                    printed = fingerprint(rec)
+                    printed = list(fingerprint(rec))  # a list: it is saved as JSON
                     try:
                         value = orjson.loads(rec.value or b"null")
                         if isinstance(value, dict):
