@@ -482,8 +482,9 @@ class Engine(HrPath):
             metrics.RULE_MATCHES.labels(detection.rule, detection.severity).inc()
             for alert in detection.alerts:
                 await self.alerts.enqueue(alert)
-        if self.clock() - self._expired_at >= EXPIRE_EVERY:
-            self._expired_at = self.clock()
+        wall = self.clock()
+        if wall - self._expired_at >= EXPIRE_EVERY:
+            self._expired_at = wall
             pipeline.state.expire(now, pipeline.engine.horizons)
         return await self.checkpoint_rules()
 
